@@ -1,0 +1,44 @@
+# One command runs every check: `make check` (format, lint, types, tests). CI runs it.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+SOURCES := core workers projector api tests
+
+.PHONY: install check format lint typecheck test bench demo clean
+
+$(BIN)/python:
+	$(PY) -m pip install --quiet --upgrade uv
+	$(PY) -m uv venv --quiet --python $(PY) $(VENV)
+
+# Strict editable mode installs a link tree that mypy can follow; it is rebuilt every time so
+# that new modules are picked up.
+install: $(BIN)/python
+	$(PY) -m uv pip install --quiet --python $(BIN)/python -r requirements.lock
+	$(PY) -m uv pip install --quiet --python $(BIN)/python --no-deps -e . --config-settings editable_mode=strict
+
+format: install
+	$(BIN)/ruff format $(SOURCES)
+
+lint: install
+	$(BIN)/ruff format --check $(SOURCES)
+	$(BIN)/ruff check $(SOURCES)
+
+typecheck: install
+	$(BIN)/mypy -p agentexec
+
+test: install
+	$(BIN)/pytest
+
+check: lint typecheck test
+
+bench: install
+	$(BIN)/python -m tests.bench.tasks
+
+demo: install
+	$(BIN)/agentexec demo
+
+requirements.lock: pyproject.toml
+	$(PY) -m uv pip compile --quiet --python-version 3.11 --extra dev pyproject.toml -o requirements.lock
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,77 @@
+"""Settings read from `AGENTEXEC_*` environment variables into one object, `CONF`.
+
+Values are read once at import and may be reassigned in code before the first connection
+(`ax.CONF.redis_url = "redis://..."`); assignments are validated like the environment is.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REDIS_STATE_BACKEND = "agentexec.state.redis_backend"
+
+
+class Settings(BaseSettings):
+    """Every setting of agentexec. Each field `x` is read from `AGENTEXEC_X`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="AGENTEXEC_",
+        validate_assignment=True,
+        extra="ignore",
+    )
+
+    redis_url: str = "redis://localhost:6379/0"
+    database_url: str | None = None
+    """Used by processes started from the command line (`agentexec projector`, `api`)."""
+
+    key_prefix: str = "agentexec"
+    """Namespace of every Redis key, so that applications (or tests) can share one server."""
+    state_backend: str = REDIS_STATE_BACKEND
+
+    num_workers: int = Field(default=4, ge=1)
+    """Worker processes started by `Pool.run()`."""
+    worker_concurrency: int = Field(default=10, ge=1)
+    """Tasks each worker process runs at once in its event loop."""
+    queue_name: str = Field(default="agentexec_tasks", min_length=1)
+    graceful_shutdown_timeout: float = Field(default=300, ge=0)
+    """Seconds in-flight tasks get to finish after SIGINT/SIGTERM before they are handed back."""
+
+    table_prefix: str = "agentexec_"
+    result_ttl: int = Field(default=3600, ge=1)
+    """Seconds a task's result stays retrievable after it ends."""
+    max_context_bytes: int = Field(default=1024 * 1024, ge=1)
+    """Largest serialised context `enqueue` accepts."""
+
+    lease_seconds: float = Field(default=30, gt=0)
+    """A task whose worker stops renewing it for this long is taken over by another worker."""
+    block_ms: int = Field(default=5000, ge=1)
+    """Longest blocking Redis read; socket timeouts are set above it."""
+
+    activity_message_create: str = "Waiting to start."
+    activity_message_started: str = "Task started."
+    activity_message_complete: str = "Task completed successfully."
+    activity_message_error: str = "Task failed with error: {error}"
+
+    @field_validator("state_backend")
+    @classmethod
+    def _only_redis(cls, value: str) -> str:
+        if value != REDIS_STATE_BACKEND:
+            raise ValueError(
+                f"AGENTEXEC_STATE_BACKEND has value {value!r}; only {REDIS_STATE_BACKEND!r} "
+                "is supported. Unset it or set it to that value."
+            )
+        return value
+
+    @field_validator("key_prefix")
+    @classmethod
+    def _no_braces(cls, value: str) -> str:
+        if not value or "{" in value or "}" in value:
+            raise ValueError(
+                f"AGENTEXEC_KEY_PREFIX has value {value!r}; use a non-empty name without "
+                "braces (braces are Redis Cluster hash tags)."
+            )
+        return value
+
+
+CONF = Settings()

@@ -1,0 +1,44 @@
+"""The one exception hierarchy of agentexec: everything it raises derives from `AgentexecError`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class AgentexecError(Exception):
+    """Base class of every error agentexec raises on purpose."""
+
+
+class ConfigurationError(AgentexecError):
+    """A setting, pool or task declaration is invalid; the message says which and how to fix it."""
+
+
+class TaskDefinitionError(ConfigurationError):
+    """A `@pool.task` handler does not have the shape agentexec needs."""
+
+
+class ContextError(AgentexecError, TypeError):
+    """A context passed to `enqueue` is not of the registered type, cannot be serialised or
+    is larger than `AGENTEXEC_MAX_CONTEXT_BYTES`."""
+
+
+class UnknownTaskError(AgentexecError, LookupError):
+    """No handler is registered under a task name."""
+
+
+class RedisUnavailableError(AgentexecError, ConnectionError):
+    """Redis could not be reached; raised from the Redis client error."""
+
+
+class TaskFailedError(AgentexecError):
+    """A task ended with an error for good (no retry left); raised by `get_result` and `gather`."""
+
+    def __init__(self, agent_id: Any, task_name: str, error: str) -> None:
+        self.agent_id = agent_id
+        self.task_name = task_name
+        self.error = error
+        super().__init__(f"task {task_name!r} (agent {agent_id}) failed: {error}")
+
+
+class EventDecodeError(AgentexecError, ValueError):
+    """A stream entry is not a valid agentexec event."""

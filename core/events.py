@@ -1,0 +1,136 @@
+"""The event vocabulary: every fact about a task is one of these, appended to a Redis Stream.
+
+Events are frozen msgspec Structs in a tagged union (`type` is the tag). They are stored as JSON
+in the stream entry's `event` field, so `redis-cli XRANGE` stays readable. The stream entry id
+is the event's identity and position; it is not part of the payload.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+from uuid import UUID
+
+import msgspec
+
+from .errors import EventDecodeError
+
+SCHEMA_VERSION = 1
+NULL = msgspec.Raw(b"null")
+EVENT_FIELD = b"event"
+
+
+class Status(enum.StrEnum):
+    """The status of a task. Compares equal to its upper-case name (`status == "COMPLETE"`)."""
+
+    QUEUED = "QUEUED"
+    RUNNING = "RUNNING"
+    COMPLETE = "COMPLETE"
+    ERROR = "ERROR"
+    CANCELED = "CANCELED"
+
+    @property
+    def wire(self) -> str:
+        """The lower-case spelling used on the wire (JSON, SSE): `queued`, `running`..."""
+        return self.value.lower()
+
+
+TERMINAL = frozenset({Status.COMPLETE, Status.ERROR, Status.CANCELED})
+ACTIVE = frozenset({Status.QUEUED, Status.RUNNING})
+
+
+class Priority(enum.StrEnum):
+    """HIGH tasks run before LOW ones; within a priority, first in first out."""
+
+    HIGH = "high"
+    LOW = "low"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Event(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, tag_field="type"):
+    """Fields every event carries. `message` and `percentage` are what an activity log shows."""
+
+    agent_id: UUID
+    task_name: str
+    ts: datetime = msgspec.field(default_factory=utcnow)
+    attempt: int = 1
+    v: int = SCHEMA_VERSION
+    message: str = ""
+    percentage: int | None = None
+    metadata: dict[str, Any] | None = None
+
+    status: ClassVar[Status | None] = None
+    """The activity status this event moves its task to (None: no change)."""
+
+
+class TaskQueued(Event, frozen=True, kw_only=True, omit_defaults=True, tag="task.queued"):
+    """A task was enqueued, or an activity created by hand (then `queue` is None)."""
+
+    status = Status.QUEUED
+    queue: str | None = None
+    priority: Priority = Priority.LOW
+    context: msgspec.Raw = NULL
+    parent_id: UUID | None = None
+
+
+class TaskStarted(Event, frozen=True, kw_only=True, omit_defaults=True, tag="task.started"):
+    status = Status.RUNNING
+    worker: str = ""
+
+
+class TaskProgress(Event, frozen=True, kw_only=True, omit_defaults=True, tag="task.progress"):
+    """Progress reported by the task or its agent."""
+
+    status = Status.RUNNING
+
+
+class TaskCompleted(Event, frozen=True, kw_only=True, omit_defaults=True, tag="task.completed"):
+    status = Status.COMPLETE
+    result: msgspec.Raw = NULL
+
+
+class TaskFailed(Event, frozen=True, kw_only=True, omit_defaults=True, tag="task.failed"):
+    """The task raised, or could not run at all."""
+
+    status = Status.ERROR
+    error: str
+
+
+class TaskCanceled(Event, frozen=True, kw_only=True, omit_defaults=True, tag="task.canceled"):
+    status = Status.CANCELED
+
+
+AnyEvent = TaskQueued | TaskStarted | TaskProgress | TaskCompleted | TaskFailed | TaskCanceled
+
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder(AnyEvent)
+
+
+def encode(event: Event) -> bytes:
+    return _encoder.encode(event)
+
+
+def decode(data: bytes) -> AnyEvent:
+    """Decode one event's JSON; raises `EventDecodeError` naming what is wrong."""
+    try:
+        event: AnyEvent = _decoder.decode(data)
+        return event
+    except msgspec.DecodeError as e:
+        raise EventDecodeError(f"not a valid agentexec event ({e}): {data[:200]!r}") from e
+
+
+def entry(event: Event) -> dict[Any, Any]:
+    """The fields of the stream entry that carries `event`."""
+    return {EVENT_FIELD: encode(event)}
+
+
+def decode_entry(fields: dict[bytes, bytes]) -> AnyEvent:
+    """Decode a stream entry's fields (as returned by XREAD/XRANGE)."""
+    data = fields.get(EVENT_FIELD)
+    if data is None:
+        raise EventDecodeError(f"stream entry has no {EVENT_FIELD!r} field: {list(fields)[:5]!r}")
+    return decode(data)

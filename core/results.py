@@ -1,0 +1,198 @@
+"""Task results: how a worker stores an outcome and how `get_result` and `gather` wait for it.
+
+A worker stores the outcome under the task's result key (expiring after `AGENTEXEC_RESULT_TTL`)
+and publishes it on the task's channel in the same transaction. A waiter subscribes to the
+channel first and reads the key once the subscription is confirmed, so it is woken by the
+completion itself and cannot miss one that happened before it started waiting. Each event loop
+shares one pub/sub connection for all its waiters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import weakref
+from typing import Any
+from uuid import UUID
+
+import msgspec
+import redis
+import redis.asyncio as aioredis
+
+from . import tasks
+from .config import CONF
+from .connection import REDIS_ERRORS, Reconnect, get_redis
+from .errors import TaskFailedError
+from .events import NULL
+from .streams import Keys
+from .tasks import Task
+
+logger = logging.getLogger(__name__)
+
+
+class Outcome(msgspec.Struct, frozen=True, omit_defaults=True):
+    """How a task ended, as stored under its result key."""
+
+    status: str
+    """`complete`, `error` or `canceled`."""
+    task_name: str
+    result: msgspec.Raw = NULL
+    error: str | None = None
+
+
+outcome_encoder = msgspec.json.Encoder()
+_outcome_decoder = msgspec.json.Decoder(Outcome)
+
+
+class _Waiter:
+    """The pub/sub listener of one event loop and the futures waiting on it."""
+
+    def __init__(self, client: aioredis.Redis, keys: Keys) -> None:
+        self._client = client
+        self._keys = keys
+        self._pubsub = client.pubsub()
+        self._futures: dict[bytes, set[asyncio.Future[bytes]]] = {}
+        self._subscribe: set[bytes] = set()
+        self._unsubscribe: set[bytes] = set()
+        self._flushing: asyncio.Task[None] | None = None
+        self._listener: asyncio.Task[None] | None = None
+        self._reconnect = Reconnect("result waiter")
+
+    async def wait(self, agent_id: UUID) -> bytes:
+        channel = self._keys.result_channel(agent_id).encode()
+        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        waiting = self._futures.get(channel)
+        if waiting is None:
+            waiting = self._futures[channel] = set()
+            self._subscribe.add(channel)
+            self._unsubscribe.discard(channel)
+            self._schedule_flush()
+        waiting.add(future)
+        try:
+            return await future
+        finally:
+            waiting.discard(future)
+            if not waiting and self._futures.get(channel) is waiting:
+                del self._futures[channel]
+                self._subscribe.discard(channel)
+                self._unsubscribe.add(channel)
+                self._schedule_flush()
+
+    def _schedule_flush(self) -> None:
+        # Subscriptions made in one loop iteration go out as one SUBSCRIBE command.
+        if self._flushing is None or self._flushing.done():
+            self._flushing = asyncio.get_running_loop().create_task(self._flush())
+
+    async def _flush(self) -> None:
+        await asyncio.sleep(0)
+        while self._subscribe or self._unsubscribe or self._listener is None:
+            subscribe, self._subscribe = self._subscribe, set()
+            unsubscribe, self._unsubscribe = self._unsubscribe, set()
+            try:
+                if self._listener is None:
+                    await self._pubsub.subscribe(self._keys.waiter_channel)
+                    self._listener = asyncio.get_running_loop().create_task(self._listen())
+                if subscribe:
+                    await self._pubsub.subscribe(*subscribe)
+                if unsubscribe:
+                    await self._pubsub.unsubscribe(*unsubscribe)
+                self._reconnect.succeeded()
+            except REDIS_ERRORS as e:
+                self._subscribe |= {c for c in subscribe if c in self._futures}
+                self._unsubscribe |= {c for c in unsubscribe if c not in self._futures}
+                await self._reconnect.failed(e)
+
+    async def _listen(self) -> None:
+        while True:
+            try:
+                message = await self._pubsub.get_message(timeout=None)
+            except REDIS_ERRORS as e:
+                await self._reconnect.failed(e)
+                continue
+            if message is None:
+                continue
+            kind, channel = message["type"], message["channel"]
+            if kind == "message":
+                self._resolve(channel, bytes(message["data"]))
+            elif kind == "subscribe" and channel in self._futures:
+                # Subscribed: a result stored before now is in the key, any later one comes
+                # as a message. Read the key without holding up the listener.
+                asyncio.get_running_loop().create_task(self._check_stored(channel))
+
+    async def _check_stored(self, channel: bytes) -> None:
+        agent_id = channel[len(self._keys.result_channel_prefix) :].decode()
+        try:
+            data: Any = await self._client.get(self._keys.result(agent_id))
+        except REDIS_ERRORS:
+            return  # the resubscription after reconnecting checks again
+        if data is not None:
+            self._resolve(channel, bytes(data))
+
+    def _resolve(self, channel: bytes, data: bytes) -> None:
+        for future in self._futures.get(channel, ()):
+            if not future.done():
+                future.set_result(data)
+
+
+_waiters: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, str], _Waiter]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _waiter() -> _Waiter:
+    per_loop = _waiters.setdefault(asyncio.get_running_loop(), {})
+    key = (CONF.redis_url, CONF.key_prefix)
+    waiter = per_loop.get(key)
+    if waiter is None:
+        waiter = per_loop[key] = _Waiter(get_redis(), Keys(CONF.key_prefix))
+    return waiter
+
+
+def _load(outcome: Outcome, agent_id: UUID) -> Any:
+    if outcome.status != "complete":
+        raise TaskFailedError(agent_id, outcome.task_name, outcome.error or outcome.status)
+    value = msgspec.json.decode(outcome.result)
+    for definition in tasks.known(outcome.task_name)[:1]:
+        return definition.load_result(value)
+    return value
+
+
+async def get_result(task: Task | UUID | str, timeout: float | None = None) -> Any:
+    """Wait for a task's result and return it.
+
+    Returns the handler's return value, validated into its return annotation when the handler
+    is registered in this process (else as decoded JSON). Wakes on the completion itself.
+    Raises `TaskFailedError` when the task ended in error or was canceled, and `TimeoutError`
+    after `timeout` seconds (None: wait as long as it takes). Results stay available for
+    `AGENTEXEC_RESULT_TTL` seconds after the task ends.
+    """
+    agent_id = task.agent_id if isinstance(task, Task) else UUID(str(task))
+    try:
+        async with asyncio.timeout(timeout):
+            data = await _waiter().wait(agent_id)
+    except TimeoutError:
+        raise TimeoutError(f"no result for agent {agent_id} after {timeout}s") from None
+    except redis.RedisError as e:  # pragma: no cover - wrapped for the public API
+        raise ConnectionError(f"get_result: Redis error for agent {agent_id}: {e}") from e
+    return _load(_outcome_decoder.decode(data), agent_id)
+
+
+async def gather(*tasks_: Task, timeout: float | None = None) -> list[Any]:
+    """Wait for several tasks; return their results in the order given.
+
+    Fails fast: the first task that fails raises `TaskFailedError` and the other waits are
+    dropped (the tasks themselves keep running). `timeout` bounds the whole wait.
+    """
+    waits = [asyncio.ensure_future(get_result(t)) for t in tasks_]
+    try:
+        async with asyncio.timeout(timeout):
+            done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_EXCEPTION)
+    except TimeoutError:
+        raise TimeoutError(f"gather: {len(tasks_)} tasks not all done after {timeout}s") from None
+    finally:
+        for w in waits:
+            w.cancel()
+    for w in waits:
+        if w in done and w.exception() is not None:
+            raise w.exception()  # type: ignore[misc]
+    return [w.result() for w in waits]

@@ -1,0 +1,54 @@
+"""Redis key names and consumer-group helpers. Every key starts with the configured prefix.
+
+Keys of one queue share a hash tag, so a queue's streams live on one Redis Cluster slot.
+"""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+import redis
+import redis.asyncio as aioredis
+
+from .events import Priority
+
+WORKERS_GROUP = "workers"
+PROJECTOR_GROUP = "projector"
+
+
+class Keys:
+    """The key names of one agentexec namespace (`AGENTEXEC_KEY_PREFIX`)."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.events = f"{prefix}:events"
+        self.dead_letters = f"{prefix}:dead"
+        self.result_channel_prefix = f"{prefix}:done:"
+        self.waiter_channel = f"{prefix}:waiter"
+
+    def queue(self, queue_name: str, priority: Priority) -> str:
+        return f"{self.prefix}:{{{queue_name}}}:{priority.value}"
+
+    def queues(self, queue_name: str) -> list[str]:
+        """The streams of one queue, highest priority first."""
+        return [self.queue(queue_name, p) for p in (Priority.HIGH, Priority.LOW)]
+
+    def result(self, agent_id: UUID | str) -> str:
+        return f"{self.prefix}:result:{agent_id}"
+
+    def result_channel(self, agent_id: UUID | str) -> str:
+        return f"{self.result_channel_prefix}{agent_id}"
+
+
+async def ensure_group(client: aioredis.Redis, stream: str, group: str, start: str = "0") -> None:
+    """Create `group` on `stream` (and the stream) unless it exists."""
+    try:
+        await client.xgroup_create(stream, group, id=start, mkstream=True)
+    except redis.ResponseError as e:
+        if "BUSYGROUP" not in str(e):
+            raise
+
+
+def is_missing_group(error: redis.ResponseError) -> bool:
+    """True when a command failed because the stream or group is gone (Redis came back empty)."""
+    return "NOGROUP" in str(error)

@@ -1,0 +1,123 @@
+"""Task definitions (what `@pool.task` registers) and `Task`, the handle `enqueue` returns."""
+
+from __future__ import annotations
+
+import inspect
+import typing
+from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Any
+from uuid import UUID
+
+from pydantic import BaseModel, TypeAdapter
+
+from .errors import TaskDefinitionError
+from .events import Priority
+
+current_task: ContextVar[UUID | None] = ContextVar("agentexec_current_task", default=None)
+"""The agent id of the task whose handler is running in this context, if any."""
+
+Handler = Callable[[UUID, Any], Any] | Callable[[UUID, Any], Awaitable[Any]]
+
+
+@dataclass(frozen=True)
+class Task:
+    """A queued task. `agent_id` identifies it everywhere: activity, results, events."""
+
+    agent_id: UUID
+    task_name: str
+    queue_name: str
+    priority: Priority = Priority.LOW
+    event_id: str = ""
+    """The stream id of its `task.queued` event."""
+
+
+@dataclass(frozen=True)
+class TaskDefinition:
+    """A handler registered under a task name on a queue."""
+
+    name: str
+    handler: Handler
+    context_type: type[BaseModel]
+    queue_name: str
+    is_async: bool
+    return_type: Any = None
+    """The handler's return annotation, or None when it has none."""
+    _adapter: TypeAdapter[Any] | None = field(default=None, compare=False, repr=False)
+
+    @classmethod
+    def from_handler(cls, name: str, handler: Handler, queue_name: str) -> TaskDefinition:
+        """Check the handler's shape: `(agent_id: UUID, context: SomeModel)`, sync or async."""
+        where = f"@pool.task({name!r}) on {getattr(handler, '__qualname__', handler)!r}"
+        if not callable(handler):
+            raise TaskDefinitionError(f"{where}: the decorated object is not callable.")
+        if not name or not isinstance(name, str):
+            raise TaskDefinitionError(f"{where}: the task name must be a non-empty string.")
+        params = list(inspect.signature(handler).parameters.values())
+        if len(params) != 2 or any(
+            p.kind not in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in params
+        ):
+            raise TaskDefinitionError(
+                f"{where}: a handler takes exactly two parameters, "
+                "`(agent_id: UUID, context: YourContextModel)`."
+            )
+        try:
+            hints = typing.get_type_hints(handler)
+        except Exception as e:
+            raise TaskDefinitionError(f"{where}: its annotations cannot be resolved: {e}") from e
+        context_type = hints.get(params[1].name)
+        if not (isinstance(context_type, type) and issubclass(context_type, BaseModel)):
+            raise TaskDefinitionError(
+                f"{where}: parameter {params[1].name!r} is annotated {context_type!r}; "
+                "annotate it with the Pydantic model the task receives, e.g. "
+                "`context: ResearchContext`."
+            )
+        agent_type = hints.get(params[0].name, UUID)
+        if agent_type is not UUID:
+            raise TaskDefinitionError(
+                f"{where}: parameter {params[0].name!r} is annotated {agent_type!r}; "
+                "annotate it `agent_id: UUID`."
+            )
+        return_type = hints.get("return")
+        adapter = None
+        if return_type is not None and return_type is not type(None):
+            try:
+                adapter = TypeAdapter(return_type)
+            except Exception as e:
+                raise TaskDefinitionError(
+                    f"{where}: return annotation {return_type!r} is not a type Pydantic can "
+                    f"validate ({e}); return a Pydantic model, dict, list, str, number or None."
+                ) from e
+        return cls(
+            name=name,
+            handler=handler,
+            context_type=context_type,
+            queue_name=queue_name,
+            is_async=inspect.iscoroutinefunction(handler),
+            return_type=return_type,
+            _adapter=adapter,
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickled to worker processes by reference to the handler; rebuilt (and re-checked) there.
+        return (TaskDefinition.from_handler, (self.name, self.handler, self.queue_name))
+
+    def load_result(self, value: Any) -> Any:
+        """Turn a decoded JSON result back into the handler's return type."""
+        if self._adapter is None:
+            return value
+        return self._adapter.validate_python(value)
+
+
+_registry: dict[str, list[TaskDefinition]] = {}
+
+
+def register(definition: TaskDefinition) -> None:
+    """Record a definition so that `enqueue` in this process can check contexts against it."""
+    _registry.setdefault(definition.name, []).append(definition)
+
+
+def known(name: str) -> list[TaskDefinition]:
+    """The definitions registered under `name` in this process (possibly on several queues)."""
+    return _registry.get(name, [])

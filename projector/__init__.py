@@ -1,0 +1,1 @@
+"""Projector: builds the SQL read model from the event log."""

@@ -1,0 +1,90 @@
+"""A pool of small handlers used by the integration tests (module level, so that spawned
+worker processes can import them)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from pathlib import Path
+from uuid import UUID
+
+import agentexec as ax
+from pydantic import BaseModel
+
+
+class Echo(BaseModel):
+    text: str
+    delay: float = 0.0
+
+
+class Answer(BaseModel):
+    text: str
+    pid: int
+
+
+class Record(BaseModel):
+    """Appends its label to a file when it runs, to observe execution order across processes."""
+
+    path: str
+    label: str
+
+
+pool = ax.Pool(num_workers=2, concurrency=4)
+
+
+@pool.task("echo")
+async def echo(agent_id: UUID, context: Echo) -> Answer:
+    if context.delay:
+        await asyncio.sleep(context.delay)
+    return Answer(text=context.text, pid=os.getpid())
+
+
+@pool.task("sync_echo")
+def sync_echo(agent_id: UUID, context: Echo) -> str:
+    time.sleep(context.delay)
+    return context.text.upper()
+
+
+@pool.task("returns_dict")
+async def returns_dict(agent_id: UUID, context: Echo) -> dict[str, object]:
+    return {"text": context.text, "n": 3, "items": [1, 2]}
+
+
+@pool.task("returns_none")
+async def returns_none(agent_id: UUID, context: Echo) -> None:
+    return None
+
+
+@pool.task("returns_number")
+async def returns_number(agent_id: UUID, context: Echo) -> float:
+    return 2.5
+
+
+@pool.task("boom")
+async def boom(agent_id: UUID, context: Echo) -> str:
+    raise RuntimeError(f"boom: {context.text}")
+
+
+@pool.task("progress")
+async def progress(agent_id: UUID, context: Echo) -> str:
+    for pct in (25, 50, 75):
+        ax.activity.update(agent_id, f"step {pct}", percentage=pct)
+        await asyncio.sleep(context.delay)
+    return "done"
+
+
+@pool.task("record")
+async def record(agent_id: UUID, context: Record) -> None:
+    with Path(context.path).open("a") as f:
+        f.write(context.label + "\n")
+
+
+@pool.task("die")
+async def die(agent_id: UUID, context: Record) -> str:
+    """Kills its worker process the first time it runs (a marker file remembers)."""
+    marker = Path(context.path)
+    if not marker.exists():
+        marker.write_text(str(os.getpid()))
+        os._exit(13)
+    return f"survived after {marker.read_text()} died"

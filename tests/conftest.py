@@ -1,0 +1,73 @@
+"""Shared fixtures: a real Redis server for the session, and a fresh key namespace per test."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+
+import agentexec as ax
+import pytest
+
+from tests.support.redis_server import RedisServer
+
+
+def _docker_redis_url() -> Iterator[str] | None:
+    try:
+        import docker  # noqa: F401
+        from testcontainers.redis import RedisContainer
+    except ImportError:
+        return None
+    try:
+        container = RedisContainer("redis:7")
+        container.start()
+    except Exception:
+        return None
+    return container  # type: ignore[return-value]
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """AGENTEXEC_TEST_REDIS_URL if set; else a private redis-server from PATH; else a
+    testcontainers Redis where Docker runs."""
+    url = os.environ.get("AGENTEXEC_TEST_REDIS_URL")
+    if url:
+        yield url
+        return
+    if shutil.which("redis-server"):
+        server = RedisServer()
+        server.start()
+        try:
+            yield server.url
+        finally:
+            server.close()
+        return
+    container = _docker_redis_url()
+    if container is None:
+        pytest.skip("no Redis: set AGENTEXEC_TEST_REDIS_URL, install redis-server, or run Docker")
+    try:
+        host = container.get_container_host_ip()  # type: ignore[attr-defined]
+        port = container.get_exposed_port(6379)  # type: ignore[attr-defined]
+        yield f"redis://{host}:{port}/0"
+    finally:
+        container.stop()  # type: ignore[attr-defined]
+
+
+@pytest.fixture(autouse=True)
+def _isolated_settings() -> Iterator[None]:
+    """Every test gets its own settings (restored afterwards) and its own Redis namespace."""
+    saved = ax.CONF.model_dump()
+    ax.CONF.key_prefix = f"axtest-{uuid.uuid4().hex[:10]}"
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            setattr(ax.CONF, name, value)
+
+
+@pytest.fixture
+def redis_conf(redis_url: str) -> str:
+    """Point agentexec at the test Redis; returns its URL."""
+    ax.CONF.redis_url = redis_url
+    return redis_url

@@ -1,0 +1,258 @@
+"""`Pool`: registers task handlers and runs them in supervised worker processes."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import multiprocessing.process
+import signal
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from agentexec import tasks
+from agentexec.config import CONF
+from agentexec.errors import ConfigurationError, TaskDefinitionError
+from agentexec.tasks import TaskDefinition
+from sqlalchemy import Engine
+
+from .worker import WorkerSpec, run_worker
+
+logger = logging.getLogger(__name__)
+
+H = TypeVar("H", bound=Callable[..., Any])
+
+_spawn = multiprocessing.get_context("spawn")
+_RESTART_BACKOFF_MAX = 30.0
+
+
+class Pool:
+    """Task handlers for one queue, and the worker processes that run them.
+
+    `engine` or `database_url` give the SQL database of the activity read model; `queue_name`
+    defaults to `AGENTEXEC_QUEUE_NAME`. `num_workers` processes (default
+    `AGENTEXEC_NUM_WORKERS`) each run up to `concurrency` tasks at once (default
+    `AGENTEXEC_WORKER_CONCURRENCY`).
+    """
+
+    def __init__(
+        self,
+        engine: Engine | None = None,
+        database_url: str | None = None,
+        queue_name: str | None = None,
+        *,
+        num_workers: int | None = None,
+        concurrency: int | None = None,
+    ) -> None:
+        if engine is not None and not isinstance(engine, Engine):
+            raise ConfigurationError(
+                f"Pool(engine=...) got a {type(engine).__name__}; pass a SQLAlchemy Engine "
+                "from create_engine(...), or database_url='...'."
+            )
+        for name, value in (("num_workers", num_workers), ("concurrency", concurrency)):
+            if value is not None and value < 1:
+                raise ConfigurationError(f"Pool({name}={value!r}): use a whole number >= 1.")
+        if queue_name is not None and not queue_name:
+            raise ConfigurationError("Pool(queue_name=''): use a non-empty queue name or None.")
+        self.engine = engine
+        self.database_url = database_url
+        self.queue_name = queue_name or CONF.queue_name
+        self.num_workers = num_workers
+        self.concurrency = concurrency
+        self._definitions: dict[str, TaskDefinition] = {}
+        self._thread: threading.Thread | None = None
+        self._supervisor: _Supervisor | None = None
+
+    def task(self, name: str) -> Callable[[H], H]:
+        """Register the decorated `(agent_id: UUID, context: Model)` handler as task `name`.
+
+        The handler is returned unchanged. Raises `TaskDefinitionError` at once when its shape
+        is wrong or the name is taken in this pool.
+        """
+
+        def decorate(handler: H) -> H:
+            if name in self._definitions:
+                raise TaskDefinitionError(
+                    f"@pool.task({name!r}): this pool already has a task named {name!r} "
+                    f"({self._definitions[name].handler.__qualname__}); pick another name."
+                )
+            definition = TaskDefinition.from_handler(name, handler, self.queue_name)
+            self._definitions[name] = definition
+            tasks.register(definition)
+            return handler
+
+        return decorate
+
+    @property
+    def definitions(self) -> dict[str, TaskDefinition]:
+        return dict(self._definitions)
+
+    def worker_spec(self, consumer: str) -> WorkerSpec:
+        return WorkerSpec(
+            queue_name=self.queue_name,
+            definitions=tuple(self._definitions.values()),
+            consumer=consumer,
+            concurrency=self.concurrency or CONF.worker_concurrency,
+            settings=CONF.model_dump(),
+            log_level=logging.getLogger().getEffectiveLevel(),
+        )
+
+    def run(self) -> None:
+        """Run the workers until SIGINT or SIGTERM, then shut down gracefully. Blocks.
+
+        In-flight tasks get `AGENTEXEC_GRACEFUL_SHUTDOWN_TIMEOUT` seconds to finish; the rest
+        are handed back to the queue for another worker.
+        """
+        if threading.current_thread() is not threading.main_thread():
+            raise ConfigurationError("pool.run() must be called from the main thread; use start().")
+        if not logging.getLogger().handlers:
+            logging.basicConfig(
+                level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+            )
+        self._supervisor = _Supervisor(self)
+        asyncio.run(self._supervisor.run(install_signals=True))
+
+    def start(self) -> None:
+        """Start the workers in the background and return once their processes are started."""
+        if self._thread is not None and self._thread.is_alive():
+            raise ConfigurationError("pool.start(): this pool is already running.")
+        supervisor = self._supervisor = _Supervisor(self)
+        self._thread = threading.Thread(
+            target=lambda: asyncio.run(supervisor.run(install_signals=False)),
+            name=f"agentexec-pool-{self.queue_name}",
+            daemon=True,
+        )
+        self._thread.start()
+        supervisor.started.wait()
+
+    def shutdown(self, timeout: float | None = None) -> None:
+        """Stop the workers started by `start()` gracefully and wait for them to exit."""
+        if self._supervisor is not None:
+            self._supervisor.request_stop()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    @property
+    def worker_pids(self) -> list[int]:
+        """Process ids of the live worker processes (for monitoring and tests)."""
+        if self._supervisor is None:
+            return []
+        return [p.pid for p in self._supervisor.processes.values() if p.pid and p.is_alive()]
+
+
+class _Supervisor:
+    """Starts one process per worker slot and replaces any that dies."""
+
+    def __init__(self, pool: Pool) -> None:
+        self.pool = pool
+        self.pool_id = f"{socket.gethostname()}:{uuid.uuid4().hex[:8]}"
+        self.processes: dict[int, multiprocessing.process.BaseProcess] = {}
+        self.started = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._exits: asyncio.Queue[int] | None = None
+        self._stop_requested = False
+
+    def request_stop(self) -> None:
+        self._stop_requested = True
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+
+    async def run(self, install_signals: bool) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        self._exits = asyncio.Queue()
+        if install_signals:
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self._loop.add_signal_handler(signum, self._on_signal, signum)
+        num = self.pool.num_workers or CONF.num_workers
+        logger.info(
+            "pool %s: starting %d worker process(es) on queue %r",
+            self.pool_id,
+            num,
+            self.pool.queue_name,
+        )
+        try:
+            for slot in range(num):
+                self._spawn(slot)
+        finally:
+            self.started.set()
+        if self._stop_requested:
+            self._stop.set()
+        failures: dict[int, tuple[int, float]] = {}
+        stop = asyncio.ensure_future(self._stop.wait())
+        while not self._stop.is_set():
+            exited = asyncio.ensure_future(self._exits.get())
+            await asyncio.wait({stop, exited}, return_when=asyncio.FIRST_COMPLETED)
+            if not exited.done():
+                exited.cancel()
+                break
+            slot = exited.result()
+            process = self.processes[slot]
+            process.join()
+            if self._stop.is_set():
+                break
+            count, last = failures.get(slot, (0, 0.0))
+            count = count + 1 if time.monotonic() - last < 60 else 1
+            failures[slot] = (count, time.monotonic())
+            delay = min(0.5 * 2 ** (count - 1), _RESTART_BACKOFF_MAX) if count > 1 else 0.0
+            logger.warning(
+                "pool %s: worker %d (pid %s) exited with code %s; replacing it%s",
+                self.pool_id,
+                slot,
+                process.pid,
+                process.exitcode,
+                f" in {delay:.1f}s" if delay else "",
+            )
+            if delay:
+                await asyncio.sleep(delay)
+            self._spawn(slot)
+        await self._stop_workers()
+
+    def _on_signal(self, signum: int) -> None:
+        logger.info(
+            "pool %s: %s received; shutting down", self.pool_id, signal.Signals(signum).name
+        )
+        assert self._stop is not None
+        self._stop.set()
+
+    def _spawn(self, slot: int) -> None:
+        assert self._loop is not None and self._exits is not None
+        spec = self.pool.worker_spec(consumer=f"{self.pool_id}:{slot}")
+        process = _spawn.Process(target=run_worker, args=(spec,), name=f"agentexec-worker-{slot}")
+        process.start()
+        self.processes[slot] = process
+        exits = self._exits
+        loop = self._loop
+
+        def on_exit() -> None:
+            loop.remove_reader(process.sentinel)
+            exits.put_nowait(slot)
+
+        loop.add_reader(process.sentinel, on_exit)
+
+    async def _stop_workers(self) -> None:
+        assert self._loop is not None
+        live = [p for p in self.processes.values() if p.is_alive()]
+        for process in live:
+            self._loop.remove_reader(process.sentinel)
+            if process.pid is not None:
+                try:
+                    process.terminate()
+                except ProcessLookupError:
+                    pass
+        deadline = CONF.graceful_shutdown_timeout + 10
+        for process in live:
+            await asyncio.to_thread(process.join, deadline)
+            if process.is_alive():
+                logger.error(
+                    "pool %s: worker pid %s did not stop; killing it", self.pool_id, process.pid
+                )
+                process.kill()
+                await asyncio.to_thread(process.join)
+        logger.info("pool %s: stopped", self.pool_id)

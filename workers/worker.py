@@ -1,0 +1,425 @@
+"""One worker process: reads a queue's streams through the consumer group and runs many tasks
+at once in one asyncio loop.
+
+A worker's consumer name is fixed per pool slot, so a replacement for a dead worker starts by
+re-reading the entries its predecessor held (its pending-entries list) and runs them at once.
+While a task runs, its entry's idle time is reset periodically (the lease); entries whose
+lease expired (a dead host, a frozen process) are claimed by any live worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+from uuid import UUID
+
+import msgspec
+import pydantic
+import pydantic_core
+import redis
+from agentexec import events
+from agentexec.config import CONF
+from agentexec.connection import REDIS_ERRORS, Reconnect, close_redis, get_redis
+from agentexec.errors import EventDecodeError
+from agentexec.events import TaskCompleted, TaskFailed, TaskQueued, TaskStarted
+from agentexec.results import Outcome, outcome_encoder
+from agentexec.streams import WORKERS_GROUP, Keys, ensure_group, is_missing_group
+from agentexec.tasks import TaskDefinition, current_task
+
+logger = logging.getLogger(__name__)
+
+Entry = tuple[str, bytes, dict[Any, Any]]
+"""(stream, entry id, fields)"""
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """Everything a worker process needs; pickled to the process when it is spawned."""
+
+    queue_name: str
+    definitions: tuple[TaskDefinition, ...]
+    consumer: str
+    concurrency: int
+    settings: dict[str, Any] = field(default_factory=dict)
+    log_level: int = logging.INFO
+
+
+class Worker:
+    def __init__(self, spec: WorkerSpec) -> None:
+        self.spec = spec
+        self.keys = Keys(CONF.key_prefix)
+        self.streams = self.keys.queues(spec.queue_name)
+        self.definitions = {d.name: d for d in spec.definitions}
+        self.stopping = asyncio.Event()
+        self._running: dict[asyncio.Task[None], Entry] = {}
+        self._backlog: deque[Entry] = deque()
+        self._reconnect = Reconnect(f"worker {spec.consumer}")
+
+    async def run(self) -> None:
+        """Run until `stopping` is set, then drain within the graceful-shutdown timeout."""
+        logger.info(
+            "worker %s: serving queue %r (tasks: %s), %d at a time",
+            self.spec.consumer,
+            self.spec.queue_name,
+            ", ".join(sorted(self.definitions)) or "none",
+            self.spec.concurrency,
+        )
+        leases = asyncio.create_task(self._renew_leases())
+        try:
+            await self._consume()
+        finally:
+            await self._drain()
+            leases.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await leases
+            await self._release_unfinished()
+            logger.info("worker %s: stopped", self.spec.consumer)
+
+    async def _consume(self) -> None:
+        client = get_redis()
+        await self._ensure_groups()
+        await self._resume_own_pending(client)
+        while not self.stopping.is_set():
+            free = self.spec.concurrency - len(self._running)
+            if free <= 0:
+                await asyncio.wait(self._running, return_when=asyncio.FIRST_COMPLETED)
+                continue
+            if not self._backlog:
+                try:
+                    self._backlog.extend(await self._read_new(client, free))
+                    self._reconnect.succeeded()
+                except redis.ResponseError as e:
+                    if not is_missing_group(e):
+                        raise
+                    logger.warning("worker %s: consumer group gone; recreating", self.spec.consumer)
+                    await self._ensure_groups()
+                    continue
+                except REDIS_ERRORS as e:
+                    await self._reconnect.failed(e)
+                    continue
+            while self._backlog and len(self._running) < self.spec.concurrency:
+                entry = self._backlog.popleft()
+                task = asyncio.create_task(self._execute(entry))
+                self._running[task] = entry
+                task.add_done_callback(self._running.pop)
+
+    async def _resume_own_pending(self, client: Any) -> None:
+        """Queue the entries a previous process with our consumer name held when it died."""
+        for stream in self.streams:
+            cursor = "0"
+            while True:
+                reply = await client.xreadgroup(
+                    WORKERS_GROUP, self.spec.consumer, {stream: cursor}, count=100
+                )
+                items = reply[0][1] if reply else []
+                if not items:
+                    break
+                cursor = items[-1][0]
+                self._backlog.extend((stream, i, f) for i, f in items if f)
+        if self._backlog:
+            logger.info(
+                "worker %s: resuming %d task(s) held by its predecessor",
+                self.spec.consumer,
+                len(self._backlog),
+            )
+
+    async def _ensure_groups(self) -> None:
+        for stream in self.streams:
+            await ensure_group(get_redis(), stream, WORKERS_GROUP)
+
+    async def _read_new(self, client: Any, count: int) -> list[Entry]:
+        # Highest priority first, without blocking.
+        for stream in self.streams:
+            reply = await client.xreadgroup(
+                WORKERS_GROUP, self.spec.consumer, {stream: ">"}, count=count
+            )
+            entries = _entries(reply)
+            if entries:
+                return entries
+        # Nothing queued: block on every priority at once until something arrives. Stopping
+        # cancels this read; entries it delivered then are released by `_release_unfinished`.
+        read = asyncio.create_task(
+            client.xreadgroup(
+                WORKERS_GROUP,
+                self.spec.consumer,
+                dict.fromkeys(self.streams, ">"),
+                count=count,
+                block=CONF.block_ms,
+            )
+        )
+        stop = asyncio.create_task(self.stopping.wait())
+        done, _ = await asyncio.wait({read, stop}, return_when=asyncio.FIRST_COMPLETED)
+        stop.cancel()
+        if read not in done:
+            read.cancel()
+            with contextlib.suppress(asyncio.CancelledError, *REDIS_ERRORS):
+                await read
+            return []
+        entries = _entries(read.result())
+        # Several streams may answer at once: run the higher priorities first.
+        entries.sort(key=lambda e: self.streams.index(e[0]))
+        return entries
+
+    async def _execute(self, entry: Entry) -> None:
+        fields = entry[2]
+        try:
+            event = events.decode_entry(fields)
+            if not isinstance(event, TaskQueued):
+                raise EventDecodeError(f"expected a task.queued event, got {type(event).__name__}")
+        except EventDecodeError as e:
+            await self._dead_letter(entry, str(e))
+            return
+        definition = self.definitions.get(event.task_name)
+        if definition is None:
+            await self._fail(
+                entry,
+                event,
+                f"no handler for task {event.task_name!r} on queue {self.spec.queue_name!r} "
+                f"(this worker knows: {', '.join(sorted(self.definitions)) or 'none'}); "
+                f"register it with @pool.task({event.task_name!r}) on the pool serving this queue",
+            )
+            return
+        try:
+            context = definition.context_type.model_validate_json(bytes(event.context))
+        except pydantic.ValidationError as e:
+            await self._fail(
+                entry,
+                event,
+                f"context does not validate as {definition.context_type.__name__}: {e}",
+            )
+            return
+        await self._append(
+            TaskStarted(
+                agent_id=event.agent_id,
+                task_name=event.task_name,
+                attempt=event.attempt,
+                message=CONF.activity_message_started,
+                worker=self.spec.consumer,
+            )
+        )
+        started = time.perf_counter()
+        token = current_task.set(event.agent_id)
+        try:
+            if definition.is_async:
+                value = await definition.handler(event.agent_id, context)
+            else:
+                value = await asyncio.to_thread(definition.handler, event.agent_id, context)
+            result = pydantic_core.to_json(value)
+        except asyncio.CancelledError:
+            raise
+        except pydantic_core.PydanticSerializationError as e:
+            await self._fail(entry, event, f"the handler's return value cannot be stored: {e}")
+            return
+        except Exception as e:
+            logger.exception("task %s (agent %s) raised", event.task_name, event.agent_id)
+            await self._fail(entry, event, f"{type(e).__name__}: {e}")
+            return
+        finally:
+            current_task.reset(token)
+        completed = TaskCompleted(
+            agent_id=event.agent_id,
+            task_name=event.task_name,
+            attempt=event.attempt,
+            message=CONF.activity_message_complete,
+            percentage=100,
+            result=msgspec.Raw(result),
+        )
+        await self._finish(
+            entry, completed, Outcome("complete", event.task_name, result=completed.result)
+        )
+        logger.info(
+            "task %s (agent %s) complete in %.3fs",
+            event.task_name,
+            event.agent_id,
+            time.perf_counter() - started,
+        )
+
+    async def _fail(self, entry: Entry, event: TaskQueued, error: str) -> None:
+        failed = TaskFailed(
+            agent_id=event.agent_id,
+            task_name=event.task_name,
+            attempt=event.attempt,
+            message=CONF.activity_message_error.replace("{error}", error),
+            error=error,
+        )
+        await self._finish(entry, failed, Outcome("error", event.task_name, error=error))
+        logger.warning("task %s (agent %s) failed: %s", event.task_name, event.agent_id, error)
+
+    async def _finish(
+        self, entry: Entry, event: TaskCompleted | TaskFailed, outcome: Outcome
+    ) -> None:
+        """Append the terminal event, store and publish the outcome, and ack: one transaction."""
+        stream, entry_id, _ = entry
+        data = outcome_encoder.encode(outcome)
+        while True:
+            try:
+                async with get_redis().pipeline(transaction=True) as pipe:
+                    pipe.xadd(self.keys.events, events.entry(event))
+                    pipe.set(self.keys.result(event.agent_id), data, ex=CONF.result_ttl)
+                    pipe.publish(self.keys.result_channel(event.agent_id), data)
+                    pipe.xack(stream, WORKERS_GROUP, entry_id)
+                    pipe.xdel(stream, entry_id)
+                    await pipe.execute()
+                self._reconnect.succeeded()
+                return
+            except REDIS_ERRORS as e:
+                await self._reconnect.failed(e)
+
+    async def _append(self, event: events.Event) -> None:
+        while True:
+            try:
+                await get_redis().xadd(self.keys.events, events.entry(event))
+                self._reconnect.succeeded()
+                return
+            except REDIS_ERRORS as e:
+                await self._reconnect.failed(e)
+
+    async def _dead_letter(self, entry: Entry, reason: str) -> None:
+        """Move an entry that cannot run to the dead-letter stream; when its agent id can be
+        read, the task ends ERROR so that its activity and waiters learn why."""
+        stream, entry_id, fields = entry
+        logger.error(
+            "worker %s: dead-lettering %s %s: %s", self.spec.consumer, stream, entry_id, reason
+        )
+        ident = _identify(fields)
+        async with get_redis().pipeline(transaction=True) as pipe:
+            pipe.xadd(
+                self.keys.dead_letters,
+                {**fields, b"stream": stream, b"id": entry_id, b"reason": reason},
+            )
+            if ident is not None:
+                error = f"dead-lettered: {reason}"
+                failed = TaskFailed(
+                    agent_id=ident[0],
+                    task_name=ident[1],
+                    message=CONF.activity_message_error.replace("{error}", error),
+                    error=error,
+                )
+                data = outcome_encoder.encode(Outcome("error", ident[1], error=error))
+                pipe.xadd(self.keys.events, events.entry(failed))
+                pipe.set(self.keys.result(ident[0]), data, ex=CONF.result_ttl)
+                pipe.publish(self.keys.result_channel(ident[0]), data)
+            pipe.xack(stream, WORKERS_GROUP, entry_id)
+            pipe.xdel(stream, entry_id)
+            await pipe.execute()
+
+    async def _renew_leases(self) -> None:
+        """Reset the idle time of every entry this worker holds, and claim expired ones."""
+        lease_ms = int(CONF.lease_seconds * 1000)
+        while True:
+            await asyncio.sleep(CONF.lease_seconds / 3)
+            held: dict[str, list[Any]] = {}
+            for stream, entry_id, _ in [*self._running.values(), *self._backlog]:
+                held.setdefault(stream, []).append(entry_id)
+            try:
+                client = get_redis()
+                for stream, ids in held.items():
+                    await client.xclaim(
+                        stream, WORKERS_GROUP, self.spec.consumer, 0, ids, justid=True
+                    )
+                if len(self._backlog) < self.spec.concurrency:
+                    for stream in self.streams:
+                        _, claimed, _ = await client.xautoclaim(
+                            stream, WORKERS_GROUP, self.spec.consumer, lease_ms, count=10
+                        )
+                        if claimed:
+                            logger.warning(
+                                "worker %s: took over %d task(s) whose lease expired on %s",
+                                self.spec.consumer,
+                                len(claimed),
+                                stream,
+                            )
+                            self._backlog.extend((stream, i, f) for i, f in claimed if f)
+            except REDIS_ERRORS as e:
+                logger.debug("lease renewal failed: %s", e)
+            except redis.ResponseError as e:
+                if not is_missing_group(e):
+                    raise
+
+    async def _drain(self) -> None:
+        if not self._running:
+            return
+        logger.info(
+            "worker %s: waiting up to %.0fs for %d running task(s)",
+            self.spec.consumer,
+            CONF.graceful_shutdown_timeout,
+            len(self._running),
+        )
+        _, pending = await asyncio.wait(self._running, timeout=CONF.graceful_shutdown_timeout)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending)
+
+    async def _release_unfinished(self) -> None:
+        """Hand back every entry still held, so that another worker runs it at once."""
+        client = get_redis()
+        released = 0
+        try:
+            for stream in self.streams:
+                pending = await client.xpending_range(
+                    stream, WORKERS_GROUP, "-", "+", 10_000, consumername=self.spec.consumer
+                )
+                for item in pending:
+                    entry_id = item["message_id"]
+                    found = await client.xrange(stream, entry_id, entry_id)
+                    async with client.pipeline(transaction=True) as pipe:
+                        if found:
+                            fields: Any = found[0][1]
+                            pipe.xadd(stream, fields)
+                        pipe.xack(stream, WORKERS_GROUP, entry_id)
+                        pipe.xdel(stream, entry_id)
+                        await pipe.execute()
+                    released += 1
+        except (*REDIS_ERRORS, redis.ResponseError) as e:
+            logger.warning("worker %s: could not release held tasks (%s)", self.spec.consumer, e)
+        if released:
+            logger.info(
+                "worker %s: handed back %d unfinished task(s)", self.spec.consumer, released
+            )
+
+
+def _entries(reply: Any) -> list[Entry]:
+    entries: list[Entry] = []
+    for stream, items in reply or ():
+        name = stream.decode() if isinstance(stream, bytes) else stream
+        # Entries deleted while pending come back with no fields: nothing to run.
+        entries.extend((name, entry_id, fields) for entry_id, fields in items if fields)
+    return entries
+
+
+def _identify(fields: dict[bytes, bytes]) -> tuple[UUID, str] | None:
+    """The agent id and task name of an entry that does not decode as an event, if readable."""
+    try:
+        data = msgspec.json.decode(fields.get(events.EVENT_FIELD, b""))
+        return UUID(str(data["agent_id"])), str(data.get("task_name", ""))
+    except (msgspec.DecodeError, KeyError, TypeError, ValueError, AttributeError):
+        return None
+
+
+def run_worker(spec: WorkerSpec) -> None:
+    """Entry point of a worker process."""
+    for name, value in spec.settings.items():
+        setattr(CONF, name, value)
+    if not logging.getLogger().handlers:
+        logging.basicConfig(
+            level=spec.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        )
+    asyncio.run(_main(spec))
+
+
+async def _main(spec: WorkerSpec) -> None:
+    worker = Worker(spec)
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, worker.stopping.set)
+    try:
+        await worker.run()
+    finally:
+        await close_redis()
