@@ -48,7 +48,9 @@ def main(redis_url: str | None, log_level: str) -> None:
 
 @main.command()
 @click.argument("pool_reference", metavar="MODULE:POOL")
-@click.option("--workers", "num_workers", type=int, help="Worker processes (AGENTEXEC_NUM_WORKERS).")
+@click.option(
+    "--workers", "num_workers", type=int, help="Worker processes (AGENTEXEC_NUM_WORKERS)."
+)
 @click.option("--concurrency", type=int, help="Tasks per process (AGENTEXEC_WORKER_CONCURRENCY).")
 def worker(pool_reference: str, num_workers: int | None, concurrency: int | None) -> None:
     """Run the pool MODULE:POOL (e.g. myapp.worker:pool) until SIGINT/SIGTERM."""
@@ -56,9 +58,23 @@ def worker(pool_reference: str, num_workers: int | None, concurrency: int | None
 
     pool = load_object(pool_reference)
     if not isinstance(pool, Pool):
-        raise click.BadParameter(f"{pool_reference} is a {type(pool).__name__}, not an ax.Pool")
+        raise click.BadParameter(f"{pool_reference} is {pool!r}, not an ax.Pool")
     if num_workers is not None:
         pool.num_workers = num_workers
     if concurrency is not None:
         pool.concurrency = concurrency
     pool.run()
+
+
+@main.command()
+@click.option("--tasks", "count", default=6, show_default=True, help="How many tasks to run.")
+@click.option("--database", default="agentexec-demo.db", show_default=True, help="SQLite file.")
+def demo(count: int, database: str) -> None:
+    """Run a few agent-like tasks and show their progress live, on embedded defaults."""
+    from .demo import run_demo
+
+    run_demo(count, database)
+
+
+if __name__ == "__main__":
+    main()

@@ -7,10 +7,10 @@ import shutil
 import uuid
 from collections.abc import Iterator
 
-import agentexec as ax
 import pytest
 
-from tests.support.redis_server import RedisServer
+import agentexec as ax
+from agentexec.embedded import EmbeddedRedis
 
 
 def _docker_redis_url() -> Iterator[str] | None:
@@ -36,8 +36,7 @@ def redis_url() -> Iterator[str]:
         yield url
         return
     if shutil.which("redis-server"):
-        server = RedisServer()
-        server.start()
+        server = EmbeddedRedis().start()
         try:
             yield server.url
         finally:

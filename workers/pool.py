@@ -14,11 +14,12 @@ import uuid
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from sqlalchemy import Engine
+
 from agentexec import tasks
 from agentexec.config import CONF
 from agentexec.errors import ConfigurationError, TaskDefinitionError
 from agentexec.tasks import TaskDefinition
-from sqlalchemy import Engine
 
 from .worker import WorkerSpec, run_worker
 

@@ -23,6 +23,7 @@ import msgspec
 import pydantic
 import pydantic_core
 import redis
+
 from agentexec import events
 from agentexec.config import CONF
 from agentexec.connection import REDIS_ERRORS, Reconnect, close_redis, get_redis

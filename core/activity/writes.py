@@ -7,6 +7,7 @@ import logging
 from uuid import UUID, uuid4
 
 import redis
+
 from agentexec import events
 from agentexec.config import CONF
 from agentexec.connection import get_sync_redis

@@ -9,8 +9,9 @@ import time
 from pathlib import Path
 from uuid import UUID
 
-import agentexec as ax
 from pydantic import BaseModel
+
+import agentexec as ax
 
 
 class Echo(BaseModel):

@@ -1,0 +1,129 @@
+"""`agentexec demo`: a few agent-like tasks with live progress, on embedded defaults.
+
+Redis is `AGENTEXEC_REDIS_URL` when set, else a private server started for the demo; the
+activity read model goes to a SQLite file. Progress is drawn from the event log as it is
+appended (XREAD BLOCK), not by polling.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import uuid
+from typing import Any
+from uuid import UUID
+
+from pydantic import BaseModel
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from . import activity, events
+from .config import CONF
+from .connection import close_redis, get_redis
+from .embedded import EmbeddedRedis
+from .queue import enqueue
+from .streams import Keys
+from .workers import Pool
+
+logger = logging.getLogger(__name__)
+
+PHASES = ("Searching sources", "Reading filings", "Comparing competitors", "Drafting report")
+COMPANIES = ("Acme", "Globex", "Initech", "Umbrella", "Hooli", "Stark Industries")
+
+
+class ResearchContext(BaseModel):
+    company: str
+    fail: bool = False
+
+
+pool = Pool(queue_name="agentexec_demo", num_workers=2, concurrency=4)
+
+
+@pool.task("research_company")
+async def research_company(agent_id: UUID, context: ResearchContext) -> dict[str, str]:
+    """Stands in for an agent: waits on "the network" and reports progress as it goes."""
+    for i, phase in enumerate(PHASES):
+        await asyncio.sleep(random.uniform(0.4, 1.2))
+        activity.update(agent_id, f"{phase} for {context.company}", percentage=(i + 1) * 20)
+    if context.fail:
+        raise RuntimeError(f"no filings found for {context.company}")
+    return {"company": context.company, "summary": f"{context.company} looks promising."}
+
+
+async def _watch(console: Console, count: int) -> list[Any]:
+    keys = Keys(CONF.key_prefix)
+    companies = (COMPANIES * (count // len(COMPANIES) + 1))[:count]
+    tasks = [
+        await enqueue("research_company", ResearchContext(company=c, fail=i == count - 1))
+        for i, c in enumerate(companies)
+    ]
+    names = {t.agent_id: c for t, c in zip(tasks, companies, strict=True)}
+    columns = (
+        TextColumn("{task.fields[company]:<18}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        TextColumn("{task.fields[status]:<9}"),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=console) as progress:
+        bars = {
+            t.agent_id: progress.add_task(
+                "queued", total=100, company=names[t.agent_id], status="queued"
+            )
+            for t in tasks
+        }
+        open_tasks = set(bars)
+        last_id = "0-0"
+        client = get_redis()
+        while open_tasks:
+            reply: Any = await client.xread({keys.events: last_id}, block=CONF.block_ms)
+            for _, items in reply or ():
+                for entry_id, fields in items:
+                    last_id = entry_id
+                    event = events.decode_entry(fields)
+                    bar = bars.get(event.agent_id)
+                    if bar is None or event.status is None:
+                        continue
+                    update: dict[str, Any] = {"status": event.status.wire}
+                    if event.message:
+                        update["description"] = event.message
+                    if event.percentage is not None:
+                        update["completed"] = event.percentage
+                    progress.update(bar, **update)
+                    if event.status in events.TERMINAL:
+                        open_tasks.discard(event.agent_id)
+    results = await asyncio.gather(*(_result(t) for t in tasks))
+    await close_redis()
+    return results
+
+
+async def _result(task: Any) -> Any:
+    from .results import get_result
+
+    try:
+        return await get_result(task, timeout=30)
+    except Exception as e:
+        return e
+
+
+def run_demo(count: int = 6, database: str = "agentexec-demo.db") -> None:
+    """Run the demo: `count` tasks on two worker processes, the last one failing on purpose."""
+    console = Console()
+    server = None
+    if not os.environ.get("AGENTEXEC_REDIS_URL"):
+        server = EmbeddedRedis().start()
+        CONF.redis_url = server.url
+    CONF.key_prefix = f"agentexec-demo-{uuid.uuid4().hex[:8]}"
+    console.print(f"[bold]agentexec demo[/]: Redis {CONF.redis_url}, SQLite file {database}")
+    pool.start()
+    try:
+        results = asyncio.run(_watch(console, count))
+    finally:
+        pool.shutdown()
+        if server is not None:
+            server.close()
+    for result in results:
+        console.print(f"  {result}")

@@ -1,0 +1,18 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+import agentexec as ax
+from tests.apps import basic
+
+
+@pytest.fixture
+def running_pool(redis_conf: str) -> Iterator[ax.Pool]:
+    """The test app's pool (2 worker processes), running against the test Redis."""
+    basic.pool.start()
+    try:
+        yield basic.pool
+    finally:
+        basic.pool.shutdown()

@@ -1,0 +1,96 @@
+from __future__ import annotations
+
+from uuid import UUID
+
+import pytest
+from pydantic import BaseModel
+
+import agentexec as ax
+from agentexec.tasks import TaskDefinition
+
+
+class Ctx(BaseModel):
+    x: int
+
+
+class Out(BaseModel):
+    y: int
+
+
+async def good(agent_id: UUID, context: Ctx) -> Out:
+    return Out(y=context.x)
+
+
+def sync_good(agent_id: UUID, context: Ctx) -> dict[str, int]:
+    return {"y": context.x}
+
+
+def test_context_and_return_types_come_from_annotations() -> None:
+    d = TaskDefinition.from_handler("good", good, "q")
+    assert d.context_type is Ctx and d.is_async and d.return_type is Out
+    assert d.load_result({"y": 3}) == Out(y=3)
+    s = TaskDefinition.from_handler("sync", sync_good, "q")
+    assert not s.is_async and s.load_result({"y": 1}) == {"y": 1}
+
+
+def test_decorator_returns_the_handler_unchanged() -> None:
+    pool = ax.Pool(queue_name="unit")
+    assert pool.task("good_unchanged")(good) is good
+    assert pool.definitions["good_unchanged"].queue_name == "unit"
+
+
+async def no_annotation(agent_id: UUID, context):  # type: ignore[no-untyped-def]
+    return None
+
+
+async def dict_context(agent_id: UUID, context: dict) -> None:  # type: ignore[type-arg]
+    return None
+
+
+async def three(agent_id: UUID, context: Ctx, extra: int) -> None:
+    return None
+
+
+async def str_agent(agent_id: str, context: Ctx) -> None:
+    return None
+
+
+@pytest.mark.parametrize(
+    ("handler", "match"),
+    [
+        (no_annotation, "annotate it with the Pydantic model"),
+        (dict_context, "annotate it with the Pydantic model"),
+        (three, "exactly two parameters"),
+        (str_agent, "annotate it `agent_id: UUID`"),
+    ],
+)
+def test_bad_handler_shapes_fail_at_decoration(handler: object, match: str) -> None:
+    pool = ax.Pool(queue_name="unit")
+    with pytest.raises(ax.TaskDefinitionError, match=match):
+        pool.task("bad")(handler)  # type: ignore[type-var]
+
+
+def test_duplicate_task_name_in_one_pool_is_rejected() -> None:
+    pool = ax.Pool(queue_name="unit")
+    pool.task("dup")(good)
+    with pytest.raises(ax.TaskDefinitionError, match="already has a task named 'dup'"):
+        pool.task("dup")(sync_good)
+
+
+@pytest.mark.parametrize("kwargs", [{"num_workers": 0}, {"concurrency": 0}, {"queue_name": ""}])
+def test_bad_pool_arguments_are_rejected(kwargs: dict[str, object]) -> None:
+    with pytest.raises(ax.ConfigurationError):
+        ax.Pool(**kwargs)  # type: ignore[arg-type]
+
+
+def test_engine_must_be_a_sqlalchemy_engine() -> None:
+    with pytest.raises(ax.ConfigurationError, match="pass a SQLAlchemy Engine"):
+        ax.Pool(engine="sqlite:///x.db")  # type: ignore[arg-type]
+
+
+def test_definitions_pickle_by_reference_for_spawned_workers() -> None:
+    import pickle
+
+    d = TaskDefinition.from_handler("good", good, "q")
+    copy = pickle.loads(pickle.dumps(d))
+    assert copy.handler is good and copy.context_type is Ctx
