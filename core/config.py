@@ -45,6 +45,8 @@ class Settings(BaseSettings):
 
     lease_seconds: float = Field(default=30, gt=0)
     """A task whose worker stops renewing it for this long is taken over by another worker."""
+    redis_max_connections: int = Field(default=64, ge=2)
+    """Connections each process's asyncio client opens at most; callers beyond wait their turn."""
     block_ms: int = Field(default=5000, ge=1)
     """Longest blocking Redis read; socket timeouts are set above it."""
 

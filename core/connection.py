@@ -16,6 +16,7 @@ from typing import Any
 
 import redis
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -46,9 +47,16 @@ def get_redis(url: str | None = None) -> aioredis.Redis:
     clients = _async_clients.setdefault(asyncio.get_running_loop(), {})
     client = clients.get(url)
     if client is None:
-        from redis.asyncio.retry import Retry as AsyncRetry
-
-        client = aioredis.Redis.from_url(url, retry=AsyncRetry(NoBackoff(), 0), **client_options())
+        # A burst of calls waits for a free connection instead of failing with "Too many
+        # connections" (the non-blocking pool's behaviour).
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url,
+            max_connections=CONF.redis_max_connections,
+            timeout=None,
+            retry=AsyncRetry(NoBackoff(), 0),
+            **client_options(),
+        )
+        client = aioredis.Redis(connection_pool=pool)
         clients[url] = client
     return client
 

@@ -11,10 +11,11 @@ from pydantic import BaseModel
 from pydantic_core import PydanticSerializationError
 
 from . import events, tasks
+from .batcher import get_batcher
 from .config import CONF
-from .connection import get_redis
 from .errors import ContextError, RedisUnavailableError
 from .events import Priority, TaskQueued
+from .scripts import ENQUEUE
 from .streams import Keys
 from .tasks import Task
 
@@ -93,17 +94,20 @@ async def enqueue(
         message=CONF.activity_message_create,
         metadata=metadata,
     )
-    payload = events.entry(event)
     keys = Keys(CONF.key_prefix)
     try:
-        async with get_redis().pipeline(transaction=True) as pipe:
-            pipe.xadd(keys.events, payload)
-            pipe.xadd(keys.queue(queue, priority), payload)
-            event_id, _ = await pipe.execute()
-    except (redis.ConnectionError, redis.TimeoutError) as e:
+        event_id = await get_batcher().run_script(
+            ENQUEUE, [keys.events, keys.queue(queue, priority)], [events.encode(event)]
+        )
+    except redis.ConnectionError as e:
         raise RedisUnavailableError(
             f"enqueue({task_name!r}, ...): Redis at {CONF.redis_url} is unreachable ({e}); "
             "the task was not queued."
+        ) from e
+    except redis.TimeoutError as e:
+        raise RedisUnavailableError(
+            f"enqueue({task_name!r}, ...): Redis at {CONF.redis_url} did not answer in time "
+            f"({e}); the task may or may not have been queued (agent {event.agent_id})."
         ) from e
     return Task(
         agent_id=event.agent_id,

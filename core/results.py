@@ -20,6 +20,7 @@ import redis
 import redis.asyncio as aioredis
 
 from . import tasks
+from .batcher import get_batcher
 from .config import CONF
 from .connection import REDIS_ERRORS, Reconnect, get_redis
 from .errors import TaskFailedError
@@ -122,7 +123,7 @@ class _Waiter:
     async def _check_stored(self, channel: bytes) -> None:
         agent_id = channel[len(self._keys.result_channel_prefix) :].decode()
         try:
-            data: Any = await self._client.get(self._keys.result(agent_id))
+            data: Any = await get_batcher(self._client).execute("GET", self._keys.result(agent_id))
         except REDIS_ERRORS:
             return  # the resubscription after reconnecting checks again
         if data is not None:

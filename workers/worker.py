@@ -25,11 +25,13 @@ import pydantic_core
 import redis
 
 from agentexec import events
+from agentexec.batcher import get_batcher
 from agentexec.config import CONF
 from agentexec.connection import REDIS_ERRORS, Reconnect, close_redis, get_redis
 from agentexec.errors import EventDecodeError
 from agentexec.events import TaskCompleted, TaskFailed, TaskQueued, TaskStarted
 from agentexec.results import Outcome, outcome_encoder
+from agentexec.scripts import FINISH, RENEW
 from agentexec.streams import WORKERS_GROUP, Keys, ensure_group, is_missing_group
 from agentexec.tasks import TaskDefinition, current_task
 
@@ -255,27 +257,42 @@ class Worker:
     async def _finish(
         self, entry: Entry, event: TaskCompleted | TaskFailed, outcome: Outcome
     ) -> None:
-        """Append the terminal event, store and publish the outcome, and ack: one transaction."""
+        """Append the terminal event, store and publish the outcome, and ack, atomically, if
+        this worker still holds the entry; a worker that lost it cannot end the task."""
         stream, entry_id, _ = entry
         data = outcome_encoder.encode(outcome)
+        keys = [self.keys.events, self.keys.result(event.agent_id), stream]
+        args = [
+            events.encode(event),
+            data,
+            CONF.result_ttl,
+            self.keys.result_channel(event.agent_id),
+            WORKERS_GROUP,
+            entry_id,
+            self.spec.consumer,
+        ]
         while True:
             try:
-                async with get_redis().pipeline(transaction=True) as pipe:
-                    pipe.xadd(self.keys.events, events.entry(event))
-                    pipe.set(self.keys.result(event.agent_id), data, ex=CONF.result_ttl)
-                    pipe.publish(self.keys.result_channel(event.agent_id), data)
-                    pipe.xack(stream, WORKERS_GROUP, entry_id)
-                    pipe.xdel(stream, entry_id)
-                    await pipe.execute()
+                ended = await get_batcher().run_script(FINISH, keys, args)
                 self._reconnect.succeeded()
-                return
+                break
             except REDIS_ERRORS as e:
                 await self._reconnect.failed(e)
+        if ended is None:
+            logger.warning(
+                "worker %s: task %s (agent %s) was taken over by another worker; "
+                "this worker's outcome is discarded",
+                self.spec.consumer,
+                event.task_name,
+                event.agent_id,
+            )
 
     async def _append(self, event: events.Event) -> None:
         while True:
             try:
-                await get_redis().xadd(self.keys.events, events.entry(event))
+                await get_batcher().execute(
+                    "XADD", self.keys.events, "*", events.EVENT_FIELD, events.encode(event)
+                )
                 self._reconnect.succeeded()
                 return
             except REDIS_ERRORS as e:
@@ -321,9 +338,11 @@ class Worker:
             try:
                 client = get_redis()
                 for stream, ids in held.items():
-                    await client.xclaim(
-                        stream, WORKERS_GROUP, self.spec.consumer, 0, ids, justid=True
+                    lost = await get_batcher().run_script(
+                        RENEW, [stream], [WORKERS_GROUP, self.spec.consumer, *ids]
                     )
+                    if lost:
+                        self._abandon(stream, set(lost))
                 if len(self._backlog) < self.spec.concurrency:
                     for stream in self.streams:
                         _, claimed, _ = await client.xautoclaim(
@@ -342,6 +361,19 @@ class Worker:
             except redis.ResponseError as e:
                 if not is_missing_group(e):
                     raise
+
+    def _abandon(self, stream: str, lost: set[bytes]) -> None:
+        """Stop work on entries another worker took over: their outcome would be rejected."""
+        for task, (entry_stream, entry_id, _) in list(self._running.items()):
+            if entry_stream == stream and entry_id in lost:
+                logger.warning(
+                    "worker %s: lost the lease on %s %s; stopping its handler",
+                    self.spec.consumer,
+                    stream,
+                    entry_id,
+                )
+                task.cancel()
+        self._backlog = deque(e for e in self._backlog if not (e[0] == stream and e[1] in lost))
 
     async def _drain(self) -> None:
         if not self._running:
