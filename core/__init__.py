@@ -19,7 +19,7 @@ from .errors import (
     UnknownTaskError,
 )
 from .events import Priority, Status
-from .queue import enqueue
+from .queue import cancel, enqueue
 from .results import gather, get_result
 from .tasks import Task
 from .workers import Pool
@@ -40,6 +40,7 @@ __all__ = [
     "TaskFailedError",
     "UnknownTaskError",
     "activity",
+    "cancel",
     "enqueue",
     "gather",
     "get_result",

@@ -66,6 +66,59 @@ def worker(pool_reference: str, num_workers: int | None, concurrency: int | None
     pool.run()
 
 
+@main.group()
+def dead() -> None:
+    """List and re-drive dead-lettered tasks."""
+
+
+@dead.command("list")
+@click.option("--count", default=100, show_default=True, help="How many to show.")
+def dead_list(count: int) -> None:
+    """Show dead letters, oldest first: id, task, agent, reason."""
+    import asyncio
+
+    from .connection import close_redis
+    from .workers.deadletters import list_dead_letters
+
+    async def show() -> None:
+        letters = await list_dead_letters(count)
+        await close_redis()
+        if not letters:
+            click.echo("no dead letters")
+        for letter in letters:
+            task = letter.event.task_name if letter.event else "?"
+            agent = letter.event.agent_id if letter.event else "?"
+            click.echo(f"{letter.id}  {task}  agent={agent}  from={letter.stream}  {letter.reason}")
+
+    asyncio.run(show())
+
+
+@dead.command("redrive")
+@click.argument("ids", nargs=-1, required=True)
+def dead_redrive(ids: tuple[str, ...]) -> None:
+    """Queue the dead-lettered tasks IDS again, each as a new task."""
+    import asyncio
+
+    from .connection import close_redis
+    from .errors import AgentexecError
+    from .workers.deadletters import redrive
+
+    async def run() -> int:
+        failures = 0
+        for dead_id in ids:
+            try:
+                task = await redrive(dead_id)
+                click.echo(f"{dead_id} -> agent {task.agent_id} ({task.task_name})")
+            except AgentexecError as e:
+                click.echo(f"{dead_id}: {e}", err=True)
+                failures += 1
+        await close_redis()
+        return failures
+
+    if asyncio.run(run()):
+        raise SystemExit(1)
+
+
 @main.command()
 @click.option("--tasks", "count", default=6, show_default=True, help="How many tasks to run.")
 @click.option("--database", default="agentexec-demo.db", show_default=True, help="SQLite file.")

@@ -43,6 +43,19 @@ class Settings(BaseSettings):
     max_context_bytes: int = Field(default=1024 * 1024, ge=1)
     """Largest serialised context `enqueue` accepts."""
 
+    max_task_retries: int = Field(default=3, ge=0)
+    """Retries after a task's first attempt fails (overridable per task on the decorator)."""
+    retry_backoff: float = Field(default=1.0, ge=0)
+    """Seconds before the first retry; doubled for each further one, with jitter."""
+    retry_backoff_max: float = Field(default=300.0, ge=0)
+    max_deliveries: int = Field(default=5, ge=1)
+    """A task delivered more often than this (its handler keeps killing the worker process)
+    is dead-lettered."""
+    idempotency_window: int = Field(default=86400, ge=1)
+    """Seconds an `idempotency_key` (and each agent id) guards against a second enqueue."""
+    enqueue_timeout: float = Field(default=30.0, ge=0)
+    """Seconds `enqueue` keeps retrying while Redis is unreachable before it raises."""
+
     lease_seconds: float = Field(default=30, gt=0)
     """A task whose worker stops renewing it for this long is taken over by another worker."""
     redis_max_connections: int = Field(default=64, ge=2)

@@ -75,6 +75,8 @@ class TaskQueued(Event, frozen=True, kw_only=True, omit_defaults=True, tag="task
     priority: Priority = Priority.LOW
     context: msgspec.Raw = NULL
     parent_id: UUID | None = None
+    timeout: float | None = None
+    """Seconds the handler may run, set at enqueue (overrides the task's own)."""
 
 
 class TaskStarted(Event, frozen=True, kw_only=True, omit_defaults=True, tag="task.started"):
@@ -100,11 +102,34 @@ class TaskFailed(Event, frozen=True, kw_only=True, omit_defaults=True, tag="task
     error: str
 
 
+class TaskRetried(Event, frozen=True, kw_only=True, omit_defaults=True, tag="task.retried"):
+    """Attempt `attempt` failed with `error`; the task runs again after `delay` seconds."""
+
+    status = Status.QUEUED
+    error: str
+    delay: float
+
+
+class TaskCancelRequested(
+    Event, frozen=True, kw_only=True, omit_defaults=True, tag="task.cancel_requested"
+):
+    """`ax.cancel` was called; the worker holding the task stops it and records TaskCanceled."""
+
+
 class TaskCanceled(Event, frozen=True, kw_only=True, omit_defaults=True, tag="task.canceled"):
     status = Status.CANCELED
 
 
-AnyEvent = TaskQueued | TaskStarted | TaskProgress | TaskCompleted | TaskFailed | TaskCanceled
+AnyEvent = (
+    TaskQueued
+    | TaskStarted
+    | TaskProgress
+    | TaskCompleted
+    | TaskFailed
+    | TaskRetried
+    | TaskCancelRequested
+    | TaskCanceled
+)
 
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(AnyEvent)

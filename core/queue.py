@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 import msgspec
-import redis
 from pydantic import BaseModel
 from pydantic_core import PydanticSerializationError
 
 from . import events, tasks
 from .batcher import get_batcher
 from .config import CONF
+from .connection import REDIS_ERRORS, Reconnect
 from .errors import ContextError, RedisUnavailableError
-from .events import Priority, TaskQueued
-from .scripts import ENQUEUE
+from .events import Priority, TaskCancelRequested, TaskQueued
+from .scripts import CANCEL, ENQUEUE
 from .streams import Keys
 from .tasks import Task
 
@@ -61,21 +62,31 @@ def serialise_context(task_name: str, context: BaseModel) -> bytes:
     return data
 
 
+_outage = Reconnect("enqueue")
+
+
 async def enqueue(
     task_name: str,
     context: BaseModel,
     *,
     priority: Priority | str = Priority.LOW,
     queue_name: str | None = None,
+    idempotency_key: str | None = None,
+    timeout: float | None = None,
     metadata: dict[str, Any] | None = None,
 ) -> Task:
     """Queue `task_name` with `context` and return its `Task` (carrying the new `agent_id`).
 
-    The task and its `task.queued` event are appended in one Redis transaction. `queue_name`
-    defaults to the queue of the pool that registered the task in this process, else
-    `AGENTEXEC_QUEUE_NAME`. Raises `ContextError` for a context that is not a model of the
-    registered type, does not serialise, or is too large; `RedisUnavailableError` when Redis
-    cannot be reached.
+    The task and its `task.queued` event are appended atomically. `queue_name` defaults to
+    the queue of the pool that registered the task in this process, else
+    `AGENTEXEC_QUEUE_NAME`. With `idempotency_key`, a second enqueue with the same key within
+    `AGENTEXEC_IDEMPOTENCY_WINDOW` seconds queues nothing and returns the first `Task` again.
+    `timeout` (seconds) bounds each attempt of the handler, overriding the task's own.
+
+    While Redis is unreachable the call retries with backoff for up to
+    `AGENTEXEC_ENQUEUE_TIMEOUT` seconds (safely: a task is never queued twice), then raises
+    `RedisUnavailableError`. Raises `ContextError` for a context that is not a model of the
+    registered type, does not serialise, or is too large.
     """
     try:
         priority = Priority(priority)
@@ -84,6 +95,13 @@ async def enqueue(
             f"enqueue({task_name!r}, ...): priority {priority!r} is not one of "
             "ax.Priority.HIGH or ax.Priority.LOW."
         ) from None
+    if timeout is not None and not timeout > 0:
+        raise ValueError(f"enqueue({task_name!r}, ...): timeout={timeout!r}; use seconds > 0.")
+    if idempotency_key is not None and not (isinstance(idempotency_key, str) and idempotency_key):
+        raise ValueError(
+            f"enqueue({task_name!r}, ...): idempotency_key={idempotency_key!r}; use a "
+            "non-empty string."
+        )
     queue = _resolve_queue(task_name, context, queue_name)
     event = TaskQueued(
         agent_id=uuid4(),
@@ -92,27 +110,62 @@ async def enqueue(
         priority=priority,
         context=msgspec.Raw(serialise_context(task_name, context)),
         message=CONF.activity_message_create,
+        timeout=timeout,
         metadata=metadata,
     )
     keys = Keys(CONF.key_prefix)
-    try:
-        event_id = await get_batcher().run_script(
-            ENQUEUE, [keys.events, keys.queue(queue, priority)], [events.encode(event)]
-        )
-    except redis.ConnectionError as e:
-        raise RedisUnavailableError(
-            f"enqueue({task_name!r}, ...): Redis at {CONF.redis_url} is unreachable ({e}); "
-            "the task was not queued."
-        ) from e
-    except redis.TimeoutError as e:
-        raise RedisUnavailableError(
-            f"enqueue({task_name!r}, ...): Redis at {CONF.redis_url} did not answer in time "
-            f"({e}); the task may or may not have been queued (agent {event.agent_id})."
-        ) from e
+    if idempotency_key is not None:
+        dedup, window = keys.dedup(f"key:{idempotency_key}"), CONF.idempotency_window
+    else:
+        # Guards only the retries of this call, so it need not live long.
+        dedup, window = keys.dedup(f"agent:{event.agent_id}"), int(CONF.enqueue_timeout) + 60
+    deadline = time.monotonic() + CONF.enqueue_timeout
+    while True:
+        try:
+            event_id, agent_id = await get_batcher().run_script(
+                ENQUEUE,
+                [keys.events, keys.queue(queue, priority), dedup],
+                [events.encode(event), window, str(event.agent_id)],
+            )
+            _outage.succeeded()
+            break
+        except REDIS_ERRORS as e:
+            if time.monotonic() >= deadline:
+                raise RedisUnavailableError(
+                    f"enqueue({task_name!r}, ...): Redis at {CONF.redis_url} was unreachable "
+                    f"for {CONF.enqueue_timeout}s (AGENTEXEC_ENQUEUE_TIMEOUT): {e}. The task "
+                    "was not queued."
+                ) from e
+            await _outage.failed(e)
     return Task(
-        agent_id=event.agent_id,
+        agent_id=UUID(agent_id.decode()),
         task_name=task_name,
         queue_name=queue,
         priority=priority,
         event_id=event_id.decode(),
     )
+
+
+async def cancel(agent_id: UUID | str) -> bool:
+    """Cancel a queued or running task, wherever it runs; returns False if it already ended.
+
+    The cancel is recorded as an event; the worker that holds the task (or the next one to
+    take it) stops it and ends it CANCELED, and `get_result` raises `TaskFailedError`.
+    """
+    try:
+        aid = agent_id if isinstance(agent_id, UUID) else UUID(str(agent_id))
+    except ValueError:
+        raise ValueError(f"cancel({agent_id!r}): not a UUID; pass the task's agent_id.") from None
+    keys = Keys(CONF.key_prefix)
+    requested = TaskCancelRequested(agent_id=aid, task_name="", message="Cancel requested.")
+    try:
+        reply = await get_batcher().run_script(
+            CANCEL,
+            [keys.result(aid), keys.cancel_marker(aid), keys.events],
+            [CONF.idempotency_window, events.encode(requested), keys.cancel_channel, str(aid)],
+        )
+    except REDIS_ERRORS as e:
+        raise RedisUnavailableError(
+            f"cancel({aid}): Redis at {CONF.redis_url} is unreachable: {e}"
+        ) from e
+    return reply is not None

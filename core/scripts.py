@@ -20,9 +20,85 @@ class Script:
 ENQUEUE = Script(
     "enqueue",
     """
--- KEYS: event log, queue stream. ARGV: event JSON.
+-- KEYS: event log, queue stream, dedup key. ARGV: event JSON, dedup window (s), agent id.
+-- The dedup key makes enqueue idempotent: by the caller's idempotency key, and by agent id
+-- so that a retry after a lost reply cannot queue the task twice. Returns the queued event's
+-- id and agent id (those of the first enqueue when the key was already taken).
+local first = redis.call('GET', KEYS[3])
+if first then
+  local sep = string.find(first, ' ', 1, true)
+  return {string.sub(first, sep + 1), string.sub(first, 1, sep - 1)}
+end
 local id = redis.call('XADD', KEYS[1], '*', 'event', ARGV[1])
 redis.call('XADD', KEYS[2], '*', 'event', ARGV[1])
+redis.call('SET', KEYS[3], ARGV[3] .. ' ' .. id, 'EX', ARGV[2])
+return {id, ARGV[3]}
+""",
+)
+
+START = Script(
+    "start",
+    """
+-- KEYS: event log, cancel marker. ARGV: task.started event JSON.
+-- Returns false when the task was canceled before it started.
+if redis.call('EXISTS', KEYS[2]) == 1 then
+  return false
+end
+return redis.call('XADD', KEYS[1], '*', 'event', ARGV[1])
+""",
+)
+
+RETRY = Script(
+    "retry",
+    """
+-- KEYS: queue stream, delayed set, event log.
+-- ARGV: group, entry id, consumer, delayed member, due (ms), task.retried event JSON.
+-- Moves a held entry to the delayed set, so that the retry waits without holding a worker.
+local held = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1, ARGV[3])
+if #held == 0 then
+  return false
+end
+redis.call('ZADD', KEYS[2], ARGV[5], ARGV[4])
+local id = redis.call('XADD', KEYS[3], '*', 'event', ARGV[6])
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+redis.call('XDEL', KEYS[1], ARGV[2])
+return id
+""",
+)
+
+PROMOTE = Script(
+    "promote",
+    """
+-- KEYS: delayed set, high stream, low stream. ARGV: now (ms), limit.
+-- Moves due members ("h:" or "l:" + event JSON) to their stream; returns the next due time.
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
+for _, member in ipairs(due) do
+  local stream = KEYS[3]
+  if string.sub(member, 1, 2) == 'h:' then
+    stream = KEYS[2]
+  end
+  redis.call('XADD', stream, '*', 'event', string.sub(member, 3))
+  redis.call('ZREM', KEYS[1], member)
+end
+local nxt = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+if #nxt == 0 then
+  return false
+end
+return nxt[2]
+""",
+)
+
+CANCEL = Script(
+    "cancel",
+    """
+-- KEYS: result key, cancel marker, event log. ARGV: marker TTL (s), cancel-requested event
+-- JSON, cancel channel, agent id. Returns false when the task has already ended.
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return false
+end
+redis.call('SET', KEYS[2], '1', 'EX', ARGV[1])
+local id = redis.call('XADD', KEYS[3], '*', 'event', ARGV[2])
+redis.call('PUBLISH', ARGV[3], ARGV[4])
 return id
 """,
 )

@@ -25,6 +25,7 @@ class Keys:
         self.dead_letters = f"{prefix}:dead"
         self.result_channel_prefix = f"{prefix}:done:"
         self.waiter_channel = f"{prefix}:waiter"
+        self.cancel_channel = f"{prefix}:cancel"
 
     def queue(self, queue_name: str, priority: Priority) -> str:
         return f"{self.prefix}:{{{queue_name}}}:{priority.value}"
@@ -32,6 +33,16 @@ class Keys:
     def queues(self, queue_name: str) -> list[str]:
         """The streams of one queue, highest priority first."""
         return [self.queue(queue_name, p) for p in (Priority.HIGH, Priority.LOW)]
+
+    def delayed(self, queue_name: str) -> str:
+        """Sorted set of tasks waiting for a retry (or a delay), scored by due time in ms."""
+        return f"{self.prefix}:{{{queue_name}}}:delayed"
+
+    def dedup(self, key: str) -> str:
+        return f"{self.prefix}:dedup:{key}"
+
+    def cancel_marker(self, agent_id: UUID | str) -> str:
+        return f"{self.prefix}:cancel:{agent_id}"
 
     def result(self, agent_id: UUID | str) -> str:
         return f"{self.prefix}:result:{agent_id}"

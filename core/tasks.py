@@ -44,12 +44,39 @@ class TaskDefinition:
     is_async: bool
     return_type: Any = None
     """The handler's return annotation, or None when it has none."""
+    max_retries: int | None = None
+    """Retries after the first attempt; None means `AGENTEXEC_MAX_TASK_RETRIES`."""
+    retry_on: tuple[type[BaseException], ...] = (Exception,)
+    """Exceptions that are retried; any other fails the task at once."""
+    timeout: float | None = None
+    """Seconds the handler may run before it is stopped (a `TimeoutError` failure)."""
     _adapter: TypeAdapter[Any] | None = field(default=None, compare=False, repr=False)
 
     @classmethod
-    def from_handler(cls, name: str, handler: Handler, queue_name: str) -> TaskDefinition:
+    def from_handler(
+        cls,
+        name: str,
+        handler: Handler,
+        queue_name: str,
+        max_retries: int | None = None,
+        retry_on: tuple[type[BaseException], ...] = (Exception,),
+        timeout: float | None = None,
+    ) -> TaskDefinition:
         """Check the handler's shape: `(agent_id: UUID, context: SomeModel)`, sync or async."""
         where = f"@pool.task({name!r}) on {getattr(handler, '__qualname__', handler)!r}"
+        if max_retries is not None and (not isinstance(max_retries, int) or max_retries < 0):
+            raise TaskDefinitionError(
+                f"{where}: max_retries={max_retries!r}; use a whole number >= 0."
+            )
+        if not isinstance(retry_on, tuple) or not all(
+            isinstance(e, type) and issubclass(e, BaseException) for e in retry_on
+        ):
+            raise TaskDefinitionError(
+                f"{where}: retry_on={retry_on!r}; use a tuple of exception classes, "
+                "e.g. (TimeoutError, ConnectionError)."
+            )
+        if timeout is not None and not timeout > 0:
+            raise TaskDefinitionError(f"{where}: timeout={timeout!r}; use seconds > 0 or None.")
         if not callable(handler):
             raise TaskDefinitionError(f"{where}: the decorated object is not callable.")
         if not name or not isinstance(name, str):
@@ -96,12 +123,25 @@ class TaskDefinition:
             queue_name=queue_name,
             is_async=inspect.iscoroutinefunction(handler),
             return_type=return_type,
+            max_retries=max_retries,
+            retry_on=retry_on,
+            timeout=timeout,
             _adapter=adapter,
         )
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Pickled to worker processes by reference to the handler; rebuilt (and re-checked) there.
-        return (TaskDefinition.from_handler, (self.name, self.handler, self.queue_name))
+        return (
+            TaskDefinition.from_handler,
+            (
+                self.name,
+                self.handler,
+                self.queue_name,
+                self.max_retries,
+                self.retry_on,
+                self.timeout,
+            ),
+        )
 
     def load_result(self, value: Any) -> Any:
         """Turn a decoded JSON result back into the handler's return type."""

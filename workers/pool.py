@@ -68,11 +68,21 @@ class Pool:
         self._thread: threading.Thread | None = None
         self._supervisor: _Supervisor | None = None
 
-    def task(self, name: str) -> Callable[[H], H]:
+    def task(
+        self,
+        name: str,
+        *,
+        max_retries: int | None = None,
+        retry_on: tuple[type[BaseException], ...] = (Exception,),
+        timeout: float | None = None,
+    ) -> Callable[[H], H]:
         """Register the decorated `(agent_id: UUID, context: Model)` handler as task `name`.
 
-        The handler is returned unchanged. Raises `TaskDefinitionError` at once when its shape
-        is wrong or the name is taken in this pool.
+        A failing attempt is retried up to `max_retries` times (default
+        `AGENTEXEC_MAX_TASK_RETRIES`) when it raised one of `retry_on`, after an exponential
+        backoff with jitter; `timeout` (seconds) stops an attempt that runs longer. The handler
+        is returned unchanged. Raises `TaskDefinitionError` at once when its shape or an option
+        is wrong, or the name is taken in this pool.
         """
 
         def decorate(handler: H) -> H:
@@ -81,7 +91,9 @@ class Pool:
                     f"@pool.task({name!r}): this pool already has a task named {name!r} "
                     f"({self._definitions[name].handler.__qualname__}); pick another name."
                 )
-            definition = TaskDefinition.from_handler(name, handler, self.queue_name)
+            definition = TaskDefinition.from_handler(
+                name, handler, self.queue_name, max_retries, retry_on, timeout
+            )
             self._definitions[name] = definition
             tasks.register(definition)
             return handler

@@ -29,11 +29,21 @@ from agentexec.batcher import get_batcher
 from agentexec.config import CONF
 from agentexec.connection import REDIS_ERRORS, Reconnect, close_redis, get_redis
 from agentexec.errors import EventDecodeError
-from agentexec.events import TaskCompleted, TaskFailed, TaskQueued, TaskStarted
+from agentexec.events import (
+    TaskCanceled,
+    TaskCompleted,
+    TaskFailed,
+    TaskQueued,
+    TaskRetried,
+    TaskStarted,
+)
 from agentexec.results import Outcome, outcome_encoder
-from agentexec.scripts import FINISH, RENEW
+from agentexec.scripts import FINISH, RENEW, RETRY, START
 from agentexec.streams import WORKERS_GROUP, Keys, ensure_group, is_missing_group
 from agentexec.tasks import TaskDefinition, current_task
+
+from .cancellation import CancelListener
+from .retries import Promoter, backoff_delay, delayed_member
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +72,11 @@ class Worker:
         self.stopping = asyncio.Event()
         self._running: dict[asyncio.Task[None], Entry] = {}
         self._backlog: deque[Entry] = deque()
+        self._deliveries: dict[bytes, int] = {}
+        """Delivery counts of entries taken over or resumed (new ones are delivered once)."""
+        self._agents: dict[UUID, asyncio.Task[None]] = {}
+        self._cancel_requested: set[UUID] = set()
+        self._promoter = Promoter(self.keys, spec.queue_name)
         self._reconnect = Reconnect(f"worker {spec.consumer}")
 
     async def run(self) -> None:
@@ -73,14 +88,18 @@ class Worker:
             ", ".join(sorted(self.definitions)) or "none",
             self.spec.concurrency,
         )
-        leases = asyncio.create_task(self._renew_leases())
+        helpers = [
+            asyncio.create_task(self._renew_leases()),
+            asyncio.create_task(self._promoter.run()),
+            asyncio.create_task(CancelListener(self.keys, self._on_cancel).run()),
+        ]
         try:
             await self._consume()
         finally:
             await self._drain()
-            leases.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await leases
+            for helper in helpers:
+                helper.cancel()
+            await asyncio.gather(*helpers, return_exceptions=True)
             await self._release_unfinished()
             logger.info("worker %s: stopped", self.spec.consumer)
 
@@ -125,6 +144,7 @@ class Worker:
                     break
                 cursor = items[-1][0]
                 self._backlog.extend((stream, i, f) for i, f in items if f)
+                await self._count_deliveries(client, stream, [i for i, _ in items])
         if self._backlog:
             logger.info(
                 "worker %s: resuming %d task(s) held by its predecessor",
@@ -170,7 +190,8 @@ class Worker:
         return entries
 
     async def _execute(self, entry: Entry) -> None:
-        fields = entry[2]
+        _, entry_id, fields = entry
+        deliveries = self._deliveries.pop(entry_id, 1)
         try:
             event = events.decode_entry(fields)
             if not isinstance(event, TaskQueued):
@@ -178,6 +199,15 @@ class Worker:
         except EventDecodeError as e:
             await self._dead_letter(entry, str(e))
             return
+        if deliveries > CONF.max_deliveries:
+            await self._dead_letter(
+                entry,
+                f"delivered {deliveries} times, more than AGENTEXEC_MAX_DELIVERIES="
+                f"{CONF.max_deliveries}: its handler may be killing the worker process",
+            )
+            return
+        # A redelivery (its worker died) is a further attempt.
+        event = msgspec.structs.replace(event, attempt=event.attempt + deliveries - 1)
         definition = self.definitions.get(event.task_name)
         if definition is None:
             await self._fail(
@@ -197,34 +227,51 @@ class Worker:
                 f"context does not validate as {definition.context_type.__name__}: {e}",
             )
             return
-        await self._append(
-            TaskStarted(
-                agent_id=event.agent_id,
-                task_name=event.task_name,
-                attempt=event.attempt,
-                message=CONF.activity_message_started,
-                worker=self.spec.consumer,
-            )
+        started_event = TaskStarted(
+            agent_id=event.agent_id,
+            task_name=event.task_name,
+            attempt=event.attempt,
+            message=CONF.activity_message_started,
+            worker=self.spec.consumer,
         )
+        if not await self._start(started_event):
+            await self._end_canceled(entry, event)
+            return
         started = time.perf_counter()
+        timeout = event.timeout or definition.timeout
         token = current_task.set(event.agent_id)
+        self._agents[event.agent_id] = asyncio.current_task()  # type: ignore[assignment]
+        deadline = asyncio.timeout(timeout)
         try:
-            if definition.is_async:
-                value = await definition.handler(event.agent_id, context)
-            else:
-                value = await asyncio.to_thread(definition.handler, event.agent_id, context)
+            async with deadline:
+                if definition.is_async:
+                    value = await definition.handler(event.agent_id, context)
+                else:
+                    value = await asyncio.to_thread(definition.handler, event.agent_id, context)
             result = pydantic_core.to_json(value)
         except asyncio.CancelledError:
-            raise
+            if event.agent_id not in self._cancel_requested:
+                raise  # shutdown or a lost lease: the entry stays for another worker
+            asyncio.current_task().uncancel()  # type: ignore[union-attr]
+            await self._end_canceled(entry, event)
+            return
         except pydantic_core.PydanticSerializationError as e:
             await self._fail(entry, event, f"the handler's return value cannot be stored: {e}")
             return
         except Exception as e:
-            logger.exception("task %s (agent %s) raised", event.task_name, event.agent_id)
-            await self._fail(entry, event, f"{type(e).__name__}: {e}")
+            if deadline.expired():
+                error = (
+                    f"TimeoutError: attempt {event.attempt} ran longer than its {timeout}s timeout"
+                )
+            else:
+                logger.exception("task %s (agent %s) raised", event.task_name, event.agent_id)
+                error = f"{type(e).__name__}: {e}"
+            await self._failed_attempt(entry, event, definition, e, error)
             return
         finally:
             current_task.reset(token)
+            self._agents.pop(event.agent_id, None)
+            self._cancel_requested.discard(event.agent_id)
         completed = TaskCompleted(
             agent_id=event.agent_id,
             task_name=event.task_name,
@@ -243,6 +290,81 @@ class Worker:
             time.perf_counter() - started,
         )
 
+    async def _start(self, started: TaskStarted) -> bool:
+        """Record the start unless the task was canceled before it; False when it was."""
+        keys = [self.keys.events, self.keys.cancel_marker(started.agent_id)]
+        while True:
+            try:
+                reply = await get_batcher().run_script(START, keys, [events.encode(started)])
+                self._reconnect.succeeded()
+                return reply is not None
+            except REDIS_ERRORS as e:
+                await self._reconnect.failed(e)
+
+    def _on_cancel(self, agent_id: UUID) -> None:
+        task = self._agents.get(agent_id)
+        if task is not None and agent_id not in self._cancel_requested:
+            logger.info("worker %s: canceling task of agent %s", self.spec.consumer, agent_id)
+            self._cancel_requested.add(agent_id)
+            task.cancel()
+
+    async def _end_canceled(self, entry: Entry, event: TaskQueued) -> None:
+        canceled = TaskCanceled(
+            agent_id=event.agent_id,
+            task_name=event.task_name,
+            attempt=event.attempt,
+            message="Task canceled.",
+        )
+        await self._finish(entry, canceled, Outcome("canceled", event.task_name, error="canceled"))
+        logger.info("task %s (agent %s) canceled", event.task_name, event.agent_id)
+
+    async def _failed_attempt(
+        self,
+        entry: Entry,
+        event: TaskQueued,
+        definition: TaskDefinition,
+        exc: Exception,
+        error: str,
+    ) -> None:
+        """Retry after a backoff when the policy allows, else fail the task for good."""
+        max_retries = (
+            CONF.max_task_retries if definition.max_retries is None else definition.max_retries
+        )
+        if not isinstance(exc, definition.retry_on) or event.attempt > max_retries:
+            await self._fail(entry, event, error)
+            return
+        stream, entry_id, _ = entry
+        delay = backoff_delay(event.attempt, CONF.retry_backoff, CONF.retry_backoff_max)
+        retried = TaskRetried(
+            agent_id=event.agent_id,
+            task_name=event.task_name,
+            attempt=event.attempt,
+            error=error,
+            delay=round(delay, 3),
+            message=f"Attempt {event.attempt} failed ({error}); retrying in {delay:.1f}s.",
+        )
+        again = msgspec.structs.replace(event, attempt=event.attempt + 1, ts=events.utcnow())
+        member = delayed_member(event.priority, events.encode(again))
+        keys = [stream, self.keys.delayed(self.spec.queue_name), self.keys.events]
+        due_ms = int((time.time() + delay) * 1000)
+        args = [WORKERS_GROUP, entry_id, self.spec.consumer, member, due_ms, events.encode(retried)]
+        while True:
+            try:
+                await get_batcher().run_script(RETRY, keys, args)
+                self._reconnect.succeeded()
+                break
+            except REDIS_ERRORS as e:
+                await self._reconnect.failed(e)
+        self._promoter.schedule()
+        logger.warning(
+            "task %s (agent %s) attempt %d failed: %s; retrying in %.1fs",
+            event.task_name,
+            event.agent_id,
+            event.attempt,
+            error,
+            delay,
+        )
+
     async def _fail(self, entry: Entry, event: TaskQueued, error: str) -> None:
         failed = TaskFailed(
             agent_id=event.agent_id,
@@ -255,7 +377,7 @@ class Worker:
         logger.warning("task %s (agent %s) failed: %s", event.task_name, event.agent_id, error)
 
     async def _finish(
-        self, entry: Entry, event: TaskCompleted | TaskFailed, outcome: Outcome
+        self, entry: Entry, event: TaskCompleted | TaskFailed | TaskCanceled, outcome: Outcome
     ) -> None:
         """Append the terminal event, store and publish the outcome, and ack, atomically, if
         this worker still holds the entry; a worker that lost it cannot end the task."""
@@ -356,11 +478,28 @@ class Worker:
                                 stream,
                             )
                             self._backlog.extend((stream, i, f) for i, f in claimed if f)
+                            await self._count_deliveries(client, stream, [i for i, _ in claimed])
             except REDIS_ERRORS as e:
                 logger.debug("lease renewal failed: %s", e)
             except redis.ResponseError as e:
                 if not is_missing_group(e):
                     raise
+
+    async def _count_deliveries(self, client: Any, stream: str, ids: list[bytes]) -> None:
+        if not ids:
+            return
+        pending = await client.xpending_range(
+            stream,
+            WORKERS_GROUP,
+            min(ids),
+            max(ids),
+            len(ids) + 100,
+            consumername=self.spec.consumer,
+        )
+        wanted = set(ids)
+        for item in pending:
+            if item["message_id"] in wanted:
+                self._deliveries[item["message_id"]] = int(item["times_delivered"])
 
     def _abandon(self, stream: str, lost: set[bytes]) -> None:
         """Stop work on entries another worker took over: their outcome would be rejected."""

@@ -62,7 +62,7 @@ async def returns_number(agent_id: UUID, context: Echo) -> float:
     return 2.5
 
 
-@pool.task("boom")
+@pool.task("boom", max_retries=0)
 async def boom(agent_id: UUID, context: Echo) -> str:
     raise RuntimeError(f"boom: {context.text}")
 
@@ -89,3 +89,34 @@ async def die(agent_id: UUID, context: Record) -> str:
         marker.write_text(str(os.getpid()))
         os._exit(13)
     return f"survived after {marker.read_text()} died"
+
+
+class Flaky(BaseModel):
+    """Fails until it has run `failures` times (counted in a file), then returns."""
+
+    path: str
+    failures: int
+    exception: str = "ConnectionError"
+
+
+@pool.task("flaky", max_retries=2, retry_on=(ConnectionError, TimeoutError))
+async def flaky(agent_id: UUID, context: Flaky) -> int:
+    counter = Path(context.path)
+    runs = int(counter.read_text()) + 1 if counter.exists() else 1
+    counter.write_text(str(runs))
+    if runs <= context.failures:
+        raise {"ConnectionError": ConnectionError, "ValueError": ValueError}[context.exception](
+            f"run {runs} failed"
+        )
+    return runs
+
+
+@pool.task("slow", timeout=0.3, max_retries=0)
+async def slow(agent_id: UUID, context: Echo) -> str:
+    await asyncio.sleep(context.delay)
+    return "finished"
+
+
+@pool.task("always_dies")
+async def always_dies(agent_id: UUID, context: Echo) -> None:
+    os._exit(17)

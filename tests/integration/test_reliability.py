@@ -1,0 +1,230 @@
+"""Retries, timeouts, cancellation, idempotent enqueue and dead letters, with real workers."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import agentexec as ax
+from agentexec import events
+from agentexec.connection import get_redis
+from agentexec.embedded import EmbeddedRedis
+from agentexec.streams import Keys
+from tests.apps import basic
+from tests.apps.basic import Echo, Flaky, Record
+from tests.integration.test_pool import _wait_running
+
+
+async def log_of(agent_id: object) -> list[events.AnyEvent]:
+    entries = await get_redis().xrange(Keys(ax.CONF.key_prefix).events)
+    return [e for e in (events.decode_entry(f) for _, f in entries) if e.agent_id == agent_id]
+
+
+@pytest.fixture
+def fast_retries(redis_conf: str) -> None:
+    ax.CONF.retry_backoff = 0.05
+    ax.CONF.retry_backoff_max = 0.2
+
+
+async def test_a_retried_task_succeeds_and_each_retry_is_an_event(
+    fast_retries: None, running_pool: ax.Pool, tmp_path: Path
+) -> None:
+    task = await ax.enqueue("flaky", Flaky(path=str(tmp_path / "n"), failures=2))
+    assert await ax.get_result(task, timeout=30) == 3
+    log = await log_of(task.agent_id)
+    retried = [e for e in log if isinstance(e, events.TaskRetried)]
+    assert [(e.attempt, e.error) for e in retried] == [
+        (1, "ConnectionError: run 1 failed"),
+        (2, "ConnectionError: run 2 failed"),
+    ]
+    assert all(0 < e.delay <= 0.2 for e in retried)
+    assert [e.attempt for e in log if isinstance(e, events.TaskStarted)] == [1, 2, 3]
+    assert not [e for e in log if isinstance(e, events.TaskFailed)]
+    assert isinstance(log[-1], events.TaskCompleted) and log[-1].attempt == 3
+
+
+async def test_exhausted_retries_end_in_error(
+    fast_retries: None, running_pool: ax.Pool, tmp_path: Path
+) -> None:
+    task = await ax.enqueue("flaky", Flaky(path=str(tmp_path / "n"), failures=5))
+    with pytest.raises(ax.TaskFailedError, match="run 3 failed"):
+        await ax.get_result(task, timeout=30)
+    log = await log_of(task.agent_id)
+    assert len([e for e in log if isinstance(e, events.TaskRetried)]) == 2
+    [failed] = [e for e in log if isinstance(e, events.TaskFailed)]
+    assert failed.attempt == 3 and log[-1] is failed
+
+
+async def test_exceptions_outside_retry_on_fail_at_once(
+    fast_retries: None, running_pool: ax.Pool, tmp_path: Path
+) -> None:
+    task = await ax.enqueue(
+        "flaky", Flaky(path=str(tmp_path / "n"), failures=1, exception="ValueError")
+    )
+    with pytest.raises(ax.TaskFailedError, match="ValueError: run 1 failed"):
+        await ax.get_result(task, timeout=30)
+    assert not [e for e in await log_of(task.agent_id) if isinstance(e, events.TaskRetried)]
+
+
+async def test_a_task_waiting_for_its_retry_does_not_hold_a_worker(
+    redis_conf: str, tmp_path: Path
+) -> None:
+    ax.CONF.retry_backoff = ax.CONF.retry_backoff_max = 2.0  # jitter: 1 to 2 s
+    pool = ax.Pool(num_workers=1, concurrency=1)
+    pool.task("flaky", max_retries=1, retry_on=(ConnectionError,))(basic.flaky)
+    pool.task("record")(basic.record)
+    pool.start()
+    try:
+        failing = await ax.enqueue("flaky", Flaky(path=str(tmp_path / "n"), failures=1))
+        await _wait_running(failing.agent_id)
+        other = await ax.enqueue("record", Record(path=str(tmp_path / "order"), label="other"))
+        await ax.get_result(other, timeout=30)
+        # The only slot ran `other` while `failing` waited for its retry.
+        assert not [e for e in await log_of(failing.agent_id) if e.attempt == 2]
+        assert await ax.get_result(failing, timeout=30) == 2
+    finally:
+        pool.shutdown()
+
+
+async def test_timeouts_from_the_decorator_and_from_enqueue(running_pool: ax.Pool) -> None:
+    slow = await ax.enqueue("slow", Echo(text="x", delay=10))
+    with pytest.raises(ax.TaskFailedError, match=r"ran longer than its 0\.3s timeout"):
+        await ax.get_result(slow, timeout=30)
+    quick = await ax.enqueue("slow", Echo(text="x", delay=0.01))
+    assert await ax.get_result(quick, timeout=30) == "finished"
+    # A timeout given at enqueue overrides the decorator's, both ways.
+    longer = await ax.enqueue("slow", Echo(text="x", delay=0.6), timeout=5)
+    assert await ax.get_result(longer, timeout=30) == "finished"
+    shorter = await ax.enqueue("slow", Echo(text="x", delay=0.2), timeout=0.05)
+    with pytest.raises(ax.TaskFailedError, match=r"ran longer than its 0\.05s timeout"):
+        await ax.get_result(shorter, timeout=30)
+    with pytest.raises(ValueError, match="timeout=0"):
+        await ax.enqueue("echo", Echo(text="x"), timeout=0)
+
+
+async def test_cancel_stops_a_running_task(running_pool: ax.Pool) -> None:
+    task = await ax.enqueue("echo", Echo(text="x", delay=60))
+    await _wait_running(task.agent_id)
+    assert await ax.cancel(task.agent_id) is True
+    with pytest.raises(ax.TaskFailedError, match="canceled"):
+        await ax.get_result(task, timeout=30)
+    log = await log_of(task.agent_id)
+    assert isinstance(log[-1], events.TaskCanceled)
+    assert any(isinstance(e, events.TaskCancelRequested) for e in log)
+    assert await ax.cancel(task.agent_id) is False  # already ended
+
+
+async def test_cancel_of_a_queued_task_stops_it_before_it_starts(redis_conf: str) -> None:
+    task = await ax.enqueue("echo", Echo(text="never runs"))
+    assert await ax.cancel(str(task.agent_id)) is True
+    basic.pool.start()
+    try:
+        with pytest.raises(ax.TaskFailedError, match="canceled"):
+            await ax.get_result(task, timeout=30)
+    finally:
+        basic.pool.shutdown()
+    log = await log_of(task.agent_id)
+    assert not [e for e in log if isinstance(e, events.TaskStarted)]
+    assert isinstance(log[-1], events.TaskCanceled)
+    with pytest.raises(ValueError, match="not a UUID"):
+        await ax.cancel("nope")
+
+
+async def test_idempotent_enqueue_returns_the_same_task(redis_conf: str) -> None:
+    first = await ax.enqueue("echo", Echo(text="once"), idempotency_key="order-42")
+    second = await ax.enqueue("echo", Echo(text="once"), idempotency_key="order-42")
+    other = await ax.enqueue("echo", Echo(text="once"), idempotency_key="order-43")
+    assert second.agent_id == first.agent_id and second.event_id == first.event_id
+    assert other.agent_id != first.agent_id
+    keys = Keys(ax.CONF.key_prefix)
+    assert await get_redis().xlen(keys.events) == 2
+    assert await get_redis().xlen(keys.queue(first.queue_name, first.priority)) == 2
+
+
+async def test_enqueue_waits_for_redis_to_come_back(redis_conf: str) -> None:
+    server = EmbeddedRedis().start()
+    try:
+        ax.CONF.redis_url = server.url
+        server.kill()
+        pending = asyncio.create_task(ax.enqueue("echo", Echo(text="patient")))
+        await asyncio.sleep(0.5)
+        assert not pending.done()
+        EmbeddedRedis.start(server)  # the same port again
+        task = await asyncio.wait_for(pending, 30)
+        assert await get_redis().xlen(Keys(ax.CONF.key_prefix).events) == 1
+        assert task.agent_id
+        ax.CONF.enqueue_timeout = 0.3
+        server.kill()
+        with pytest.raises(ax.RedisUnavailableError, match="AGENTEXEC_ENQUEUE_TIMEOUT"):
+            await ax.enqueue("echo", Echo(text="gives up"))
+    finally:
+        server.close()
+
+
+async def test_a_poison_task_is_dead_lettered_and_redriven(redis_conf: str) -> None:
+    ax.CONF.max_deliveries = 2
+    basic.pool.start()
+    try:
+        task = await ax.enqueue("always_dies", Echo(text="x"))
+        with pytest.raises(ax.TaskFailedError, match="delivered 3 times"):
+            await ax.get_result(task, timeout=60)
+        # Workers keep serving after the poison task is gone.
+        ok = await ax.enqueue("sync_echo", Echo(text="still here"))
+        assert await ax.get_result(ok, timeout=30) == "STILL HERE"
+    finally:
+        basic.pool.shutdown()
+    env = {"AGENTEXEC_REDIS_URL": ax.CONF.redis_url, "AGENTEXEC_KEY_PREFIX": ax.CONF.key_prefix}
+    listed = _cli("dead", "list", env=env)
+    assert "always_dies" in listed and "delivered 3 times" in listed
+    dead_id = listed.split()[0]
+    redriven = _cli("dead", "redrive", dead_id, env=env)
+    assert f"{dead_id} -> agent" in redriven
+    assert "no dead letters" in _cli("dead", "list", env=env)
+    [requeued] = [
+        e
+        for e in (
+            events.decode_entry(f)
+            for _, f in await get_redis().xrange(Keys(ax.CONF.key_prefix).events)
+        )
+        if isinstance(e, events.TaskQueued) and (e.metadata or {}).get("redriven_from")
+    ]
+    assert requeued.metadata == {"redriven_from": str(task.agent_id)}
+
+
+async def test_a_malformed_entry_is_dead_lettered_and_the_worker_goes_on(
+    running_pool: ax.Pool,
+) -> None:
+    keys = Keys(ax.CONF.key_prefix)
+    stream = keys.queue(ax.CONF.queue_name, ax.Priority.LOW)
+    await get_redis().xadd(stream, {"event": b"{not json"})
+    await get_redis().xadd(stream, {"other": b"field"})
+    ok = await ax.enqueue("sync_echo", Echo(text="after garbage"))
+    assert await ax.get_result(ok, timeout=30) == "AFTER GARBAGE"
+    dead = await get_redis().xrange(keys.dead_letters)
+    reasons = [f[b"reason"].decode() for _, f in dead]
+    assert len(reasons) == 2 and all(
+        "not a valid agentexec event" in r or "no b'event'" in r for r in reasons
+    )
+    env = {"AGENTEXEC_REDIS_URL": ax.CONF.redis_url, "AGENTEXEC_KEY_PREFIX": ax.CONF.key_prefix}
+    out = _run_cli("dead", "redrive", dead[0][0].decode(), env=env)
+    assert out.returncode == 1 and "cannot be re-driven" in out.stderr
+
+
+def _run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "agentexec.cli", *args],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+    )
+
+
+def _cli(*args: str, env: dict[str, str]) -> str:
+    out = _run_cli(*args, env=env)
+    assert out.returncode == 0, out.stderr
+    return out.stdout

@@ -1,0 +1,73 @@
+"""Retry timing and the delayed set: a task waiting for its retry is not held by any worker.
+
+A failed attempt moves the task's entry to the queue's delayed set (scored by due time); a
+promoter in every worker moves due entries back to their stream. Each promoter sleeps until
+the earliest due time it knows of, is woken early when its own worker schedules an earlier
+retry, and looks again at least every lease period, which covers retries scheduled by
+workers that have since died.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+
+import redis
+
+from agentexec.batcher import get_batcher
+from agentexec.config import CONF
+from agentexec.connection import REDIS_ERRORS, Reconnect
+from agentexec.events import Priority
+from agentexec.scripts import PROMOTE
+from agentexec.streams import Keys
+
+logger = logging.getLogger(__name__)
+
+
+def backoff_delay(attempt: int, base: float, maximum: float) -> float:
+    """Seconds before retrying after failed attempt `attempt` (1-based): exponential, capped,
+    with full jitter over the upper half so that retries of a burst spread out."""
+    ceiling: float = min(base * 2 ** (attempt - 1), maximum)
+    return ceiling * random.uniform(0.5, 1.0)
+
+
+def delayed_member(priority: Priority, event_json: bytes) -> bytes:
+    return (b"h:" if priority is Priority.HIGH else b"l:") + event_json
+
+
+class Promoter:
+    """Moves due delayed tasks of one queue back to their streams."""
+
+    def __init__(self, keys: Keys, queue_name: str) -> None:
+        self.keys = [keys.delayed(queue_name), *keys.queues(queue_name)]
+        self.woken = asyncio.Event()
+        self._reconnect = Reconnect(f"promoter of {queue_name!r}")
+
+    def schedule(self) -> None:
+        """Tell the promoter that a task was delayed here, so it rechecks its wake-up time."""
+        self.woken.set()
+
+    async def run(self) -> None:
+        while True:
+            wait = CONF.lease_seconds
+            try:
+                nxt = await get_batcher().run_script(PROMOTE, self.keys, [_now_ms(), 100])
+                self._reconnect.succeeded()
+                if nxt is not None:
+                    wait = min(wait, max(0.0, (float(nxt) - _now_ms()) / 1000))
+            except REDIS_ERRORS as e:
+                await self._reconnect.failed(e)
+                continue
+            except redis.ResponseError as e:
+                logger.error("promoter: %s", e)
+            self.woken.clear()
+            try:
+                await asyncio.wait_for(self.woken.wait(), timeout=wait)
+            except TimeoutError:
+                pass
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
