@@ -77,6 +77,8 @@ class TaskQueued(Event, frozen=True, kw_only=True, omit_defaults=True, tag="task
     parent_id: UUID | None = None
     timeout: float | None = None
     """Seconds the handler may run, set at enqueue (overrides the task's own)."""
+    not_before: datetime | None = None
+    """For a delayed task: when it becomes due."""
 
 
 class TaskStarted(Event, frozen=True, kw_only=True, omit_defaults=True, tag="task.started"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -16,7 +17,7 @@ from .config import CONF
 from .connection import REDIS_ERRORS, Reconnect
 from .errors import ContextError, RedisUnavailableError
 from .events import Priority, TaskCancelRequested, TaskQueued
-from .scripts import CANCEL, ENQUEUE
+from .scripts import CANCEL, ENQUEUE, ENQUEUE_LATER
 from .streams import Keys
 from .tasks import Task
 
@@ -73,6 +74,7 @@ async def enqueue(
     queue_name: str | None = None,
     idempotency_key: str | None = None,
     timeout: float | None = None,
+    delay: float | timedelta | datetime | None = None,
     metadata: dict[str, Any] | None = None,
 ) -> Task:
     """Queue `task_name` with `context` and return its `Task` (carrying the new `agent_id`).
@@ -82,6 +84,8 @@ async def enqueue(
     `AGENTEXEC_QUEUE_NAME`. With `idempotency_key`, a second enqueue with the same key within
     `AGENTEXEC_IDEMPOTENCY_WINDOW` seconds queues nothing and returns the first `Task` again.
     `timeout` (seconds) bounds each attempt of the handler, overriding the task's own.
+    `delay` (seconds, a timedelta, or a timezone-aware datetime to run at) parks the task
+    until it is due; no worker holds it meanwhile.
 
     While Redis is unreachable the call retries with backoff for up to
     `AGENTEXEC_ENQUEUE_TIMEOUT` seconds (safely: a task is never queued twice), then raises
@@ -102,6 +106,7 @@ async def enqueue(
             f"enqueue({task_name!r}, ...): idempotency_key={idempotency_key!r}; use a "
             "non-empty string."
         )
+    due = _due(task_name, delay)
     queue = _resolve_queue(task_name, context, queue_name)
     event = TaskQueued(
         agent_id=uuid4(),
@@ -111,6 +116,7 @@ async def enqueue(
         context=msgspec.Raw(serialise_context(task_name, context)),
         message=CONF.activity_message_create,
         timeout=timeout,
+        not_before=due,
         metadata=metadata,
     )
     keys = Keys(CONF.key_prefix)
@@ -119,14 +125,21 @@ async def enqueue(
     else:
         # Guards only the retries of this call, so it need not live long.
         dedup, window = keys.dedup(f"agent:{event.agent_id}"), int(CONF.enqueue_timeout) + 60
+    data = events.encode(event)
+    if due is None:
+        script = ENQUEUE
+        script_keys = [keys.events, keys.queue(queue, priority), dedup]
+        args: list[Any] = [data, window, str(event.agent_id)]
+    else:
+        due_ms = int(due.timestamp() * 1000)
+        script = ENQUEUE_LATER
+        script_keys = [keys.events, keys.delayed(queue), dedup]
+        member = (b"h:" if priority is Priority.HIGH else b"l:") + data
+        args = [data, window, str(event.agent_id), due_ms, member, keys.schedule_channel(queue)]
     deadline = time.monotonic() + CONF.enqueue_timeout
     while True:
         try:
-            event_id, agent_id = await get_batcher().run_script(
-                ENQUEUE,
-                [keys.events, keys.queue(queue, priority), dedup],
-                [events.encode(event), window, str(event.agent_id)],
-            )
+            event_id, agent_id = await get_batcher().run_script(script, script_keys, args)
             _outage.succeeded()
             break
         except REDIS_ERRORS as e:
@@ -144,6 +157,22 @@ async def enqueue(
         priority=priority,
         event_id=event_id.decode(),
     )
+
+
+def _due(task_name: str, delay: float | timedelta | datetime | None) -> datetime | None:
+    if delay is None:
+        return None
+    if isinstance(delay, datetime):
+        if delay.tzinfo is None:
+            raise ValueError(
+                f"enqueue({task_name!r}, ...): delay={delay!r} has no time zone; pass an aware "
+                "datetime, e.g. datetime(..., tzinfo=timezone.utc)."
+            )
+        return delay.astimezone(UTC)
+    seconds = delay.total_seconds() if isinstance(delay, timedelta) else float(delay)
+    if seconds < 0:
+        raise ValueError(f"enqueue({task_name!r}, ...): delay={delay!r} is negative.")
+    return datetime.now(UTC) + timedelta(seconds=seconds)
 
 
 async def cancel(agent_id: UUID | str) -> bool:

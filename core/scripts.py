@@ -6,6 +6,18 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 
+# Prepended to scripts that check ownership. Returns true when the entry may be ended by
+# `consumer`: pending to it, or pending to nobody (the stream or group is gone).
+_OWNERSHIP = """
+local function may_end(stream, group, id, consumer)
+  local pending = redis.pcall('XPENDING', stream, group, id, id, 1)
+  if pending.err or #pending == 0 then
+    return true
+  end
+  return pending[1][2] == consumer
+end
+"""
+
 
 @dataclass(frozen=True)
 class Script:
@@ -50,12 +62,13 @@ return redis.call('XADD', KEYS[1], '*', 'event', ARGV[1])
 
 RETRY = Script(
     "retry",
-    """
+    _OWNERSHIP
+    + """
 -- KEYS: queue stream, delayed set, event log.
 -- ARGV: group, entry id, consumer, delayed member, due (ms), task.retried event JSON.
 -- Moves a held entry to the delayed set, so that the retry waits without holding a worker.
-local held = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1, ARGV[3])
-if #held == 0 then
+-- Rejected when the task was taken over (see FINISH).
+if not may_end(KEYS[1], ARGV[1], ARGV[2], ARGV[3]) then
   return false
 end
 redis.call('ZADD', KEYS[2], ARGV[5], ARGV[4])
@@ -105,12 +118,14 @@ return id
 
 FINISH = Script(
     "finish",
-    """
+    _OWNERSHIP
+    + """
 -- KEYS: event log, result key, queue stream.
 -- ARGV: event JSON, outcome, result TTL (s), result channel, group, entry id, consumer.
--- The worker must still hold the entry: one that lost its lease cannot end the task.
-local held = redis.call('XPENDING', KEYS[3], ARGV[5], ARGV[6], ARGV[6], 1, ARGV[7])
-if #held == 0 then
+-- Rejected when the task was taken over (pending to another consumer) or already ended (its
+-- result exists): a worker that lost its lease cannot end the task. When the entry is pending
+-- to nobody and no result exists, Redis lost it (it came back empty): the outcome stands.
+if not may_end(KEYS[3], ARGV[5], ARGV[6], ARGV[7]) or redis.call('EXISTS', KEYS[2]) == 1 then
   return false
 end
 local id = redis.call('XADD', KEYS[1], '*', 'event', ARGV[1])
@@ -129,7 +144,10 @@ RENEW = Script(
 -- Resets the idle time of the entries this consumer still holds; returns the ones it lost.
 local lost = {}
 for i = 3, #ARGV do
-  local held = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1, ARGV[2])
+  local held = redis.pcall('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1, ARGV[2])
+  if held.err then
+    return lost
+  end
   if #held == 1 then
     redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'JUSTID')
   else
@@ -137,5 +155,24 @@ for i = 3, #ARGV do
   end
 end
 return lost
+""",
+)
+
+ENQUEUE_LATER = Script(
+    "enqueue_later",
+    """
+-- KEYS: event log, delayed set, dedup key.
+-- ARGV: event JSON, dedup window (s), agent id, due (ms), delayed member, schedule channel.
+-- Like ENQUEUE, but parks the task in the delayed set and tells the workers when it is due.
+local first = redis.call('GET', KEYS[3])
+if first then
+  local sep = string.find(first, ' ', 1, true)
+  return {string.sub(first, sep + 1), string.sub(first, 1, sep - 1)}
+end
+local id = redis.call('XADD', KEYS[1], '*', 'event', ARGV[1])
+redis.call('ZADD', KEYS[2], ARGV[4], ARGV[5])
+redis.call('SET', KEYS[3], ARGV[3] .. ' ' .. id, 'EX', ARGV[2])
+redis.call('PUBLISH', ARGV[6], ARGV[4])
+return {id, ARGV[3]}
 """,
 )

@@ -38,6 +38,10 @@ class Keys:
         """Sorted set of tasks waiting for a retry (or a delay), scored by due time in ms."""
         return f"{self.prefix}:{{{queue_name}}}:delayed"
 
+    def schedule_channel(self, queue_name: str) -> str:
+        """Where enqueuers announce a delayed task's due time to the queue's workers."""
+        return f"{self.prefix}:{{{queue_name}}}:scheduled"
+
     def dedup(self, key: str) -> str:
         return f"{self.prefix}:dedup:{key}"
 
@@ -61,5 +65,7 @@ async def ensure_group(client: aioredis.Redis, stream: str, group: str, start: s
 
 
 def is_missing_group(error: redis.ResponseError) -> bool:
-    """True when a command failed because the stream or group is gone (Redis came back empty)."""
-    return "NOGROUP" in str(error)
+    """True when a command failed because the stream or group is gone (Redis came back empty,
+    or the stream was deleted under a blocked read)."""
+    message = str(error)
+    return "NOGROUP" in message or "UNBLOCKED" in message

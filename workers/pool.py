@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from pydantic import BaseModel
 from sqlalchemy import Engine
 
 from agentexec import tasks
@@ -21,6 +22,7 @@ from agentexec.config import CONF
 from agentexec.errors import ConfigurationError, TaskDefinitionError
 from agentexec.tasks import TaskDefinition
 
+from .schedules import Schedule, run_schedules
 from .worker import WorkerSpec, run_worker
 
 logger = logging.getLogger(__name__)
@@ -65,6 +67,7 @@ class Pool:
         self.num_workers = num_workers
         self.concurrency = concurrency
         self._definitions: dict[str, TaskDefinition] = {}
+        self._schedules: list[Schedule] = []
         self._thread: threading.Thread | None = None
         self._supervisor: _Supervisor | None = None
 
@@ -96,6 +99,36 @@ class Pool:
             )
             self._definitions[name] = definition
             tasks.register(definition)
+            return handler
+
+        return decorate
+
+    def schedule(
+        self,
+        name: str,
+        cron: str,
+        *,
+        tz: str = "UTC",
+        context: BaseModel | None = None,
+        max_retries: int | None = None,
+        retry_on: tuple[type[BaseException], ...] = (Exception,),
+        timeout: float | None = None,
+    ) -> Callable[[H], H]:
+        """Register the handler as task `name` and enqueue it at every slot of `cron`.
+
+        `cron` has five fields (minute hour day month weekday) or six with seconds last, read
+        in time zone `tz`. The task gets `context`, or its context model built with no
+        arguments. Each slot is enqueued exactly once, however many pools with this schedule
+        run; slots missed while none ran are skipped. Raises `TaskDefinitionError` at once for
+        a bad expression, zone or context.
+        """
+        register = self.task(name, max_retries=max_retries, retry_on=retry_on, timeout=timeout)
+
+        def decorate(handler: H) -> H:
+            definition = TaskDefinition.from_handler(name, handler, self.queue_name)
+            schedule = Schedule.declare(name, cron, tz, context, definition.context_type)
+            register(handler)
+            self._schedules.append(schedule)
             return handler
 
         return decorate
@@ -170,6 +203,8 @@ class _Supervisor:
         self._stop: asyncio.Event | None = None
         self._exits: asyncio.Queue[int] | None = None
         self._stop_requested = False
+        self._stop_tasks: list[asyncio.Future[None]] = []
+        """Background work of the supervisor, cancelled when it stops."""
 
     def request_stop(self) -> None:
         self._stop_requested = True
@@ -197,6 +232,12 @@ class _Supervisor:
             self.started.set()
         if self._stop_requested:
             self._stop.set()
+        if self.pool._schedules:
+            scheduler = asyncio.ensure_future(
+                run_schedules(self.pool._schedules, self.pool.queue_name)
+            )
+            scheduler.add_done_callback(self._log_crash)
+            self._stop_tasks.append(scheduler)
         failures: dict[int, tuple[int, float]] = {}
         stop = asyncio.ensure_future(self._stop.wait())
         while not self._stop.is_set():
@@ -225,7 +266,16 @@ class _Supervisor:
             if delay:
                 await asyncio.sleep(delay)
             self._spawn(slot)
+        for task in self._stop_tasks:
+            task.cancel()
+        await asyncio.gather(*self._stop_tasks, return_exceptions=True)
         await self._stop_workers()
+
+    def _log_crash(self, task: asyncio.Future[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            logger.error(
+                "pool %s: background task crashed", self.pool_id, exc_info=task.exception()
+            )
 
     def _on_signal(self, signum: int) -> None:
         logger.info(

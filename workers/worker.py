@@ -42,7 +42,7 @@ from agentexec.scripts import FINISH, RENEW, RETRY, START
 from agentexec.streams import WORKERS_GROUP, Keys, ensure_group, is_missing_group
 from agentexec.tasks import TaskDefinition, current_task
 
-from .cancellation import CancelListener
+from .notices import NoticeListener
 from .retries import Promoter, backoff_delay, delayed_member
 
 logger = logging.getLogger(__name__)
@@ -88,12 +88,16 @@ class Worker:
             ", ".join(sorted(self.definitions)) or "none",
             self.spec.concurrency,
         )
+        notices = NoticeListener(
+            self.keys, self.spec.queue_name, self._on_cancel, self._promoter.schedule
+        )
         helpers = [
             asyncio.create_task(self._renew_leases()),
             asyncio.create_task(self._promoter.run()),
-            asyncio.create_task(CancelListener(self.keys, self._on_cancel).run()),
+            asyncio.create_task(notices.run()),
         ]
         try:
+            await notices.ready.wait()
             await self._consume()
         finally:
             await self._drain()
@@ -301,6 +305,16 @@ class Worker:
             except REDIS_ERRORS as e:
                 await self._reconnect.failed(e)
 
+    async def _check_cancel_markers(self) -> None:
+        """Catch cancel requests whose notice this worker missed (published during an outage)."""
+        agents = list(self._agents)
+        if not agents:
+            return
+        markers = await get_redis().mget([self.keys.cancel_marker(a) for a in agents])
+        for agent_id, marker in zip(agents, markers, strict=True):
+            if marker is not None:
+                self._on_cancel(agent_id)
+
     def _on_cancel(self, agent_id: UUID) -> None:
         task = self._agents.get(agent_id)
         if task is not None and agent_id not in self._cancel_requested:
@@ -465,6 +479,7 @@ class Worker:
                     )
                     if lost:
                         self._abandon(stream, set(lost))
+                await self._check_cancel_markers()
                 if len(self._backlog) < self.spec.concurrency:
                     for stream in self.streams:
                         _, claimed, _ = await client.xautoclaim(

@@ -228,3 +228,28 @@ def _cli(*args: str, env: dict[str, str]) -> str:
     out = _run_cli(*args, env=env)
     assert out.returncode == 0, out.stderr
     return out.stdout
+
+
+async def test_flushall_mid_task_keeps_the_outcome_and_the_workers(running_pool: ax.Pool) -> None:
+    task = await ax.enqueue("echo", Echo(text="survives", delay=1.0))
+    await _wait_running(task.agent_id)
+    await get_redis().flushall()
+    # The group is gone, so nobody else can hold the task: its outcome is still recorded.
+    assert (await ax.get_result(task, timeout=30)).text == "survives"
+    # The workers recreate their groups and keep serving new work.
+    after = await ax.enqueue("sync_echo", Echo(text="after flush"))
+    assert await ax.get_result(after, timeout=30) == "AFTER FLUSH"
+
+
+async def test_a_cancel_whose_notice_was_missed_is_still_acted_on(redis_conf: str) -> None:
+    ax.CONF.lease_seconds = 0.6  # lease renewal (which checks cancel markers) every 0.2 s
+    basic.pool.start()
+    try:
+        task = await ax.enqueue("echo", Echo(text="x", delay=60))
+        await _wait_running(task.agent_id)
+        # The marker without the pub/sub notice, as when the notice fell in an outage.
+        await get_redis().set(Keys(ax.CONF.key_prefix).cancel_marker(task.agent_id), "1")
+        with pytest.raises(ax.TaskFailedError, match="canceled"):
+            await ax.get_result(task, timeout=30)
+    finally:
+        basic.pool.shutdown()

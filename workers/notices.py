@@ -1,0 +1,62 @@
+"""Notices that reach every worker of a queue through one pub/sub connection: cancel requests
+(the worker holding the task stops it) and delayed tasks' due times (the promoter rechecks).
+A notice missed during an outage is covered: a canceled task's start script checks its
+marker, and the promoter looks at the delayed set at least every lease period."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from uuid import UUID
+
+from agentexec.connection import REDIS_ERRORS, Reconnect, get_redis
+from agentexec.streams import Keys
+
+logger = logging.getLogger(__name__)
+
+
+class NoticeListener:
+    def __init__(
+        self,
+        keys: Keys,
+        queue_name: str,
+        on_cancel: Callable[[UUID], None],
+        on_schedule: Callable[[], None],
+    ) -> None:
+        self.channels: dict[bytes, Callable[[bytes], None]] = {
+            keys.cancel_channel.encode(): self._cancel,
+            keys.schedule_channel(queue_name).encode(): lambda _: on_schedule(),
+        }
+        self.on_cancel = on_cancel
+        self.ready = asyncio.Event()
+        """Set once subscribed: the worker takes no task before it can hear of its cancel."""
+        self._reconnect = Reconnect("notice listener")
+
+    def _cancel(self, data: bytes) -> None:
+        try:
+            agent_id = UUID(data.decode())
+        except ValueError:
+            logger.warning("notice listener: ignoring malformed cancel request %r", data)
+            return
+        self.on_cancel(agent_id)
+
+    async def run(self) -> None:
+        pubsub = get_redis().pubsub()
+        try:
+            while True:
+                try:
+                    if not pubsub.subscribed:
+                        await pubsub.subscribe(*self.channels)
+                        self.ready.set()
+                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=None)
+                    self._reconnect.succeeded()
+                except REDIS_ERRORS as e:
+                    await self._reconnect.failed(e)
+                    continue
+                if message is not None and message["type"] == "message":
+                    handler = self.channels.get(message["channel"])
+                    if handler is not None:
+                        handler(bytes(message["data"]))
+        finally:
+            await pubsub.aclose()  # type: ignore[no-untyped-call]
