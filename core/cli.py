@@ -48,7 +48,9 @@ def main(redis_url: str | None, log_level: str) -> None:
 
 @main.command()
 @click.argument("pool_reference", metavar="MODULE:POOL")
-@click.option("--workers", "num_workers", type=int, help="Worker processes (AGENTEXEC_NUM_WORKERS).")
+@click.option(
+    "--workers", "num_workers", type=int, help="Worker processes (AGENTEXEC_NUM_WORKERS)."
+)
 @click.option("--concurrency", type=int, help="Tasks per process (AGENTEXEC_WORKER_CONCURRENCY).")
 def worker(pool_reference: str, num_workers: int | None, concurrency: int | None) -> None:
     """Run the pool MODULE:POOL (e.g. myapp.worker:pool) until SIGINT/SIGTERM."""

@@ -15,7 +15,7 @@ from .config import CONF
 from .connection import get_redis
 from .errors import ContextError, RedisUnavailableError
 from .events import Priority, TaskQueued
-from .streams import Keys
+from .streams import AGENT_TTL, Keys
 from .tasks import Task
 
 
@@ -99,7 +99,8 @@ async def enqueue(
         async with get_redis().pipeline(transaction=True) as pipe:
             pipe.xadd(keys.events, payload)
             pipe.xadd(keys.queue(queue, priority), payload)
-            event_id, _ = await pipe.execute()
+            pipe.set(keys.agent(event.agent_id), b"1", ex=AGENT_TTL)
+            event_id, *_ = await pipe.execute()
     except (redis.ConnectionError, redis.TimeoutError) as e:
         raise RedisUnavailableError(
             f"enqueue({task_name!r}, ...): Redis at {CONF.redis_url} is unreachable ({e}); "

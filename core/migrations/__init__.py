@@ -1,0 +1,1 @@
+"""Alembic revisions of agentexec's tables (see docs/activity.md)."""
