@@ -64,3 +64,9 @@ def worker(pool_reference: str, num_workers: int | None, concurrency: int | None
     if concurrency is not None:
         pool.concurrency = concurrency
     pool.run()
+
+
+from agentexec.projector.commands import projector, replay  # noqa: E402
+
+main.add_command(projector)
+main.add_command(replay)

@@ -77,6 +77,8 @@ class Projector:
         self._last_seen = checkpoints.ORIGIN
         self._reconnect = Reconnect(f"projector {self.name}")
         self._db_down_since: float | None = None
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
         """Project until `stop` is set (forever when None). Survives Redis and database
@@ -93,6 +95,22 @@ class Projector:
                 await keeper
             await self._step_down()
             logger.info("projector %s: stopped at %s", self.name, self.position)
+
+    def start(self) -> None:
+        """Run in the background of the running event loop until `stop()`."""
+        self._stop = asyncio.Event()
+        self._task = asyncio.create_task(self.run(self._stop))
+
+    async def stop(self, drain: float = 5.0) -> None:
+        """Stop a projector started with `start()`, after applying what was appended up to
+        now (for at most `drain` seconds)."""
+        if self._task is None:
+            return
+        self._stop.set()
+        await self._task
+        self._task = None
+        with contextlib.suppress(TimeoutError):
+            await self.catch_up(timeout=drain)
 
     async def catch_up(self, timeout: float = 30.0) -> int:
         """Apply everything appended so far, then return how many events were applied.
@@ -236,8 +254,7 @@ class Projector:
         halt.cancel()
         if read not in done:
             read.cancel()
-            with contextlib.suppress(asyncio.CancelledError, *REDIS_ERRORS):
-                await read
+            await asyncio.wait({read})
             return
         read.result()
 
@@ -282,8 +299,10 @@ class Projector:
 
 
 async def _wait(stop: asyncio.Event, seconds: float) -> None:
+    # asyncio.timeout, unlike wait_for on Python 3.11, never swallows a cancellation.
     with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), seconds)
+        async with asyncio.timeout(seconds):
+            await stop.wait()
 
 
 def _data(fields: dict[bytes, bytes]) -> bytes:

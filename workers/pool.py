@@ -12,13 +12,16 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from agentexec import tasks
 from agentexec.config import CONF
 from agentexec.errors import ConfigurationError, TaskDefinitionError
 from agentexec.tasks import TaskDefinition
 from sqlalchemy import Engine
+
+if TYPE_CHECKING:
+    from agentexec.projector import Projector
 
 from .worker import WorkerSpec, run_worker
 
@@ -36,7 +39,9 @@ class Pool:
     `engine` or `database_url` give the SQL database of the activity read model; `queue_name`
     defaults to `AGENTEXEC_QUEUE_NAME`. `num_workers` processes (default
     `AGENTEXEC_NUM_WORKERS`) each run up to `concurrency` tasks at once (default
-    `AGENTEXEC_WORKER_CONCURRENCY`).
+    `AGENTEXEC_WORKER_CONCURRENCY`). With a database, `run()` and `start()` also run a
+    projector that keeps the read model up to date; `projector=False` leaves that to
+    separately run `agentexec projector` processes.
     """
 
     def __init__(
@@ -47,6 +52,7 @@ class Pool:
         *,
         num_workers: int | None = None,
         concurrency: int | None = None,
+        projector: bool = True,
     ) -> None:
         if engine is not None and not isinstance(engine, Engine):
             raise ConfigurationError(
@@ -63,6 +69,7 @@ class Pool:
         self.queue_name = queue_name or CONF.queue_name
         self.num_workers = num_workers
         self.concurrency = concurrency
+        self.projector = projector
         self._definitions: dict[str, TaskDefinition] = {}
         self._thread: threading.Thread | None = None
         self._supervisor: _Supervisor | None = None
@@ -137,6 +144,14 @@ class Pool:
             self._thread.join(timeout)
             self._thread = None
 
+    def _projector(self) -> Projector | None:
+        if not self.projector or (self.engine is None and self.database_url is None):
+            return None
+        from agentexec.projector import Projector
+        from sqlalchemy import create_engine
+
+        return Projector(self.engine or create_engine(str(self.database_url)))
+
     @property
     def worker_pids(self) -> list[int]:
         """Process ids of the live worker processes (for monitoring and tests)."""
@@ -177,9 +192,12 @@ class _Supervisor:
             num,
             self.pool.queue_name,
         )
+        projector = self.pool._projector()
         try:
             for slot in range(num):
                 self._spawn(slot)
+            if projector is not None:
+                projector.start()
         finally:
             self.started.set()
         if self._stop_requested:
@@ -213,6 +231,8 @@ class _Supervisor:
                 await asyncio.sleep(delay)
             self._spawn(slot)
         await self._stop_workers()
+        if projector is not None:
+            await projector.stop()
 
     def _on_signal(self, signum: int) -> None:
         logger.info(
