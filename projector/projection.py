@@ -8,14 +8,14 @@ batch's events, so the rules live here and not in dialect-specific SQL:
 - terminal statuses (COMPLETE, ERROR, CANCELED) are final: later events are logged but do
   not change the activity row;
 - `attempts` counts `task.started` events; `updated_at` is the latest event time applied;
-- rows are keyed by the event's stream id, and inserts skip rows already present, so
-  applying a batch twice changes nothing.
+- every event is archived under its stream id, which is the table's key: an event cannot
+  be applied twice (the checkpoint keeps applied events out of batches in the first place).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
@@ -31,51 +31,71 @@ from agentexec.events import (
     TaskQueued,
     TaskStarted,
 )
-from sqlalchemy import Connection, Insert, Table, bindparam, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Connection, Table, select, tuple_
 
+from . import bulk
 from .checkpoints import parse_id
 
-__all__ = ["Applied", "apply", "chunks"]
+__all__ = ["Applied", "apply", "unarchived"]
 
 _activity: Table = Activity.__table__  # type: ignore[assignment]
 _log: Table = ActivityLog.__table__  # type: ignore[assignment]
 _archive: Table = ArchivedEvent.__table__  # type: ignore[assignment]
 
-_MAX_PARAMS = 30_000
-"""Bound parameters per statement: below SQLite's 32,766 and PostgreSQL's 65,535."""
 
-
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Applied:
     """One decoded event with its stream id and the JSON it was decoded from."""
 
     event_id: str
     event: AnyEvent
     data: bytes
+    ts: datetime = field(init=False, repr=False)
+    """The event's time as naive UTC, the way the tables store it."""
+    position: tuple[int, int] = field(init=False, repr=False)
+    """The stream id as (milliseconds, sequence)."""
+
+    def __post_init__(self) -> None:
+        ts = self.event.ts
+        if ts.tzinfo is not None:
+            ts = ts.astimezone(UTC).replace(tzinfo=None)
+        object.__setattr__(self, "ts", ts)
+        object.__setattr__(self, "position", parse_id(self.event_id))
 
 
 def apply(conn: Connection, batch: Sequence[Applied], *, archive: bool = True) -> None:
     """Apply `batch` (in stream order) to the read model; `archive=False` when replaying the
-    archive itself."""
+    archive itself. The events must be new to the read model (the checkpoint says so, or
+    `unarchived` picked them): an event applied before raises IntegrityError on its archive
+    row."""
     if not batch:
         return
     if archive:
-        _insert_ignoring_existing(conn, _archive, [_archive_row(a) for a in batch])
-    rows = _fold(_load(conn, {a.event.agent_id for a in batch}), batch)
-    if rows:
-        _upsert_activities(conn, rows)
-    logs = [_log_row(a) for a in batch if type(a.event).status is not None]
-    _insert_ignoring_existing(conn, _log, logs)
+        bulk.insert_new(conn, _archive, [_archive_row(a) for a in batch])
+    agents = {a.event.agent_id for a in batch}
+    current = _load(conn, agents)
+    row_ids = {agent_id: activity_row_id(agent_id) for agent_id in agents}
+    rows = _fold(current, batch, row_ids)
+    bulk.upsert(conn, _activity, rows, "agent_id", set(current))
+    logs = [_log_row(a, row_ids) for a in batch if type(a.event).status is not None]
+    bulk.insert_new(conn, _log, logs)
 
 
-def chunks(rows: Sequence[dict[str, Any]]) -> Iterator[Sequence[dict[str, Any]]]:
-    """Split rows into statements that stay below every dialect's parameter limit."""
-    if not rows:
-        return
-    size = max(1, _MAX_PARAMS // max(1, len(rows[0])))
-    for start in range(0, len(rows), size):
-        yield rows[start : start + size]
+def unarchived(conn: Connection, batch: Sequence[Applied]) -> list[Applied]:
+    """The events of `batch` that are not in the archive yet."""
+    if not batch:
+        return []
+    key = tuple_(_archive.c.stream_ms, _archive.c.stream_seq)
+    first, last = batch[0].position, batch[-1].position
+    found = {
+        f"{ms}-{seq}"
+        for ms, seq in conn.execute(
+            select(_archive.c.stream_ms, _archive.c.stream_seq).where(
+                key >= tuple_(*first), key <= tuple_(*last)
+            )
+        )
+    }
+    return [a for a in batch if a.event_id not in found]
 
 
 def _load(conn: Connection, agent_ids: Iterable[UUID]) -> dict[UUID, dict[str, Any]]:
@@ -88,24 +108,26 @@ def _load(conn: Connection, agent_ids: Iterable[UUID]) -> dict[UUID, dict[str, A
     return found
 
 
-def _fold(current: dict[UUID, dict[str, Any]], batch: Sequence[Applied]) -> list[dict[str, Any]]:
+def _fold(
+    current: dict[UUID, dict[str, Any]], batch: Sequence[Applied], row_ids: dict[UUID, UUID]
+) -> list[dict[str, Any]]:
     changed: dict[UUID, dict[str, Any]] = {}
     for applied in batch:
         event = applied.event
         row = changed.get(event.agent_id)
         if row is None:
             existing = current.get(event.agent_id)
-            row = dict(existing) if existing is not None else _new_row(applied)
+            row = dict(existing) if existing is not None else _new_row(applied, row_ids)
         if _evolve(row, applied):
             changed[event.agent_id] = row
     return list(changed.values())
 
 
-def _new_row(applied: Applied) -> dict[str, Any]:
+def _new_row(applied: Applied, row_ids: dict[UUID, UUID]) -> dict[str, Any]:
     event = applied.event
-    ts = _naive_utc(event.ts)
+    ts = applied.ts
     return {
-        "id": activity_row_id(event.agent_id),
+        "id": row_ids[event.agent_id],
         "agent_id": event.agent_id,
         "agent_type": event.task_name,
         "status": None,
@@ -131,7 +153,7 @@ def _evolve(row: dict[str, Any], applied: Applied) -> bool:
     status = type(event).status
     if row["status"] in TERMINAL or (status is None and row["status"] is not None):
         return False
-    ts = _naive_utc(event.ts)
+    ts = applied.ts
     row["status"] = status or Status.QUEUED
     row["last_event_id"] = applied.event_id
     row["updated_at"] = max(row["updated_at"], ts)
@@ -158,50 +180,8 @@ def _evolve(row: dict[str, Any], applied: Applied) -> bool:
     return True
 
 
-def _upsert_activities(conn: Connection, rows: list[dict[str, Any]]) -> None:
-    dialect = conn.dialect.name
-    if dialect in ("postgresql", "sqlite"):
-        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-        stmt = insert(_activity)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[_activity.c.agent_id],
-            set_={c.name: stmt.excluded[c.name] for c in _activity.c if c.name != "id"},
-        )
-        for part in chunks(rows):
-            conn.execute(stmt, part)
-        return
-    # Other dialects: the rows read in this transaction say which exist.
-    existing = set(_load(conn, (r["agent_id"] for r in rows)))
-    new = [r for r in rows if r["agent_id"] not in existing]
-    old = [{**r, "_agent_id": r["agent_id"]} for r in rows if r["agent_id"] in existing]
-    if new:
-        conn.execute(_activity.insert(), new)
-    if old:
-        values: dict[str, Any] = {c.name: bindparam(c.name) for c in _activity.c if c.name != "id"}
-        conn.execute(
-            update(_activity).where(_activity.c.agent_id == bindparam("_agent_id")).values(values),
-            old,
-        )
-
-
-def _insert_ignoring_existing(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
-    if not rows:
-        return
-    dialect = conn.dialect.name
-    stmt: Insert
-    if dialect == "postgresql":
-        stmt = postgresql.insert(table).on_conflict_do_nothing()
-    elif dialect == "sqlite":
-        stmt = sqlite.insert(table).on_conflict_do_nothing()
-    else:
-        # The checkpoint already keeps applied events out of later batches.
-        stmt = table.insert()
-    for part in chunks(rows):
-        conn.execute(stmt, part)
-
-
 def _archive_row(applied: Applied) -> dict[str, Any]:
-    ms, seq = parse_id(applied.event_id)
+    ms, seq = applied.position
     event = applied.event
     return {
         "stream_ms": ms,
@@ -209,24 +189,18 @@ def _archive_row(applied: Applied) -> dict[str, Any]:
         "type": type(event).__struct_config__.tag,
         "agent_id": event.agent_id,
         "task_name": event.task_name,
-        "ts": _naive_utc(event.ts),
+        "ts": applied.ts,
         "data": applied.data.decode(),
     }
 
 
-def _log_row(applied: Applied) -> dict[str, Any]:
+def _log_row(applied: Applied, row_ids: dict[UUID, UUID]) -> dict[str, Any]:
     event = applied.event
     return {
-        "activity_id": activity_row_id(event.agent_id),
+        "activity_id": row_ids[event.agent_id],
         "event_id": applied.event_id,
         "message": event.message,
         "status": type(event).status,
         "percentage": event.percentage,
-        "created_at": _naive_utc(event.ts),
+        "created_at": applied.ts,
     }
-
-
-def _naive_utc(ts: datetime) -> datetime:
-    if ts.tzinfo is None:
-        return ts
-    return ts.astimezone(UTC).replace(tzinfo=None)

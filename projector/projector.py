@@ -25,13 +25,13 @@ from agentexec.connection import REDIS_ERRORS, Reconnect, get_redis
 from agentexec.errors import ConfigurationError, EventDecodeError, FencedError
 from agentexec.streams import PROJECTOR_GROUP, Keys, ensure_group, is_missing_group
 from sqlalchemy import Engine
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from . import checkpoints, projection
 from .ownership import Entries, Lease
 from .projection import Applied
 
-__all__ = ["Projector"]
+__all__ = ["Projector", "commit"]
 
 logger = logging.getLogger(__name__)
 
@@ -202,13 +202,13 @@ class Projector:
         if fresh:
             await self._dead_letter(fresh)
         while True:
-            batch = [a for a in batch if checkpoints.after(a.event_id, self.position)]
-            target = checkpoints.later(last, self.position)
             try:
-                if target != self.position:
-                    await asyncio.to_thread(self._commit, batch, self.position, target)
-                    self.applied += len(batch)
-                    self.position = target
+                position = self.position
+                applied = await asyncio.to_thread(
+                    commit, self.engine, self.keys.events, self.name, position, batch, last
+                )
+                self.applied += applied
+                self.position = checkpoints.later(last, position)
                 self._database_recovered()
                 break
             except FencedError as e:
@@ -219,11 +219,6 @@ class Projector:
                 if stop.is_set() or not self._owner:
                     return  # not acknowledged: the next owner reads these entries again
         await get_redis().xack(self.keys.events, PROJECTOR_GROUP, *[i for i, _ in entries])
-
-    def _commit(self, batch: list[Applied], expected: str, target: str) -> None:
-        with self.engine.begin() as conn:
-            checkpoints.advance(conn, self.keys.events, expected, target, self.name)
-            projection.apply(conn, batch)
 
     def _load_checkpoint(self) -> str:
         with self.engine.begin() as conn:
@@ -296,6 +291,34 @@ class Projector:
                 time.monotonic() - self._db_down_since,
             )
             self._db_down_since = None
+
+
+def commit(
+    engine: Engine, stream: str, owner: str, position: str, batch: list[Applied], last: str
+) -> int:
+    """Apply the events of `batch` after checkpoint `position` and move the checkpoint to
+    `last` (the batch's last entry id), in one transaction; returns how many were applied.
+
+    Raises `FencedError` when the checkpoint is not at `position` any more.
+    """
+    start = checkpoints.parse_id(position)
+    fresh = [a for a in batch if a.position > start]
+    target = checkpoints.later(last, position)
+    if target == position:
+        return 0
+    try:
+        with engine.begin() as conn:
+            checkpoints.advance(conn, stream, position, target, owner)
+            projection.apply(conn, fresh)
+    except IntegrityError:
+        # Some of these events are archived although the checkpoint is below them (it was
+        # moved back by hand): apply the others only.
+        logger.warning("projector %s: batch up to %s was partly applied before", owner, last)
+        with engine.begin() as conn:
+            checkpoints.advance(conn, stream, position, target, owner)
+            fresh = projection.unarchived(conn, fresh)
+            projection.apply(conn, fresh)
+    return len(fresh)
 
 
 async def _wait(stop: asyncio.Event, seconds: float) -> None:

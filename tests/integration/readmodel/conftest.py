@@ -7,6 +7,7 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from agentexec.activity.models import Base
@@ -31,10 +32,13 @@ class PostgresSchema:
         self.engine = self.connect()
         Base.metadata.create_all(self.engine)
 
-    def connect(self) -> Engine:
-        return create_engine(
-            self.url, connect_args={"options": f"-csearch_path={self.name}"}, pool_pre_ping=True
-        )
+    @property
+    def schema_url(self) -> str:
+        """The server's URL with this schema first on the search path."""
+        return f"{self.url}?options=-csearch_path%3D{self.name}"
+
+    def connect(self, **kwargs: Any) -> Engine:
+        return create_engine(self.schema_url, pool_pre_ping=True, **kwargs)
 
     def truncate(self) -> None:
         tables = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
@@ -59,6 +63,11 @@ def postgres() -> Iterator[PostgresSchema]:
         )
     yield schema
     schema.drop()
+
+
+def database_url(engine: Engine) -> str:
+    """The URL a subprocess can reach `engine`'s database with."""
+    return engine.url.render_as_string(hide_password=False)
 
 
 def sqlite_engine(path: Path) -> Engine:
