@@ -6,6 +6,8 @@ task = await ax.enqueue("research_company", ResearchContext(company="Acme"))
 result = await ax.get_result(task, timeout=300)
 """
 
+from typing import TYPE_CHECKING, Any
+
 from . import activity
 from .config import CONF, Settings
 from .errors import (
@@ -16,6 +18,7 @@ from .errors import (
     RedisUnavailableError,
     TaskDefinitionError,
     TaskFailedError,
+    UnknownActivityError,
     UnknownTaskError,
 )
 from .events import Priority, Status
@@ -24,9 +27,13 @@ from .results import gather, get_result
 from .tasks import Task
 from .workers import Pool
 
+if TYPE_CHECKING:
+    from .activity.models import Base
+
 __all__ = [
     "CONF",
     "AgentexecError",
+    "Base",
     "ConfigurationError",
     "ContextError",
     "EventDecodeError",
@@ -38,6 +45,7 @@ __all__ = [
     "Task",
     "TaskDefinitionError",
     "TaskFailedError",
+    "UnknownActivityError",
     "UnknownTaskError",
     "activity",
     "cancel",
@@ -45,3 +53,13 @@ __all__ = [
     "gather",
     "get_result",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # `ax.Base` builds the SQL models on first use, so that the table prefix can be set in
+    # code (`ax.CONF.table_prefix = ...`) after `import agentexec`.
+    if name == "Base":
+        from .activity.models import Base
+
+        return Base
+    raise AttributeError(f"module 'agentexec' has no attribute {name!r}")

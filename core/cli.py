@@ -129,5 +129,11 @@ def demo(count: int, database: str) -> None:
     run_demo(count, database)
 
 
+from agentexec.projector.commands import projector, replay  # noqa: E402
+
+main.add_command(projector)
+main.add_command(replay)
+
+
 if __name__ == "__main__":
     main()

@@ -42,3 +42,23 @@ class TaskFailedError(AgentexecError):
 
 class EventDecodeError(AgentexecError, ValueError):
     """A stream entry is not a valid agentexec event."""
+
+
+class UnknownActivityError(AgentexecError, LookupError):
+    """An activity call named an agent id that no task or `ax.activity.create` has used."""
+
+
+class FencedError(AgentexecError):
+    """A projector's batch lost a race for the checkpoint: another projector advanced it first.
+
+    The batch's transaction is rolled back; `position` is the checkpoint as it now stands.
+    """
+
+    def __init__(self, name: str, expected: str, position: str | None) -> None:
+        self.name = name
+        self.expected = expected
+        self.position = position
+        super().__init__(
+            f"checkpoint {name!r} is at {position!r}, not at {expected!r} as this projector "
+            "expected: another projector advanced it; this batch was rolled back"
+        )

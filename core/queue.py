@@ -18,7 +18,7 @@ from .connection import REDIS_ERRORS, Reconnect
 from .errors import ContextError, RedisUnavailableError
 from .events import Priority, TaskCancelRequested, TaskQueued
 from .scripts import CANCEL, ENQUEUE, ENQUEUE_LATER
-from .streams import Keys
+from .streams import AGENT_TTL, Keys
 from .tasks import Task
 
 
@@ -120,22 +120,25 @@ async def enqueue(
         metadata=metadata,
     )
     keys = Keys(CONF.key_prefix)
+    # The agent marker (which lets activity writes tell known agent ids) doubles as the guard
+    # that makes retries of this call safe; an idempotency key guards longer.
+    marker = keys.agent(event.agent_id)
     if idempotency_key is not None:
         dedup, window = keys.dedup(f"key:{idempotency_key}"), CONF.idempotency_window
     else:
-        # Guards only the retries of this call, so it need not live long.
-        dedup, window = keys.dedup(f"agent:{event.agent_id}"), int(CONF.enqueue_timeout) + 60
+        dedup, window = marker, AGENT_TTL
     data = events.encode(event)
+    common = [data, window, str(event.agent_id), AGENT_TTL]
     if due is None:
         script = ENQUEUE
-        script_keys = [keys.events, keys.queue(queue, priority), dedup]
-        args: list[Any] = [data, window, str(event.agent_id)]
+        script_keys = [keys.events, keys.queue(queue, priority), dedup, marker]
+        args: list[Any] = common
     else:
         due_ms = int(due.timestamp() * 1000)
         script = ENQUEUE_LATER
-        script_keys = [keys.events, keys.delayed(queue), dedup]
+        script_keys = [keys.events, keys.delayed(queue), dedup, marker]
         member = (b"h:" if priority is Priority.HIGH else b"l:") + data
-        args = [data, window, str(event.agent_id), due_ms, member, keys.schedule_channel(queue)]
+        args = [*common, due_ms, member, keys.schedule_channel(queue)]
     deadline = time.monotonic() + CONF.enqueue_timeout
     while True:
         try:

@@ -32,7 +32,8 @@ class Script:
 ENQUEUE = Script(
     "enqueue",
     """
--- KEYS: event log, queue stream, dedup key. ARGV: event JSON, dedup window (s), agent id.
+-- KEYS: event log, queue stream, dedup key, agent marker.
+-- ARGV: event JSON, dedup window (s), agent id, agent marker TTL (s).
 -- The dedup key makes enqueue idempotent: by the caller's idempotency key, and by agent id
 -- so that a retry after a lost reply cannot queue the task twice. Returns the queued event's
 -- id and agent id (those of the first enqueue when the key was already taken).
@@ -43,6 +44,7 @@ if first then
 end
 local id = redis.call('XADD', KEYS[1], '*', 'event', ARGV[1])
 redis.call('XADD', KEYS[2], '*', 'event', ARGV[1])
+redis.call('SET', KEYS[4], '1', 'EX', ARGV[4])
 redis.call('SET', KEYS[3], ARGV[3] .. ' ' .. id, 'EX', ARGV[2])
 return {id, ARGV[3]}
 """,
@@ -161,8 +163,9 @@ return lost
 ENQUEUE_LATER = Script(
     "enqueue_later",
     """
--- KEYS: event log, delayed set, dedup key.
--- ARGV: event JSON, dedup window (s), agent id, due (ms), delayed member, schedule channel.
+-- KEYS: event log, delayed set, dedup key, agent marker.
+-- ARGV: event JSON, dedup window (s), agent id, agent marker TTL (s), due (ms), delayed
+-- member, schedule channel.
 -- Like ENQUEUE, but parks the task in the delayed set and tells the workers when it is due.
 local first = redis.call('GET', KEYS[3])
 if first then
@@ -170,9 +173,10 @@ if first then
   return {string.sub(first, sep + 1), string.sub(first, 1, sep - 1)}
 end
 local id = redis.call('XADD', KEYS[1], '*', 'event', ARGV[1])
-redis.call('ZADD', KEYS[2], ARGV[4], ARGV[5])
+redis.call('ZADD', KEYS[2], ARGV[5], ARGV[6])
+redis.call('SET', KEYS[4], '1', 'EX', ARGV[4])
 redis.call('SET', KEYS[3], ARGV[3] .. ' ' .. id, 'EX', ARGV[2])
-redis.call('PUBLISH', ARGV[6], ARGV[4])
+redis.call('PUBLISH', ARGV[7], ARGV[5])
 return {id, ARGV[3]}
 """,
 )

@@ -14,6 +14,9 @@ from .events import Priority
 
 WORKERS_GROUP = "workers"
 PROJECTOR_GROUP = "projector"
+AGENT_TTL = 24 * 3600
+"""Seconds an agent id stays known to `ax.activity` writes after its latest write (see
+`Keys.agent`); the check is skipped inside the task's own handler."""
 
 
 class Keys:
@@ -23,6 +26,7 @@ class Keys:
         self.prefix = prefix
         self.events = f"{prefix}:events"
         self.dead_letters = f"{prefix}:dead"
+        self.projector_lease = f"{prefix}:projector:lease"
         self.result_channel_prefix = f"{prefix}:done:"
         self.waiter_channel = f"{prefix}:waiter"
         self.cancel_channel = f"{prefix}:cancel"
@@ -47,6 +51,10 @@ class Keys:
 
     def cancel_marker(self, agent_id: UUID | str) -> str:
         return f"{self.prefix}:cancel:{agent_id}"
+
+    def agent(self, agent_id: UUID | str) -> str:
+        """Marks an agent id as known: set when its task is queued or its activity created."""
+        return f"{self.prefix}:agent:{agent_id}"
 
     def result(self, agent_id: UUID | str) -> str:
         return f"{self.prefix}:result:{agent_id}"

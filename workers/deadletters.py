@@ -16,7 +16,7 @@ from agentexec.connection import get_redis
 from agentexec.errors import AgentexecError, EventDecodeError
 from agentexec.events import TaskQueued
 from agentexec.scripts import ENQUEUE
-from agentexec.streams import Keys
+from agentexec.streams import AGENT_TTL, Keys
 
 logger = logging.getLogger(__name__)
 
@@ -78,10 +78,11 @@ async def redrive(dead_letter_id: str) -> TaskQueued:
     new = msgspec.structs.replace(
         old, agent_id=uuid4(), attempt=1, ts=events.utcnow(), metadata=metadata
     )
+    marker = keys.agent(new.agent_id)
     await get_batcher().run_script(
         ENQUEUE,
-        [keys.events, keys.queue(queue, old.priority), keys.dedup(f"agent:{new.agent_id}")],
-        [events.encode(new), 3600, str(new.agent_id)],
+        [keys.events, keys.queue(queue, old.priority), marker, marker],
+        [events.encode(new), AGENT_TTL, str(new.agent_id), AGENT_TTL],
     )
     await get_redis().xdel(keys.dead_letters, dead_letter_id)
     logger.info("re-drove dead letter %s as agent %s", dead_letter_id, new.agent_id)

@@ -12,7 +12,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel
 from sqlalchemy import Engine
@@ -23,6 +23,10 @@ from agentexec.errors import ConfigurationError, TaskDefinitionError
 from agentexec.tasks import TaskDefinition
 
 from .schedules import Schedule, run_schedules
+
+if TYPE_CHECKING:
+    from agentexec.projector import Projector
+
 from .worker import WorkerSpec, run_worker
 
 logger = logging.getLogger(__name__)
@@ -39,7 +43,9 @@ class Pool:
     `engine` or `database_url` give the SQL database of the activity read model; `queue_name`
     defaults to `AGENTEXEC_QUEUE_NAME`. `num_workers` processes (default
     `AGENTEXEC_NUM_WORKERS`) each run up to `concurrency` tasks at once (default
-    `AGENTEXEC_WORKER_CONCURRENCY`).
+    `AGENTEXEC_WORKER_CONCURRENCY`). With a database, `run()` and `start()` also run a
+    projector that keeps the read model up to date; `projector=False` leaves that to
+    separately run `agentexec projector` processes.
     """
 
     def __init__(
@@ -50,6 +56,7 @@ class Pool:
         *,
         num_workers: int | None = None,
         concurrency: int | None = None,
+        projector: bool = True,
     ) -> None:
         if engine is not None and not isinstance(engine, Engine):
             raise ConfigurationError(
@@ -66,6 +73,7 @@ class Pool:
         self.queue_name = queue_name or CONF.queue_name
         self.num_workers = num_workers
         self.concurrency = concurrency
+        self.projector = projector
         self._definitions: dict[str, TaskDefinition] = {}
         self._schedules: list[Schedule] = []
         self._thread: threading.Thread | None = None
@@ -183,6 +191,15 @@ class Pool:
             self._thread.join(timeout)
             self._thread = None
 
+    def _projector(self) -> Projector | None:
+        if not self.projector or (self.engine is None and self.database_url is None):
+            return None
+        from sqlalchemy import create_engine
+
+        from agentexec.projector import Projector
+
+        return Projector(self.engine or create_engine(str(self.database_url)))
+
     @property
     def worker_pids(self) -> list[int]:
         """Process ids of the live worker processes (for monitoring and tests)."""
@@ -225,9 +242,12 @@ class _Supervisor:
             num,
             self.pool.queue_name,
         )
+        projector = self.pool._projector()
         try:
             for slot in range(num):
                 self._spawn(slot)
+            if projector is not None:
+                projector.start()
         finally:
             self.started.set()
         if self._stop_requested:
@@ -270,6 +290,8 @@ class _Supervisor:
             task.cancel()
         await asyncio.gather(*self._stop_tasks, return_exceptions=True)
         await self._stop_workers()
+        if projector is not None:
+            await projector.stop()
 
     def _log_crash(self, task: asyncio.Future[None]) -> None:
         if not task.cancelled() and task.exception() is not None:

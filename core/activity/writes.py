@@ -1,9 +1,15 @@
-"""Activity writes: each call appends one event to the event log. Usable from sync and async
-code, inside a worker or outside one."""
+"""Activity writes: each call appends one event to the event log; the projector turns it into
+rows. Plain calls, usable from sync and async code, inside a worker or outside one.
+
+An agent id is known to these calls when a task was enqueued or an activity created with it
+within `AGENT_TTL` of the latest write (a Redis marker set in the same transaction), or when
+the call runs inside that task's own handler. Anything else is a mistake worth an error.
+"""
 
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING, Any, overload
 from uuid import UUID, uuid4
 
 import redis
@@ -11,11 +17,38 @@ import redis
 from agentexec import events
 from agentexec.config import CONF
 from agentexec.connection import get_sync_redis
-from agentexec.errors import RedisUnavailableError
-from agentexec.events import Event, TaskCompleted, TaskFailed, TaskProgress, TaskQueued
-from agentexec.streams import Keys
+from agentexec.errors import RedisUnavailableError, UnknownActivityError
+from agentexec.events import (
+    ACTIVE,
+    Event,
+    TaskCanceled,
+    TaskCompleted,
+    TaskFailed,
+    TaskProgress,
+    TaskQueued,
+)
+from agentexec.streams import AGENT_TTL, Keys
+from agentexec.tasks import current_task
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable
+
+    from sqlalchemy.ext.asyncio import AsyncSession
+    from sqlalchemy.orm import Session
 
 logger = logging.getLogger(__name__)
+
+CANCELED_MESSAGE = "Task canceled."
+
+# Append only if the agent id is known (its marker or its stored result exists), and keep
+# the marker alive: one round trip, atomic.
+_APPEND = """
+if ARGV[3] == '1' and redis.call('EXISTS', KEYS[2], KEYS[3]) == 0 then
+  return false
+end
+redis.call('SET', KEYS[2], '1', 'EX', ARGV[2])
+return redis.call('XADD', KEYS[1], '*', 'event', ARGV[1])
+"""
 
 
 def _agent_id(value: UUID | str) -> UUID:
@@ -39,16 +72,32 @@ def _message(value: str, what: str = "message") -> str:
     return value
 
 
-def append(event: Event) -> str:
-    """Append one event to the log; returns its stream id."""
+def append(event: Event, *, check: bool = True) -> str:
+    """Append one event to the log; returns its stream id.
+
+    With `check`, raises `UnknownActivityError` unless the agent id is known (see above).
+    """
+    keys = Keys(CONF.key_prefix)
+    check = check and current_task.get() != event.agent_id
+    client = get_sync_redis()
     try:
-        entry_id: bytes = get_sync_redis().xadd(Keys(CONF.key_prefix).events, events.entry(event))  # type: ignore[assignment]
+        entry_id: Any = client.register_script(_APPEND)(
+            keys=[keys.events, keys.agent(event.agent_id), keys.result(event.agent_id)],
+            args=[events.encode(event), AGENT_TTL, "1" if check else "0"],
+        )
     except (redis.ConnectionError, redis.TimeoutError) as e:
         raise RedisUnavailableError(
             f"could not record {type(event).__name__} for agent {event.agent_id}: Redis at "
             f"{CONF.redis_url} is unreachable ({e})"
         ) from e
-    return entry_id.decode()
+    if entry_id is None:
+        raise UnknownActivityError(
+            f"agent id {event.agent_id} is not known: no task was enqueued and no activity "
+            f"created with it in the last {AGENT_TTL // 3600} hours (namespace "
+            f"{CONF.key_prefix!r}); pass the agent_id your task received, or start tracking "
+            "with ax.activity.create(...)."
+        )
+    return str(entry_id.decode())
 
 
 def create(
@@ -59,8 +108,9 @@ def create(
 ) -> UUID:
     """Start tracking an activity not run by a worker; returns its agent id (new if None).
 
-    `session` is accepted for compatibility with the read model API and is not written to:
-    the projector creates the row from the event.
+    The activity is QUEUED with `message` (default `AGENTEXEC_ACTIVITY_MESSAGE_CREATE`). Its
+    row appears once the projector has applied the event, usually within milliseconds;
+    `session` is accepted for compatibility and not written to.
     """
     aid = uuid4() if agent_id is None else _agent_id(agent_id)
     append(
@@ -68,17 +118,21 @@ def create(
             agent_id=aid,
             task_name=_message(task_name, "task name"),
             message=_message(message) if message is not None else CONF.activity_message_create,
-        )
+        ),
+        check=False,
     )
     return aid
 
 
 def update(agent_id: UUID | str, message: str, percentage: int | None = None) -> str:
-    """Record progress: a RUNNING log entry with `message` and optional `percentage` (0-100)."""
-    aid = _agent_id(agent_id)
+    """Record progress: a RUNNING log entry with `message` and optional `percentage` (0-100).
+
+    Returns the event's stream id. Raises ValueError for an empty message or a percentage
+    outside 0-100, `UnknownActivityError` for an agent id never used.
+    """
     return append(
         TaskProgress(
-            agent_id=aid,
+            agent_id=_agent_id(agent_id),
             task_name="",
             message=_message(message),
             percentage=_percentage(percentage),
@@ -87,7 +141,7 @@ def update(agent_id: UUID | str, message: str, percentage: int | None = None) ->
 
 
 def complete(agent_id: UUID | str, message: str | None = None, percentage: int = 100) -> str:
-    """Mark the activity COMPLETE."""
+    """Mark the activity COMPLETE (final: later events do not change its status)."""
     return append(
         TaskCompleted(
             agent_id=_agent_id(agent_id),
@@ -99,7 +153,8 @@ def complete(agent_id: UUID | str, message: str | None = None, percentage: int =
 
 
 def error(agent_id: UUID | str, message: str | None = None, *, error: str | None = None) -> str:
-    """Mark the activity ERROR with `message` (or `error=`, as in `error(id, error="...")`)."""
+    """Mark the activity ERROR (final) with `message`, or with
+    `AGENTEXEC_ACTIVITY_MESSAGE_ERROR` filled in with `error=` (`error(id, error="...")`)."""
     text = _message(message if message is not None else error or "", "error message")
     return append(
         TaskFailed(
@@ -109,3 +164,48 @@ def error(agent_id: UUID | str, message: str | None = None, *, error: str | None
             error=text,
         )
     )
+
+
+@overload
+def cancel_pending(session: Session) -> int: ...
+@overload
+def cancel_pending(session: AsyncSession) -> Awaitable[int]: ...
+def cancel_pending(session: Session | AsyncSession) -> int | Awaitable[int]:
+    """Mark every QUEUED or RUNNING activity CANCELED; returns how many.
+
+    Appends a `task.canceled` event per activity (the projector applies them); it does not
+    stop a task a worker is running, whose later completion no longer changes the status.
+    With an `AsyncSession`, returns an awaitable.
+    """
+    from sqlalchemy import select
+
+    from .models import Activity
+    from .reads import is_async
+
+    query = select(Activity.agent_id, Activity.agent_type).where(Activity.status.in_(ACTIVE))
+    if is_async(session):
+
+        async def run() -> int:
+            return _cancel((await session.execute(query)).all())
+
+        return run()
+    return _cancel(session.execute(query).all())
+
+
+def _cancel(rows: Any) -> int:
+    keys = Keys(CONF.key_prefix)
+    try:
+        with get_sync_redis().pipeline(transaction=False) as pipe:
+            for agent_id, task_name in rows:
+                event = TaskCanceled(
+                    agent_id=agent_id, task_name=task_name, message=CANCELED_MESSAGE
+                )
+                pipe.xadd(keys.events, events.entry(event))
+            pipe.execute()
+    except (redis.ConnectionError, redis.TimeoutError) as e:
+        raise RedisUnavailableError(
+            f"cancel_pending: Redis at {CONF.redis_url} is unreachable ({e}); nothing canceled"
+        ) from e
+    if rows:
+        logger.info("canceled %d pending activities", len(rows))
+    return len(rows)

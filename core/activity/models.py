@@ -1,0 +1,195 @@
+"""SQL models of the activity read model, written only by the projector.
+
+Table names carry `AGENTEXEC_TABLE_PREFIX` (default `agentexec_`) as it is when this module is
+first imported: the first use of `ax.Base`, of `agentexec.activity.models`, or of a read
+function. Set the variable (or assign `ax.CONF.table_prefix`) before that.
+
+Timestamps are stored as naive UTC, so they compare with `datetime.utcnow()`; aware datetimes
+given in queries are converted to UTC first.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Dialect,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    Uuid,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from agentexec.config import CONF
+from agentexec.events import Status
+
+__all__ = [
+    "TABLE_PREFIX",
+    "Activity",
+    "ActivityLog",
+    "ArchivedEvent",
+    "Base",
+    "Checkpoint",
+    "Status",
+    "activity_row_id",
+]
+
+TABLE_PREFIX = CONF.table_prefix
+"""The table prefix these models were built with."""
+
+_ROW_NAMESPACE = uuid.UUID("5b0c0a4e-6f1e-4c53-9d55-2f5c0f3c7a11")
+
+
+def activity_row_id(agent_id: uuid.UUID) -> uuid.UUID:
+    """The primary key of an agent's activity row: derived from the agent id, so that a
+    rebuild of the read model reproduces it."""
+    return uuid.uuid5(_ROW_NAMESPACE, agent_id.hex)
+
+
+class StatusType(TypeDecorator[Status]):
+    """A `Status` stored as its upper-case name; binds `Status` members and plain strings."""
+
+    impl = String(16)
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> str | None:
+        if value is None:
+            return None
+        try:
+            return Status(str(value).upper()).value
+        except ValueError:
+            raise ValueError(
+                f"status {value!r} is not one of {', '.join(s.value for s in Status)}."
+            ) from None
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Status | None:
+        return None if value is None else Status(value)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Naive UTC in the database; aware values are converted to UTC on the way in."""
+
+    impl = DateTime()
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> datetime | None:
+        if isinstance(value, datetime) and value.tzinfo is not None:
+            return value.astimezone(UTC).replace(tzinfo=None)
+        return value  # type: ignore[no-any-return]
+
+
+class Base(DeclarativeBase):
+    """Declarative base of agentexec's tables: `ax.Base.metadata.create_all(engine)`."""
+
+    metadata = MetaData(
+        naming_convention={
+            "ix": "ix_%(column_0_label)s",
+            "uq": "uq_%(table_name)s_%(column_0_name)s",
+            "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+            "pk": "pk_%(table_name)s",
+        }
+    )
+
+
+class Activity(Base):
+    """One row per task (agent id): its current state, maintained by the projector."""
+
+    __tablename__ = f"{TABLE_PREFIX}activity"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    agent_id: Mapped[uuid.UUID] = mapped_column(Uuid, unique=True, index=True)
+    agent_type: Mapped[str] = mapped_column(String(255), index=True)
+    """The task name."""
+    status: Mapped[Status] = mapped_column(StatusType(), index=True)
+    latest_message: Mapped[str | None] = mapped_column(Text)
+    latest_percentage: Mapped[int | None] = mapped_column(Integer)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    """How many times a worker started the task."""
+    error: Mapped[str | None] = mapped_column(Text)
+    parent_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, index=True)
+    queue: Mapped[str | None] = mapped_column(String(255))
+    priority: Mapped[str | None] = mapped_column(String(16))
+    metadata_: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    last_event_id: Mapped[str] = mapped_column(String(41))
+    """Stream id of the last event applied to this row."""
+
+    logs: Mapped[list[ActivityLog]] = relationship(
+        back_populates="activity",
+        primaryjoin="Activity.id == foreign(ActivityLog.activity_id)",
+        order_by="ActivityLog.id",
+        cascade="all, delete-orphan",
+    )
+
+    @property
+    def latest_log(self) -> str | None:
+        return self.latest_message
+
+    def __repr__(self) -> str:
+        return f"<Activity {self.agent_id} {self.agent_type} {self.status}>"
+
+
+class ActivityLog(Base):
+    """One row per status or progress event, in log order (`id`)."""
+
+    __tablename__ = f"{TABLE_PREFIX}activity_log"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    # No foreign-key constraint: the projector writes a log row only in the transaction that
+    # upserts its activity row, and a per-row constraint check halves its throughput.
+    activity_id: Mapped[uuid.UUID] = mapped_column(Uuid, index=True)
+    event_id: Mapped[str] = mapped_column(String(41))
+    """Stream id of the event this row records (unique: the archive's key guards it)."""
+    message: Mapped[str] = mapped_column(Text)
+    status: Mapped[Status] = mapped_column(StatusType())
+    percentage: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    activity: Mapped[Activity] = relationship(
+        back_populates="logs", primaryjoin="Activity.id == foreign(ActivityLog.activity_id)"
+    )
+
+    def __repr__(self) -> str:
+        return f"<ActivityLog {self.event_id} {self.status} {self.message!r}>"
+
+
+class ArchivedEvent(Base):
+    """Every event the projector applied, verbatim: the history that outlives Redis."""
+
+    __tablename__ = f"{TABLE_PREFIX}events"
+
+    stream_ms: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    stream_seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    type: Mapped[str] = mapped_column(String(64))
+    agent_id: Mapped[uuid.UUID] = mapped_column(Uuid, index=True)
+    task_name: Mapped[str] = mapped_column(String(255))
+    ts: Mapped[datetime] = mapped_column(UTCDateTime())
+    """The producer's timestamp."""
+    data: Mapped[str] = mapped_column(Text)
+    """The event's JSON as it was in the stream entry."""
+
+    @property
+    def event_id(self) -> str:
+        return f"{self.stream_ms}-{self.stream_seq}"
+
+
+class Checkpoint(Base):
+    """How far the projector has applied a stream; advanced in each batch's transaction."""
+
+    __tablename__ = f"{TABLE_PREFIX}checkpoints"
+
+    name: Mapped[str] = mapped_column(String(255), primary_key=True)
+    position: Mapped[str] = mapped_column(String(41))
+    owner: Mapped[str] = mapped_column(String(255))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())

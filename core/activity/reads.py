@@ -1,0 +1,154 @@
+"""Activity reads: queries of the read model the projector maintains.
+
+Each takes a SQLAlchemy `Session` and returns schemas; given an `AsyncSession` it returns an
+awaitable of the same. Status, latest message and percentage live on the activity row, so a
+list is one indexed query and needs no window functions.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, TypeVar, overload
+from uuid import UUID
+
+from sqlalchemy import Select, case, func, select
+from sqlalchemy.orm import Session, selectinload
+from typing_extensions import TypeIs
+
+from agentexec.events import ACTIVE
+
+from .schemas import ActivityDetailSchema, ActivityListItemSchema, ActivityListSchema
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+    from .models import Activity
+
+# The models are imported on first use, not with agentexec, so that
+# `ax.CONF.table_prefix` may still be set in code after `import agentexec`.
+
+T = TypeVar("T")
+
+MAX_PAGE_SIZE = 1000
+
+
+@overload
+def list_activities(session: Session, page: int = 1, page_size: int = 20) -> ActivityListSchema: ...
+@overload
+def list_activities(
+    session: AsyncSession, page: int = 1, page_size: int = 20
+) -> Awaitable[ActivityListSchema]: ...
+def list_activities(
+    session: Session | AsyncSession, page: int = 1, page_size: int = 20
+) -> ActivityListSchema | Awaitable[ActivityListSchema]:
+    """One page of activities (`page` counts from 1): QUEUED and RUNNING ones first, then
+    the rest, each newest first. `ax.activity.list`."""
+    if isinstance(page, bool) or not isinstance(page, int) or page < 1:
+        raise ValueError(f"page {page!r} is not a whole number >= 1.")
+    if not isinstance(page_size, int) or not 1 <= page_size <= MAX_PAGE_SIZE:
+        raise ValueError(f"page_size {page_size!r} is not a whole number from 1 to 1000.")
+    from .models import Activity
+
+    active_first = case((Activity.status.in_(ACTIVE), 0), else_=1)
+    query = (
+        select(Activity)
+        .order_by(active_first, Activity.created_at.desc(), Activity.id)
+        .limit(page_size)
+        .offset((page - 1) * page_size)
+    )
+    count = select(func.count()).select_from(Activity)
+
+    def build(total: Any, rows: Any) -> ActivityListSchema:
+        return ActivityListSchema(
+            items=[_list_item(a) for a in rows],
+            total=int(total),
+            page=page,
+            page_size=page_size,
+        )
+
+    return _run2(session, count, query, build)
+
+
+@overload
+def detail(session: Session, agent_id: UUID | str) -> ActivityDetailSchema | None: ...
+@overload
+def detail(
+    session: AsyncSession, agent_id: UUID | str
+) -> Awaitable[ActivityDetailSchema | None]: ...
+def detail(
+    session: Session | AsyncSession, agent_id: UUID | str
+) -> ActivityDetailSchema | Awaitable[ActivityDetailSchema | None] | None:
+    """The activity of `agent_id` with its whole log, oldest entry first; None when the
+    read model has no such activity (unknown, or not projected yet)."""
+    try:
+        aid = agent_id if isinstance(agent_id, UUID) else UUID(str(agent_id))
+    except ValueError:
+        raise ValueError(f"agent id {agent_id!r} is not a UUID.") from None
+    from .models import Activity
+
+    query = select(Activity).where(Activity.agent_id == aid).options(selectinload(Activity.logs))
+
+    def build(activity: Activity | None) -> ActivityDetailSchema | None:
+        return None if activity is None else ActivityDetailSchema.model_validate(activity)
+
+    return _run(session, query, lambda result: build(result.scalar_one_or_none()))
+
+
+@overload
+def active_count(session: Session) -> int: ...
+@overload
+def active_count(session: AsyncSession) -> Awaitable[int]: ...
+def active_count(session: Session | AsyncSession) -> int | Awaitable[int]:
+    """How many activities are QUEUED or RUNNING."""
+    from .models import Activity
+
+    query = select(func.count()).select_from(Activity).where(Activity.status.in_(ACTIVE))
+    return _run(session, query, lambda result: int(result.scalar_one()))
+
+
+def is_async(session: Session | AsyncSession) -> TypeIs[AsyncSession]:
+    """True for an `AsyncSession` (told apart without importing SQLAlchemy's asyncio
+    extension, which needs greenlet)."""
+    return inspect.iscoroutinefunction(getattr(session, "execute", None))
+
+
+def _list_item(activity: Activity) -> ActivityListItemSchema:
+    return ActivityListItemSchema(
+        agent_id=activity.agent_id,
+        agent_type=activity.agent_type,
+        created_at=activity.created_at,
+        updated_at=activity.updated_at,
+        status=activity.status,
+        latest_log=activity.latest_message,
+        latest_percentage=activity.latest_percentage,
+    )
+
+
+def _run(
+    session: Session | AsyncSession, query: Select[Any], build: Callable[[Any], T]
+) -> T | Awaitable[T]:
+    if is_async(session):
+
+        async def run() -> T:
+            return build(await session.execute(query))
+
+        return run()
+    return build(session.execute(query))
+
+
+def _run2(
+    session: Session | AsyncSession,
+    first: Select[Any],
+    second: Select[Any],
+    build: Callable[[Any, Any], T],
+) -> T | Awaitable[T]:
+    if is_async(session):
+
+        async def run() -> T:
+            total = (await session.execute(first)).scalar_one()
+            return build(total, (await session.execute(second)).scalars().all())
+
+        return run()
+    total = session.execute(first).scalar_one()
+    return build(total, session.execute(second).scalars().all())

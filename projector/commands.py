@@ -1,0 +1,106 @@
+"""The `agentexec projector` and `agentexec replay` commands."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from datetime import datetime
+from typing import TYPE_CHECKING
+from uuid import UUID
+
+import click
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+__all__ = ["projector", "replay"]
+
+_DATABASE_URL = click.option(
+    "--database-url",
+    envvar="AGENTEXEC_DATABASE_URL",
+    help="SQLAlchemy URL of the read model (AGENTEXEC_DATABASE_URL).",
+)
+
+
+def _engine(database_url: str | None, required: bool = True) -> Engine | None:
+    from sqlalchemy import create_engine
+
+    from agentexec.config import CONF
+
+    url = database_url or CONF.database_url
+    if url is None:
+        if required:
+            raise click.UsageError(
+                "no database: pass --database-url or set AGENTEXEC_DATABASE_URL, e.g. "
+                "postgresql+psycopg://user@host/db or sqlite:///agents.db"
+            )
+        return None
+    return create_engine(url)
+
+
+@click.command()
+@_DATABASE_URL
+@click.option("--rebuild", is_flag=True, help="Empty the read model and rebuild it first.")
+@click.option("--batch-size", default=1000, show_default=True, help="Events per transaction.")
+@click.option(
+    "--lease-seconds",
+    default=10.0,
+    show_default=True,
+    help="How soon another projector takes over when this one dies.",
+)
+def projector(
+    database_url: str | None, rebuild: bool, batch_size: int, lease_seconds: float
+) -> None:
+    """Project the event log into the SQL read model until SIGINT/SIGTERM."""
+    from .projector import Projector
+    from .rebuild import rebuild as rebuild_read_model
+
+    engine = _engine(database_url)
+    assert engine is not None
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        if rebuild:
+            await rebuild_read_model(engine, timeout=lease_seconds * 6)
+        await Projector(engine, batch_size=batch_size, lease_seconds=lease_seconds).run(stop)
+
+    from agentexec.connection import close_redis
+
+    async def run() -> None:
+        try:
+            await main()
+        finally:
+            await close_redis()
+
+    asyncio.run(run())
+
+
+@click.command()
+@_DATABASE_URL
+@click.option("--agent-id", type=click.UUID, help="Only this agent's events.")
+@click.option("--task", "task_name", help="Only the events of tasks with this name.")
+@click.option("--since", type=click.DateTime(), help="Appended at or after (UTC).")
+@click.option("--until", type=click.DateTime(), help="Appended at or before (UTC).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+def replay(
+    database_url: str | None,
+    agent_id: UUID | None,
+    task_name: str | None,
+    since: datetime | None,
+    until: datetime | None,
+    as_json: bool,
+) -> None:
+    """Print recorded events from the archive, then the log beyond it, in log order.
+
+    Without a database, only the Redis log is read.
+    """
+    from .replay import replay as replay_events
+
+    engine = _engine(database_url, required=False)
+    for item in replay_events(
+        engine, agent_id=agent_id, task_name=task_name, since=since, until=until
+    ):
+        click.echo(item.as_json() if as_json else item.as_text())

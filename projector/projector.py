@@ -1,0 +1,337 @@
+"""`Projector`: the only writer of the read model. Reads the event log, applies it in batches.
+
+Each batch is one SQL transaction holding the checkpoint move, the archive rows and the
+read-model changes; entries are acknowledged in Redis only after it commits. A crash at any
+point leaves entries pending (not acknowledged), and the next owner re-reads them; those at or
+below the checkpoint are skipped, so nothing is applied twice or lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+import uuid
+from typing import Any
+
+import redis
+from sqlalchemy import Engine
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+
+from agentexec import events
+from agentexec.activity import models
+from agentexec.config import CONF
+from agentexec.connection import REDIS_ERRORS, Reconnect, get_redis
+from agentexec.errors import ConfigurationError, EventDecodeError, FencedError
+from agentexec.streams import PROJECTOR_GROUP, Keys, ensure_group, is_missing_group
+
+from . import checkpoints, projection
+from .ownership import Entries, Lease
+from .projection import Applied
+
+__all__ = ["Projector", "commit"]
+
+logger = logging.getLogger(__name__)
+
+
+class Projector:
+    """Projects the event log of the `AGENTEXEC_KEY_PREFIX` namespace into `engine`.
+
+    Reads up to `batch_size` entries at a time. Only one projector of a namespace works at a
+    time; others wait and take over within `lease_seconds` when it dies.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        batch_size: int = 1000,
+        lease_seconds: float = 10.0,
+        name: str | None = None,
+    ) -> None:
+        if models.TABLE_PREFIX != CONF.table_prefix:
+            raise ConfigurationError(
+                f"AGENTEXEC_TABLE_PREFIX is {CONF.table_prefix!r} but the models were built "
+                f"with {models.TABLE_PREFIX!r}; set it before agentexec.activity.models is "
+                "first imported (before using ax.Base)."
+            )
+        if batch_size < 1 or lease_seconds <= 0:
+            raise ConfigurationError(
+                f"Projector(batch_size={batch_size!r}, lease_seconds={lease_seconds!r}): "
+                "use a batch size >= 1 and a lease longer than 0 seconds."
+            )
+        self.engine = engine
+        self.keys = Keys(CONF.key_prefix)
+        self.batch_size = batch_size
+        self.lease_seconds = lease_seconds
+        self.name = name or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.position = checkpoints.ORIGIN
+        """The checkpoint as this projector last committed or read it."""
+        self.applied = 0
+        """Events applied by this projector since it started."""
+        self._lease: Lease | None = None
+        self._owner = False
+        self._pending = True
+        self._last_seen = checkpoints.ORIGIN
+        self._reconnect = Reconnect(f"projector {self.name}")
+        self._db_down_since: float | None = None
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def run(self, stop: asyncio.Event | None = None) -> None:
+        """Project until `stop` is set (forever when None). Survives Redis and database
+        outages; an entry that is not a valid event is dead-lettered and skipped."""
+        stop = stop or asyncio.Event()
+        keeper = asyncio.create_task(self._keep_lease(stop))
+        logger.info("projector %s: started on %s", self.name, self.keys.events)
+        try:
+            while not stop.is_set():
+                await self._turn(stop, block=True)
+        finally:
+            keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keeper
+            await self._step_down()
+            logger.info("projector %s: stopped at %s", self.name, self.position)
+
+    def start(self) -> None:
+        """Run in the background of the running event loop until `stop()`."""
+        self._stop = asyncio.Event()
+        self._task = asyncio.create_task(self.run(self._stop))
+
+    async def stop(self, drain: float = 5.0) -> None:
+        """Stop a projector started with `start()`, after applying what was appended up to
+        now (for at most `drain` seconds)."""
+        if self._task is None:
+            return
+        self._stop.set()
+        await self._task
+        self._task = None
+        with contextlib.suppress(TimeoutError):
+            await self.catch_up(timeout=drain)
+
+    async def catch_up(self, timeout: float = 30.0) -> int:
+        """Apply everything appended so far, then return how many events were applied.
+
+        Waits for the lease when another projector holds it; raises TimeoutError after
+        `timeout` seconds.
+        """
+        start = self.applied
+        stop = asyncio.Event()
+        async with asyncio.timeout(timeout):
+            while True:
+                if await self._turn(stop, block=False) == "idle":
+                    break
+        await self._step_down()
+        return self.applied - start
+
+    async def _turn(self, stop: asyncio.Event, *, block: bool) -> str:
+        """One step: take ownership, or read and apply one batch. Returns what happened."""
+        try:
+            if not self._owner and not await self._take_over():
+                await _wait(stop, self.lease_seconds / 4)
+                return "waiting"
+            result = await self._step(stop, block=block)
+            self._reconnect.succeeded()
+            return result
+        except REDIS_ERRORS as e:
+            await self._reconnect.failed(e)
+        except redis.ResponseError as e:
+            if not is_missing_group(e):
+                raise
+            logger.warning("projector %s: consumer group gone; recreating it", self.name)
+            self._owner = False
+        except SQLAlchemyError as e:
+            await self._database_failed(e, stop)
+        except Exception:
+            # The consume loop's boundary: log, back off, and go on.
+            logger.exception("projector %s: unexpected error; retrying", self.name)
+            await _wait(stop, 1.0)
+        return "retry"
+
+    async def _take_over(self) -> bool:
+        client = get_redis()
+        if self._lease is None or self._lease.client is not client:
+            self._lease = Lease(client, self.keys.projector_lease, self.name, self.lease_seconds)
+        if not await self._lease.acquire():
+            return False
+        self.position = await asyncio.to_thread(self._load_checkpoint)
+        self._database_recovered()
+        await ensure_group(client, self.keys.events, PROJECTOR_GROUP, start=self.position)
+        self._last_seen = self.position
+        for group in await client.xinfo_groups(self.keys.events):
+            if group["name"] in (PROJECTOR_GROUP, PROJECTOR_GROUP.encode()):
+                self._last_seen = _text(group["last-delivered-id"])
+        self._owner, self._pending = True, True
+        logger.info("projector %s: owns %s from %s", self.name, self.keys.events, self.position)
+        return True
+
+    async def _step(self, stop: asyncio.Event, *, block: bool) -> str:
+        assert self._lease is not None
+        cursor = "0" if self._pending else ">"
+        entries = await self._lease.read(self.keys.events, PROJECTOR_GROUP, cursor, self.batch_size)
+        if entries is None:
+            logger.warning("projector %s: lost ownership of %s", self.name, self.keys.events)
+            self._owner = False
+            return "lost"
+        if not entries:
+            if self._pending:
+                self._pending = False
+                return "pending done"
+            if block:
+                await self._wait_for_entries(stop)
+            return "idle"
+        self._last_seen = checkpoints.later(self._last_seen, entries[-1][0])
+        await self._apply(entries, stop)
+        return "applied"
+
+    async def _apply(self, entries: Entries, stop: asyncio.Event) -> None:
+        batch: list[Applied] = []
+        undecodable: list[tuple[str, dict[bytes, bytes], str]] = []
+        for entry_id, fields in entries:
+            if fields is None:
+                continue  # deleted from the stream while pending
+            try:
+                batch.append(Applied(entry_id, events.decode_entry(fields), _data(fields)))
+            except EventDecodeError as e:
+                undecodable.append((entry_id, fields, str(e)))
+        last = entries[-1][0]
+        fresh = [u for u in undecodable if checkpoints.after(u[0], self.position)]
+        if fresh:
+            await self._dead_letter(fresh)
+        while True:
+            try:
+                position = self.position
+                applied = await asyncio.to_thread(
+                    commit, self.engine, self.keys.events, self.name, position, batch, last
+                )
+                self.applied += applied
+                self.position = checkpoints.later(last, position)
+                self._database_recovered()
+                break
+            except FencedError as e:
+                logger.warning("projector %s: %s", self.name, e)
+                self.position = e.position or checkpoints.ORIGIN
+            except SQLAlchemyError as e:
+                await self._database_failed(e, stop)
+                if stop.is_set() or not self._owner:
+                    return  # not acknowledged: the next owner reads these entries again
+        await get_redis().xack(self.keys.events, PROJECTOR_GROUP, *[i for i, _ in entries])
+
+    def _load_checkpoint(self) -> str:
+        with self.engine.begin() as conn:
+            return checkpoints.load(conn, self.keys.events, self.name)
+
+    async def _dead_letter(self, undecodable: list[tuple[str, dict[bytes, bytes], str]]) -> None:
+        async with get_redis().pipeline(transaction=True) as pipe:
+            for entry_id, fields, reason in undecodable:
+                logger.error(
+                    "projector %s: dead-lettering %s %s: %s",
+                    self.name,
+                    self.keys.events,
+                    entry_id,
+                    reason,
+                )
+                letter: dict[Any, Any] = {**fields, b"stream": self.keys.events}
+                letter.update({b"id": entry_id, b"reason": reason})
+                pipe.xadd(self.keys.dead_letters, letter)
+            await pipe.execute()
+
+    async def _wait_for_entries(self, stop: asyncio.Event) -> None:
+        # A plain XREAD only wakes us; the entries are then taken through the fenced read.
+        read = asyncio.ensure_future(
+            get_redis().xread({self.keys.events: self._last_seen}, count=1, block=CONF.block_ms)
+        )
+        halt = asyncio.ensure_future(stop.wait())
+        done, _ = await asyncio.wait({read, halt}, return_when=asyncio.FIRST_COMPLETED)
+        halt.cancel()
+        if read not in done:
+            read.cancel()
+            await asyncio.wait({read})
+            return
+        read.result()
+
+    async def _keep_lease(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            await _wait(stop, self.lease_seconds / 3)
+            if not self._owner or self._lease is None:
+                continue
+            try:
+                if not await self._lease.renew():
+                    logger.warning("projector %s: lease expired; stepping down", self.name)
+                    self._owner = False
+            except REDIS_ERRORS as e:
+                logger.debug("projector %s: lease renewal failed: %s", self.name, e)
+
+    async def _step_down(self) -> None:
+        if self._owner and self._lease is not None:
+            with contextlib.suppress(*REDIS_ERRORS):
+                await self._lease.release()
+        self._owner = False
+
+    async def _database_failed(self, error: SQLAlchemyError, stop: asyncio.Event) -> None:
+        if self._db_down_since is None:
+            self._db_down_since = time.monotonic()
+            self._db_delay = 0.05
+            logger.warning(
+                "projector %s: database unavailable (%s); retrying with backoff",
+                self.name,
+                str(error).splitlines()[0],
+            )
+        await _wait(stop, self._db_delay)
+        self._db_delay = min(self._db_delay * 2, 5.0)
+
+    def _database_recovered(self) -> None:
+        if self._db_down_since is not None:
+            logger.info(
+                "projector %s: database is back after %.1fs",
+                self.name,
+                time.monotonic() - self._db_down_since,
+            )
+            self._db_down_since = None
+
+
+def commit(
+    engine: Engine, stream: str, owner: str, position: str, batch: list[Applied], last: str
+) -> int:
+    """Apply the events of `batch` after checkpoint `position` and move the checkpoint to
+    `last` (the batch's last entry id), in one transaction; returns how many were applied.
+
+    Raises `FencedError` when the checkpoint is not at `position` any more.
+    """
+    start = checkpoints.parse_id(position)
+    fresh = [a for a in batch if a.position > start]
+    target = checkpoints.later(last, position)
+    if target == position:
+        return 0
+    try:
+        with engine.begin() as conn:
+            checkpoints.advance(conn, stream, position, target, owner)
+            projection.apply(conn, fresh)
+    except IntegrityError:
+        # Some of these events are archived although the checkpoint is below them (it was
+        # moved back by hand): apply the others only.
+        logger.warning("projector %s: batch up to %s was partly applied before", owner, last)
+        with engine.begin() as conn:
+            checkpoints.advance(conn, stream, position, target, owner)
+            fresh = projection.unarchived(conn, fresh)
+            projection.apply(conn, fresh)
+    return len(fresh)
+
+
+async def _wait(stop: asyncio.Event, seconds: float) -> None:
+    # asyncio.timeout, unlike wait_for on Python 3.11, never swallows a cancellation.
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            await stop.wait()
+
+
+def _data(fields: dict[bytes, bytes]) -> bytes:
+    return bytes(fields[events.EVENT_FIELD])
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

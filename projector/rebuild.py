@@ -1,0 +1,95 @@
+"""Rebuild: empty the read model and apply the archive again, in one transaction.
+
+The archive holds every event up to the checkpoint, so after a rebuild the read model is what
+projecting the whole log gives; the checkpoint is left where it is and projection carries on
+with the log beyond it. The rebuild holds the projector lease, so live projectors pause
+meanwhile; readers see the old tables until it commits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+
+from sqlalchemy import Engine, delete, select, tuple_
+
+from agentexec import events
+from agentexec.activity.models import Activity, ActivityLog, ArchivedEvent
+from agentexec.config import CONF
+from agentexec.connection import get_redis
+from agentexec.streams import Keys
+
+from . import projection
+from .ownership import Lease
+from .projection import Applied
+
+__all__ = ["rebuild"]
+
+logger = logging.getLogger(__name__)
+
+_PAGE = 5000
+
+
+async def rebuild(engine: Engine, *, timeout: float = 60.0, lease_seconds: float = 10.0) -> int:
+    """Rebuild the read model of the `AGENTEXEC_KEY_PREFIX` namespace in `engine` from its
+    archive; returns how many events were applied.
+
+    Waits up to `timeout` seconds for the lease held by a running projector (TimeoutError).
+    """
+    keys = Keys(CONF.key_prefix)
+    lease = Lease(
+        get_redis(),
+        keys.projector_lease,
+        f"rebuild:{socket.gethostname()}:{os.getpid()}",
+        lease_seconds,
+    )
+    async with asyncio.timeout(timeout):
+        # The holder renews its lease, or it expires: poll for it.
+        while True:
+            if await lease.acquire():
+                break
+            await asyncio.sleep(lease_seconds / 10)
+    keeper = asyncio.create_task(_keep(lease))
+    try:
+        count = await asyncio.to_thread(_replay_archive, engine)
+    finally:
+        keeper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await keeper
+        await lease.release()
+    logger.info("rebuilt the read model of %s from %d archived events", keys.events, count)
+    return count
+
+
+async def _keep(lease: Lease) -> None:
+    while True:
+        await asyncio.sleep(lease.ms / 3000)
+        await lease.renew()
+
+
+def _replay_archive(engine: Engine) -> int:
+    archive = ArchivedEvent.__table__.c
+    count = 0
+    with engine.begin() as conn:
+        conn.execute(delete(ActivityLog))
+        conn.execute(delete(Activity))
+        position = (-1, -1)
+        while True:
+            page = conn.execute(
+                select(archive.stream_ms, archive.stream_seq, archive.data)
+                .where(tuple_(archive.stream_ms, archive.stream_seq) > tuple_(*position))
+                .order_by(archive.stream_ms, archive.stream_seq)
+                .limit(_PAGE)
+            ).all()
+            if not page:
+                return count
+            batch = [
+                Applied(f"{ms}-{seq}", events.decode(data.encode()), data.encode())
+                for ms, seq, data in page
+            ]
+            projection.apply(conn, batch, archive=False)
+            count += len(batch)
+            position = (page[-1][0], page[-1][1])
