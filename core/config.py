@@ -50,6 +50,10 @@ class Settings(BaseSettings):
     block_ms: int = Field(default=5000, ge=1)
     """Longest blocking Redis read; socket timeouts are set above it."""
 
+    max_event_summary_chars: int = Field(default=500, ge=32)
+    """Longest text an agent event carries (tool arguments, self-reported messages); longer
+    text is cut and marked with an ellipsis."""
+
     activity_message_create: str = "Waiting to start."
     activity_message_started: str = "Task started."
     activity_message_complete: str = "Task completed successfully."
