@@ -42,3 +42,8 @@ class TaskFailedError(AgentexecError):
 
 class EventDecodeError(AgentexecError, ValueError):
     """A stream entry is not a valid agentexec event."""
+
+
+class ScriptError(AgentexecError):
+    """A scripted model (`agentexec.testing.ScriptedModel`) was asked for a turn its script does
+    not have, or a step names a tool or agent the calling agent does not offer."""
