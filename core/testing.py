@@ -13,10 +13,12 @@ which leaves task code that names a real model (`model="gpt-4o"`) unchanged:
         reply("Acme makes anvils."),
     ]))
 
+For a pool's worker processes, name the model in a setting they receive:
+`ax.CONF.model_override = "tests.scripts:RESEARCH"` (or `AGENTEXEC_MODEL_OVERRIDE`).
+
 Each run reads the script from its first step: the model finds its place from the
 conversation it is given (the ids of the items it produced), so one `ScriptedModel` serves any
-number of runs, one after another or at once, in one process or in every worker process that
-imports the module configuring it. Importing this module imports the Agents SDK.
+number of runs, one after another or at once. Importing this module imports the Agents SDK.
 """
 
 from __future__ import annotations
@@ -364,10 +366,13 @@ def _position(items: list[Any]) -> int:
 
 
 def use_model(model: Model | ModelProvider | None) -> contextlib.AbstractContextManager[None]:
-    """Make every `OpenAIRunner` run in this process use `model` instead of its agents' own
-    models (None: stop). Takes effect at once, so it can be called at module level (for
-    example in the module of a pool, so that spawned workers use it too); used as a context
-    manager, it restores the previous model on exit."""
+    """Make every `OpenAIRunner` run in this process use `model` for the models its agents
+    name (`model="gpt-4o"`, or none); agents given a `Model` instance keep theirs. `model` is
+    a `Model`, or a `ModelProvider` resolving names; None stops the override.
+
+    Takes effect at once, so it can be called at module level (for example in the module of
+    a pool, so that spawned workers use it too, and so does the process importing it); used
+    as a context manager, it restores the previous model on exit."""
     previous = override_model(model)
 
     @contextlib.contextmanager

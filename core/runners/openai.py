@@ -7,8 +7,10 @@ agentexec[openai]`); importing `agentexec` alone does not.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
 import logging
+import operator
 from collections.abc import AsyncIterator, Generator
 from dataclasses import dataclass
 from typing import Any
@@ -36,6 +38,7 @@ from agents.run import DEFAULT_MAX_TURNS
 from agents.stream_events import StreamEvent
 from agents.tool import Tool
 
+from agentexec.config import CONF
 from agentexec.errors import ConfigurationError, RedisUnavailableError
 from agentexec.events import TaskProgress
 
@@ -63,12 +66,23 @@ _model_override: Model | ModelProvider | None = None
 
 
 def override_model(model: Model | ModelProvider | None) -> Model | ModelProvider | None:
-    """Make every run of every `OpenAIRunner` in this process use `model` (a `Model`, or a
-    `ModelProvider` resolving model names) instead of its agents' models; None stops that.
+    """Make every `OpenAIRunner` run in this process resolve the models its agents name
+    (`model="gpt-4o"`, or none) with `model`: a `Model` used for every name, or a
+    `ModelProvider`. Agents given a `Model` instance keep it; None stops the override.
     Returns the previous override. Meant for tests: see `agentexec.testing.use_model`."""
     global _model_override
     previous, _model_override = _model_override, model
     return previous
+
+
+class _EveryName(ModelProvider):
+    """Resolves every model name to one model."""
+
+    def __init__(self, model: Model) -> None:
+        self.model = model
+
+    def get_model(self, model_name: str | None) -> Model:
+        return self.model
 
 
 @dataclass(frozen=True)
@@ -449,12 +463,39 @@ def _hosted_arguments(item: Any) -> str:
     return json.dumps(payload)
 
 
+_loaded_overrides: dict[str, Model | ModelProvider] = {}
+
+
+def _configured_override() -> Model | ModelProvider | None:
+    """The model named by `AGENTEXEC_MODEL_OVERRIDE`, imported once per process."""
+    path = CONF.model_override
+    if not path:
+        return None
+    loaded = _loaded_overrides.get(path)
+    if loaded is None:
+        module, _, attribute = path.partition(":")
+        try:
+            value = operator.attrgetter(attribute)(importlib.import_module(module))
+        except (ImportError, AttributeError) as e:
+            raise ConfigurationError(
+                f"AGENTEXEC_MODEL_OVERRIDE has value {path!r}, which cannot be imported ({e}); "
+                "name a module on the path and a Model or ModelProvider in it, or unset it."
+            ) from e
+        if not isinstance(value, Model | ModelProvider):
+            raise ConfigurationError(
+                f"AGENTEXEC_MODEL_OVERRIDE has value {path!r}, which is a "
+                f"{type(value).__name__}; name an Agents SDK Model (such as "
+                "agentexec.testing.ScriptedModel) or ModelProvider."
+            )
+        loaded = _loaded_overrides[path] = value
+    return loaded
+
+
 def _configure(run_config: RunConfig | None) -> RunConfig | None:
-    """`run_config` with the process-wide model override applied, if any."""
-    override = _model_override
+    """`run_config` with the model override applied, if any: `use_model`/`override_model` in
+    this process first, else `AGENTEXEC_MODEL_OVERRIDE`."""
+    override = _model_override or _configured_override()
     if override is None:
         return run_config
-    config = run_config or RunConfig()
-    if isinstance(override, ModelProvider):
-        return dataclasses.replace(config, model_provider=override)
-    return dataclasses.replace(config, model=override)
+    provider = override if isinstance(override, ModelProvider) else _EveryName(override)
+    return dataclasses.replace(run_config or RunConfig(), model_provider=provider)

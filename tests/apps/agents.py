@@ -1,8 +1,9 @@
 """The seed's `research_company` task (README, "Define Your Task"), as written, run by a real
 pool with a scripted model instead of gpt-4o.
 
-The model is configured at module level, so every spawned worker process that imports this
-module to find the handler uses it too.
+Tests run it with `agentexec worker tests.apps.agents:pool` and
+`AGENTEXEC_MODEL_OVERRIDE=tests.apps.agents:SCRIPT`: the pool hands its settings to its worker
+processes, whose runners then import and use `SCRIPT` for "gpt-4o".
 """
 
 from __future__ import annotations
@@ -13,14 +14,7 @@ from agents import Agent
 from pydantic import BaseModel
 
 import agentexec as ax
-from agentexec.testing import (
-    ScriptedCall,
-    ScriptedModel,
-    disable_tracing,
-    reply,
-    tool_call,
-    use_model,
-)
+from agentexec.testing import ScriptedCall, ScriptedModel, disable_tracing, reply, tool_call
 
 
 def _findings(call: ScriptedCall) -> object:
@@ -37,14 +31,14 @@ SCRIPT = ScriptedModel(
     ]
 )
 disable_tracing()
-use_model(SCRIPT)
 
 
 class ResearchContext(BaseModel):
     company: str
 
 
-pool = ax.Pool(num_workers=1, concurrency=4)
+# Its own queue, apart from the other test apps' tasks.
+pool = ax.Pool(queue_name="agent_tasks", num_workers=1, concurrency=4)
 
 
 @pool.task("research_company")

@@ -17,7 +17,14 @@ from agentexec import events
 from agentexec.connection import get_redis
 from agentexec.runners import REDACTED
 from agentexec.streams import Keys
-from agentexec.testing import ScriptedModel, disable_tracing, handoff, reply, tool_call
+from agentexec.testing import (
+    ScriptedModel,
+    disable_tracing,
+    handoff,
+    reply,
+    tool_call,
+    use_model,
+)
 
 searches: list[str] = []
 
@@ -121,6 +128,37 @@ async def test_turns_tool_calls_handoffs_and_usage_are_recorded_bounded_and_reda
     assert sum(u.total_tokens for u in usage) == result.context_wrapper.usage.total_tokens
     # No agent event changes the task's status.
     assert all(e.status is None for e in log)
+
+
+async def test_use_model_replaces_named_models_and_leaves_given_ones() -> None:
+    runner = ax.OpenAIRunner(uuid.uuid4())
+    scripted = ScriptedModel([reply("from the override")])
+    named = Agent(name="Named", model="gpt-4o")
+    given = Agent(name="Given", model=ScriptedModel([reply("from the agent")]))
+    with use_model(scripted):
+        assert (await runner.run(named)).final_output == "from the override"
+        assert (await runner.run(given)).final_output == "from the agent"
+        streamed = await runner.run_streamed(named)
+        assert streamed.final_output == "from the override"
+
+
+OVERRIDE = ScriptedModel([reply("from the setting")])
+NOT_A_MODEL = "a string"
+
+
+async def test_the_model_override_setting_names_a_model_for_every_process() -> None:
+    runner = ax.OpenAIRunner(uuid.uuid4())
+    named = Agent(name="Named", model="gpt-4o")
+    ax.CONF.model_override = f"{__name__}:OVERRIDE"
+    assert (await runner.run(named)).final_output == "from the setting"
+    with use_model(ScriptedModel([reply("from use_model")])):
+        assert (await runner.run(named)).final_output == "from use_model"
+    ax.CONF.model_override = f"{__name__}:NOT_A_MODEL"
+    with pytest.raises(ax.ConfigurationError, match="which is a str; name an Agents SDK Model"):
+        await runner.run(named)
+    ax.CONF.model_override = "no_such_module_here:MODEL"
+    with pytest.raises(ax.ConfigurationError, match="cannot be imported"):
+        await runner.run(named)
 
 
 async def test_a_custom_redactor_decides_what_is_recorded() -> None:

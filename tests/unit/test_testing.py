@@ -121,16 +121,26 @@ async def test_streaming_yields_text_deltas_and_the_final_output() -> None:
     assert [c.streamed for c in model.calls] == [True, True]
 
 
-async def test_use_model_and_run_config_replace_a_named_model() -> None:
+async def test_run_config_replaces_a_named_model() -> None:
     model = ScriptedModel([reply("offline")])
     agent = Agent(name="A", model="gpt-4o")
     result = await Runner.run(agent, "go", run_config=RunConfig(model=model))
     assert result.final_output == "offline"
-    with use_model(model):
-        from agentexec.runners import openai
 
+
+def test_use_model_applies_at_once_and_restores_as_a_context_manager() -> None:
+    from agentexec.runners import openai
+
+    before = openai._model_override
+    model = ScriptedModel([reply("offline")])
+    with use_model(model):
         assert openai._model_override is model
-    assert openai._model_override is None
+    assert openai._model_override is before
+    use_model(model)
+    try:
+        assert openai._model_override is model
+    finally:
+        use_model(before)
 
 
 def test_tool_call_arguments_are_json() -> None:
