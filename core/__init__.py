@@ -28,15 +28,19 @@ from .tasks import Task
 from .workers import Pool
 
 if TYPE_CHECKING:
+    from . import testing as testing
     from .activity.models import Base
+    from .runners import BaseAgentRunner, OpenAIRunner
 
 __all__ = [
     "CONF",
     "AgentexecError",
     "Base",
+    "BaseAgentRunner",
     "ConfigurationError",
     "ContextError",
     "EventDecodeError",
+    "OpenAIRunner",
     "Pool",
     "Priority",
     "RedisUnavailableError",
@@ -55,11 +59,18 @@ __all__ = [
 ]
 
 
+# `ax.Base` builds the SQL models on first use, so that the table prefix can be set in code
+# (`ax.CONF.table_prefix = ...`) after `import agentexec`. Runners and `agentexec.testing` are
+# imported on first use too: `import agentexec` stays fast and does not import the Agents SDK.
 def __getattr__(name: str) -> Any:
-    # `ax.Base` builds the SQL models on first use, so that the table prefix can be set in
-    # code (`ax.CONF.table_prefix = ...`) after `import agentexec`.
+    import importlib
+
     if name == "Base":
         from .activity.models import Base
 
         return Base
+    if name == "testing":
+        return importlib.import_module("agentexec.testing")
+    if name in ("BaseAgentRunner", "OpenAIRunner"):
+        return getattr(importlib.import_module("agentexec.runners"), name)
     raise AttributeError(f"module 'agentexec' has no attribute {name!r}")

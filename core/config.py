@@ -6,6 +6,8 @@ Values are read once at import and may be reassigned in code before the first co
 
 from __future__ import annotations
 
+import re
+
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -63,6 +65,15 @@ class Settings(BaseSettings):
     block_ms: int = Field(default=5000, ge=1)
     """Longest blocking Redis read; socket timeouts are set above it."""
 
+    max_event_summary_chars: int = Field(default=500, ge=32)
+    """Longest text an agent event carries (tool arguments, self-reported messages); longer
+    text is cut and marked with an ellipsis."""
+
+    model_override: str | None = None
+    """`package.module:attribute` of an Agents SDK `Model` or `ModelProvider` that every
+    `OpenAIRunner` run uses for the models its agents name, in every process of a pool (the
+    workers get these settings). For tests: see `agentexec.testing`."""
+
     activity_message_create: str = "Waiting to start."
     activity_message_started: str = "Task started."
     activity_message_complete: str = "Task completed successfully."
@@ -75,6 +86,16 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"AGENTEXEC_STATE_BACKEND has value {value!r}; only {REDIS_STATE_BACKEND!r} "
                 "is supported. Unset it or set it to that value."
+            )
+        return value
+
+    @field_validator("model_override")
+    @classmethod
+    def _import_path(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*", value):
+            raise ValueError(
+                f"AGENTEXEC_MODEL_OVERRIDE has value {value!r}; use 'package.module:attribute', "
+                "e.g. 'tests.models:SCRIPTED', or unset it."
             )
         return value
 

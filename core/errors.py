@@ -62,3 +62,8 @@ class FencedError(AgentexecError):
             f"checkpoint {name!r} is at {position!r}, not at {expected!r} as this projector "
             "expected: another projector advanced it; this batch was rolled back"
         )
+
+
+class ScriptError(AgentexecError):
+    """A scripted model (`agentexec.testing.ScriptedModel`) was asked for a turn its script does
+    not have, or a step names a tool or agent the calling agent does not offer."""

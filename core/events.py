@@ -122,6 +122,49 @@ class TaskCanceled(Event, frozen=True, kw_only=True, omit_defaults=True, tag="ta
     status = Status.CANCELED
 
 
+class AgentEvent(Event, frozen=True, kw_only=True, omit_defaults=True):
+    """What an agent is doing, recorded by a runner. No status change: the task stays RUNNING.
+
+    `agent` is the name of the agent that acted, `turn` the 1-based number of the model call
+    in the run it belongs to (0 when not known).
+    """
+
+    agent: str = ""
+    turn: int = 0
+
+
+class AgentTurn(AgentEvent, frozen=True, kw_only=True, omit_defaults=True, tag="agent.turn"):
+    """The agent is calling its model for turn `turn` (of at most `max_turns`)."""
+
+    max_turns: int | None = None
+
+
+class AgentToolCall(
+    AgentEvent, frozen=True, kw_only=True, omit_defaults=True, tag="agent.tool_call"
+):
+    """The agent called tool `tool`. `arguments` is a redacted summary of the arguments, at
+    most `AGENTEXEC_MAX_EVENT_SUMMARY_CHARS` long, never the raw payload."""
+
+    tool: str
+    call_id: str = ""
+    arguments: str = ""
+
+
+class AgentHandoff(AgentEvent, frozen=True, kw_only=True, omit_defaults=True, tag="agent.handoff"):
+    """Agent `agent` handed the conversation to agent `to_agent`."""
+
+    to_agent: str
+
+
+class AgentUsage(AgentEvent, frozen=True, kw_only=True, omit_defaults=True, tag="agent.usage"):
+    """Tokens used by one model response (turn `turn`); a run's total is the sum."""
+
+    requests: int = 1
+    input_tokens: int = 0
+    output_tokens: int = 0
+    total_tokens: int = 0
+
+
 AnyEvent = (
     TaskQueued
     | TaskStarted
@@ -131,6 +174,10 @@ AnyEvent = (
     | TaskRetried
     | TaskCancelRequested
     | TaskCanceled
+    | AgentTurn
+    | AgentToolCall
+    | AgentHandoff
+    | AgentUsage
 )
 
 _encoder = msgspec.json.Encoder()

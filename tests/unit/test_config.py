@@ -62,3 +62,10 @@ def test_importing_agentexec_does_not_import_the_agents_sdk_or_fastapi() -> None
     code = "import sys, agentexec; print('agents' in sys.modules, 'fastapi' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
+
+
+def test_the_model_override_must_be_an_import_path() -> None:
+    ax.CONF.model_override = "tests.models:SCRIPTED"
+    assert ax.CONF.model_override == "tests.models:SCRIPTED"
+    with pytest.raises(pydantic.ValidationError, match=r"use 'package\.module:attribute'"):
+        ax.CONF.model_override = "tests/models.py"

@@ -1,0 +1,168 @@
+"""`EventRecorder`: how a runner appends what its agent does to the event log."""
+
+from __future__ import annotations
+
+import logging
+from uuid import UUID
+
+from agentexec import events
+from agentexec.batcher import get_batcher
+from agentexec.config import CONF
+from agentexec.connection import REDIS_ERRORS
+from agentexec.errors import RedisUnavailableError
+from agentexec.events import (
+    AgentHandoff,
+    AgentToolCall,
+    AgentTurn,
+    AgentUsage,
+    Event,
+    TaskProgress,
+)
+from agentexec.streams import Keys
+
+from .redaction import Redactor, redact_secrets, summarize_arguments, truncate
+
+logger = logging.getLogger(__name__)
+
+
+class EventRecorder:
+    """Appends the events of one agent id to the event log, from async code.
+
+    Appends go through the event loop's batcher (commands of one loop iteration share a round
+    trip) and are awaited, so the events of a run keep their order and all precede the task's
+    completion. Agent events (turn, tool call, handoff, usage) are observations: when Redis is
+    unreachable they are dropped with a warning instead of failing the agent. Progress is what
+    the agent or the task asked to record: `progress` raises `RedisUnavailableError`.
+    """
+
+    def __init__(self, agent_id: UUID, *, redact: Redactor | None = None) -> None:
+        self.agent_id = agent_id
+        self.redact: Redactor = redact or redact_secrets
+        self._dropping = False
+
+    @property
+    def limit(self) -> int:
+        return CONF.max_event_summary_chars
+
+    async def progress(self, message: str, percentage: int | None = None) -> str:
+        """Record progress (a `task.progress` event); returns its stream id.
+
+        `message` longer than `AGENTEXEC_MAX_EVENT_SUMMARY_CHARS` is cut. Raises `ValueError`
+        for an empty message or a percentage that is not a whole number from 0 to 100.
+        """
+        if not isinstance(message, str) or not message.strip():
+            raise ValueError(f"message {message!r} is empty; describe what the agent is doing.")
+        if percentage is not None and (
+            isinstance(percentage, bool)
+            or not isinstance(percentage, int)
+            or not 0 <= percentage <= 100
+        ):
+            raise ValueError(f"percentage {percentage!r} is not a whole number from 0 to 100.")
+        event = TaskProgress(
+            agent_id=self.agent_id,
+            task_name="",
+            message=truncate(message.strip(), self.limit),
+            percentage=percentage,
+        )
+        try:
+            return await self._xadd(event)
+        except REDIS_ERRORS as e:
+            raise RedisUnavailableError(
+                f"could not record progress for agent {self.agent_id}: Redis at "
+                f"{CONF.redis_url} is unreachable ({e})"
+            ) from e
+
+    async def turn(self, agent: str, turn: int, max_turns: int | None = None) -> None:
+        of = f" of {max_turns}" if max_turns else ""
+        await self.append(
+            AgentTurn(
+                agent_id=self.agent_id,
+                task_name="",
+                agent=self._name(agent),
+                turn=turn,
+                max_turns=max_turns,
+                message=f"{self._name(agent)}: turn {turn}{of}",
+            )
+        )
+
+    async def tool_call(
+        self, agent: str, turn: int, tool: str, arguments: str, call_id: str = ""
+    ) -> None:
+        """Record a call of `tool`; `arguments` is the raw JSON the model sent, which is
+        redacted and cut to size here."""
+        await self.append(
+            AgentToolCall(
+                agent_id=self.agent_id,
+                task_name="",
+                agent=self._name(agent),
+                turn=turn,
+                tool=self._name(tool),
+                call_id=self._name(call_id),
+                arguments=summarize_arguments(tool, arguments, self.redact, self.limit),
+                message=f"{self._name(agent)} called {self._name(tool)}",
+            )
+        )
+
+    async def handoff(self, agent: str, to_agent: str, turn: int) -> None:
+        await self.append(
+            AgentHandoff(
+                agent_id=self.agent_id,
+                task_name="",
+                agent=self._name(agent),
+                to_agent=self._name(to_agent),
+                turn=turn,
+                message=f"{self._name(agent)} handed off to {self._name(to_agent)}",
+            )
+        )
+
+    async def usage(
+        self,
+        agent: str,
+        turn: int,
+        *,
+        requests: int,
+        input_tokens: int,
+        output_tokens: int,
+        total_tokens: int,
+    ) -> None:
+        await self.append(
+            AgentUsage(
+                agent_id=self.agent_id,
+                task_name="",
+                agent=self._name(agent),
+                turn=turn,
+                requests=requests,
+                input_tokens=input_tokens,
+                output_tokens=output_tokens,
+                total_tokens=total_tokens,
+                message=f"{self._name(agent)} used {total_tokens} tokens",
+            )
+        )
+
+    async def append(self, event: Event) -> str | None:
+        """Append an observational event; returns its stream id, or None when Redis is
+        unreachable and the event was dropped."""
+        try:
+            entry_id = await self._xadd(event)
+        except REDIS_ERRORS as e:
+            if not self._dropping:
+                logger.warning(
+                    "agent %s: Redis unreachable (%s); agent events are dropped until it is back",
+                    self.agent_id,
+                    e,
+                )
+                self._dropping = True
+            return None
+        if self._dropping:
+            logger.info("agent %s: recording agent events again", self.agent_id)
+            self._dropping = False
+        return entry_id
+
+    async def _xadd(self, event: Event) -> str:
+        entry_id = await get_batcher().execute(
+            "XADD", Keys(CONF.key_prefix).events, "*", events.EVENT_FIELD, events.encode(event)
+        )
+        return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+
+    def _name(self, name: str) -> str:
+        return truncate(name, self.limit)
