@@ -35,7 +35,7 @@ bench: install
 	$(BIN)/python -m tests.bench.tasks
 
 demo: install
-	$(BIN)/agentexec demo
+	$(BIN)/agentexec --log-level WARNING demo
 
 requirements.lock: pyproject.toml
 	$(PY) -m uv pip compile --quiet --python-version 3.11 --extra dev pyproject.toml -o requirements.lock

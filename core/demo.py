@@ -18,6 +18,9 @@ from uuid import UUID
 from pydantic import BaseModel
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from sqlalchemy import create_engine
+from sqlalchemy.orm import Session
 
 from . import activity, events
 from .config import CONF
@@ -41,7 +44,7 @@ class ResearchContext(BaseModel):
 pool = Pool(queue_name="agentexec_demo", num_workers=2, concurrency=4)
 
 
-@pool.task("research_company")
+@pool.task("research_company", max_retries=1)
 async def research_company(agent_id: UUID, context: ResearchContext) -> dict[str, str]:
     """Stands in for an agent: waits on "the network" and reports progress as it goes."""
     for i, phase in enumerate(PHASES):
@@ -110,20 +113,52 @@ async def _result(task: Any) -> Any:
 
 
 def run_demo(count: int = 6, database: str = "agentexec-demo.db") -> None:
-    """Run the demo: `count` tasks on two worker processes, the last one failing on purpose."""
+    """Run the demo: `count` tasks on two worker processes, the last one failing on purpose.
+
+    The pool runs a projector into the SQLite file `database`; at the end the demo prints the
+    activity read model from it, as an application would query it.
+    """
     console = Console()
     server = None
     if not os.environ.get("AGENTEXEC_REDIS_URL"):
         server = EmbeddedRedis().start()
         CONF.redis_url = server.url
     CONF.key_prefix = f"agentexec-demo-{uuid.uuid4().hex[:8]}"
+    engine = create_engine(f"sqlite:///{database}")
+    from .activity.models import Base
+
+    Base.metadata.drop_all(engine)
+    Base.metadata.create_all(engine)
+    pool.engine = engine
     console.print(f"[bold]agentexec demo[/]: Redis {CONF.redis_url}, SQLite file {database}")
     pool.start()
     try:
         results = asyncio.run(_watch(console, count))
     finally:
-        pool.shutdown()
+        pool.shutdown()  # stops the projector after it applied the last events
         if server is not None:
             server.close()
+    console.print("\n[bold]Results[/] (ax.get_result):")
     for result in results:
         console.print(f"  {result}")
+    with Session(engine) as session:
+        console.print(_activity_table(session))
+
+
+def _activity_table(session: Session) -> Table:
+    """The read model as seed 001's CLI monitor shows it."""
+    listing = activity.list(session, page=1, page_size=20)
+    table = Table(
+        title=f"Activity read model: {listing.total} tasks, {activity.active_count(session)} active"
+    )
+    for column in ("Agent", "Task", "Status", "Progress", "Latest message"):
+        table.add_column(column)
+    for item in listing.items:
+        table.add_row(
+            str(item.agent_id)[:8],
+            item.agent_type,
+            item.status.wire,
+            f"{item.latest_percentage or 0}%",
+            item.latest_log or "",
+        )
+    return table
