@@ -29,20 +29,20 @@ def _resolve_queue(task_name: str, context: Any, queue_name: str | None) -> str:
             "Pydantic model; wrap the data in the task's context model."
         )
     definitions = tasks.known(task_name)
-    if queue_name is not None:
-        definitions = [d for d in definitions if d.queue_name == queue_name]
-    for definition in definitions[:1]:
-        expected = definition.context_type
-        if not isinstance(context, expected):
-            raise ContextError(
-                f"enqueue({task_name!r}, ...): context is a {type(context).__name__}, but the "
-                f"task takes {expected.__module__}.{expected.__qualname__}; pass "
-                f"{expected.__name__}(...)."
-            )
-    if queue_name is not None:
-        return queue_name
-    queues = {d.queue_name for d in definitions}
-    return queues.pop() if len(queues) == 1 else CONF.queue_name
+    if queue_name is None:
+        queues = {d.queue_name for d in definitions}
+        queue_name = queues.pop() if len(queues) == 1 else CONF.queue_name
+    # Check against the handlers that serve the queue the task goes to; a name may be
+    # registered on several queues with different context types.
+    expected = {d.context_type for d in definitions if d.queue_name == queue_name}
+    if expected and not isinstance(context, tuple(expected)):
+        names = " or ".join(sorted(f"{t.__module__}.{t.__qualname__}" for t in expected))
+        example = min(t.__name__ for t in expected)
+        raise ContextError(
+            f"enqueue({task_name!r}, ...): context is a {type(context).__name__}, but the task "
+            f"on queue {queue_name!r} takes {names}; pass {example}(...)."
+        )
+    return queue_name
 
 
 def serialise_context(task_name: str, context: BaseModel) -> bytes:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 import typing
 from collections.abc import Awaitable, Callable
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
@@ -17,6 +17,32 @@ from .events import Priority
 
 current_task: ContextVar[UUID | None] = ContextVar("agentexec_current_task", default=None)
 """The agent id of the task whose handler is running in this context, if any."""
+
+_current_run: ContextVar[tuple[UUID, str, int] | None] = ContextVar(
+    "agentexec_current_run", default=None
+)
+
+
+def set_current_run(agent_id: UUID, task_name: str, attempt: int) -> Token[Any]:
+    """Mark the task running in this context (the worker does, around each handler call)."""
+    current_task.set(agent_id)
+    return _current_run.set((agent_id, task_name, attempt))
+
+
+def reset_current_run(token: Token[Any]) -> None:
+    _current_run.reset(token)
+    run = _current_run.get()
+    current_task.set(run[0] if run else None)
+
+
+def event_identity(agent_id: UUID | str) -> dict[str, Any]:
+    """`task_name` and `attempt` for an event about `agent_id`: those of the task running in
+    this context when it is that task, else an empty task name (the projector fills it in)."""
+    run = _current_run.get()
+    if run is not None and str(run[0]) == str(agent_id):
+        return {"task_name": run[1], "attempt": run[2]}
+    return {"task_name": ""}
+
 
 Handler = Callable[[UUID, Any], Any] | Callable[[UUID, Any], Awaitable[Any]]
 

@@ -40,7 +40,7 @@ from agentexec.events import (
 from agentexec.results import Outcome, outcome_encoder
 from agentexec.scripts import FINISH, RENEW, RETRY, START
 from agentexec.streams import WORKERS_GROUP, Keys, ensure_group, is_missing_group
-from agentexec.tasks import TaskDefinition, current_task
+from agentexec.tasks import TaskDefinition, reset_current_run, set_current_run
 
 from .notices import NoticeListener
 from .retries import Promoter, backoff_delay, delayed_member
@@ -243,7 +243,7 @@ class Worker:
             return
         started = time.perf_counter()
         timeout = event.timeout or definition.timeout
-        token = current_task.set(event.agent_id)
+        token = set_current_run(event.agent_id, event.task_name, event.attempt)
         self._agents[event.agent_id] = asyncio.current_task()  # type: ignore[assignment]
         deadline = asyncio.timeout(timeout)
         try:
@@ -273,7 +273,7 @@ class Worker:
             await self._failed_attempt(entry, event, definition, e, error)
             return
         finally:
-            current_task.reset(token)
+            reset_current_run(token)
             self._agents.pop(event.agent_id, None)
             self._cancel_requested.discard(event.agent_id)
         completed = TaskCompleted(

@@ -28,7 +28,7 @@ from agentexec.events import (
     TaskQueued,
 )
 from agentexec.streams import AGENT_TTL, Keys
-from agentexec.tasks import current_task
+from agentexec.tasks import current_task, event_identity
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable
@@ -133,7 +133,7 @@ def update(agent_id: UUID | str, message: str, percentage: int | None = None) ->
     return append(
         TaskProgress(
             agent_id=_agent_id(agent_id),
-            task_name="",
+            **event_identity(_agent_id(agent_id)),
             message=_message(message),
             percentage=_percentage(percentage),
         )
@@ -145,7 +145,7 @@ def complete(agent_id: UUID | str, message: str | None = None, percentage: int =
     return append(
         TaskCompleted(
             agent_id=_agent_id(agent_id),
-            task_name="",
+            **event_identity(_agent_id(agent_id)),
             message=_message(message) if message is not None else CONF.activity_message_complete,
             percentage=_percentage(percentage),
         )
@@ -159,7 +159,7 @@ def error(agent_id: UUID | str, message: str | None = None, *, error: str | None
     return append(
         TaskFailed(
             agent_id=_agent_id(agent_id),
-            task_name="",
+            **event_identity(_agent_id(agent_id)),
             message=CONF.activity_message_error.replace("{error}", text) if error else text,
             error=text,
         )

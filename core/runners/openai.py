@@ -41,6 +41,7 @@ from agents.tool import Tool
 from agentexec.config import CONF
 from agentexec.errors import ConfigurationError, RedisUnavailableError
 from agentexec.events import TaskProgress
+from agentexec.tasks import event_identity
 
 from .base import BaseAgentRunner
 from .redaction import Redactor
@@ -234,7 +235,7 @@ class OpenAIRunner(BaseAgentRunner):
         await self.recorder.append(
             TaskProgress(
                 agent_id=self.agent_id,
-                task_name="",
+                **event_identity(self.agent_id),
                 message=f"Reached the limit of {max_turns} turns; asking the agent to wrap up.",
             )
         )

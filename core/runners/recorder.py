@@ -19,6 +19,7 @@ from agentexec.events import (
     TaskProgress,
 )
 from agentexec.streams import Keys
+from agentexec.tasks import event_identity
 
 from .redaction import Redactor, redact_secrets, summarize_arguments, truncate
 
@@ -60,7 +61,7 @@ class EventRecorder:
             raise ValueError(f"percentage {percentage!r} is not a whole number from 0 to 100.")
         event = TaskProgress(
             agent_id=self.agent_id,
-            task_name="",
+            **event_identity(self.agent_id),
             message=truncate(message.strip(), self.limit),
             percentage=percentage,
         )
@@ -77,7 +78,7 @@ class EventRecorder:
         await self.append(
             AgentTurn(
                 agent_id=self.agent_id,
-                task_name="",
+                **event_identity(self.agent_id),
                 agent=self._name(agent),
                 turn=turn,
                 max_turns=max_turns,
@@ -93,7 +94,7 @@ class EventRecorder:
         await self.append(
             AgentToolCall(
                 agent_id=self.agent_id,
-                task_name="",
+                **event_identity(self.agent_id),
                 agent=self._name(agent),
                 turn=turn,
                 tool=self._name(tool),
@@ -107,7 +108,7 @@ class EventRecorder:
         await self.append(
             AgentHandoff(
                 agent_id=self.agent_id,
-                task_name="",
+                **event_identity(self.agent_id),
                 agent=self._name(agent),
                 to_agent=self._name(to_agent),
                 turn=turn,
@@ -128,7 +129,7 @@ class EventRecorder:
         await self.append(
             AgentUsage(
                 agent_id=self.agent_id,
-                task_name="",
+                **event_identity(self.agent_id),
                 agent=self._name(agent),
                 turn=turn,
                 requests=requests,

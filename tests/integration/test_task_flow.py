@@ -72,6 +72,8 @@ async def test_lifecycle_events_are_appended_in_order(running_pool: ax.Pool) -> 
         "TaskCompleted",
     ]
     assert [e.percentage for e in log[2:]] == [25, 50, 75, 100]
+    # Progress written by the handler carries its task's name and attempt.
+    assert {(e.task_name, e.attempt) for e in log} == {("progress", 1)}
     assert log[1].message == ax.CONF.activity_message_started
     assert log[-1].message == ax.CONF.activity_message_complete
 
@@ -214,3 +216,20 @@ async def test_default_queue_is_the_registering_pools(redis_conf: str) -> None:
     assert task.queue_name == "emails_only"
     explicit = await ax.enqueue("send_email_default_queue", Mail(to="a@b.c"), queue_name="other")
     assert explicit.queue_name == "other"
+
+
+async def send_other(agent_id: uuid.UUID, context: Other) -> None:
+    return None
+
+
+async def test_contexts_are_checked_against_the_handler_of_the_target_queue(
+    redis_conf: str,
+) -> None:
+    ax.Pool(queue_name="dual_a").task("dual_task")(send)
+    ax.Pool(queue_name="dual_b").task("dual_task")(send_other)
+    assert (await ax.enqueue("dual_task", Mail(to="x"), queue_name="dual_a")).queue_name == "dual_a"
+    assert (
+        await ax.enqueue("dual_task", Other(text="x"), queue_name="dual_b")
+    ).queue_name == "dual_b"
+    with pytest.raises(ax.ContextError, match=r"on queue 'dual_b' takes .*Other; pass Other"):
+        await ax.enqueue("dual_task", Mail(to="x"), queue_name="dual_b")
