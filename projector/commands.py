@@ -41,7 +41,7 @@ def _engine(database_url: str | None, required: bool = True) -> Engine | None:
 @click.command()
 @_DATABASE_URL
 @click.option("--rebuild", is_flag=True, help="Empty the read model and rebuild it first.")
-@click.option("--batch-size", default=1000, show_default=True, help="Events per transaction.")
+@click.option("--batch-size", default=5000, show_default=True, help="Events per transaction.")
 @click.option(
     "--lease-seconds",
     default=10.0,

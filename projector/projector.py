@@ -48,7 +48,7 @@ class Projector:
         self,
         engine: Engine,
         *,
-        batch_size: int = 1000,
+        batch_size: int = 5000,
         lease_seconds: float = 10.0,
         name: str | None = None,
     ) -> None:

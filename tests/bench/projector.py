@@ -25,9 +25,9 @@ import agentexec as ax
 import agentexec.projector.projector as projector_module
 from agentexec.activity.models import Base
 from agentexec.connection import close_redis
+from agentexec.embedded import EmbeddedRedis
 from agentexec.projector import Projector
 from tests.integration.readmodel.workload import append_all, traffic
-from tests.support.redis_server import RedisServer
 
 POSTGRES_URL = os.environ.get(
     "AGENTEXEC_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -173,7 +173,7 @@ async def main() -> None:
     parser.add_argument("--rate", type=int, default=2_000, help="steady load, events/s")
     parser.add_argument("--seconds", type=float, default=10.0)
     args = parser.parse_args()
-    server = RedisServer()
+    server = EmbeddedRedis()
     server.start()
     ax.CONF.redis_url = server.url
     try:
