@@ -19,6 +19,24 @@ end
 """
 
 
+# Prepended to the enqueue scripts. A dedup key holds "agent_id event_id" of the first enqueue
+# under it; the agent marker lets activity writes tell known agent ids.
+_DEDUP = """
+local function already_queued(dedup)
+  local first = redis.call('GET', dedup)
+  if first then
+    local sep = string.find(first, ' ', 1, true)
+    return {string.sub(first, sep + 1), string.sub(first, 1, sep - 1)}
+  end
+end
+local function remember(dedup, window, marker, marker_ttl, agent_id, id)
+  redis.call('SET', marker, '1', 'EX', marker_ttl)
+  redis.call('SET', dedup, agent_id .. ' ' .. id, 'EX', window)
+  return {id, agent_id}
+end
+"""
+
+
 @dataclass(frozen=True)
 class Script:
     name: str
@@ -31,22 +49,20 @@ class Script:
 
 ENQUEUE = Script(
     "enqueue",
-    """
+    _DEDUP
+    + """
 -- KEYS: event log, queue stream, dedup key, agent marker.
 -- ARGV: event JSON, dedup window (s), agent id, agent marker TTL (s).
 -- The dedup key makes enqueue idempotent: by the caller's idempotency key, and by agent id
 -- so that a retry after a lost reply cannot queue the task twice. Returns the queued event's
 -- id and agent id (those of the first enqueue when the key was already taken).
-local first = redis.call('GET', KEYS[3])
+local first = already_queued(KEYS[3])
 if first then
-  local sep = string.find(first, ' ', 1, true)
-  return {string.sub(first, sep + 1), string.sub(first, 1, sep - 1)}
+  return first
 end
 local id = redis.call('XADD', KEYS[1], '*', 'event', ARGV[1])
 redis.call('XADD', KEYS[2], '*', 'event', ARGV[1])
-redis.call('SET', KEYS[4], '1', 'EX', ARGV[4])
-redis.call('SET', KEYS[3], ARGV[3] .. ' ' .. id, 'EX', ARGV[2])
-return {id, ARGV[3]}
+return remember(KEYS[3], ARGV[2], KEYS[4], ARGV[4], ARGV[3], id)
 """,
 )
 
@@ -162,21 +178,19 @@ return lost
 
 ENQUEUE_LATER = Script(
     "enqueue_later",
-    """
+    _DEDUP
+    + """
 -- KEYS: event log, delayed set, dedup key, agent marker.
 -- ARGV: event JSON, dedup window (s), agent id, agent marker TTL (s), due (ms), delayed
 -- member, schedule channel.
 -- Like ENQUEUE, but parks the task in the delayed set and tells the workers when it is due.
-local first = redis.call('GET', KEYS[3])
+local first = already_queued(KEYS[3])
 if first then
-  local sep = string.find(first, ' ', 1, true)
-  return {string.sub(first, sep + 1), string.sub(first, 1, sep - 1)}
+  return first
 end
 local id = redis.call('XADD', KEYS[1], '*', 'event', ARGV[1])
 redis.call('ZADD', KEYS[2], ARGV[5], ARGV[6])
-redis.call('SET', KEYS[4], '1', 'EX', ARGV[4])
-redis.call('SET', KEYS[3], ARGV[3] .. ' ' .. id, 'EX', ARGV[2])
 redis.call('PUBLISH', ARGV[7], ARGV[5])
-return {id, ARGV[3]}
+return remember(KEYS[3], ARGV[2], KEYS[4], ARGV[4], ARGV[3], id)
 """,
 )

@@ -322,16 +322,8 @@ class StreamedRun:
 
     async def _stream(self) -> AsyncIterator[StreamEvent]:
         runner = self._runner
-        self.result = Runner.run_streamed(
-            self._agent,
-            self._input,
-            max_turns=self._max_turns,
-            hooks=self._hooks,
-            run_config=self._config,
-            **self._kwargs,
-        )
         try:
-            async for event in self.result.stream_events():
+            async for event in self._pass(self._agent, self._input, self._max_turns, self._kwargs):
                 yield event
             return
         except MaxTurnsExceeded as e:
@@ -339,19 +331,22 @@ class StreamedRun:
                 raise
             wrap_up = await runner._wrap_up(e.run_data, self._max_turns, self._kwargs)
         self._hooks.max_turns = self._max_turns + runner.wrap_up_turns
-        self.result = Runner.run_streamed(
-            wrap_up.agent,
-            wrap_up.input,
-            max_turns=runner.wrap_up_turns,
-            hooks=self._hooks,
-            run_config=self._config,
-            **wrap_up.kwargs,
-        )
         try:
-            async for event in self.result.stream_events():
+            async for event in self._pass(
+                wrap_up.agent, wrap_up.input, runner.wrap_up_turns, wrap_up.kwargs
+            ):
                 yield event
         except MaxTurnsExceeded as e:
             raise runner._not_wrapped_up(self._max_turns, e) from e
+
+    def _pass(
+        self, agent: Agent[Any], input: Any, max_turns: int, kwargs: dict[str, Any]
+    ) -> AsyncIterator[StreamEvent]:
+        """Start one streamed run of the SDK (the run, or its wrap-up) and stream its events."""
+        self.result = Runner.run_streamed(
+            agent, input, max_turns=max_turns, hooks=self._hooks, run_config=self._config, **kwargs
+        )
+        return self.result.stream_events()
 
 
 class _RecordingHooks(RunHooks[Any]):
