@@ -37,6 +37,7 @@ class EmbeddedRedis:
 
     def __init__(self, *, appendonly: bool = False, port: int | None = None) -> None:
         self.appendonly = appendonly
+        self._choose_port = port is None
         self.port = port or free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="agentexec-redis-"))
         self.process: subprocess.Popen[bytes] | None = None
@@ -52,6 +53,21 @@ class EmbeddedRedis:
     def start(self, timeout: float = 10) -> EmbeddedRedis:
         if self.binary is None:
             return self._start_lite()
+        for _ in range(5):
+            try:
+                started = self._start_server(timeout)
+                self._choose_port = False  # a restart after kill() keeps its address
+                return started
+            except ConfigurationError:
+                # Another process may have taken the free port between our check and the
+                # server's bind: pick another, unless the caller asked for this one.
+                if not self._choose_port or self.process is None or self.process.poll() is None:
+                    raise
+                self.port = free_port()
+        return self._start_server(timeout)
+
+    def _start_server(self, timeout: float) -> EmbeddedRedis:
+        assert self.binary is not None
         args = [
             self.binary,
             *("--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir)),
