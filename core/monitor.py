@@ -111,10 +111,10 @@ class Board:
 
     def table(self) -> Table:
         table = Table(title=f"Active Agents: {self.active}", expand=False)
-        table.add_column("Status", no_wrap=True)
-        table.add_column("Task", no_wrap=True, overflow="ellipsis", max_width=40)
-        table.add_column("Message", no_wrap=True, overflow="ellipsis", max_width=60)
-        table.add_column("Progress", no_wrap=True)
+        table.add_column("Status", no_wrap=True, min_width=8)
+        table.add_column("Task", max_width=36)
+        table.add_column("Message", max_width=60)
+        table.add_column("Progress", no_wrap=True, min_width=20)
         for row in self.shown():
             percentage = row.percentage or (100 if row.status is Status.COMPLETE else 0)
             progress = Table.grid(padding=(0, 1))
@@ -124,8 +124,8 @@ class Board:
             )
             table.add_row(
                 Text(row.status.wire, style=_STYLES[row.status]),
-                f"└ {row.task}" if row.parent_id is not None else row.task,
-                row.message,
+                _cell(f"└ {row.task}" if row.parent_id is not None else row.task),
+                _cell(row.message),
                 progress,
             )
         return table
@@ -136,6 +136,11 @@ class Board:
         )
         for row in finished[: len(self.rows) - self.keep]:
             del self.rows[row.agent_id]
+
+
+def _cell(text: str) -> Text:
+    # Columns may shrink to fit the terminal; their text is cut with an ellipsis, not wrapped.
+    return Text(text, no_wrap=True, overflow="ellipsis")
 
 
 def _utc(ts: datetime) -> datetime:
