@@ -22,9 +22,11 @@ from .errors import (
     UnknownTaskError,
 )
 from .events import Priority, Status
+from .pipelines import Pipeline
 from .queue import cancel, enqueue
 from .results import gather, get_result
 from .tasks import Task
+from .trackers import Tracker
 from .workers import Pool
 
 if TYPE_CHECKING:
@@ -41,6 +43,7 @@ __all__ = [
     "ContextError",
     "EventDecodeError",
     "OpenAIRunner",
+    "Pipeline",
     "Pool",
     "Priority",
     "RedisUnavailableError",
@@ -49,6 +52,7 @@ __all__ = [
     "Task",
     "TaskDefinitionError",
     "TaskFailedError",
+    "Tracker",
     "UnknownActivityError",
     "UnknownTaskError",
     "activity",

@@ -129,6 +129,25 @@ def demo(count: int, database: str) -> None:
     run_demo(count, database)
 
 
+@main.command()
+@click.option(
+    "--database-url",
+    envvar="AGENTEXEC_DATABASE_URL",
+    help="Start from this read model (AGENTEXEC_DATABASE_URL); else from the event log.",
+)
+@click.option("--limit", default=10, show_default=True, help="Rows to show.")
+@click.option("--duration", type=float, help="Stop after this many seconds.")
+@click.option("--once", is_flag=True, help="Print the table once and exit.")
+def monitor(database_url: str | None, limit: int, duration: float | None, once: bool) -> None:
+    """Watch agents live: active agents with their progress, fed by the event log."""
+    from .monitor import run_monitor
+
+    try:
+        run_monitor(database_url=database_url, limit=limit, duration=duration, once=once)
+    except KeyboardInterrupt:
+        pass
+
+
 from agentexec.projector.commands import projector, replay  # noqa: E402
 
 main.add_command(projector)

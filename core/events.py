@@ -165,6 +165,68 @@ class AgentUsage(AgentEvent, frozen=True, kw_only=True, omit_defaults=True, tag=
     total_tokens: int = 0
 
 
+class PipelineStepStarted(
+    Event, frozen=True, kw_only=True, omit_defaults=True, tag="pipeline.step_started"
+):
+    """A worker began running step `step` of the pipeline run `agent_id` (the run's id), as the
+    child task `step_agent_id`; the run shows RUNNING with the step's description. Appended
+    again when a step is retried or redelivered (see `attempt`)."""
+
+    status = Status.RUNNING
+    step: int
+    steps: int
+    step_agent_id: UUID
+
+
+class PipelineStepFinished(
+    Event, frozen=True, kw_only=True, omit_defaults=True, tag="pipeline.step_finished"
+):
+    """Step `step` of run `agent_id` ended with `outcome` (`complete`, `error`, `canceled`).
+
+    Appended in the same transaction as the step's own terminal event and, when the step
+    completed and was not the last, the `task.queued` of the next step (`next_agent_id`)."""
+
+    status = Status.RUNNING
+    step: int
+    steps: int
+    step_agent_id: UUID
+    outcome: str
+    next_agent_id: UUID | None = None
+
+
+class TrackerEvent(Event, frozen=True, kw_only=True, omit_defaults=True):
+    """A change of the fan-out tracker `tracker` of batch `batch_id`; `agent_id` is the
+    tracker's own id (see `ax.Tracker.id`), `child_id` the task that made the change, if
+    any. `pending` and `total` are the counts after the change. No activity status."""
+
+    tracker: str
+    batch_id: str
+    child_id: UUID | None = None
+    pending: int | None = None
+    total: int | None = None
+
+
+class TrackerIncremented(
+    TrackerEvent, frozen=True, kw_only=True, omit_defaults=True, tag="tracker.incremented"
+):
+    """One more child is expected."""
+
+
+class TrackerDecremented(
+    TrackerEvent, frozen=True, kw_only=True, omit_defaults=True, tag="tracker.decremented"
+):
+    """A child finished (counted once per child: see `ax.Tracker.decr`)."""
+
+
+class TrackerCompleted(
+    TrackerEvent, frozen=True, kw_only=True, omit_defaults=True, tag="tracker.completed"
+):
+    """Every expected child finished; `fan_in_id` is the agent id of the fan-in task queued
+    in the same transaction, if one was registered."""
+
+    fan_in_id: UUID | None = None
+
+
 AnyEvent = (
     TaskQueued
     | TaskStarted
@@ -178,6 +240,11 @@ AnyEvent = (
     | AgentToolCall
     | AgentHandoff
     | AgentUsage
+    | PipelineStepStarted
+    | PipelineStepFinished
+    | TrackerIncremented
+    | TrackerDecremented
+    | TrackerCompleted
 )
 
 _encoder = msgspec.json.Encoder()

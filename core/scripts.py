@@ -151,6 +151,22 @@ redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[3])
 redis.call('PUBLISH', ARGV[4], ARGV[2])
 redis.call('XACK', KEYS[3], ARGV[5], ARGV[6])
 redis.call('XDEL', KEYS[3], ARGV[6])
+-- Then the task's transition (agentexec.transitions), ARGV[8...]: 'x' key-index event JSON
+-- (XADD), 's' key-index value TTL (SET), 'p' channel message (PUBLISH).
+local i = 8
+while i <= #ARGV do
+  local op = ARGV[i]
+  if op == 'x' then
+    redis.call('XADD', KEYS[tonumber(ARGV[i + 1])], '*', 'event', ARGV[i + 2])
+    i = i + 3
+  elseif op == 's' then
+    redis.call('SET', KEYS[tonumber(ARGV[i + 1])], ARGV[i + 2], 'EX', ARGV[i + 3])
+    i = i + 4
+  else
+    redis.call('PUBLISH', ARGV[i + 1], ARGV[i + 2])
+    i = i + 3
+  end
+end
 return id
 """,
 )
@@ -192,5 +208,92 @@ local id = redis.call('XADD', KEYS[1], '*', 'event', ARGV[1])
 redis.call('ZADD', KEYS[2], ARGV[5], ARGV[6])
 redis.call('PUBLISH', ARGV[7], ARGV[5])
 return remember(KEYS[3], ARGV[2], KEYS[4], ARGV[4], ARGV[3], id)
+""",
+)
+
+ENQUEUE_PIPELINE = Script(
+    "enqueue_pipeline",
+    """
+-- KEYS: event log, first step's queue stream, dedup key, run marker, step marker.
+-- ARGV: run's task.queued JSON, first step's task.queued JSON, dedup window (s), run id,
+-- marker TTL (s).
+-- Records a pipeline run and queues its first step, idempotently like ENQUEUE. Returns the
+-- run's queued event id and run id (those of the first call when the key was taken).
+local first = redis.call('GET', KEYS[3])
+if first then
+  local sep = string.find(first, ' ', 1, true)
+  return {string.sub(first, sep + 1), string.sub(first, 1, sep - 1)}
+end
+local id = redis.call('XADD', KEYS[1], '*', 'event', ARGV[1])
+redis.call('XADD', KEYS[1], '*', 'event', ARGV[2])
+redis.call('XADD', KEYS[2], '*', 'event', ARGV[2])
+redis.call('SET', KEYS[4], '1', 'EX', ARGV[5])
+redis.call('SET', KEYS[5], '1', 'EX', ARGV[5])
+redis.call('SET', KEYS[3], ARGV[4] .. ' ' .. id, 'EX', ARGV[3])
+return {id, ARGV[4]}
+""",
+)
+
+TRACK = Script(
+    "track",
+    """
+-- KEYS: tracker hash, counted set, event log.
+-- ARGV: op ('incr', 'decr' or 'fan_in'), dedup key ('' for none), the op's event JSON,
+-- tracker.completed JSON, TTL while open (s), TTL once complete (s); for 'fan_in' also the
+-- fan-in task.queued JSON, its queue stream, its agent marker, its agent id, marker TTL.
+-- Counts exist only here, so they are spliced into the events' JSON (which end in '}').
+-- Returns {pending, total, 1 if counted else 0, fan-in agent id or false}.
+local function counted(json, pending, total, extra)
+  return string.sub(json, 1, -2) .. ',"pending":' .. pending .. ',"total":' .. total
+    .. extra .. '}'
+end
+local op = ARGV[1]
+local state = KEYS[1]
+local changed = 1
+if op ~= 'fan_in' and ARGV[2] ~= '' then
+  changed = redis.call('SADD', KEYS[2], op .. ':' .. ARGV[2])
+end
+local pending, total
+if changed == 0 then
+  pending = tonumber(redis.call('HGET', state, 'pending') or '0')
+elseif op == 'incr' then
+  pending = redis.call('HINCRBY', state, 'pending', 1)
+  redis.call('HINCRBY', state, 'total', 1)
+elseif op == 'decr' then
+  pending = redis.call('HINCRBY', state, 'pending', -1)
+else
+  if redis.call('HSETNX', state, 'fan_in_id', ARGV[10]) == 1 then
+    redis.call('HSET', state, 'fan_in', ARGV[7], 'fan_in_stream', ARGV[8], 'fan_in_marker',
+      ARGV[9], 'marker_ttl', ARGV[11])
+  end
+  pending = tonumber(redis.call('HGET', state, 'pending') or '0')
+end
+total = tonumber(redis.call('HGET', state, 'total') or '0')
+if changed == 1 and op ~= 'fan_in' then
+  redis.call('XADD', KEYS[3], '*', 'event', counted(ARGV[3], pending, total, ''))
+end
+local fan_in_id = redis.call('HGET', state, 'fan_in_id')
+local ttl = ARGV[5]
+if total > 0 and pending <= 0 then
+  ttl = ARGV[6]
+  if redis.call('HSETNX', state, 'completed', '1') == 1 then
+    local extra = ''
+    if fan_in_id then
+      extra = ',"fan_in_id":"' .. fan_in_id .. '"'
+    end
+    redis.call('XADD', KEYS[3], '*', 'event', counted(ARGV[4], pending, total, extra))
+  end
+  if fan_in_id and redis.call('HSETNX', state, 'fired', '1') == 1 then
+    local f = redis.call('HMGET', state, 'fan_in', 'fan_in_stream', 'fan_in_marker', 'marker_ttl')
+    redis.call('XADD', KEYS[3], '*', 'event', f[1])
+    redis.call('XADD', f[2], '*', 'event', f[1])
+    redis.call('SET', f[3], '1', 'EX', f[4])
+  end
+end
+redis.call('EXPIRE', state, ttl)
+if redis.call('EXISTS', KEYS[2]) == 1 then
+  redis.call('EXPIRE', KEYS[2], ttl)
+end
+return {pending, total, changed, fan_in_id}
 """,
 )

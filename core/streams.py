@@ -62,6 +62,14 @@ class Keys:
     def result_channel(self, agent_id: UUID | str) -> str:
         return f"{self.result_channel_prefix}{agent_id}"
 
+    def tracker(self, name: str, batch_id: str) -> str:
+        """Hash of a fan-out tracker's counts and fan-in task (see `ax.Tracker`)."""
+        return f"{self.prefix}:tracker:{{{name}:{batch_id}}}"
+
+    def tracker_counted(self, name: str, batch_id: str) -> str:
+        """Set of the keys (child agent ids) a tracker has already counted."""
+        return f"{self.tracker(name, batch_id)}:counted"
+
 
 async def ensure_group(client: aioredis.Redis, stream: str, group: str, start: str = "0") -> None:
     """Create `group` on `stream` (and the stream) unless it exists."""

@@ -7,13 +7,16 @@ import typing
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from pydantic import BaseModel, TypeAdapter
 
 from .errors import TaskDefinitionError
 from .events import Priority
+
+if TYPE_CHECKING:
+    from .transitions import Transition
 
 current_task: ContextVar[UUID | None] = ContextVar("agentexec_current_task", default=None)
 """The agent id of the task whose handler is running in this context, if any."""
@@ -76,6 +79,8 @@ class TaskDefinition:
     """Exceptions that are retried; any other fails the task at once."""
     timeout: float | None = None
     """Seconds the handler may run before it is stopped (a `TimeoutError` failure)."""
+    transition: Transition | None = None
+    """Writes committed with the task's final outcome (see `agentexec.transitions`)."""
     _adapter: TypeAdapter[Any] | None = field(default=None, compare=False, repr=False)
 
     @classmethod
@@ -87,6 +92,7 @@ class TaskDefinition:
         max_retries: int | None = None,
         retry_on: tuple[type[BaseException], ...] = (Exception,),
         timeout: float | None = None,
+        transition: Transition | None = None,
     ) -> TaskDefinition:
         """Check the handler's shape: `(agent_id: UUID, context: SomeModel)`, sync or async."""
         where = f"@pool.task({name!r}) on {getattr(handler, '__qualname__', handler)!r}"
@@ -152,6 +158,7 @@ class TaskDefinition:
             max_retries=max_retries,
             retry_on=retry_on,
             timeout=timeout,
+            transition=transition,
             _adapter=adapter,
         )
 
@@ -166,6 +173,7 @@ class TaskDefinition:
                 self.max_retries,
                 self.retry_on,
                 self.timeout,
+                self.transition,
             ),
         )
 

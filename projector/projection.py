@@ -7,6 +7,7 @@ batch's events, so the rules live here and not in dialect-specific SQL:
 
 - terminal statuses (COMPLETE, ERROR, CANCELED) are final: later events are logged but do
   not change the activity row;
+- events without a status (tracker events) never create an activity row;
 - `attempts` counts `task.started` events; `updated_at` is the latest event time applied;
 - every event is archived under its stream id, which is the table's key: an event cannot
   be applied twice (the checkpoint keeps applied events out of batches in the first place).
@@ -118,6 +119,8 @@ def _fold(
         row = changed.get(event.agent_id)
         if row is None:
             existing = current.get(event.agent_id)
+            if existing is None and type(event).status is None:
+                continue  # events without a status (trackers') never create an activity
             row = dict(existing) if existing is not None else _new_row(applied, row_ids)
         if _evolve(row, applied):
             changed[event.agent_id] = row

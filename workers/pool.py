@@ -97,19 +97,26 @@ class Pool:
         """
 
         def decorate(handler: H) -> H:
-            if name in self._definitions:
-                raise TaskDefinitionError(
-                    f"@pool.task({name!r}): this pool already has a task named {name!r} "
-                    f"({self._definitions[name].handler.__qualname__}); pick another name."
+            self.add(
+                TaskDefinition.from_handler(
+                    name, handler, self.queue_name, max_retries, retry_on, timeout
                 )
-            definition = TaskDefinition.from_handler(
-                name, handler, self.queue_name, max_retries, retry_on, timeout
             )
-            self._definitions[name] = definition
-            tasks.register(definition)
             return handler
 
         return decorate
+
+    def add(self, definition: TaskDefinition) -> None:
+        """Register a checked definition (what `@pool.task` and pipelines do). Raises
+        `TaskDefinitionError` when the name is taken in this pool."""
+        name = definition.name
+        if name in self._definitions:
+            raise TaskDefinitionError(
+                f"@pool.task({name!r}): this pool already has a task named {name!r} "
+                f"({self._definitions[name].handler.__qualname__}); pick another name."
+            )
+        self._definitions[name] = definition
+        tasks.register(definition)
 
     def schedule(
         self,

@@ -15,6 +15,7 @@ import logging
 import signal
 import time
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
@@ -41,6 +42,7 @@ from agentexec.results import Outcome, outcome_encoder
 from agentexec.scripts import FINISH, RENEW, RETRY, START
 from agentexec.streams import WORKERS_GROUP, Keys, ensure_group, is_missing_group
 from agentexec.tasks import TaskDefinition, reset_current_run, set_current_run
+from agentexec.transitions import Write, add_to_pipeline, script_args
 
 from .notices import NoticeListener
 from .retries import Promoter, backoff_delay, delayed_member
@@ -285,7 +287,7 @@ class Worker:
             result=msgspec.Raw(result),
         )
         await self._finish(
-            entry, completed, Outcome("complete", event.task_name, result=completed.result)
+            entry, event, completed, Outcome("complete", event.task_name, result=completed.result)
         )
         logger.info(
             "task %s (agent %s) complete in %.3fs",
@@ -329,7 +331,9 @@ class Worker:
             attempt=event.attempt,
             message="Task canceled.",
         )
-        await self._finish(entry, canceled, Outcome("canceled", event.task_name, error="canceled"))
+        await self._finish(
+            entry, event, canceled, Outcome("canceled", event.task_name, error="canceled")
+        )
         logger.info("task %s (agent %s) canceled", event.task_name, event.agent_id)
 
     async def _failed_attempt(
@@ -387,18 +391,38 @@ class Worker:
             message=CONF.activity_message_error.replace("{error}", error),
             error=error,
         )
-        await self._finish(entry, failed, Outcome("error", event.task_name, error=error))
+        await self._finish(entry, event, failed, Outcome("error", event.task_name, error=error))
         logger.warning("task %s (agent %s) failed: %s", event.task_name, event.agent_id, error)
 
+    def _transition(self, queued: TaskQueued, outcome: Outcome) -> Sequence[Write]:
+        """The writes the task's definition commits with its outcome, if it has a hook."""
+        definition = self.definitions.get(queued.task_name)
+        if definition is None or definition.transition is None:
+            return ()
+        try:
+            return definition.transition(queued, outcome)
+        except Exception:
+            logger.exception(
+                "transition of task %s (agent %s) raised; its outcome is recorded without it",
+                queued.task_name,
+                queued.agent_id,
+            )
+            return ()
+
     async def _finish(
-        self, entry: Entry, event: TaskCompleted | TaskFailed | TaskCanceled, outcome: Outcome
+        self,
+        entry: Entry,
+        queued: TaskQueued,
+        event: TaskCompleted | TaskFailed | TaskCanceled,
+        outcome: Outcome,
     ) -> None:
-        """Append the terminal event, store and publish the outcome, and ack, atomically, if
-        this worker still holds the entry; a worker that lost it cannot end the task."""
+        """Append the terminal event, store and publish the outcome, ack, and apply the task's
+        transition, atomically, if this worker still holds the entry; a worker that lost it
+        cannot end the task."""
         stream, entry_id, _ = entry
         data = outcome_encoder.encode(outcome)
-        keys = [self.keys.events, self.keys.result(event.agent_id), stream]
-        args = [
+        keys: list[Any] = [self.keys.events, self.keys.result(event.agent_id), stream]
+        args: list[Any] = [
             events.encode(event),
             data,
             CONF.result_ttl,
@@ -407,6 +431,7 @@ class Worker:
             entry_id,
             self.spec.consumer,
         ]
+        args += script_args(self._transition(queued, outcome), self.keys, keys)
         while True:
             try:
                 ended = await get_batcher().run_script(FINISH, keys, args)
@@ -459,6 +484,10 @@ class Worker:
                 pipe.xadd(self.keys.events, events.entry(failed))
                 pipe.set(self.keys.result(ident[0]), data, ex=CONF.result_ttl)
                 pipe.publish(self.keys.result_channel(ident[0]), data)
+                queued = _queued(fields)
+                if queued is not None:
+                    outcome = Outcome("error", queued.task_name, error=error)
+                    add_to_pipeline(pipe, self._transition(queued, outcome), self.keys)
             pipe.xack(stream, WORKERS_GROUP, entry_id)
             pipe.xdel(stream, entry_id)
             await pipe.execute()
@@ -588,6 +617,14 @@ def _identify(fields: dict[bytes, bytes]) -> tuple[UUID, str] | None:
         return UUID(str(data["agent_id"])), str(data.get("task_name", ""))
     except (msgspec.DecodeError, KeyError, TypeError, ValueError, AttributeError):
         return None
+
+
+def _queued(fields: dict[bytes, bytes]) -> TaskQueued | None:
+    try:
+        event = events.decode_entry(fields)
+    except EventDecodeError:
+        return None
+    return event if isinstance(event, TaskQueued) else None
 
 
 def run_worker(spec: WorkerSpec) -> None:

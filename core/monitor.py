@@ -1,0 +1,221 @@
+"""The live terminal monitor behind `agentexec monitor`: a table of agents and their progress,
+updated from the event log as events arrive (XREAD BLOCK), not by polling the database.
+
+The initial state comes from the read model when a database URL is given (its rows, then
+the events after the projector's checkpoint), else from the tail of the event log.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.progress_bar import ProgressBar
+from rich.table import Table
+from rich.text import Text
+
+from . import events
+from .config import CONF
+from .connection import get_sync_redis
+from .errors import EventDecodeError
+from .events import ACTIVE, TERMINAL, AnyEvent, Status, TaskQueued
+from .streams import Keys
+
+__all__ = ["Board", "Row", "run_monitor"]
+
+_STYLES = {
+    Status.QUEUED: "yellow",
+    Status.RUNNING: "cyan",
+    Status.COMPLETE: "green",
+    Status.ERROR: "red",
+    Status.CANCELED: "magenta",
+}
+
+
+@dataclass
+class Row:
+    """What the monitor knows of one agent."""
+
+    agent_id: UUID
+    task: str
+    status: Status
+    updated: datetime
+    message: str = ""
+    percentage: int | None = None
+    parent_id: UUID | None = None
+
+
+class Board:
+    """The latest state of each agent, folded from events by the read model's rules: events
+    without a status change nothing, and terminal statuses are final.
+
+    `limit` rows are shown (active agents first, then the most recently updated); at most
+    `keep` finished agents are remembered.
+    """
+
+    def __init__(self, limit: int = 10, keep: int = 1000) -> None:
+        self.limit = limit
+        self.keep = keep
+        self.rows: dict[UUID, Row] = {}
+
+    def apply(self, event: AnyEvent) -> None:
+        status = type(event).status
+        if status is None:
+            return
+        row = self.rows.get(event.agent_id)
+        ts = _utc(event.ts)
+        if row is None:
+            row = self.rows[event.agent_id] = Row(event.agent_id, event.task_name, status, ts)
+        elif row.status in TERMINAL:
+            return
+        row.status = status
+        row.updated = max(row.updated, ts)
+        row.task = row.task or event.task_name
+        if event.message:
+            row.message = event.message
+        if event.percentage is not None:
+            row.percentage = event.percentage
+        if isinstance(event, TaskQueued) and event.parent_id is not None:
+            row.parent_id = event.parent_id
+        if status in TERMINAL and len(self.rows) > self.keep:
+            self._forget_finished()
+
+    def load(self, activities: Iterable[Any]) -> None:
+        """Start from read-model rows (`agentexec.activity.models.Activity`)."""
+        for a in activities:
+            self.rows[a.agent_id] = Row(
+                agent_id=a.agent_id,
+                task=a.agent_type,
+                status=Status(a.status),
+                updated=_utc(a.updated_at),
+                message=a.latest_message or "",
+                percentage=a.latest_percentage,
+                parent_id=a.parent_id,
+            )
+
+    @property
+    def active(self) -> int:
+        return sum(1 for r in self.rows.values() if r.status in ACTIVE)
+
+    def shown(self) -> list[Row]:
+        """The rows the table shows, in order."""
+        rows = sorted(self.rows.values(), key=lambda r: r.updated, reverse=True)
+        rows.sort(key=lambda r: r.status not in ACTIVE)
+        return rows[: self.limit]
+
+    def table(self) -> Table:
+        table = Table(title=f"Active Agents: {self.active}", expand=False)
+        table.add_column("Status", no_wrap=True, min_width=8)
+        table.add_column("Task", max_width=36)
+        table.add_column("Message", max_width=60)
+        table.add_column("Progress", no_wrap=True, min_width=20)
+        for row in self.shown():
+            percentage = row.percentage or (100 if row.status is Status.COMPLETE else 0)
+            progress = Table.grid(padding=(0, 1))
+            progress.add_row(
+                ProgressBar(total=100, completed=percentage, width=15),
+                Text(f"{percentage:>3}%"),
+            )
+            table.add_row(
+                Text(row.status.wire, style=_STYLES[row.status]),
+                _cell(f"└ {row.task}" if row.parent_id is not None else row.task),
+                _cell(row.message),
+                progress,
+            )
+        return table
+
+    def _forget_finished(self) -> None:
+        finished = sorted(
+            (r for r in self.rows.values() if r.status in TERMINAL), key=lambda r: r.updated
+        )
+        for row in finished[: len(self.rows) - self.keep]:
+            del self.rows[row.agent_id]
+
+
+def _cell(text: str) -> Text:
+    # Columns may shrink to fit the terminal; their text is cut with an ellipsis, not wrapped.
+    return Text(text, no_wrap=True, overflow="ellipsis")
+
+
+def _utc(ts: datetime) -> datetime:
+    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+
+
+def _load_database(board: Board, database_url: str, stream: str) -> str:
+    """Load the read model's latest rows; returns the checkpoint to read the log from."""
+    from sqlalchemy import create_engine, select
+    from sqlalchemy.orm import Session
+
+    from .activity.models import Activity, Checkpoint
+
+    engine = create_engine(database_url)
+    try:
+        with Session(engine) as db:
+            position = db.scalar(select(Checkpoint.position).where(Checkpoint.name == stream))
+            recent = select(Activity).order_by(Activity.updated_at.desc())
+            board.load(db.scalars(recent.where(Activity.status.in_(ACTIVE)).limit(board.keep)))
+            board.load(db.scalars(recent.where(Activity.status.in_(TERMINAL)).limit(board.limit)))
+    finally:
+        engine.dispose()
+    return position or "0-0"
+
+
+def _apply_entries(board: Board, items: Iterable[tuple[Any, Any]]) -> None:
+    for _, fields in items:
+        try:
+            board.apply(events.decode_entry(fields))
+        except EventDecodeError:
+            continue  # the projector dead-letters it; the monitor just skips it
+
+
+def load_board(board: Board, database_url: str | None = None, history: int = 10_000) -> str:
+    """Fill `board` with the current state; returns the stream id to follow the log from."""
+    client = get_sync_redis()
+    stream = Keys(CONF.key_prefix).events
+    if database_url:
+        position = _load_database(board, database_url, stream)
+        while True:
+            items: Any = client.xrange(stream, f"({position}", "+", count=1000)
+            if not items:
+                return position
+            _apply_entries(board, items)
+            position = items[-1][0].decode()
+    tail: Any = client.xrevrange(stream, "+", "-", count=history)
+    _apply_entries(board, reversed(tail))
+    return tail[0][0].decode() if tail else "0-0"
+
+
+def run_monitor(
+    *,
+    database_url: str | None = None,
+    limit: int = 10,
+    duration: float | None = None,
+    once: bool = False,
+    console: Console | None = None,
+) -> Board:
+    """Show the table until interrupted (or for `duration` seconds; `once`: print it once)."""
+    console = console or Console()
+    board = Board(limit)
+    last = load_board(board, database_url)
+    if once:
+        console.print(board.table())
+        return board
+    client = get_sync_redis()
+    stream = Keys(CONF.key_prefix).events
+    deadline = None if duration is None else time.monotonic() + duration
+    block_ms = min(CONF.block_ms, 500)
+    with Live(Group(board.table()), console=console, refresh_per_second=4) as live:
+        while deadline is None or time.monotonic() < deadline:
+            reply: Any = client.xread({stream: last}, count=500, block=block_ms)
+            for _, items in reply or ():
+                _apply_entries(board, items)
+                last = items[-1][0]
+            if reply:
+                live.update(Group(board.table()))
+    return board

@@ -1,0 +1,216 @@
+"""Trackers: count the tasks of a dynamic fan-out and start the fan-in once, when all are done.
+
+    tracker = ax.Tracker("research", batch_id)
+    tracker.on_complete("aggregate", AggregateContext(batch_id=batch_id))  # queued exactly once
+
+    tracker.incr()                       # before queueing each child
+    await ax.enqueue("research", ResearchContext(company=company, batch_id=batch_id))
+
+    tracker.decr()                       # in the child, when it is done
+
+Every change is one atomic Redis script that also appends its event (`tracker.incremented`,
+`tracker.decremented`, `tracker.completed`) to the event log. Inside a task, `decr()` counts
+once per task (agent id), however often the task is retried or redelivered. The state expires
+`ttl` seconds (default `AGENTEXEC_RESULT_TTL`) after the batch completes, or a day after its
+last change if it never does.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+from uuid import UUID
+
+import msgspec
+import redis
+from pydantic import BaseModel
+
+from . import events
+from .config import CONF
+from .connection import get_sync_redis
+from .errors import ConfigurationError, RedisUnavailableError
+from .events import (
+    Priority,
+    TaskQueued,
+    TrackerCompleted,
+    TrackerDecremented,
+    TrackerEvent,
+    TrackerIncremented,
+)
+from .queue import _resolve_queue, serialise_context
+from .scripts import TRACK
+from .streams import AGENT_TTL, Keys
+from .tasks import Task, current_task
+
+__all__ = ["Tracker"]
+
+_NAMESPACE = uuid.UUID("0f6a3c1e-9b7d-4e55-8c2a-6d1b7e9f4a20")
+
+
+class Tracker:
+    """The count of outstanding tasks of batch `batch_id` under `name`.
+
+    Any process can build the same tracker from the same name and batch id. Calls are
+    synchronous (one Redis round trip each), so they work in sync code and inside async
+    tools alike. `ttl` is how many seconds the state outlives the batch's completion
+    (default `AGENTEXEC_RESULT_TTL`).
+    """
+
+    def __init__(self, name: str, batch_id: object, *, ttl: int | None = None) -> None:
+        if not isinstance(name, str) or not name.strip() or "{" in name or "}" in name:
+            raise ConfigurationError(
+                f"ax.Tracker({name!r}, ...): use a non-empty name without braces, e.g. 'research'."
+            )
+        batch = str(batch_id)
+        if not batch or "{" in batch or "}" in batch:
+            raise ConfigurationError(
+                f"ax.Tracker({name!r}, {batch_id!r}): use a non-empty batch id without braces, "
+                "e.g. a UUID."
+            )
+        if ttl is not None and (not isinstance(ttl, int) or ttl < 1):
+            raise ConfigurationError(f"ax.Tracker(..., ttl={ttl!r}): use whole seconds >= 1.")
+        self.name = name
+        self.batch_id = batch
+        self.ttl = ttl
+        self.id = uuid.uuid5(_NAMESPACE, f"{name}/{batch}")
+        """The tracker's own id: the `agent_id` of its events."""
+
+    def __repr__(self) -> str:
+        return f"Tracker({self.name!r}, {self.batch_id!r})"
+
+    def incr(self, key: str | None = None) -> int:
+        """Expect one more task; returns how many are pending. With `key`, a second `incr`
+        with the same key counts nothing (e.g. when the producing task may be retried)."""
+        return self._run("incr", key, TrackerIncremented, message="One more task expected.")[0]
+
+    def decr(self, key: str | None = None) -> int:
+        """One task is done; returns how many are still pending.
+
+        Counted once per `key`, which defaults to the running task's agent id: a task
+        retried or redelivered three times decrements once. Outside a task and without a key,
+        every call counts. When this makes the batch complete, the fan-in registered with
+        `on_complete` is queued in the same transaction.
+        """
+        if key is None:
+            running = current_task.get()
+            key = str(running) if running is not None else None
+        return self._run("decr", key, TrackerDecremented, message="A task finished.")[0]
+
+    def on_complete(
+        self,
+        task_name: str,
+        context: BaseModel,
+        *,
+        priority: Priority | str = Priority.LOW,
+        queue_name: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> Task:
+        """Queue task `task_name` with `context` exactly once, when the batch completes (at
+        once if it already has). Returns the fan-in's `Task`; only the first registration
+        counts, later ones return the first fan-in's agent id."""
+        priority = Priority(priority)
+        queue = _resolve_queue(task_name, context, queue_name)
+        queued = TaskQueued(
+            agent_id=uuid.uuid4(),
+            task_name=task_name,
+            queue=queue,
+            priority=priority,
+            context=msgspec.Raw(serialise_context(task_name, context)),
+            message=CONF.activity_message_create,
+            metadata=metadata,
+        )
+        keys = Keys(CONF.key_prefix)
+        fan_in = [
+            events.encode(queued),
+            keys.queue(queue, priority),
+            keys.agent(queued.agent_id),
+            str(queued.agent_id),
+            AGENT_TTL,
+        ]
+        reply = self._run("fan_in", None, TrackerCompleted, "", fan_in)
+        return Task(
+            agent_id=UUID(reply[3]), task_name=task_name, queue_name=queue, priority=priority
+        )
+
+    @property
+    def pending(self) -> int:
+        """Tasks expected and not yet done."""
+        return self._counts()[0]
+
+    @property
+    def total(self) -> int:
+        """Tasks expected in all (every counted `incr`)."""
+        return self._counts()[1]
+
+    @property
+    def complete(self) -> bool:
+        """True once at least one task was expected and none is pending."""
+        pending, total = self._counts()
+        return total > 0 and pending <= 0
+
+    def _counts(self) -> tuple[int, int]:
+        keys = Keys(CONF.key_prefix)
+        try:
+            pending, total = get_sync_redis().hmget(
+                keys.tracker(self.name, self.batch_id), ["pending", "total"]
+            )
+        except (redis.ConnectionError, redis.TimeoutError) as e:
+            raise self._unavailable("read", e) from e
+        return int(pending or 0), int(total or 0)
+
+    def _run(
+        self,
+        op: str,
+        key: str | None,
+        kind: type[TrackerEvent],
+        message: str,
+        fan_in: list[Any] | None = None,
+    ) -> tuple[int, int, bool, str]:
+        keys = Keys(CONF.key_prefix)
+        child = current_task.get()
+        event = kind(
+            agent_id=self.id,
+            task_name=self.name,
+            tracker=self.name,
+            batch_id=self.batch_id,
+            child_id=child,
+            message=message,
+        )
+        completed = TrackerCompleted(
+            agent_id=self.id,
+            task_name=self.name,
+            tracker=self.name,
+            batch_id=self.batch_id,
+            child_id=child,
+            message="Every task finished.",
+        )
+        done_ttl = self.ttl or CONF.result_ttl
+        args = [
+            op,
+            key or "",
+            events.encode(event),
+            events.encode(completed),
+            max(AGENT_TTL, done_ttl),
+            done_ttl,
+            *(fan_in or ["", "", "", "", ""]),
+        ]
+        client = get_sync_redis()
+        try:
+            reply: Any = client.register_script(TRACK.source)(
+                keys=[
+                    keys.tracker(self.name, self.batch_id),
+                    keys.tracker_counted(self.name, self.batch_id),
+                    keys.events,
+                ],
+                args=args,
+            )
+        except (redis.ConnectionError, redis.TimeoutError) as e:
+            raise self._unavailable(op, e) from e
+        fan_in_id = reply[3].decode() if len(reply) > 3 and reply[3] else ""
+        return int(reply[0]), int(reply[1]), bool(reply[2]), fan_in_id
+
+    def _unavailable(self, what: str, error: Exception) -> RedisUnavailableError:
+        return RedisUnavailableError(
+            f"{self!r}.{what}: Redis at {CONF.redis_url} is unreachable ({error}); nothing "
+            "was counted."
+        )

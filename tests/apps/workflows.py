@@ -1,0 +1,127 @@
+"""A pipeline and tracker tasks used by the integration tests (module level, so that spawned
+worker processes can import them). Steps and children record their runs in files, so that
+tests can count them across processes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+import time
+from pathlib import Path
+from uuid import UUID
+
+from pydantic import BaseModel
+
+import agentexec as ax
+
+pipeline_pool = ax.Pool(queue_name="pipelines", num_workers=2, concurrency=4)
+tracker_pool = ax.Pool(queue_name="trackers", num_workers=2, concurrency=1)
+
+
+def runs_file(run_id: UUID) -> Path:
+    """Where the steps of run `run_id` log their runs, one step index per line."""
+    return Path(tempfile.gettempdir()) / f"agentexec-test-run-{run_id}.log"
+
+
+def note(run_id: UUID, step: int) -> None:
+    with runs_file(run_id).open("a") as f:
+        f.write(f"{step}\n")
+
+
+class InputContext(BaseModel):
+    company: str
+
+
+class BrandResult(BaseModel):
+    company: str
+    brand: str
+
+
+class MarketResult(BaseModel):
+    market: str
+
+
+class Analysis(BaseModel):
+    company: str
+    text: str
+
+
+async def research_brand(context: InputContext) -> BrandResult:
+    await asyncio.sleep(0.01)
+    return BrandResult(company=context.company, brand=f"{context.company} brand")
+
+
+async def research_market(context: InputContext) -> MarketResult:
+    await asyncio.sleep(0.01)
+    return MarketResult(market=f"{context.company} market")
+
+
+pipeline = ax.Pipeline(pipeline_pool)
+
+
+class ResearchPipeline(pipeline.Base):
+    """Company names steer it: "crash..." kills the worker in step 1 the first time,
+    "fail..." fails step 2 for good."""
+
+    @pipeline.step(0, "parallel research")
+    async def gather_data(self, context: InputContext) -> tuple[BrandResult, MarketResult]:
+        note(self.run_id, 0)
+        # As in the seed: gather's list output fans in to the next step's two parameters.
+        return await asyncio.gather(  # type: ignore[return-value]
+            research_brand(context),
+            research_market(context),
+        )
+
+    @pipeline.step(1, "analysis")
+    async def analyze(self, brand: BrandResult, market: MarketResult) -> Analysis:
+        note(self.run_id, 1)
+        marker = runs_file(self.run_id).with_suffix(".crashed")
+        if brand.company.startswith("crash") and not marker.exists():
+            marker.write_text(str(os.getpid()))
+            os._exit(13)
+        return Analysis(company=brand.company, text=f"{brand.brand} in {market.market}")
+
+    @pipeline.step(2, "report", max_retries=0)
+    def report(self, analysis: Analysis) -> str:
+        note(self.run_id, 2)
+        if analysis.company.startswith("fail"):
+            raise ValueError(f"no report for {analysis.company}")
+        return f"Report: {analysis.text}"
+
+
+class Child(BaseModel):
+    batch_id: str
+    index: int
+    workdir: str
+    failures: int = 0
+    """Attempts that fail (after counting the child done) before one succeeds."""
+
+
+class Aggregate(BaseModel):
+    batch_id: str
+    workdir: str
+
+
+@tracker_pool.task("child", max_retries=3, retry_on=(ConnectionError,))
+def child(agent_id: UUID, context: Child) -> int:
+    """Waits for the test's "go" file, so that children finish at the same instant."""
+    workdir = Path(context.workdir)
+    attempts = workdir / f"child-{context.index}.attempts"
+    attempt = int(attempts.read_text()) + 1 if attempts.exists() else 1
+    attempts.write_text(str(attempt))
+    (workdir / f"child-{context.index}.running").touch()
+    deadline = time.monotonic() + 30
+    while not (workdir / "go").exists() and time.monotonic() < deadline:
+        time.sleep(0.002)
+    ax.Tracker("research", context.batch_id).decr()
+    if attempt <= context.failures:
+        raise ConnectionError(f"attempt {attempt} of child {context.index} failed")
+    return attempt
+
+
+@tracker_pool.task("aggregate")
+def aggregate(agent_id: UUID, context: Aggregate) -> int:
+    with (Path(context.workdir) / "aggregated").open("a") as f:
+        f.write(f"{agent_id}\n")
+    return ax.Tracker("research", context.batch_id).total

@@ -1,0 +1,146 @@
+"""Pipelines through real worker processes: steps chained by events, the read model's runs and
+steps, a crash in the middle step, failures, and idempotent runs."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+from uuid import UUID
+
+import pytest
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session
+
+import agentexec as ax
+from agentexec import events
+from agentexec.activity.models import Activity
+from agentexec.connection import get_redis
+from agentexec.projector import Projector
+from agentexec.streams import Keys
+from tests.apps import workflows
+from tests.apps.workflows import Analysis, InputContext, pipeline, runs_file
+from tests.integration.readmodel import conftest as readmodel
+
+# The read-model suite's fixtures: each test taking `engine` runs on SQLite and PostgreSQL.
+engine, postgres = readmodel.engine, readmodel.postgres
+
+
+@pytest.fixture
+def pipeline_pool(redis_conf: str) -> Iterator[ax.Pool]:
+    workflows.pipeline_pool.start()
+    try:
+        yield workflows.pipeline_pool
+    finally:
+        workflows.pipeline_pool.shutdown()
+
+
+async def event_log() -> list[events.AnyEvent]:
+    entries = await get_redis().xrange(Keys(ax.CONF.key_prefix).events)
+    return [events.decode_entry(f) for _, f in entries]
+
+
+def step_runs(run_id: UUID) -> list[int]:
+    path = runs_file(run_id)
+    runs = [int(line) for line in path.read_text().split()] if path.exists() else []
+    return runs
+
+
+@pytest.fixture
+def cleanup_runs() -> Iterator[list[UUID]]:
+    runs: list[UUID] = []
+    yield runs
+    for run_id in runs:
+        runs_file(run_id).unlink(missing_ok=True)
+        runs_file(run_id).with_suffix(".crashed").unlink(missing_ok=True)
+
+
+async def test_a_run_chains_its_steps_and_the_read_model_shows_run_and_steps(
+    pipeline_pool: ax.Pool, engine: Engine, cleanup_runs: list[UUID]
+) -> None:
+    ok = await pipeline.enqueue(context=InputContext(company="Acme"))
+    failing = await pipeline.enqueue(context=InputContext(company="fail-co"))
+    cleanup_runs += [ok.agent_id, failing.agent_id]
+    assert ok.task_name == "ResearchPipeline"
+
+    # The tuple output of step 0 fans in to step 1's two parameters.
+    assert await ax.get_result(ok, timeout=60) == "Report: Acme brand in Acme market"
+    with pytest.raises(ax.TaskFailedError, match=r"step 2 \(report\) error: ValueError: no rep"):
+        await ax.get_result(failing, timeout=60)
+    assert step_runs(ok.agent_id) == [0, 1, 2]
+    assert step_runs(failing.agent_id) == [0, 1, 2]
+
+    log = await event_log()
+    of_run = [e for e in log if e.agent_id == ok.agent_id]
+    assert [type(e).__name__ for e in of_run] == [
+        "TaskQueued",
+        *["PipelineStepStarted", "PipelineStepFinished"] * 3,
+        "TaskCompleted",
+    ]
+    finished = [e for e in of_run if isinstance(e, events.PipelineStepFinished)]
+    steps = [e for e in log if isinstance(e, events.TaskQueued) and e.parent_id == ok.agent_id]
+    assert [s.task_name for s in steps] == [
+        "ResearchPipeline.gather_data",
+        "ResearchPipeline.analyze",
+        "ResearchPipeline.report",
+    ]
+    # Each step after the first was queued by the transition that finished the one before.
+    assert [f.next_agent_id for f in finished] == [steps[1].agent_id, steps[2].agent_id, None]
+    assert [f.percentage for f in finished] == [33, 66, 100]
+
+    projector = Projector(engine, lease_seconds=5)
+    await projector.catch_up()
+    with Session(engine) as db:
+        run = db.scalars(select(Activity).where(Activity.agent_id == ok.agent_id)).one()
+        children = db.scalars(
+            select(Activity).where(Activity.parent_id == ok.agent_id).order_by(Activity.created_at)
+        ).all()
+        failed_run = db.scalars(select(Activity).where(Activity.agent_id == failing.agent_id)).one()
+        assert (run.agent_type, run.status, run.parent_id) == ("ResearchPipeline", "COMPLETE", None)
+        assert run.latest_percentage == 100
+        assert [(c.agent_type, c.status, c.attempts) for c in children] == [
+            ("ResearchPipeline.gather_data", "COMPLETE", 1),
+            ("ResearchPipeline.analyze", "COMPLETE", 1),
+            ("ResearchPipeline.report", "COMPLETE", 1),
+        ]
+        assert failed_run.status == "ERROR" and "no report for fail-co" in str(failed_run.error)
+        detail = ax.activity.detail(db, agent_id=ok.agent_id)
+        assert detail is not None
+        assert "Step 3/3 (report) complete" in [log.message for log in detail.logs]
+
+
+async def test_a_crash_in_the_middle_step_resumes_at_that_step(
+    pipeline_pool: ax.Pool, cleanup_runs: list[UUID]
+) -> None:
+    ax.CONF.lease_seconds = 600  # the replacement worker resumes the step, no lease wait
+    task = await pipeline.enqueue(context=InputContext(company="crash-co"))
+    cleanup_runs.append(task.agent_id)
+    assert await ax.get_result(task, timeout=60) == "Report: crash-co brand in crash-co market"
+    # Step 0 ran once; step 1 died and ran again from its stored input; step 2 once.
+    assert step_runs(task.agent_id) == [0, 1, 1, 2]
+    log = await event_log()
+    started = [e for e in log if isinstance(e, events.PipelineStepStarted)]
+    assert [e.step for e in started] == [0, 1, 1, 2]
+    queued_steps = [e for e in log if isinstance(e, events.TaskQueued) and e.parent_id]
+    assert len(queued_steps) == 3  # no step was queued twice
+
+
+async def test_enqueue_is_idempotent_and_checks_the_context(redis_conf: str) -> None:
+    first = await pipeline.enqueue(context=InputContext(company="A"), idempotency_key="k1")
+    again = await pipeline.enqueue(context=InputContext(company="A"), idempotency_key="k1")
+    assert again.agent_id == first.agent_id and again.event_id == first.event_id
+    log = await event_log()
+    assert len([e for e in log if isinstance(e, events.TaskQueued)]) == 2  # run + step 0
+    queued = await get_redis().xlen(Keys(ax.CONF.key_prefix).queue("pipelines", ax.Priority.LOW))
+    assert queued == 1
+    with pytest.raises(ax.ContextError, match=r"takes tests\.apps\.workflows\.InputContext"):
+        await pipeline.enqueue(context=Analysis(company="A", text="t"))
+
+
+def test_a_pipeline_exposes_its_steps_and_context_type() -> None:
+    steps: Any = pipeline.steps
+    assert [(s.index, s.description) for s in steps] == [
+        (0, "parallel research"),
+        (1, "analysis"),
+        (2, "report"),
+    ]
+    assert pipeline.name == "ResearchPipeline" and pipeline.context_type is InputContext
