@@ -129,8 +129,10 @@ def demo(count: int, database: str) -> None:
     run_demo(count, database)
 
 
+from agentexec.api.commands import api  # noqa: E402
 from agentexec.projector.commands import projector, replay  # noqa: E402
 
+main.add_command(api)
 main.add_command(projector)
 main.add_command(replay)
 
