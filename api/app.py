@@ -28,7 +28,8 @@ def create_app(
 
     `engine` or `database_url` (default `AGENTEXEC_DATABASE_URL`) is the read model;
     `options` are `router()`'s (`buffer`, `send_timeout`, `keepalive`, `dashboard_page`).
-    The Redis clients are closed when the app shuts down.
+    The Redis clients are closed when the app shuts down; `app.state.agentexec_hub` is the
+    app's SSE hub.
     """
     if engine is None and database_url is not None:
         engine = create_engine(database_url)
@@ -43,5 +44,7 @@ def create_app(
         summary="Activities of agentexec tasks: REST reads and live server-sent events.",
         lifespan=lifespan,
     )
-    app.include_router(router(engine=engine, authorize=authorize, redis_url=redis_url, **options))
+    api = router(engine=engine, authorize=authorize, redis_url=redis_url, **options)
+    app.include_router(api)
+    app.state.agentexec_hub = api.hub
     return app

@@ -3,12 +3,18 @@
 Redis keeps a hot tail of the log; the projector archives every event in SQL (keyed by its
 stream id) before the tail is trimmed. `History.replay(after)` walks forward from `after`:
 
-- Redis holds every event after its `max-deleted-entry-id` (Redis 7): from there on, Redis.
-- Below that, or when the archive has events Redis no longer holds, the archive (contiguous
-  from its first to its last event); then Redis beyond the archive's end.
+- From Redis while it holds every event after the position: nothing was deleted after it
+  (`XDEL`: Redis 7's `max-deleted-entry-id`) and it is not below the first entry kept (`XTRIM`).
+- Else from the archive (contiguous from its first to its last event), then from Redis
+  beyond the archive's end; the archive is also read where it has events Redis no longer has
+  (Redis came back empty), and for one agent's history (an indexed query, not a scan).
 - Where neither has what comes next, the events are gone: `replay` yields a `Gap` naming the
   lost range, then goes on with what is left. Replaying from `ORIGIN` ("from the beginning")
   starts at the oldest event kept, without a gap.
+
+The log is trimmed only below what the projector archived (docs/projector.md); a trim past
+that is not visible in Redis, and is only detected where it left the position older than
+both Redis and the archive.
 
 Every event comes once, in log order. Entries that do not decode are skipped (the projector
 dead-letters them).
@@ -65,12 +71,40 @@ class Bounds:
     """What Redis and the archive hold, at one moment."""
 
     deleted: Position
-    """Redis holds every event after this one (nothing was ever deleted: ORIGIN)."""
+    """The latest entry deleted from Redis with XDEL (ORIGIN: none)."""
+    removed: bool
+    """Whether any entry was ever deleted or trimmed from the Redis stream."""
     redis_first: Position | None
     tail: Position
     """The last id Redis generated (ORIGIN for a log never written)."""
     archive: tuple[Position, Position] | None
     """First and last archived event; None without an archive or when it is empty."""
+
+    def holds_after(self, position: Position, archived: bool) -> bool:
+        """Whether Redis holds every event after `position`.
+
+        Redis does not say up to where it trimmed; stream ids being sparse, a position
+        below its first entry may or may not have missed events. Right after the archive's
+        end (`archived`) it has not: the log is trimmed only below what was archived.
+        """
+        if position < self.deleted:
+            return False
+        if archived or not self.removed:
+            return True
+        if self.redis_first is None:
+            return position >= self.tail
+        return position >= self.redis_first.before()
+
+    def resumes(self) -> list[Position]:
+        """Positions from which Redis or the archive hold every later event."""
+        points = [self.deleted]
+        if self.archive is not None:
+            points.append(self.archive[0].before())
+        if self.redis_first is not None:
+            points.append(max(self.deleted, self.redis_first.before()))
+        else:
+            points.append(self.tail)
+        return points
 
 
 class History:
@@ -93,13 +127,13 @@ class History:
 
     async def tail(self) -> Position:
         """The position of the latest event appended (ORIGIN when the log is empty)."""
-        return (await self._redis_bounds())[2]
+        return (await self._redis_bounds())[3]
 
     async def bounds(self) -> Bounds:
-        (deleted, first, tail), archive = await asyncio.gather(
+        (deleted, removed, first, tail), archive = await asyncio.gather(
             self._redis_bounds(), asyncio.to_thread(self._archive_bounds)
         )
-        return Bounds(deleted, first, tail, archive)
+        return Bounds(deleted, removed, first, tail, archive)
 
     async def replay(
         self, after: Position, *, agent_id: UUID | None = None
@@ -107,52 +141,56 @@ class History:
         """Every event after `after` (only `agent_id`'s when given), in log order, up to the
         current tail, with a `Gap` where events are lost. From ORIGIN: the whole history
         kept, without a gap at its start."""
-        position, start = after, after == ORIGIN
+        position, start, archived = after, after == ORIGIN, False
         while True:
             b = await self.bounds()
-            if self._use_archive(position, b, agent_id is not None, start):
+            in_redis = b.holds_after(position, archived)
+            if self._use_archive(position, b, agent_id is not None, start, in_redis):
                 assert b.archive is not None
                 async for item in self._from_archive(position, b.archive[1], agent_id):
                     yield item
-                position, start = b.archive[1], False
+                position, start, archived = b.archive[1], False, True
                 continue
-            if position >= b.deleted:
+            if in_redis:
                 async for item in self._from_redis(position, agent_id):
                     yield item
                 return
-            candidates = [b.deleted]
-            if b.archive is not None:
-                candidates.append(b.archive[0].before())
-            resume = min(c for c in candidates if c > position)
+            resume = min(p for p in b.resumes() if p > position)
             if not start:
                 logger.info("feed: events after %s up to %s are gone; reset", position, resume)
                 yield Gap(position, resume)
-            position, start = resume, False
+            position, start, archived = resume, False, False
 
     @staticmethod
-    def _use_archive(position: Position, b: Bounds, one_agent: bool, start: bool) -> bool:
+    def _use_archive(
+        position: Position, b: Bounds, one_agent: bool, start: bool, in_redis: bool
+    ) -> bool:
         if b.archive is None or position >= b.archive[1]:
             return False
         first = b.archive[0]
-        redis_lacks_start = b.redis_first is None or b.redis_first > first
-        covers = position >= first.before() or (start and redis_lacks_start)
-        if not covers:
-            return False
-        redis_lacks = b.redis_first is None or b.redis_first > max(position.after(), first)
-        # One agent's history is an indexed query in the archive; in Redis, a scan.
-        return position < b.deleted or redis_lacks or one_agent
+        redis_first = b.redis_first
+        if position < first.before() and not (
+            start and (redis_first is None or redis_first >= first)
+        ):
+            return False  # the archive does not reach back to `position`
+        # The archive has events Redis lacks (Redis came back empty, say).
+        lacking = redis_first is None or redis_first > max(position.after(), first)
+        # One agent's history is an indexed query in the archive, in Redis a scan.
+        return not in_redis or lacking or one_agent
 
-    async def _redis_bounds(self) -> tuple[Position, Position | None, Position]:
+    async def _redis_bounds(self) -> tuple[Position, bool, Position | None, Position]:
         client = get_redis(self.redis_url)
         try:
             info: dict[str, Any] = await client.xinfo_stream(self.keys.events)
         except redis.ResponseError as e:
             if "no such key" not in str(e):
                 raise
-            return ORIGIN, None, ORIGIN
+            return ORIGIN, False, None, ORIGIN
         first = info.get("first-entry")
+        added = info.get("entries-added")
         return (
             Position.parse(info.get("max-deleted-entry-id") or b"0-0"),
+            added is None or int(added) > int(info["length"]),
             Position.parse(first[0]) if first else None,
             Position.parse(info["last-generated-id"]),
         )

@@ -251,12 +251,11 @@ class Hub:
     async def _check_deleted(self) -> None:
         """After an outage: were events after our position deleted meanwhile?"""
         assert self.position is not None
-        deleted = (await self.history.bounds()).deleted
-        if deleted > self.position:
+        if not (await self.history.bounds()).holds_after(self.position, archived=False):
             logger.warning(
-                "SSE hub: events up to %s were deleted while Redis was unreachable; "
+                "SSE hub: events after %s were deleted while Redis was unreachable; "
                 "feeds re-read their history",
-                deleted,
+                self.position,
             )
             for group in [self._all, *self._by_agent.values()]:
                 for subscription in group:

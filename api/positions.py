@@ -11,7 +11,7 @@ from typing import NamedTuple
 
 __all__ = ["ORIGIN", "Position"]
 
-_MAX = 2**64 - 1
+_MAX = 2**63 - 1  # what SQL BIGINT holds; Redis ids stay far below it
 _FORM = re.compile(r"(\d{1,20})(?:-(\d{1,20}))?")
 
 

@@ -75,8 +75,11 @@ async def serve(redis_conf: str) -> AsyncIterator[Callable[..., Any]]:
     """`await serve(engine, **create_app options)` -> a started LiveServer, stopped after."""
     servers: list[LiveServer] = []
 
-    async def start(engine: Engine, **options: Any) -> LiveServer:
-        server = await LiveServer(create_app(engine, **options)).start()
+    async def start(engine: Engine, middleware: Any = None, **options: Any) -> LiveServer:
+        app = create_app(engine, **options)
+        if middleware is not None:
+            app.add_middleware(middleware, minimum_size=1)
+        server = await LiveServer(app).start()
         servers.append(server)
         return server
 
