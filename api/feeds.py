@@ -13,8 +13,10 @@ import logging
 from collections.abc import AsyncIterator
 from uuid import UUID
 
+import anyio
+
 from .history import Gap
-from .hub import Accepts, CutOff, Hub, Resync, Subscription
+from .hub import Accepts, Closed, CutOff, Hub, Resync, Subscription
 from .messages import Delivery, retry_frame
 from .positions import Position
 
@@ -32,12 +34,14 @@ async def stream(
     *,
     agent_id: UUID | None = None,
     accepts: Accepts | None = None,
+    closing: anyio.Event | None = None,
 ) -> AsyncIterator[bytes]:
     """The frames of one feed: every event after `after` (only `agent_id`'s, or only those
-    `accepts`), live, until the client leaves, falls too far behind or, for an agent's
-    feed, the agent's task ends."""
+    `accepts`), live, until the client leaves, falls too far behind, `closing` is set (the
+    server shuts down) or, for an agent's feed, the agent's task ends."""
     feed = _Feed(hub, after, agent_id, accepts)
     subscription: Subscription | None = None
+    watcher: asyncio.Task[None] | None = None
     reason = "client left"
     try:
         yield retry_frame(RETRY_MS)
@@ -45,6 +49,8 @@ async def stream(
             yield frame
         if not feed.ended:
             subscription = await hub.subscribe(agent_id, accepts)
+            if closing is not None:
+                watcher = asyncio.create_task(_close_on(closing, subscription))
             async for frame in feed.history():
                 yield frame
         while not feed.ended:
@@ -61,6 +67,8 @@ async def stream(
         reason = "task ended"
     except CutOff:
         reason = "cut off: too slow"
+    except Closed:
+        reason = "server shutting down"
     except (asyncio.CancelledError, GeneratorExit):
         raise
     except Exception:
@@ -68,6 +76,8 @@ async def stream(
         logger.exception("feed of %s: failed at %s", feed.what, feed.position)
         reason = "failed"
     finally:
+        if watcher is not None:
+            watcher.cancel()
         if subscription is not None:
             hub.unsubscribe(subscription)
         logger.info(
@@ -78,6 +88,11 @@ async def stream(
             feed.sent,
             reason,
         )
+
+
+async def _close_on(closing: anyio.Event, subscription: Subscription) -> None:
+    await closing.wait()
+    subscription.close()
 
 
 class _Feed:

@@ -32,7 +32,7 @@ from .history import History
 from .messages import Delivery
 from .positions import Position
 
-__all__ = ["CutOff", "Hub", "Resync", "Subscription"]
+__all__ = ["Closed", "CutOff", "Hub", "Resync", "Subscription"]
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +41,10 @@ Accepts = Callable[[Delivery], bool]
 
 class CutOff(Exception):
     """The subscriber fell too far behind: its buffer filled up."""
+
+
+class Closed(Exception):
+    """The server is shutting down: the feed ends (its client resumes elsewhere or later)."""
 
 
 class Resync(Exception):
@@ -68,27 +72,31 @@ class Subscription:
         self._wake.set()
         return True
 
+    def close(self) -> None:
+        self._fail(Closed)
+
     def resync(self) -> None:
         self._items.clear()
         self._fail(Resync)
 
     def _fail(self, failure: type[Exception]) -> None:
-        if self._failure is not CutOff:
+        if self._failure not in (CutOff, Closed):
             self._failure = failure
         self._wake.set()
 
     async def take(self) -> list[Delivery]:
         """Wait for deliveries and return all buffered ones, oldest first.
 
-        Raises `CutOff` once the buffer overflowed, `Resync` when history must be re-read.
+        Raises `CutOff` once the buffer overflowed, `Closed` once closed, `Resync` when
+        history must be re-read.
         """
         while not self._items and self._failure is None:
             self._wake.clear()
             await self._wake.wait()
         if self._failure is not None:
-            failure, self._failure = self._failure, None
-            if failure is CutOff:
-                self._failure = CutOff
+            failure = self._failure
+            if failure is Resync:
+                self._failure = None
             raise failure()
         items = list(self._items)
         self._items.clear()

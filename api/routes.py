@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
+import anyio
 from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Query, Request, Response
 from pydantic import AfterValidator
 from sqlalchemy import Engine, create_engine, select
@@ -241,8 +242,19 @@ def router(
         value = header if header is not None else query
         return None if value is None else Position.parse(value)
 
-    def feed_response(frames: AsyncIterator[bytes]) -> EventSourceResponse:
-        return EventSourceResponse(frames, ping=keepalive, send_timeout=send_timeout)
+    def feed_response(
+        after: Position, agent_id: UUID | None = None, accepts: Accepts | None = None
+    ) -> EventSourceResponse:
+        # On shutdown, sse-starlette sets `closing` and the feed ends its stream cleanly.
+        closing = anyio.Event()
+        frames = stream(hub, after, agent_id=agent_id, accepts=accepts, closing=closing)
+        return EventSourceResponse(
+            frames,
+            ping=keepalive,
+            send_timeout=send_timeout,
+            shutdown_event=closing,
+            shutdown_grace_period=1.0,
+        )
 
     async def redis_call(what: str, call: Callable[[], Any]) -> Any:
         try:
@@ -280,7 +292,7 @@ def router(
                     not statuses or delivery.status in statuses
                 )
 
-        return feed_response(stream(hub, after, accepts=accepts))
+        return feed_response(after, accepts=accepts)
 
     @api.get(
         "/api/activities/{agent_id}/events",
@@ -313,7 +325,7 @@ def router(
                 raise HTTPException(404, f"no activity with agent id {agent_id}")
         elif state[0] in TERMINAL and after >= Position.parse(state[1]):
             return Response(status_code=204)
-        return feed_response(stream(hub, after, agent_id=agent_id))
+        return feed_response(after, agent_id=agent_id)
 
     if dashboard_page:
         api.add_api_route("/", dashboard.page, include_in_schema=False)
