@@ -11,6 +11,7 @@ left out (a feed shows what tasks do, not their inputs and outputs), plus:
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import OrderedDict
 from typing import Any
@@ -25,6 +26,8 @@ from agentexec.events import TERMINAL, AnyEvent, Status
 from .positions import Position
 
 __all__ = ["RESET", "Delivery", "TaskNames", "reset_frame", "retry_frame"]
+
+logger = logging.getLogger(__name__)
 
 RESET = "reset"
 """The `event:` of the frame that declares a gap in the history."""
@@ -64,15 +67,30 @@ class Delivery:
     @property
     def frame(self) -> bytes:
         if self._frame is None:
+            try:
+                data = self.data()
+            except Exception:
+                # An event the feed cannot show must not end every feed that reaches it.
+                logger.exception(
+                    "feed: event %s cannot be encoded; sent without its fields", self.position
+                )
+                data = _encoder.encode(
+                    {
+                        "id": str(self.position),
+                        "type": self.type,
+                        "agent_id": self.event.agent_id,
+                        "task_name": self.task_name,
+                    }
+                )
             self._frame = ServerSentEvent(
-                self.data().decode(), event=self.type, id=str(self.position)
+                data.decode(), event=self.type, id=str(self.position)
             ).encode()
         return self._frame
 
     def data(self) -> bytes:
         """The JSON of the frame's `data:` line."""
         event = self.event
-        fields: dict[str, Any] = msgspec.to_builtins(event)
+        fields: dict[str, Any] = msgspec.to_builtins(event, builtin_types=(msgspec.Raw,))
         for name in _HIDDEN:
             fields.pop(name, None)
         status = type(event).status

@@ -75,11 +75,13 @@ async def serve(redis_conf: str) -> AsyncIterator[Callable[..., Any]]:
     """`await serve(engine, **create_app options)` -> a started LiveServer, stopped after."""
     servers: list[LiveServer] = []
 
-    async def start(engine: Engine, middleware: Any = None, **options: Any) -> LiveServer:
+    async def start(
+        engine: Engine, middleware: Any = None, port: int = 0, **options: Any
+    ) -> LiveServer:
         app = create_app(engine, **options)
         if middleware is not None:
             app.add_middleware(middleware, minimum_size=1)
-        server = await LiveServer(app).start()
+        server = await LiveServer(app, port).start()
         servers.append(server)
         return server
 
