@@ -1,1 +1,49 @@
-"""HTTP API: REST reads of the read model and SSE feeds of the event log."""
+"""The live API: REST reads of the read model, resumable SSE feeds of the event log, and a
+dashboard. The only package of agentexec that imports FastAPI (`pip install agentexec[api]`).
+
+    from fastapi import FastAPI
+    import agentexec.api
+
+    app = FastAPI()
+    app.include_router(agentexec.api.router(engine=engine))
+
+See docs/api.md.
+"""
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .app import create_app
+    from .positions import ORIGIN, Position
+    from .routes import POSITION_HEADER, LiveRouter, requested_agent_id, router
+
+__all__ = [
+    "ORIGIN",
+    "POSITION_HEADER",
+    "LiveRouter",
+    "Position",
+    "create_app",
+    "requested_agent_id",
+    "router",
+]
+
+_HOMES = {
+    "create_app": "app",
+    "ORIGIN": "positions",
+    "Position": "positions",
+    "POSITION_HEADER": "routes",
+    "LiveRouter": "routes",
+    "requested_agent_id": "routes",
+    "router": "routes",
+}
+
+
+# Imported on first use, so that `agentexec api --help` (whose command lives here) does not
+# import FastAPI.
+def __getattr__(name: str) -> Any:
+    import importlib
+
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'agentexec.api' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"agentexec.api.{home}"), name)

@@ -148,8 +148,10 @@ def monitor(database_url: str | None, limit: int, duration: float | None, once: 
         pass
 
 
+from agentexec.api.commands import api  # noqa: E402
 from agentexec.projector.commands import projector, replay  # noqa: E402
 
+main.add_command(api)
 main.add_command(projector)
 main.add_command(replay)
 

@@ -197,6 +197,7 @@ async def test_enqueue_rejects_bad_contexts_at_the_call(redis_conf: str) -> None
 
 async def test_enqueue_without_redis_says_so(redis_conf: str) -> None:
     ax.CONF.redis_url = "redis://127.0.0.1:1/0"
+    ax.CONF.enqueue_timeout = 0.3  # it retries for this long before giving up
     with pytest.raises(ax.RedisUnavailableError, match=r"127\.0\.0\.1:1"):
         await ax.enqueue("echo", Echo(text="x"))
 

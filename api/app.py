@@ -1,0 +1,50 @@
+"""`create_app`: a ready FastAPI application serving the agentexec API and dashboard."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from fastapi import FastAPI
+from sqlalchemy import Engine, create_engine
+
+from agentexec.connection import close_redis
+
+from .routes import router
+
+__all__ = ["create_app"]
+
+
+def create_app(
+    engine: Engine | None = None,
+    *,
+    database_url: str | None = None,
+    authorize: Callable[..., Any] | None = None,
+    redis_url: str | None = None,
+    **options: Any,
+) -> FastAPI:
+    """A FastAPI app with `router(...)` mounted at its root (the dashboard at `/`).
+
+    `engine` or `database_url` (default `AGENTEXEC_DATABASE_URL`) is the read model;
+    `options` are `router()`'s (`buffer`, `send_timeout`, `keepalive`, `dashboard_page`).
+    The Redis clients are closed when the app shuts down; `app.state.agentexec_hub` is the
+    app's SSE hub.
+    """
+    if engine is None and database_url is not None:
+        engine = create_engine(database_url)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        await close_redis()
+
+    app = FastAPI(
+        title="agentexec",
+        summary="Activities of agentexec tasks: REST reads and live server-sent events.",
+        lifespan=lifespan,
+    )
+    api = router(engine=engine, authorize=authorize, redis_url=redis_url, **options)
+    app.include_router(api)
+    app.state.agentexec_hub = api.hub
+    return app

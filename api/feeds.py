@@ -1,0 +1,135 @@
+"""Feeds: what one SSE client receives. The history after its position, then the live tail.
+
+The history is read up to the tail before the feed subscribes to the hub (a long replay would
+overflow a subscription), then once more after subscribing: every event appended meanwhile is
+in that second read or delivered by the hub, and positions already sent are skipped, so each
+event is sent once and in order. An agent's feed ends after the agent's terminal event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from uuid import UUID
+
+import anyio
+
+from .history import Gap
+from .hub import Accepts, Closed, CutOff, Hub, Resync, Subscription
+from .messages import Delivery, retry_frame
+from .positions import Position
+
+__all__ = ["RETRY_MS", "stream"]
+
+logger = logging.getLogger(__name__)
+
+RETRY_MS = 1000
+"""How soon (ms) browsers reconnect after a dropped connection (the SSE `retry:` field)."""
+
+
+async def stream(
+    hub: Hub,
+    after: Position,
+    *,
+    agent_id: UUID | None = None,
+    accepts: Accepts | None = None,
+    closing: anyio.Event | None = None,
+) -> AsyncIterator[bytes]:
+    """The frames of one feed: every event after `after` (only `agent_id`'s, or only those
+    `accepts`), live, until the client leaves, falls too far behind, `closing` is set (the
+    server shuts down) or, for an agent's feed, the agent's task ends."""
+    feed = _Feed(hub, after, agent_id, accepts)
+    subscription: Subscription | None = None
+    watcher: asyncio.Task[None] | None = None
+    reason = "client left"
+    try:
+        yield retry_frame(RETRY_MS)
+        async for frame in feed.history():
+            yield frame
+        if not feed.ended:
+            subscription = await hub.subscribe(agent_id, accepts)
+            if closing is not None:
+                watcher = asyncio.create_task(_close_on(closing, subscription))
+            async for frame in feed.history():
+                yield frame
+        while not feed.ended:
+            assert subscription is not None
+            try:
+                batch = await subscription.take()
+            except Resync:
+                async for frame in feed.history():
+                    yield frame
+                continue
+            chunk = feed.live(batch)
+            if chunk:
+                yield chunk
+        reason = "task ended"
+    except CutOff:
+        reason = "cut off: too slow"
+    except Closed:
+        reason = "server shutting down"
+    except (asyncio.CancelledError, GeneratorExit):
+        raise
+    except Exception:
+        # The feed's boundary: log and end the stream; the client resumes from its last id.
+        logger.exception("feed of %s: failed at %s", feed.what, feed.position)
+        reason = "failed"
+    finally:
+        if watcher is not None:
+            watcher.cancel()
+        if subscription is not None:
+            hub.unsubscribe(subscription)
+        logger.info(
+            "feed of %s after %s: closed at %s, %d sent (%s)",
+            feed.what,
+            after,
+            feed.position,
+            feed.sent,
+            reason,
+        )
+
+
+async def _close_on(closing: anyio.Event, subscription: Subscription) -> None:
+    await closing.wait()
+    subscription.close()
+
+
+class _Feed:
+    """Where one feed is: its position in the log, and whether its agent's task ended."""
+
+    def __init__(
+        self, hub: Hub, after: Position, agent_id: UUID | None, accepts: Accepts | None
+    ) -> None:
+        self.hub = hub
+        self.position = after
+        self.agent_id = agent_id
+        self.accepts = accepts
+        self.what = f"agent {agent_id}" if agent_id else "all events"
+        self.sent = 0
+        self.ended = False
+
+    async def history(self) -> AsyncIterator[bytes]:
+        """The frames of the history after the feed's position, up to the tail."""
+        async for item in self.hub.history.replay(self.position, agent_id=self.agent_id):
+            self.position = item.position
+            if isinstance(item, Gap) or self.accepts is None or self.accepts(item):
+                self.sent += 1
+                yield item.frame
+                if self.agent_id is not None and isinstance(item, Delivery) and item.terminal:
+                    self.ended = True
+                    return
+
+    def live(self, batch: list[Delivery]) -> bytes:
+        """The frames of a batch from the hub, without what the history already sent."""
+        frames = []
+        for delivery in batch:
+            if delivery.position <= self.position:
+                continue
+            self.position = delivery.position
+            frames.append(delivery.frame)
+            if self.agent_id is not None and delivery.terminal:
+                self.ended = True
+                break
+        self.sent += len(frames)
+        return b"".join(frames)

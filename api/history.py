@@ -1,0 +1,270 @@
+"""History: the events after a position, from Redis while it holds them, else from the archive.
+
+Redis keeps a hot tail of the log; the projector archives every event in SQL (keyed by its
+stream id) before the tail is trimmed. `History.replay(after)` walks forward from `after`:
+
+- From Redis while it holds every event after the position: nothing was deleted after it
+  (`XDEL`: Redis 7's `max-deleted-entry-id`) and it is not below the first entry kept (`XTRIM`).
+- Else from the archive (contiguous from its first to its last event), then from Redis
+  beyond the archive's end; the archive is also read where it has events Redis no longer has
+  (Redis came back empty), and for one agent's history (an indexed query, not a scan).
+- Where neither has what comes next, the events are gone: `replay` yields a `Gap` naming the
+  lost range, then goes on with what is left. Replaying from `ORIGIN` ("from the beginning")
+  starts at the oldest event kept, without a gap.
+
+The log is trimmed only below what the projector archived (docs/projector.md); a trim past
+that is not visible in Redis, and is only detected where it left the position older than
+both Redis and the archive.
+
+Every event comes once, in log order. Entries that do not decode are skipped (the projector
+dead-letters them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+import redis
+from sqlalchemy import Engine, select, tuple_
+
+from agentexec import events
+from agentexec.connection import get_redis
+from agentexec.errors import EventDecodeError
+from agentexec.streams import Keys
+
+from .messages import Delivery, TaskNames, reset_frame
+from .positions import ORIGIN, Position
+
+__all__ = ["Bounds", "Gap", "History"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Gap:
+    """Events after `last` up to `resume` are in neither Redis nor the archive."""
+
+    last: Position
+    resume: Position
+
+    @property
+    def position(self) -> Position:
+        return self.resume
+
+    @property
+    def frame(self) -> bytes:
+        return reset_frame(
+            self.last,
+            self.resume,
+            f"events after {self.last} up to {self.resume} are no longer kept; reload the "
+            "state (REST) and keep reading",
+        )
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """What Redis and the archive hold, at one moment."""
+
+    deleted: Position
+    """The latest entry deleted from Redis with XDEL (ORIGIN: none)."""
+    removed: bool
+    """Whether any entry was ever deleted or trimmed from the Redis stream."""
+    redis_first: Position | None
+    tail: Position
+    """The last id Redis generated (ORIGIN for a log never written)."""
+    archive: tuple[Position, Position] | None
+    """First and last archived event; None without an archive or when it is empty."""
+
+    def holds_after(self, position: Position, archived: bool) -> bool:
+        """Whether Redis holds every event after `position`.
+
+        Redis does not say up to where it trimmed; stream ids being sparse, a position
+        below its first entry may or may not have missed events. Right after the archive's
+        end (`archived`) it has not: the log is trimmed only below what was archived.
+        """
+        if position < self.deleted:
+            return False
+        if archived or not self.removed:
+            return True
+        if self.redis_first is None:
+            return position >= self.tail
+        return position >= self.redis_first.before()
+
+    def resumes(self) -> list[Position]:
+        """Positions from which Redis or the archive hold every later event."""
+        points = [self.deleted]
+        if self.archive is not None:
+            points.append(self.archive[0].before())
+        if self.redis_first is not None:
+            points.append(max(self.deleted, self.redis_first.before()))
+        else:
+            points.append(self.tail)
+        return points
+
+
+class History:
+    """Reads the log of `keys` and the archive in `engine` (optional) in pages of `page`."""
+
+    def __init__(
+        self,
+        keys: Keys,
+        engine: Engine | None,
+        names: TaskNames,
+        *,
+        redis_url: str | None = None,
+        page: int = 500,
+    ) -> None:
+        self.keys = keys
+        self.engine = engine
+        self.names = names
+        self.redis_url = redis_url
+        self.page = page
+
+    async def tail(self) -> Position:
+        """The position of the latest event appended (ORIGIN when the log is empty)."""
+        return (await self._redis_bounds())[3]
+
+    async def bounds(self) -> Bounds:
+        (deleted, removed, first, tail), archive = await asyncio.gather(
+            self._redis_bounds(), asyncio.to_thread(self._archive_bounds)
+        )
+        return Bounds(deleted, removed, first, tail, archive)
+
+    async def replay(
+        self, after: Position, *, agent_id: UUID | None = None
+    ) -> AsyncIterator[Delivery | Gap]:
+        """Every event after `after` (only `agent_id`'s when given), in log order, up to the
+        current tail, with a `Gap` where events are lost. From ORIGIN: the whole history
+        kept, without a gap at its start."""
+        position, start, archived = after, after == ORIGIN, False
+        while True:
+            b = await self.bounds()
+            in_redis = b.holds_after(position, archived)
+            if self._use_archive(position, b, agent_id is not None, start, in_redis):
+                assert b.archive is not None
+                async for item in self._from_archive(position, b.archive[1], agent_id):
+                    yield item
+                position, start, archived = b.archive[1], False, True
+                continue
+            if in_redis:
+                async for item in self._from_redis(position, agent_id):
+                    yield item
+                return
+            resume = min(p for p in b.resumes() if p > position)
+            if not start:
+                logger.info("feed: events after %s up to %s are gone; reset", position, resume)
+                yield Gap(position, resume)
+            position, start, archived = resume, False, False
+
+    @staticmethod
+    def _use_archive(
+        position: Position, b: Bounds, one_agent: bool, start: bool, in_redis: bool
+    ) -> bool:
+        if b.archive is None or position >= b.archive[1]:
+            return False
+        first = b.archive[0]
+        redis_first = b.redis_first
+        if position < first.before() and not (
+            start and (redis_first is None or redis_first >= first)
+        ):
+            return False  # the archive does not reach back to `position`
+        # The archive has events Redis lacks (Redis came back empty, say).
+        lacking = redis_first is None or redis_first > max(position.after(), first)
+        # One agent's history is an indexed query in the archive, in Redis a scan.
+        return not in_redis or lacking or one_agent
+
+    async def _redis_bounds(self) -> tuple[Position, bool, Position | None, Position]:
+        client = get_redis(self.redis_url)
+        try:
+            info: dict[str, Any] = await client.xinfo_stream(self.keys.events)
+        except redis.ResponseError as e:
+            if "no such key" not in str(e):
+                raise
+            return ORIGIN, False, None, ORIGIN
+        first = info.get("first-entry")
+        added = info.get("entries-added")
+        return (
+            Position.parse(info.get("max-deleted-entry-id") or b"0-0"),
+            added is None or int(added) > int(info["length"]),
+            Position.parse(first[0]) if first else None,
+            Position.parse(info["last-generated-id"]),
+        )
+
+    def _archive_bounds(self) -> tuple[Position, Position] | None:
+        if self.engine is None:
+            return None
+        from agentexec.activity.models import ArchivedEvent
+
+        table = ArchivedEvent.__table__.c
+        with self.engine.connect() as conn:
+            first = conn.execute(
+                select(table.stream_ms, table.stream_seq)
+                .order_by(table.stream_ms, table.stream_seq)
+                .limit(1)
+            ).first()
+            last = conn.execute(
+                select(table.stream_ms, table.stream_seq)
+                .order_by(table.stream_ms.desc(), table.stream_seq.desc())
+                .limit(1)
+            ).first()
+        if first is None or last is None:
+            return None
+        return Position(first[0], first[1]), Position(last[0], last[1])
+
+    async def _from_redis(
+        self, after: Position, agent_id: UUID | None
+    ) -> AsyncIterator[Delivery | Gap]:
+        client = get_redis(self.redis_url)
+        cursor = after
+        while True:
+            page: Any = await client.xrange(self.keys.events, f"({cursor}", "+", count=self.page)
+            for raw_id, fields in page:
+                cursor = Position.parse(raw_id)
+                try:
+                    event = events.decode_entry(fields)
+                except EventDecodeError:
+                    continue
+                if agent_id is None or event.agent_id == agent_id:
+                    yield Delivery(cursor, event, await self.names.resolve(event))
+                else:
+                    self.names.known(event)
+            if len(page) < self.page:
+                return
+
+    async def _from_archive(
+        self, after: Position, last: Position, agent_id: UUID | None
+    ) -> AsyncIterator[Delivery | Gap]:
+        cursor = after
+        while True:
+            rows = await asyncio.to_thread(self._archive_page, cursor, last, agent_id)
+            for ms, seq, data in rows:
+                cursor = Position(ms, seq)
+                try:
+                    event = events.decode(data.encode())
+                except EventDecodeError:
+                    continue
+                yield Delivery(cursor, event, await self.names.resolve(event))
+            if len(rows) < self.page:
+                return
+
+    def _archive_page(
+        self, after: Position, last: Position, agent_id: UUID | None
+    ) -> list[tuple[int, int, str]]:
+        from agentexec.activity.models import ArchivedEvent
+
+        assert self.engine is not None
+        table = ArchivedEvent.__table__.c
+        key = tuple_(table.stream_ms, table.stream_seq)
+        query = select(table.stream_ms, table.stream_seq, table.data).where(
+            key > tuple_(after.ms, after.seq), key <= tuple_(last.ms, last.seq)
+        )
+        if agent_id is not None:
+            query = query.where(table.agent_id == agent_id)
+        query = query.order_by(table.stream_ms, table.stream_seq).limit(self.page)
+        with self.engine.connect() as conn:
+            return [(int(ms), int(seq), str(data)) for ms, seq, data in conn.execute(query)]

@@ -1,0 +1,270 @@
+"""The SSE hub: one Redis reader per API process, fanning each new event out to every feed.
+
+The reader tails the event log with a blocking `XREAD` from the last position it read, so no
+event is skipped between reads. Each subscription has a bounded buffer; the reader never
+waits for a subscriber: one whose buffer is full is cut off (its feed ends, and its client
+resumes from its last event id), so a slow or stuck client cannot hold the others back.
+
+The reader starts with the first subscription and stops with the last. After a Redis outage
+it goes on from where it was; when Redis deleted events it had not read yet meanwhile, every
+subscription is told to re-read its history (`Resync`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+from uuid import UUID
+
+import redis
+
+from agentexec import events
+from agentexec.config import CONF
+from agentexec.connection import REDIS_ERRORS, Reconnect, get_redis
+from agentexec.errors import EventDecodeError
+from agentexec.streams import Keys, is_missing_group
+
+from .history import History
+from .messages import Delivery
+from .positions import Position
+
+__all__ = ["Closed", "CutOff", "Hub", "Resync", "Subscription"]
+
+logger = logging.getLogger(__name__)
+
+Accepts = Callable[[Delivery], bool]
+
+
+class CutOff(Exception):
+    """The subscriber fell too far behind: its buffer filled up."""
+
+
+class Closed(Exception):
+    """The server is shutting down: the feed ends (its client resumes elsewhere or later)."""
+
+
+class Resync(Exception):
+    """Events the subscriber had not received were deleted from Redis while the hub was
+    disconnected: it must re-read its history from its last position."""
+
+
+class Subscription:
+    """A feed's place in the hub: a bounded buffer of deliveries, filled by the reader."""
+
+    def __init__(self, agent_id: UUID | None, accepts: Accepts | None, size: int) -> None:
+        self.agent_id = agent_id
+        self.accepts = accepts
+        self.size = size
+        self._items: deque[Delivery] = deque()
+        self._wake = asyncio.Event()
+        self._failure: type[Exception] | None = None
+
+    def offer(self, delivery: Delivery) -> bool:
+        """Buffer `delivery`; False (and the subscription cut off) when the buffer is full."""
+        if len(self._items) >= self.size:
+            self._fail(CutOff)
+            return False
+        self._items.append(delivery)
+        self._wake.set()
+        return True
+
+    def close(self) -> None:
+        self._fail(Closed)
+
+    def resync(self) -> None:
+        self._items.clear()
+        self._fail(Resync)
+
+    def _fail(self, failure: type[Exception]) -> None:
+        if self._failure not in (CutOff, Closed):
+            self._failure = failure
+        self._wake.set()
+
+    async def take(self) -> list[Delivery]:
+        """Wait for deliveries and return all buffered ones, oldest first.
+
+        Raises `CutOff` once the buffer overflowed, `Closed` once closed, `Resync` when
+        history must be re-read.
+        """
+        while not self._items and self._failure is None:
+            self._wake.clear()
+            await self._wake.wait()
+        if self._failure is not None:
+            failure = self._failure
+            if failure is Resync:
+                self._failure = None
+            raise failure()
+        items = list(self._items)
+        self._items.clear()
+        return items
+
+
+class Hub:
+    """Tails the log of `keys` for the feeds of one process (one event loop)."""
+
+    def __init__(
+        self,
+        keys: Keys,
+        history: History,
+        *,
+        redis_url: str | None = None,
+        buffer: int = 1000,
+        batch: int = 1000,
+    ) -> None:
+        self.keys = keys
+        self.history = history
+        self.redis_url = redis_url
+        self.buffer = buffer
+        self.batch = batch
+        self.position: Position | None = None
+        """The last position read (None while the reader is not running)."""
+        self._by_agent: dict[UUID, set[Subscription]] = {}
+        self._all: set[Subscription] = set()
+        self._reader: asyncio.Task[None] | None = None
+        self._started: asyncio.Future[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._reconnect = Reconnect(f"SSE hub on {keys.events}")
+
+    @property
+    def subscribers(self) -> int:
+        return len(self._all) + sum(len(s) for s in self._by_agent.values())
+
+    async def subscribe(
+        self, agent_id: UUID | None = None, accepts: Accepts | None = None
+    ) -> Subscription:
+        """A new subscription to every event appended after the hub's current position (or
+        only `agent_id`'s, or only those `accepts`), starting the reader when needed.
+
+        Returns once the reader knows its position: read the history up to the tail after
+        this, and every event is either in that history or delivered (or in both).
+        """
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:  # a new event loop (tests, a restarted app): start afresh
+            self._by_agent.clear()
+            self._all.clear()
+            self._reader = self._started = None
+            self._loop = loop
+        subscription = Subscription(agent_id, accepts, self.buffer)
+        if agent_id is None:
+            self._all.add(subscription)
+        else:
+            self._by_agent.setdefault(agent_id, set()).add(subscription)
+        try:
+            if self._reader is None or self._reader.done():
+                self._started = loop.create_future()
+                self._reader = asyncio.create_task(self._read(self._started))
+            assert self._started is not None
+            await asyncio.shield(self._started)
+        except BaseException:
+            self.unsubscribe(subscription)
+            raise
+        return subscription
+
+    def unsubscribe(self, subscription: Subscription) -> None:
+        """Drop `subscription`; the reader stops with the last one."""
+        if subscription.agent_id is None:
+            self._all.discard(subscription)
+        else:
+            agents = self._by_agent.get(subscription.agent_id)
+            if agents is not None:
+                agents.discard(subscription)
+                if not agents:
+                    del self._by_agent[subscription.agent_id]
+        if not self._all and not self._by_agent and self._reader is not None:
+            self._reader.cancel()
+            self._reader = None
+
+    async def close(self) -> None:
+        """Stop the reader; subscriptions get nothing more."""
+        reader, self._reader = self._reader, None
+        self._by_agent.clear()
+        self._all.clear()
+        if reader is not None:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+
+    async def _read(self, started: asyncio.Future[None]) -> None:
+        self.position = None
+        try:
+            while self.position is None:
+                try:
+                    self.position = await self.history.tail()
+                    self._reconnect.succeeded()
+                except REDIS_ERRORS as e:
+                    await self._reconnect.failed(e)
+            started.set_result(None)
+            logger.info("SSE hub: reading %s from %s", self.keys.events, self.position)
+            while True:
+                await self._step()
+        except asyncio.CancelledError:
+            logger.info("SSE hub: stopped at %s", self.position)
+            raise
+        except Exception as e:
+            # The reader's boundary: feeds must not hang on a dead reader.
+            logger.exception("SSE hub: reader failed; its feeds are cut off")
+            if not started.done():
+                started.set_exception(e)
+            for subscription in [*self._all, *(s for v in self._by_agent.values() for s in v)]:
+                subscription._fail(CutOff)
+            raise
+        finally:
+            self.position = None
+
+    async def _step(self) -> None:
+        assert self.position is not None
+        client = get_redis(self.redis_url)
+        try:
+            reply: Any = await client.xread(
+                {self.keys.events: str(self.position)}, count=self.batch, block=CONF.block_ms
+            )
+        except REDIS_ERRORS as e:
+            await self._reconnect.failed(e)
+            return
+        except redis.ResponseError as e:
+            if not is_missing_group(e):  # the stream was deleted under the read
+                raise
+            return
+        if self._reconnect.down:
+            self._reconnect.succeeded()
+            await self._check_deleted()
+        for _stream, entries in reply:
+            for raw_id, fields in entries:
+                self.position = Position.parse(raw_id)
+                try:
+                    event = events.decode_entry(fields)
+                except EventDecodeError:
+                    continue
+                name = self.history.names.known(event)
+                if name is None and event.task_name == "":
+                    name = await self.history.names.resolve(event)
+                self._dispatch(Delivery(self.position, event, name or ""))
+
+    def _dispatch(self, delivery: Delivery) -> None:
+        agents = self._by_agent.get(delivery.event.agent_id)
+        for group in (self._all, agents) if agents else (self._all,):
+            for subscription in list(group):
+                if subscription.accepts is None or subscription.accepts(delivery):
+                    if not subscription.offer(delivery):
+                        logger.info(
+                            "SSE hub: a subscriber fell %d events behind; cut off",
+                            subscription.size,
+                        )
+                        self.unsubscribe(subscription)
+
+    async def _check_deleted(self) -> None:
+        """After an outage: were events after our position deleted meanwhile?"""
+        assert self.position is not None
+        if not (await self.history.bounds()).holds_after(self.position, archived=False):
+            logger.warning(
+                "SSE hub: events after %s were deleted while Redis was unreachable; "
+                "feeds re-read their history",
+                self.position,
+            )
+            for group in [self._all, *self._by_agent.values()]:
+                for subscription in group:
+                    subscription.resync()

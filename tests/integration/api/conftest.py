@@ -1,0 +1,102 @@
+"""Fixtures of the API suite: the read model (SQLite, or both backends where a test takes
+`engine`), the API served by a real uvicorn in the test's event loop, and an HTTP client."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from fastapi import FastAPI
+from sqlalchemy import Engine
+
+from agentexec.api import create_app
+from agentexec.connection import close_redis
+from agentexec.projector import Projector
+from tests.integration.readmodel.conftest import engine, postgres, sqlite_engine
+from tests.support.waiting import async_wait_for
+
+__all__ = ["LiveServer", "engine", "postgres"]
+
+
+class LiveServer:
+    """uvicorn serving `app` in the running event loop, on `port` (0: a free one)."""
+
+    def __init__(self, app: FastAPI, port: int = 0) -> None:
+        self.app = app
+        self.port = port
+        self.server: uvicorn.Server | None = None
+        self.task: asyncio.Task[None] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def start(self) -> LiveServer:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", self.port))
+        self.port = sock.getsockname()[1]
+        config = uvicorn.Config(
+            self.app, log_level="warning", timeout_graceful_shutdown=1, lifespan="on"
+        )
+        self.server = uvicorn.Server(config)
+        self.task = asyncio.create_task(self.server.serve(sockets=[sock]))
+        server = self.server
+
+        async def started() -> bool:
+            if self.task is not None and self.task.done():
+                self.task.result()
+            return server.started
+
+        await async_wait_for(started, what="uvicorn to start")
+        return self
+
+    async def stop(self) -> None:
+        if self.server is not None and self.task is not None:
+            self.server.should_exit = True
+            await self.task
+            self.server = self.task = None
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Engine:
+    """An empty read model in a SQLite file."""
+    return sqlite_engine(tmp_path / "agents.db")
+
+
+@pytest.fixture
+async def serve(redis_conf: str) -> AsyncIterator[Callable[..., Any]]:
+    """`await serve(engine, **create_app options)` -> a started LiveServer, stopped after."""
+    servers: list[LiveServer] = []
+
+    async def start(
+        engine: Engine, middleware: Any = None, port: int = 0, **options: Any
+    ) -> LiveServer:
+        app = create_app(engine, **options)
+        if middleware is not None:
+            app.add_middleware(middleware, minimum_size=1)
+        server = await LiveServer(app, port).start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        await server.stop()
+    await close_redis()
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(timeout=10) as client:
+        yield client
+
+
+async def project(engine: Engine) -> int:
+    """Apply what was appended to the log so far."""
+    return await Projector(engine, lease_seconds=5).catch_up()

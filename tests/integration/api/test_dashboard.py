@@ -1,0 +1,129 @@
+"""The dashboard in a real headless Chromium (Debian's `chromium`, driven by Playwright): a
+task enqueued from the test appears, its progress bar reaches 100 % without a reload, its
+detail view shows its log, and the page keeps up across a restart of the API server.
+
+Set AGENTEXEC_SCREENSHOT=docs/dashboard.png to save a screenshot of the list."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine
+
+import agentexec as ax
+from agentexec.projector import Projector
+from tests.apps import basic
+
+CHROMIUM = os.environ.get("AGENTEXEC_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+playwright_api = pytest.importorskip("playwright.async_api", reason="playwright is not installed")
+pytestmark = pytest.mark.skipif(
+    not Path(CHROMIUM).exists(),
+    reason=f"no Chromium at {CHROMIUM}: apt-get install chromium (CI's .ci/run does)",
+)
+
+
+@pytest.fixture
+async def browser_page(tmp_path: Path) -> AsyncIterator[Any]:
+    async with playwright_api.async_playwright() as playwright:
+        context = await playwright.chromium.launch_persistent_context(
+            str(tmp_path / "chromium-profile"),
+            executable_path=CHROMIUM,
+            headless=True,
+            args=ARGS,
+            viewport={"width": 1180, "height": 640},
+        )
+        try:
+            yield context.pages[0] if context.pages else await context.new_page()
+        finally:
+            await context.close()
+
+
+@pytest.fixture
+async def projector(db: Engine) -> AsyncIterator[Projector]:
+    projector = Projector(db, lease_seconds=5)
+    projector.start()
+    yield projector
+    await projector.stop(drain=1)
+
+
+async def test_dashboard_lists_a_task_live_and_shows_its_log(
+    running_pool: ax.Pool,
+    db: Engine,
+    projector: Projector,
+    serve: Any,
+    browser_page: Any,
+) -> None:
+    page = browser_page
+    expect = playwright_api.expect
+    server = await serve(db)
+    await page.goto(server.url + "/")
+    await expect(page.locator("#conn")).to_have_text("live")
+
+    task = await ax.enqueue("progress", basic.Echo(text="shown", delay=0.2))
+    row = page.locator(f'tr[data-agent-id="{task.agent_id}"]')
+    await expect(row).to_be_visible(timeout=15_000)
+    await expect(row.locator('[role="progressbar"]')).to_have_attribute(
+        "aria-valuenow", "100", timeout=20_000
+    )
+    await expect(row.locator(".badge")).to_have_text("complete")
+    await expect(row).to_contain_text("progress")
+
+    # The page keeps up across a network drop: the API restarts, a task runs meanwhile.
+    port = server.port
+    await server.stop()
+    await expect(page.locator("#conn")).not_to_have_text("live", timeout=10_000)
+    failing = await ax.enqueue("boom", basic.Echo(text="while the API was down"))
+    with pytest.raises(ax.TaskFailedError):
+        await ax.get_result(failing, timeout=15)
+    await serve(db, port=port)
+    failed_row = page.locator(f'tr[data-agent-id="{failing.agent_id}"]')
+    await expect(failed_row.locator(".badge")).to_have_text("error", timeout=15_000)
+    await expect(page.locator("#conn")).to_have_text("live")
+
+    if os.environ.get("AGENTEXEC_SCREENSHOT"):
+        await screenshot(page, Path(os.environ["AGENTEXEC_SCREENSHOT"]))
+
+    await row.click()
+    timeline = page.locator("#timeline li")
+    await expect(timeline.filter(has_text="step 75")).to_be_visible(timeout=10_000)
+    await expect(timeline.filter(has_text="Task completed successfully.")).to_be_visible()
+    entries = await timeline.locator(".type").all_inner_texts()
+    assert entries == [
+        "task.queued",
+        "task.started",
+        "task.progress",
+        "task.progress",
+        "task.progress",
+        "task.completed",
+    ]
+    await expect(page.locator("#d-meta .badge")).to_have_text("complete")
+
+    await page.locator("#back").click()
+    await expect(row).to_be_visible()
+
+
+async def screenshot(page: Any, path: Path) -> None:
+    """The list with a few more tasks, some still running."""
+    for delay in (0.05, 0.1, 1.5, 3.0):
+        await ax.enqueue("progress", basic.Echo(text="more", delay=delay))
+    await ax.enqueue("echo", basic.Echo(text="hello"))
+    await page.locator("tr[data-status=running]").first.wait_for(timeout=10_000)
+    await asyncio.sleep(1.2)  # let the quick ones finish for a varied picture
+    await page.screenshot(path=str(path))
