@@ -139,6 +139,58 @@ return id
 """,
 )
 
+DEAD_LETTER = Script(
+    "dead_letter",
+    _OWNERSHIP
+    + """
+-- KEYS: queue stream, dead-letter stream, event log, result key.
+-- ARGV: group, entry id, consumer, '1' when the task is known (then:) task.failed event
+-- JSON, outcome, result TTL (s), result channel; then the dead letter's field/value pairs
+-- from ARGV[9]. Rejected like FINISH when another worker holds the entry; an entry whose
+-- task already ended is dropped without a second outcome.
+if not may_end(KEYS[1], ARGV[1], ARGV[2], ARGV[3]) then
+  return false
+end
+local known = ARGV[4] == '1'
+local ended = known and redis.call('EXISTS', KEYS[4]) == 1
+if not ended then
+  redis.call('XADD', KEYS[2], '*', unpack(ARGV, 9))
+  if known then
+    redis.call('XADD', KEYS[3], '*', 'event', ARGV[5])
+    redis.call('SET', KEYS[4], ARGV[6], 'EX', ARGV[7])
+    redis.call('PUBLISH', ARGV[8], ARGV[6])
+  end
+end
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+redis.call('XDEL', KEYS[1], ARGV[2])
+return not ended
+""",
+)
+
+APPEND_HELD = Script(
+    "append_held",
+    _OWNERSHIP
+    + """
+-- KEYS: event log, agent marker, result key, queue stream, dedup key.
+-- ARGV: event JSON, agent marker TTL (s), group, entry id, consumer, dedup TTL (s).
+-- An event appended by a task's own handler: rejected once the worker running it lost the
+-- entry (taken over after its lease expired) or the task ended, so that a worker that comes
+-- back late cannot write into the history of the run that replaced it. The dedup key (one
+-- per event) makes a retry after a lost reply return the first append's id.
+local first = redis.call('GET', KEYS[5])
+if first then
+  return first
+end
+if not may_end(KEYS[4], ARGV[3], ARGV[4], ARGV[5]) or redis.call('EXISTS', KEYS[3]) == 1 then
+  return false
+end
+redis.call('SET', KEYS[2], '1', 'EX', ARGV[2])
+local id = redis.call('XADD', KEYS[1], '*', 'event', ARGV[1])
+redis.call('SET', KEYS[5], id, 'EX', ARGV[6])
+return id
+""",
+)
+
 RENEW = Script(
     "renew",
     """

@@ -38,9 +38,9 @@ from agentexec.events import (
     TaskStarted,
 )
 from agentexec.results import Outcome, outcome_encoder
-from agentexec.scripts import FINISH, RENEW, RETRY, START
+from agentexec.scripts import DEAD_LETTER, FINISH, RENEW, RETRY, START
 from agentexec.streams import WORKERS_GROUP, Keys, ensure_group, is_missing_group
-from agentexec.tasks import TaskDefinition, current_task
+from agentexec.tasks import TaskDefinition, TaskLease, current_lease, current_task
 
 from .notices import NoticeListener
 from .retries import Promoter, backoff_delay, delayed_member
@@ -114,7 +114,10 @@ class Worker:
         while not self.stopping.is_set():
             free = self.spec.concurrency - len(self._running)
             if free <= 0:
-                await asyncio.wait(self._running, return_when=asyncio.FIRST_COMPLETED)
+                # A full worker must still hear a stop request: its drain has a deadline.
+                stop = asyncio.ensure_future(self.stopping.wait())
+                await asyncio.wait({stop, *self._running}, return_when=asyncio.FIRST_COMPLETED)
+                stop.cancel()
                 continue
             if not self._backlog:
                 try:
@@ -244,6 +247,7 @@ class Worker:
         started = time.perf_counter()
         timeout = event.timeout or definition.timeout
         token = current_task.set(event.agent_id)
+        lease = current_lease.set(TaskLease(entry[0], entry_id, WORKERS_GROUP, self.spec.consumer))
         self._agents[event.agent_id] = asyncio.current_task()  # type: ignore[assignment]
         deadline = asyncio.timeout(timeout)
         try:
@@ -274,6 +278,7 @@ class Worker:
             return
         finally:
             current_task.reset(token)
+            current_lease.reset(lease)
             self._agents.pop(event.agent_id, None)
             self._cancel_requested.discard(event.agent_id)
         completed = TaskCompleted(
@@ -442,30 +447,54 @@ class Worker:
             "worker %s: dead-lettering %s %s: %s", self.spec.consumer, stream, entry_id, reason
         )
         ident = _identify(fields)
-        async with get_redis().pipeline(transaction=True) as pipe:
-            pipe.xadd(
-                self.keys.dead_letters,
-                {**fields, b"stream": stream, b"id": entry_id, b"reason": reason},
+        letter: list[Any] = []
+        for name, value in {
+            **fields,
+            b"stream": stream,
+            b"id": entry_id,
+            b"reason": reason,
+        }.items():
+            letter += [name, value]
+        known: list[Any] = ["0", "", "", 0, ""]
+        result_key = self.keys.result("unknown")
+        if ident is not None:
+            error = f"dead-lettered: {reason}"
+            failed = TaskFailed(
+                agent_id=ident[0],
+                task_name=ident[1],
+                message=CONF.activity_message_error.replace("{error}", error),
+                error=error,
             )
-            if ident is not None:
-                error = f"dead-lettered: {reason}"
-                failed = TaskFailed(
-                    agent_id=ident[0],
-                    task_name=ident[1],
-                    message=CONF.activity_message_error.replace("{error}", error),
-                    error=error,
-                )
-                data = outcome_encoder.encode(Outcome("error", ident[1], error=error))
-                pipe.xadd(self.keys.events, events.entry(failed))
-                pipe.set(self.keys.result(ident[0]), data, ex=CONF.result_ttl)
-                pipe.publish(self.keys.result_channel(ident[0]), data)
-            pipe.xack(stream, WORKERS_GROUP, entry_id)
-            pipe.xdel(stream, entry_id)
-            await pipe.execute()
+            data = outcome_encoder.encode(Outcome("error", ident[1], error=error))
+            known = [
+                "1",
+                events.encode(failed),
+                data,
+                CONF.result_ttl,
+                self.keys.result_channel(ident[0]),
+            ]
+            result_key = self.keys.result(ident[0])
+        keys = [stream, self.keys.dead_letters, self.keys.events, result_key]
+        args = [WORKERS_GROUP, entry_id, self.spec.consumer, *known, *letter]
+        while True:
+            try:
+                done = await get_batcher().run_script(DEAD_LETTER, keys, args)
+                self._reconnect.succeeded()
+                break
+            except REDIS_ERRORS as e:
+                await self._reconnect.failed(e)
+        if not done:
+            logger.warning(
+                "worker %s: %s %s was taken over or had ended; not dead-lettered here",
+                self.spec.consumer,
+                stream,
+                entry_id,
+            )
 
     async def _renew_leases(self) -> None:
         """Reset the idle time of every entry this worker holds, and claim expired ones."""
         lease_ms = int(CONF.lease_seconds * 1000)
+        claim_after = 0.0
         while True:
             await asyncio.sleep(CONF.lease_seconds / 3)
             held: dict[str, list[Any]] = {}
@@ -480,7 +509,10 @@ class Worker:
                     if lost:
                         self._abandon(stream, set(lost))
                 await self._check_cancel_markers()
-                if len(self._backlog) < self.spec.concurrency:
+                # After an outage, leases look expired to Redis although their workers lived
+                # through it: claim only once every live worker has had a lease period to
+                # renew its own.
+                if len(self._backlog) < self.spec.concurrency and time.monotonic() > claim_after:
                     for stream in self.streams:
                         _, claimed, _ = await client.xautoclaim(
                             stream, WORKERS_GROUP, self.spec.consumer, lease_ms, count=10
@@ -496,6 +528,7 @@ class Worker:
                             await self._count_deliveries(client, stream, [i for i, _ in claimed])
             except REDIS_ERRORS as e:
                 logger.debug("lease renewal failed: %s", e)
+                claim_after = time.monotonic() + CONF.lease_seconds
             except redis.ResponseError as e:
                 if not is_missing_group(e):
                     raise

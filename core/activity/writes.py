@@ -9,6 +9,7 @@ the call runs inside that task's own handler. Anything else is a mistake worth a
 from __future__ import annotations
 
 import logging
+import time
 from typing import TYPE_CHECKING, Any, overload
 from uuid import UUID, uuid4
 
@@ -27,8 +28,9 @@ from agentexec.events import (
     TaskProgress,
     TaskQueued,
 )
+from agentexec.scripts import APPEND_HELD
 from agentexec.streams import AGENT_TTL, Keys
-from agentexec.tasks import current_task
+from agentexec.tasks import TaskLease, current_lease, current_task
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable
@@ -76,14 +78,19 @@ def append(event: Event, *, check: bool = True) -> str:
     """Append one event to the log; returns its stream id.
 
     With `check`, raises `UnknownActivityError` unless the agent id is known (see above).
+    Raises `RedisUnavailableError` when Redis is unreachable, except inside the task's own
+    handler (see `_append_held`).
     """
     keys = Keys(CONF.key_prefix)
-    check = check and current_task.get() != event.agent_id
+    own = current_task.get() == event.agent_id
+    lease = current_lease.get() if own else None
+    if lease is not None:
+        return _append_held(keys, event, lease)
     client = get_sync_redis()
     try:
         entry_id: Any = client.register_script(_APPEND)(
             keys=[keys.events, keys.agent(event.agent_id), keys.result(event.agent_id)],
-            args=[events.encode(event), AGENT_TTL, "1" if check else "0"],
+            args=[events.encode(event), AGENT_TTL, "1" if check and not own else "0"],
         )
     except (redis.ConnectionError, redis.TimeoutError) as e:
         raise RedisUnavailableError(
@@ -97,6 +104,60 @@ def append(event: Event, *, check: bool = True) -> str:
             f"{CONF.key_prefix!r}); pass the agent_id your task received, or start tracking "
             "with ax.activity.create(...)."
         )
+    return str(entry_id.decode())
+
+
+def _append_held(keys: Keys, event: Event, lease: TaskLease) -> str:
+    """Append an event of a task from inside its handler, in a worker.
+
+    While Redis is unreachable this waits and retries (the handler is paused, not failed),
+    for up to `AGENTEXEC_ENQUEUE_TIMEOUT` seconds, then raises `RedisUnavailableError`; a
+    retry after a lost reply never appends twice. Once the worker has lost the task (another
+    worker took it over after the lease expired, as after a freeze) the event is discarded
+    with a warning and "" is returned: a late worker cannot write into the run that
+    replaced it.
+    """
+    client = get_sync_redis()
+    script = client.register_script(APPEND_HELD.source)
+    script_keys = [
+        keys.events,
+        keys.agent(event.agent_id),
+        keys.result(event.agent_id),
+        lease.stream,
+        keys.dedup(f"event:{uuid4()}"),
+    ]
+    args: list[Any] = [
+        events.encode(event),
+        AGENT_TTL,
+        lease.group,
+        lease.entry_id,
+        lease.consumer,
+        600,
+    ]
+    deadline = time.monotonic() + CONF.enqueue_timeout
+    delay = 0.05
+    while True:
+        try:
+            entry_id: Any = script(keys=script_keys, args=args)
+            break
+        except (redis.ConnectionError, redis.TimeoutError) as e:
+            if time.monotonic() >= deadline:
+                raise RedisUnavailableError(
+                    f"could not record {type(event).__name__} for agent {event.agent_id}: "
+                    f"Redis at {CONF.redis_url} was unreachable for {CONF.enqueue_timeout}s "
+                    f"(AGENTEXEC_ENQUEUE_TIMEOUT): {e}"
+                ) from e
+            if delay == 0.05:
+                logger.warning("agent %s: Redis unreachable (%s); retrying", event.agent_id, e)
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
+    if entry_id is None:
+        logger.warning(
+            "agent %s: this worker lost the task to another one; %s discarded",
+            event.agent_id,
+            type(event).__name__,
+        )
+        return ""
     return str(entry_id.decode())
 
 
