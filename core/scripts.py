@@ -194,18 +194,21 @@ return id
 RENEW = Script(
     "renew",
     """
--- KEYS: queue stream. ARGV: group, consumer, entry ids.
--- Resets the idle time of the entries this consumer still holds; returns the ones it lost.
+-- KEYS: queue stream, then the result key of each entry's task.
+-- ARGV: group, consumer, then the entry ids (in the order of their result keys).
+-- Resets the idle time of the entries this consumer still holds; returns the ones it lost:
+-- pending to another consumer, or pending to nobody once their task has ended. An entry
+-- pending to nobody whose task has not ended was lost by Redis (it came back empty): the
+-- worker keeps running it, and its outcome is recorded (see FINISH).
 local lost = {}
 for i = 3, #ARGV do
-  local held = redis.pcall('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1, ARGV[2])
-  if held.err then
-    return lost
-  end
-  if #held == 1 then
-    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'JUSTID')
-  else
-    lost[#lost + 1] = ARGV[i]
+  local pending = redis.pcall('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)
+  if not pending.err then
+    if #pending == 1 and pending[1][2] == ARGV[2] then
+      redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'JUSTID')
+    elseif #pending == 1 or redis.call('EXISTS', KEYS[i - 1]) == 1 then
+      lost[#lost + 1] = ARGV[i]
+    end
   end
 end
 return lost

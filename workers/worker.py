@@ -76,6 +76,8 @@ class Worker:
         """Delivery counts of entries taken over or resumed (new ones are delivered once)."""
         self._agents: dict[UUID, asyncio.Task[None]] = {}
         self._cancel_requested: set[UUID] = set()
+        self._result_keys: dict[bytes, str] = {}
+        """Result key of each held entry's task, for lease renewal."""
         self._promoter = Promoter(self.keys, spec.queue_name)
         self._reconnect = Reconnect(f"worker {spec.consumer}")
 
@@ -497,14 +499,22 @@ class Worker:
         claim_after = 0.0
         while True:
             await asyncio.sleep(CONF.lease_seconds / 3)
-            held: dict[str, list[Any]] = {}
-            for stream, entry_id, _ in [*self._running.values(), *self._backlog]:
-                held.setdefault(stream, []).append(entry_id)
+            held: dict[str, list[tuple[bytes, str]]] = {}
+            known, self._result_keys = self._result_keys, {}
+            for stream, entry_id, fields in [*self._running.values(), *self._backlog]:
+                result = known.get(entry_id)
+                if result is None:
+                    ident = _identify(fields)
+                    result = self.keys.result(ident[0] if ident else "unknown")
+                self._result_keys[entry_id] = result
+                held.setdefault(stream, []).append((entry_id, result))
             try:
                 client = get_redis()
-                for stream, ids in held.items():
+                for stream, entries in held.items():
                     lost = await get_batcher().run_script(
-                        RENEW, [stream], [WORKERS_GROUP, self.spec.consumer, *ids]
+                        RENEW,
+                        [stream, *(result for _, result in entries)],
+                        [WORKERS_GROUP, self.spec.consumer, *(i for i, _ in entries)],
                     )
                     if lost:
                         self._abandon(stream, set(lost))
