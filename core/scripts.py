@@ -52,9 +52,15 @@ return {id, ARGV[3]}
 
 START = Script(
     "start",
-    """
--- KEYS: event log, cancel marker. ARGV: task.started event JSON.
--- Returns false when the task was canceled before it started.
+    _OWNERSHIP
+    + """
+-- KEYS: event log, cancel marker, queue stream. ARGV: task.started event JSON, group, entry
+-- id, consumer. Returns the event's id; 0 when another worker holds the entry (it took it
+-- over while this one had it queued: only one of them may run it); false when the task was
+-- canceled before it started.
+if not may_end(KEYS[3], ARGV[2], ARGV[3], ARGV[4]) then
+  return 0
+end
 if redis.call('EXISTS', KEYS[2]) == 1 then
   return false
 end

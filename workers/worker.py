@@ -243,7 +243,16 @@ class Worker:
             message=CONF.activity_message_started,
             worker=self.spec.consumer,
         )
-        if not await self._start(started_event):
+        started_id = await self._start(entry, started_event)
+        if started_id == 0:
+            logger.warning(
+                "worker %s: task %s (agent %s) was taken over before it started here",
+                self.spec.consumer,
+                event.task_name,
+                event.agent_id,
+            )
+            return
+        if started_id is None:
             await self._end_canceled(entry, event)
             return
         started = time.perf_counter()
@@ -301,14 +310,16 @@ class Worker:
             time.perf_counter() - started,
         )
 
-    async def _start(self, started: TaskStarted) -> bool:
-        """Record the start unless the task was canceled before it; False when it was."""
-        keys = [self.keys.events, self.keys.cancel_marker(started.agent_id)]
+    async def _start(self, entry: Entry, started: TaskStarted) -> Any:
+        """Record the start: the event's id, 0 when another worker took the entry over, or
+        None when the task was canceled before it started."""
+        keys = [self.keys.events, self.keys.cancel_marker(started.agent_id), entry[0]]
+        args = [events.encode(started), WORKERS_GROUP, entry[1], self.spec.consumer]
         while True:
             try:
-                reply = await get_batcher().run_script(START, keys, [events.encode(started)])
+                reply = await get_batcher().run_script(START, keys, args)
                 self._reconnect.succeeded()
-                return reply is not None
+                return reply
             except REDIS_ERRORS as e:
                 await self._reconnect.failed(e)
 

@@ -149,8 +149,10 @@ def _append_held(keys: Keys, event: Event, lease: TaskLease) -> str:
                 ) from e
             if delay == 0.05:
                 logger.warning("agent %s: Redis unreachable (%s); retrying", event.agent_id, e)
+            # This blocks the worker's event loop (the handler is sync here): retry often
+            # enough that the worker renews its leases as soon as Redis is back.
             time.sleep(delay)
-            delay = min(delay * 2, 2.0)
+            delay = min(delay * 2, 0.25)
     if entry_id is None:
         logger.warning(
             "agent %s: this worker lost the task to another one; %s discarded",

@@ -25,7 +25,7 @@ from tests.support.waiting import async_wait_for
 ROOT = Path(__file__).resolve().parents[2]
 
 SETTINGS = {
-    "AGENTEXEC_LEASE_SECONDS": "1.5",
+    "AGENTEXEC_LEASE_SECONDS": "3",
     "AGENTEXEC_BLOCK_MS": "1000",
     "AGENTEXEC_GRACEFUL_SHUTDOWN_TIMEOUT": "5",
     "AGENTEXEC_RETRY_BACKOFF": "0.1",
