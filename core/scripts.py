@@ -68,9 +68,15 @@ return remember(KEYS[3], ARGV[2], KEYS[4], ARGV[4], ARGV[3], id)
 
 START = Script(
     "start",
-    """
--- KEYS: event log, cancel marker. ARGV: task.started event JSON.
--- Returns false when the task was canceled before it started.
+    _OWNERSHIP
+    + """
+-- KEYS: event log, cancel marker, queue stream. ARGV: task.started event JSON, group, entry
+-- id, consumer. Returns the event's id; 0 when another worker holds the entry (it took it
+-- over while this one had it queued: only one of them may run it); false when the task was
+-- canceled before it started.
+if not may_end(KEYS[3], ARGV[2], ARGV[3], ARGV[4]) then
+  return 0
+end
 if redis.call('EXISTS', KEYS[2]) == 1 then
   return false
 end
@@ -171,21 +177,76 @@ return id
 """,
 )
 
+DEAD_LETTER = Script(
+    "dead_letter",
+    _OWNERSHIP
+    + """
+-- KEYS: queue stream, dead-letter stream, event log, result key.
+-- ARGV: group, entry id, consumer, '1' when the task is known (then:) task.failed event
+-- JSON, outcome, result TTL (s), result channel; then the dead letter's field/value pairs
+-- from ARGV[9]. Rejected like FINISH when another worker holds the entry; an entry whose
+-- task already ended is dropped without a second outcome.
+if not may_end(KEYS[1], ARGV[1], ARGV[2], ARGV[3]) then
+  return false
+end
+local known = ARGV[4] == '1'
+local ended = known and redis.call('EXISTS', KEYS[4]) == 1
+if not ended then
+  redis.call('XADD', KEYS[2], '*', unpack(ARGV, 9))
+  if known then
+    redis.call('XADD', KEYS[3], '*', 'event', ARGV[5])
+    redis.call('SET', KEYS[4], ARGV[6], 'EX', ARGV[7])
+    redis.call('PUBLISH', ARGV[8], ARGV[6])
+  end
+end
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+redis.call('XDEL', KEYS[1], ARGV[2])
+return not ended
+""",
+)
+
+APPEND_HELD = Script(
+    "append_held",
+    _OWNERSHIP
+    + """
+-- KEYS: event log, agent marker, result key, queue stream, dedup key.
+-- ARGV: event JSON, agent marker TTL (s), group, entry id, consumer, dedup TTL (s).
+-- An event appended by a task's own handler: rejected once the worker running it lost the
+-- entry (taken over after its lease expired) or the task ended, so that a worker that comes
+-- back late cannot write into the history of the run that replaced it. The dedup key (one
+-- per event) makes a retry after a lost reply return the first append's id.
+local first = redis.call('GET', KEYS[5])
+if first then
+  return first
+end
+if not may_end(KEYS[4], ARGV[3], ARGV[4], ARGV[5]) or redis.call('EXISTS', KEYS[3]) == 1 then
+  return false
+end
+redis.call('SET', KEYS[2], '1', 'EX', ARGV[2])
+local id = redis.call('XADD', KEYS[1], '*', 'event', ARGV[1])
+redis.call('SET', KEYS[5], id, 'EX', ARGV[6])
+return id
+""",
+)
+
 RENEW = Script(
     "renew",
     """
--- KEYS: queue stream. ARGV: group, consumer, entry ids.
--- Resets the idle time of the entries this consumer still holds; returns the ones it lost.
+-- KEYS: queue stream, then the result key of each entry's task.
+-- ARGV: group, consumer, then the entry ids (in the order of their result keys).
+-- Resets the idle time of the entries this consumer still holds; returns the ones it lost:
+-- pending to another consumer, or pending to nobody once their task has ended. An entry
+-- pending to nobody whose task has not ended was lost by Redis (it came back empty): the
+-- worker keeps running it, and its outcome is recorded (see FINISH).
 local lost = {}
 for i = 3, #ARGV do
-  local held = redis.pcall('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1, ARGV[2])
-  if held.err then
-    return lost
-  end
-  if #held == 1 then
-    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'JUSTID')
-  else
-    lost[#lost + 1] = ARGV[i]
+  local pending = redis.pcall('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)
+  if not pending.err then
+    if #pending == 1 and pending[1][2] == ARGV[2] then
+      redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'JUSTID')
+    elseif #pending == 1 or redis.call('EXISTS', KEYS[i - 1]) == 1 then
+      lost[#lost + 1] = ARGV[i]
+    end
   end
 end
 return lost

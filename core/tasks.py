@@ -47,6 +47,20 @@ def event_identity(agent_id: UUID | str) -> dict[str, Any]:
     return {"task_name": ""}
 
 
+@dataclass(frozen=True)
+class TaskLease:
+    """The queue entry a worker holds while it runs a task: the handler's own events are
+    appended only while the worker still holds it (see `agentexec.activity.append`)."""
+
+    stream: str
+    entry_id: bytes
+    group: str
+    consumer: str
+
+
+current_lease: ContextVar[TaskLease | None] = ContextVar("agentexec_current_lease", default=None)
+"""The lease of the task whose handler is running in this context, if it runs in a worker."""
+
 Handler = Callable[[UUID, Any], Any] | Callable[[UUID, Any], Awaitable[Any]]
 
 

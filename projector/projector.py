@@ -138,6 +138,9 @@ class Projector:
             self._reconnect.succeeded()
             return result
         except REDIS_ERRORS as e:
+            # A read whose reply was lost delivered its entries all the same: they are
+            # pending to us, and must be read again before anything newer is committed.
+            self._pending = True
             await self._reconnect.failed(e)
         except redis.ResponseError as e:
             if not is_missing_group(e):

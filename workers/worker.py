@@ -26,6 +26,7 @@ import pydantic_core
 import redis
 
 from agentexec import events
+from agentexec.activity.writes import flush_events
 from agentexec.batcher import get_batcher
 from agentexec.config import CONF
 from agentexec.connection import REDIS_ERRORS, Reconnect, close_redis, get_redis
@@ -39,9 +40,15 @@ from agentexec.events import (
     TaskStarted,
 )
 from agentexec.results import Outcome, outcome_encoder
-from agentexec.scripts import FINISH, RENEW, RETRY, START
+from agentexec.scripts import DEAD_LETTER, FINISH, RENEW, RETRY, START
 from agentexec.streams import WORKERS_GROUP, Keys, ensure_group, is_missing_group
-from agentexec.tasks import TaskDefinition, reset_current_run, set_current_run
+from agentexec.tasks import (
+    TaskDefinition,
+    TaskLease,
+    current_lease,
+    reset_current_run,
+    set_current_run,
+)
 from agentexec.transitions import Write, add_to_pipeline, script_args
 
 from .notices import NoticeListener
@@ -78,6 +85,8 @@ class Worker:
         """Delivery counts of entries taken over or resumed (new ones are delivered once)."""
         self._agents: dict[UUID, asyncio.Task[None]] = {}
         self._cancel_requested: set[UUID] = set()
+        self._result_keys: dict[bytes, str] = {}
+        """Result key of each held entry's task, for lease renewal."""
         self._promoter = Promoter(self.keys, spec.queue_name)
         self._reconnect = Reconnect(f"worker {spec.consumer}")
 
@@ -116,7 +125,10 @@ class Worker:
         while not self.stopping.is_set():
             free = self.spec.concurrency - len(self._running)
             if free <= 0:
-                await asyncio.wait(self._running, return_when=asyncio.FIRST_COMPLETED)
+                # A full worker must still hear a stop request: its drain has a deadline.
+                stop = asyncio.ensure_future(self.stopping.wait())
+                await asyncio.wait({stop, *self._running}, return_when=asyncio.FIRST_COMPLETED)
+                stop.cancel()
                 continue
             if not self._backlog:
                 try:
@@ -240,12 +252,22 @@ class Worker:
             message=CONF.activity_message_started,
             worker=self.spec.consumer,
         )
-        if not await self._start(started_event):
+        started_id = await self._start(entry, started_event)
+        if started_id == 0:
+            logger.warning(
+                "worker %s: task %s (agent %s) was taken over before it started here",
+                self.spec.consumer,
+                event.task_name,
+                event.agent_id,
+            )
+            return
+        if started_id is None:
             await self._end_canceled(entry, event)
             return
         started = time.perf_counter()
         timeout = event.timeout or definition.timeout
         token = set_current_run(event.agent_id, event.task_name, event.attempt)
+        lease = current_lease.set(TaskLease(entry[0], entry_id, WORKERS_GROUP, self.spec.consumer))
         self._agents[event.agent_id] = asyncio.current_task()  # type: ignore[assignment]
         deadline = asyncio.timeout(timeout)
         try:
@@ -276,6 +298,7 @@ class Worker:
             return
         finally:
             reset_current_run(token)
+            current_lease.reset(lease)
             self._agents.pop(event.agent_id, None)
             self._cancel_requested.discard(event.agent_id)
         completed = TaskCompleted(
@@ -296,14 +319,16 @@ class Worker:
             time.perf_counter() - started,
         )
 
-    async def _start(self, started: TaskStarted) -> bool:
-        """Record the start unless the task was canceled before it; False when it was."""
-        keys = [self.keys.events, self.keys.cancel_marker(started.agent_id)]
+    async def _start(self, entry: Entry, started: TaskStarted) -> Any:
+        """Record the start: the event's id, 0 when another worker took the entry over, or
+        None when the task was canceled before it started."""
+        keys = [self.keys.events, self.keys.cancel_marker(started.agent_id), entry[0]]
+        args = [events.encode(started), WORKERS_GROUP, entry[1], self.spec.consumer]
         while True:
             try:
-                reply = await get_batcher().run_script(START, keys, [events.encode(started)])
+                reply = await get_batcher().run_script(START, keys, args)
                 self._reconnect.succeeded()
-                return reply is not None
+                return reply
             except REDIS_ERRORS as e:
                 await self._reconnect.failed(e)
 
@@ -352,6 +377,7 @@ class Worker:
             await self._fail(entry, event, error)
             return
         stream, entry_id, _ = entry
+        await flush_events(event.agent_id)
         delay = backoff_delay(event.attempt, CONF.retry_backoff, CONF.retry_backoff_max)
         retried = TaskRetried(
             agent_id=event.agent_id,
@@ -420,6 +446,7 @@ class Worker:
         transition, atomically, if this worker still holds the entry; a worker that lost it
         cannot end the task."""
         stream, entry_id, _ = entry
+        await flush_events(event.agent_id)  # what the handler wrote comes before its outcome
         data = outcome_encoder.encode(outcome)
         keys: list[Any] = [self.keys.events, self.keys.result(event.agent_id), stream]
         args: list[Any] = [
@@ -467,49 +494,91 @@ class Worker:
             "worker %s: dead-lettering %s %s: %s", self.spec.consumer, stream, entry_id, reason
         )
         ident = _identify(fields)
-        async with get_redis().pipeline(transaction=True) as pipe:
-            pipe.xadd(
-                self.keys.dead_letters,
-                {**fields, b"stream": stream, b"id": entry_id, b"reason": reason},
+        letter: list[Any] = []
+        for name, value in {
+            **fields,
+            b"stream": stream,
+            b"id": entry_id,
+            b"reason": reason,
+        }.items():
+            letter += [name, value]
+        known: list[Any] = ["0", "", "", 0, ""]
+        result_key = self.keys.result("unknown")
+        if ident is not None:
+            error = f"dead-lettered: {reason}"
+            failed = TaskFailed(
+                agent_id=ident[0],
+                task_name=ident[1],
+                message=CONF.activity_message_error.replace("{error}", error),
+                error=error,
             )
-            if ident is not None:
-                error = f"dead-lettered: {reason}"
-                failed = TaskFailed(
-                    agent_id=ident[0],
-                    task_name=ident[1],
-                    message=CONF.activity_message_error.replace("{error}", error),
-                    error=error,
-                )
-                data = outcome_encoder.encode(Outcome("error", ident[1], error=error))
-                pipe.xadd(self.keys.events, events.entry(failed))
-                pipe.set(self.keys.result(ident[0]), data, ex=CONF.result_ttl)
-                pipe.publish(self.keys.result_channel(ident[0]), data)
-                queued = _queued(fields)
-                if queued is not None:
-                    outcome = Outcome("error", queued.task_name, error=error)
-                    add_to_pipeline(pipe, self._transition(queued, outcome), self.keys)
-            pipe.xack(stream, WORKERS_GROUP, entry_id)
-            pipe.xdel(stream, entry_id)
-            await pipe.execute()
+            data = outcome_encoder.encode(Outcome("error", ident[1], error=error))
+            known = [
+                "1",
+                events.encode(failed),
+                data,
+                CONF.result_ttl,
+                self.keys.result_channel(ident[0]),
+            ]
+            result_key = self.keys.result(ident[0])
+        keys = [stream, self.keys.dead_letters, self.keys.events, result_key]
+        args = [WORKERS_GROUP, entry_id, self.spec.consumer, *known, *letter]
+        while True:
+            try:
+                done = await get_batcher().run_script(DEAD_LETTER, keys, args)
+                self._reconnect.succeeded()
+                break
+            except REDIS_ERRORS as e:
+                await self._reconnect.failed(e)
+        if not done:
+            logger.warning(
+                "worker %s: %s %s was taken over or had ended; not dead-lettered here",
+                self.spec.consumer,
+                stream,
+                entry_id,
+            )
+            return
+        queued = _queued(fields) if ident is not None else None
+        if queued is not None:
+            # The task's transition (a pipeline run ending ERROR) follows the dead letter that
+            # stood; not in its script, whose arguments end with the entry's variable fields.
+            error = f"dead-lettered: {reason}"
+            writes = self._transition(queued, Outcome("error", queued.task_name, error=error))
+            if writes:
+                async with get_redis().pipeline(transaction=True) as pipe:
+                    add_to_pipeline(pipe, writes, self.keys)
+                    await pipe.execute()
 
     async def _renew_leases(self) -> None:
         """Reset the idle time of every entry this worker holds, and claim expired ones."""
         lease_ms = int(CONF.lease_seconds * 1000)
+        claim_after = 0.0
         while True:
             await asyncio.sleep(CONF.lease_seconds / 3)
-            held: dict[str, list[Any]] = {}
-            for stream, entry_id, _ in [*self._running.values(), *self._backlog]:
-                held.setdefault(stream, []).append(entry_id)
+            held: dict[str, list[tuple[bytes, str]]] = {}
+            known, self._result_keys = self._result_keys, {}
+            for stream, entry_id, fields in [*self._running.values(), *self._backlog]:
+                result = known.get(entry_id)
+                if result is None:
+                    ident = _identify(fields)
+                    result = self.keys.result(ident[0] if ident else "unknown")
+                self._result_keys[entry_id] = result
+                held.setdefault(stream, []).append((entry_id, result))
             try:
                 client = get_redis()
-                for stream, ids in held.items():
+                for stream, entries in held.items():
                     lost = await get_batcher().run_script(
-                        RENEW, [stream], [WORKERS_GROUP, self.spec.consumer, *ids]
+                        RENEW,
+                        [stream, *(result for _, result in entries)],
+                        [WORKERS_GROUP, self.spec.consumer, *(i for i, _ in entries)],
                     )
                     if lost:
                         self._abandon(stream, set(lost))
                 await self._check_cancel_markers()
-                if len(self._backlog) < self.spec.concurrency:
+                # After an outage, leases look expired to Redis although their workers lived
+                # through it: claim only once every live worker has had a lease period to
+                # renew its own.
+                if len(self._backlog) < self.spec.concurrency and time.monotonic() > claim_after:
                     for stream in self.streams:
                         _, claimed, _ = await client.xautoclaim(
                             stream, WORKERS_GROUP, self.spec.consumer, lease_ms, count=10
@@ -525,6 +594,7 @@ class Worker:
                             await self._count_deliveries(client, stream, [i for i, _ in claimed])
             except REDIS_ERRORS as e:
                 logger.debug("lease renewal failed: %s", e)
+                claim_after = time.monotonic() + CONF.lease_seconds
             except redis.ResponseError as e:
                 if not is_missing_group(e):
                     raise

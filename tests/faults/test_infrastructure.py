@@ -1,0 +1,116 @@
+"""Faults of what the workers depend on: the projector, Redis, and the network to Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+import agentexec as ax
+from agentexec import events
+from agentexec.connection import REDIS_ERRORS, get_redis
+from tests.faults.checker import check
+from tests.faults.cluster import Cluster, wait_for_event
+from tests.faults.proxy import Proxy
+from tests.integration.readmodel.workload import checkpoint_position, wait_until
+from tests.support.waiting import async_wait_for
+
+pytestmark = pytest.mark.timeout(240)
+
+
+async def _completed(cluster: Cluster, tasks: list[ax.Task], at_least: int) -> None:
+    keys = [cluster.keys.result(t.agent_id) for t in tasks]
+
+    async def enough() -> bool:
+        try:
+            return int(await get_redis().exists(*keys)) >= at_least
+        except REDIS_ERRORS:
+            return False  # the test's own connection went down with the fault
+
+    await async_wait_for(enough, timeout=90, what=f"{at_least} tasks to end")
+
+
+@pytest.mark.fault("4. SIGKILL of the projector mid-batch; two projectors at once")
+async def test_projector_killed_mid_batch_then_two_projectors(cluster: Cluster) -> None:
+    first = cluster.start_projector("--batch-size", "20")
+    cluster.start_pool(workers=2, concurrency=8)
+    tasks = await cluster.enqueue_jobs(150, work=0.2, steps=4)
+    await wait_until(lambda: checkpoint_position(cluster.engine) not in (None, "0-0"), 60)
+    first.kill()
+    cluster.fault("SIGKILL projector")
+    killed_at = checkpoint_position(cluster.engine)
+    cluster.start_projector("--batch-size", "20")
+    cluster.start_projector("--batch-size", "20")
+    await wait_until(lambda: checkpoint_position(cluster.engine) != killed_at, 60)
+    cluster.recovered()
+    await check(cluster, tasks)
+
+
+@pytest.mark.fault("5. SIGKILL of Redis, restart from its AOF")
+async def test_redis_killed_and_restarted_from_its_aof(cluster: Cluster) -> None:
+    cluster.start_projector()
+    cluster.start_pool(workers=2, concurrency=4)
+    tasks = await cluster.enqueue_jobs(52, work=0.4, steps=2)
+    # Some run across the outage and after it.
+    tasks += await cluster.enqueue_jobs(8, work=float(ax.CONF.lease_seconds) * 3, steps=6)
+    await _completed(cluster, tasks, 8)
+    # Down for longer than a lease: the workers keep running their tasks meanwhile.
+    cluster.redis.kill()
+    cluster.fault("SIGKILL redis-server")
+    await asyncio.sleep(float(ax.CONF.lease_seconds) * 2)  # the outage itself, not a wait
+    cluster.redis.start()
+    started = time.monotonic()
+    await _completed(cluster, tasks, 60)
+    cluster.recovered()
+    cluster.figures.notes.append(f"all tasks ended {time.monotonic() - started:.1f}s after restart")
+    await check(cluster, tasks)
+
+
+@pytest.mark.fault("6. FLUSHALL under load")
+async def test_flushall_under_load(cluster: Cluster) -> None:
+    cluster.start_projector()
+    cluster.start_pool(workers=2, concurrency=2)
+    running = await cluster.enqueue_jobs(4, work=float(ax.CONF.lease_seconds) * 2, steps=6)
+    queued = await cluster.enqueue_jobs(12, work=0.2)
+    for task in running:
+        await wait_for_event(task.agent_id, events.TaskProgress)
+    last = (await get_redis().xrevrange(cluster.keys.events, count=1))[0][0].decode()
+    await wait_until(lambda: checkpoint_position(cluster.engine) == last, 60)
+    await get_redis().flushall()
+    cluster.fault("FLUSHALL")
+    after = await cluster.enqueue_jobs(10, work=0.2)
+    # Promised: the running tasks end once, with their outcome; workers and projector carry
+    # on, and new tasks run. Not promised: the entries of tasks still queued were in Redis
+    # only, and are lost (their activity stays QUEUED; see docs/reliability.md).
+    await check(cluster, running + queued + after, lost={t.agent_id for t in queued})
+
+
+@pytest.mark.fault("9. TCP proxy that cuts connections and drops replies")
+async def test_connections_cut_and_replies_dropped(cluster: Cluster) -> None:
+    proxy = await Proxy(cluster.redis.port).start()
+    try:
+        cluster.use_redis(proxy.url)
+        cluster.start_projector()
+        cluster.start_pool(workers=2, concurrency=4)
+        tasks = await cluster.enqueue_jobs(30, work=0.3, steps=2)
+        await _completed(cluster, tasks, 5)
+        for round_ in range(6):
+            # Enqueue through the faults too: enqueue retries, never twice.
+            enqueuing = asyncio.create_task(cluster.enqueue_jobs(10, work=0.3, steps=2))
+            await asyncio.sleep(0.3)
+            if round_ % 2:
+                await proxy.drop_replies(0.2)
+                cluster.fault("replies dropped, then connections cut")
+            else:
+                proxy.cut()
+                cluster.fault("connections cut")
+            tasks += await enqueuing
+            await asyncio.sleep(0.3)
+        await _completed(cluster, tasks, len(tasks))
+        cluster.recovered()
+        await check(cluster, tasks)
+        cluster.figures.notes.append(f"{proxy.connections} connections accepted by the proxy")
+    finally:
+        await cluster.close()
+        await proxy.close()
