@@ -61,6 +61,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--venvs", type=Path, default=ROOT / ".bench-venvs")
     parser.add_argument("--out", type=Path, default=ROOT / "docs", help="where results go")
     parser.add_argument("--no-chart", action="store_true")
+    parser.add_argument(
+        "--report", action="store_true", help="only redraw the table and chart from the JSON"
+    )
     args = parser.parse_args()
     if args.quick:
         args.runs = 1
@@ -177,6 +180,13 @@ def machine(redis_url: str) -> dict[str, Any]:
 
 def main() -> None:
     args = parse_args()
+    if args.report:
+        document = json.loads((args.out / "benchmarks-compare.json").read_text())
+        (args.out / "benchmarks-compare.md").write_text(report.markdown(document))
+        print(report.markdown(document))
+        if not args.no_chart:
+            chart(args, document)
+        return
     # SIGTERM unwinds like Ctrl-C, so that every run's process group is killed on the way out.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     workloads = [w for w in args.workloads.split(",") if w in WORKLOADS]

@@ -88,6 +88,14 @@ def markdown(document: dict[str, Any]) -> str:
             wanted = meta.get("latency_tasks", 500)
             if workload == "latency" and figures.get("n") and figures["n"] < wanted:
                 notes.append(f"{name}: latency over {figures['n']:.0f} tasks (time budget)")
+        for workload in ("noop", "sleep"):
+            figures = by_workload.get(workload, {})
+            if "results_per_s" in figures:
+                notes.append(
+                    f"{name} {workload}: results in hand at {figures['results_per_s']:,.0f} "
+                    f"tasks/s; the table counts until the activity read model showed every "
+                    f"task finished"
+                )
         first = next(iter(by_workload.values()), {})
         if first.get("notes"):
             notes.append(f"{name}: {', '.join(first['notes'])}")
