@@ -225,14 +225,14 @@ def main() -> None:
                     if "error" in figures and figures["error"].startswith("n/a"):
                         break  # the same answer every time
                 results[entry.name][workload] = combine(runs)
+                save(args, {"machine": meta, "results": results})  # a killed run keeps these
     finally:
         client.close()
         server.close()
     meta["loadavg_end"] = os.getloadavg()
     meta["minutes"] = round((time.monotonic() - started) / 60, 1)
     document = {"machine": meta, "results": results}
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "benchmarks-compare.json").write_text(json.dumps(document, indent=1) + "\n")
+    save(args, document)
     table = report.markdown(document)
     (args.out / "benchmarks-compare.md").write_text(table)
     print()
@@ -240,6 +240,11 @@ def main() -> None:
     print(f"worker logs: {work}")
     if not args.no_chart:
         chart(args, document)
+
+
+def save(args: argparse.Namespace, document: dict[str, Any]) -> None:
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "benchmarks-compare.json").write_text(json.dumps(document, indent=1) + "\n")
 
 
 def chart(args: argparse.Namespace, document: dict[str, Any]) -> None:

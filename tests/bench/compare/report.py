@@ -54,17 +54,18 @@ def cell(name: str, results: dict[str, dict[str, Any]], column: tuple[Any, ...])
     text = number(figures[key], unit)
     _, ours = reference(results, workload)
     if ours and name not in OURS and figures[key] > 0:
-        text += f" ({ours[key] / figures[key]:.2f}x)"
+        text += f" ({ours[key] / figures[key]:.2g}x)"
     return text
 
 
 def markdown(document: dict[str, Any]) -> str:
     results = document["results"]
     meta = document["machine"]
+    load_end = meta.get("loadavg_end", meta["loadavg_start"])[0]
     lines = [
         f"Measured {meta['date']} on {meta['cpus']} cores, Python {meta['python']}, Redis "
         f"{meta['redis']}; median of {meta['runs']} run(s); load average "
-        f"{meta['loadavg_start'][0]:.1f} at the start, {meta['loadavg_end'][0]:.1f} at the end"
+        f"{meta['loadavg_start'][0]:.1f} at the start, {load_end:.1f} at the end"
         f"{' (quick smoke run, small N)' if meta['quick'] else ''}. Activity tracking: "
         f"{meta['sql']}.",
         "",
