@@ -59,12 +59,16 @@ def parse_args() -> argparse.Namespace:
         "postgresql+psycopg://postgres@127.0.0.1:5432/test); default: a SQLite file per run",
     )
     parser.add_argument("--venvs", type=Path, default=ROOT / ".bench-venvs")
-    parser.add_argument("--out", type=Path, default=ROOT / "docs", help="where results go")
+    parser.add_argument(
+        "--out", type=Path, help="where results go (default docs/, or .bench-runs/ with --quick)"
+    )
     parser.add_argument("--no-chart", action="store_true")
     parser.add_argument(
         "--report", action="store_true", help="only redraw the table and chart from the JSON"
     )
     args = parser.parse_args()
+    if args.out is None:
+        args.out = ROOT / (".bench-runs" if args.quick else "docs")
     if args.quick:
         args.runs = 1
         args.noop_tasks, args.sleep_tasks, args.latency_tasks = 500, 200, 50
