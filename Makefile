@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 SOURCES := core workers projector api tests
 
-.PHONY: install check format lint typecheck test bench demo clean
+.PHONY: install check format lint typecheck test bench bench-compare demo clean
 
 $(BIN)/python:
 	$(PY) -m pip install --quiet --upgrade uv
@@ -35,6 +35,10 @@ check: lint typecheck test
 
 bench: install
 	$(BIN)/python -m tests.bench.tasks
+
+# Side by side with the peers, each in its own venv under .bench-venvs/ (see docs/benchmarks.md).
+bench-compare: install
+	$(BIN)/python -m tests.bench.compare
 
 demo: install
 	$(BIN)/agentexec --log-level WARNING demo
