@@ -9,6 +9,8 @@ batch's events, so the rules live here and not in dialect-specific SQL:
   not change the activity row;
 - events without a status (tracker events) never create an activity row;
 - `attempts` counts `task.started` events; `updated_at` is the latest event time applied;
+- agent events (turns, tool calls, handoffs, usage) are logged as RUNNING entries, and a
+  running task's latest message is what its agent did last;
 - every event is archived under its stream id, which is the table's key: an event cannot
   be applied twice (the checkpoint keeps applied events out of batches in the first place).
 """
@@ -26,6 +28,7 @@ from sqlalchemy import Connection, Table, select, tuple_
 from agentexec.activity.models import Activity, ActivityLog, ArchivedEvent, activity_row_id
 from agentexec.events import (
     TERMINAL,
+    AgentEvent,
     AnyEvent,
     Status,
     TaskCanceled,
@@ -79,7 +82,11 @@ def apply(conn: Connection, batch: Sequence[Applied], *, archive: bool = True) -
     row_ids = {agent_id: activity_row_id(agent_id) for agent_id in agents}
     rows = _fold(current, batch, row_ids)
     bulk.upsert(conn, _activity, rows, "agent_id", set(current))
-    logs = [_log_row(a, row_ids) for a in batch if type(a.event).status is not None]
+    logs = [
+        _log_row(a, row_ids)
+        for a in batch
+        if type(a.event).status is not None or isinstance(a.event, AgentEvent)
+    ]
     bulk.insert_new(conn, _log, logs)
 
 
@@ -154,6 +161,15 @@ def _new_row(applied: Applied, row_ids: dict[UUID, UUID]) -> dict[str, Any]:
 def _evolve(row: dict[str, Any], applied: Applied) -> bool:
     """Change `row` by one event; False when the event leaves it as it was."""
     event = applied.event
+    if isinstance(event, AgentEvent):
+        # What a running agent does now (a turn, a tool call, a handoff) becomes the task's
+        # latest message, so a list shows it; the status does not change.
+        if row["status"] != Status.RUNNING or not event.message:
+            return False
+        row["latest_message"] = event.message
+        row["last_event_id"] = applied.event_id
+        row["updated_at"] = max(row["updated_at"], applied.ts)
+        return True
     status = type(event).status
     if row["status"] in TERMINAL or (status is None and row["status"] is not None):
         return False
@@ -204,7 +220,8 @@ def _log_row(applied: Applied, row_ids: dict[UUID, UUID]) -> dict[str, Any]:
         "activity_id": row_ids[event.agent_id],
         "event_id": applied.event_id,
         "message": event.message,
-        "status": type(event).status,
+        # An agent event is logged under the status of the task it reports on: RUNNING.
+        "status": type(event).status or Status.RUNNING,
         "percentage": event.percentage,
         "created_at": applied.ts,
     }

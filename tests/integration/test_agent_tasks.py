@@ -3,9 +3,8 @@ worker -> OpenAIRunner with a scripted model -> result, with the agent's self-re
 in the event log.
 
 The pool runs from the command line, as in production, so this test process never imports the
-app (and never registers its task). Read-model assertions (the activity's latest message and
-percentage, its log rows) are added once the projector lands; until then the event log is the
-source of truth checked here.
+app (and never registers its task). The event log is checked, then the read model a projector
+builds from it: the progress and what the agent did are in the activity's log.
 """
 
 from __future__ import annotations
@@ -20,10 +19,13 @@ from pathlib import Path
 
 import pytest
 from pydantic import BaseModel
+from sqlalchemy import create_engine
+from sqlalchemy.orm import Session
 
 import agentexec as ax
 from agentexec import events
 from agentexec.connection import get_redis
+from agentexec.projector import Projector
 from agentexec.streams import Keys
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -68,7 +70,7 @@ def worker_process(redis_conf: str, tmp_path: Path) -> Iterator[subprocess.Popen
 
 
 async def test_research_company_runs_in_a_worker_and_reports_progress(
-    worker_process: subprocess.Popen[bytes],
+    worker_process: subprocess.Popen[bytes], tmp_path: Path
 ) -> None:
     tasks = [
         await ax.enqueue(
@@ -99,3 +101,22 @@ async def test_research_company_runs_in_a_worker_and_reports_progress(
         # report_status shows as progress, not as a tool call.
         assert not [e for e in mine if isinstance(e, events.AgentToolCall)]
     assert worker_process.poll() is None  # the pool is still serving
+
+    engine = create_engine(f"sqlite:///{tmp_path / 'agents.db'}")
+    ax.Base.metadata.create_all(engine)
+    await Projector(engine).catch_up()
+    with Session(engine) as db:
+        for task in tasks:
+            detail = ax.activity.detail(db, task.agent_id)
+            assert detail is not None and detail.status == "COMPLETE"
+            assert detail.latest_percentage == 100
+            running = [log for log in detail.logs if log.status == "RUNNING"]
+            assert [(log.message, log.percentage) for log in running if log.percentage] == [
+                ("Gathering company data", 30),
+                ("Analyzing financials", 60),
+                ("Writing the summary", 90),
+            ]
+            # What the agent did (its model turns) is in the log too, as RUNNING entries.
+            turns = [log for log in running if log.percentage is None and "turn" in log.message]
+            assert len(turns) == 4
+    engine.dispose()
