@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import time
 import typing
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -37,8 +36,7 @@ from pydantic import BaseModel, TypeAdapter
 from . import events
 from .batcher import get_batcher
 from .config import CONF
-from .connection import REDIS_ERRORS, Reconnect
-from .errors import ConfigurationError, ContextError, RedisUnavailableError, TaskDefinitionError
+from .errors import ConfigurationError, ContextError, TaskDefinitionError
 from .events import (
     PipelineStepFinished,
     PipelineStepStarted,
@@ -48,7 +46,7 @@ from .events import (
     TaskFailed,
     TaskQueued,
 )
-from .queue import serialise_context
+from .queue import run_enqueue_script, serialise_context
 from .results import Outcome
 from .scripts import ENQUEUE_PIPELINE
 from .streams import AGENT_TTL, Keys
@@ -262,22 +260,9 @@ class Pipeline:
             keys.agent(first.agent_id),
         ]
         args = [events.encode(run), events.encode(first), window, str(run.agent_id), AGENT_TTL]
-        deadline = time.monotonic() + CONF.enqueue_timeout
-        while True:
-            try:
-                event_id, run_id = await get_batcher().run_script(
-                    ENQUEUE_PIPELINE, script_keys, args
-                )
-                _outage.succeeded()
-                break
-            except REDIS_ERRORS as e:
-                if time.monotonic() >= deadline:
-                    raise RedisUnavailableError(
-                        f"{name}: enqueue: Redis at {CONF.redis_url} was unreachable for "
-                        f"{CONF.enqueue_timeout}s (AGENTEXEC_ENQUEUE_TIMEOUT): {e}. The run "
-                        "was not started."
-                    ) from e
-                await _outage.failed(e)
+        event_id, run_id = await run_enqueue_script(
+            ENQUEUE_PIPELINE, script_keys, args, f"{name}: enqueue", "The run was not started."
+        )
         return Task(
             agent_id=UUID(run_id.decode()),
             task_name=name,
@@ -383,7 +368,6 @@ class Pipeline:
 
 
 _pipelines: dict[str, Pipeline] = {}
-_outage = Reconnect("pipeline enqueue")
 _step_ref = msgspec.json.Decoder(_StepRef)
 
 

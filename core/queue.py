@@ -17,7 +17,7 @@ from .config import CONF
 from .connection import REDIS_ERRORS, Reconnect
 from .errors import ContextError, RedisUnavailableError
 from .events import Priority, TaskCancelRequested, TaskQueued
-from .scripts import CANCEL, ENQUEUE, ENQUEUE_LATER
+from .scripts import CANCEL, ENQUEUE, ENQUEUE_LATER, Script
 from .streams import AGENT_TTL, Keys
 from .tasks import Task
 
@@ -139,20 +139,9 @@ async def enqueue(
         script_keys = [keys.events, keys.delayed(queue), dedup, marker]
         member = (b"h:" if priority is Priority.HIGH else b"l:") + data
         args = [*common, due_ms, member, keys.schedule_channel(queue)]
-    deadline = time.monotonic() + CONF.enqueue_timeout
-    while True:
-        try:
-            event_id, agent_id = await get_batcher().run_script(script, script_keys, args)
-            _outage.succeeded()
-            break
-        except REDIS_ERRORS as e:
-            if time.monotonic() >= deadline:
-                raise RedisUnavailableError(
-                    f"enqueue({task_name!r}, ...): Redis at {CONF.redis_url} was unreachable "
-                    f"for {CONF.enqueue_timeout}s (AGENTEXEC_ENQUEUE_TIMEOUT): {e}. The task "
-                    "was not queued."
-                ) from e
-            await _outage.failed(e)
+    event_id, agent_id = await run_enqueue_script(
+        script, script_keys, args, f"enqueue({task_name!r}, ...)", "The task was not queued."
+    )
     return Task(
         agent_id=UUID(agent_id.decode()),
         task_name=task_name,
@@ -160,6 +149,27 @@ async def enqueue(
         priority=priority,
         event_id=event_id.decode(),
     )
+
+
+async def run_enqueue_script(
+    script: Script, keys: list[Any], args: list[Any], what: str, consequence: str
+) -> Any:
+    """Run an enqueue script, retrying while Redis is unreachable for up to
+    `AGENTEXEC_ENQUEUE_TIMEOUT` seconds (safe: enqueue scripts are deduplicated), then raise
+    `RedisUnavailableError` naming `what` and its `consequence`."""
+    deadline = time.monotonic() + CONF.enqueue_timeout
+    while True:
+        try:
+            reply = await get_batcher().run_script(script, keys, args)
+            _outage.succeeded()
+            return reply
+        except REDIS_ERRORS as e:
+            if time.monotonic() >= deadline:
+                raise RedisUnavailableError(
+                    f"{what}: Redis at {CONF.redis_url} was unreachable for "
+                    f"{CONF.enqueue_timeout}s (AGENTEXEC_ENQUEUE_TIMEOUT): {e}. {consequence}"
+                ) from e
+            await _outage.failed(e)
 
 
 def _due(task_name: str, delay: float | timedelta | datetime | None) -> datetime | None:
