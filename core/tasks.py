@@ -18,34 +18,6 @@ from .events import Priority
 if TYPE_CHECKING:
     from .transitions import Transition
 
-current_task: ContextVar[UUID | None] = ContextVar("agentexec_current_task", default=None)
-"""The agent id of the task whose handler is running in this context, if any."""
-
-_current_run: ContextVar[tuple[UUID, str, int] | None] = ContextVar(
-    "agentexec_current_run", default=None
-)
-
-
-def set_current_run(agent_id: UUID, task_name: str, attempt: int) -> Token[Any]:
-    """Mark the task running in this context (the worker does, around each handler call)."""
-    current_task.set(agent_id)
-    return _current_run.set((agent_id, task_name, attempt))
-
-
-def reset_current_run(token: Token[Any]) -> None:
-    _current_run.reset(token)
-    run = _current_run.get()
-    current_task.set(run[0] if run else None)
-
-
-def event_identity(agent_id: UUID | str) -> dict[str, Any]:
-    """`task_name` and `attempt` for an event about `agent_id`: those of the task running in
-    this context when it is that task, else an empty task name (the projector fills it in)."""
-    run = _current_run.get()
-    if run is not None and str(run[0]) == str(agent_id):
-        return {"task_name": run[1], "attempt": run[2]}
-    return {"task_name": ""}
-
 
 @dataclass(frozen=True)
 class TaskLease:
@@ -58,8 +30,41 @@ class TaskLease:
     consumer: str
 
 
-current_lease: ContextVar[TaskLease | None] = ContextVar("agentexec_current_lease", default=None)
-"""The lease of the task whose handler is running in this context, if it runs in a worker."""
+@dataclass(frozen=True)
+class RunningTask:
+    """The task whose handler runs in this context (the worker marks it around each call)."""
+
+    agent_id: UUID
+    task_name: str = ""
+    attempt: int = 1
+    lease: TaskLease | None = None
+    """Set when a worker runs it; None when a task is only marked, as by a test."""
+
+
+_running: ContextVar[RunningTask | None] = ContextVar("agentexec_running_task", default=None)
+
+
+def running_task() -> RunningTask | None:
+    """The task whose handler is running in this context, if any."""
+    return _running.get()
+
+
+def set_running(task: RunningTask) -> Token[RunningTask | None]:
+    return _running.set(task)
+
+
+def reset_running(token: Token[RunningTask | None]) -> None:
+    _running.reset(token)
+
+
+def event_identity(agent_id: UUID | str) -> dict[str, Any]:
+    """`task_name` and `attempt` for an event about `agent_id`: those of the task running in
+    this context when it is that task, else an empty task name (the projector fills it in)."""
+    run = _running.get()
+    if run is not None and str(run.agent_id) == str(agent_id):
+        return {"task_name": run.task_name, "attempt": run.attempt}
+    return {"task_name": ""}
+
 
 Handler = Callable[[UUID, Any], Any] | Callable[[UUID, Any], Awaitable[Any]]
 

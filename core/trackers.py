@@ -40,7 +40,7 @@ from .events import (
 from .queue import _resolve_queue, serialise_context
 from .scripts import TRACK
 from .streams import AGENT_TTL, Keys
-from .tasks import Task, current_task
+from .tasks import Task, running_task
 
 __all__ = ["Tracker"]
 
@@ -92,8 +92,8 @@ class Tracker:
         `on_complete` is queued in the same transaction.
         """
         if key is None:
-            running = current_task.get()
-            key = str(running) if running is not None else None
+            running = running_task()
+            key = str(running.agent_id) if running is not None else None
         return self._run("decr", key, TrackerDecremented, message="A task finished.")[0]
 
     def on_complete(
@@ -167,7 +167,8 @@ class Tracker:
         fan_in: list[Any] | None = None,
     ) -> tuple[int, int, bool, str]:
         keys = Keys(CONF.key_prefix)
-        child = current_task.get()
+        running = running_task()
+        child = running.agent_id if running is not None else None
         event = kind(
             agent_id=self.id,
             task_name=self.name,

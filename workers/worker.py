@@ -43,11 +43,11 @@ from agentexec.results import Outcome, outcome_encoder
 from agentexec.scripts import DEAD_LETTER, FINISH, RENEW, RETRY, START
 from agentexec.streams import WORKERS_GROUP, Keys, ensure_group, is_missing_group
 from agentexec.tasks import (
+    RunningTask,
     TaskDefinition,
     TaskLease,
-    current_lease,
-    reset_current_run,
-    set_current_run,
+    reset_running,
+    set_running,
 )
 from agentexec.transitions import Write, add_to_pipeline, script_args
 
@@ -266,8 +266,8 @@ class Worker:
             return
         started = time.perf_counter()
         timeout = event.timeout or definition.timeout
-        token = set_current_run(event.agent_id, event.task_name, event.attempt)
-        lease = current_lease.set(TaskLease(entry[0], entry_id, WORKERS_GROUP, self.spec.consumer))
+        lease = TaskLease(entry[0], entry_id, WORKERS_GROUP, self.spec.consumer)
+        token = set_running(RunningTask(event.agent_id, event.task_name, event.attempt, lease))
         self._agents[event.agent_id] = asyncio.current_task()  # type: ignore[assignment]
         deadline = asyncio.timeout(timeout)
         try:
@@ -297,8 +297,7 @@ class Worker:
             await self._failed_attempt(entry, event, definition, e, error)
             return
         finally:
-            reset_current_run(token)
-            current_lease.reset(lease)
+            reset_running(token)
             self._agents.pop(event.agent_id, None)
             self._cancel_requested.discard(event.agent_id)
         completed = TaskCompleted(

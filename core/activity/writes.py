@@ -32,7 +32,7 @@ from agentexec.events import (
 )
 from agentexec.scripts import APPEND_HELD
 from agentexec.streams import AGENT_TTL, Keys
-from agentexec.tasks import TaskLease, current_lease, current_task, event_identity
+from agentexec.tasks import TaskLease, event_identity, running_task
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable
@@ -84,8 +84,9 @@ def append(event: Event, *, check: bool = True) -> str:
     handler (see `_append_held`).
     """
     keys = Keys(CONF.key_prefix)
-    own = current_task.get() == event.agent_id
-    lease = current_lease.get() if own else None
+    run = running_task()
+    own = run is not None and run.agent_id == event.agent_id
+    lease = run.lease if run is not None and own else None
     if lease is not None:
         if _on_event_loop():
             # An async handler calling the sync API: waiting here would stall the worker's

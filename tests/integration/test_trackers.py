@@ -14,7 +14,7 @@ import agentexec as ax
 from agentexec import events
 from agentexec.connection import get_sync_redis
 from agentexec.streams import Keys
-from agentexec.tasks import current_task
+from agentexec.tasks import RunningTask, reset_running, set_running
 from tests.apps import workflows
 from tests.apps.workflows import Aggregate, Child
 from tests.support.waiting import wait_for
@@ -65,11 +65,11 @@ def test_decr_inside_a_task_counts_once_per_agent_id(redis_conf: str) -> None:
     tracker.incr()
     tracker.incr()
     child = uuid.uuid4()
-    token = current_task.set(child)
+    token = set_running(RunningTask(child))
     try:
         assert [tracker.decr() for _ in range(3)] == [1, 1, 1]  # three attempts, one count
     finally:
-        current_task.reset(token)
+        reset_running(token)
     [decremented] = [e for e in tracker_events(tracker) if isinstance(e, events.TrackerDecremented)]
     assert decremented.child_id == child
     assert tracker.incr(key="producer") == 2 and tracker.incr(key="producer") == 2

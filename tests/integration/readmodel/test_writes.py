@@ -13,7 +13,7 @@ from agentexec import events
 from agentexec.connection import close_redis, get_sync_redis
 from agentexec.events import TaskCompleted, TaskFailed, TaskProgress, TaskQueued
 from agentexec.streams import Keys
-from agentexec.tasks import current_task
+from agentexec.tasks import RunningTask, reset_running, set_running
 
 
 class Job(BaseModel):
@@ -100,12 +100,12 @@ async def test_enqueued_task_is_known_and_handler_context_skips_the_check(
     ax.activity.update(task.agent_id, "from outside the worker", percentage=10)
     # Inside the task's own handler the id is known without asking Redis.
     inside = uuid.uuid4()
-    token = current_task.set(inside)
+    token = set_running(RunningTask(inside))
     try:
         await asyncio.to_thread(ax.activity.update, inside, "from a sync handler")
         ax.activity.update(inside, "from an async handler")
     finally:
-        current_task.reset(token)
+        reset_running(token)
     assert [e.message for e in logged()][1:] == [
         "from outside the worker",
         "from a sync handler",
