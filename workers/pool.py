@@ -137,12 +137,13 @@ class Pool:
         run; slots missed while none ran are skipped. Raises `TaskDefinitionError` at once for
         a bad expression, zone or context.
         """
-        register = self.task(name, max_retries=max_retries, retry_on=retry_on, timeout=timeout)
 
         def decorate(handler: H) -> H:
-            definition = TaskDefinition.from_handler(name, handler, self.queue_name)
+            definition = TaskDefinition.from_handler(
+                name, handler, self.queue_name, max_retries, retry_on, timeout
+            )
             schedule = Schedule.declare(name, cron, tz, context, definition.context_type)
-            register(handler)
+            self.add(definition)
             self._schedules.append(schedule)
             return handler
 
