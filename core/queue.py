@@ -119,6 +119,25 @@ async def enqueue(
         not_before=due,
         metadata=metadata,
     )
+    return await queue_event(
+        event,
+        due,
+        idempotency_key,
+        f"enqueue({task_name!r}, ...)",
+        "The task was not queued.",
+    )
+
+
+async def queue_event(
+    event: TaskQueued,
+    due: datetime | None,
+    idempotency_key: str | None,
+    what: str,
+    consequence: str,
+) -> Task:
+    """Append `event` to the log and its task to its queue (to the delayed set until `due`),
+    in one script, at most once per agent id (and per `idempotency_key` when given)."""
+    assert event.queue is not None
     keys = Keys(CONF.key_prefix)
     # The agent marker (which lets activity writes tell known agent ids) doubles as the guard
     # that makes retries of this call safe; an idempotency key guards longer.
@@ -131,22 +150,20 @@ async def enqueue(
     common = [data, window, str(event.agent_id), AGENT_TTL]
     if due is None:
         script = ENQUEUE
-        script_keys = [keys.events, keys.queue(queue, priority), dedup, marker]
+        script_keys = [keys.events, keys.queue(event.queue, event.priority), dedup, marker]
         args: list[Any] = common
     else:
         due_ms = int(due.timestamp() * 1000)
         script = ENQUEUE_LATER
-        script_keys = [keys.events, keys.delayed(queue), dedup, marker]
-        member = (b"h:" if priority is Priority.HIGH else b"l:") + data
-        args = [*common, due_ms, member, keys.schedule_channel(queue)]
-    event_id, agent_id = await run_enqueue_script(
-        script, script_keys, args, f"enqueue({task_name!r}, ...)", "The task was not queued."
-    )
+        script_keys = [keys.events, keys.delayed(event.queue), dedup, marker]
+        member = (b"h:" if event.priority is Priority.HIGH else b"l:") + data
+        args = [*common, due_ms, member, keys.schedule_channel(event.queue)]
+    event_id, agent_id = await run_enqueue_script(script, script_keys, args, what, consequence)
     return Task(
         agent_id=UUID(agent_id.decode()),
-        task_name=task_name,
-        queue_name=queue,
-        priority=priority,
+        task_name=event.task_name,
+        queue_name=event.queue,
+        priority=event.priority,
         event_id=event_id.decode(),
     )
 

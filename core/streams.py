@@ -27,6 +27,9 @@ class Keys:
         self.events = f"{prefix}:events"
         self.dead_letters = f"{prefix}:dead"
         self.projector_lease = f"{prefix}:projector:lease"
+        self.restore_due = f"{prefix}:projector:restore"
+        """Set while Redis lost data that the projector has not restored from the archive yet
+        (see `agentexec.projector.restore`)."""
         self.result_channel_prefix = f"{prefix}:done:"
         self.waiter_channel = f"{prefix}:waiter"
         self.cancel_channel = f"{prefix}:cancel"

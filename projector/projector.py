@@ -28,7 +28,7 @@ from agentexec.connection import REDIS_ERRORS, Reconnect, get_redis
 from agentexec.errors import ConfigurationError, EventDecodeError, FencedError
 from agentexec.streams import PROJECTOR_GROUP, Keys, ensure_group, is_missing_group
 
-from . import checkpoints, projection
+from . import checkpoints, projection, restore
 from .ownership import Entries, Lease
 from .projection import Applied
 
@@ -76,6 +76,7 @@ class Projector:
         self._owner = False
         self._pending = True
         self._last_seen = checkpoints.ORIGIN
+        self._restore_due = False
         self._reconnect = Reconnect(f"projector {self.name}")
         self._db_down_since: float | None = None
         self._stop = asyncio.Event()
@@ -163,11 +164,22 @@ class Projector:
             return False
         self.position = await asyncio.to_thread(self._load_checkpoint)
         self._database_recovered()
+        delivered = await _delivered(client, self.keys.events)
+        if delivered is None and self.position != checkpoints.ORIGIN:
+            # The group goes only with the stream: Redis lost the log this database was
+            # built from, and with it the queued tasks and results.
+            logger.warning(
+                "projector %s: %s has no %r group although the checkpoint is at %s: Redis "
+                "lost its data; queued tasks and results will be restored from the archive",
+                self.name,
+                self.keys.events,
+                PROJECTOR_GROUP,
+                self.position,
+            )
+            await client.set(self.keys.restore_due, self.position)
         await ensure_group(client, self.keys.events, PROJECTOR_GROUP, start=self.position)
-        self._last_seen = self.position
-        for group in await client.xinfo_groups(self.keys.events):
-            if group["name"] in (PROJECTOR_GROUP, PROJECTOR_GROUP.encode()):
-                self._last_seen = _text(group["last-delivered-id"])
+        self._last_seen = delivered or self.position
+        self._restore_due = bool(await client.exists(self.keys.restore_due))
         self._owner, self._pending = True, True
         logger.info("projector %s: owns %s from %s", self.name, self.keys.events, self.position)
         return True
@@ -184,6 +196,11 @@ class Projector:
             if self._pending:
                 self._pending = False
                 return "pending done"
+            if self._restore_due:
+                # Caught up first: a task that started since Redis came back is RUNNING in
+                # the read model by now, and is not queued again.
+                await self._restore()
+                return "restored"
             if block:
                 await self._wait_for_entries(stop)
             return "idle"
@@ -223,6 +240,17 @@ class Projector:
                 if stop.is_set() or not self._owner:
                     return  # not acknowledged: the next owner reads these entries again
         await get_redis().xack(self.keys.events, PROJECTOR_GROUP, *[i for i, _ in entries])
+
+    async def _restore(self) -> None:
+        found = await restore.restore(self.engine, self.keys, self.name)
+        await get_redis().delete(self.keys.restore_due)
+        self._restore_due = False
+        logger.info(
+            "projector %s: restored from the archive: %d queued tasks queued again, %d results",
+            self.name,
+            len(found.queued),
+            len(found.results),
+        )
 
     def _load_checkpoint(self) -> str:
         with self.engine.begin() as conn:
@@ -330,6 +358,20 @@ async def _wait(stop: asyncio.Event, seconds: float) -> None:
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(seconds):
             await stop.wait()
+
+
+async def _delivered(client: Any, stream: str) -> str | None:
+    """The last id delivered to the projector group of `stream`; None when there is none."""
+    try:
+        groups = await client.xinfo_groups(stream)
+    except redis.ResponseError as e:
+        if "no such key" in str(e).lower():
+            return None
+        raise
+    for group in groups:
+        if group["name"] in (PROJECTOR_GROUP, PROJECTOR_GROUP.encode()):
+            return _text(group["last-delivered-id"])
+    return None
 
 
 def _data(fields: dict[bytes, bytes]) -> bytes:

@@ -85,7 +85,12 @@ async def check(
     outcomes += await asyncio.gather(*(_outcome(t, 0.5) for t in tasks if t.agent_id in lost))
     ended = {aid: status for aid, status, _ in outcomes if status is not None}
     figures.tasks_lost = len(agent_ids) - len(ended)
-    assert agent_ids - set(ended) == lost, "the tasks that did not end are not the ones expected"
+    missing = agent_ids - set(ended)
+    assert missing == lost, (
+        f"the tasks that did not end are not the ones expected: {len(missing - lost)} did not "
+        f"end ({sorted(map(str, missing - lost))[:5]}...), {len(lost - missing)} expected "
+        "lost ended"
+    )
     agent_ids -= lost
     for aid, status, value in outcomes:
         if status is Status.COMPLETE:

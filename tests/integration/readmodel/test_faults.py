@@ -37,7 +37,7 @@ class ProjectorProcess:
             "AGENTEXEC_DATABASE_URL": url,
         }
         self.process = subprocess.Popen(
-            [AGENTEXEC, "--log-level", "WARNING", "projector", "--lease-seconds", "1", *extra],
+            [AGENTEXEC, "--log-level", "INFO", "projector", "--lease-seconds", "1", *extra],
             env=env,
         )
 
