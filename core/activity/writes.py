@@ -156,7 +156,7 @@ async def _append_held_async(
 ) -> None:
     if previous is not None:
         await asyncio.wait([previous])
-    script_keys, args = _held_call(keys, event, lease)
+    script_keys, args = held_call(keys, event, lease)
     deadline = time.monotonic() + CONF.enqueue_timeout
     outage = Reconnect(f"events of agent {event.agent_id}")
     while True:
@@ -184,7 +184,8 @@ async def _append_held_async(
         )
 
 
-def _held_call(keys: Keys, event: Event, lease: TaskLease) -> tuple[list[Any], list[Any]]:
+def held_call(keys: Keys, event: Event, lease: TaskLease) -> tuple[list[Any], list[Any]]:
+    """Keys and arguments of `APPEND_HELD` for `event`, written by the task holding `lease`."""
     script_keys = [
         keys.events,
         keys.agent(event.agent_id),
@@ -215,7 +216,7 @@ def _append_held(keys: Keys, event: Event, lease: TaskLease) -> str:
     """
     client = get_sync_redis()
     script = client.register_script(APPEND_HELD.source)
-    script_keys, args = _held_call(keys, event, lease)
+    script_keys, args = held_call(keys, event, lease)
     deadline = time.monotonic() + CONF.enqueue_timeout
     delay = 0.05
     while True:

@@ -6,6 +6,7 @@ import logging
 from uuid import UUID
 
 from agentexec import events
+from agentexec.activity.writes import held_call
 from agentexec.batcher import get_batcher
 from agentexec.config import CONF
 from agentexec.connection import REDIS_ERRORS
@@ -18,8 +19,9 @@ from agentexec.events import (
     Event,
     TaskProgress,
 )
+from agentexec.scripts import APPEND_HELD
 from agentexec.streams import Keys
-from agentexec.tasks import event_identity
+from agentexec.tasks import event_identity, running_task
 
 from .redaction import Redactor, redact_secrets, summarize_arguments, truncate
 
@@ -160,9 +162,26 @@ class EventRecorder:
         return entry_id
 
     async def _xadd(self, event: Event) -> str:
-        entry_id = await get_batcher().execute(
-            "XADD", Keys(CONF.key_prefix).events, "*", events.EVENT_FIELD, events.encode(event)
-        )
+        """Append `event`; "" when the worker running the task lost it (the event is then
+        discarded: a worker that comes back late cannot write into the run that replaced it).
+        """
+        keys = Keys(CONF.key_prefix)
+        run = running_task()
+        if run is None or run.lease is None or run.agent_id != event.agent_id:
+            entry_id = await get_batcher().execute(
+                "XADD", keys.events, "*", events.EVENT_FIELD, events.encode(event)
+            )
+        else:
+            # In the task's own handler: fenced by its lease, like its activity writes.
+            script_keys, args = held_call(keys, event, run.lease)
+            entry_id = await get_batcher().run_script(APPEND_HELD, script_keys, args)
+            if entry_id is None:
+                logger.warning(
+                    "agent %s: this worker lost the task to another one; %s discarded",
+                    event.agent_id,
+                    type(event).__name__,
+                )
+                return ""
         return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
 
     def _name(self, name: str) -> str:

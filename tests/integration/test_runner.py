@@ -16,7 +16,8 @@ import agentexec as ax
 from agentexec import events
 from agentexec.connection import get_redis
 from agentexec.runners import REDACTED
-from agentexec.streams import Keys
+from agentexec.streams import WORKERS_GROUP, Keys, ensure_group
+from agentexec.tasks import RunningTask, TaskLease, reset_running, set_running
 from agentexec.testing import (
     ScriptedModel,
     disable_tracing,
@@ -329,3 +330,25 @@ async def test_hosted_tool_calls_are_recorded_from_the_model_response() -> None:
     [call] = [e for e in await agent_events(runner.agent_id) if isinstance(e, events.AgentToolCall)]
     assert (call.tool, call.turn, call.call_id) == ("web_search", 2, "ws_1")
     assert '"query":"acme anvils"' in call.arguments
+
+
+async def test_a_worker_that_lost_its_task_records_no_more_agent_events() -> None:
+    # A worker frozen past its lease comes back while its agent still runs: the entry is now
+    # pending to the worker that took the task over, and this one's events are discarded.
+    client, keys = get_redis(), Keys(ax.CONF.key_prefix)
+    stream = keys.queue("q", events.Priority.LOW)
+    await ensure_group(client, stream, WORKERS_GROUP)
+    entry_id = await client.xadd(stream, {"event": b"{}"})
+    await client.xreadgroup(WORKERS_GROUP, "late:0", {stream: ">"})
+    runner = PlainRunner(uuid.uuid4())
+    lease = TaskLease(stream, entry_id, WORKERS_GROUP, "late:0")
+    token = set_running(RunningTask(runner.agent_id, "research", 1, lease))
+    try:
+        await runner.recorder.turn("Research Agent", 1)
+        await client.xclaim(stream, WORKERS_GROUP, "other:0", 0, [entry_id])
+        assert await runner.recorder.progress("Late news", 50) == ""
+        await runner.recorder.turn("Research Agent", 2)
+    finally:
+        reset_running(token)
+    log = await agent_events(runner.agent_id)
+    assert [(type(e).__name__, e.attempt) for e in log] == [("AgentTurn", 1)]
