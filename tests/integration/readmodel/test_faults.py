@@ -7,6 +7,8 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,7 +29,8 @@ AGENTEXEC = str(Path(sys.executable).parent / "agentexec")
 
 
 class ProjectorProcess:
-    """`agentexec projector` in a subprocess of its own."""
+    """`agentexec projector` in a subprocess of its own, logging to a file that is echoed to
+    stderr when it is closed (pytest shows it for a failed test)."""
 
     def __init__(self, url: str, *extra: str) -> None:
         env = {
@@ -36,9 +39,11 @@ class ProjectorProcess:
             "AGENTEXEC_KEY_PREFIX": ax.CONF.key_prefix,
             "AGENTEXEC_DATABASE_URL": url,
         }
+        self.log = tempfile.NamedTemporaryFile(prefix="projector-", suffix=".log", delete=False)
         self.process = subprocess.Popen(
             [AGENTEXEC, "--log-level", "INFO", "projector", "--lease-seconds", "1", *extra],
             env=env,
+            stderr=self.log,
         )
 
     def kill(self) -> None:
@@ -46,12 +51,23 @@ class ProjectorProcess:
         self.process.wait(10)
 
     def stop(self) -> int:
+        # A SIGTERM that comes while the interpreter still starts kills it outright: wait
+        # until it runs (on a loaded machine start-up takes seconds).
+        deadline = time.monotonic() + 30
+        while "started on" not in Path(self.log.name).read_text() and time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                break
+            time.sleep(0.05)
         self.process.send_signal(signal.SIGTERM)
         return self.process.wait(20)
 
     def close(self) -> None:
         if self.process.poll() is None:
             self.kill()
+        if not self.log.closed:
+            self.log.close()
+            sys.stderr.write(Path(self.log.name).read_text())
+            os.unlink(self.log.name)
 
 
 @pytest.fixture
