@@ -19,6 +19,24 @@ end
 """
 
 
+# Prepended to scripts that a worker may run again after losing the reply. Returns the id of
+# the entry of `stream` from `since` (ms) on that holds `event`: the append of the earlier
+# run, when it happened. Scans only on such a retry (`since` given), so a normal run pays
+# nothing.
+_APPENDED = """
+local function appended(stream, since, event)
+  if not since then
+    return nil
+  end
+  for _, entry in ipairs(redis.call('XRANGE', stream, since, '+', 'COUNT', 100000)) do
+    if entry[2][2] == event then
+      return entry[1]
+    end
+  end
+end
+"""
+
+
 # Prepended to the enqueue scripts. A dedup key holds "agent_id event_id" of the first enqueue
 # under it; the agent marker lets activity writes tell known agent ids.
 _DEDUP = """
@@ -69,13 +87,35 @@ return remember(KEYS[3], ARGV[2], KEYS[4], ARGV[4], ARGV[3], id)
 START = Script(
     "start",
     _OWNERSHIP
+    + _APPENDED
     + """
--- KEYS: event log, cancel marker, queue stream. ARGV: task.started event JSON, group, entry
--- id, consumer. Returns the event's id; 0 when another worker holds the entry (it took it
--- over while this one had it queued: only one of them may run it); false when the task was
--- canceled before it started.
+-- KEYS: event log, cancel marker, queue stream, result key, held key.
+-- ARGV: task.started event JSON, group, entry id, consumer; on a retry after a lost reply,
+-- the time (ms) of the first try.
+-- Returns the event's id (the first run's, when it appended it), or why the task must not
+-- start here:
+--  0 another worker holds the entry (it took it over while this one had it queued: only
+--    one of them may run it);
+-- -1 the task already ended (an entry queued again after Redis lost its data, whose first
+--    run ended meanwhile): the entry is dropped;
+-- -2 another worker still runs the task, on an entry Redis lost (its held key, see RENEW):
+--    the caller defers the entry;
+--  false the task was canceled before it started.
 if not may_end(KEYS[3], ARGV[2], ARGV[3], ARGV[4]) then
   return 0
+end
+local first = appended(KEYS[1], ARGV[5], ARGV[1])
+if first then
+  return first
+end
+if redis.call('EXISTS', KEYS[4]) == 1 then
+  redis.call('XACK', KEYS[3], ARGV[2], ARGV[3])
+  redis.call('XDEL', KEYS[3], ARGV[3])
+  return -1
+end
+local holder = redis.call('GET', KEYS[5])
+if holder and holder ~= ARGV[4] then
+  return -2
 end
 if redis.call('EXISTS', KEYS[2]) == 1 then
   return false
@@ -84,16 +124,38 @@ return redis.call('XADD', KEYS[1], '*', 'event', ARGV[1])
 """,
 )
 
+DEFER = Script(
+    "defer",
+    _OWNERSHIP
+    + """
+-- KEYS: queue stream, delayed set. ARGV: group, entry id, consumer, delayed member, due (ms).
+-- Moves a held entry to the delayed set, unchanged and without an event (see START's -2).
+if not may_end(KEYS[1], ARGV[1], ARGV[2], ARGV[3]) then
+  return false
+end
+redis.call('ZADD', KEYS[2], ARGV[5], ARGV[4])
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+redis.call('XDEL', KEYS[1], ARGV[2])
+return true
+""",
+)
+
 RETRY = Script(
     "retry",
     _OWNERSHIP
+    + _APPENDED
     + """
 -- KEYS: queue stream, delayed set, event log.
--- ARGV: group, entry id, consumer, delayed member, due (ms), task.retried event JSON.
+-- ARGV: group, entry id, consumer, delayed member, due (ms), task.retried event JSON; on a
+-- retry after a lost reply, the time (ms) of the first try.
 -- Moves a held entry to the delayed set, so that the retry waits without holding a worker.
--- Rejected when the task was taken over (see FINISH).
+-- Rejected when the task was taken over (see FINISH). Returns the event's id.
 if not may_end(KEYS[1], ARGV[1], ARGV[2], ARGV[3]) then
   return false
+end
+local first = appended(KEYS[3], ARGV[7], ARGV[6])
+if first then
+  return first
 end
 redis.call('ZADD', KEYS[2], ARGV[5], ARGV[4])
 local id = redis.call('XADD', KEYS[3], '*', 'event', ARGV[6])
@@ -232,24 +294,46 @@ return id
 RENEW = Script(
     "renew",
     """
--- KEYS: queue stream, then the result key of each entry's task.
--- ARGV: group, consumer, then the entry ids (in the order of their result keys).
+-- KEYS: queue stream, then the result key of each entry's task, then its held key.
+-- ARGV: group, consumer, lease (ms), then the entry ids (in the order of their keys).
 -- Resets the idle time of the entries this consumer still holds; returns the ones it lost:
--- pending to another consumer, or pending to nobody once their task has ended. An entry
+-- pending to another consumer, or not pending to anyone once their task has ended. An entry
 -- pending to nobody whose task has not ended was lost by Redis (it came back empty): the
--- worker keeps running it, and its outcome is recorded (see FINISH).
+-- worker keeps running it, its outcome is recorded (see FINISH), and its held key stands in
+-- for the lease, so that a copy queued again from the archive waits (see START).
+local n = #ARGV - 3
 local lost = {}
-for i = 3, #ARGV do
-  local pending = redis.pcall('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)
-  if not pending.err then
-    if #pending == 1 and pending[1][2] == ARGV[2] then
-      redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'JUSTID')
-    elseif #pending == 1 or redis.call('EXISTS', KEYS[i - 1]) == 1 then
-      lost[#lost + 1] = ARGV[i]
+for i = 1, n do
+  local id = ARGV[i + 3]
+  local pending = redis.pcall('XPENDING', KEYS[1], ARGV[1], id, id, 1)
+  if not pending.err and #pending == 1 then
+    if pending[1][2] == ARGV[2] then
+      redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, id, 'JUSTID')
+    else
+      lost[#lost + 1] = id
     end
+  elseif redis.call('EXISTS', KEYS[i + 1]) == 1 then
+    lost[#lost + 1] = id
+  else
+    redis.call('SET', KEYS[i + 1 + n], ARGV[2], 'PX', ARGV[3])
   end
 end
 return lost
+""",
+)
+
+REQUEUE_HELD = Script(
+    "requeue_held",
+    """
+-- KEYS: dedup key, delayed set. ARGV: dedup window (s), due (ms), delayed member.
+-- Queues a task that was running when Redis lost its data once more, in the delayed set
+-- (due after a lease: by then a worker still running it holds its held key). Once per dedup
+-- key. No event: the task's activity stays RUNNING.
+if redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then
+  redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
+  return 1
+end
+return 0
 """,
 )
 

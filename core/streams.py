@@ -62,6 +62,10 @@ class Keys:
     def result(self, agent_id: UUID | str) -> str:
         return f"{self.prefix}:result:{agent_id}"
 
+    def held(self, agent_id: UUID | str) -> str:
+        """Who runs a task whose entry Redis lost (see the RENEW script), for a lease."""
+        return f"{self.prefix}:held:{agent_id}"
+
     def result_channel(self, agent_id: UUID | str) -> str:
         return f"{self.result_channel_prefix}{agent_id}"
 

@@ -242,13 +242,17 @@ class Projector:
         await get_redis().xack(self.keys.events, PROJECTOR_GROUP, *[i for i, _ in entries])
 
     async def _restore(self) -> None:
-        found = await restore.restore(self.engine, self.keys, self.name)
-        await get_redis().delete(self.keys.restore_due)
+        client = get_redis()
+        lost_at = _text(await client.get(self.keys.restore_due) or self.position)
+        found = await restore.restore(self.engine, self.keys, self.name, lost_at)
+        await client.delete(self.keys.restore_due)
         self._restore_due = False
         logger.info(
-            "projector %s: restored from the archive: %d queued tasks queued again, %d results",
+            "projector %s: restored from the archive: %d queued tasks queued again, %d running "
+            "ones queued to run again if their worker dies, %d results",
             self.name,
             len(found.queued),
+            len(found.running),
             len(found.results),
         )
 

@@ -8,19 +8,23 @@ namespace (`Keys.restore_due`), catches up with what was appended since, and res
 
 - every task the read model shows QUEUED is queued again from its archived `task.queued`
   event, with the same agent id, context and attempt count (a retry waiting for its backoff
-  keeps its due time, a delayed task its time to run). Queuing goes through the enqueue script
-  guarded by the agent id, so a restore that runs twice queues each task once;
+  keeps its due time, a delayed task its time to run), through the enqueue script;
+- every task the read model shows RUNNING is queued once more, due after a lease: its entry
+  is gone, so if its worker dies nothing else would ever run it again. A worker still running
+  such a task holds its held key (`Keys.held`, renewed with its lease), and a copy that comes
+  due meanwhile waits another lease; once the task has ended, the copy is dropped;
 - the result of every task that ended within `AGENTEXEC_RESULT_TTL` is stored again (unless
-  one exists), so `get_result` still answers.
+  one exists) and published, so `get_result` still answers, waiting callers included.
 
 The mark is removed only when all of it is done: a projector that dies meanwhile leaves it to
-the next owner. Tasks RUNNING at the time go on in their workers, which record their outcome.
+the next owner, and each task is queued again once per loss whatever the number of passes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -31,21 +35,27 @@ from sqlalchemy import Engine, Table, select
 
 from agentexec import events
 from agentexec.activity.models import Activity, ArchivedEvent
+from agentexec.batcher import get_batcher
 from agentexec.config import CONF
 from agentexec.connection import get_redis
 from agentexec.events import (
     TERMINAL,
     AnyEvent,
+    Priority,
     Status,
     TaskCanceled,
     TaskCompleted,
     TaskFailed,
     TaskQueued,
     TaskRetried,
+    TaskStarted,
 )
 from agentexec.queue import queue_event
 from agentexec.results import Outcome, outcome_encoder
+from agentexec.scripts import REQUEUE_HELD
 from agentexec.streams import Keys
+
+from .checkpoints import parse_id
 
 __all__ = ["Restorable", "restorable", "restore"]
 
@@ -63,20 +73,27 @@ class Restorable:
 
     queued: list[tuple[TaskQueued, datetime | None]]
     """Tasks to queue again, with the time each is due (None: now)."""
+    running: list[TaskQueued]
+    """Tasks that were running, to queue again in case their worker dies."""
     results: list[tuple[UUID, bytes, int]]
     """Agent id, stored outcome and seconds left to live of each result to store again."""
 
 
-def restorable(engine: Engine, now: datetime | None = None) -> Restorable:
-    """Read from the read model and the archive what a Redis that lost its data needs back."""
+def restorable(engine: Engine, lost_at: str, now: datetime | None = None) -> Restorable:
+    """Read from the read model and the archive what a Redis that lost its data needs back.
+
+    `lost_at` is the last entry of the log that was lost: a task queued, retried or started
+    after it has its entry in the new Redis, and is left alone."""
+    lost = parse_id(lost_at)
     now = now or datetime.now(UTC)
     cutoff = (now - timedelta(seconds=CONF.result_ttl)).replace(tzinfo=None)
     with engine.connect() as conn:
-        waiting = {
-            row.agent_id: row.attempts
+        active = {
+            (row.agent_id): (row.status, row.attempts)
             for row in conn.execute(
-                select(_activity.c.agent_id, _activity.c.attempts).where(
-                    _activity.c.status == Status.QUEUED, _activity.c.queue.is_not(None)
+                select(_activity.c.agent_id, _activity.c.status, _activity.c.attempts).where(
+                    _activity.c.status.in_([Status.QUEUED, Status.RUNNING]),
+                    _activity.c.queue.is_not(None),
                 )
             )
         }
@@ -87,35 +104,49 @@ def restorable(engine: Engine, now: datetime | None = None) -> Restorable:
                 )
             ).scalars()
         )
-        queued = [
-            _requeued(history, waiting[agent_id], now)
-            for agent_id, history in _histories(conn, list(waiting)).items()
-            if any(isinstance(e, TaskQueued) for e in history)
-        ]
+        queued, running = [], []
+        for agent_id, history in _histories(conn, list(active)).items():
+            status, attempts = active[agent_id]
+            moves = [p for p, e in history if isinstance(e, _ENTRY_EVENTS)]
+            if not any(isinstance(e, TaskQueued) for _, e in history) or max(moves) > lost:
+                continue
+            if status == Status.QUEUED:
+                queued.append(_requeued(history, attempts, now))
+            else:
+                running.append(_requeued(history, attempts, now)[0])
         results = []
         for agent_id, history in _histories(conn, ended).items():
-            end = next((e for e in reversed(history) if _is_terminal(e)), None)
+            end = next((e for _, e in reversed(history) if _is_terminal(e)), None)
             if end is None:
                 continue
             left = CONF.result_ttl - int((now - end.ts).total_seconds())
             if left > 0:
                 results.append((agent_id, outcome_encoder.encode(_outcome(end)), left))
-    return Restorable(queued, results)
+    return Restorable(queued, running, results)
 
 
-async def restore(engine: Engine, keys: Keys, owner: str) -> Restorable:
-    """Queue the lost tasks again and store the lost results (see the module's docstring)."""
-    found = await asyncio.to_thread(restorable, engine)
-    for event, due in found.queued:
-        await queue_event(
-            event,
-            due,
-            None,
-            f"projector {owner}: queuing {event.task_name!r} (agent {event.agent_id}) again",
-            "It stays QUEUED until the next projector restores it.",
+async def restore(engine: Engine, keys: Keys, owner: str, lost_at: str) -> Restorable:
+    """Queue the lost tasks again and store the lost results (see the module's docstring).
+    `lost_at` (the checkpoint when the loss was noticed) names this restore: doing it again
+    queues nothing twice."""
+    found = await asyncio.to_thread(restorable, engine, lost_at)
+    await asyncio.gather(
+        *(
+            queue_event(
+                event,
+                due,
+                f"restore:{lost_at}:{event.agent_id}",
+                f"projector {owner}: queuing {event.task_name!r} (agent {event.agent_id}) again",
+                "It stays QUEUED until the next projector restores it.",
+            )
+            for event, due in found.queued
         )
-    client = get_redis()
-    async with client.pipeline(transaction=False) as pipe:
+    )
+    due_ms = int((time.time() + CONF.lease_seconds) * 1000)
+    await asyncio.gather(
+        *(_requeue_running(keys, event, lost_at, due_ms) for event in found.running)
+    )
+    async with get_redis().pipeline(transaction=False) as pipe:
         for agent_id, outcome, ttl in found.results:
             pipe.set(keys.result(agent_id), outcome, ex=ttl, nx=True)
             # Waiters subscribed before the result was back: wake them as a finish does.
@@ -124,35 +155,49 @@ async def restore(engine: Engine, keys: Keys, owner: str) -> Restorable:
     return found
 
 
-def _histories(conn: Any, agent_ids: list[UUID]) -> dict[UUID, list[AnyEvent]]:
-    """The archived events of `agent_ids` that restoring needs, in log order."""
-    out: dict[UUID, list[AnyEvent]] = {}
+async def _requeue_running(keys: Keys, event: TaskQueued, lost_at: str, due_ms: int) -> None:
+    assert event.queue is not None
+    member = (b"h:" if event.priority is Priority.HIGH else b"l:") + events.encode(event)
+    await get_batcher().run_script(
+        REQUEUE_HELD,
+        [keys.dedup(f"key:restore:{lost_at}:{event.agent_id}"), keys.delayed(event.queue)],
+        [CONF.idempotency_window, due_ms, member],
+    )
+
+
+_ENTRY_EVENTS = (TaskQueued, TaskRetried, TaskStarted)
+"""Events that go with a task's entry being created or moved in Redis."""
+
+
+def _histories(
+    conn: Any, agent_ids: list[UUID]
+) -> dict[UUID, list[tuple[tuple[int, int], AnyEvent]]]:
+    """The archived events of `agent_ids` that restoring needs, with their stream position,
+    in log order."""
+    out: dict[UUID, list[tuple[tuple[int, int], AnyEvent]]] = {}
     kinds = [
-        TaskQueued.__struct_config__.tag,
-        TaskRetried.__struct_config__.tag,
-        TaskCompleted.__struct_config__.tag,
-        TaskFailed.__struct_config__.tag,
-        TaskCanceled.__struct_config__.tag,
+        kind.__struct_config__.tag
+        for kind in (*_ENTRY_EVENTS, TaskCompleted, TaskFailed, TaskCanceled)
     ]
     for start in range(0, len(agent_ids), 1000):
         part = agent_ids[start : start + 1000]
         query = (
-            select(_archive.c.data)
+            select(_archive.c.stream_ms, _archive.c.stream_seq, _archive.c.data)
             .where(_archive.c.agent_id.in_(part), _archive.c.type.in_(kinds))
             .order_by(_archive.c.stream_ms, _archive.c.stream_seq)
         )
-        for (data,) in conn.execute(query):
+        for ms, seq, data in conn.execute(query):
             event = events.decode(data.encode())
-            out.setdefault(event.agent_id, []).append(event)
+            out.setdefault(event.agent_id, []).append(((ms, seq), event))
     return out
 
 
 def _requeued(
-    history: list[AnyEvent], attempts: int, now: datetime
+    history: list[tuple[tuple[int, int], AnyEvent]], attempts: int, now: datetime
 ) -> tuple[TaskQueued, datetime | None]:
-    queued = next(e for e in reversed(history) if isinstance(e, TaskQueued))
+    queued = next(e for _, e in reversed(history) if isinstance(e, TaskQueued))
     due = queued.not_before
-    last = history[-1]
+    last = history[-1][1]
     if isinstance(last, TaskRetried):
         due = last.ts + timedelta(seconds=last.delay)
     event = msgspec.structs.replace(

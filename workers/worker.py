@@ -40,7 +40,7 @@ from agentexec.events import (
     TaskStarted,
 )
 from agentexec.results import Outcome, outcome_encoder
-from agentexec.scripts import DEAD_LETTER, FINISH, RENEW, RETRY, START
+from agentexec.scripts import DEAD_LETTER, DEFER, FINISH, RENEW, RETRY, START, Script
 from agentexec.streams import WORKERS_GROUP, Keys, ensure_group, is_missing_group
 from agentexec.tasks import (
     RunningTask,
@@ -85,7 +85,10 @@ class Worker:
         """Delivery counts of entries taken over or resumed (new ones are delivered once)."""
         self._agents: dict[UUID, asyncio.Task[None]] = {}
         self._cancel_requested: set[UUID] = set()
-        self._result_keys: dict[bytes, str] = {}
+        self._agent_of: dict[bytes, str] = {}
+        """Agent id of each held entry, for lease renewal."""
+        self._ending: set[bytes] = set()
+        """Entries whose end script (finish, retry, dead letter, defer) is under way."""
         """Result key of each held entry's task, for lease renewal."""
         self._promoter = Promoter(self.keys, spec.queue_name)
         self._reconnect = Reconnect(f"worker {spec.consumer}")
@@ -147,7 +150,11 @@ class Worker:
                 entry = self._backlog.popleft()
                 task = asyncio.create_task(self._execute(entry))
                 self._running[task] = entry
-                task.add_done_callback(self._running.pop)
+                task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        entry = self._running.pop(task)
+        self._ending.discard(entry[1])
 
     async def _resume_own_pending(self, client: Any) -> None:
         """Queue the entries a previous process with our consumer name held when it died."""
@@ -261,6 +268,25 @@ class Worker:
                 event.agent_id,
             )
             return
+        if started_id == -1:
+            logger.info(
+                "worker %s: task %s (agent %s) already ended; dropped its copy queued again",
+                self.spec.consumer,
+                event.task_name,
+                event.agent_id,
+            )
+            return
+        if started_id == -2:
+            logger.info(
+                "worker %s: task %s (agent %s) still runs in another worker; checking again "
+                "in %.0fs",
+                self.spec.consumer,
+                event.task_name,
+                event.agent_id,
+                CONF.lease_seconds,
+            )
+            await self._defer(entry, event)
+            return
         if started_id is None:
             await self._end_canceled(entry, event)
             return
@@ -319,17 +345,54 @@ class Worker:
         )
 
     async def _start(self, entry: Entry, started: TaskStarted) -> Any:
-        """Record the start: the event's id, 0 when another worker took the entry over, or
-        None when the task was canceled before it started."""
-        keys = [self.keys.events, self.keys.cancel_marker(started.agent_id), entry[0]]
+        """Record the start: the event's id, or why not (see the START script)."""
+        aid = started.agent_id
+        keys = [
+            self.keys.events,
+            self.keys.cancel_marker(aid),
+            entry[0],
+            self.keys.result(aid),
+            self.keys.held(aid),
+        ]
         args = [events.encode(started), WORKERS_GROUP, entry[1], self.spec.consumer]
+        return await self._run_script(START, keys, args, appends=True)
+
+    async def _run_script(
+        self,
+        script: Script,
+        keys: list[Any],
+        args: list[Any],
+        ending: bytes | None = None,
+        appends: bool = False,
+    ) -> Any:
+        """Run a script of this worker's, retrying while Redis is unreachable. `ending`: the
+        entry the script removes from the stream (lease renewal leaves it alone from now).
+        `appends`: the script appends an event, and takes the time of the first try when it
+        runs again, so that a retry after a lost reply does not append it twice."""
+        if ending is not None:
+            self._ending.add(ending)
+        # Stream ids come from Redis's clock: allow for some skew.
+        first_try = int(time.time() * 1000) - 5000
+        tried = False
         while True:
             try:
-                reply = await get_batcher().run_script(START, keys, args)
+                sent = [*args, first_try] if appends and tried else args
+                tried = True
+                reply = await get_batcher().run_script(script, keys, sent)
                 self._reconnect.succeeded()
                 return reply
             except REDIS_ERRORS as e:
                 await self._reconnect.failed(e)
+
+    async def _defer(self, entry: Entry, event: TaskQueued) -> None:
+        """Park an entry whose task another worker still runs (START's -2) for a lease."""
+        stream, entry_id, fields = entry
+        member = delayed_member(event.priority, bytes(fields[events.EVENT_FIELD]))
+        due_ms = int((time.time() + CONF.lease_seconds) * 1000)
+        keys = [stream, self.keys.delayed(self.spec.queue_name)]
+        args = [WORKERS_GROUP, entry_id, self.spec.consumer, member, due_ms]
+        await self._run_script(DEFER, keys, args, ending=entry_id)
+        self._promoter.schedule()
 
     async def _check_cancel_markers(self) -> None:
         """Catch cancel requests whose notice this worker missed (published during an outage)."""
@@ -391,13 +454,7 @@ class Worker:
         keys = [stream, self.keys.delayed(self.spec.queue_name), self.keys.events]
         due_ms = int((time.time() + delay) * 1000)
         args = [WORKERS_GROUP, entry_id, self.spec.consumer, member, due_ms, events.encode(retried)]
-        while True:
-            try:
-                await get_batcher().run_script(RETRY, keys, args)
-                self._reconnect.succeeded()
-                break
-            except REDIS_ERRORS as e:
-                await self._reconnect.failed(e)
+        await self._run_script(RETRY, keys, args, ending=entry_id, appends=True)
         self._promoter.schedule()
         logger.warning(
             "task %s (agent %s) attempt %d failed: %s; retrying in %.1fs",
@@ -458,13 +515,7 @@ class Worker:
             self.spec.consumer,
         ]
         args += script_args(self._transition(queued, outcome), self.keys, keys)
-        while True:
-            try:
-                ended = await get_batcher().run_script(FINISH, keys, args)
-                self._reconnect.succeeded()
-                break
-            except REDIS_ERRORS as e:
-                await self._reconnect.failed(e)
+        ended = await self._run_script(FINISH, keys, args, ending=entry_id)
         if ended is None:
             logger.warning(
                 "worker %s: task %s (agent %s) was taken over by another worker; "
@@ -522,13 +573,7 @@ class Worker:
             result_key = self.keys.result(ident[0])
         keys = [stream, self.keys.dead_letters, self.keys.events, result_key]
         args = [WORKERS_GROUP, entry_id, self.spec.consumer, *known, *letter]
-        while True:
-            try:
-                done = await get_batcher().run_script(DEAD_LETTER, keys, args)
-                self._reconnect.succeeded()
-                break
-            except REDIS_ERRORS as e:
-                await self._reconnect.failed(e)
+        done = await self._run_script(DEAD_LETTER, keys, args, ending=entry_id)
         if not done:
             logger.warning(
                 "worker %s: %s %s was taken over or had ended; not dead-lettered here",
@@ -555,21 +600,25 @@ class Worker:
         while True:
             await asyncio.sleep(CONF.lease_seconds / 3)
             held: dict[str, list[tuple[bytes, str]]] = {}
-            known, self._result_keys = self._result_keys, {}
+            known, self._agent_of = self._agent_of, {}
             for stream, entry_id, fields in [*self._running.values(), *self._backlog]:
-                result = known.get(entry_id)
-                if result is None:
+                if entry_id in self._ending:
+                    continue  # its end script removes it: not a loss
+                agent = known.get(entry_id)
+                if agent is None:
                     ident = _identify(fields)
-                    result = self.keys.result(ident[0] if ident else "unknown")
-                self._result_keys[entry_id] = result
-                held.setdefault(stream, []).append((entry_id, result))
+                    agent = str(ident[0]) if ident else "unknown"
+                self._agent_of[entry_id] = agent
+                held.setdefault(stream, []).append((entry_id, agent))
             try:
                 client = get_redis()
                 for stream, entries in held.items():
+                    keys = [stream, *(self.keys.result(a) for _, a in entries)]
+                    keys += [self.keys.held(a) for _, a in entries]
                     lost = await get_batcher().run_script(
                         RENEW,
-                        [stream, *(result for _, result in entries)],
-                        [WORKERS_GROUP, self.spec.consumer, *(i for i, _ in entries)],
+                        keys,
+                        [WORKERS_GROUP, self.spec.consumer, lease_ms, *(i for i, _ in entries)],
                     )
                     if lost:
                         self._abandon(stream, set(lost))

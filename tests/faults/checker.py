@@ -3,7 +3,8 @@
 1. Every enqueued task reaches exactly one terminal status: in the read model, and by exactly
    one terminal event (task.completed, task.failed or task.canceled) in the log (the SQL
    archive, which holds every projected event, and the Redis log, all of which is projected
-   by then). No duplicate is allowed: the finish script refuses a second outcome.
+   by then). No duplicate is allowed: the finish script refuses a second outcome. No event
+   is in the log twice (byte for byte): scripts run again after a lost reply do not append.
 2. No task ran to completion twice: the ledger (one line per handler run that reached its
    end) has one line per completed task, except where the test says the fault allows a
    rerun (a worker killed or frozen after its handler returned: delivery is at least once).
@@ -106,14 +107,15 @@ async def check(
     # 1. Exactly one terminal status, and exactly one terminal event, per task.
     with cluster.engine.connect() as conn:
         rows = {r.agent_id: r for r in conn.execute(select(Activity))}
-        archived = [
-            events.decode(data.encode())
+        archived_data = [
+            data
             for (data,) in conn.execute(
                 select(ArchivedEvent.data).order_by(
                     ArchivedEvent.stream_ms, ArchivedEvent.stream_seq
                 )
             )
         ]
+    archived = [events.decode(data.encode()) for data in archived_data]
     terminal_events = Counter(e.agent_id for e in archived if isinstance(e, TERMINAL_EVENTS))
     in_log = {e.agent_id for e in archived if isinstance(e, events.TaskQueued)}
     problems: list[str] = []
@@ -132,6 +134,11 @@ async def check(
             problems.append(f"{aid}: read model says {row.status}, result says {ended[aid]}")
         if terminal_events[aid] != 1:
             problems.append(f"{aid}: {terminal_events[aid]} terminal events in the log")
+    # No event was appended twice: a script run again after its reply was lost finds the
+    # event its first run appended (the same bytes: encoded once) instead of appending it.
+    for data, count in Counter(archived_data).items():
+        if count > 1:
+            problems.append(f"appended {count} times: {data[:120]}")
 
     # 2. No task ran to completion twice (beyond what its fault allows): of the runs that
     # reached the end of the handler, one recorded the outcome (its pid is in the result);

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 from collections import Counter
 
@@ -12,12 +14,16 @@ import agentexec as ax
 from agentexec import events
 from agentexec.connection import REDIS_ERRORS, get_redis
 from tests.faults.checker import check
-from tests.faults.cluster import Cluster, wait_for_event
+from tests.faults.cluster import Cluster, wait_for_event, wait_for_file
 from tests.faults.proxy import Proxy
 from tests.integration.readmodel.workload import checkpoint_position, wait_until
 from tests.support.waiting import async_wait_for
 
 pytestmark = pytest.mark.timeout(240)
+
+
+def ids(tasks: list[ax.Task]) -> set[object]:
+    return {t.agent_id for t in tasks}
 
 
 async def _completed(cluster: Cluster, tasks: list[ax.Task], at_least: int) -> None:
@@ -74,7 +80,12 @@ async def test_flushall_under_load(cluster: Cluster) -> None:
     cluster.start_pool(workers=2, concurrency=2)
     ended = await cluster.enqueue_jobs(3, work=0.1)
     await _completed(cluster, ended, 3)
-    running = await cluster.enqueue_jobs(4, work=float(ax.CONF.lease_seconds) * 2, steps=6)
+    lease = float(ax.CONF.lease_seconds)
+    markers = [cluster.marker() for _ in range(4)]
+    running = [
+        await ax.enqueue("fault_job", cluster.job(work=lease * 2, steps=6, marker=m))
+        for m in markers
+    ]
     queued = await cluster.enqueue_jobs(12, work=0.2)
     for task in running:
         await wait_for_event(task.agent_id, events.TaskProgress)
@@ -83,11 +94,19 @@ async def test_flushall_under_load(cluster: Cluster) -> None:
     await get_redis().flushall()
     cluster.fault("FLUSHALL")
     after = await cluster.enqueue_jobs(10, work=0.2)
-    # The running tasks end once, with their outcome, in the workers that run them; the
-    # projector queues the queued tasks again from the archive, and stores the results of
-    # those that had ended; workers and projector carry on, and new tasks run.
-    await check(cluster, ended + running + queued + after)
-    # The log was flushed: the task.queued events in it are the restore's, one per task.
+    # Then a worker process dies, with the tasks it ran: their entries went with the flush.
+    await asyncio.sleep(lease / 2)
+    pids = [int(await wait_for_file(m + ".pid")) for m in markers]
+    os.kill(pids[0], signal.SIGKILL)
+    cluster.killed_pids.add(pids[0])
+    cluster.fault("SIGKILL of a worker running tasks whose entries Redis lost")
+    doomed = {t.agent_id for t, pid in zip(running, pids, strict=True) if pid == pids[0]}
+    # The running tasks end once, with their outcome, in the workers that run them, and the
+    # killed ones run again; the projector queues the queued tasks again from the archive,
+    # and stores the results of those that had ended; new tasks run.
+    await check(cluster, [*ended, *running, *queued, *after])
+    # The log was flushed: its task.queued events are the restore's and those of the tasks
+    # enqueued since, one per task.
     entries = await get_redis().xrange(cluster.keys.events)
     requeued = Counter(
         e.agent_id
@@ -95,6 +114,13 @@ async def test_flushall_under_load(cluster: Cluster) -> None:
         if isinstance(e, events.TaskQueued)
     )
     assert requeued == Counter(t.agent_id for t in queued + after)
+    # The tasks whose worker lived were not started again; the killed ones were, once.
+    restarted = Counter(
+        (e.agent_id, e.attempt)
+        for e in (events.decode_entry(fields) for _, fields in entries)
+        if isinstance(e, events.TaskStarted) and e.agent_id in ids(running)
+    )
+    assert restarted == Counter((aid, 2) for aid in doomed)
 
 
 @pytest.mark.fault("9. TCP proxy that cuts connections and drops replies")

@@ -6,15 +6,19 @@ import asyncio
 import os
 import subprocess
 import sys
+import time
+import uuid
 from pathlib import Path
 
 import pytest
 
 import agentexec as ax
 from agentexec import events
+from agentexec.batcher import get_batcher
 from agentexec.connection import get_redis
 from agentexec.embedded import EmbeddedRedis
-from agentexec.streams import Keys
+from agentexec.scripts import RETRY, START
+from agentexec.streams import WORKERS_GROUP, Keys, ensure_group
 from tests.apps import basic
 from tests.apps.basic import Echo, Flaky, Record
 from tests.integration.test_pool import _wait_running
@@ -253,3 +257,32 @@ async def test_a_cancel_whose_notice_was_missed_is_still_acted_on(redis_conf: st
             await ax.get_result(task, timeout=30)
     finally:
         basic.pool.shutdown()
+
+
+async def test_start_and_retry_run_again_after_a_lost_reply_append_once(redis_conf: str) -> None:
+    # A worker whose reply was lost runs the script again with the time of its first try.
+    client, batcher = get_redis(), get_batcher()
+    keys = Keys(ax.CONF.key_prefix)
+    stream = keys.queue("q", events.Priority.LOW)
+    await ensure_group(client, stream, WORKERS_GROUP)
+    entry_id = await client.xadd(stream, {"event": b"{}"})
+    await client.xreadgroup(WORKERS_GROUP, "w:0", {stream: ">"})
+    aid = uuid.uuid4()
+    since = int(time.time() * 1000) - 5000
+    started = events.encode(events.TaskStarted(agent_id=aid, task_name="t"))
+    start_keys = [keys.events, keys.cancel_marker(aid), stream, keys.result(aid), keys.held(aid)]
+    start_args = [started, WORKERS_GROUP, entry_id, "w:0"]
+    first = await batcher.run_script(START, start_keys, start_args)
+    assert await batcher.run_script(START, start_keys, [*start_args, since]) == first
+    retried = events.encode(events.TaskRetried(agent_id=aid, task_name="t", error="e", delay=1))
+    retry_keys = [stream, keys.delayed("q"), keys.events]
+    retry_args = [WORKERS_GROUP, entry_id, "w:0", b"l:{}", 0, retried]
+    first = await batcher.run_script(RETRY, retry_keys, retry_args)
+    assert await batcher.run_script(RETRY, retry_keys, [*retry_args, since]) == first
+    logged = [events.decode_entry(f) for _, f in await client.xrange(keys.events)]
+    assert [type(e) for e in logged] == [events.TaskStarted, events.TaskRetried]
+    # Without the time of a first try, a script appends: the scan costs a normal run nothing.
+    other = await client.xadd(stream, {"event": b"{}"})
+    await client.xreadgroup(WORKERS_GROUP, "w:0", {stream: ">"})
+    assert await batcher.run_script(START, start_keys, [started, WORKERS_GROUP, other, "w:0"])
+    assert await client.xlen(keys.events) == 3

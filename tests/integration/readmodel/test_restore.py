@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -75,6 +76,9 @@ async def test_redis_flushed_restores_queued_tasks_and_results(projector: Projec
     # Someone waits for a result that Redis lost; a fresh projector (as after a restart)
     # notices the loss.
     waiter = asyncio.create_task(ax.get_result(done.agent_id, timeout=5))
+    # A task queued since Redis came back has its entry: it is not queued again.
+    fresh = _queued()
+    append_all([fresh])
     await asyncio.sleep(0.2)
     await Projector(projector.engine, lease_seconds=5).catch_up()
     assert await waiter == {"answer": 42}
@@ -87,11 +91,18 @@ async def test_redis_flushed_restores_queued_tasks_and_results(projector: Projec
     low = await _queue_entries(keys.queue("q", Priority.LOW))
     # The retried task is due now, and is on its second attempt.
     assert [(e.agent_id, e.attempt) for e in low] == [(retried.agent_id, 2)]
-    # The delayed task keeps its time to run.
-    members = await get_redis().zrange(keys.delayed("q"), 0, -1, withscores=True)
-    assert len(members) == 1
-    assert str(delayed.agent_id).encode() in members[0][0]
-    assert members[0][1] == int(later.timestamp() * 1000)
+    # The delayed task keeps its time to run; the running one is queued once more, due after
+    # a lease (in case its worker died with the entry), on its next attempt.
+    members = {
+        events.decode(member[2:]).agent_id: (events.decode(member[2:]), due)
+        for member, due in await get_redis().zrange(keys.delayed("q"), 0, -1, withscores=True)
+    }
+    assert set(members) == {delayed.agent_id, running.agent_id}
+    assert members[delayed.agent_id][1] == int(later.timestamp() * 1000)
+    again_later, due = members[running.agent_id]
+    assert again_later.attempt == 2
+    lease_ms = ax.CONF.lease_seconds * 1000
+    assert 0.5 * lease_ms < due - time.time() * 1000 <= lease_ms
 
     # Results of tasks that ended are there again; the running task is left to its worker.
     assert await ax.get_result(done.agent_id, timeout=1) == {"answer": 42}
@@ -102,13 +113,14 @@ async def test_redis_flushed_restores_queued_tasks_and_results(projector: Projec
     # The log records what was queued again, and a second pass changes nothing.
     logged = [events.decode_entry(f) for _, f in await get_redis().xrange(keys.events)]
     assert sorted(str(e.agent_id) for e in logged) == sorted(
-        str(e.agent_id) for e in (waiting, delayed, retried)
+        str(e.agent_id) for e in (fresh, waiting, delayed, retried)
     )
-    assert {e.message for e in logged} == {REQUEUED_MESSAGE}
+    assert {e.message for e in logged if e.agent_id != fresh.agent_id} == {REQUEUED_MESSAGE}
     assert not await get_redis().exists(keys.restore_due)
     await Projector(projector.engine, lease_seconds=5).catch_up()
     assert len(await _queue_entries(keys.queue("q", Priority.HIGH))) == 1
-    assert len(await get_redis().xrange(keys.events)) == 3
+    assert len(await get_redis().xrange(keys.events)) == 4
+    assert await get_redis().zcard(keys.delayed("q")) == 2
 
 
 async def test_a_restore_cut_short_is_finished_by_the_next_owner(projector: Projector) -> None:
