@@ -50,9 +50,12 @@ class Peer:
     wait: Callable[[Any, float], Awaitable[Sequence[float]]]
     connect: Callable[[], Awaitable[None]] | None = None
     close: Callable[[], Awaitable[None]] | None = None
-    # After the results are in: wait until the tool's own record shows `count` tasks done.
+    # After the results are in: wait until the tool's own record shows `count` tasks done
+    # (the warm-up's included).
     settle: Callable[[int, float], Awaitable[None]] | None = None
     notes: list[str] = field(default_factory=list)
+    warmed: int = 0
+    """Tasks enqueued by the warm-up, which `settle` must see finished too."""
 
 
 def stamp() -> float:
@@ -97,6 +100,7 @@ async def warm_up(peer: Peer, processes: list[subprocess.Popen[bytes]]) -> int:
             if process.poll() is not None:
                 raise RuntimeError(f"a worker command exited with code {process.returncode}")
         handles = [await peer.enqueue(0.01) for _ in range(2 * WORKERS)]
+        peer.warmed += len(handles)
         for handle in handles:
             try:
                 pids.add((await peer.wait(handle, 5.0))[2])
@@ -137,7 +141,7 @@ async def throughput(peer: Peer, count: int, sleep: float, timeout: float) -> di
         "processed_per_s": count / max(1e-9, last_end - wall_started),
     }
     if peer.settle is not None:
-        await peer.settle(count, max(1.0, deadline - time.monotonic()))
+        await peer.settle(peer.warmed + count, max(1.0, deadline - time.monotonic()))
         settled = time.perf_counter()
         figures["results_per_s"] = figures["tasks_per_s"]
         figures["tasks_per_s"] = count / (settled - started)

@@ -1,20 +1,19 @@
 """agentexec from this working tree: `agentexec worker` with 2 processes.
 
 With BENCH_DATABASE_URL the pool gets the database (activity tracking: the pool runs the
-projector) and a run ends when the read model shows every task finished.
+projector in its parent process) and a run ends when the read model shows every task,
+the warm-up's included, finished.
 """
 
 from __future__ import annotations
 
 import asyncio
-import inspect
 import os
 import sys
 import time
-from typing import Any
 from uuid import UUID
 
-from driver import CONCURRENCY, DATABASE_URL, QUEUE, REDIS_URL, WORKERS, Peer, Unavailable, main
+from driver import CONCURRENCY, DATABASE_URL, QUEUE, REDIS_URL, WORKERS, Peer, main
 from pydantic import BaseModel
 
 import agentexec as ax
@@ -37,13 +36,7 @@ async def work(agent_id: UUID, context: Work) -> list[float]:
     return [start, time.time(), os.getpid()]
 
 
-def tracking_available() -> bool:
-    return all(hasattr(ax.activity, name) for name in ("list", "active_count"))
-
-
 def worker_commands() -> list[list[str]]:
-    if DATABASE_URL and not tracking_available():
-        raise Unavailable("n/a (projector not merged)")
     command = [sys.executable, "-m", "agentexec.cli", "worker"]
     command += ["ours_peer:pool", "--workers", str(WORKERS)]
     if CONCURRENCY:
@@ -52,7 +45,7 @@ def worker_commands() -> list[list[str]]:
 
 
 async def connect() -> None:
-    if DATABASE_URL and hasattr(ax, "Base"):
+    if DATABASE_URL:
         from sqlalchemy import create_engine
 
         engine = create_engine(DATABASE_URL)
@@ -69,11 +62,6 @@ async def wait(task: ax.Task, timeout: float) -> list[float]:
     return result
 
 
-async def _read(call: Any, *args: Any, **kwargs: Any) -> Any:
-    value = call(*args, **kwargs)
-    return await value if inspect.isawaitable(value) else value
-
-
 async def settle(count: int, timeout: float) -> None:
     from sqlalchemy import create_engine
     from sqlalchemy.orm import Session
@@ -83,8 +71,8 @@ async def settle(count: int, timeout: float) -> None:
     try:
         while True:
             with Session(engine) as db:
-                total = (await _read(ax.activity.list, db, page=1, page_size=1)).total
-                active = await _read(ax.activity.active_count, db)
+                total = ax.activity.list(db, page=1, page_size=1).total
+                active = ax.activity.active_count(db)
             if total >= count and active == 0:
                 return
             if time.monotonic() > deadline:
