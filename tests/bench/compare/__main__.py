@@ -170,6 +170,12 @@ def combine(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def redis_cpu(client: redis.Redis) -> float:
+    """Seconds of CPU the Redis server has used so far (user + system, main thread included)."""
+    info: dict[str, Any] = client.info("cpu")  # type: ignore[assignment]
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
 def machine(redis_url: str) -> dict[str, Any]:
     info = redis.Redis.from_url(redis_url).info("server")
     return {
@@ -220,7 +226,12 @@ def main() -> None:
                 runs = []
                 for i in range(args.runs):
                     client.flushall()
+                    cpu = redis_cpu(client)
                     figures = run_driver(python, entry, workload, args, server.url, work)
+                    if "n" in figures and workload != "latency":
+                        # Includes the warm-up's few tasks: a slight overestimate.
+                        spent = redis_cpu(client) - cpu
+                        figures["redis_cpu_us_per_task"] = spent * 1e6 / figures["n"]
                     runs.append(figures)
                     print(
                         f"  {entry.name} {workload} run {i + 1}: {report.brief(figures)}",

@@ -26,7 +26,10 @@ def brief(figures: dict[str, Any]) -> str:
     if "error" in figures:
         return f"FAILED: {figures['error']}"
     if "tasks_per_s" in figures:
-        return f"{figures['tasks_per_s']:,.0f} tasks/s (enqueue {figures['enqueue_per_s']:,.0f}/s)"
+        text = f"{figures['tasks_per_s']:,.0f} tasks/s (enqueue {figures['enqueue_per_s']:,.0f}/s"
+        if "redis_cpu_us_per_task" in figures:
+            text += f", Redis CPU {figures['redis_cpu_us_per_task']:.0f} µs/task"
+        return text + ")"
     return (
         f"pickup {figures['pickup_median_ms']:.2f}/{figures['pickup_p99_ms']:.2f} ms, result "
         f"{figures['result_median_ms']:.2f}/{figures['result_p99_ms']:.2f} ms "
@@ -102,4 +105,11 @@ def markdown(document: dict[str, Any]) -> str:
             notes.append(f"{name}: {', '.join(first['notes'])}")
     if notes:
         lines += ["", *(f"- {note}" for note in notes)]
+    spent = [
+        f"{name} {by_workload['noop']['redis_cpu_us_per_task']:.0f} µs"
+        for name, by_workload in results.items()
+        if "redis_cpu_us_per_task" in by_workload.get("noop", {})
+    ]
+    if spent:
+        lines += ["", f"Redis CPU per no-op task (server user + system time): {', '.join(spent)}."]
     return "\n".join(lines) + "\n"
