@@ -10,7 +10,6 @@ restart or a new server).
 from __future__ import annotations
 
 import asyncio
-import math
 import weakref
 from typing import Any
 
@@ -28,7 +27,6 @@ class Batcher:
         self._client = client
         self._pending: list[tuple[tuple[Any, ...], Script | None, asyncio.Future[Any]]] = []
         self._scheduled = False
-        self._flushes: set[asyncio.Task[None]] = set()
 
     async def execute(self, *args: Any) -> Any:
         return await self._submit(args, None)
@@ -42,24 +40,15 @@ class Batcher:
         future: asyncio.Future[Any] = loop.create_future()
         self._pending.append((command, script, future))
         if not self._scheduled:
-            # The task's first step runs in the next loop iteration, after every caller of
-            # this one has submitted.
             self._scheduled = True
-            self._keep(loop.create_task(self._flush_pending()))
+            loop.call_soon(self._start_flush)
         return future
 
-    def _keep(self, task: asyncio.Task[None]) -> None:
-        # The loop holds tasks weakly.
-        self._flushes.add(task)
-        task.add_done_callback(self._flushes.discard)
-
-    async def _flush_pending(self) -> None:
+    def _start_flush(self) -> None:
         self._scheduled = False
-        pending, self._pending = self._pending, []
-        loop = asyncio.get_running_loop()
-        for i in range(_MAX_BATCH, len(pending), _MAX_BATCH):
-            self._keep(loop.create_task(self._flush(pending[i : i + _MAX_BATCH])))
-        await self._flush(pending[:_MAX_BATCH])
+        while self._pending:
+            batch, self._pending = self._pending[:_MAX_BATCH], self._pending[_MAX_BATCH:]
+            asyncio.get_running_loop().create_task(self._flush(batch))
 
     async def _flush(
         self, batch: list[tuple[tuple[Any, ...], Script | None, asyncio.Future[Any]]]
@@ -96,32 +85,10 @@ class Batcher:
                 future.set_result(reply)
 
     async def _send(self, commands: list[tuple[Any, ...]]) -> list[Any]:
-        """Send `commands` in one write on one pooled connection and read their replies;
-        error replies come back as exceptions. Like a redis-py pipeline without its per-command
-        bookkeeping, and with one deadline for the batch instead of a timer per reply."""
-        pool = self._client.connection_pool
-        connection = await pool.get_connection()  # type: ignore[no-untyped-call]
-        try:
-            await connection.send_packed_command(connection.pack_commands(commands))
-            replies: list[Any] = []
-            try:
-                async with asyncio.timeout(connection.socket_timeout):
-                    for _ in commands:
-                        try:
-                            replies.append(await connection.read_response(timeout=math.inf))
-                        except redis.ResponseError as e:
-                            replies.append(e)
-            except TimeoutError:
-                raise redis.TimeoutError(
-                    f"no reply from Redis within {connection.socket_timeout}s"
-                ) from None
-            return replies
-        except BaseException:
-            # Replies of this batch may still be on their way: the connection cannot be reused.
-            await connection.disconnect(nowait=True)
-            raise
-        finally:
-            await pool.release(connection)
+        async with self._client.pipeline(transaction=False) as pipe:
+            for command in commands:
+                pipe.execute_command(*command)
+            return list(await pipe.execute(raise_on_error=False))
 
 
 def _is_noscript(reply: Any) -> bool:
