@@ -18,6 +18,10 @@ pool's queue. The transaction that ends a step (see `agentexec.transitions`) als
 next step with the step's output as its input, or ends the run: no worker waits on a run, each
 step is queued exactly once, and a step whose worker dies is redelivered on its own, with its
 input, without running the steps before it again.
+
+`ax.cancel(run_id)` marks the run canceled: workers stop the run's running step and start
+none of its queued ones (a cancel of a parent is a cancel of its children), and the
+transaction that ends a step queues no next step once the run's cancel marker exists.
 """
 
 from __future__ import annotations
@@ -51,7 +55,7 @@ from .results import Outcome
 from .scripts import ENQUEUE_PIPELINE
 from .streams import AGENT_TTL, Keys
 from .tasks import Task, TaskDefinition
-from .transitions import Append, Queue, Store, Write
+from .transitions import Append, IfCanceled, Queue, Store, Write
 
 if TYPE_CHECKING:
     from .workers import Pool
@@ -332,20 +336,24 @@ class Pipeline:
             message=f"{label} {'complete' if outcome.status == 'complete' else outcome.status}",
             percentage=(step.index + 1) * 100 // count if outcome.status == "complete" else None,
         )
+        where = f"step {step.index} ({step.method_name})"
         if outcome.status == "complete" and step.index + 1 < count:
-            nxt = _step_queued(
-                self.steps[step.index + 1],
-                ref.run_id,
-                name,
-                queued.queue or self.pool.queue_name,
-                queued,
-                bytes(outcome.result),
-            )
+            nxt = self._next_step(step, ref.run_id, queued, outcome.result)
+            # A cancel of the run that came while this step finished its work still stops the
+            # run here; decided inside the transaction that records the step's outcome.
             return [
-                Append(msgspec.structs.replace(finished, next_agent_id=nxt.agent_id)),
-                Queue(nxt),
+                IfCanceled(
+                    ref.run_id,
+                    then=(
+                        Append(finished),
+                        *_end_run(ref, name, "canceled", f"canceled after {where} completed"),
+                    ),
+                    otherwise=(
+                        Append(msgspec.structs.replace(finished, next_agent_id=nxt.agent_id)),
+                        Queue(nxt),
+                    ),
+                )
             ]
-        end: TaskCompleted | TaskFailed | TaskCanceled
         if outcome.status == "complete":
             end = TaskCompleted(
                 agent_id=ref.run_id,
@@ -356,15 +364,19 @@ class Pipeline:
             )
             # Named after the last step, so that `get_result` returns its return type.
             stored = Outcome("complete", step.task_name, result=outcome.result)
-        else:
-            error = f"step {step.index} ({step.method_name}) {outcome.status}: {outcome.error}"
-            if outcome.status == "canceled":
-                end = TaskCanceled(agent_id=ref.run_id, task_name=name, message=error)
-            else:
-                message = CONF.activity_message_error.replace("{error}", error)
-                end = TaskFailed(agent_id=ref.run_id, task_name=name, message=message, error=error)
-            stored = Outcome(outcome.status, name, error=error)
-        return [Append(finished), Append(end), Store(ref.run_id, stored)]
+            return [Append(finished), Append(end), Store(ref.run_id, stored)]
+        if outcome.status == "canceled":
+            return [Append(finished), *_end_run(ref, name, "canceled", f"canceled at {where}")]
+        error = f"{where} {outcome.status}: {outcome.error}"
+        return [Append(finished), *_end_run(ref, name, "error", error)]
+
+    def _next_step(
+        self, step: Step, run_id: UUID, queued: TaskQueued, output: msgspec.Raw
+    ) -> TaskQueued:
+        """The next step's task with `output` as its input."""
+        nxt = self.steps[step.index + 1]
+        queue = queued.queue or self.pool.queue_name
+        return _step_queued(nxt, run_id, str(self.name), queue, queued, bytes(output))
 
 
 _pipelines: dict[str, Pipeline] = {}
@@ -378,6 +390,17 @@ def advance(queued: TaskQueued, outcome: Outcome) -> Sequence[Write]:
     if pipeline is None:
         raise LookupError(f"pipeline {ref.pipeline!r} is not defined in this process")
     return pipeline._transition(ref, queued, outcome)
+
+
+def _end_run(ref: _StepRef, name: str, status: str, error: str) -> list[Write]:
+    """End the run ERROR or CANCELED with `error`: its terminal event and stored outcome."""
+    end: TaskFailed | TaskCanceled
+    if status == "canceled":
+        end = TaskCanceled(agent_id=ref.run_id, task_name=name, message=f"Run {error}.")
+    else:
+        message = CONF.activity_message_error.replace("{error}", error)
+        end = TaskFailed(agent_id=ref.run_id, task_name=name, message=message, error=error)
+    return [Append(end), Store(ref.run_id, Outcome(status, name, error=error))]
 
 
 def _step_queued(

@@ -37,6 +37,38 @@ end
 """
 
 
+# Prepended to the scripts that apply a task's transition (agentexec.transitions): applies the
+# ops in ARGV[i..last]: 'x' key-index event-JSON (XADD), 's' key-index value TTL (SET),
+# 'p' channel message (PUBLISH), and '?' key-index n m: the n items after it if KEYS[key-index]
+# exists, else the m items after those.
+_APPLY = """
+local function apply(i, last)
+  while i <= last do
+    local op = ARGV[i]
+    if op == 'x' then
+      redis.call('XADD', KEYS[tonumber(ARGV[i + 1])], '*', 'event', ARGV[i + 2])
+      i = i + 3
+    elseif op == 's' then
+      redis.call('SET', KEYS[tonumber(ARGV[i + 1])], ARGV[i + 2], 'EX', ARGV[i + 3])
+      i = i + 4
+    elseif op == 'p' then
+      redis.call('PUBLISH', ARGV[i + 1], ARGV[i + 2])
+      i = i + 3
+    else
+      local yes, no = tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3])
+      local first = i + 4
+      if redis.call('EXISTS', KEYS[tonumber(ARGV[i + 1])]) == 1 then
+        apply(first, first + yes - 1)
+      else
+        apply(first + yes, first + yes + no - 1)
+      end
+      i = first + yes + no
+    end
+  end
+end
+"""
+
+
 @dataclass(frozen=True)
 class Script:
     name: str
@@ -70,14 +102,14 @@ START = Script(
     "start",
     _OWNERSHIP
     + """
--- KEYS: event log, cancel marker, queue stream. ARGV: task.started event JSON, group, entry
--- id, consumer. Returns the event's id; 0 when another worker holds the entry (it took it
--- over while this one had it queued: only one of them may run it); false when the task was
--- canceled before it started.
-if not may_end(KEYS[3], ARGV[2], ARGV[3], ARGV[4]) then
+-- KEYS: event log, queue stream, then cancel markers: the task's and its parent's, if it has
+-- one. ARGV: task.started event JSON, group, entry id, consumer. Returns the event's id; 0
+-- when another worker holds the entry (it took it over while this one had it queued: only
+-- one of them may run it); false when the task (or its parent) was canceled before it started.
+if not may_end(KEYS[2], ARGV[2], ARGV[3], ARGV[4]) then
   return 0
 end
-if redis.call('EXISTS', KEYS[2]) == 1 then
+if redis.call('EXISTS', unpack(KEYS, 3)) > 0 then
   return false
 end
 return redis.call('XADD', KEYS[1], '*', 'event', ARGV[1])
@@ -143,6 +175,7 @@ return id
 FINISH = Script(
     "finish",
     _OWNERSHIP
+    + _APPLY
     + """
 -- KEYS: event log, result key, queue stream.
 -- ARGV: event JSON, outcome, result TTL (s), result channel, group, entry id, consumer.
@@ -157,23 +190,20 @@ redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[3])
 redis.call('PUBLISH', ARGV[4], ARGV[2])
 redis.call('XACK', KEYS[3], ARGV[5], ARGV[6])
 redis.call('XDEL', KEYS[3], ARGV[6])
--- Then the task's transition (agentexec.transitions), ARGV[8...]: 'x' key-index event JSON
--- (XADD), 's' key-index value TTL (SET), 'p' channel message (PUBLISH).
-local i = 8
-while i <= #ARGV do
-  local op = ARGV[i]
-  if op == 'x' then
-    redis.call('XADD', KEYS[tonumber(ARGV[i + 1])], '*', 'event', ARGV[i + 2])
-    i = i + 3
-  elseif op == 's' then
-    redis.call('SET', KEYS[tonumber(ARGV[i + 1])], ARGV[i + 2], 'EX', ARGV[i + 3])
-    i = i + 4
-  else
-    redis.call('PUBLISH', ARGV[i + 1], ARGV[i + 2])
-    i = i + 3
-  end
-end
+-- Then the task's transition, ARGV[8...].
+apply(8, #ARGV)
 return id
+""",
+)
+
+TRANSITION = Script(
+    "transition",
+    _APPLY
+    + """
+-- KEYS and ARGV: a task's transition alone, for outcomes recorded by another script (a dead
+-- letter's, whose ARGV ends with the entry's fields).
+apply(1, #ARGV)
+return true
 """,
 )
 

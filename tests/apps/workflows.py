@@ -9,6 +9,7 @@ import os
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 from uuid import UUID
 
 from pydantic import BaseModel
@@ -88,6 +89,41 @@ class ResearchPipeline(pipeline.Base):
         if analysis.company.startswith("fail"):
             raise ValueError(f"no report for {analysis.company}")
         return f"Report: {analysis.text}"
+
+
+class Draft(BaseModel):
+    company: str
+    text: str
+
+
+control = ax.Pipeline(pipeline_pool)
+
+
+class ControlPipeline(control.Base):
+    """Company names steer it: "hold..." holds step 1 until it is canceled, "stubborn..." holds
+    it and returns normally when canceled."""
+
+    @control.step(0, "prepare")
+    async def prepare(self, context: InputContext) -> dict[str, Any]:
+        note(self.run_id, 0)
+        return {"company": context.company, "text": "ready"}
+
+    @control.step(1, "hold")
+    async def hold(self, draft: Draft) -> Draft:
+        note(self.run_id, 1)
+        if draft.company.startswith(("hold", "stubborn")):
+            try:
+                await asyncio.sleep(60)
+            except asyncio.CancelledError:
+                if draft.company.startswith("hold"):
+                    raise
+                # "stubborn" finishes its work: the cancel came too late for this step.
+        return draft
+
+    @control.step(2, "publish")
+    async def publish(self, draft: Draft) -> str:
+        note(self.run_id, 2)
+        return f"published {draft.company}"
 
 
 class Child(BaseModel):
