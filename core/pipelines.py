@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 import typing
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -61,6 +62,8 @@ if TYPE_CHECKING:
     from .workers import Pool
 
 __all__ = ["Pipeline", "PipelineBase", "Step", "StepContext"]
+
+logger = logging.getLogger(__name__)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -373,10 +376,18 @@ class Pipeline:
     def _next_step(
         self, step: Step, run_id: UUID, queued: TaskQueued, output: msgspec.Raw
     ) -> TaskQueued:
-        """The next step's task with `output` as its input."""
+        """The next step's task with `output` as its input; raises `ContextError` when the
+        output does not validate as the next step's inputs."""
         nxt = self.steps[step.index + 1]
         queue = queued.queue or self.pool.queue_name
-        return _step_queued(nxt, run_id, str(self.name), queue, queued, bytes(output))
+        event = _step_queued(nxt, run_id, str(self.name), queue, queued, bytes(output))
+        try:
+            nxt.arguments(msgspec.json.decode(output))
+        except (TypeError, ValueError) as e:
+            raise ContextError(
+                f"its output is not a valid input of step {nxt.index} ({nxt.method_name}): {e}"
+            ) from e
+        return event
 
 
 _pipelines: dict[str, Pipeline] = {}
@@ -384,12 +395,48 @@ _step_ref = msgspec.json.Decoder(_StepRef)
 
 
 def advance(queued: TaskQueued, outcome: Outcome) -> Sequence[Write]:
-    """The transition of every step task: queue the next step, or end the run."""
+    """The transition of every step task: queue the next step, or end the run.
+
+    Whatever stops the run going on past this step (its output cannot be the next step's
+    context, a bug) ends the run ERROR, naming the step and the cause: a run is never left
+    open without a step to continue it.
+    """
     ref = _step_ref.decode(queued.context)
     pipeline = _pipelines.get(ref.pipeline)
-    if pipeline is None:
-        raise LookupError(f"pipeline {ref.pipeline!r} is not defined in this process")
-    return pipeline._transition(ref, queued, outcome)
+    try:
+        if pipeline is None:
+            raise LookupError(f"pipeline {ref.pipeline!r} is not defined in this process")
+        return pipeline._transition(ref, queued, outcome)
+    except ContextError as e:
+        cause = str(e)
+        logger.warning("pipeline %s, run %s: %s", ref.pipeline, ref.run_id, cause)
+    except Exception as e:
+        cause = f"{type(e).__name__}: {e}"
+        logger.exception("pipeline %s, run %s: its transition raised", ref.pipeline, ref.run_id)
+    return _cannot_go_on(pipeline, ref, queued, outcome, cause)
+
+
+def _cannot_go_on(
+    pipeline: Pipeline | None, ref: _StepRef, queued: TaskQueued, outcome: Outcome, cause: str
+) -> list[Write]:
+    """End the run ERROR after step `ref.step`, whose own outcome stands."""
+    method = queued.task_name.rpartition(".")[2]
+    error = f"step {ref.step} ({method}) {outcome.status}, but the run cannot go on: {cause}"
+    writes: list[Write] = []
+    if pipeline is not None:
+        count = len(pipeline.steps)
+        finished = PipelineStepFinished(
+            agent_id=ref.run_id,
+            task_name=ref.pipeline,
+            step=ref.step,
+            steps=count,
+            step_agent_id=queued.agent_id,
+            outcome=outcome.status,
+            message=f"Step {ref.step + 1}/{count} ({pipeline.steps[ref.step].description}) "
+            f"{outcome.status}; the run cannot go on",
+        )
+        writes.append(Append(finished))
+    return [*writes, *_end_run(ref, ref.pipeline, "error", error)]
 
 
 def _end_run(ref: _StepRef, name: str, status: str, error: str) -> list[Write]:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-from pydantic import BaseModel
+from pydantic import BaseModel, field_validator
 
 import agentexec as ax
 
@@ -95,18 +95,31 @@ class Draft(BaseModel):
     company: str
     text: str
 
+    @field_validator("text")
+    @classmethod
+    def _checked(cls, text: str) -> str:
+        if text == "boom":
+            raise RuntimeError("the validator has a bug")  # not a ValueError: not wrapped
+        return text
+
 
 control = ax.Pipeline(pipeline_pool)
 
 
 class ControlPipeline(control.Base):
     """Company names steer it: "hold..." holds step 1 until it is canceled, "stubborn..." holds
-    it and returns normally when canceled."""
+    it and returns normally when canceled; "bad..." makes step 0's output miss a field of
+    step 1's input, "boom..." makes validating it raise."""
 
     @control.step(0, "prepare")
     async def prepare(self, context: InputContext) -> dict[str, Any]:
         note(self.run_id, 0)
-        return {"company": context.company, "text": "ready"}
+        company = context.company
+        if company.startswith("bad"):
+            return {"company": company}
+        if company.startswith("boom"):
+            return {"company": company, "text": "boom"}
+        return {"company": company, "text": "ready"}
 
     @control.step(1, "hold")
     async def hold(self, draft: Draft) -> Draft:

@@ -1,5 +1,6 @@
 """Pipelines through real worker processes: steps chained by events, the read model's runs and
-steps, a crash in the middle step, failures, canceled runs, and idempotent runs."""
+steps, a crash in the middle step, failures, canceled runs, outputs that cannot go on to the
+next step, and idempotent runs."""
 
 from __future__ import annotations
 
@@ -238,3 +239,34 @@ async def test_a_run_canceled_before_its_step_starts_or_as_it_finishes_goes_no_f
     assert [(f.step, f.outcome, f.next_agent_id) for f in finished][-1] == (1, "complete", None)
     for run in (early, late):
         assert isinstance([e for e in log if e.agent_id == run.agent_id][-1], events.TaskCanceled)
+
+
+def assert_ended_after_step_0(log: list[events.AnyEvent], run_id: UUID) -> None:
+    """Step 0 completed once, no step 1 was queued, and the run ended ERROR."""
+    (first,) = steps_of(log, run_id)
+    of_step = [type(e).__name__ for e in log if e.agent_id == first.agent_id]
+    assert of_step.count("TaskCompleted") == 1 and of_step[-1] == "TaskCompleted"
+    of_run = [e for e in log if e.agent_id == run_id]
+    assert isinstance(of_run[-2], events.PipelineStepFinished) and of_run[-2].outcome == "complete"
+    assert isinstance(of_run[-1], events.TaskFailed)
+    assert step_runs(run_id) == [0]
+
+
+async def test_an_output_that_cannot_be_the_next_steps_input_ends_the_run_error(
+    pipeline_pool: ax.Pool, cleanup_runs: list[UUID]
+) -> None:
+    bad = await control.enqueue(context=InputContext(company="bad-co"))
+    boom = await control.enqueue(context=InputContext(company="boom-co"))
+    cleanup_runs += [bad.agent_id, boom.agent_id]
+    cannot = r"step 0 \(prepare\) complete, but the run cannot go on: "
+    with pytest.raises(
+        ax.TaskFailedError,
+        match=rf"(?s){cannot}its output is not a valid input of step 1 \(hold\):.*text.*missing",
+    ):
+        await ax.get_result(bad, timeout=30)
+    # The transition itself raised (a validator's bug): the run still ends, naming the cause.
+    with pytest.raises(ax.TaskFailedError, match=rf"{cannot}RuntimeError: the validator has a bug"):
+        await ax.get_result(boom, timeout=30)
+    log = await event_log()
+    assert_ended_after_step_0(log, bad.agent_id)
+    assert_ended_after_step_0(log, boom.agent_id)
