@@ -377,10 +377,19 @@ class Pipeline:
         self, step: Step, run_id: UUID, queued: TaskQueued, output: msgspec.Raw
     ) -> TaskQueued:
         """The next step's task with `output` as its input; raises `ContextError` when the
-        output does not validate as the next step's inputs."""
+        output makes a context larger than `ax.enqueue` accepts, or does not validate as the
+        next step's inputs."""
         nxt = self.steps[step.index + 1]
         queue = queued.queue or self.pool.queue_name
         event = _step_queued(nxt, run_id, str(self.name), queue, queued, bytes(output))
+        size = len(event.context)
+        if size > CONF.max_context_bytes:
+            raise ContextError(
+                f"its output makes the context of step {nxt.index} ({nxt.method_name}) "
+                f"{size:,} bytes, above the {CONF.max_context_bytes:,}-byte limit "
+                "(AGENTEXEC_MAX_CONTEXT_BYTES); return a reference to large data stored "
+                "elsewhere, or raise AGENTEXEC_MAX_CONTEXT_BYTES."
+            )
         try:
             nxt.arguments(msgspec.json.decode(output))
         except (TypeError, ValueError) as e:

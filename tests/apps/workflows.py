@@ -109,7 +109,7 @@ control = ax.Pipeline(pipeline_pool)
 class ControlPipeline(control.Base):
     """Company names steer it: "hold..." holds step 1 until it is canceled, "stubborn..." holds
     it and returns normally when canceled; "bad..." makes step 0's output miss a field of
-    step 1's input, "boom..." makes validating it raise."""
+    step 1's input, "boom..." makes validating it raise; "huge-N" puts N characters in it."""
 
     @control.step(0, "prepare")
     async def prepare(self, context: InputContext) -> dict[str, Any]:
@@ -119,6 +119,8 @@ class ControlPipeline(control.Base):
             return {"company": company}
         if company.startswith("boom"):
             return {"company": company, "text": "boom"}
+        if company.startswith("huge-"):
+            return {"company": company, "text": "x" * int(company.removeprefix("huge-"))}
         return {"company": company, "text": "ready"}
 
     @control.step(1, "hold")

@@ -270,3 +270,22 @@ async def test_an_output_that_cannot_be_the_next_steps_input_ends_the_run_error(
     log = await event_log()
     assert_ended_after_step_0(log, bad.agent_id)
     assert_ended_after_step_0(log, boom.agent_id)
+
+
+async def test_an_output_above_the_context_limit_ends_the_run_error(
+    redis_conf: str, cleanup_runs: list[UUID]
+) -> None:
+    ax.CONF.max_context_bytes = 4096  # handed to the workers as they start
+    small = await control.enqueue(context=InputContext(company="huge-100"))
+    huge = await control.enqueue(context=InputContext(company="huge-10000"))
+    cleanup_runs += [small.agent_id, huge.agent_id]
+    with started(workflows.pipeline_pool):
+        assert await ax.get_result(small, timeout=30) == "published huge-100"
+        with pytest.raises(
+            ax.TaskFailedError,
+            match=r"step 0 \(prepare\) complete, but the run cannot go on: its output makes the "
+            r"context of step 1 \(hold\) 10,\d{3} bytes, above the 4,096-byte limit "
+            r"\(AGENTEXEC_MAX_CONTEXT_BYTES\)",
+        ):
+            await ax.get_result(huge, timeout=30)
+    assert_ended_after_step_0(await event_log(), huge.agent_id)
