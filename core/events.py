@@ -115,7 +115,8 @@ class TaskRetried(Event, frozen=True, kw_only=True, omit_defaults=True, tag="tas
 class TaskCancelRequested(
     Event, frozen=True, kw_only=True, omit_defaults=True, tag="task.cancel_requested"
 ):
-    """`ax.cancel` was called; the worker holding the task stops it and records TaskCanceled."""
+    """`ax.cancel` was called; the worker holding the task (or, for a pipeline run, its
+    current step) stops it and records TaskCanceled."""
 
 
 class TaskCanceled(Event, frozen=True, kw_only=True, omit_defaults=True, tag="task.canceled"):
@@ -184,7 +185,8 @@ class PipelineStepFinished(
     """Step `step` of run `agent_id` ended with `outcome` (`complete`, `error`, `canceled`).
 
     Appended in the same transaction as the step's own terminal event and, when the step
-    completed and was not the last, the `task.queued` of the next step (`next_agent_id`)."""
+    completed, was not the last and the run goes on, the `task.queued` of the next step
+    (`next_agent_id`)."""
 
     status = Status.RUNNING
     step: int

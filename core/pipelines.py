@@ -18,12 +18,17 @@ pool's queue. The transaction that ends a step (see `agentexec.transitions`) als
 next step with the step's output as its input, or ends the run: no worker waits on a run, each
 step is queued exactly once, and a step whose worker dies is redelivered on its own, with its
 input, without running the steps before it again.
+
+`ax.cancel(run_id)` marks the run canceled: workers stop the run's running step and start
+none of its queued ones (a cancel of a parent is a cancel of its children), and the
+transaction that ends a step queues no next step once the run's cancel marker exists.
 """
 
 from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 import typing
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -51,12 +56,14 @@ from .results import Outcome
 from .scripts import ENQUEUE_PIPELINE
 from .streams import AGENT_TTL, Keys
 from .tasks import Task, TaskDefinition
-from .transitions import Append, Queue, Store, Write
+from .transitions import Append, IfCanceled, Queue, Store, Write
 
 if TYPE_CHECKING:
     from .workers import Pool
 
 __all__ = ["Pipeline", "PipelineBase", "Step", "StepContext"]
+
+logger = logging.getLogger(__name__)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -332,20 +339,24 @@ class Pipeline:
             message=f"{label} {'complete' if outcome.status == 'complete' else outcome.status}",
             percentage=(step.index + 1) * 100 // count if outcome.status == "complete" else None,
         )
+        where = f"step {step.index} ({step.method_name})"
         if outcome.status == "complete" and step.index + 1 < count:
-            nxt = _step_queued(
-                self.steps[step.index + 1],
-                ref.run_id,
-                name,
-                queued.queue or self.pool.queue_name,
-                queued,
-                bytes(outcome.result),
-            )
+            nxt = self._next_step(step, ref.run_id, queued, outcome.result)
+            # A cancel of the run that came while this step finished its work still stops the
+            # run here; decided inside the transaction that records the step's outcome.
             return [
-                Append(msgspec.structs.replace(finished, next_agent_id=nxt.agent_id)),
-                Queue(nxt),
+                IfCanceled(
+                    ref.run_id,
+                    then=(
+                        Append(finished),
+                        *_end_run(ref, name, "canceled", f"canceled after {where} completed"),
+                    ),
+                    otherwise=(
+                        Append(msgspec.structs.replace(finished, next_agent_id=nxt.agent_id)),
+                        Queue(nxt),
+                    ),
+                )
             ]
-        end: TaskCompleted | TaskFailed | TaskCanceled
         if outcome.status == "complete":
             end = TaskCompleted(
                 agent_id=ref.run_id,
@@ -356,15 +367,36 @@ class Pipeline:
             )
             # Named after the last step, so that `get_result` returns its return type.
             stored = Outcome("complete", step.task_name, result=outcome.result)
-        else:
-            error = f"step {step.index} ({step.method_name}) {outcome.status}: {outcome.error}"
-            if outcome.status == "canceled":
-                end = TaskCanceled(agent_id=ref.run_id, task_name=name, message=error)
-            else:
-                message = CONF.activity_message_error.replace("{error}", error)
-                end = TaskFailed(agent_id=ref.run_id, task_name=name, message=message, error=error)
-            stored = Outcome(outcome.status, name, error=error)
-        return [Append(finished), Append(end), Store(ref.run_id, stored)]
+            return [Append(finished), Append(end), Store(ref.run_id, stored)]
+        if outcome.status == "canceled":
+            return [Append(finished), *_end_run(ref, name, "canceled", f"canceled at {where}")]
+        error = f"{where} {outcome.status}: {outcome.error}"
+        return [Append(finished), *_end_run(ref, name, "error", error)]
+
+    def _next_step(
+        self, step: Step, run_id: UUID, queued: TaskQueued, output: msgspec.Raw
+    ) -> TaskQueued:
+        """The next step's task with `output` as its input; raises `ContextError` when the
+        output makes a context larger than `ax.enqueue` accepts, or does not validate as the
+        next step's inputs."""
+        nxt = self.steps[step.index + 1]
+        queue = queued.queue or self.pool.queue_name
+        event = _step_queued(nxt, run_id, str(self.name), queue, queued, bytes(output))
+        size = len(event.context)
+        if size > CONF.max_context_bytes:
+            raise ContextError(
+                f"its output makes the context of step {nxt.index} ({nxt.method_name}) "
+                f"{size:,} bytes, above the {CONF.max_context_bytes:,}-byte limit "
+                "(AGENTEXEC_MAX_CONTEXT_BYTES); return a reference to large data stored "
+                "elsewhere, or raise AGENTEXEC_MAX_CONTEXT_BYTES."
+            )
+        try:
+            nxt.arguments(msgspec.json.decode(output))
+        except (TypeError, ValueError) as e:
+            raise ContextError(
+                f"its output is not a valid input of step {nxt.index} ({nxt.method_name}): {e}"
+            ) from e
+        return event
 
 
 _pipelines: dict[str, Pipeline] = {}
@@ -372,12 +404,59 @@ _step_ref = msgspec.json.Decoder(_StepRef)
 
 
 def advance(queued: TaskQueued, outcome: Outcome) -> Sequence[Write]:
-    """The transition of every step task: queue the next step, or end the run."""
+    """The transition of every step task: queue the next step, or end the run.
+
+    Whatever stops the run going on past this step (its output cannot be the next step's
+    context, a bug) ends the run ERROR, naming the step and the cause: a run is never left
+    open without a step to continue it.
+    """
     ref = _step_ref.decode(queued.context)
     pipeline = _pipelines.get(ref.pipeline)
-    if pipeline is None:
-        raise LookupError(f"pipeline {ref.pipeline!r} is not defined in this process")
-    return pipeline._transition(ref, queued, outcome)
+    try:
+        if pipeline is None:
+            raise LookupError(f"pipeline {ref.pipeline!r} is not defined in this process")
+        return pipeline._transition(ref, queued, outcome)
+    except ContextError as e:
+        cause = str(e)
+        logger.warning("pipeline %s, run %s: %s", ref.pipeline, ref.run_id, cause)
+    except Exception as e:
+        cause = f"{type(e).__name__}: {e}"
+        logger.exception("pipeline %s, run %s: its transition raised", ref.pipeline, ref.run_id)
+    return _cannot_go_on(pipeline, ref, queued, outcome, cause)
+
+
+def _cannot_go_on(
+    pipeline: Pipeline | None, ref: _StepRef, queued: TaskQueued, outcome: Outcome, cause: str
+) -> list[Write]:
+    """End the run ERROR after step `ref.step`, whose own outcome stands."""
+    method = queued.task_name.rpartition(".")[2]
+    error = f"step {ref.step} ({method}) {outcome.status}, but the run cannot go on: {cause}"
+    writes: list[Write] = []
+    if pipeline is not None:
+        count = len(pipeline.steps)
+        finished = PipelineStepFinished(
+            agent_id=ref.run_id,
+            task_name=ref.pipeline,
+            step=ref.step,
+            steps=count,
+            step_agent_id=queued.agent_id,
+            outcome=outcome.status,
+            message=f"Step {ref.step + 1}/{count} ({pipeline.steps[ref.step].description}) "
+            f"{outcome.status}; the run cannot go on",
+        )
+        writes.append(Append(finished))
+    return [*writes, *_end_run(ref, ref.pipeline, "error", error)]
+
+
+def _end_run(ref: _StepRef, name: str, status: str, error: str) -> list[Write]:
+    """End the run ERROR or CANCELED with `error`: its terminal event and stored outcome."""
+    end: TaskFailed | TaskCanceled
+    if status == "canceled":
+        end = TaskCanceled(agent_id=ref.run_id, task_name=name, message=f"Run {error}.")
+    else:
+        message = CONF.activity_message_error.replace("{error}", error)
+        end = TaskFailed(agent_id=ref.run_id, task_name=name, message=message, error=error)
+    return [Append(end), Store(ref.run_id, Outcome(status, name, error=error))]
 
 
 def _step_queued(

@@ -210,6 +210,8 @@ async def cancel(agent_id: UUID | str) -> bool:
 
     The cancel is recorded as an event; the worker that holds the task (or the next one to
     take it) stops it and ends it CANCELED, and `get_result` raises `TaskFailedError`.
+    Canceling a pipeline run (the agent id `pipeline.enqueue` returned) cancels its current
+    step the same way, queues no further step, and ends the run CANCELED.
     """
     try:
         aid = agent_id if isinstance(agent_id, UUID) else UUID(str(agent_id))

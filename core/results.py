@@ -149,12 +149,16 @@ def _waiter() -> _Waiter:
     return waiter
 
 
-def _load(outcome: Outcome, agent_id: UUID) -> Any:
+def _load(outcome: Outcome, agent_id: UUID, queue_name: str | None) -> Any:
     if outcome.status != "complete":
         raise TaskFailedError(agent_id, outcome.task_name, outcome.error or outcome.status)
     value = msgspec.json.decode(outcome.result)
-    for definition in tasks.known(outcome.task_name)[:1]:
-        return definition.load_result(value)
+    definitions = tasks.known(outcome.task_name)
+    if queue_name is not None:
+        definitions = [d for d in definitions if d.queue_name == queue_name]
+    # A name registered on several queues with different return types could be any of them.
+    if len({d.return_type for d in definitions}) == 1:
+        return definitions[0].load_result(value)
     return value
 
 
@@ -162,12 +166,14 @@ async def get_result(task: Task | UUID | str, timeout: float | None = None) -> A
     """Wait for a task's result and return it.
 
     Returns the handler's return value, validated into its return annotation when the handler
-    is registered in this process (else as decoded JSON). Wakes on the completion itself.
-    Raises `TaskFailedError` when the task ended in error or was canceled, and `TimeoutError`
-    after `timeout` seconds (None: wait as long as it takes). Results stay available for
-    `AGENTEXEC_RESULT_TTL` seconds after the task ends.
+    is registered in this process (else as decoded JSON; also when the task name is registered
+    with different return types on several queues and `task` is an agent id, not a `Task`).
+    Wakes on the completion itself. Raises `TaskFailedError` when the task ended in error or
+    was canceled, and `TimeoutError` after `timeout` seconds (None: wait as long as it takes).
+    Results stay available for `AGENTEXEC_RESULT_TTL` seconds after the task ends.
     """
     agent_id = task.agent_id if isinstance(task, Task) else UUID(str(task))
+    queue_name = task.queue_name if isinstance(task, Task) else None
     try:
         async with asyncio.timeout(timeout):
             data = await _waiter().wait(agent_id)
@@ -175,7 +181,7 @@ async def get_result(task: Task | UUID | str, timeout: float | None = None) -> A
         raise TimeoutError(f"no result for agent {agent_id} after {timeout}s") from None
     except redis.RedisError as e:  # pragma: no cover - wrapped for the public API
         raise ConnectionError(f"get_result: Redis error for agent {agent_id}: {e}") from e
-    return _load(_outcome_decoder.decode(data), agent_id)
+    return _load(_outcome_decoder.decode(data), agent_id, queue_name)
 
 
 async def gather(*tasks_: Task, timeout: float | None = None) -> list[Any]:

@@ -55,6 +55,38 @@ end
 """
 
 
+# Prepended to the scripts that apply a task's transition (agentexec.transitions): applies the
+# ops in ARGV[i..last]: 'x' key-index event-JSON (XADD), 's' key-index value TTL (SET),
+# 'p' channel message (PUBLISH), and '?' key-index n m: the n items after it if KEYS[key-index]
+# exists, else the m items after those.
+_APPLY = """
+local function apply(i, last)
+  while i <= last do
+    local op = ARGV[i]
+    if op == 'x' then
+      redis.call('XADD', KEYS[tonumber(ARGV[i + 1])], '*', 'event', ARGV[i + 2])
+      i = i + 3
+    elseif op == 's' then
+      redis.call('SET', KEYS[tonumber(ARGV[i + 1])], ARGV[i + 2], 'EX', ARGV[i + 3])
+      i = i + 4
+    elseif op == 'p' then
+      redis.call('PUBLISH', ARGV[i + 1], ARGV[i + 2])
+      i = i + 3
+    else
+      local yes, no = tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3])
+      local first = i + 4
+      if redis.call('EXISTS', KEYS[tonumber(ARGV[i + 1])]) == 1 then
+        apply(first, first + yes - 1)
+      else
+        apply(first + yes, first + yes + no - 1)
+      end
+      i = first + yes + no
+    end
+  end
+end
+"""
+
+
 @dataclass(frozen=True)
 class Script:
     name: str
@@ -89,7 +121,8 @@ START = Script(
     _OWNERSHIP
     + _APPENDED
     + """
--- KEYS: event log, cancel marker, queue stream, result key, held key.
+-- KEYS: event log, queue stream, result key, held key, then cancel markers: the task's and
+-- its parent's, if it has one.
 -- ARGV: task.started event JSON, group, entry id, consumer; on a retry after a lost reply,
 -- the time (ms) of the first try.
 -- Returns the event's id (the first run's, when it appended it), or why the task must not
@@ -100,24 +133,24 @@ START = Script(
 --    run ended meanwhile): the entry is dropped;
 -- -2 another worker still runs the task, on an entry Redis lost (its held key, see RENEW):
 --    the caller defers the entry;
---  false the task was canceled before it started.
-if not may_end(KEYS[3], ARGV[2], ARGV[3], ARGV[4]) then
+--  false the task (or its parent) was canceled before it started.
+if not may_end(KEYS[2], ARGV[2], ARGV[3], ARGV[4]) then
   return 0
 end
 local first = appended(KEYS[1], ARGV[5], ARGV[1])
 if first then
   return first
 end
-if redis.call('EXISTS', KEYS[4]) == 1 then
-  redis.call('XACK', KEYS[3], ARGV[2], ARGV[3])
-  redis.call('XDEL', KEYS[3], ARGV[3])
+if redis.call('EXISTS', KEYS[3]) == 1 then
+  redis.call('XACK', KEYS[2], ARGV[2], ARGV[3])
+  redis.call('XDEL', KEYS[2], ARGV[3])
   return -1
 end
-local holder = redis.call('GET', KEYS[5])
+local holder = redis.call('GET', KEYS[4])
 if holder and holder ~= ARGV[4] then
   return -2
 end
-if redis.call('EXISTS', KEYS[2]) == 1 then
+if redis.call('EXISTS', unpack(KEYS, 5)) > 0 then
   return false
 end
 return redis.call('XADD', KEYS[1], '*', 'event', ARGV[1])
@@ -205,6 +238,7 @@ return id
 FINISH = Script(
     "finish",
     _OWNERSHIP
+    + _APPLY
     + """
 -- KEYS: event log, result key, queue stream.
 -- ARGV: event JSON, outcome, result TTL (s), result channel, group, entry id, consumer.
@@ -219,23 +253,20 @@ redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[3])
 redis.call('PUBLISH', ARGV[4], ARGV[2])
 redis.call('XACK', KEYS[3], ARGV[5], ARGV[6])
 redis.call('XDEL', KEYS[3], ARGV[6])
--- Then the task's transition (agentexec.transitions), ARGV[8...]: 'x' key-index event JSON
--- (XADD), 's' key-index value TTL (SET), 'p' channel message (PUBLISH).
-local i = 8
-while i <= #ARGV do
-  local op = ARGV[i]
-  if op == 'x' then
-    redis.call('XADD', KEYS[tonumber(ARGV[i + 1])], '*', 'event', ARGV[i + 2])
-    i = i + 3
-  elseif op == 's' then
-    redis.call('SET', KEYS[tonumber(ARGV[i + 1])], ARGV[i + 2], 'EX', ARGV[i + 3])
-    i = i + 4
-  else
-    redis.call('PUBLISH', ARGV[i + 1], ARGV[i + 2])
-    i = i + 3
-  end
-end
+-- Then the task's transition, ARGV[8...].
+apply(8, #ARGV)
 return id
+""",
+)
+
+TRANSITION = Script(
+    "transition",
+    _APPLY
+    + """
+-- KEYS and ARGV: a task's transition alone, for outcomes recorded by another script (a dead
+-- letter's, whose ARGV ends with the entry's fields).
+apply(1, #ARGV)
+return true
 """,
 )
 

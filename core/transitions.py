@@ -4,7 +4,8 @@ A task definition may carry a transition hook (`TaskDefinition.transition`). Whe
 ends for good (complete, error or canceled), the worker calls the hook with the task's
 `task.queued` event and its `Outcome`, and the writes it returns are appended to the FINISH
 script: they happen if and only if this worker's outcome is the one that stands, so exactly
-once per task however often it was delivered. Pipelines use it to queue their next step.
+once per task however often it was delivered. Pipelines use it to queue their next step,
+unless their run was canceled meanwhile (`IfCanceled`, decided inside the transaction).
 """
 
 from __future__ import annotations
@@ -43,52 +44,53 @@ class Store:
     outcome: Outcome
 
 
-Write = Append | Queue | Store
+@dataclass(frozen=True)
+class IfCanceled:
+    """Apply `then` if a cancel of `agent_id` was requested (its cancel marker exists when the
+    transaction runs), else `otherwise`."""
+
+    agent_id: UUID
+    then: tuple[Write, ...]
+    otherwise: tuple[Write, ...]
+
+
+Write = Append | Queue | Store | IfCanceled
 Transition = Callable[[TaskQueued, Outcome], Sequence[Write]]
 """`(queued event, outcome) -> writes`; must be importable by reference (it is pickled to
 worker processes with its task definition)."""
 
 
 def script_args(writes: Sequence[Write], keys: Keys, script_keys: list[Any]) -> list[Any]:
-    """Encode `writes` as the FINISH script's trailing ARGV, adding the keys they touch to
-    `script_keys` (each op names its key by 1-based index into KEYS)."""
+    """Encode `writes` as ARGV for the scripts' `apply` function (see `agentexec.scripts`),
+    adding the keys they touch to `script_keys` (each op names its key by 1-based index into
+    KEYS)."""
 
     def key(name: str) -> int:
         if name not in script_keys:
             script_keys.append(name)
         return script_keys.index(name) + 1
 
-    args: list[Any] = []
-    for write in writes:
-        if isinstance(write, Append):
-            args += ["x", key(keys.events), events.encode(write.event)]
-        elif isinstance(write, Queue):
-            queued = write.event
-            if queued.queue is None:
-                raise ValueError(f"cannot queue {queued.task_name!r}: its event has no queue")
-            data = events.encode(queued)
-            args += ["x", key(keys.events), data]
-            args += ["x", key(keys.queue(queued.queue, queued.priority)), data]
-            args += ["s", key(keys.agent(queued.agent_id)), "1", AGENT_TTL]
-        else:
-            data = outcome_encoder.encode(write.outcome)
-            args += ["s", key(keys.result(write.agent_id)), data, CONF.result_ttl]
-            args += ["p", keys.result_channel(write.agent_id), data]
-    return args
+    def encode(writes: Sequence[Write]) -> list[Any]:
+        args: list[Any] = []
+        for write in writes:
+            if isinstance(write, Append):
+                args += ["x", key(keys.events), events.encode(write.event)]
+            elif isinstance(write, Queue):
+                queued = write.event
+                if queued.queue is None:
+                    raise ValueError(f"cannot queue {queued.task_name!r}: its event has no queue")
+                data = events.encode(queued)
+                args += ["x", key(keys.events), data]
+                args += ["x", key(keys.queue(queued.queue, queued.priority)), data]
+                args += ["s", key(keys.agent(queued.agent_id)), "1", AGENT_TTL]
+            elif isinstance(write, Store):
+                data = outcome_encoder.encode(write.outcome)
+                args += ["s", key(keys.result(write.agent_id)), data, CONF.result_ttl]
+                args += ["p", keys.result_channel(write.agent_id), data]
+            else:
+                marker = key(keys.cancel_marker(write.agent_id))
+                then, otherwise = encode(write.then), encode(write.otherwise)
+                args += ["?", marker, len(then), len(otherwise), *then, *otherwise]
+        return args
 
-
-def add_to_pipeline(pipe: Any, writes: Sequence[Write], keys: Keys) -> None:
-    """Queue `writes` on a redis-py pipeline (for paths that do not use the FINISH script)."""
-    for write in writes:
-        if isinstance(write, Append):
-            pipe.xadd(keys.events, events.entry(write.event))
-        elif isinstance(write, Queue):
-            queued = write.event
-            assert queued.queue is not None
-            pipe.xadd(keys.events, events.entry(queued))
-            pipe.xadd(keys.queue(queued.queue, queued.priority), events.entry(queued))
-            pipe.set(keys.agent(queued.agent_id), "1", ex=AGENT_TTL)
-        else:
-            data = outcome_encoder.encode(write.outcome)
-            pipe.set(keys.result(write.agent_id), data, ex=CONF.result_ttl)
-            pipe.publish(keys.result_channel(write.agent_id), data)
+    return encode(writes)

@@ -40,7 +40,7 @@ from agentexec.events import (
     TaskStarted,
 )
 from agentexec.results import Outcome, outcome_encoder
-from agentexec.scripts import DEAD_LETTER, DEFER, FINISH, RENEW, RETRY, START, Script
+from agentexec.scripts import DEAD_LETTER, DEFER, FINISH, RENEW, RETRY, START, TRANSITION, Script
 from agentexec.streams import WORKERS_GROUP, Keys, ensure_group, is_missing_group
 from agentexec.tasks import (
     RunningTask,
@@ -49,7 +49,7 @@ from agentexec.tasks import (
     reset_running,
     set_running,
 )
-from agentexec.transitions import Write, add_to_pipeline, script_args
+from agentexec.transitions import Write, script_args
 
 from .notices import NoticeListener
 from .retries import Promoter, backoff_delay, delayed_member
@@ -84,6 +84,8 @@ class Worker:
         self._deliveries: dict[bytes, int] = {}
         """Delivery counts of entries taken over or resumed (new ones are delivered once)."""
         self._agents: dict[UUID, asyncio.Task[None]] = {}
+        self._parents: dict[UUID, UUID] = {}
+        """Parent (a pipeline run) of each running task that has one: canceling it cancels them."""
         self._cancel_requested: set[UUID] = set()
         self._agent_of: dict[bytes, str] = {}
         """Agent id of each held entry, for lease renewal."""
@@ -259,7 +261,7 @@ class Worker:
             message=CONF.activity_message_started,
             worker=self.spec.consumer,
         )
-        started_id = await self._start(entry, started_event)
+        started_id = await self._start(entry, started_event, event.parent_id)
         if started_id == 0:
             logger.warning(
                 "worker %s: task %s (agent %s) was taken over before it started here",
@@ -295,6 +297,8 @@ class Worker:
         lease = TaskLease(entry[0], entry_id, WORKERS_GROUP, self.spec.consumer)
         token = set_running(RunningTask(event.agent_id, event.task_name, event.attempt, lease))
         self._agents[event.agent_id] = asyncio.current_task()  # type: ignore[assignment]
+        if event.parent_id is not None:
+            self._parents[event.agent_id] = event.parent_id
         deadline = asyncio.timeout(timeout)
         try:
             async with deadline:
@@ -325,6 +329,7 @@ class Worker:
         finally:
             reset_running(token)
             self._agents.pop(event.agent_id, None)
+            self._parents.pop(event.agent_id, None)
             self._cancel_requested.discard(event.agent_id)
         completed = TaskCompleted(
             agent_id=event.agent_id,
@@ -344,16 +349,18 @@ class Worker:
             time.perf_counter() - started,
         )
 
-    async def _start(self, entry: Entry, started: TaskStarted) -> Any:
+    async def _start(self, entry: Entry, started: TaskStarted, parent_id: UUID | None) -> Any:
         """Record the start: the event's id, or why not (see the START script)."""
         aid = started.agent_id
         keys = [
             self.keys.events,
-            self.keys.cancel_marker(aid),
             entry[0],
             self.keys.result(aid),
             self.keys.held(aid),
+            self.keys.cancel_marker(aid),
         ]
+        if parent_id is not None:
+            keys.append(self.keys.cancel_marker(parent_id))
         args = [events.encode(started), WORKERS_GROUP, entry[1], self.spec.consumer]
         return await self._run_script(START, keys, args, appends=True)
 
@@ -396,7 +403,7 @@ class Worker:
 
     async def _check_cancel_markers(self) -> None:
         """Catch cancel requests whose notice this worker missed (published during an outage)."""
-        agents = list(self._agents)
+        agents = list({*self._agents, *self._parents.values()})
         if not agents:
             return
         markers = await get_redis().mget([self.keys.cancel_marker(a) for a in agents])
@@ -405,11 +412,15 @@ class Worker:
                 self._on_cancel(agent_id)
 
     def _on_cancel(self, agent_id: UUID) -> None:
-        task = self._agents.get(agent_id)
-        if task is not None and agent_id not in self._cancel_requested:
-            logger.info("worker %s: canceling task of agent %s", self.spec.consumer, agent_id)
-            self._cancel_requested.add(agent_id)
-            task.cancel()
+        """Stop the task of `agent_id`, and its children (a pipeline run's step), if they
+        run here."""
+        children = [child for child, parent in self._parents.items() if parent == agent_id]
+        for target in (agent_id, *children):
+            task = self._agents.get(target)
+            if task is not None and target not in self._cancel_requested:
+                logger.info("worker %s: canceling task of agent %s", self.spec.consumer, target)
+                self._cancel_requested.add(target)
+                task.cancel()
 
     async def _end_canceled(self, entry: Entry, event: TaskQueued) -> None:
         canceled = TaskCanceled(
@@ -589,9 +600,9 @@ class Worker:
             error = f"dead-lettered: {reason}"
             writes = self._transition(queued, Outcome("error", queued.task_name, error=error))
             if writes:
-                async with get_redis().pipeline(transaction=True) as pipe:
-                    add_to_pipeline(pipe, writes, self.keys)
-                    await pipe.execute()
+                touched: list[Any] = []
+                ops = script_args(writes, self.keys, touched)
+                await get_batcher().run_script(TRANSITION, touched, ops)
 
     async def _renew_leases(self) -> None:
         """Reset the idle time of every entry this worker holds, and claim expired ones."""

@@ -9,9 +9,10 @@ import os
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 from uuid import UUID
 
-from pydantic import BaseModel
+from pydantic import BaseModel, field_validator
 
 import agentexec as ax
 
@@ -88,6 +89,56 @@ class ResearchPipeline(pipeline.Base):
         if analysis.company.startswith("fail"):
             raise ValueError(f"no report for {analysis.company}")
         return f"Report: {analysis.text}"
+
+
+class Draft(BaseModel):
+    company: str
+    text: str
+
+    @field_validator("text")
+    @classmethod
+    def _checked(cls, text: str) -> str:
+        if text == "boom":
+            raise RuntimeError("the validator has a bug")  # not a ValueError: not wrapped
+        return text
+
+
+control = ax.Pipeline(pipeline_pool)
+
+
+class ControlPipeline(control.Base):
+    """Company names steer it: "hold..." holds step 1 until it is canceled, "stubborn..." holds
+    it and returns normally when canceled; "bad..." makes step 0's output miss a field of
+    step 1's input, "boom..." makes validating it raise; "huge-N" puts N characters in it."""
+
+    @control.step(0, "prepare")
+    async def prepare(self, context: InputContext) -> dict[str, Any]:
+        note(self.run_id, 0)
+        company = context.company
+        if company.startswith("bad"):
+            return {"company": company}
+        if company.startswith("boom"):
+            return {"company": company, "text": "boom"}
+        if company.startswith("huge-"):
+            return {"company": company, "text": "x" * int(company.removeprefix("huge-"))}
+        return {"company": company, "text": "ready"}
+
+    @control.step(1, "hold")
+    async def hold(self, draft: Draft) -> Draft:
+        note(self.run_id, 1)
+        if draft.company.startswith(("hold", "stubborn")):
+            try:
+                await asyncio.sleep(60)
+            except asyncio.CancelledError:
+                if draft.company.startswith("hold"):
+                    raise
+                # "stubborn" finishes its work: the cancel came too late for this step.
+        return draft
+
+    @control.step(2, "publish")
+    async def publish(self, draft: Draft) -> str:
+        note(self.run_id, 2)
+        return f"published {draft.company}"
 
 
 class Child(BaseModel):

@@ -1,8 +1,10 @@
 """Pipelines through real worker processes: steps chained by events, the read model's runs and
-steps, a crash in the middle step, failures, and idempotent runs."""
+steps, a crash in the middle step, failures, canceled runs, outputs that cannot go on to the
+next step, and idempotent runs."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from typing import Any
 from uuid import UUID
@@ -18,8 +20,9 @@ from agentexec.connection import get_redis
 from agentexec.projector import Projector
 from agentexec.streams import Keys
 from tests.apps import workflows
-from tests.apps.workflows import Analysis, InputContext, pipeline, runs_file
+from tests.apps.workflows import Analysis, InputContext, control, pipeline, runs_file
 from tests.integration.readmodel import conftest as readmodel
+from tests.support.waiting import async_wait_for
 
 # The read-model suite's fixtures: each test taking `engine` runs on SQLite and PostgreSQL.
 engine, postgres = readmodel.engine, readmodel.postgres
@@ -34,6 +37,16 @@ def pipeline_pool(redis_conf: str) -> Iterator[ax.Pool]:
         workflows.pipeline_pool.shutdown()
 
 
+@contextlib.contextmanager
+def started(pool: ax.Pool) -> Iterator[ax.Pool]:
+    """Start `pool` now (its workers take the settings as they are), stop it afterwards."""
+    pool.start()
+    try:
+        yield pool
+    finally:
+        pool.shutdown()
+
+
 async def event_log() -> list[events.AnyEvent]:
     entries = await get_redis().xrange(Keys(ax.CONF.key_prefix).events)
     return [events.decode_entry(f) for _, f in entries]
@@ -43,6 +56,17 @@ def step_runs(run_id: UUID) -> list[int]:
     path = runs_file(run_id)
     runs = [int(line) for line in path.read_text().split()] if path.exists() else []
     return runs
+
+
+async def step_running(run_id: UUID, step: int) -> None:
+    async def running() -> bool:
+        return step in step_runs(run_id)
+
+    await async_wait_for(running, timeout=30, what=f"step {step} of run {run_id} to start")
+
+
+def steps_of(log: list[events.AnyEvent], run_id: UUID) -> list[events.TaskQueued]:
+    return [e for e in log if isinstance(e, events.TaskQueued) and e.parent_id == run_id]
 
 
 @pytest.fixture
@@ -144,3 +168,124 @@ def test_a_pipeline_exposes_its_steps_and_context_type() -> None:
         (2, "report"),
     ]
     assert pipeline.name == "ResearchPipeline" and pipeline.context_type is InputContext
+
+
+async def test_cancel_of_a_run_stops_its_running_step_and_queues_no_more(
+    pipeline_pool: ax.Pool, engine: Engine, cleanup_runs: list[UUID]
+) -> None:
+    run = await control.enqueue(context=InputContext(company="hold-co"))
+    cleanup_runs.append(run.agent_id)
+    await step_running(run.agent_id, 1)
+    assert await ax.cancel(run.agent_id) is True
+    with pytest.raises(ax.TaskFailedError, match=r"canceled at step 1 \(hold\)"):
+        await ax.get_result(run, timeout=30)
+    assert await ax.cancel(run.agent_id) is False  # already ended
+
+    log = await event_log()
+    steps = steps_of(log, run.agent_id)
+    assert [s.task_name for s in steps] == ["ControlPipeline.prepare", "ControlPipeline.hold"]
+    # The running step was canceled by the usual path: its worker stopped it.
+    hold = [e for e in log if e.agent_id == steps[1].agent_id]
+    assert isinstance(hold[-1], events.TaskCanceled)
+    of_run = [e for e in log if e.agent_id == run.agent_id]
+    assert any(isinstance(e, events.TaskCancelRequested) for e in of_run)
+    assert isinstance(of_run[-1], events.TaskCanceled)
+    assert step_runs(run.agent_id) == [0, 1]
+
+    await Projector(engine, lease_seconds=5).catch_up()
+    with Session(engine) as db:
+        row = db.scalars(select(Activity).where(Activity.agent_id == run.agent_id)).one()
+        children = db.scalars(
+            select(Activity).where(Activity.parent_id == run.agent_id).order_by(Activity.created_at)
+        ).all()
+        assert row.status == "CANCELED" and row.finished_at is not None
+        assert [(c.agent_type, c.status) for c in children] == [
+            ("ControlPipeline.prepare", "COMPLETE"),
+            ("ControlPipeline.hold", "CANCELED"),
+        ]
+
+
+async def test_a_run_canceled_before_its_step_starts_or_as_it_finishes_goes_no_further(
+    redis_conf: str, cleanup_runs: list[UUID]
+) -> None:
+    early = await control.enqueue(context=InputContext(company="early-co"))
+    cleanup_runs.append(early.agent_id)
+    assert await ax.cancel(early.agent_id) is True  # no worker runs yet: step 0 is queued
+    with started(workflows.pipeline_pool):
+        with pytest.raises(ax.TaskFailedError, match=r"canceled at step 0 \(prepare\)"):
+            await ax.get_result(early, timeout=30)
+        # This step returns normally although its run was canceled while it ran: its outcome
+        # stands, but the transaction that records it queues no next step.
+        late = await control.enqueue(context=InputContext(company="stubborn-co"))
+        cleanup_runs.append(late.agent_id)
+        await step_running(late.agent_id, 1)
+        assert await ax.cancel(late.agent_id) is True
+        with pytest.raises(ax.TaskFailedError, match=r"canceled after step 1 \(hold\) completed"):
+            await ax.get_result(late, timeout=30)
+
+    log = await event_log()
+    (first,) = steps_of(log, early.agent_id)
+    assert [type(e).__name__ for e in log if e.agent_id == first.agent_id] == [
+        "TaskQueued",
+        "TaskCanceled",
+    ]
+    assert step_runs(early.agent_id) == []
+    steps = steps_of(log, late.agent_id)
+    assert len(steps) == 2 and step_runs(late.agent_id) == [0, 1]
+    assert isinstance([e for e in log if e.agent_id == steps[1].agent_id][-1], events.TaskCompleted)
+    finished = [
+        e for e in log if isinstance(e, events.PipelineStepFinished) and e.agent_id == late.agent_id
+    ]
+    assert [(f.step, f.outcome, f.next_agent_id) for f in finished][-1] == (1, "complete", None)
+    for run in (early, late):
+        assert isinstance([e for e in log if e.agent_id == run.agent_id][-1], events.TaskCanceled)
+
+
+def assert_ended_after_step_0(log: list[events.AnyEvent], run_id: UUID) -> None:
+    """Step 0 completed once, no step 1 was queued, and the run ended ERROR."""
+    (first,) = steps_of(log, run_id)
+    of_step = [type(e).__name__ for e in log if e.agent_id == first.agent_id]
+    assert of_step.count("TaskCompleted") == 1 and of_step[-1] == "TaskCompleted"
+    of_run = [e for e in log if e.agent_id == run_id]
+    assert isinstance(of_run[-2], events.PipelineStepFinished) and of_run[-2].outcome == "complete"
+    assert isinstance(of_run[-1], events.TaskFailed)
+    assert step_runs(run_id) == [0]
+
+
+async def test_an_output_that_cannot_be_the_next_steps_input_ends_the_run_error(
+    pipeline_pool: ax.Pool, cleanup_runs: list[UUID]
+) -> None:
+    bad = await control.enqueue(context=InputContext(company="bad-co"))
+    boom = await control.enqueue(context=InputContext(company="boom-co"))
+    cleanup_runs += [bad.agent_id, boom.agent_id]
+    cannot = r"step 0 \(prepare\) complete, but the run cannot go on: "
+    with pytest.raises(
+        ax.TaskFailedError,
+        match=rf"(?s){cannot}its output is not a valid input of step 1 \(hold\):.*text.*missing",
+    ):
+        await ax.get_result(bad, timeout=30)
+    # The transition itself raised (a validator's bug): the run still ends, naming the cause.
+    with pytest.raises(ax.TaskFailedError, match=rf"{cannot}RuntimeError: the validator has a bug"):
+        await ax.get_result(boom, timeout=30)
+    log = await event_log()
+    assert_ended_after_step_0(log, bad.agent_id)
+    assert_ended_after_step_0(log, boom.agent_id)
+
+
+async def test_an_output_above_the_context_limit_ends_the_run_error(
+    redis_conf: str, cleanup_runs: list[UUID]
+) -> None:
+    ax.CONF.max_context_bytes = 4096  # handed to the workers as they start
+    small = await control.enqueue(context=InputContext(company="huge-100"))
+    huge = await control.enqueue(context=InputContext(company="huge-10000"))
+    cleanup_runs += [small.agent_id, huge.agent_id]
+    with started(workflows.pipeline_pool):
+        assert await ax.get_result(small, timeout=30) == "published huge-100"
+        with pytest.raises(
+            ax.TaskFailedError,
+            match=r"step 0 \(prepare\) complete, but the run cannot go on: its output makes the "
+            r"context of step 1 \(hold\) 10,\d{3} bytes, above the 4,096-byte limit "
+            r"\(AGENTEXEC_MAX_CONTEXT_BYTES\)",
+        ):
+            await ax.get_result(huge, timeout=30)
+    assert_ended_after_step_0(await event_log(), huge.agent_id)

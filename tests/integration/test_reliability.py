@@ -270,7 +270,7 @@ async def test_start_and_retry_run_again_after_a_lost_reply_append_once(redis_co
     aid = uuid.uuid4()
     since = int(time.time() * 1000) - 5000
     started = events.encode(events.TaskStarted(agent_id=aid, task_name="t"))
-    start_keys = [keys.events, keys.cancel_marker(aid), stream, keys.result(aid), keys.held(aid)]
+    start_keys = [keys.events, stream, keys.result(aid), keys.held(aid), keys.cancel_marker(aid)]
     start_args = [started, WORKERS_GROUP, entry_id, "w:0"]
     first = await batcher.run_script(START, start_keys, start_args)
     assert await batcher.run_script(START, start_keys, [*start_args, since]) == first

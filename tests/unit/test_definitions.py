@@ -1,11 +1,13 @@
 from __future__ import annotations
 
-from uuid import UUID
+from uuid import UUID, uuid4
 
+import msgspec
 import pytest
 from pydantic import BaseModel
 
 import agentexec as ax
+from agentexec.results import Outcome, _load
 from agentexec.tasks import TaskDefinition
 
 
@@ -31,6 +33,20 @@ def test_context_and_return_types_come_from_annotations() -> None:
     assert d.load_result({"y": 3}) == Out(y=3)
     s = TaskDefinition.from_handler("sync", sync_good, "q")
     assert not s.is_async and s.load_result({"y": 1}) == {"y": 1}
+
+
+def test_a_result_takes_the_return_type_of_its_own_queues_handler() -> None:
+    # One name on two queues (as seed 000 does with research_company), two return types.
+    ax.Pool(queue_name="typed").task("two_queues")(good)
+    ax.Pool(queue_name="plain").task("two_queues")(sync_good)
+    outcome = Outcome("complete", "two_queues", result=msgspec.Raw(b'{"y":2}'))
+    assert _load(outcome, uuid4(), "typed") == Out(y=2)
+    assert _load(outcome, uuid4(), "plain") == {"y": 2}
+    # From an agent id alone, either handler may have produced it: the JSON as it is.
+    assert _load(outcome, uuid4(), None) == {"y": 2}
+    ax.Pool(queue_name="single").task("one_queue")(good)
+    single = Outcome("complete", "one_queue", result=msgspec.Raw(b'{"y":3}'))
+    assert _load(single, uuid4(), None) == Out(y=3)
 
 
 def test_decorator_returns_the_handler_unchanged() -> None:

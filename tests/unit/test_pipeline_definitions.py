@@ -1,15 +1,22 @@
-"""Pipeline classes are checked when they are defined: step numbering, inputs and outputs."""
+"""Pipeline classes are checked when they are defined: step numbering, inputs and outputs; and
+a step's transition ends its run when the run cannot go on."""
 
 from __future__ import annotations
 
 import pickle
 from typing import Any
+from uuid import uuid4
 
+import msgspec
 import pytest
 from pydantic import BaseModel
 
 import agentexec as ax
+from agentexec.events import TaskFailed, TaskQueued
+from agentexec.pipelines import advance
+from agentexec.results import Outcome
 from agentexec.tasks import TaskDefinition
+from agentexec.transitions import Append, Store
 from tests.apps import workflows
 
 
@@ -161,3 +168,26 @@ def test_step_handlers_pickle_by_reference_to_worker_processes() -> None:
     assert isinstance(copy, TaskDefinition)
     assert copy.handler is definition.handler
     assert copy.transition is ax.pipelines.advance
+
+
+def test_a_transition_that_cannot_go_on_ends_the_run_error() -> None:
+    run_id = uuid4()
+    ref = {"run_id": run_id, "pipeline": "Gone", "step": 0, "input": {}}
+    queued = TaskQueued(
+        agent_id=uuid4(),
+        task_name="Gone.first",
+        queue="q",
+        context=msgspec.Raw(msgspec.json.encode(ref)),
+        parent_id=run_id,
+    )
+    writes = advance(queued, Outcome("complete", "Gone.first", result=msgspec.Raw(b"{}")))
+    assert [type(w) for w in writes] == [Append, Store]
+    end, stored = writes
+    assert isinstance(end, Append) and isinstance(end.event, TaskFailed)
+    assert isinstance(stored, Store) and stored.agent_id == run_id
+    error = (
+        "step 0 (first) complete, but the run cannot go on: LookupError: pipeline 'Gone' is "
+        "not defined in this process"
+    )
+    assert (end.event.agent_id, end.event.error) == (run_id, error)
+    assert (stored.outcome.status, stored.outcome.error) == ("error", error)
