@@ -146,12 +146,13 @@ async def restore(engine: Engine, keys: Keys, owner: str, lost_at: str) -> Resto
     await asyncio.gather(
         *(_requeue_running(keys, event, lost_at, due_ms) for event in found.running)
     )
-    async with get_redis().pipeline(transaction=False) as pipe:
-        for agent_id, outcome, ttl in found.results:
-            pipe.set(keys.result(agent_id), outcome, ex=ttl, nx=True)
-            # Waiters subscribed before the result was back: wake them as a finish does.
-            pipe.publish(keys.result_channel(agent_id), outcome)
-        await pipe.execute()
+    for start in range(0, len(found.results), 1000):
+        async with get_redis().pipeline(transaction=False) as pipe:
+            for agent_id, outcome, ttl in found.results[start : start + 1000]:
+                pipe.set(keys.result(agent_id), outcome, ex=ttl, nx=True)
+                # Waiters subscribed before the result was back: wake them as a finish does.
+                pipe.publish(keys.result_channel(agent_id), outcome)
+            await pipe.execute()
     return found
 
 

@@ -177,11 +177,16 @@ async def _append_held_async(
                 return
             await outage.failed(e)
     if entry_id is None:
-        logger.warning(
-            "agent %s: this worker lost the task to another one; %s discarded",
-            event.agent_id,
-            type(event).__name__,
-        )
+        log_discarded(event)
+
+
+def log_discarded(event: Event) -> None:
+    """Say that a handler's event was refused: its worker lost the task (see APPEND_HELD)."""
+    logger.warning(
+        "agent %s: this worker lost the task to another one; %s discarded",
+        event.agent_id,
+        type(event).__name__,
+    )
 
 
 def held_call(keys: Keys, event: Event, lease: TaskLease) -> tuple[list[Any], list[Any]]:
@@ -236,11 +241,7 @@ def _append_held(keys: Keys, event: Event, lease: TaskLease) -> str:
             time.sleep(delay)
             delay = min(delay * 2, 0.25)
     if entry_id is None:
-        logger.warning(
-            "agent %s: this worker lost the task to another one; %s discarded",
-            event.agent_id,
-            type(event).__name__,
-        )
+        log_discarded(event)
         return ""
     return str(entry_id.decode())
 

@@ -6,7 +6,7 @@ import logging
 from uuid import UUID
 
 from agentexec import events
-from agentexec.activity.writes import held_call
+from agentexec.activity.writes import held_call, log_discarded
 from agentexec.batcher import get_batcher
 from agentexec.config import CONF
 from agentexec.connection import REDIS_ERRORS
@@ -176,11 +176,7 @@ class EventRecorder:
             script_keys, args = held_call(keys, event, run.lease)
             entry_id = await get_batcher().run_script(APPEND_HELD, script_keys, args)
             if entry_id is None:
-                logger.warning(
-                    "agent %s: this worker lost the task to another one; %s discarded",
-                    event.agent_id,
-                    type(event).__name__,
-                )
+                log_discarded(event)
                 return ""
         return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
 
