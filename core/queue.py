@@ -18,7 +18,7 @@ from .connection import REDIS_ERRORS, Reconnect
 from .errors import ContextError, RedisUnavailableError
 from .events import Priority, TaskCancelRequested, TaskQueued
 from .scripts import CANCEL, ENQUEUE, ENQUEUE_LATER, Script
-from .streams import AGENT_TTL, Keys
+from .streams import AGENT_TTL, Keys, delayed_member
 from .tasks import Task
 
 
@@ -156,7 +156,7 @@ async def queue_event(
         due_ms = int(due.timestamp() * 1000)
         script = ENQUEUE_LATER
         script_keys = [keys.events, keys.delayed(event.queue), dedup, marker]
-        member = (b"h:" if event.priority is Priority.HIGH else b"l:") + data
+        member = delayed_member(event.priority, data)
         args = [*common, due_ms, member, keys.schedule_channel(event.queue)]
     event_id, agent_id = await run_enqueue_script(script, script_keys, args, what, consequence)
     return Task(

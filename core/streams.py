@@ -78,6 +78,12 @@ class Keys:
         return f"{self.tracker(name, batch_id)}:counted"
 
 
+def delayed_member(priority: Priority, event_json: bytes) -> bytes:
+    """A task's member in its queue's delayed set: the priority's stream ('h:' or 'l:', see
+    the PROMOTE script), then its `task.queued` event JSON."""
+    return (b"h:" if priority is Priority.HIGH else b"l:") + event_json
+
+
 async def ensure_group(client: aioredis.Redis, stream: str, group: str, start: str = "0") -> None:
     """Create `group` on `stream` (and the stream) unless it exists."""
     try:

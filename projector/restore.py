@@ -41,7 +41,6 @@ from agentexec.connection import get_redis
 from agentexec.events import (
     TERMINAL,
     AnyEvent,
-    Priority,
     Status,
     TaskCanceled,
     TaskCompleted,
@@ -53,7 +52,7 @@ from agentexec.events import (
 from agentexec.queue import queue_event
 from agentexec.results import Outcome, outcome_encoder
 from agentexec.scripts import REQUEUE_HELD
-from agentexec.streams import Keys
+from agentexec.streams import Keys, delayed_member
 
 from .checkpoints import parse_id
 
@@ -158,7 +157,7 @@ async def restore(engine: Engine, keys: Keys, owner: str, lost_at: str) -> Resto
 
 async def _requeue_running(keys: Keys, event: TaskQueued, lost_at: str, due_ms: int) -> None:
     assert event.queue is not None
-    member = (b"h:" if event.priority is Priority.HIGH else b"l:") + events.encode(event)
+    member = delayed_member(event.priority, events.encode(event))
     await get_batcher().run_script(
         REQUEUE_HELD,
         [keys.dedup(f"key:restore:{lost_at}:{event.agent_id}"), keys.delayed(event.queue)],

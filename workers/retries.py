@@ -19,7 +19,6 @@ import redis
 from agentexec.batcher import get_batcher
 from agentexec.config import CONF
 from agentexec.connection import REDIS_ERRORS, Reconnect
-from agentexec.events import Priority
 from agentexec.scripts import PROMOTE
 from agentexec.streams import Keys
 
@@ -31,10 +30,6 @@ def backoff_delay(attempt: int, base: float, maximum: float) -> float:
     with full jitter over the upper half so that retries of a burst spread out."""
     ceiling: float = min(base * 2 ** (attempt - 1), maximum)
     return ceiling * random.uniform(0.5, 1.0)
-
-
-def delayed_member(priority: Priority, event_json: bytes) -> bytes:
-    return (b"h:" if priority is Priority.HIGH else b"l:") + event_json
 
 
 class Promoter:

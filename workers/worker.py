@@ -41,7 +41,7 @@ from agentexec.events import (
 )
 from agentexec.results import Outcome, outcome_encoder
 from agentexec.scripts import DEAD_LETTER, DEFER, FINISH, RENEW, RETRY, START, TRANSITION, Script
-from agentexec.streams import WORKERS_GROUP, Keys, ensure_group, is_missing_group
+from agentexec.streams import WORKERS_GROUP, Keys, delayed_member, ensure_group, is_missing_group
 from agentexec.tasks import (
     RunningTask,
     TaskDefinition,
@@ -52,7 +52,7 @@ from agentexec.tasks import (
 from agentexec.transitions import Write, script_args
 
 from .notices import NoticeListener
-from .retries import Promoter, backoff_delay, delayed_member
+from .retries import Promoter, backoff_delay
 
 logger = logging.getLogger(__name__)
 
@@ -380,15 +380,15 @@ class Worker:
             self._ending.add(ending)
         # Stream ids come from Redis's clock: allow for some skew.
         first_try = int(time.time() * 1000) - 5000
-        tried = False
+        sent = args
         while True:
             try:
-                sent = [*args, first_try] if appends and tried else args
-                tried = True
                 reply = await get_batcher().run_script(script, keys, sent)
                 self._reconnect.succeeded()
                 return reply
             except REDIS_ERRORS as e:
+                if appends:
+                    sent = [*args, first_try]
                 await self._reconnect.failed(e)
 
     async def _defer(self, entry: Entry, event: TaskQueued) -> None:
