@@ -267,7 +267,13 @@ async def test_disconnect_frees_the_subscription_and_stops_the_reader(
     async with open_stream(http, f"{server.url}/api/events") as feed:
         ax.activity.create("research")
         await feed.next()
-        assert hub.subscribers == 1 and hub.position is not None
+
+        # The event may reach the feed from the history it reads before it subscribes: the
+        # subscription counts at once, the reader's position once it read the tail.
+        async def reading() -> bool:
+            return hub.subscribers == 1 and hub.position is not None
+
+        await async_wait_for(reading, what="the reader running for the feed")
     await async_wait_for(lambda: _ready(hub, 0), what="the subscription freed")
 
     async def stopped() -> bool:
