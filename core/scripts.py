@@ -157,6 +157,23 @@ return redis.call('XADD', KEYS[1], '*', 'event', ARGV[1])
 """,
 )
 
+READ = Script(
+    "read",
+    """
+-- KEYS: a queue's streams, highest priority first. ARGV: group, consumer, count.
+-- New entries of the highest priority stream that has any, in one round trip where an
+-- XREADGROUP per priority would take one each. Returns XREADGROUP's reply, or false.
+for _, stream in ipairs(KEYS) do
+  local reply = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', ARGV[3],
+    'STREAMS', stream, '>')
+  if reply then
+    return reply
+  end
+end
+return false
+""",
+)
+
 DEFER = Script(
     "defer",
     _OWNERSHIP

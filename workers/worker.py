@@ -40,7 +40,17 @@ from agentexec.events import (
     TaskStarted,
 )
 from agentexec.results import Outcome, outcome_encoder
-from agentexec.scripts import DEAD_LETTER, DEFER, FINISH, RENEW, RETRY, START, TRANSITION, Script
+from agentexec.scripts import (
+    DEAD_LETTER,
+    DEFER,
+    FINISH,
+    READ,
+    RENEW,
+    RETRY,
+    START,
+    TRANSITION,
+    Script,
+)
 from agentexec.streams import WORKERS_GROUP, Keys, delayed_member, ensure_group, is_missing_group
 from agentexec.tasks import (
     RunningTask,
@@ -80,6 +90,10 @@ class Worker:
         self.definitions = {d.name: d for d in spec.definitions}
         self.stopping = asyncio.Event()
         self._running: dict[asyncio.Task[None], Entry] = {}
+        self._busy: set[bytes] = set()
+        """Entries holding a concurrency slot: from their start until their handler returns,
+        so that the next entry is read while the outcome is being recorded."""
+        self._slot_freed = asyncio.Event()
         self._backlog: deque[Entry] = deque()
         self._deliveries: dict[bytes, int] = {}
         """Delivery counts of entries taken over or resumed (new ones are delivered once)."""
@@ -128,12 +142,15 @@ class Worker:
         await self._ensure_groups()
         await self._resume_own_pending(client)
         while not self.stopping.is_set():
-            free = self.spec.concurrency - len(self._running)
+            free = self.spec.concurrency - len(self._busy)
             if free <= 0:
                 # A full worker must still hear a stop request: its drain has a deadline.
+                self._slot_freed.clear()
                 stop = asyncio.ensure_future(self.stopping.wait())
-                await asyncio.wait({stop, *self._running}, return_when=asyncio.FIRST_COMPLETED)
+                freed = asyncio.ensure_future(self._slot_freed.wait())
+                await asyncio.wait({stop, freed}, return_when=asyncio.FIRST_COMPLETED)
                 stop.cancel()
+                freed.cancel()
                 continue
             if not self._backlog:
                 try:
@@ -148,15 +165,22 @@ class Worker:
                 except REDIS_ERRORS as e:
                     await self._reconnect.failed(e)
                     continue
-            while self._backlog and len(self._running) < self.spec.concurrency:
+            while self._backlog and len(self._busy) < self.spec.concurrency:
                 entry = self._backlog.popleft()
                 task = asyncio.create_task(self._execute(entry))
                 self._running[task] = entry
+                self._busy.add(entry[1])
                 task.add_done_callback(self._done)
 
     def _done(self, task: asyncio.Task[None]) -> None:
         entry = self._running.pop(task)
         self._ending.discard(entry[1])
+        self._free_slot(entry[1])
+
+    def _free_slot(self, entry_id: bytes) -> None:
+        if entry_id in self._busy:
+            self._busy.discard(entry_id)
+            self._slot_freed.set()
 
     async def _resume_own_pending(self, client: Any) -> None:
         """Queue the entries a previous process with our consumer name held when it died."""
@@ -184,14 +208,13 @@ class Worker:
             await ensure_group(get_redis(), stream, WORKERS_GROUP)
 
     async def _read_new(self, client: Any, count: int) -> list[Entry]:
-        # Highest priority first, without blocking.
-        for stream in self.streams:
-            reply = await client.xreadgroup(
-                WORKERS_GROUP, self.spec.consumer, {stream: ">"}, count=count
-            )
-            entries = _entries(reply)
-            if entries:
-                return entries
+        # Highest priority first, without blocking: one round trip for every priority.
+        reply = await get_batcher().run_script(
+            READ, self.streams, [WORKERS_GROUP, self.spec.consumer, count]
+        )
+        entries = _entries(reply)
+        if entries:
+            return entries
         # Nothing queued: block on every priority at once until something arrives. Stopping
         # cancels this read; entries it delivered then are released by `_release_unfinished`.
         read = asyncio.create_task(
@@ -327,6 +350,7 @@ class Worker:
             await self._failed_attempt(entry, event, definition, e, error)
             return
         finally:
+            self._free_slot(entry_id)
             reset_running(token)
             self._agents.pop(event.agent_id, None)
             self._parents.pop(event.agent_id, None)
@@ -734,9 +758,18 @@ def _entries(reply: Any) -> list[Entry]:
     entries: list[Entry] = []
     for stream, items in reply or ():
         name = stream.decode() if isinstance(stream, bytes) else stream
-        # Entries deleted while pending come back with no fields: nothing to run.
-        entries.extend((name, entry_id, fields) for entry_id, fields in items if fields)
+        # Entries deleted while pending come back with no fields: nothing to run. A script's
+        # reply (READ) has the fields as a flat list.
+        entries.extend(
+            (name, entry_id, fields if isinstance(fields, dict) else _pairs(fields))
+            for entry_id, fields in items
+            if fields
+        )
     return entries
+
+
+def _pairs(flat: list[bytes]) -> dict[bytes, bytes]:
+    return dict(zip(flat[::2], flat[1::2], strict=True))
 
 
 def _identify(fields: dict[bytes, bytes]) -> tuple[UUID, str] | None:

@@ -81,6 +81,16 @@ async def record(agent_id: UUID, context: Record) -> None:
         f.write(context.label + "\n")
 
 
+@pool.task("span")
+async def span(agent_id: UUID, context: Record) -> None:
+    """Appends "+" when it starts and "-" when it ends, to observe how many run at once."""
+    with Path(context.path).open("a") as f:
+        f.write("+\n")
+    await asyncio.sleep(0.05)
+    with Path(context.path).open("a") as f:
+        f.write("-\n")
+
+
 @pool.task("die")
 async def die(agent_id: UUID, context: Record) -> str:
     """Kills its worker process the first time it runs (a marker file remembers)."""

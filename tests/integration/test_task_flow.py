@@ -154,6 +154,29 @@ async def test_high_priority_runs_before_low_and_fifo_within(
     assert order == ["high0", "high1", "high2", "high3", "low0", "low1", "low2", "low3", "end"]
 
 
+async def test_no_more_handlers_run_at_once_than_the_concurrency(
+    redis_conf: str, tmp_path: Path
+) -> None:
+    """A slot is freed when its handler returns, before the outcome is recorded: the next
+    task may start meanwhile, but never a third handler beside two."""
+    from tests.apps import basic
+
+    out = tmp_path / "spans.txt"
+    pool = ax.Pool(num_workers=1, concurrency=2)
+    pool.task("span")(basic.span)
+    pool.start()
+    try:
+        tasks = [await ax.enqueue("span", Record(path=str(out), label="")) for _ in range(12)]
+        await ax.gather(*tasks, timeout=30)
+    finally:
+        pool.shutdown()
+    running, most = 0, 0
+    for mark in out.read_text().split():
+        running += 1 if mark == "+" else -1
+        most = max(most, running)
+    assert most == 2, f"at most {most} handler(s) ran at once"
+
+
 async def test_pickup_is_pushed_not_polled(redis_conf: str) -> None:
     """With blocking reads of 60 s, an idle pool must still start a task at once."""
     from tests.apps import basic
