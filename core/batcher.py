@@ -27,6 +27,7 @@ class Batcher:
         self._client = client
         self._pending: list[tuple[tuple[Any, ...], Script | None, asyncio.Future[Any]]] = []
         self._scheduled = False
+        self._flushes: set[asyncio.Task[None]] = set()
 
     async def execute(self, *args: Any) -> Any:
         return await self._submit(args, None)
@@ -40,15 +41,24 @@ class Batcher:
         future: asyncio.Future[Any] = loop.create_future()
         self._pending.append((command, script, future))
         if not self._scheduled:
+            # The task's first step runs in the next loop iteration, after every caller of
+            # this one has submitted.
             self._scheduled = True
-            loop.call_soon(self._start_flush)
+            self._keep(loop.create_task(self._flush_pending()))
         return future
 
-    def _start_flush(self) -> None:
+    def _keep(self, task: asyncio.Task[None]) -> None:
+        # The loop holds tasks weakly.
+        self._flushes.add(task)
+        task.add_done_callback(self._flushes.discard)
+
+    async def _flush_pending(self) -> None:
         self._scheduled = False
-        while self._pending:
-            batch, self._pending = self._pending[:_MAX_BATCH], self._pending[_MAX_BATCH:]
-            asyncio.get_running_loop().create_task(self._flush(batch))
+        pending, self._pending = self._pending, []
+        loop = asyncio.get_running_loop()
+        for i in range(_MAX_BATCH, len(pending), _MAX_BATCH):
+            self._keep(loop.create_task(self._flush(pending[i : i + _MAX_BATCH])))
+        await self._flush(pending[:_MAX_BATCH])
 
     async def _flush(
         self, batch: list[tuple[tuple[Any, ...], Script | None, asyncio.Future[Any]]]
