@@ -71,12 +71,14 @@ def get_sync_redis(url: str | None = None) -> redis.Redis:
     return client
 
 
-async def close_redis() -> None:
-    """Close the clients of the running loop (and the sync ones): call before the loop ends."""
+async def close_redis(*, sync: bool = True) -> None:
+    """Close the clients of the running loop (and, with `sync`, the process's blocking ones,
+    which other threads may be using): call before the loop ends."""
     clients = _async_clients.pop(asyncio.get_running_loop(), {})
     for client in clients.values():
         await client.aclose()
-    reset_sync_clients()
+    if sync:
+        reset_sync_clients()
 
 
 def reset_sync_clients() -> None:

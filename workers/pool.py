@@ -25,7 +25,7 @@ from agentexec.tasks import TaskDefinition
 from .schedules import Schedule, run_schedules
 
 if TYPE_CHECKING:
-    from agentexec.projector import Projector
+    from agentexec.projector.background import ProjectorThread
 
 from .worker import WorkerSpec, run_worker
 
@@ -199,14 +199,16 @@ class Pool:
             self._thread.join(timeout)
             self._thread = None
 
-    def _projector(self) -> Projector | None:
+    def _projector(self) -> ProjectorThread | None:
         if not self.projector or (self.engine is None and self.database_url is None):
             return None
         from sqlalchemy import create_engine
 
         from agentexec.projector import Projector
+        from agentexec.projector.background import ProjectorThread
 
-        return Projector(self.engine or create_engine(str(self.database_url)))
+        engine = self.engine or create_engine(str(self.database_url))
+        return ProjectorThread(Projector(engine))
 
     @property
     def worker_pids(self) -> list[int]:

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
+import threading
+from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, func, select
+from sqlalchemy.orm import Session
 
 import agentexec as ax
 from agentexec.activity.models import Activity, ActivityLog, ArchivedEvent, Checkpoint
@@ -14,7 +19,9 @@ from agentexec.errors import FencedError
 from agentexec.projector import Projector, checkpoints
 from agentexec.projector.rebuild import rebuild
 from agentexec.streams import PROJECTOR_GROUP, Keys
+from tests.apps import basic
 
+from .conftest import sqlite_engine
 from .workload import append_all, checkpoint_position, snapshot, traffic, wait_until
 
 
@@ -120,3 +127,36 @@ async def test_lease_is_exclusive_and_fails_over(engine: Engine, redis_conf: str
     assert await waiter.catch_up(timeout=5) == 1
     assert (await holder._step(asyncio.Event(), block=False)) == "lost"
     await close_redis()
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="only Linux gives a thread its own niceness")
+@pytest.mark.parametrize("niceness", [10, 0])
+async def test_a_pools_projector_runs_on_its_own_thread_below_the_workers(
+    redis_conf: str, tmp_path: Path, niceness: int
+) -> None:
+    ax.CONF.projector_niceness = niceness
+    own = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    engine = sqlite_engine(tmp_path / "agents.db")
+    pool = ax.Pool(engine=engine, num_workers=1)
+    pool.task("echo")(basic.echo)
+    pool.start()
+    try:
+        task = await ax.enqueue("echo", basic.Echo(text="hi"))
+        await ax.get_result(task, timeout=20)
+
+        def complete() -> bool:
+            with Session(engine) as db:
+                activity = ax.activity.detail(db, task.agent_id)
+                return activity is not None and activity.status == ax.Status.COMPLETE
+
+        await wait_until(complete)
+        [thread] = [t for t in threading.enumerate() if t.name == "agentexec-projector"]
+        assert thread.native_id is not None
+        assert os.getpriority(os.PRIO_PROCESS, thread.native_id) == max(own, niceness)
+        [worker] = pool.worker_pids
+        assert os.getpriority(os.PRIO_PROCESS, worker) == own, "the workers keep their priority"
+        assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == own
+    finally:
+        pool.shutdown()
+        engine.dispose()
+    assert not [t for t in threading.enumerate() if t.name == "agentexec-projector"]
