@@ -102,6 +102,11 @@ class Worker:
         """Parent (a pipeline run) of each running task that has one: canceling it cancels them."""
         self._cancel_requested: set[UUID] = set()
         self._agent_of: dict[bytes, str] = {}
+        self._in_hand: dict[UUID, bytes] = {}
+        """Entry of each task this process is starting, running or ending: a copy of it (queued
+        again after Redis lost its data) must not start here meanwhile, which START cannot
+        tell, since the task's held key names this worker's consumer."""
+        self._agent_in_hand: dict[bytes, UUID] = {}
         """Agent id of each held entry, for lease renewal."""
         self._ending: set[bytes] = set()
         """Entries whose end script (finish, retry, dead letter, defer) is under way."""
@@ -176,6 +181,12 @@ class Worker:
         entry = self._running.pop(task)
         self._ending.discard(entry[1])
         self._free_slot(entry[1])
+        self._release_hand(entry[1])
+
+    def _release_hand(self, entry_id: bytes) -> None:
+        agent_id = self._agent_in_hand.pop(entry_id, None)
+        if agent_id is not None and self._in_hand.get(agent_id) == entry_id:
+            del self._in_hand[agent_id]
 
     def _free_slot(self, entry_id: bytes) -> None:
         if entry_id in self._busy:
@@ -256,6 +267,11 @@ class Worker:
                 f"{CONF.max_deliveries}: its handler may be killing the worker process",
             )
             return
+        if self._in_hand.setdefault(event.agent_id, entry_id) != entry_id:
+            self._still_running(event, "this worker")
+            await self._defer(entry, event)
+            return
+        self._agent_in_hand[entry_id] = event.agent_id
         # A redelivery (its worker died) is a further attempt.
         event = msgspec.structs.replace(event, attempt=event.attempt + deliveries - 1)
         definition = self.definitions.get(event.task_name)
@@ -302,14 +318,7 @@ class Worker:
             )
             return
         if started_id == -2:
-            logger.info(
-                "worker %s: task %s (agent %s) still runs in another worker; checking again "
-                "in %.0fs",
-                self.spec.consumer,
-                event.task_name,
-                event.agent_id,
-                CONF.lease_seconds,
-            )
+            self._still_running(event, "another worker")
             await self._defer(entry, event)
             return
         if started_id is None:
@@ -409,11 +418,23 @@ class Worker:
             try:
                 reply = await get_batcher().run_script(script, keys, sent)
                 self._reconnect.succeeded()
+                if ending is not None:
+                    self._release_hand(ending)  # a retry's next entry may start here at once
                 return reply
             except REDIS_ERRORS as e:
                 if appends:
                     sent = [*args, first_try]
                 await self._reconnect.failed(e)
+
+    def _still_running(self, event: TaskQueued, where: str) -> None:
+        logger.info(
+            "worker %s: task %s (agent %s) still runs in %s; checking again in %.0fs",
+            self.spec.consumer,
+            event.task_name,
+            event.agent_id,
+            where,
+            CONF.lease_seconds,
+        )
 
     async def _defer(self, entry: Entry, event: TaskQueued) -> None:
         """Park an entry whose task another worker still runs (START's -2) for a lease."""

@@ -22,6 +22,7 @@ from agentexec.streams import WORKERS_GROUP, Keys, ensure_group
 from tests.apps import basic
 from tests.apps.basic import Echo, Flaky, Record
 from tests.integration.test_pool import _wait_running
+from tests.support.waiting import async_wait_for
 
 
 async def log_of(agent_id: object) -> list[events.AnyEvent]:
@@ -243,6 +244,34 @@ async def test_flushall_mid_task_keeps_the_outcome_and_the_workers(running_pool:
     # The workers recreate their groups and keep serving new work.
     after = await ax.enqueue("sync_echo", Echo(text="after flush"))
     assert await ax.get_result(after, timeout=30) == "AFTER FLUSH"
+
+
+async def test_a_copy_of_a_task_running_in_the_same_worker_waits_for_it(redis_conf: str) -> None:
+    """After Redis lost its data the projector queues running tasks again; the copy may reach
+    the worker that runs the task, whose held key names that worker: it must not run twice."""
+    ax.CONF.lease_seconds = 1
+    pool = ax.Pool(num_workers=1, concurrency=2)
+    pool.task("echo")(basic.echo)
+    pool.start()
+    try:
+        task = await ax.enqueue("echo", Echo(text="once", delay=1.5))
+        await _wait_running(task.agent_id)
+        stream = Keys(ax.CONF.key_prefix).queue(task.queue_name, task.priority)
+        [(_, fields)] = await get_redis().xrange(stream)
+        await get_redis().xadd(stream, fields)  # the copy, as the restore queues it
+        assert (await ax.get_result(task, timeout=30)).text == "once"
+
+        async def copy_dropped() -> bool:
+            # Deferred for a lease, then dropped by START: the task has ended.
+            return await get_redis().xlen(stream) == 0 and not await get_redis().zcard(
+                Keys(ax.CONF.key_prefix).delayed(task.queue_name)
+            )
+
+        await async_wait_for(copy_dropped, timeout=30, what="the copy dropped")
+    finally:
+        pool.shutdown()
+    starts = [e for e in await log_of(task.agent_id) if isinstance(e, events.TaskStarted)]
+    assert len(starts) == 1, f"started {len(starts)} times"
 
 
 async def test_a_cancel_whose_notice_was_missed_is_still_acted_on(redis_conf: str) -> None:
