@@ -10,6 +10,7 @@ restart or a new server).
 from __future__ import annotations
 
 import asyncio
+import math
 import weakref
 from typing import Any
 
@@ -95,10 +96,32 @@ class Batcher:
                 future.set_result(reply)
 
     async def _send(self, commands: list[tuple[Any, ...]]) -> list[Any]:
-        async with self._client.pipeline(transaction=False) as pipe:
-            for command in commands:
-                pipe.execute_command(*command)
-            return list(await pipe.execute(raise_on_error=False))
+        """Send `commands` in one write on one pooled connection and read their replies;
+        error replies come back as exceptions. Like a redis-py pipeline without its per-command
+        bookkeeping, and with one deadline for the batch instead of a timer per reply."""
+        pool = self._client.connection_pool
+        connection = await pool.get_connection()  # type: ignore[no-untyped-call]
+        try:
+            await connection.send_packed_command(connection.pack_commands(commands))
+            replies: list[Any] = []
+            try:
+                async with asyncio.timeout(connection.socket_timeout):
+                    for _ in commands:
+                        try:
+                            replies.append(await connection.read_response(timeout=math.inf))
+                        except redis.ResponseError as e:
+                            replies.append(e)
+            except TimeoutError:
+                raise redis.TimeoutError(
+                    f"no reply from Redis within {connection.socket_timeout}s"
+                ) from None
+            return replies
+        except BaseException:
+            # Replies of this batch may still be on their way: the connection cannot be reused.
+            await connection.disconnect(nowait=True)
+            raise
+        finally:
+            await pool.release(connection)
 
 
 def _is_noscript(reply: Any) -> bool:
