@@ -62,9 +62,10 @@ class Settings(BaseSettings):
     """A task whose worker stops renewing it for this long is taken over by another worker."""
     redis_max_connections: int = Field(default=64, ge=2)
     """Connections each process's asyncio client opens at most; callers beyond wait their turn."""
-    projector_niceness: int = Field(default=10, ge=0, le=19)
-    """CPU niceness of the projector a pool runs beside its workers (Linux): the read model
-    yields the cores to the tasks. 0 keeps the pool's priority."""
+    projector_niceness: int = Field(default=0, ge=0, le=19)
+    """CPU niceness of the projector a pool runs beside its workers (Linux). Above 0 the read
+    model yields busy cores to the tasks: lower task latency, a read model that falls
+    behind during bursts. 0 keeps the pool's priority."""
     block_ms: int = Field(default=5000, ge=1)
     """Longest blocking Redis read; socket timeouts are set above it."""
 
