@@ -70,7 +70,7 @@ def markdown(document: dict[str, Any]) -> str:
         f"{meta['redis']}; median of {meta['runs']} run(s); load average "
         f"{meta['loadavg_start'][0]:.1f} at the start, {load_end:.1f} at the end"
         f"{' (quick smoke run, small N)' if meta['quick'] else ''}. Activity tracking: "
-        f"{meta['sql']}.",
+        f"{meta['sql']}." + (f" {meta['note']}" if meta.get("note") else ""),
         "",
         "| tool | " + " | ".join(c[2] for c in COLUMNS) + " |",
         "| --- |" + " ---: |" * len(COLUMNS),
