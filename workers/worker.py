@@ -102,15 +102,15 @@ class Worker:
         """Parent (a pipeline run) of each running task that has one: canceling it cancels them."""
         self._cancel_requested: set[UUID] = set()
         self._agent_of: dict[bytes, str] = {}
+        """Agent id of each held entry, for lease renewal."""
         self._in_hand: dict[UUID, bytes] = {}
         """Entry of each task this process is starting, running or ending: a copy of it (queued
         again after Redis lost its data) must not start here meanwhile, which START cannot
         tell, since the task's held key names this worker's consumer."""
         self._agent_in_hand: dict[bytes, UUID] = {}
-        """Agent id of each held entry, for lease renewal."""
+        """The same, by entry: which mark an ended entry releases."""
         self._ending: set[bytes] = set()
         """Entries whose end script (finish, retry, dead letter, defer) is under way."""
-        """Result key of each held entry's task, for lease renewal."""
         self._promoter = Promoter(self.keys, spec.queue_name)
         self._reconnect = Reconnect(f"worker {spec.consumer}")
 
