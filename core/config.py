@@ -69,6 +69,16 @@ class Settings(BaseSettings):
     block_ms: int = Field(default=5000, ge=1)
     """Longest blocking Redis read; socket timeouts are set above it."""
 
+    log_hot_window: float = Field(default=600.0, ge=0)
+    """Seconds of the event log Redis keeps after the projector committed and archived it:
+    live feeds resume from Redis within this window, from the SQL archive beyond it. The
+    projector trims older entries (`XTRIM MINID`); 0 trims all that it committed."""
+    dead_letter_retention: float = Field(default=30 * 86400.0, ge=0)
+    """Seconds a dead letter is kept (default 30 days); 0 keeps them until re-driven."""
+    idle_consumer_seconds: float = Field(default=3600.0, gt=0)
+    """A worker consumer name idle for this long with no task pending is removed from its
+    queue's consumer group (names of workers that exited)."""
+
     max_event_summary_chars: int = Field(default=500, ge=32)
     """Longest text an agent event carries (tool arguments, self-reported messages); longer
     text is cut and marked with an ellipsis."""

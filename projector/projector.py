@@ -31,6 +31,7 @@ from agentexec.streams import PROJECTOR_GROUP, Keys, ensure_group, is_missing_gr
 from . import checkpoints, projection, restore
 from .ownership import Entries, Lease
 from .projection import Applied
+from .retention import LogRetention
 
 __all__ = ["Projector", "commit"]
 
@@ -72,6 +73,8 @@ class Projector:
         """The checkpoint as this projector last committed or read it."""
         self.applied = 0
         """Events applied by this projector since it started."""
+        self.retention = LogRetention(self.keys.events, CONF.log_hot_window)
+        """Trims the log below the checkpoint after commits (docs/projector.md)."""
         self._lease: Lease | None = None
         self._owner = False
         self._pending = True
@@ -240,6 +243,7 @@ class Projector:
                 if stop.is_set() or not self._owner:
                     return  # not acknowledged: the next owner reads these entries again
         await get_redis().xack(self.keys.events, PROJECTOR_GROUP, *[i for i, _ in entries])
+        await self.retention.after_commit(get_redis(), self.position)
 
     async def _restore(self) -> None:
         client = get_redis()

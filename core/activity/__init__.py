@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from .reads import active_count, detail
 from .reads import list_activities as list
+from .retention import prune
 from .schemas import (
     ActivityDetailSchema,
     ActivityListItemSchema,
@@ -25,5 +26,6 @@ __all__ = [
     "detail",
     "error",
     "list",
+    "prune",
     "update",
 ]

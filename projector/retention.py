@@ -1,0 +1,171 @@
+"""Retention: the event log is trimmed below what was archived, and the archive on request.
+
+- `LogRetention` trims the Redis event log after the projector's commits, at most once every
+  `interval` seconds (never per event), with `XTRIM MINID` (never `MAXLEN`) to below the
+  lowest of: the projector's committed checkpoint (its archive is written in the same
+  transaction), the position of every consumer group of the log (its oldest pending entry,
+  else its last delivered one), and the start of the hot window (`AGENTEXEC_LOG_HOT_WINDOW`
+  seconds back on the Redis clock), which live feeds resume from; older positions are served
+  from the SQL archive (`agentexec.api.history`).
+- `prune_archive` deletes archived events older than a bound, in batches, and only those the
+  projector no longer needs: at or below its checkpoint, older than `AGENTEXEC_RESULT_TTL` (results
+  are restored from them when Redis loses its data), and not of a task that has not ended
+  (restore queues those again from their archived `task.queued`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import redis
+import redis.asyncio as aioredis
+from sqlalchemy import Engine, Table, and_, delete, select, tuple_
+
+from agentexec.activity.models import Activity, ArchivedEvent, Checkpoint
+from agentexec.config import CONF
+from agentexec.errors import ConfigurationError
+from agentexec.events import TERMINAL
+from agentexec.streams import Keys
+
+from .checkpoints import ORIGIN, parse_id
+
+__all__ = ["LogRetention", "prune_archive", "trim_bound"]
+
+logger = logging.getLogger(__name__)
+
+_archive: Table = ArchivedEvent.__table__  # type: ignore[assignment]
+_activity: Table = Activity.__table__  # type: ignore[assignment]
+_checkpoints: Table = Checkpoint.__table__  # type: ignore[assignment]
+
+Id = tuple[int, int]
+
+
+class LogRetention:
+    """Trims `stream` to what the projector committed, keeping `hot_window` seconds."""
+
+    def __init__(self, stream: str, hot_window: float, *, interval: float = 5.0) -> None:
+        self.stream = stream
+        self.hot_window = hot_window
+        self.interval = interval
+        """Seconds between trims: a trim costs a few round trips, so it follows commits in
+        batches rather than each of them."""
+        self.trimmed = 0
+        """Entries this object trimmed so far."""
+        self._last = -float("inf")
+
+    async def after_commit(self, client: aioredis.Redis, checkpoint: str) -> int:
+        """Trim if the last trim is `interval` seconds old; returns how many entries went."""
+        if time.monotonic() - self._last < self.interval:
+            return 0
+        self._last = time.monotonic()
+        try:
+            return await self.trim(client, checkpoint)
+        except redis.ResponseError as e:
+            # Trimming is housekeeping: the next one tries again, projection goes on.
+            logger.warning("log retention: could not trim %s: %s", self.stream, e)
+            return 0
+
+    async def trim(self, client: aioredis.Redis, checkpoint: str) -> int:
+        """Trim now, below `trim_bound`; returns how many entries were removed."""
+        bound = await trim_bound(client, self.stream, checkpoint, self.hot_window)
+        if bound <= (0, 1):
+            return 0
+        removed = int(
+            await client.xtrim(self.stream, minid=f"{bound[0]}-{bound[1]}", approximate=False)
+        )
+        if removed:
+            self.trimmed += removed
+            logger.debug(
+                "log retention: trimmed %d entries of %s below %s", removed, self.stream, bound
+            )
+        return removed
+
+
+async def trim_bound(client: aioredis.Redis, stream: str, checkpoint: str, hot_window: float) -> Id:
+    """The lowest id the log must keep (entries below it may go): the least of the
+    checkpoint, every consumer group's oldest pending entry (or the entry after the last one
+    it was given) and the start of the hot window."""
+    seconds, micros = await client.time()
+    now_ms = int(seconds) * 1000 + int(micros) // 1000
+    bound = min(parse_id(checkpoint), (now_ms - int(hot_window * 1000), 0))
+    try:
+        groups: Any = await client.xinfo_groups(stream)
+    except redis.ResponseError as e:
+        if "no such key" in str(e).lower():
+            return (0, 0)
+        raise
+    for group in groups:
+        if int(group["pending"]):
+            summary: Any = await client.xpending(stream, group["name"])
+            floor = parse_id(_text(summary["min"]))
+        else:
+            ms, seq = parse_id(_text(group["last-delivered-id"]))
+            floor = (ms, seq + 1)  # all it was given is acknowledged
+        bound = min(bound, floor)
+    return bound
+
+
+def prune_archive(
+    engine: Engine,
+    older_than: timedelta,
+    *,
+    batch_size: int = 5000,
+    stream: str | None = None,
+) -> int:
+    """Delete archived events older than `older_than` that the projector no longer needs
+    (see the module's docstring); returns how many. Deletes `batch_size` rows per
+    transaction, logging progress at INFO. `stream` defaults to the event log of
+    `AGENTEXEC_KEY_PREFIX`.
+
+    A rebuild of the read model (`agentexec projector --rebuild`) starts from what is left:
+    prune ended activities first (`ax.activity.prune`) so that it does not bring back a part
+    of their history.
+    """
+    if older_than < timedelta(0) or batch_size < 1:
+        raise ConfigurationError(
+            f"prune_archive(older_than={older_than!r}, batch_size={batch_size!r}): use a "
+            "duration >= 0 and a batch size >= 1."
+        )
+    stream = stream or Keys(CONF.key_prefix).events
+    with engine.connect() as conn:
+        checkpoint = conn.execute(
+            select(_checkpoints.c.position).where(_checkpoints.c.name == stream)
+        ).scalar()
+    if checkpoint is None or checkpoint == ORIGIN:
+        logger.info("prune: no checkpoint of %s; no archived event removed", stream)
+        return 0
+    age = max(older_than, timedelta(seconds=CONF.result_ttl))
+    cutoff = int((datetime.now(UTC) - age).timestamp() * 1000)
+    ms, seq = parse_id(str(checkpoint))
+    bound = min((ms, seq + 1), (cutoff, 0))
+    key = tuple_(_archive.c.stream_ms, _archive.c.stream_seq)
+    removable = and_(
+        key < tuple_(*bound),
+        _archive.c.agent_id.not_in(
+            select(_activity.c.agent_id).where(_activity.c.status.not_in(list(TERMINAL)))
+        ),
+    )
+    removed = 0
+    while True:
+        with engine.begin() as conn:
+            last = conn.execute(
+                select(_archive.c.stream_ms, _archive.c.stream_seq)
+                .where(removable)
+                .order_by(_archive.c.stream_ms, _archive.c.stream_seq)
+                .offset(batch_size - 1)
+                .limit(1)
+            ).first()
+            upto = removable if last is None else and_(removable, key <= tuple_(*last))
+            count = conn.execute(delete(_archive).where(upto)).rowcount
+        removed += count
+        if count:
+            logger.info("prune: %d archived events removed so far (below %s-%s)", removed, *bound)
+        if last is None or not count:
+            return removed
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
