@@ -41,6 +41,23 @@ async def list_dead_letters(count: int = 100) -> list[DeadLetter]:
     return [_parse(entry_id, fields) for entry_id, fields in entries]
 
 
+async def trim_dead_letters(retention: float) -> int:
+    """Delete the dead letters older than `retention` seconds (0: keep them all); returns how
+    many. Trimmed by id (`XTRIM MINID`): a dead letter's id is the time it was written."""
+    if retention <= 0:
+        return 0
+    client = get_redis()
+    seconds, micros = await client.time()
+    now_ms = int(seconds) * 1000 + int(micros) // 1000
+    minid = f"{max(0, now_ms - int(retention * 1000))}-0"
+    removed = int(
+        await client.xtrim(Keys(CONF.key_prefix).dead_letters, minid=minid, approximate=False)
+    )
+    if removed:
+        logger.info("removed %d dead letter(s) older than %.0f seconds", removed, retention)
+    return removed
+
+
 def _parse(entry_id: bytes, fields: dict[bytes, bytes]) -> DeadLetter:
     raw = fields.get(events.EVENT_FIELD, b"")
     event: TaskQueued | None = None

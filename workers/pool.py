@@ -19,9 +19,11 @@ from sqlalchemy import Engine
 
 from agentexec import tasks
 from agentexec.config import CONF
+from agentexec.connection import close_redis
 from agentexec.errors import ConfigurationError, TaskDefinitionError
 from agentexec.tasks import TaskDefinition
 
+from .housekeeping import keep_house
 from .schedules import Schedule, run_schedules
 
 if TYPE_CHECKING:
@@ -268,6 +270,9 @@ class _Supervisor:
             )
             scheduler.add_done_callback(self._log_crash)
             self._stop_tasks.append(scheduler)
+        housekeeping = asyncio.ensure_future(keep_house(self.pool.queue_name))
+        housekeeping.add_done_callback(self._log_crash)
+        self._stop_tasks.append(housekeeping)
         failures: dict[int, tuple[int, float]] = {}
         stop = asyncio.ensure_future(self._stop.wait())
         while not self._stop.is_set():
@@ -299,6 +304,7 @@ class _Supervisor:
         for task in self._stop_tasks:
             task.cancel()
         await asyncio.gather(*self._stop_tasks, return_exceptions=True)
+        await close_redis(sync=False)
         await self._stop_workers()
         if projector is not None:
             await projector.stop()

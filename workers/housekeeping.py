@@ -1,0 +1,70 @@
+"""Housekeeping of a pool's Redis keys: what would otherwise pile up for good.
+
+- Consumer names: each worker process reads as `host:pool:slot`, and every pool start picks a
+  new pool id, so the names of workers that exited stay in their queue's consumer group.
+  Those idle for `AGENTEXEC_IDLE_CONSUMER_SECONDS` with no pending entry are removed (one with
+  pending entries stays: its tasks are taken over by the lease logic, then it goes too).
+- Dead letters older than `AGENTEXEC_DEAD_LETTER_RETENTION` (see `workers.deadletters`).
+
+A pool runs a pass when it starts, then every `every` seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from agentexec.batcher import get_batcher
+from agentexec.config import CONF
+from agentexec.connection import REDIS_ERRORS
+from agentexec.scripts import REMOVE_IDLE_CONSUMERS
+from agentexec.streams import WORKERS_GROUP, Keys
+
+from .deadletters import trim_dead_letters
+
+__all__ = ["HOUSEKEEPING_INTERVAL", "keep_house", "remove_idle_consumers"]
+
+logger = logging.getLogger(__name__)
+
+HOUSEKEEPING_INTERVAL = 600.0
+"""Seconds between two passes of a running pool."""
+
+
+async def remove_idle_consumers(queue_name: str, idle_seconds: float) -> list[str]:
+    """Remove the consumers of `queue_name`'s groups idle for `idle_seconds` with no pending
+    entry; returns their names."""
+    keys = Keys(CONF.key_prefix)
+    reply: Any = await get_batcher().run_script(
+        REMOVE_IDLE_CONSUMERS,
+        keys.queues(queue_name),
+        [WORKERS_GROUP, int(idle_seconds * 1000)],
+    )
+    names = [_text(name) for name in reply[1::2]]
+    if names:
+        logger.info(
+            "housekeeping: removed %d idle consumer(s) of queue %r: %s",
+            len(names),
+            queue_name,
+            ", ".join(sorted(set(names))),
+        )
+    return names
+
+
+async def keep_house(queue_name: str, every: float = HOUSEKEEPING_INTERVAL) -> None:
+    """Run a pass now and every `every` seconds until cancelled; a failed pass (Redis
+    unreachable, say) is logged and the next one tries again."""
+    while True:
+        try:
+            await remove_idle_consumers(queue_name, CONF.idle_consumer_seconds)
+            await trim_dead_letters(CONF.dead_letter_retention)
+        except REDIS_ERRORS as e:
+            logger.warning("housekeeping: skipped a pass, Redis unreachable (%s)", e)
+        except Exception:
+            # A background task's boundary: the pool goes on without this pass.
+            logger.exception("housekeeping: pass failed")
+        await asyncio.sleep(every)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
