@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import logging
 import sys
+from datetime import timedelta
 
 import click
 
@@ -146,6 +147,65 @@ def monitor(database_url: str | None, limit: int, duration: float | None, once: 
         run_monitor(database_url=database_url, limit=limit, duration=duration, once=once)
     except KeyboardInterrupt:
         pass
+
+
+_AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_age(text: str) -> timedelta:
+    """`"30d"` -> 30 days; units s, m, h, d, w."""
+    number, unit = text[:-1], text[-1:].lower()
+    if unit not in _AGE_UNITS or not number.isdigit():
+        raise click.BadParameter(
+            f"{text!r} is not a duration; use a whole number and a unit: 90s, 45m, 12h, 30d, 2w"
+        )
+    return timedelta(seconds=int(number) * _AGE_UNITS[unit])
+
+
+@main.command()
+@click.option(
+    "--older-than",
+    "older_than",
+    required=True,
+    help="Remove what ended before this long ago: 30d, 12h, 2w...",
+)
+@click.option(
+    "--archive",
+    is_flag=True,
+    help="Also remove archived events that old (only those the projector no longer needs).",
+)
+@click.option(
+    "--database-url",
+    envvar="AGENTEXEC_DATABASE_URL",
+    help="SQLAlchemy URL of the read model (AGENTEXEC_DATABASE_URL).",
+)
+@click.option("--batch-size", default=1000, show_default=True, help="Rows per transaction.")
+def prune(older_than: str, archive: bool, database_url: str | None, batch_size: int) -> None:
+    """Remove ended activities (and their log rows) older than --older-than; with --archive,
+    archived events too. Queued and running tasks are never removed."""
+    from sqlalchemy import create_engine
+    from sqlalchemy.orm import Session
+
+    from .activity import prune as prune_activities
+    from agentexec.projector.retention import prune_archive
+
+    age = parse_age(older_than)
+    url = database_url or CONF.database_url
+    if url is None:
+        raise click.UsageError(
+            "no database: pass --database-url or set AGENTEXEC_DATABASE_URL, e.g. "
+            "sqlite:///agents.db"
+        )
+    engine = create_engine(url)
+    try:
+        with Session(engine) as session:
+            removed = prune_activities(session, older_than=age, batch_size=batch_size)
+        click.echo(f"removed {removed} ended activities older than {older_than}")
+        if archive:
+            events = prune_archive(engine, age, batch_size=batch_size)
+            click.echo(f"removed {events} archived events older than {older_than}")
+    finally:
+        engine.dispose()
 
 
 from agentexec.api.commands import api  # noqa: E402

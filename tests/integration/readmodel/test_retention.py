@@ -8,12 +8,15 @@ from datetime import UTC, datetime, timedelta
 
 import msgspec
 import pytest
+from click.testing import CliRunner
 from sqlalchemy import Engine, func, select
+from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 from sqlalchemy.orm import Session
 
 import agentexec as ax
 from agentexec import events
 from agentexec.activity.models import Activity, ActivityLog, ArchivedEvent
+from agentexec.cli import main
 from agentexec.connection import get_redis, get_sync_redis
 from agentexec.errors import ConfigurationError
 from agentexec.events import Event
@@ -22,6 +25,8 @@ from agentexec.projector.checkpoints import parse_id
 from agentexec.projector.retention import prune_archive
 from agentexec.streams import Keys
 
+from .conftest import database_url
+from .test_async_reads import async_url
 from .workload import append_all, checkpoint_position, lifecycle, snapshot, traffic
 
 
@@ -171,3 +176,45 @@ async def test_prune_archive_keeps_what_is_above_the_checkpoint(
 def test_prune_rejects_a_negative_age(engine: Engine) -> None:
     with pytest.raises(ConfigurationError, match="older_than"), Session(engine) as session:
         ax.activity.prune(session, older_than=timedelta(days=-1))
+
+
+async def test_the_prune_command(engine: Engine, projector: Projector) -> None:
+    old = old_lifecycle(40)
+    append_at(old, days_ago_ms(40))
+    recent = traffic(30)
+    append_all(recent)
+    await projector.catch_up()
+    url = database_url(engine)
+    runner = CliRunner()
+
+    result = runner.invoke(main, ["prune", "--older-than", "30d", "--database-url", url])
+    assert result.exit_code == 0, result.output
+    assert "removed 1 ended activities older than 30d" in result.output
+    assert count(engine, ArchivedEvent) == len(old) + len(recent)
+
+    args = ["prune", "--older-than", "4w", "--archive", "--database-url", url]
+    result = runner.invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert f"removed {len(old)} archived events older than 4w" in result.output
+    assert count(engine, ArchivedEvent) == len(recent)
+
+
+def test_the_prune_command_rejects_a_bad_duration() -> None:
+    result = CliRunner().invoke(main, ["prune", "--older-than", "30 days"])
+    assert result.exit_code == 2
+    assert "'30 days' is not a duration" in result.output
+
+
+async def test_prune_with_an_async_session(engine: Engine, projector: Projector) -> None:
+    old = old_lifecycle(40)
+    append_at(old, days_ago_ms(40))
+    append_all(traffic(20))
+    await projector.catch_up()
+    async_engine = create_async_engine(async_url(engine))
+    try:
+        async with AsyncSession(async_engine) as session:
+            assert await ax.activity.prune(session, older_than=timedelta(days=30)) == 1
+    finally:
+        await async_engine.dispose()
+    with engine.connect() as conn:
+        assert old[0].agent_id not in set(conn.execute(select(Activity.agent_id)).scalars())
