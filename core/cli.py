@@ -186,8 +186,9 @@ def prune(older_than: str, archive: bool, database_url: str | None, batch_size: 
     from sqlalchemy import create_engine
     from sqlalchemy.orm import Session
 
-    from .activity import prune as prune_activities
     from agentexec.projector.retention import prune_archive
+
+    from .activity import prune as prune_activities
 
     age = parse_age(older_than)
     url = database_url or CONF.database_url
