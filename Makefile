@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 SOURCES := core workers projector api tests
 
-.PHONY: install check format lint typecheck test bench bench-compare demo clean
+.PHONY: install check format lint typecheck test bench bench-compare bench-soak demo clean
 
 $(BIN)/python:
 	$(PY) -m pip install --quiet --upgrade uv
@@ -39,6 +39,10 @@ bench: install
 # Side by side with the peers, each in its own venv under .bench-venvs/ (see docs/benchmarks.md).
 bench-compare: install
 	$(BIN)/python -m tests.bench.compare
+
+# Several minutes of steady traffic: Redis memory, log length and SQL size must stay flat.
+bench-soak: install
+	$(BIN)/python -m tests.bench.soak --minutes 4
 
 demo: install
 	$(BIN)/agentexec --log-level WARNING demo
