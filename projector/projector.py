@@ -15,6 +15,7 @@ import os
 import socket
 import time
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 import redis
@@ -28,7 +29,7 @@ from agentexec.connection import REDIS_ERRORS, Reconnect, get_redis
 from agentexec.errors import ConfigurationError, EventDecodeError, FencedError
 from agentexec.streams import PROJECTOR_GROUP, Keys, ensure_group, is_missing_group
 
-from . import checkpoints, projection, restore
+from . import checkpoints, projection, refusals, restore
 from .ownership import Entries, Lease
 from .projection import Applied
 
@@ -205,10 +206,15 @@ class Projector:
                 await self._wait_for_entries(stop)
             return "idle"
         self._last_seen = checkpoints.later(self._last_seen, entries[-1][0])
-        await self._apply(entries, stop)
+        # Until they are acknowledged, whatever fails: read them again before anything newer.
+        pending, self._pending = self._pending, True
+        if await self._apply(entries, stop):
+            self._pending = pending
         return "applied"
 
-    async def _apply(self, entries: Entries, stop: asyncio.Event) -> None:
+    async def _apply(self, entries: Entries, stop: asyncio.Event) -> bool:
+        """Commit and acknowledge `entries`; False when they are left pending (stopping, or
+        ownership lost during a database outage) for the next read."""
         batch: list[Applied] = []
         undecodable: list[tuple[str, dict[bytes, bytes], str]] = []
         for entry_id, fields in entries:
@@ -222,24 +228,70 @@ class Projector:
         fresh = [u for u in undecodable if checkpoints.after(u[0], self.position)]
         if fresh:
             await self._dead_letter(fresh)
-        while True:
+        parts = [_Part(batch, last)]
+        while parts:
+            part = parts[0]
             try:
                 position = self.position
                 applied = await asyncio.to_thread(
-                    commit, self.engine, self.keys.events, self.name, position, batch, last
+                    commit,
+                    self.engine,
+                    self.keys.events,
+                    self.name,
+                    position,
+                    part.batch,
+                    part.last,
                 )
                 self.applied += applied
-                self.position = checkpoints.later(last, position)
+                self.position = checkpoints.later(part.last, position)
                 self._database_recovered()
-                break
+                parts.pop(0)
             except FencedError as e:
                 logger.warning("projector %s: %s", self.name, e)
                 self.position = e.position or checkpoints.ORIGIN
-            except SQLAlchemyError as e:
+            except Exception as e:  # the batch's boundary: nothing is skipped, whatever failed
+                if part.batch and refusals.refused(e):
+                    parts[:1] = await self._isolate(part, e, dict(entries))
+                    continue
                 await self._database_failed(e, stop)
                 if stop.is_set() or not self._owner:
-                    return  # not acknowledged: the next owner reads these entries again
+                    return False
         await get_redis().xack(self.keys.events, PROJECTOR_GROUP, *[i for i, _ in entries])
+        return True
+
+    async def _isolate(
+        self, part: _Part, error: Exception, fields: dict[str, dict[bytes, bytes] | None]
+    ) -> list[_Part]:
+        """What to commit instead of `part`, which the database refused: its halves; for a
+        single event, its safe form, else nothing (the event is dead-lettered)."""
+        reason = _reason(error)
+        if len(part.batch) > 1:
+            if part.top:
+                logger.warning(
+                    "projector %s: the database refused the batch up to %s (%s); splitting it "
+                    "to find the event it refuses",
+                    self.name,
+                    part.last,
+                    reason,
+                )
+            middle = len(part.batch) // 2
+            return [
+                _Part(part.batch[:middle], part.batch[middle - 1].event_id, top=False),
+                _Part(part.batch[middle:], part.last, top=False),
+            ]
+        applied = part.batch[0]
+        safe = None if part.safe else refusals.storable(applied)
+        if safe is not None:
+            logger.warning(
+                "projector %s: the database refused event %s (%s); stored in a safe form",
+                self.name,
+                applied.event_id,
+                reason,
+            )
+            return [_Part([safe], part.last, top=False, safe=True)]
+        entry = fields.get(applied.event_id) or {events.EVENT_FIELD: applied.data}
+        await self._dead_letter([(applied.event_id, entry, f"the database refused it: {reason}")])
+        return [_Part([], part.last, top=False)]
 
     async def _restore(self) -> None:
         client = get_redis()
@@ -307,14 +359,16 @@ class Projector:
                 await self._lease.release()
         self._owner = False
 
-    async def _database_failed(self, error: SQLAlchemyError, stop: asyncio.Event) -> None:
+    async def _database_failed(self, error: Exception, stop: asyncio.Event) -> None:
         if self._db_down_since is None:
             self._db_down_since = time.monotonic()
             self._db_delay = 0.05
             logger.warning(
                 "projector %s: database unavailable (%s); retrying with backoff",
                 self.name,
-                str(error).splitlines()[0],
+                _reason(error),
+                # Not a database error: a defect, whose traceback is the way to it.
+                exc_info=None if isinstance(error, SQLAlchemyError | OSError) else error,
             )
         await _wait(stop, self._db_delay)
         self._db_delay = min(self._db_delay * 2, 5.0)
@@ -376,6 +430,23 @@ async def _delivered(client: Any, stream: str) -> str | None:
         if group["name"] in (PROJECTOR_GROUP, PROJECTOR_GROUP.encode()):
             return _text(group["last-delivered-id"])
     return None
+
+
+@dataclass(frozen=True)
+class _Part:
+    """Events to commit together, moving the checkpoint to `last`."""
+
+    batch: list[Applied]
+    last: str
+    top: bool = True
+    """The whole batch as read (not a part split off it)."""
+    safe: bool = False
+    """Its one event is in the safe form already."""
+
+
+def _reason(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0] if lines else ''}"
 
 
 def _data(fields: dict[bytes, bytes]) -> bytes:
