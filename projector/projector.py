@@ -29,7 +29,7 @@ from agentexec.connection import REDIS_ERRORS, Reconnect, get_redis
 from agentexec.errors import ConfigurationError, EventDecodeError, FencedError
 from agentexec.streams import PROJECTOR_GROUP, Keys, ensure_group, is_missing_group
 
-from . import checkpoints, projection, refusals, restore
+from . import checkpoints, floor, projection, refusals, restore
 from .ownership import Entries, Lease
 from .projection import Applied
 
@@ -178,6 +178,10 @@ class Projector:
                 self.position,
             )
             await client.set(self.keys.restore_due, self.position)
+        if self.position != checkpoints.ORIGIN and (
+            delivered is None or checkpoints.after(self.position, delivered)
+        ):
+            await self._lift(after=delivered)
         await ensure_group(client, self.keys.events, PROJECTOR_GROUP, start=self.position)
         self._last_seen = delivered or self.position
         self._restore_due = bool(await client.exists(self.keys.restore_due))
@@ -225,6 +229,13 @@ class Projector:
             except EventDecodeError as e:
                 undecodable.append((entry_id, fields, str(e)))
         last = entries[-1][0]
+        stale = [a.event_id for a in batch if not checkpoints.after(a.event_id, self.position)]
+        if stale:
+            # Delivered again after a crash, and archived; or appended below the checkpoint
+            # after Redis lost the log, and never seen: those are lifted above it.
+            known = await asyncio.to_thread(floor.archived, self.engine, stale)
+            lifted = await self._lift(ids=[i for i in stale if i not in known])
+            batch = [a for a in batch if a.event_id not in lifted]
         fresh = [u for u in undecodable if checkpoints.after(u[0], self.position)]
         if fresh:
             await self._dead_letter(fresh)
@@ -292,6 +303,43 @@ class Projector:
         entry = fields.get(applied.event_id) or {events.EVENT_FIELD: applied.data}
         await self._dead_letter([(applied.event_id, entry, f"the database refused it: {reason}")])
         return [_Part([], part.last, top=False)]
+
+    async def _lift(self, *, after: str | None = None, ids: list[str] | None = None) -> set[str]:
+        """Keep the log's ids above the checkpoint (see `floor`); returns the ids of the
+        entries appended again above it (their originals are deleted)."""
+        if ids is not None and not ids:
+            return set()
+        raised, moved = await floor.lift(
+            get_redis(),
+            self.engine,
+            self.keys.events,
+            PROJECTOR_GROUP,
+            self.position,
+            after=after,
+            ids=ids,
+        )
+        if raised:
+            logger.warning(
+                "projector %s: the last id of %s was below the checkpoint %s (Redis lost the "
+                "log, and its clock is behind the archived ids); raised it to the checkpoint, "
+                "so that new events get ids above it",
+                self.name,
+                self.keys.events,
+                self.position,
+            )
+        if moved:
+            logger.warning(
+                "projector %s: %d entries of %s arrived below the checkpoint %s and are not in "
+                "the archive; appended them again above it, in their order (%s became %s%s)",
+                self.name,
+                len(moved),
+                self.keys.events,
+                self.position,
+                moved[0][0],
+                moved[0][1],
+                ", ..." if len(moved) > 1 else "",
+            )
+        return {old for old, _ in moved}
 
     async def _restore(self) -> None:
         client = get_redis()
