@@ -229,7 +229,8 @@ class Projector:
             except EventDecodeError as e:
                 undecodable.append((entry_id, fields, str(e)))
         last = entries[-1][0]
-        stale = [a.event_id for a in batch if not checkpoints.after(a.event_id, self.position)]
+        start = checkpoints.parse_id(self.position)
+        stale = [a.event_id for a in batch if a.position <= start]
         if stale:
             # Delivered again after a crash, and archived; or appended below the checkpoint
             # after Redis lost the log, and never seen: those are lifted above it.
