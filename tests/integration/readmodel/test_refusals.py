@@ -23,7 +23,7 @@ from agentexec.projector import Projector, projection
 from agentexec.projector.rebuild import rebuild
 from agentexec.streams import PROJECTOR_GROUP, Keys
 
-from .conftest import database_url
+from .conftest import PostgresSchema, database_url
 from .test_faults import ProjectorProcess
 from .workload import append_all, checkpoint_position, lifecycle, snapshot, wait_until
 
@@ -149,4 +149,25 @@ async def test_the_rebuild_command_goes_past_a_refused_event(
         process.close()
     assert count(engine, Activity) == 10
     assert count(engine, ArchivedEvent) == len(evs) - 1
+    await close_redis()
+
+
+@pytest.mark.postgres
+async def test_an_error_from_below_sqlalchemy_never_skips_a_batch(
+    postgres: PostgresSchema, redis_conf: str
+) -> None:
+    """Issue 12's reproduction: a task name longer than its column fails the COPY of the
+    archive rows with psycopg's own error; the whole batch (7 of 10 tasks) was skipped."""
+    postgres.truncate()
+    tasks = [uuid.UUID(int=i + 1, version=4) for i in range(10)]
+    lives = [
+        lifecycle(aid, task_name=LONG_NAME if i == 3 else "research") for i, aid in enumerate(tasks)
+    ]
+    evs = [life[step] for step in range(5) for life in lives if step < len(life)]
+    last = append_all(evs)
+    await Projector(postgres.engine, batch_size=7).catch_up(timeout=60)
+    assert checkpoint_position(postgres.engine) == last
+    with postgres.engine.connect() as conn:
+        assert set(conn.execute(select(Activity.agent_id)).scalars()) == set(tasks)
+    assert count(postgres.engine, ArchivedEvent) == len(evs)
     await close_redis()
