@@ -3,7 +3,9 @@
 Each batch is one SQL transaction holding the checkpoint move, the archive rows and the
 read-model changes; entries are acknowledged in Redis only after it commits. A crash at any
 point leaves entries pending (not acknowledged), and the next owner re-reads them; those at or
-below the checkpoint are skipped, so nothing is applied twice or lost.
+below the checkpoint are skipped, so nothing is applied twice or lost. A batch that fails is
+read again, whatever the error; one the database refuses is split (see `refusals`), and
+entries below the checkpoint that the archive lacks are appended again above it (`floor`).
 """
 
 from __future__ import annotations
