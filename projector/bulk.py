@@ -15,6 +15,7 @@ from typing import Any
 import msgspec
 from sqlalchemy import Connection, Table, bindparam, text, update
 from sqlalchemy.dialects import sqlite
+from sqlalchemy.exc import DBAPIError
 
 __all__ = ["chunks", "copy_supported", "insert_new", "upsert"]
 
@@ -24,7 +25,8 @@ _MAX_PARAMS = 30_000
 
 def insert_new(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
     """Insert `rows` that the caller knows are new: through COPY on PostgreSQL with psycopg,
-    the fastest path there is. A row that exists after all raises IntegrityError."""
+    the fastest path there is. A row that exists after all raises IntegrityError; every
+    driver error is raised as SQLAlchemy's wrapper of it."""
     if not rows:
         return
     if not copy_supported(conn):
@@ -38,9 +40,15 @@ def insert_new(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> No
         f"({', '.join(preparer.quote(n) for n in names)}) FROM STDIN"
     )
     driver: Any = conn.connection.driver_connection
-    with driver.cursor() as cursor, cursor.copy(sql) as copy:
-        for row in rows:
-            copy.write_row([row[n] for n in names])
+    dbapi: Any = conn.dialect.loaded_dbapi
+    try:
+        with driver.cursor() as cursor, cursor.copy(sql) as copy:
+            for row in rows:
+                copy.write_row([row[n] for n in names])
+    except dbapi.Error as e:
+        # COPY runs on the driver's own connection, below SQLAlchemy: raise its error the way
+        # SQLAlchemy would (IntegrityError, DataError...), so callers tell the kinds apart.
+        raise DBAPIError.instance(sql, None, e, dbapi.Error, dialect=conn.dialect) from e
 
 
 def copy_supported(conn: Connection) -> bool:

@@ -3,7 +3,9 @@
 Each batch is one SQL transaction holding the checkpoint move, the archive rows and the
 read-model changes; entries are acknowledged in Redis only after it commits. A crash at any
 point leaves entries pending (not acknowledged), and the next owner re-reads them; those at or
-below the checkpoint are skipped, so nothing is applied twice or lost.
+below the checkpoint are skipped, so nothing is applied twice or lost. A batch that fails is
+read again, whatever the error; one the database refuses is split (see `refusals`), and
+entries below the checkpoint that the archive lacks are appended again above it (`floor`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import os
 import socket
 import time
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 import redis
@@ -28,7 +31,7 @@ from agentexec.connection import REDIS_ERRORS, Reconnect, get_redis
 from agentexec.errors import ConfigurationError, EventDecodeError, FencedError
 from agentexec.streams import PROJECTOR_GROUP, Keys, ensure_group, is_missing_group
 
-from . import checkpoints, projection, restore
+from . import checkpoints, floor, projection, refusals, restore
 from .ownership import Entries, Lease
 from .projection import Applied
 from .retention import LogRetention
@@ -180,6 +183,10 @@ class Projector:
                 self.position,
             )
             await client.set(self.keys.restore_due, self.position)
+        if self.position != checkpoints.ORIGIN and (
+            delivered is None or checkpoints.after(self.position, delivered)
+        ):
+            await self._lift(after=delivered)
         await ensure_group(client, self.keys.events, PROJECTOR_GROUP, start=self.position)
         self._last_seen = delivered or self.position
         self._restore_due = bool(await client.exists(self.keys.restore_due))
@@ -208,10 +215,15 @@ class Projector:
                 await self._wait_for_entries(stop)
             return "idle"
         self._last_seen = checkpoints.later(self._last_seen, entries[-1][0])
-        await self._apply(entries, stop)
+        # Until they are acknowledged, whatever fails: read them again before anything newer.
+        pending, self._pending = self._pending, True
+        if await self._apply(entries, stop):
+            self._pending = pending
         return "applied"
 
-    async def _apply(self, entries: Entries, stop: asyncio.Event) -> None:
+    async def _apply(self, entries: Entries, stop: asyncio.Event) -> bool:
+        """Commit and acknowledge `entries`; False when they are left pending (stopping, or
+        ownership lost during a database outage) for the next read."""
         batch: list[Applied] = []
         undecodable: list[tuple[str, dict[bytes, bytes], str]] = []
         for entry_id, fields in entries:
@@ -222,28 +234,119 @@ class Projector:
             except EventDecodeError as e:
                 undecodable.append((entry_id, fields, str(e)))
         last = entries[-1][0]
+        start = checkpoints.parse_id(self.position)
+        stale = [a.event_id for a in batch if a.position <= start]
+        if stale:
+            # Delivered again after a crash, and archived; or appended below the checkpoint
+            # after Redis lost the log, and never seen: those are lifted above it.
+            known = await asyncio.to_thread(floor.archived, self.engine, stale)
+            lifted = await self._lift(ids=[i for i in stale if i not in known])
+            batch = [a for a in batch if a.event_id not in lifted]
         fresh = [u for u in undecodable if checkpoints.after(u[0], self.position)]
         if fresh:
             await self._dead_letter(fresh)
-        while True:
+        parts = [_Part(batch, last)]
+        while parts:
+            part = parts[0]
             try:
                 position = self.position
                 applied = await asyncio.to_thread(
-                    commit, self.engine, self.keys.events, self.name, position, batch, last
+                    commit,
+                    self.engine,
+                    self.keys.events,
+                    self.name,
+                    position,
+                    part.batch,
+                    part.last,
                 )
                 self.applied += applied
-                self.position = checkpoints.later(last, position)
+                self.position = checkpoints.later(part.last, position)
                 self._database_recovered()
-                break
+                parts.pop(0)
             except FencedError as e:
                 logger.warning("projector %s: %s", self.name, e)
                 self.position = e.position or checkpoints.ORIGIN
-            except SQLAlchemyError as e:
+            except Exception as e:  # the batch's boundary: nothing is skipped, whatever failed
+                if part.batch and refusals.refused(e):
+                    parts[:1] = await self._isolate(part, e, dict(entries))
+                    continue
                 await self._database_failed(e, stop)
                 if stop.is_set() or not self._owner:
-                    return  # not acknowledged: the next owner reads these entries again
+                    return False
         await get_redis().xack(self.keys.events, PROJECTOR_GROUP, *[i for i, _ in entries])
         await self.retention.after_commit(get_redis(), self.position)
+        return True
+
+    async def _isolate(
+        self, part: _Part, error: Exception, fields: dict[str, dict[bytes, bytes] | None]
+    ) -> list[_Part]:
+        """What to commit instead of `part`, which the database refused: its halves; for a
+        single event, its safe form, else nothing (the event is dead-lettered)."""
+        reason = _reason(error)
+        if len(part.batch) > 1:
+            if part.top:
+                logger.warning(
+                    "projector %s: the database refused the batch up to %s (%s); splitting it "
+                    "to find the event it refuses",
+                    self.name,
+                    part.last,
+                    reason,
+                )
+            middle = len(part.batch) // 2
+            return [
+                _Part(part.batch[:middle], part.batch[middle - 1].event_id, top=False),
+                _Part(part.batch[middle:], part.last, top=False),
+            ]
+        applied = part.batch[0]
+        safe = None if part.safe else refusals.storable(applied)
+        if safe is not None:
+            logger.warning(
+                "projector %s: the database refused event %s (%s); stored in a safe form",
+                self.name,
+                applied.event_id,
+                reason,
+            )
+            return [_Part([safe], part.last, top=False, safe=True)]
+        entry = fields.get(applied.event_id) or {events.EVENT_FIELD: applied.data}
+        await self._dead_letter([(applied.event_id, entry, f"the database refused it: {reason}")])
+        return [_Part([], part.last, top=False)]
+
+    async def _lift(self, *, after: str | None = None, ids: list[str] | None = None) -> set[str]:
+        """Keep the log's ids above the checkpoint (see `floor`); returns the ids of the
+        entries appended again above it (their originals are deleted)."""
+        if ids is not None and not ids:
+            return set()
+        raised, moved = await floor.lift(
+            get_redis(),
+            self.engine,
+            self.keys.events,
+            PROJECTOR_GROUP,
+            self.position,
+            after=after,
+            ids=ids,
+        )
+        if raised:
+            logger.warning(
+                "projector %s: the last id of %s was below the checkpoint %s (Redis lost the "
+                "log, and its clock is behind the archived ids); raised it to the checkpoint, "
+                "so that new events get ids above it",
+                self.name,
+                self.keys.events,
+                self.position,
+            )
+        if moved:
+            logger.warning(
+                "projector %s: %d entries of %s arrived below the checkpoint %s and are not in "
+                "the archive; appended them again above it, in their order (%s became %s%s)",
+                self.name,
+                len(moved),
+                self.keys.events,
+                self.position,
+                moved[0][0],
+                moved[0][1],
+                ", ..." if len(moved) > 1 else "",
+            )
+        return {old for old, _ in moved}
 
     async def _restore(self) -> None:
         client = get_redis()
@@ -311,14 +414,16 @@ class Projector:
                 await self._lease.release()
         self._owner = False
 
-    async def _database_failed(self, error: SQLAlchemyError, stop: asyncio.Event) -> None:
+    async def _database_failed(self, error: Exception, stop: asyncio.Event) -> None:
         if self._db_down_since is None:
             self._db_down_since = time.monotonic()
             self._db_delay = 0.05
             logger.warning(
                 "projector %s: database unavailable (%s); retrying with backoff",
                 self.name,
-                str(error).splitlines()[0],
+                _reason(error),
+                # Not a database error: a defect, whose traceback is the way to it.
+                exc_info=None if isinstance(error, SQLAlchemyError | OSError) else error,
             )
         await _wait(stop, self._db_delay)
         self._db_delay = min(self._db_delay * 2, 5.0)
@@ -380,6 +485,23 @@ async def _delivered(client: Any, stream: str) -> str | None:
         if group["name"] in (PROJECTOR_GROUP, PROJECTOR_GROUP.encode()):
             return _text(group["last-delivered-id"])
     return None
+
+
+@dataclass(frozen=True)
+class _Part:
+    """Events to commit together, moving the checkpoint to `last`."""
+
+    batch: list[Applied]
+    last: str
+    top: bool = True
+    """The whole batch as read (not a part split off it)."""
+    safe: bool = False
+    """Its one event is in the safe form already."""
+
+
+def _reason(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0] if lines else ''}"
 
 
 def _data(fields: dict[bytes, bytes]) -> bytes:

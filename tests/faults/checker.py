@@ -5,6 +5,7 @@
    archive, which holds every projected event, and the Redis log, all of which is projected
    by then). No duplicate is allowed: the finish script refuses a second outcome. No event
    is in the log twice (byte for byte): scripts run again after a lost reply do not append.
+   No entry of the Redis log was skipped: each is archived or dead-lettered with its id.
 2. No task ran to completion twice: the ledger (one line per handler run that reached its
    end) has one line per completed task, except where the test says the fault allows a
    rerun (a worker killed or frozen after its handler returned: delivery is at least once).
@@ -18,7 +19,6 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
 import time
 from collections import Counter
 from pathlib import Path
@@ -34,7 +34,6 @@ from agentexec.events import ACTIVE, TERMINAL, Status
 from agentexec.projector.rebuild import rebuild
 from agentexec.streams import WORKERS_GROUP
 from tests.faults.cluster import Cluster
-from tests.integration.readmodel.conftest import sqlite_engine
 from tests.integration.readmodel.workload import checkpoint_position, snapshot, wait_until
 
 TERMINAL_EVENTS = (events.TaskCompleted, events.TaskFailed, events.TaskCanceled)
@@ -134,6 +133,28 @@ async def check(
             problems.append(f"{aid}: read model says {row.status}, result says {ended[aid]}")
         if terminal_events[aid] != 1:
             problems.append(f"{aid}: {terminal_events[aid]} terminal events in the log")
+    # Nothing the Redis log holds was skipped by the projector: every entry is archived, or
+    # dead-lettered with its id.
+    with cluster.engine.connect() as conn:
+        archived_ids = {
+            f"{ms}-{seq}"
+            for ms, seq in conn.execute(select(ArchivedEvent.stream_ms, ArchivedEvent.stream_seq))
+        }
+    letters = {
+        fields[b"id"].decode()
+        for _, fields in await client.xrange(cluster.keys.dead_letters)
+        if b"id" in fields
+    }
+    known = archived_ids | letters
+    skipped = [
+        entry_id.decode()
+        for entry_id, _ in await client.xrange(cluster.keys.events)
+        if entry_id.decode() not in known
+    ]
+    if skipped:
+        problems.append(
+            f"{len(skipped)} log entries neither archived nor dead-lettered: {skipped[:5]}"
+        )
     # No event was appended twice: a script run again after its reply was lost finds the
     # event its first run appended (the same bytes: encoded once) instead of appending it.
     for data, count in Counter(archived_data).items():
@@ -184,14 +205,12 @@ async def check(
     assert not problems, "\n".join(problems[:30])
 
     # 4. The read model equals a rebuild from the log, in a fresh copy of the database.
-    copy = cluster.tmp / "rebuilt.db"
-    shutil.copyfile(cluster.db_path, copy)
-    fresh = sqlite_engine(copy)
+    fresh, dispose = cluster.copy_database()
     try:
         started = time.monotonic()
         await rebuild(fresh, timeout=60)
         assert snapshot(fresh, checkpoint=True) == snapshot(cluster.engine, checkpoint=True)
         assert time.monotonic() - started < 60
     finally:
-        fresh.dispose()
+        dispose()
     cluster.finish()

@@ -5,20 +5,25 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import Engine, text
+
 import agentexec as ax
 from agentexec import events
+from agentexec.activity.models import Base
 from agentexec.connection import close_redis, get_redis
 from agentexec.embedded import EmbeddedRedis
 from agentexec.streams import Keys
 from tests.faults.app import Job
-from tests.integration.readmodel.conftest import sqlite_engine
+from tests.integration.readmodel.conftest import PostgresSchema, sqlite_engine
 from tests.integration.readmodel.test_faults import AGENTEXEC, ProjectorProcess
 from tests.support.waiting import async_wait_for
 
@@ -96,11 +101,16 @@ class Figures:
 
 
 class Cluster:
-    def __init__(self, tmp_path: Path, fault: str) -> None:
+    def __init__(self, tmp_path: Path, fault: str, *, postgres: bool = False) -> None:
         self.tmp = tmp_path
         self.redis = EmbeddedRedis(appendonly=True).start()
         self.db_path = tmp_path / "readmodel.db"
-        self.engine = sqlite_engine(self.db_path)
+        self.postgres = PostgresSchema() if postgres else None
+        """The read model's schema on the test PostgreSQL server; None: SQLite at `db_path`."""
+        self.engine = sqlite_engine(self.db_path) if self.postgres is None else self.postgres.engine
+        self.database_url = (
+            f"sqlite:///{self.db_path}" if self.postgres is None else self.postgres.schema_url
+        )
         self.ledger = str(tmp_path / "ledger")
         self.keys = Keys(ax.CONF.key_prefix)
         self.redis_url = self.redis.url
@@ -128,7 +138,7 @@ class Cluster:
             **SETTINGS,
             "AGENTEXEC_REDIS_URL": self.redis_url,
             "AGENTEXEC_KEY_PREFIX": ax.CONF.key_prefix,
-            "AGENTEXEC_DATABASE_URL": f"sqlite:///{self.db_path}",
+            "AGENTEXEC_DATABASE_URL": self.database_url,
             **extra,
         }
 
@@ -143,7 +153,7 @@ class Cluster:
         saved = dict(os.environ)
         os.environ.update(self.env())
         try:
-            projector = ProjectorProcess(f"sqlite:///{self.db_path}", *extra)
+            projector = ProjectorProcess(self.database_url, *extra)
         finally:
             os.environ.clear()
             os.environ.update(saved)
@@ -155,6 +165,24 @@ class Cluster:
         for projector in self.projectors:
             if projector.process.poll() is None:
                 await asyncio.to_thread(projector.stop)
+
+    def copy_database(self) -> tuple[Engine, Callable[[], None]]:
+        """A copy of the read model's database, and what disposes of it."""
+        if self.postgres is None:
+            copy = self.tmp / "rebuilt.db"
+            shutil.copyfile(self.db_path, copy)
+            engine = sqlite_engine(copy)
+            return engine, engine.dispose
+        schema = PostgresSchema()
+        with schema.engine.begin() as conn:
+            for table in Base.metadata.sorted_tables:
+                conn.execute(
+                    text(
+                        f'INSERT INTO "{schema.name}"."{table.name}" '
+                        f'SELECT * FROM "{self.postgres.name}"."{table.name}"'
+                    )
+                )
+        return schema.engine, schema.drop
 
     def marker(self) -> str:
         self._markers += 1
@@ -189,6 +217,8 @@ class Cluster:
             await asyncio.to_thread(projector.close)
         await close_redis()
         self.engine.dispose()
+        if self.postgres is not None:
+            self.postgres.drop()
         self.redis.close()
 
 

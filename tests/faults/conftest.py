@@ -21,7 +21,8 @@ _figures: list[Figures] = []
 @pytest.fixture
 async def cluster(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Cluster]:
     fault = request.node.get_closest_marker("fault")
-    cluster = Cluster(tmp_path, fault.args[0] if fault else request.node.name)
+    postgres = request.node.get_closest_marker("postgres") is not None
+    cluster = Cluster(tmp_path, fault.args[0] if fault else request.node.name, postgres=postgres)
     try:
         yield cluster
     finally:
