@@ -41,7 +41,7 @@ from pydantic import BaseModel, TypeAdapter
 from . import events
 from .batcher import get_batcher
 from .config import CONF
-from .errors import ConfigurationError, ContextError, TaskDefinitionError
+from .errors import ConfigurationError, ContextError, InvalidNameError, TaskDefinitionError
 from .events import (
     PipelineStepFinished,
     PipelineStepStarted,
@@ -51,6 +51,7 @@ from .events import (
     TaskFailed,
     TaskQueued,
 )
+from .limits import check_name
 from .queue import run_enqueue_script, serialise_context
 from .results import Outcome
 from .scripts import ENQUEUE_PIPELINE
@@ -279,6 +280,10 @@ class Pipeline:
         )
 
     def _define(self, cls: type[PipelineBase], name: str) -> None:
+        try:
+            check_name(name, "pipeline name")  # its runs' task name
+        except InvalidNameError as e:
+            raise TaskDefinitionError(f"class {cls.__qualname__}: {e}") from None
         if self._cls is not None:
             raise TaskDefinitionError(
                 f"class {cls.__qualname__}: this pipeline already has its steps in "
