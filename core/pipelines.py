@@ -51,7 +51,7 @@ from .events import (
     TaskFailed,
     TaskQueued,
 )
-from .limits import check_name
+from .limits import check_name, describe_exception
 from .queue import run_enqueue_script, serialise_context
 from .results import Outcome
 from .scripts import ENQUEUE_PIPELINE
@@ -425,7 +425,7 @@ def advance(queued: TaskQueued, outcome: Outcome) -> Sequence[Write]:
         cause = str(e)
         logger.warning("pipeline %s, run %s: %s", ref.pipeline, ref.run_id, cause)
     except Exception as e:
-        cause = f"{type(e).__name__}: {e}"
+        cause = describe_exception(e)
         logger.exception("pipeline %s, run %s: its transition raised", ref.pipeline, ref.run_id)
     return _cannot_go_on(pipeline, ref, queued, outcome, cause)
 

@@ -52,6 +52,12 @@ def leaky_failure(agent_id: UUID, context: Runs) -> None:
     )
 
 
+@pool.task("surrogate_result", max_retries=0)
+async def surrogate_result(agent_id: UUID, context: Runs) -> str:
+    _count(context)
+    return "bad \udc80 result"
+
+
 @pool.task("awkward_progress")
 async def awkward_progress(agent_id: UUID, context: Runs) -> str:
     _count(context)

@@ -73,6 +73,15 @@ async def test_a_failure_with_an_unencodable_message_is_recorded_once(
     assert logs[-1] == "Task failed with error: ValueError: bad \\udc80 text"
 
 
+async def test_a_result_that_cannot_be_encoded_fails_the_task_once(
+    engine: Engine, projector: Projector, edges_pool: ax.Pool, tmp_path: Path
+) -> None:
+    agent_id, error = await _fail_once("surrogate_result", tmp_path / "runs")
+    assert "cannot be stored" in error.error and "\\udc80" in error.error
+    await asyncio.wait_for(projector.catch_up(), 60)
+    assert _row(engine, agent_id)[0].error == error.error
+
+
 async def test_a_failure_whose_str_raises_is_recorded_once(
     engine: Engine, projector: Projector, edges_pool: ax.Pool, tmp_path: Path
 ) -> None:
