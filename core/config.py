@@ -79,6 +79,10 @@ class Settings(BaseSettings):
     """A worker consumer name idle for this long with no task pending is removed from its
     queue's consumer group (names of workers that exited)."""
 
+    max_message_bytes: int = Field(default=64 * 1024, ge=1024)
+    """Largest progress message or error text an event records, in UTF-8 bytes. Longer text
+    is cut, not refused (a task must not fail for its own progress report), and ends with a
+    marker that says so."""
     max_event_summary_chars: int = Field(default=500, ge=32)
     """Longest text an agent event carries (tool arguments, self-reported messages); longer
     text is cut and marked with an ellipsis."""
@@ -120,6 +124,22 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"AGENTEXEC_KEY_PREFIX has value {value!r}; use a non-empty name without "
                 "braces (braces are Redis Cluster hash tags)."
+            )
+        if len(value) > 200:
+            raise ValueError(
+                f"AGENTEXEC_KEY_PREFIX has value {value[:40]!r}... of {len(value)} characters; "
+                "use at most 200 (the projector's checkpoint is named after it)."
+            )
+        return value
+
+    @field_validator("queue_name")
+    @classmethod
+    def _storable_queue_name(cls, value: str) -> str:
+        if "{" in value or "}" in value or len(value) > 255:
+            raise ValueError(
+                f"AGENTEXEC_QUEUE_NAME has value {value[:40]!r} ({len(value)} characters); "
+                "use at most 255 characters (the read model's column) and no braces (a "
+                "queue's keys carry its name as their Redis Cluster hash tag)."
             )
         return value
 

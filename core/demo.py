@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 from . import activity, events
 from .config import CONF
 from .connection import close_redis, get_redis
+from .credentials import redact_url
 from .embedded import EmbeddedRedis
 from .queue import enqueue
 from .streams import Keys
@@ -130,7 +131,9 @@ def run_demo(count: int = 6, database: str = "agentexec-demo.db") -> None:
     Base.metadata.drop_all(engine)
     Base.metadata.create_all(engine)
     pool.engine = engine
-    console.print(f"[bold]agentexec demo[/]: Redis {CONF.redis_url}, SQLite file {database}")
+    console.print(
+        f"[bold]agentexec demo[/]: Redis {redact_url(CONF.redis_url)}, SQLite file {database}"
+    )
     pool.start()
     try:
         results = asyncio.run(_watch(console, count))

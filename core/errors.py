@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from .credentials import redact_text
+
 
 class AgentexecError(Exception):
     """Base class of every error agentexec raises on purpose."""
@@ -17,6 +19,11 @@ class TaskDefinitionError(ConfigurationError):
     """A `@pool.task` handler does not have the shape agentexec needs."""
 
 
+class InvalidNameError(ConfigurationError, ValueError):
+    """A task, queue, pipeline or tracker name the read model cannot store: empty, longer than
+    its column, or holding a NUL or an unencodable character; raised where it is declared."""
+
+
 class ContextError(AgentexecError, TypeError):
     """A context passed to `enqueue` is not of the registered type, cannot be serialised or
     is larger than `AGENTEXEC_MAX_CONTEXT_BYTES`."""
@@ -27,7 +34,13 @@ class UnknownTaskError(AgentexecError, LookupError):
 
 
 class RedisUnavailableError(AgentexecError, ConnectionError):
-    """Redis could not be reached; raised from the Redis client error."""
+    """Redis could not be reached; raised from the Redis client error.
+
+    The message never shows a password: URLs in it are redacted (`redis://user:***@host`),
+    as it may end up in a task's recorded error and in logs."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(redact_text(message))
 
 
 class TaskFailedError(AgentexecError):

@@ -15,6 +15,7 @@ from uuid import UUID
 import msgspec
 
 from .errors import EventDecodeError
+from .limits import recordable, storable
 
 SCHEMA_VERSION = 1
 NULL = msgspec.Raw(b"null")
@@ -254,7 +255,52 @@ _decoder = msgspec.json.Decoder(AnyEvent)
 
 
 def encode(event: Event) -> bytes:
-    return _encoder.encode(event)
+    """The event's JSON, as every event is recorded: its `message` and `error` texts made
+    `recordable` (bounded, storable, credentials redacted), and any other text that no
+    database can store (a NUL, a lone surrogate) escaped, so that any event can be encoded."""
+    event = _with_recordable_texts(event)
+    try:
+        data = _encoder.encode(event)
+    except UnicodeEncodeError:
+        return _encoder.encode(_storable(event))
+    # msgspec spells NUL `\u0000`; a match may also be an escaped backslash or inside a Raw
+    # payload, which `_storable` leaves alone: the rare false alarm costs a second encode.
+    if b"\\u0000" in data:
+        return _encoder.encode(_storable(event))
+    return data
+
+
+def _with_recordable_texts(event: Event) -> Event:
+    changes: dict[str, str] = {}
+    if event.message:
+        message = recordable(event.message)
+        if message is not event.message:
+            changes["message"] = message
+    error = getattr(event, "error", None)
+    if isinstance(error, str) and error:
+        shown = recordable(error)
+        if shown is not error:
+            changes["error"] = shown
+    return msgspec.structs.replace(event, **changes) if changes else event
+
+
+def _storable(value: Any) -> Any:
+    """`value` with every string in it (in fields, lists and dict keys and values) `storable`."""
+    if isinstance(value, str):
+        return storable(value)
+    if isinstance(value, msgspec.Struct):
+        changes = {}
+        for name in value.__struct_fields__:
+            field = getattr(value, name)
+            clean = _storable(field)
+            if clean is not field:
+                changes[name] = clean
+        return msgspec.structs.replace(value, **changes) if changes else value
+    if isinstance(value, dict):
+        return {_storable(k): _storable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_storable(v) for v in value]
+    return value
 
 
 def decode(data: bytes) -> AnyEvent:

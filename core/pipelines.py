@@ -41,7 +41,7 @@ from pydantic import BaseModel, TypeAdapter
 from . import events
 from .batcher import get_batcher
 from .config import CONF
-from .errors import ConfigurationError, ContextError, TaskDefinitionError
+from .errors import ConfigurationError, ContextError, InvalidNameError, TaskDefinitionError
 from .events import (
     PipelineStepFinished,
     PipelineStepStarted,
@@ -51,6 +51,7 @@ from .events import (
     TaskFailed,
     TaskQueued,
 )
+from .limits import check_name, describe_exception
 from .queue import run_enqueue_script, serialise_context
 from .results import Outcome
 from .scripts import ENQUEUE_PIPELINE
@@ -279,6 +280,10 @@ class Pipeline:
         )
 
     def _define(self, cls: type[PipelineBase], name: str) -> None:
+        try:
+            check_name(name, "pipeline name")  # its runs' task name
+        except InvalidNameError as e:
+            raise TaskDefinitionError(f"class {cls.__qualname__}: {e}") from None
         if self._cls is not None:
             raise TaskDefinitionError(
                 f"class {cls.__qualname__}: this pipeline already has its steps in "
@@ -420,7 +425,7 @@ def advance(queued: TaskQueued, outcome: Outcome) -> Sequence[Write]:
         cause = str(e)
         logger.warning("pipeline %s, run %s: %s", ref.pipeline, ref.run_id, cause)
     except Exception as e:
-        cause = f"{type(e).__name__}: {e}"
+        cause = describe_exception(e)
         logger.exception("pipeline %s, run %s: its transition raised", ref.pipeline, ref.run_id)
     return _cannot_go_on(pipeline, ref, queued, outcome, cause)
 

@@ -15,14 +15,19 @@ from . import events, tasks
 from .batcher import get_batcher
 from .config import CONF
 from .connection import REDIS_ERRORS, Reconnect
+from .credentials import redact_url
 from .errors import ContextError, RedisUnavailableError
 from .events import Priority, TaskCancelRequested, TaskQueued
+from .limits import check_name, check_queue_name
 from .scripts import CANCEL, ENQUEUE, ENQUEUE_LATER, Script
 from .streams import AGENT_TTL, Keys, delayed_member
 from .tasks import Task
 
 
 def _resolve_queue(task_name: str, context: Any, queue_name: str | None) -> str:
+    check_name(task_name, "task name")
+    if queue_name is not None:
+        check_queue_name(queue_name)
     if not isinstance(context, BaseModel):
         raise ContextError(
             f"enqueue({task_name!r}, ...): context is a {type(context).__name__}, not a "
@@ -183,7 +188,7 @@ async def run_enqueue_script(
         except REDIS_ERRORS as e:
             if time.monotonic() >= deadline:
                 raise RedisUnavailableError(
-                    f"{what}: Redis at {CONF.redis_url} was unreachable for "
+                    f"{what}: Redis at {redact_url(CONF.redis_url)} was unreachable for "
                     f"{CONF.enqueue_timeout}s (AGENTEXEC_ENQUEUE_TIMEOUT): {e}. {consequence}"
                 ) from e
             await _outage.failed(e)
@@ -227,6 +232,6 @@ async def cancel(agent_id: UUID | str) -> bool:
         )
     except REDIS_ERRORS as e:
         raise RedisUnavailableError(
-            f"cancel({aid}): Redis at {CONF.redis_url} is unreachable: {e}"
+            f"cancel({aid}): Redis at {redact_url(CONF.redis_url)} is unreachable: {e}"
         ) from e
     return reply is not None

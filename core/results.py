@@ -25,6 +25,7 @@ from .config import CONF
 from .connection import REDIS_ERRORS, Reconnect, get_redis
 from .errors import TaskFailedError
 from .events import NULL
+from .limits import recordable
 from .streams import Keys
 from .tasks import Task
 
@@ -42,6 +43,18 @@ class Outcome(msgspec.Struct, frozen=True, omit_defaults=True):
 
 
 outcome_encoder = msgspec.json.Encoder()
+
+
+def encode_outcome(outcome: Outcome) -> bytes:
+    """The outcome's JSON, its error made `recordable` like an event's (bounded, storable,
+    credentials redacted): `get_result` raises with the text the read model shows."""
+    if outcome.error:
+        error = recordable(outcome.error)
+        if error is not outcome.error:
+            outcome = msgspec.structs.replace(outcome, error=error)
+    return outcome_encoder.encode(outcome)
+
+
 _outcome_decoder = msgspec.json.Decoder(Outcome)
 
 

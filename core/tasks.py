@@ -12,8 +12,9 @@ from uuid import UUID
 
 from pydantic import BaseModel, TypeAdapter
 
-from .errors import TaskDefinitionError
+from .errors import InvalidNameError, TaskDefinitionError
 from .events import Priority
+from .limits import check_name
 
 if TYPE_CHECKING:
     from .transitions import Transition
@@ -114,7 +115,8 @@ class TaskDefinition:
         transition: Transition | None = None,
     ) -> TaskDefinition:
         """Check the handler's shape: `(agent_id: UUID, context: SomeModel)`, sync or async."""
-        where = f"@pool.task({name!r}) on {getattr(handler, '__qualname__', handler)!r}"
+        shown = f"{name[:40]!r}..." if isinstance(name, str) and len(name) > 40 else repr(name)
+        where = f"@pool.task({shown}) on {getattr(handler, '__qualname__', handler)!r}"
         if max_retries is not None and (not isinstance(max_retries, int) or max_retries < 0):
             raise TaskDefinitionError(
                 f"{where}: max_retries={max_retries!r}; use a whole number >= 0."
@@ -132,6 +134,10 @@ class TaskDefinition:
             raise TaskDefinitionError(f"{where}: the decorated object is not callable.")
         if not name or not isinstance(name, str):
             raise TaskDefinitionError(f"{where}: the task name must be a non-empty string.")
+        try:
+            check_name(name, "task name")
+        except InvalidNameError as e:
+            raise TaskDefinitionError(f"{where}: {e}") from None
         params = list(inspect.signature(handler).parameters.values())
         if len(params) != 2 or any(
             p.kind not in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in params

@@ -28,6 +28,7 @@ from pydantic import BaseModel
 from . import events
 from .config import CONF
 from .connection import get_sync_redis
+from .credentials import redact_url
 from .errors import ConfigurationError, RedisUnavailableError
 from .events import (
     Priority,
@@ -37,6 +38,7 @@ from .events import (
     TrackerEvent,
     TrackerIncremented,
 )
+from .limits import check_name
 from .queue import _resolve_queue, serialise_context
 from .scripts import TRACK
 from .streams import AGENT_TTL, Keys
@@ -61,6 +63,7 @@ class Tracker:
             raise ConfigurationError(
                 f"ax.Tracker({name!r}, ...): use a non-empty name without braces, e.g. 'research'."
             )
+        check_name(name, "tracker name")  # its events carry it as their task name
         batch = str(batch_id)
         if not batch or "{" in batch or "}" in batch:
             raise ConfigurationError(
@@ -212,6 +215,6 @@ class Tracker:
 
     def _unavailable(self, what: str, error: Exception) -> RedisUnavailableError:
         return RedisUnavailableError(
-            f"{self!r}.{what}: Redis at {CONF.redis_url} is unreachable ({error}); nothing "
-            "was counted."
+            f"{self!r}.{what}: Redis at {redact_url(CONF.redis_url)} is unreachable ({error}); "
+            "nothing was counted."
         )

@@ -18,7 +18,7 @@ from uuid import UUID
 from . import events
 from .config import CONF
 from .events import Event, TaskQueued
-from .results import Outcome, outcome_encoder
+from .results import Outcome, encode_outcome
 from .streams import AGENT_TTL, Keys
 
 
@@ -84,7 +84,7 @@ def script_args(writes: Sequence[Write], keys: Keys, script_keys: list[Any]) -> 
                 args += ["x", key(keys.queue(queued.queue, queued.priority)), data]
                 args += ["s", key(keys.agent(queued.agent_id)), "1", AGENT_TTL]
             elif isinstance(write, Store):
-                data = outcome_encoder.encode(write.outcome)
+                data = encode_outcome(write.outcome)
                 args += ["s", key(keys.result(write.agent_id)), data, CONF.result_ttl]
                 args += ["p", keys.result_channel(write.agent_id), data]
             else:

@@ -29,6 +29,7 @@ from agentexec.activity import models
 from agentexec.config import CONF
 from agentexec.connection import REDIS_ERRORS, Reconnect, get_redis
 from agentexec.errors import ConfigurationError, EventDecodeError, FencedError
+from agentexec.limits import check_name
 from agentexec.streams import PROJECTOR_GROUP, Keys, ensure_group, is_missing_group
 
 from . import checkpoints, floor, projection, refusals, restore
@@ -71,7 +72,11 @@ class Projector:
         self.keys = Keys(CONF.key_prefix)
         self.batch_size = batch_size
         self.lease_seconds = lease_seconds
-        self.name = name or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.name = (
+            check_name(name, "projector name")  # the checkpoint's owner column
+            if name
+            else f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        )
         self.position = checkpoints.ORIGIN
         """The checkpoint as this projector last committed or read it."""
         self.applied = 0

@@ -21,6 +21,7 @@ from agentexec import tasks
 from agentexec.config import CONF
 from agentexec.connection import close_redis
 from agentexec.errors import ConfigurationError, TaskDefinitionError
+from agentexec.limits import check_queue_name
 from agentexec.tasks import TaskDefinition
 
 from .housekeeping import keep_house
@@ -70,6 +71,8 @@ class Pool:
                 raise ConfigurationError(f"Pool({name}={value!r}): use a whole number >= 1.")
         if queue_name is not None and not queue_name:
             raise ConfigurationError("Pool(queue_name=''): use a non-empty queue name or None.")
+        if queue_name is not None:
+            check_queue_name(queue_name)
         self.engine = engine
         self.database_url = database_url
         self.queue_name = queue_name or CONF.queue_name

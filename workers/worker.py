@@ -39,7 +39,8 @@ from agentexec.events import (
     TaskRetried,
     TaskStarted,
 )
-from agentexec.results import Outcome, outcome_encoder
+from agentexec.limits import describe_exception, describe_traceback, recordable
+from agentexec.results import Outcome, encode_outcome
 from agentexec.scripts import (
     DEAD_LETTER,
     DEFER,
@@ -354,8 +355,14 @@ class Worker:
                     f"TimeoutError: attempt {event.attempt} ran longer than its {timeout}s timeout"
                 )
             else:
-                logger.exception("task %s (agent %s) raised", event.task_name, event.agent_id)
-                error = f"{type(e).__name__}: {e}"
+                # The traceback as text, so that the credentials in it are redacted too.
+                logger.error(
+                    "task %s (agent %s) raised\n%s",
+                    event.task_name,
+                    event.agent_id,
+                    describe_traceback(e),
+                )
+                error = describe_exception(e)
             await self._failed_attempt(entry, event, definition, e, error)
             return
         finally:
@@ -522,6 +529,7 @@ class Worker:
         )
 
     async def _fail(self, entry: Entry, event: TaskQueued, error: str) -> None:
+        error = recordable(error)
         failed = TaskFailed(
             agent_id=event.agent_id,
             task_name=event.task_name,
@@ -559,7 +567,7 @@ class Worker:
         cannot end the task."""
         stream, entry_id, _ = entry
         await flush_events(event.agent_id)  # what the handler wrote comes before its outcome
-        data = outcome_encoder.encode(outcome)
+        data = encode_outcome(outcome)
         keys: list[Any] = [self.keys.events, self.keys.result(event.agent_id), stream]
         args: list[Any] = [
             events.encode(event),
@@ -596,6 +604,7 @@ class Worker:
         """Move an entry that cannot run to the dead-letter stream; when its agent id can be
         read, the task ends ERROR so that its activity and waiters learn why."""
         stream, entry_id, fields = entry
+        reason = recordable(reason)
         logger.error(
             "worker %s: dead-lettering %s %s: %s", self.spec.consumer, stream, entry_id, reason
         )
@@ -618,7 +627,7 @@ class Worker:
                 message=CONF.activity_message_error.replace("{error}", error),
                 error=error,
             )
-            data = outcome_encoder.encode(Outcome("error", ident[1], error=error))
+            data = encode_outcome(Outcome("error", ident[1], error=error))
             known = [
                 "1",
                 events.encode(failed),

@@ -20,6 +20,7 @@ from agentexec import events
 from agentexec.batcher import get_batcher
 from agentexec.config import CONF
 from agentexec.connection import REDIS_ERRORS, Reconnect, get_sync_redis
+from agentexec.credentials import redact_url
 from agentexec.errors import RedisUnavailableError, UnknownActivityError
 from agentexec.events import (
     ACTIVE,
@@ -30,6 +31,7 @@ from agentexec.events import (
     TaskProgress,
     TaskQueued,
 )
+from agentexec.limits import check_name
 from agentexec.scripts import APPEND_HELD
 from agentexec.streams import AGENT_TTL, Keys
 from agentexec.tasks import TaskLease, event_identity, running_task
@@ -71,6 +73,7 @@ def _percentage(value: int | None) -> int | None:
 
 
 def _message(value: str, what: str = "message") -> str:
+    # Over-long text is cut when the event is encoded, not refused (`events.encode`).
     if not isinstance(value, str) or not value.strip():
         raise ValueError(f"{what} {value!r} is empty; describe what the task is doing.")
     return value
@@ -104,7 +107,7 @@ def append(event: Event, *, check: bool = True) -> str:
     except (redis.ConnectionError, redis.TimeoutError) as e:
         raise RedisUnavailableError(
             f"could not record {type(event).__name__} for agent {event.agent_id}: Redis at "
-            f"{CONF.redis_url} is unreachable ({e})"
+            f"{redact_url(CONF.redis_url)} is unreachable ({e})"
         ) from e
     if entry_id is None:
         raise UnknownActivityError(
@@ -170,7 +173,7 @@ async def _append_held_async(
                     "(AGENTEXEC_ENQUEUE_TIMEOUT): %s",
                     event.agent_id,
                     type(event).__name__,
-                    CONF.redis_url,
+                    redact_url(CONF.redis_url),
                     CONF.enqueue_timeout,
                     e,
                 )
@@ -232,8 +235,8 @@ def _append_held(keys: Keys, event: Event, lease: TaskLease) -> str:
             if time.monotonic() >= deadline:
                 raise RedisUnavailableError(
                     f"could not record {type(event).__name__} for agent {event.agent_id}: "
-                    f"Redis at {CONF.redis_url} was unreachable for {CONF.enqueue_timeout}s "
-                    f"(AGENTEXEC_ENQUEUE_TIMEOUT): {e}"
+                    f"Redis at {redact_url(CONF.redis_url)} was unreachable for "
+                    f"{CONF.enqueue_timeout}s (AGENTEXEC_ENQUEUE_TIMEOUT): {e}"
                 ) from e
             if delay == 0.05:
                 logger.warning("agent %s: Redis unreachable (%s); retrying", event.agent_id, e)
@@ -262,7 +265,7 @@ def create(
     append(
         TaskQueued(
             agent_id=aid,
-            task_name=_message(task_name, "task name"),
+            task_name=check_name(task_name, "task name"),
             message=_message(message) if message is not None else CONF.activity_message_create,
         ),
         check=False,
@@ -350,7 +353,8 @@ def _cancel(rows: Any) -> int:
             pipe.execute()
     except (redis.ConnectionError, redis.TimeoutError) as e:
         raise RedisUnavailableError(
-            f"cancel_pending: Redis at {CONF.redis_url} is unreachable ({e}); nothing canceled"
+            f"cancel_pending: Redis at {redact_url(CONF.redis_url)} is unreachable ({e}); "
+            "nothing canceled"
         ) from e
     if rows:
         logger.info("canceled %d pending activities", len(rows))

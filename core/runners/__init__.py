@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from agentexec.credentials import REDACTED
+
 from .base import BaseAgentRunner
 from .recorder import EventRecorder
-from .redaction import REDACTED, Redactor, is_secret_key, redact_secrets
+from .redaction import Redactor, is_secret_key, redact_secrets
 
 if TYPE_CHECKING:
     from .openai import OpenAIRunner, StreamedRun

@@ -10,6 +10,7 @@ from agentexec.activity.writes import held_call, log_discarded
 from agentexec.batcher import get_batcher
 from agentexec.config import CONF
 from agentexec.connection import REDIS_ERRORS
+from agentexec.credentials import redact_url
 from agentexec.errors import RedisUnavailableError
 from agentexec.events import (
     AgentHandoff,
@@ -72,7 +73,7 @@ class EventRecorder:
         except REDIS_ERRORS as e:
             raise RedisUnavailableError(
                 f"could not record progress for agent {self.agent_id}: Redis at "
-                f"{CONF.redis_url} is unreachable ({e})"
+                f"{redact_url(CONF.redis_url)} is unreachable ({e})"
             ) from e
 
     async def turn(self, agent: str, turn: int, max_turns: int | None = None) -> None:

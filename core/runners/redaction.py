@@ -14,9 +14,10 @@ from typing import Any
 
 import msgspec
 
+from agentexec.credentials import REDACTED, redact_text
+
 logger = logging.getLogger(__name__)
 
-REDACTED = "[redacted]"
 ELLIPSIS = "…"
 
 Redactor = Callable[[str, Any], Any]
@@ -41,13 +42,6 @@ _SECRET_WORDS = frozenset(
 )
 _SECRET_JOINED = ("apikey", "privatekey", "accesskey", "secretkey", "sessionid", "clientsecret")
 _WORD = re.compile(r"[A-Z]?[a-z0-9]+|[A-Z]+(?![a-z])")
-_SECRET_VALUE = re.compile(
-    r"\bsk-[A-Za-z0-9_-]{16,}"  # OpenAI-style keys
-    r"|\bBearer\s+[A-Za-z0-9._~+/=-]{8,}"
-    r"|\bgh[pousr]_[A-Za-z0-9]{20,}"
-    r"|\bAKIA[0-9A-Z]{16}\b"
-    r"|\bxox[abpr]-[A-Za-z0-9-]{10,}"
-)
 _MAX_ITEMS = 50
 _MAX_DEPTH = 6
 
@@ -62,7 +56,8 @@ def is_secret_key(key: str) -> bool:
 
 def redact_secrets(tool: str, arguments: Any) -> Any:
     """The default redactor: values under secret-looking keys, and strings that look like keys
-    or bearer tokens, become `"[redacted]"`, at any depth."""
+    or bearer tokens, become `"[redacted]"`, and URL passwords `***`, at any depth (the
+    redaction of error texts, `agentexec.credentials`)."""
     if isinstance(arguments, dict):
         return {
             k: REDACTED if is_secret_key(str(k)) else redact_secrets(tool, v)
@@ -71,7 +66,7 @@ def redact_secrets(tool: str, arguments: Any) -> Any:
     if isinstance(arguments, list | tuple):
         return [redact_secrets(tool, v) for v in arguments]
     if isinstance(arguments, str):
-        return _SECRET_VALUE.sub(REDACTED, arguments)
+        return redact_text(arguments)
     return arguments
 
 
