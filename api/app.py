@@ -21,13 +21,15 @@ def create_app(
     *,
     database_url: str | None = None,
     authorize: Callable[..., Any] | None = None,
+    token: str | None = None,
     redis_url: str | None = None,
     **options: Any,
 ) -> FastAPI:
     """A FastAPI app with `router(...)` mounted at its root (the dashboard at `/`).
 
     `engine` or `database_url` (default `AGENTEXEC_DATABASE_URL`) is the read model;
-    `options` are `router()`'s (`buffer`, `send_timeout`, `keepalive`, `dashboard_page`).
+    `authorize` and `token` guard the API routes as in `router()`; `options` are
+    `router()`'s (`buffer`, `send_timeout`, `keepalive`, `dashboard_page`, ...).
     The Redis clients are closed when the app shuts down; `app.state.agentexec_hub` is the
     app's SSE hub.
     """
@@ -44,7 +46,7 @@ def create_app(
         summary="Activities of agentexec tasks: REST reads and live server-sent events.",
         lifespan=lifespan,
     )
-    api = router(engine=engine, authorize=authorize, redis_url=redis_url, **options)
+    api = router(engine=engine, authorize=authorize, token=token, redis_url=redis_url, **options)
     app.include_router(api)
     app.state.agentexec_hub = api.hub
     return app

@@ -29,6 +29,7 @@ from agentexec.events import TERMINAL, Status
 from agentexec.streams import Keys
 
 from . import dashboard
+from .authorization import BearerToken
 from .feeds import stream
 from .history import History
 from .hub import Accepts, Hub
@@ -101,6 +102,7 @@ def router(
     *,
     engine: Engine | None = None,
     authorize: Callable[..., Any] | None = None,
+    token: str | None = None,
     redis_url: str | None = None,
     dashboard_page: bool = True,
     buffer: int = 1000,
@@ -113,6 +115,10 @@ def router(
     - `authorize`: a FastAPI dependency run before every API route (not the dashboard page);
       it refuses by raising `HTTPException(401 or 403)`, before any stream opens. It may
       depend on `requested_agent_id` to decide per agent.
+    - `token`: require this bearer token on every API route (`Authorization: Bearer
+      <token>`; the dashboard is signed in by opening it once with `?token=<token>`); with
+      `authorize` too, a request must pass both. Raises `ConfigurationError` for a token
+      shorter than 16 characters.
     - `redis_url`: default `AGENTEXEC_REDIS_URL`; the key namespace is `AGENTEXEC_KEY_PREFIX`
       as set when this is called.
     - `dashboard_page`: serve the dashboard at `/`.
@@ -126,6 +132,7 @@ def router(
             f"router(buffer={buffer!r}, send_timeout={send_timeout!r}, keepalive={keepalive!r}):"
             " use a buffer >= 1, a send timeout > 0 and a keepalive from above 0 to 15 seconds."
         )
+    bearer = BearerToken(token) if token is not None else None
     if engine is None:
         if CONF.database_url is None:
             raise ConfigurationError(
@@ -143,7 +150,8 @@ def router(
         await hub.close()
 
     api = LiveRouter(hub, lifespan=lifespan)
-    guard = [Depends(authorize or _allow_all)]
+    guard = [Depends(check) for check in (bearer, authorize) if check is not None]
+    guard = guard or [Depends(_allow_all)]
 
     @contextlib.contextmanager
     def session() -> Iterator[Session]:
@@ -328,7 +336,7 @@ def router(
         return feed_response(after, agent_id=agent_id)
 
     if dashboard_page:
-        api.add_api_route("/", dashboard.page, include_in_schema=False)
+        api.add_api_route("/", dashboard.page_for(bearer), include_in_schema=False)
 
     return api
 
