@@ -66,6 +66,7 @@ class Subscription:
     def offer(self, delivery: Delivery) -> bool:
         """Buffer `delivery`; False (and the subscription cut off) when the buffer is full."""
         if len(self._items) >= self.size:
+            self._items.clear()  # a cut-off feed sends none of them: release them now
             self._fail(CutOff)
             return False
         self._items.append(delivery)

@@ -69,6 +69,9 @@ class Settings(BaseSettings):
     block_ms: int = Field(default=5000, ge=1)
     """Longest blocking Redis read; socket timeouts are set above it."""
 
+    api_max_feeds: int = Field(default=1000, ge=1)
+    """Live feeds (SSE) one API process serves at once; one more is answered 503."""
+
     max_event_summary_chars: int = Field(default=500, ge=32)
     """Longest text an agent event carries (tool arguments, self-reported messages); longer
     text is cut and marked with an ellipsis."""
