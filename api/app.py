@@ -12,6 +12,7 @@ from starlette.types import ASGIApp
 
 from agentexec.connection import close_redis
 
+from .headers import with_security_headers
 from .responses import abortable
 from .routes import router
 
@@ -32,7 +33,9 @@ def create_app(
     `engine` or `database_url` (default `AGENTEXEC_DATABASE_URL`) is the read model;
     `authorize` and `token` guard the API routes as in `router()`; `options` are
     `router()`'s (`buffer`, `send_timeout`, `keepalive`, `dashboard_page`, ...).
-    The Redis clients are closed when the app shuts down; `app.state.agentexec_hub` is the
+    Every response carries `X-Content-Type-Options`, `X-Frame-Options` and
+    `Referrer-Policy` (the dashboard also its Content-Security-Policy). The Redis clients are
+    closed when the app shuts down; `app.state.agentexec_hub` is the
     app's SSE hub, `app.state.agentexec_feeds` counts its open feeds.
     """
     if engine is None and database_url is not None:
@@ -59,4 +62,4 @@ class _App(FastAPI):
     def build_middleware_stack(self) -> ASGIApp:
         # Outermost, to see the server's own `send`: a feed can then abort the connection
         # of a client that stopped reading (api/responses.py).
-        return abortable(super().build_middleware_stack())
+        return abortable(with_security_headers(super().build_middleware_stack()))

@@ -14,13 +14,24 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 
 from .authorization import COOKIE, BearerToken
+from .headers import SECURITY_HEADERS, content_security_policy
 
-__all__ = ["html", "page_for"]
+__all__ = ["headers", "html", "page_for"]
 
 
 @cache
 def html() -> str:
     return resources.files("agentexec.api").joinpath("dashboard.html").read_text("utf-8")
+
+
+@cache
+def headers() -> dict[str, str]:
+    """The page's headers: its CSP, derived from the page itself, and the security ones."""
+    return {
+        "Cache-Control": "no-cache",
+        "Content-Security-Policy": content_security_policy(html()),
+        **SECURITY_HEADERS,
+    }
 
 
 def page_for(bearer: BearerToken | None) -> Callable[[Request], Response]:
@@ -48,6 +59,6 @@ def page_for(bearer: BearerToken | None) -> Callable[[Request], Response]:
                 secure=request.url.scheme == "https",
             )
             return response
-        return HTMLResponse(html(), headers={"Cache-Control": "no-cache"})
+        return HTMLResponse(html(), headers=headers())
 
     return page
