@@ -135,6 +135,7 @@ class OpenFeeds:
         self.limit = limit
         self.count = 0
         self._warned = False
+        self._trim: asyncio.TimerHandle | None = None
 
     @property
     def full(self) -> bool:
@@ -151,6 +152,12 @@ class OpenFeeds:
         self.count -= 1
         if self.count < self.limit:
             self._warned = False
+        if _malloc_trim is not None:
+            # The buffers of many clients cut off at once are freed, but the C allocator
+            # keeps them: give them back to the system a second after the last close.
+            if self._trim is not None:
+                self._trim.cancel()
+            self._trim = asyncio.get_running_loop().call_later(1.0, _malloc_trim, 0)
 
     def refusal(self) -> JSONResponse:
         """503: no more feeds here; the client retries later (or elsewhere)."""
@@ -170,3 +177,17 @@ class OpenFeeds:
             status_code=503,
             headers={"Retry-After": "5"},
         )
+
+
+def _load_malloc_trim() -> Callable[[int], int] | None:
+    """glibc's `malloc_trim`, or None elsewhere."""
+    try:
+        import ctypes
+
+        trim: Callable[[int], int] = ctypes.CDLL("libc.so.6").malloc_trim
+        return trim
+    except (OSError, AttributeError):  # not glibc: nothing to trim with
+        return None
+
+
+_malloc_trim = _load_malloc_trim()

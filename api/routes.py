@@ -119,7 +119,7 @@ def router(
     send_timeout: float = 10.0,
     keepalive: float = 15.0,
     max_feeds: int | None = None,
-    send_buffer: int | None = 256 * 1024,
+    send_buffer: int | None = 64 * 1024,
 ) -> LiveRouter:
     """The agentexec API as a FastAPI router: `app.include_router(agentexec.api.router(...))`.
 

@@ -4,9 +4,10 @@ One `agentexec api` process (as deployed; a private redis-server, an empty SQLit
 model). `--clients` raw sockets ask for `/api/events` and never read a byte; events of
 `--size` bytes are then appended at `--rate` per second until the API holds none of their
 connections (or `--seconds` pass), while a REST route is timed every 100 ms. Printed: the API
-process's memory (RSS) at rest, at its peak and at the end; its open sockets; how long after
-the first event the last stuck connection was released; the REST latency meanwhile; and how
-many clients were refused with 503 by the feed limit (`--max-feeds`).
+process's memory (RSS) at rest, at its peak and at the end; how many feeds it held and how
+many it refused with 503 (`--max-feeds`); how long after the first event the last stuck
+connection was released; the REST latency with the feeds idle, while the events fill the
+stuck clients' buffers, and after the release.
 """
 
 from __future__ import annotations
@@ -85,12 +86,13 @@ def refused(sock: socket.socket) -> bool:
         return False
 
 
-async def time_rest(url: str, latencies: list[float], stop: asyncio.Event) -> None:
-    async with httpx.AsyncClient(timeout=60) as client:
+async def time_rest(url: str, samples: list[tuple[float, float]], stop: asyncio.Event) -> None:
+    """(when, latency ms) of a REST call every 100 ms."""
+    async with httpx.AsyncClient(timeout=120) as client:
         while not stop.is_set():
             t0 = time.perf_counter()
             response = await client.get(url)
-            latencies.append((time.perf_counter() - t0) * 1000)
+            samples.append((t0, (time.perf_counter() - t0) * 1000))
             assert response.status_code == 200, response.status_code
             await asyncio.sleep(0.1)
 
@@ -100,19 +102,30 @@ def append(client: object, stream: str, size: int) -> None:
     client.xadd(stream, events.entry(event))  # type: ignore[attr-defined]
 
 
+def latency(samples: list[tuple[float, float]], since: float, until: float) -> str:
+    values = sorted(ms for when, ms in samples if since <= when < until)
+    if not values:
+        return "no call completed"
+    p99 = values[max(int(len(values) * 0.99) - 1, 0)]
+    return (
+        f"median {statistics.median(values):.1f} ms, p99 {p99:.1f} ms, max {values[-1]:.1f} ms"
+        f" ({len(values)} calls)"
+    )
+
+
 async def measure(
     args: argparse.Namespace, pid: int, port: int, redis: object, stream: str
 ) -> None:
     at_rest = rss_mb(pid)
+    samples: list[tuple[float, float]] = []
+    stop = asyncio.Event()
+    url = f"http://127.0.0.1:{port}/api/activities/active/count"
+    timer = asyncio.create_task(time_rest(url, samples, stop))
     clients = [stuck_client(port) for _ in range(args.clients)]
     denied = sum(await asyncio.to_thread(lambda: [refused(s) for s in clients]))
-    await asyncio.sleep(1)  # let the feeds subscribe
-    opened = connections_of(pid, port)
-    latencies: list[float] = []
-    stop = asyncio.Event()
-    timer = asyncio.create_task(
-        time_rest(f"http://127.0.0.1:{port}/api/activities/active/count", latencies, stop)
-    )
+    opened = connections_of(pid, port) - 1  # the REST timer's own connection
+    idle_from = time.perf_counter()
+    await asyncio.sleep(args.idle)  # the feeds open, nothing to send
     peak, released_after = rss_mb(pid), float("nan")
     t0 = time.perf_counter()
     interval = 1 / args.rate
@@ -121,29 +134,29 @@ async def measure(
         await asyncio.sleep(max(0.0, t0 + i * interval - time.perf_counter()))
         await asyncio.to_thread(append, redis, stream, args.size)
         i += 1
-        if i % 10 == 0:
+        if i % 5 == 0:
             peak = max(peak, rss_mb(pid))
-            if connections_of(pid, port) <= 1:  # the REST timer's own connection
+            if connections_of(pid, port) <= 1:
                 released_after = time.perf_counter() - t0
                 break
+    released = time.perf_counter()
+    await asyncio.sleep(args.idle)
     stop.set()
     await timer
     end = rss_mb(pid)
     still = connections_of(pid, port) - 1
     for sock in clients:
         sock.close()
-    lat = sorted(latencies)
-    print(
-        f"| clients | {args.clients:,} (refused with 503: {denied:,}; sockets opened: {opened:,}) |"
-    )
+    held = f"{opened:,} connections held, {denied:,} of them refused (503)"
+    print(f"| stuck clients | {args.clients:,}: {held} |")
     print(f"| events | {i:,} of {args.size:,} B at {args.rate:g}/s |")
     print(f"| API RSS | {at_rest:.0f} MB at rest, {peak:.0f} MB peak, {end:.0f} MB at the end |")
-    print(f"| stuck connections released | after {released_after:.1f} s ({max(still, 0):,} open) |")
-    p99 = lat[max(int(len(lat) * 0.99) - 1, 0)]
-    print(
-        f"| REST latency meanwhile | median {statistics.median(lat):.1f} ms, p99 {p99:.1f} ms, "
-        f"max {lat[-1]:.1f} ms ({len(lat)} calls) |"
-    )
+    left = max(still, 0)
+    print(f"| last stuck connection released | {released_after:.1f} s after the first event |")
+    print(f"| connections still open at the end | {left:,} |")
+    print(f"| REST, feeds open and idle | {latency(samples, idle_from, t0)} |")
+    print(f"| REST, events flowing, clients stuck | {latency(samples, t0, released)} |")
+    print(f"| REST, after the release | {latency(samples, released, float('inf'))} |")
 
 
 def run(args: argparse.Namespace) -> None:
@@ -197,8 +210,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=2000)
     parser.add_argument("--max-feeds", type=int, default=1000, help="AGENTEXEC_API_MAX_FEEDS")
-    parser.add_argument("--rate", type=float, default=50, help="Events per second.")
-    parser.add_argument("--size", type=int, default=2000, help="Bytes of each event's message.")
+    parser.add_argument("--rate", type=float, default=20, help="Events per second.")
+    parser.add_argument("--size", type=int, default=1000, help="Bytes of each event's message.")
+    parser.add_argument("--idle", type=float, default=3, help="Seconds of idle feeds, and after.")
     parser.add_argument("--seconds", type=float, default=120, help="Give up after this long.")
     run(parser.parse_args())
 
