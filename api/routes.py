@@ -280,7 +280,7 @@ def router(
         after: Position, agent_id: UUID | None = None, accepts: Accepts | None = None
     ) -> Response:
         if not feeds.take():
-            return feeds.refusal()  # before anything opens: no Redis, no SQL
+            return feeds.refusal()  # the routes checked first; others took the last places
         # On shutdown, sse-starlette sets `closing` and the feed ends its stream cleanly.
         closing = anyio.Event()
         frames = stream(hub, after, agent_id=agent_id, accepts=accepts, closing=closing)
@@ -317,7 +317,7 @@ def router(
         """Every event, live (only tasks named `task_name`, only events moving a task to
         `status`: both repeatable). Resume with `Last-Event-ID` (header, or `last_event_id`):
         every later event once, in order, then the live tail; `0` is the beginning."""
-        if feeds.full:
+        if feeds.full:  # before any Redis or SQL work
             return feeds.refusal()
         after = resume_from(last_event_id, last_event_id_header)
         if after is None:
