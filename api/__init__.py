@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .app import create_app
     from .positions import ORIGIN, Position
+    from .responses import abortable
     from .routes import POSITION_HEADER, LiveRouter, requested_agent_id, router
 
 __all__ = [
@@ -22,6 +23,7 @@ __all__ = [
     "POSITION_HEADER",
     "LiveRouter",
     "Position",
+    "abortable",
     "create_app",
     "requested_agent_id",
     "router",
@@ -31,6 +33,7 @@ _HOMES = {
     "create_app": "app",
     "ORIGIN": "positions",
     "Position": "positions",
+    "abortable": "responses",
     "POSITION_HEADER": "routes",
     "LiveRouter": "routes",
     "requested_agent_id": "routes",

@@ -8,9 +8,12 @@ from typing import Any
 
 from fastapi import FastAPI
 from sqlalchemy import Engine, create_engine
+from starlette.types import ASGIApp
 
 from agentexec.connection import close_redis
 
+from .headers import with_security_headers
+from .responses import abortable
 from .routes import router
 
 __all__ = ["create_app"]
@@ -21,15 +24,19 @@ def create_app(
     *,
     database_url: str | None = None,
     authorize: Callable[..., Any] | None = None,
+    token: str | None = None,
     redis_url: str | None = None,
     **options: Any,
 ) -> FastAPI:
     """A FastAPI app with `router(...)` mounted at its root (the dashboard at `/`).
 
     `engine` or `database_url` (default `AGENTEXEC_DATABASE_URL`) is the read model;
-    `options` are `router()`'s (`buffer`, `send_timeout`, `keepalive`, `dashboard_page`).
-    The Redis clients are closed when the app shuts down; `app.state.agentexec_hub` is the
-    app's SSE hub.
+    `authorize` and `token` guard the API routes as in `router()`; `options` are
+    `router()`'s (`buffer`, `send_timeout`, `keepalive`, `dashboard_page`, ...).
+    Every response carries `X-Content-Type-Options`, `X-Frame-Options` and
+    `Referrer-Policy` (the dashboard also its Content-Security-Policy). The Redis clients are
+    closed when the app shuts down; `app.state.agentexec_hub` is the
+    app's SSE hub, `app.state.agentexec_feeds` counts its open feeds.
     """
     if engine is None and database_url is not None:
         engine = create_engine(database_url)
@@ -39,12 +46,20 @@ def create_app(
         yield
         await close_redis()
 
-    app = FastAPI(
+    app = _App(
         title="agentexec",
         summary="Activities of agentexec tasks: REST reads and live server-sent events.",
         lifespan=lifespan,
     )
-    api = router(engine=engine, authorize=authorize, redis_url=redis_url, **options)
+    api = router(engine=engine, authorize=authorize, token=token, redis_url=redis_url, **options)
     app.include_router(api)
     app.state.agentexec_hub = api.hub
+    app.state.agentexec_feeds = api.feeds
     return app
+
+
+class _App(FastAPI):
+    def build_middleware_stack(self) -> ASGIApp:
+        # Outermost, to see the server's own `send`: a feed can then abort the connection
+        # of a client that stopped reading (api/responses.py).
+        return abortable(with_security_headers(super().build_middleware_stack()))

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import ipaddress
+from collections.abc import Callable
+from typing import Any
+
 import click
+
+from agentexec.errors import ConfigurationError
 
 __all__ = ["api"]
 
@@ -15,7 +21,34 @@ __all__ = ["api"]
     envvar="AGENTEXEC_DATABASE_URL",
     help="SQLAlchemy URL of the read model (AGENTEXEC_DATABASE_URL).",
 )
-def api(host: str, port: int, database_url: str | None) -> None:
+@click.option(
+    "--token",
+    envvar="AGENTEXEC_API_TOKEN",
+    help="Require this bearer token on every API route (AGENTEXEC_API_TOKEN; prefer the "
+    "variable: a command line is visible to every user of the machine).",
+)
+@click.option(
+    "--auth",
+    "auth_reference",
+    envvar="AGENTEXEC_API_AUTH",
+    metavar="MODULE:FUNCTION",
+    help="Your FastAPI dependency that authorizes each API request (AGENTEXEC_API_AUTH); "
+    "see docs/api.md#authorization.",
+)
+@click.option(
+    "--insecure-no-auth",
+    is_flag=True,
+    help="Serve beyond loopback without authorization (e.g. behind a proxy that "
+    "authenticates every request).",
+)
+def api(
+    host: str,
+    port: int,
+    database_url: str | None,
+    token: str | None,
+    auth_reference: str | None,
+    insecure_no_auth: bool,
+) -> None:
     """Serve the REST API, the live feeds and the dashboard until SIGINT/SIGTERM."""
     try:
         import uvicorn
@@ -30,6 +63,43 @@ def api(host: str, port: int, database_url: str | None) -> None:
             "no database: pass --database-url or set AGENTEXEC_DATABASE_URL, e.g. "
             "postgresql+psycopg://user@host/db or sqlite:///agents.db"
         )
-    app = create_app(database_url=database_url)
+    token = token or None
+    authorize = _load_hook(auth_reference) if auth_reference else None
+    if not (token or authorize or insecure_no_auth or _is_loopback(host)):
+        raise click.UsageError(
+            f"--host {host} serves the API beyond this machine, and nothing authorizes its "
+            "readers: set AGENTEXEC_API_TOKEN (or pass --token), or pass --auth "
+            "module:function (AGENTEXEC_API_AUTH); --insecure-no-auth serves it open, e.g. "
+            "behind a proxy that authenticates every request."
+        )
+    try:
+        app = create_app(database_url=database_url, authorize=authorize, token=token)
+    except ConfigurationError as e:
+        raise click.UsageError(str(e)) from e
     click.echo(f"agentexec API and dashboard on http://{host}:{port}/")
+    if token:
+        click.echo("the API needs the token: open the dashboard once at /?token=<token>")
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+
+
+def _load_hook(reference: str) -> Callable[..., Any]:
+    from agentexec.cli import load_object
+
+    hook = load_object(reference)
+    if not callable(hook):
+        raise click.BadParameter(
+            f"{reference!r} is a {type(hook).__name__}, not a function: --auth names a "
+            "FastAPI dependency, e.g. myapp.auth:authorize",
+            param_hint="--auth",
+        )
+    return hook
+
+
+def _is_loopback(host: str) -> bool:
+    """Whether `host` (an interface to bind) is reachable from this machine only."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip().strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve beyond loopback

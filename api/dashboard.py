@@ -6,12 +6,17 @@ timeline, kept live through EventSource; see docs/api.md.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import cache
 from importlib import resources
 
-from fastapi.responses import HTMLResponse
+from fastapi import Request
+from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 
-__all__ = ["html", "page"]
+from .authorization import COOKIE, BearerToken
+from .headers import SECURITY_HEADERS, content_security_policy
+
+__all__ = ["headers", "html", "page_for"]
 
 
 @cache
@@ -19,6 +24,41 @@ def html() -> str:
     return resources.files("agentexec.api").joinpath("dashboard.html").read_text("utf-8")
 
 
-def page() -> HTMLResponse:
-    """`GET /`: the dashboard. Its data comes from the API routes, relative to this page."""
-    return HTMLResponse(html(), headers={"Cache-Control": "no-cache"})
+@cache
+def headers() -> dict[str, str]:
+    """The page's headers: its CSP, derived from the page itself, and the security ones."""
+    return {
+        "Cache-Control": "no-cache",
+        "Content-Security-Policy": content_security_policy(html()),
+        **SECURITY_HEADERS,
+    }
+
+
+def page_for(bearer: BearerToken | None) -> Callable[[Request], Response]:
+    """`GET /`: the dashboard. Its data comes from the API routes, relative to this page.
+
+    With a token, `GET /?token=<token>` signs the browser in: a cookie the API routes accept,
+    then a redirect to the page without the token in its address.
+    """
+
+    def page(request: Request) -> Response:
+        given = request.query_params.get("token")
+        if bearer is not None and given is not None:
+            if not bearer.matches(given):
+                return PlainTextResponse("wrong token", status_code=401)
+            rest = request.url.remove_query_params("token")
+            response = RedirectResponse(
+                rest.path + (f"?{rest.query}" if rest.query else ""), status_code=303
+            )
+            response.set_cookie(
+                COOKIE,
+                bearer.cookie,
+                path=request.url.path,
+                httponly=True,
+                samesite="strict",
+                secure=request.url.scheme == "https",
+            )
+            return response
+        return HTMLResponse(html(), headers=headers())
+
+    return page

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from uuid import UUID
 
 import anyio
@@ -26,6 +26,10 @@ logger = logging.getLogger(__name__)
 
 RETRY_MS = 1000
 """How soon (ms) browsers reconnect after a dropped connection (the SSE `retry:` field)."""
+
+CHUNK = 64 * 1024
+"""Most bytes of frames joined into one send. The server buffers a send whole: a feed that
+fell behind must not hand it megabytes at once (each feed's copy, for every stuck client)."""
 
 
 async def stream(
@@ -61,8 +65,7 @@ async def stream(
                 async for frame in feed.history():
                     yield frame
                 continue
-            chunk = feed.live(batch)
-            if chunk:
+            for chunk in feed.live(batch):
                 yield chunk
         reason = "task ended"
     except CutOff:
@@ -120,16 +123,24 @@ class _Feed:
                     self.ended = True
                     return
 
-    def live(self, batch: list[Delivery]) -> bytes:
-        """The frames of a batch from the hub, without what the history already sent."""
-        frames = []
+    def live(self, batch: list[Delivery]) -> Iterator[bytes]:
+        """The frames of a batch from the hub, without what the history already sent, joined
+        into chunks of about `CHUNK` bytes at most."""
+        frames: list[bytes] = []
+        size = 0
         for delivery in batch:
             if delivery.position <= self.position:
                 continue
+            frame = delivery.frame
+            if frames and size + len(frame) > CHUNK:
+                yield b"".join(frames)
+                frames, size = [], 0
             self.position = delivery.position
-            frames.append(delivery.frame)
+            self.sent += 1
+            frames.append(frame)
+            size += len(frame)
             if self.agent_id is not None and delivery.terminal:
                 self.ended = True
                 break
-        self.sent += len(frames)
-        return b"".join(frames)
+        if frames:
+            yield b"".join(frames)

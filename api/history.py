@@ -9,7 +9,9 @@ stream id) before the tail is trimmed. `History.replay(after)` walks forward fro
   beyond the archive's end; the archive is also read where it has events Redis no longer has
   (Redis came back empty), and for one agent's history (an indexed query, not a scan).
 - Where neither has what comes next, the events are gone: `replay` yields a `Gap` naming the
-  lost range, then goes on with what is left. Replaying from `ORIGIN` ("from the beginning")
+  lost range, then goes on with what is left. A position beyond the log's end (Redis lost
+  its latest events) gets a `Gap` back to what Redis holds beyond the archive, rather than
+  silence. Replaying from `ORIGIN` ("from the beginning")
   starts at the oldest event kept, without a gap.
 
 The log is trimmed only below what the projector archived (docs/projector.md); a trim past
@@ -47,7 +49,9 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Gap:
-    """Events after `last` up to `resume` are in neither Redis nor the archive."""
+    """Events after `last` up to `resume` are in neither Redis nor the archive; or, with
+    `resume` below `last`, the log ends before the position a feed resumed from (Redis lost
+    its latest events, or the id is not from this log) and goes on after `resume`."""
 
     last: Position
     resume: Position
@@ -58,12 +62,18 @@ class Gap:
 
     @property
     def frame(self) -> bytes:
-        return reset_frame(
-            self.last,
-            self.resume,
-            f"events after {self.last} up to {self.resume} are no longer kept; reload the "
-            "state (REST) and keep reading",
-        )
+        if self.resume < self.last:
+            reason = (
+                f"the log ends before {self.last} (Redis lost its latest events, or the id "
+                f"is not from this log); what it holds after {self.resume} follows: reload "
+                "the state (REST) and keep reading"
+            )
+        else:
+            reason = (
+                f"events after {self.last} up to {self.resume} are no longer kept; reload the "
+                "state (REST) and keep reading"
+            )
+        return reset_frame(self.last, self.resume, reason)
 
 
 @dataclass(frozen=True)
@@ -144,6 +154,21 @@ class History:
         position, start, archived = after, after == ORIGIN, False
         while True:
             b = await self.bounds()
+            end = max(b.tail, b.archive[1]) if b.archive is not None else b.tail
+            if position > end:
+                # Else the feed would wait, silently, for ids above its own. What Redis holds
+                # beyond the archive may be new (a Redis that came back empty): sent again.
+                kept = b.redis_first.before() if b.redis_first is not None else b.tail
+                resume = max(kept, b.archive[1]) if b.archive is not None else kept
+                logger.warning(
+                    "feed: resumed from %s, beyond the log's end %s; reset to %s",
+                    position,
+                    end,
+                    resume,
+                )
+                yield Gap(position, resume)
+                position = resume
+                continue
             in_redis = b.holds_after(position, archived)
             if self._use_archive(position, b, agent_id is not None, start, in_redis):
                 assert b.archive is not None

@@ -66,6 +66,7 @@ class Subscription:
     def offer(self, delivery: Delivery) -> bool:
         """Buffer `delivery`; False (and the subscription cut off) when the buffer is full."""
         if len(self._items) >= self.size:
+            self._items.clear()  # a cut-off feed sends none of them: release them now
             self._fail(CutOff)
             return False
         self._items.append(delivery)
@@ -257,9 +258,23 @@ class Hub:
                         self.unsubscribe(subscription)
 
     async def _check_deleted(self) -> None:
-        """After an outage: were events after our position deleted meanwhile?"""
+        """After an outage: were events after our position deleted meanwhile, or does the
+        log now end before it (Redis came back empty, or from an older snapshot)?"""
         assert self.position is not None
-        if not (await self.history.bounds()).holds_after(self.position, archived=False):
+        bounds = await self.history.bounds()
+        if bounds.tail < self.position:
+            # Reading on from our position would skip every new id below it, silently.
+            logger.warning(
+                "SSE hub: the log now ends at %s, before %s where it was read; reading from "
+                "there, and feeds are reset",
+                bounds.tail,
+                self.position,
+            )
+            self.position = bounds.tail
+            for group in [self._all, *self._by_agent.values()]:
+                for subscription in group:
+                    subscription.resync()
+        elif not bounds.holds_after(self.position, archived=False):
             logger.warning(
                 "SSE hub: events after %s were deleted while Redis was unreachable; "
                 "feeds re-read their history",

@@ -29,11 +29,13 @@ from agentexec.events import TERMINAL, Status
 from agentexec.streams import Keys
 
 from . import dashboard
+from .authorization import BearerToken
 from .feeds import stream
 from .history import History
 from .hub import Accepts, Hub
 from .messages import Delivery, TaskNames
 from .positions import ORIGIN, Position
+from .responses import FeedResponse, OpenFeeds
 from .schemas import ActiveCountSchema, ActivityStatusSchema, ProblemSchema
 
 __all__ = ["POSITION_HEADER", "LiveRouter", "requested_agent_id", "router"]
@@ -59,11 +61,13 @@ EventId = Annotated[str | None, AfterValidator(_position)]
 
 
 class LiveRouter(APIRouter):
-    """The router `router()` returns; `hub` is its process's SSE hub."""
+    """The router `router()` returns; `hub` is its process's SSE hub, `feeds` counts the
+    feeds it serves."""
 
-    def __init__(self, hub: Hub, **kwargs: Any) -> None:
+    def __init__(self, hub: Hub, feeds: OpenFeeds, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.hub = hub
+        self.feeds = feeds
 
 
 def requested_agent_id(request: Request) -> UUID | None:
@@ -86,6 +90,13 @@ def _allow_all() -> None:
 _PROBLEMS: dict[int | str, dict[str, Any]] = {
     503: {"model": ProblemSchema, "description": "Redis or the database is unreachable"},
 }
+_FEED_PROBLEMS: dict[int | str, dict[str, Any]] = {
+    503: {
+        "model": ProblemSchema,
+        "description": "Redis or the database is unreachable, or this process serves as many "
+        "feeds as it may (`max_feeds`)",
+    },
+}
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {
     404: {"model": ProblemSchema, "description": "No activity with this agent id"},
 }
@@ -101,11 +112,14 @@ def router(
     *,
     engine: Engine | None = None,
     authorize: Callable[..., Any] | None = None,
+    token: str | None = None,
     redis_url: str | None = None,
     dashboard_page: bool = True,
     buffer: int = 1000,
     send_timeout: float = 10.0,
     keepalive: float = 15.0,
+    max_feeds: int | None = None,
+    send_buffer: int | None = 64 * 1024,
 ) -> LiveRouter:
     """The agentexec API as a FastAPI router: `app.include_router(agentexec.api.router(...))`.
 
@@ -113,19 +127,37 @@ def router(
     - `authorize`: a FastAPI dependency run before every API route (not the dashboard page);
       it refuses by raising `HTTPException(401 or 403)`, before any stream opens. It may
       depend on `requested_agent_id` to decide per agent.
+    - `token`: require this bearer token on every API route (`Authorization: Bearer
+      <token>`; the dashboard is signed in by opening it once with `?token=<token>`); with
+      `authorize` too, a request must pass both. Raises `ConfigurationError` for a token
+      shorter than 16 characters.
     - `redis_url`: default `AGENTEXEC_REDIS_URL`; the key namespace is `AGENTEXEC_KEY_PREFIX`
       as set when this is called.
     - `dashboard_page`: serve the dashboard at `/`.
     - `buffer`: events a feed may fall behind the live tail before it is cut off (the client
       then resumes from its last event id); `send_timeout`: seconds one send to a client
-      may take before it is cut off; `keepalive`: seconds between keepalive comments
-      (at most 15).
+      may take before it is cut off (its connection aborted); `keepalive`: seconds between
+      keepalive comments (at most 15).
+    - `max_feeds`: feeds this process serves at once (default `AGENTEXEC_API_MAX_FEEDS`,
+      1000); one more is answered 503. `send_buffer`: each feed connection's kernel send
+      buffer in bytes (None: the system's default, which grows to megabytes).
     """
-    if buffer < 1 or send_timeout <= 0 or not 0 < keepalive <= 15:
+    if max_feeds is None:
+        max_feeds = CONF.api_max_feeds
+    if (
+        buffer < 1
+        or send_timeout <= 0
+        or not 0 < keepalive <= 15
+        or max_feeds < 1
+        or (send_buffer is not None and send_buffer < 1024)
+    ):
         raise ConfigurationError(
-            f"router(buffer={buffer!r}, send_timeout={send_timeout!r}, keepalive={keepalive!r}):"
-            " use a buffer >= 1, a send timeout > 0 and a keepalive from above 0 to 15 seconds."
+            f"router(buffer={buffer!r}, send_timeout={send_timeout!r}, keepalive={keepalive!r},"
+            f" max_feeds={max_feeds!r}, send_buffer={send_buffer!r}): use a buffer >= 1, a send"
+            " timeout > 0, a keepalive from above 0 to 15 seconds, max_feeds >= 1 and a send"
+            " buffer of at least 1024 bytes (or None)."
         )
+    bearer = BearerToken(token) if token is not None else None
     if engine is None:
         if CONF.database_url is None:
             raise ConfigurationError(
@@ -142,8 +174,10 @@ def router(
         yield
         await hub.close()
 
-    api = LiveRouter(hub, lifespan=lifespan)
-    guard = [Depends(authorize or _allow_all)]
+    feeds = OpenFeeds(max_feeds)
+    api = LiveRouter(hub, feeds, lifespan=lifespan)
+    guard = [Depends(check) for check in (bearer, authorize) if check is not None]
+    guard = guard or [Depends(_allow_all)]
 
     @contextlib.contextmanager
     def session() -> Iterator[Session]:
@@ -244,14 +278,18 @@ def router(
 
     def feed_response(
         after: Position, agent_id: UUID | None = None, accepts: Accepts | None = None
-    ) -> EventSourceResponse:
+    ) -> Response:
+        if not feeds.take():
+            return feeds.refusal()  # the routes checked first; others took the last places
         # On shutdown, sse-starlette sets `closing` and the feed ends its stream cleanly.
         closing = anyio.Event()
         frames = stream(hub, after, agent_id=agent_id, accepts=accepts, closing=closing)
-        return EventSourceResponse(
+        return FeedResponse(
             frames,
+            closed=feeds.release,
             ping=keepalive,
             send_timeout=send_timeout,
+            send_buffer=send_buffer,
             shutdown_event=closing,
             shutdown_grace_period=1.0,
         )
@@ -267,7 +305,7 @@ def router(
         "/api/events",
         response_class=EventSourceResponse,
         dependencies=guard,
-        responses={**_STREAM, **_PROBLEMS},
+        responses={**_STREAM, **_FEED_PROBLEMS},
         tags=["feeds"],
     )
     async def events_feed(
@@ -275,10 +313,12 @@ def router(
         status: Annotated[list[WireStatus] | None, Query()] = None,
         last_event_id: Annotated[EventId, Query()] = None,
         last_event_id_header: Annotated[EventId, Header(alias="Last-Event-ID")] = None,
-    ) -> EventSourceResponse:
+    ) -> Response:
         """Every event, live (only tasks named `task_name`, only events moving a task to
         `status`: both repeatable). Resume with `Last-Event-ID` (header, or `last_event_id`):
         every later event once, in order, then the live tail; `0` is the beginning."""
+        if feeds.full:  # before any Redis or SQL work
+            return feeds.refusal()
         after = resume_from(last_event_id, last_event_id_header)
         if after is None:
             after = await redis_call("cannot open the feed", history.tail)
@@ -302,7 +342,7 @@ def router(
             **_STREAM,
             204: {"description": "The task ended before the event id given: nothing to send"},
             **_NOT_FOUND,
-            **_PROBLEMS,
+            **_FEED_PROBLEMS,
         },
         tags=["feeds"],
     )
@@ -313,6 +353,8 @@ def router(
     ) -> Response:
         """One task's events from the beginning (or after `Last-Event-ID`), then live, ending
         after its terminal event (complete, error or canceled)."""
+        if feeds.full:
+            return feeds.refusal()
         after = resume_from(last_event_id, last_event_id_header) or ORIGIN
         state = await run_in_thread(load_state, agent_id)
         if state is None:
@@ -328,7 +370,7 @@ def router(
         return feed_response(after, agent_id=agent_id)
 
     if dashboard_page:
-        api.add_api_route("/", dashboard.page, include_in_schema=False)
+        api.add_api_route("/", dashboard.page_for(bearer), include_in_schema=False)
 
     return api
 

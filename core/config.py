@@ -83,6 +83,9 @@ class Settings(BaseSettings):
     """Largest progress message or error text an event records, in UTF-8 bytes. Longer text
     is cut, not refused (a task must not fail for its own progress report), and ends with a
     marker that says so."""
+    api_max_feeds: int = Field(default=1000, ge=1)
+    """Live feeds (SSE) one API process serves at once; one more is answered 503."""
+
     max_event_summary_chars: int = Field(default=500, ge=32)
     """Longest text an agent event carries (tool arguments, self-reported messages); longer
     text is cut and marked with an ellipsis."""

@@ -61,3 +61,22 @@ def test_position_neighbours() -> None:
     assert Position(5, 1).before() == Position(5, 0)
     assert ORIGIN.before() == ORIGIN
     assert str(Position(5, 0).before().after()) == "5-0"
+
+
+def test_a_feed_behind_sends_its_batch_in_bounded_chunks() -> None:
+    from agentexec.api.feeds import CHUNK, _Feed
+    from agentexec.events import TaskProgress
+
+    agent = uuid.uuid4()
+    batch = [
+        Delivery(
+            Position(10, i), TaskProgress(agent_id=agent, task_name="t", message="x" * 2000), "t"
+        )
+        for i in range(1000)
+    ]
+    feed = _Feed(None, ORIGIN, None, None)  # type: ignore[arg-type]
+    chunks = list(feed.live(batch))
+    assert len(chunks) > 1
+    assert max(len(c) for c in chunks) <= CHUNK
+    assert b"".join(chunks) == b"".join(d.frame for d in batch)
+    assert (feed.sent, feed.position) == (1000, Position(10, 999))

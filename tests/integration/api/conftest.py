@@ -25,11 +25,15 @@ __all__ = ["LiveServer", "engine", "postgres"]
 
 
 class LiveServer:
-    """uvicorn serving `app` in the running event loop, on `port` (0: a free one)."""
+    """uvicorn serving `app` in the running event loop, on `port` (0: a free one).
 
-    def __init__(self, app: FastAPI, port: int = 0) -> None:
+    `send_buffer`: the kernel send buffer of the connections it accepts (bytes; None: the
+    system's), small for tests of clients that do not read."""
+
+    def __init__(self, app: FastAPI, port: int = 0, send_buffer: int | None = None) -> None:
         self.app = app
         self.port = port
+        self.send_buffer = send_buffer
         self.server: uvicorn.Server | None = None
         self.task: asyncio.Task[None] | None = None
 
@@ -40,6 +44,8 @@ class LiveServer:
     async def start(self) -> LiveServer:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if self.send_buffer is not None:  # accepted connections inherit it
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.send_buffer)
         sock.bind(("127.0.0.1", self.port))
         self.port = sock.getsockname()[1]
         config = uvicorn.Config(
@@ -56,6 +62,15 @@ class LiveServer:
 
         await async_wait_for(started, what="uvicorn to start")
         return self
+
+    def clients(self) -> set[int]:
+        """The client ports of the connections the server holds open."""
+        assert self.server is not None
+        return {
+            int(client[1])
+            for protocol in self.server.server_state.connections
+            if (client := getattr(protocol, "client", None))
+        }
 
     async def stop(self) -> None:
         if self.server is not None and self.task is not None:

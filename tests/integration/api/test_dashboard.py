@@ -127,3 +127,31 @@ async def screenshot(page: Any, path: Path) -> None:
     await page.locator("tr[data-status=running]").first.wait_for(timeout=10_000)
     await asyncio.sleep(1.2)  # let the quick ones finish for a varied picture
     await page.screenshot(path=str(path))
+
+
+async def test_the_page_runs_under_its_csp_and_signs_in_with_the_token(
+    db: Engine, serve: Any, browser_page: Any
+) -> None:
+    page = browser_page
+    expect = playwright_api.expect
+    console: list[str] = []
+    page.on("console", lambda message: console.append(message.text))
+    token = "a-dashboard-token-for-the-test"
+    server = await serve(db, token=token)
+
+    response = await page.goto(server.url + "/")
+    csp = response.headers["content-security-policy"]
+    assert "script-src 'sha256-" in csp and "unsafe-inline" not in csp
+    assert response.headers["x-frame-options"] == "DENY"
+    await expect(page.locator("#conn")).to_have_text("offline", timeout=10_000)  # 401
+
+    await page.goto(f"{server.url}/?token={token}")
+    assert page.url == server.url + "/"  # the token is not left in the address
+    await expect(page.locator("#conn")).to_have_text("live", timeout=10_000)
+    agent = ax.activity.create("research", "shown under the CSP")
+    row = page.locator(f'tr[data-agent-id="{agent}"]')
+    await expect(row).to_contain_text("shown under the CSP", timeout=10_000)
+    # The inline style applies too.
+    background = await page.evaluate("getComputedStyle(document.body).backgroundColor")
+    assert background == "rgb(246, 247, 249)"
+    assert not [m for m in console if "Content Security Policy" in m], console
