@@ -16,8 +16,8 @@ from agentexec import events
 from agentexec.connection import get_redis
 from agentexec.streams import Keys
 from tests.apps.basic import Answer, Echo, Record
-from tests.support.listeners import blocked_in
-from tests.support.waiting import async_wait_for, scaled
+from tests.support.listeners import wait_for_idle_workers
+from tests.support.waiting import scaled
 
 
 async def event_log() -> list[events.AnyEvent]:
@@ -129,6 +129,8 @@ async def test_gather_returns_results_in_order(running_pool: ax.Pool) -> None:
 
 async def test_gather_fails_fast(running_pool: ax.Pool) -> None:
     ax.CONF.graceful_shutdown_timeout = 0.5  # hand the 30 s task back at teardown
+    # The time measured is the task's, not the pool's start (seconds on a busy machine).
+    await wait_for_idle_workers(running_pool.num_workers or 1)
     slow = await ax.enqueue("echo", Echo(text="slow", delay=30))
     bad = await ax.enqueue("boom", Echo(text="first"))
     started = asyncio.get_running_loop().time()
@@ -189,10 +191,7 @@ async def test_pickup_is_pushed_not_polled(redis_conf: str) -> None:
     basic.pool.start()
     try:
         # Every worker is in its blocking read, so the task must wake one up.
-        async def blocked() -> bool:
-            return await blocked_in("xreadgroup") >= (basic.pool.num_workers or 1)
-
-        await async_wait_for(blocked, what="the workers in their blocking read")
+        await wait_for_idle_workers(basic.pool.num_workers or 1)
         started = asyncio.get_running_loop().time()
         result = await ax.get_result(
             await ax.enqueue("sync_echo", Echo(text="x")), timeout=scaled(30)

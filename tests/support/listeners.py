@@ -4,6 +4,7 @@ until workers or waiters are ready: the library needs no hook of its own for the
 from __future__ import annotations
 
 from agentexec.connection import get_redis
+from tests.support.waiting import async_wait_for
 
 
 async def subscribers(channel: str) -> int:
@@ -16,3 +17,13 @@ async def blocked_in(command: str) -> int:
     """How many connections are blocked in `command` (e.g. `xreadgroup`) right now."""
     clients = await get_redis().client_list()
     return sum(1 for c in clients if c.get("cmd") == command and "b" in c.get("flags", ""))
+
+
+async def wait_for_idle_workers(count: int) -> None:
+    """Wait until `count` worker processes are blocked in their read for new tasks: started,
+    subscribed and idle, so a task enqueued now is picked up at once."""
+
+    async def idle() -> bool:
+        return await blocked_in("xreadgroup") >= count
+
+    await async_wait_for(idle, timeout=30, what=f"{count} idle worker(s)")
