@@ -20,6 +20,9 @@ _BASE_TIMEOUT = pytest.StashKey[float]()
 @pytest.hookimpl(hookwrapper=True, tryfirst=True)
 def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
     # Before pytest-timeout's own wrapper reads the limit: the test's marker, else the option.
+    if not item.config.pluginmanager.hasplugin("timeout"):
+        yield
+        return
     if _BASE_TIMEOUT not in item.stash:
         marker = item.get_closest_marker("timeout")
         base = None

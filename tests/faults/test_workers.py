@@ -152,8 +152,9 @@ async def test_sigterm_of_a_busy_pool(cluster: Cluster) -> None:
     assert await asyncio.to_thread(pool.wait, 60) == 0
     shutdown = time.monotonic() - started
     # The long tasks run past the timeout: they are stopped and handed back, so the pool
-    # exits within the timeout (plus the time to stop processes on a loaded machine).
-    assert shutdown < timeout + 3, shutdown
+    # exits within the timeout (plus the time to stop processes, which stretches with load:
+    # 19 s beside a CPU hog).
+    assert shutdown < timeout + scaled(3), shutdown
     assert "handed back" in pool.output()
     for task in short:
         await ax.get_result(task, timeout=scaled(5))
