@@ -1,4 +1,5 @@
-"""Shared fixtures: a real Redis server for the session, and a fresh key namespace per test."""
+"""Shared fixtures: a real Redis server for the session, and a fresh key namespace per test;
+pytest-timeout's limit stretched by load like every other deadline."""
 
 from __future__ import annotations
 
@@ -11,6 +12,30 @@ import pytest
 
 import agentexec as ax
 from agentexec.embedded import EmbeddedRedis
+from tests.support.waiting import scaled
+
+_BASE_TIMEOUT = pytest.StashKey[float]()
+
+
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    # Before pytest-timeout's own wrapper reads the limit: the test's marker, else the option.
+    if not item.config.pluginmanager.hasplugin("timeout"):
+        yield
+        return
+    if _BASE_TIMEOUT not in item.stash:
+        marker = item.get_closest_marker("timeout")
+        base = None
+        if marker is not None:
+            base = marker.args[0] if marker.args else marker.kwargs.get("timeout")
+        if base is None:
+            base = item.config.getoption("timeout", None)
+        if base is None:
+            base = item.config.getini("timeout") or 0
+        item.stash[_BASE_TIMEOUT] = float(base)
+    if item.stash[_BASE_TIMEOUT] > 0:
+        item.add_marker(pytest.mark.timeout(scaled(item.stash[_BASE_TIMEOUT])), append=False)
+    yield
 
 
 def _docker_redis_url() -> Iterator[str] | None:
@@ -36,7 +61,7 @@ def redis_url() -> Iterator[str]:
         yield url
         return
     if shutil.which("redis-server"):
-        server = EmbeddedRedis().start()
+        server = EmbeddedRedis().start(timeout=scaled(10))
         try:
             yield server.url
         finally:

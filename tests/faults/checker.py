@@ -35,6 +35,7 @@ from agentexec.projector.rebuild import rebuild
 from agentexec.streams import WORKERS_GROUP
 from tests.faults.cluster import Cluster
 from tests.integration.readmodel.workload import checkpoint_position, snapshot, wait_until
+from tests.support.waiting import scaled
 
 TERMINAL_EVENTS = (events.TaskCompleted, events.TaskFailed, events.TaskCanceled)
 
@@ -79,7 +80,9 @@ async def check(
 
     # 3. Every result is retrievable.
     outcomes = list(
-        await asyncio.gather(*(_outcome(t, timeout) for t in tasks if t.agent_id not in lost))
+        await asyncio.gather(
+            *(_outcome(t, scaled(timeout)) for t in tasks if t.agent_id not in lost)
+        )
     )
     cluster.recovered()
     outcomes += await asyncio.gather(*(_outcome(t, 0.5) for t in tasks if t.agent_id in lost))
@@ -208,9 +211,10 @@ async def check(
     fresh, dispose = cluster.copy_database()
     try:
         started = time.monotonic()
-        await rebuild(fresh, timeout=60)
+        limit = scaled(60)
+        await rebuild(fresh, timeout=limit)
         assert snapshot(fresh, checkpoint=True) == snapshot(cluster.engine, checkpoint=True)
-        assert time.monotonic() - started < 60
+        assert time.monotonic() - started < limit
     finally:
         dispose()
     cluster.finish()

@@ -25,7 +25,7 @@ from agentexec.streams import Keys
 from tests.faults.app import Job
 from tests.integration.readmodel.conftest import PostgresSchema, sqlite_engine
 from tests.integration.readmodel.test_faults import AGENTEXEC, ProjectorProcess
-from tests.support.waiting import async_wait_for
+from tests.support.waiting import async_wait_for, scaled
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -67,14 +67,14 @@ class PoolProcess:
         self.process.send_signal(signal.SIGTERM)
 
     def wait(self, timeout: float) -> int:
-        return self.process.wait(timeout)
+        return self.process.wait(scaled(timeout))
 
     def close(self) -> None:
         if self.process.poll() is None:
             # The supervisor's group: its workers are its children.
             self.process.send_signal(signal.SIGTERM)
             try:
-                self.process.wait(30)
+                self.process.wait(scaled(30))
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
@@ -103,7 +103,7 @@ class Figures:
 class Cluster:
     def __init__(self, tmp_path: Path, fault: str, *, postgres: bool = False) -> None:
         self.tmp = tmp_path
-        self.redis = EmbeddedRedis(appendonly=True).start()
+        self.redis = EmbeddedRedis(appendonly=True).start(timeout=scaled(10))
         self.db_path = tmp_path / "readmodel.db"
         self.postgres = PostgresSchema() if postgres else None
         """The read model's schema on the test PostgreSQL server; None: SQLite at `db_path`."""
@@ -239,8 +239,8 @@ async def wait_for_event(agent_id: object, kind: type, count: int = 1, timeout: 
 
 
 async def wait_for_file(path: str, timeout: float = 60) -> str:
-    """The content of `path` once it exists and is not empty."""
-    async with asyncio.timeout(timeout):
+    """The content of `path` once it exists and is not empty (`timeout` scaled by load)."""
+    async with asyncio.timeout(scaled(timeout)):
         while True:
             if os.path.exists(path):
                 text = Path(path).read_text()

@@ -17,7 +17,7 @@ from tests.faults.checker import check
 from tests.faults.cluster import Cluster, wait_for_event, wait_for_file
 from tests.faults.proxy import Proxy
 from tests.integration.readmodel.workload import checkpoint_position, wait_until
-from tests.support.waiting import async_wait_for
+from tests.support.waiting import async_wait_for, scaled
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -66,7 +66,7 @@ async def test_redis_killed_and_restarted_from_its_aof(cluster: Cluster) -> None
     cluster.redis.kill()
     cluster.fault("SIGKILL redis-server")
     await asyncio.sleep(float(ax.CONF.lease_seconds) * 2)  # the outage itself, not a wait
-    cluster.redis.start()
+    cluster.redis.start(timeout=scaled(10))
     started = time.monotonic()
     await _completed(cluster, tasks, 60)
     cluster.recovered()

@@ -27,6 +27,7 @@ from agentexec import events
 from agentexec.connection import get_redis
 from agentexec.projector import Projector
 from agentexec.streams import Keys
+from tests.support.waiting import scaled
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -62,7 +63,7 @@ def worker_process(redis_conf: str, tmp_path: Path) -> Iterator[subprocess.Popen
     finally:
         process.send_signal(signal.SIGTERM)
         try:
-            process.wait(timeout=30)
+            process.wait(timeout=scaled(30))
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
@@ -78,7 +79,7 @@ async def test_research_company_runs_in_a_worker_and_reports_progress(
         )
         for name in ("Acme", "Globex")
     ]
-    results = await asyncio.gather(*(ax.get_result(t, timeout=60) for t in tasks))
+    results = await asyncio.gather(*(ax.get_result(t, timeout=scaled(60)) for t in tasks))
     assert results == [
         "Acme makes anvils and sells them to coyotes.",
         "Globex makes anvils and sells them to coyotes.",

@@ -13,6 +13,7 @@ from agentexec.connection import get_redis
 from agentexec.streams import WORKERS_GROUP, Keys
 from tests.apps.basic import Echo
 from tests.integration.test_pool import _wait_running
+from tests.support.waiting import scaled
 
 
 async def test_concurrent_commands_share_round_trips_and_keep_their_replies(
@@ -45,7 +46,7 @@ async def test_a_worker_that_lost_its_task_cannot_complete_it(running_pool: ax.P
     # Another consumer takes the entry over, as after a lease expiry.
     await get_redis().xclaim(stream, WORKERS_GROUP, "thief", 0, [entry["message_id"]])
     with pytest.raises(TimeoutError):
-        await ax.get_result(task, timeout=3)
+        await ax.get_result(task, timeout=scaled(3))
     log = [events.decode_entry(f) for _, f in await get_redis().xrange(keys.events)]
     assert not [e for e in log if isinstance(e, events.TaskCompleted)]
     [still] = await get_redis().xpending_range(stream, WORKERS_GROUP, "-", "+", 10)

@@ -17,6 +17,7 @@ from agentexec.activity.models import Base
 from agentexec.monitor import Board, load_board
 from agentexec.projector import Projector
 from tests.apps.workflows import InputContext, pipeline
+from tests.support.waiting import scaled
 
 AGENTEXEC = [sys.executable, "-m", "agentexec.cli"]
 
@@ -83,7 +84,11 @@ async def test_the_command_runs_once_and_for_a_duration(redis_conf: str) -> None
         "COLUMNS": "160",
     }
     once = subprocess.run(
-        [*AGENTEXEC, "monitor", "--once"], env=env, capture_output=True, text=True, timeout=60
+        [*AGENTEXEC, "monitor", "--once"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=scaled(60),
     )
     assert once.returncode == 0, once.stderr
     assert "Active Agents: 3" in once.stdout and "Gathering financials" in once.stdout
@@ -92,7 +97,7 @@ async def test_the_command_runs_once_and_for_a_duration(redis_conf: str) -> None
         env=env,
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=scaled(60),
     )
     assert timed.returncode == 0, timed.stderr
     assert "Active Agents: 3" in timed.stdout

@@ -22,7 +22,7 @@ from agentexec.streams import Keys
 from tests.apps import workflows
 from tests.apps.workflows import Analysis, InputContext, control, pipeline, runs_file
 from tests.integration.readmodel import conftest as readmodel
-from tests.support.waiting import async_wait_for
+from tests.support.waiting import async_wait_for, scaled
 
 # The read-model suite's fixtures: each test taking `engine` runs on SQLite and PostgreSQL.
 engine, postgres = readmodel.engine, readmodel.postgres
@@ -87,9 +87,9 @@ async def test_a_run_chains_its_steps_and_the_read_model_shows_run_and_steps(
     assert ok.task_name == "ResearchPipeline"
 
     # The tuple output of step 0 fans in to step 1's two parameters.
-    assert await ax.get_result(ok, timeout=60) == "Report: Acme brand in Acme market"
+    assert await ax.get_result(ok, timeout=scaled(60)) == "Report: Acme brand in Acme market"
     with pytest.raises(ax.TaskFailedError, match=r"step 2 \(report\) error: ValueError: no rep"):
-        await ax.get_result(failing, timeout=60)
+        await ax.get_result(failing, timeout=scaled(60))
     assert step_runs(ok.agent_id) == [0, 1, 2]
     assert step_runs(failing.agent_id) == [0, 1, 2]
 
@@ -138,7 +138,9 @@ async def test_a_crash_in_the_middle_step_resumes_at_that_step(
     ax.CONF.lease_seconds = 600  # the replacement worker resumes the step, no lease wait
     task = await pipeline.enqueue(context=InputContext(company="crash-co"))
     cleanup_runs.append(task.agent_id)
-    assert await ax.get_result(task, timeout=60) == "Report: crash-co brand in crash-co market"
+    assert (
+        await ax.get_result(task, timeout=scaled(60)) == "Report: crash-co brand in crash-co market"
+    )
     # Step 0 ran once; step 1 died and ran again from its stored input; step 2 once.
     assert step_runs(task.agent_id) == [0, 1, 1, 2]
     log = await event_log()
@@ -178,7 +180,7 @@ async def test_cancel_of_a_run_stops_its_running_step_and_queues_no_more(
     await step_running(run.agent_id, 1)
     assert await ax.cancel(run.agent_id) is True
     with pytest.raises(ax.TaskFailedError, match=r"canceled at step 1 \(hold\)"):
-        await ax.get_result(run, timeout=30)
+        await ax.get_result(run, timeout=scaled(30))
     assert await ax.cancel(run.agent_id) is False  # already ended
 
     log = await event_log()
@@ -213,7 +215,7 @@ async def test_a_run_canceled_before_its_step_starts_or_as_it_finishes_goes_no_f
     assert await ax.cancel(early.agent_id) is True  # no worker runs yet: step 0 is queued
     with started(workflows.pipeline_pool):
         with pytest.raises(ax.TaskFailedError, match=r"canceled at step 0 \(prepare\)"):
-            await ax.get_result(early, timeout=30)
+            await ax.get_result(early, timeout=scaled(30))
         # This step returns normally although its run was canceled while it ran: its outcome
         # stands, but the transaction that records it queues no next step.
         late = await control.enqueue(context=InputContext(company="stubborn-co"))
@@ -221,7 +223,7 @@ async def test_a_run_canceled_before_its_step_starts_or_as_it_finishes_goes_no_f
         await step_running(late.agent_id, 1)
         assert await ax.cancel(late.agent_id) is True
         with pytest.raises(ax.TaskFailedError, match=r"canceled after step 1 \(hold\) completed"):
-            await ax.get_result(late, timeout=30)
+            await ax.get_result(late, timeout=scaled(30))
 
     log = await event_log()
     (first,) = steps_of(log, early.agent_id)
@@ -263,10 +265,10 @@ async def test_an_output_that_cannot_be_the_next_steps_input_ends_the_run_error(
         ax.TaskFailedError,
         match=rf"(?s){cannot}its output is not a valid input of step 1 \(hold\):.*text.*missing",
     ):
-        await ax.get_result(bad, timeout=30)
+        await ax.get_result(bad, timeout=scaled(30))
     # The transition itself raised (a validator's bug): the run still ends, naming the cause.
     with pytest.raises(ax.TaskFailedError, match=rf"{cannot}RuntimeError: the validator has a bug"):
-        await ax.get_result(boom, timeout=30)
+        await ax.get_result(boom, timeout=scaled(30))
     log = await event_log()
     assert_ended_after_step_0(log, bad.agent_id)
     assert_ended_after_step_0(log, boom.agent_id)
@@ -280,12 +282,12 @@ async def test_an_output_above_the_context_limit_ends_the_run_error(
     huge = await control.enqueue(context=InputContext(company="huge-10000"))
     cleanup_runs += [small.agent_id, huge.agent_id]
     with started(workflows.pipeline_pool):
-        assert await ax.get_result(small, timeout=30) == "published huge-100"
+        assert await ax.get_result(small, timeout=scaled(30)) == "published huge-100"
         with pytest.raises(
             ax.TaskFailedError,
             match=r"step 0 \(prepare\) complete, but the run cannot go on: its output makes the "
             r"context of step 1 \(hold\) 10,\d{3} bytes, above the 4,096-byte limit "
             r"\(AGENTEXEC_MAX_CONTEXT_BYTES\)",
         ):
-            await ax.get_result(huge, timeout=30)
+            await ax.get_result(huge, timeout=scaled(30))
     assert_ended_after_step_0(await event_log(), huge.agent_id)

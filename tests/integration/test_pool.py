@@ -16,7 +16,7 @@ from agentexec.connection import get_redis
 from agentexec.streams import WORKERS_GROUP, Keys
 from tests.apps import basic, queues
 from tests.apps.basic import Echo, Record
-from tests.support.waiting import async_wait_for
+from tests.support.waiting import async_wait_for, scaled
 
 
 async def test_a_dead_worker_is_replaced_and_its_task_taken_over_at_once(
@@ -27,7 +27,7 @@ async def test_a_dead_worker_is_replaced_and_its_task_taken_over_at_once(
     try:
         before = set(basic.pool.worker_pids)
         task = await ax.enqueue("die", Record(path=str(tmp_path / "marker"), label="x"))
-        result = await ax.get_result(task, timeout=30)
+        result = await ax.get_result(task, timeout=scaled(30))
         dead_pid = int((tmp_path / "marker").read_text())
         assert result == f"survived after {dead_pid} died"
         assert dead_pid in before
@@ -78,8 +78,8 @@ async def test_the_cli_pool_finishes_in_flight_tasks_on_a_signal(
         task = await ax.enqueue("echo", Echo(text="finish me", delay=1.0))
         await _wait_running(task.agent_id)
         process.send_signal(signum)
-        assert (await ax.get_result(task, timeout=30)).text == "finish me"
-        assert process.wait(30) == 0
+        assert (await ax.get_result(task, timeout=scaled(30))).text == "finish me"
+        assert process.wait(scaled(30)) == 0
     finally:
         process.kill()
     output = process.stdout.read() if process.stdout else ""
@@ -95,7 +95,7 @@ async def test_unfinished_tasks_are_handed_back_after_the_shutdown_timeout(
         task = await ax.enqueue("echo", Echo(text="long", delay=60))
         await _wait_running(task.agent_id)
         process.send_signal(signal.SIGTERM)
-        assert process.wait(30) == 0
+        assert process.wait(scaled(30)) == 0
     finally:
         process.kill()
     keys = Keys(ax.CONF.key_prefix)
@@ -117,8 +117,8 @@ async def test_pools_on_different_queues_share_one_redis(redis_conf: str) -> Non
         )
         research = await ax.enqueue("research_company", queues.ResearchContext(company="Acme"))
         assert research.queue_name == "research_queue"
-        mail_result = await ax.get_result(mail, timeout=30)
-        research_result = await ax.get_result(research, timeout=30)
+        mail_result = await ax.get_result(mail, timeout=scaled(30))
+        research_result = await ax.get_result(research, timeout=scaled(30))
     finally:
         queues.email_pool.shutdown()
         queues.research_pool.shutdown()

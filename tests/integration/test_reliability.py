@@ -22,7 +22,7 @@ from agentexec.streams import WORKERS_GROUP, Keys, ensure_group
 from tests.apps import basic
 from tests.apps.basic import Echo, Flaky, Record
 from tests.integration.test_pool import _wait_running
-from tests.support.waiting import async_wait_for
+from tests.support.waiting import async_wait_for, scaled
 
 
 async def log_of(agent_id: object) -> list[events.AnyEvent]:
@@ -40,7 +40,7 @@ async def test_a_retried_task_succeeds_and_each_retry_is_an_event(
     fast_retries: None, running_pool: ax.Pool, tmp_path: Path
 ) -> None:
     task = await ax.enqueue("flaky", Flaky(path=str(tmp_path / "n"), failures=2))
-    assert await ax.get_result(task, timeout=30) == 3
+    assert await ax.get_result(task, timeout=scaled(30)) == 3
     log = await log_of(task.agent_id)
     retried = [e for e in log if isinstance(e, events.TaskRetried)]
     assert [(e.attempt, e.error) for e in retried] == [
@@ -58,7 +58,7 @@ async def test_exhausted_retries_end_in_error(
 ) -> None:
     task = await ax.enqueue("flaky", Flaky(path=str(tmp_path / "n"), failures=5))
     with pytest.raises(ax.TaskFailedError, match="run 3 failed"):
-        await ax.get_result(task, timeout=30)
+        await ax.get_result(task, timeout=scaled(30))
     log = await log_of(task.agent_id)
     assert len([e for e in log if isinstance(e, events.TaskRetried)]) == 2
     [failed] = [e for e in log if isinstance(e, events.TaskFailed)]
@@ -72,7 +72,7 @@ async def test_exceptions_outside_retry_on_fail_at_once(
         "flaky", Flaky(path=str(tmp_path / "n"), failures=1, exception="ValueError")
     )
     with pytest.raises(ax.TaskFailedError, match="ValueError: run 1 failed"):
-        await ax.get_result(task, timeout=30)
+        await ax.get_result(task, timeout=scaled(30))
     assert not [e for e in await log_of(task.agent_id) if isinstance(e, events.TaskRetried)]
 
 
@@ -88,10 +88,10 @@ async def test_a_task_waiting_for_its_retry_does_not_hold_a_worker(
         failing = await ax.enqueue("flaky", Flaky(path=str(tmp_path / "n"), failures=1))
         await _wait_running(failing.agent_id)
         other = await ax.enqueue("record", Record(path=str(tmp_path / "order"), label="other"))
-        await ax.get_result(other, timeout=30)
+        await ax.get_result(other, timeout=scaled(30))
         # The only slot ran `other` while `failing` waited for its retry.
         assert not [e for e in await log_of(failing.agent_id) if e.attempt == 2]
-        assert await ax.get_result(failing, timeout=30) == 2
+        assert await ax.get_result(failing, timeout=scaled(30)) == 2
     finally:
         pool.shutdown()
 
@@ -99,15 +99,15 @@ async def test_a_task_waiting_for_its_retry_does_not_hold_a_worker(
 async def test_timeouts_from_the_decorator_and_from_enqueue(running_pool: ax.Pool) -> None:
     slow = await ax.enqueue("slow", Echo(text="x", delay=10))
     with pytest.raises(ax.TaskFailedError, match=r"ran longer than its 0\.3s timeout"):
-        await ax.get_result(slow, timeout=30)
+        await ax.get_result(slow, timeout=scaled(30))
     quick = await ax.enqueue("slow", Echo(text="x", delay=0.01))
-    assert await ax.get_result(quick, timeout=30) == "finished"
+    assert await ax.get_result(quick, timeout=scaled(30)) == "finished"
     # A timeout given at enqueue overrides the decorator's, both ways.
-    longer = await ax.enqueue("slow", Echo(text="x", delay=0.6), timeout=5)
-    assert await ax.get_result(longer, timeout=30) == "finished"
+    longer = await ax.enqueue("slow", Echo(text="x", delay=0.6), timeout=scaled(5))
+    assert await ax.get_result(longer, timeout=scaled(30)) == "finished"
     shorter = await ax.enqueue("slow", Echo(text="x", delay=0.2), timeout=0.05)
     with pytest.raises(ax.TaskFailedError, match=r"ran longer than its 0\.05s timeout"):
-        await ax.get_result(shorter, timeout=30)
+        await ax.get_result(shorter, timeout=scaled(30))
     with pytest.raises(ValueError, match="timeout=0"):
         await ax.enqueue("echo", Echo(text="x"), timeout=0)
 
@@ -117,7 +117,7 @@ async def test_cancel_stops_a_running_task(running_pool: ax.Pool) -> None:
     await _wait_running(task.agent_id)
     assert await ax.cancel(task.agent_id) is True
     with pytest.raises(ax.TaskFailedError, match="canceled"):
-        await ax.get_result(task, timeout=30)
+        await ax.get_result(task, timeout=scaled(30))
     log = await log_of(task.agent_id)
     assert isinstance(log[-1], events.TaskCanceled)
     assert any(isinstance(e, events.TaskCancelRequested) for e in log)
@@ -130,7 +130,7 @@ async def test_cancel_of_a_queued_task_stops_it_before_it_starts(redis_conf: str
     basic.pool.start()
     try:
         with pytest.raises(ax.TaskFailedError, match="canceled"):
-            await ax.get_result(task, timeout=30)
+            await ax.get_result(task, timeout=scaled(30))
     finally:
         basic.pool.shutdown()
     log = await log_of(task.agent_id)
@@ -152,15 +152,17 @@ async def test_idempotent_enqueue_returns_the_same_task(redis_conf: str) -> None
 
 
 async def test_enqueue_waits_for_redis_to_come_back(redis_conf: str) -> None:
-    server = EmbeddedRedis().start()
+    server = EmbeddedRedis().start(timeout=scaled(10))
     try:
         ax.CONF.redis_url = server.url
         server.kill()
         pending = asyncio.create_task(ax.enqueue("echo", Echo(text="patient")))
-        await asyncio.sleep(0.5)
+        # The outage: long enough for enqueue to try, fail and back off, however busy the
+        # machine is; it must still be waiting.
+        await asyncio.sleep(scaled(0.5))
         assert not pending.done()
-        EmbeddedRedis.start(server)  # the same port again
-        task = await asyncio.wait_for(pending, 30)
+        EmbeddedRedis.start(server, timeout=scaled(10))  # the same port again
+        task = await asyncio.wait_for(pending, scaled(30))
         assert await get_redis().xlen(Keys(ax.CONF.key_prefix).events) == 1
         assert task.agent_id
         ax.CONF.enqueue_timeout = 0.3
@@ -177,10 +179,10 @@ async def test_a_poison_task_is_dead_lettered_and_redriven(redis_conf: str) -> N
     try:
         task = await ax.enqueue("always_dies", Echo(text="x"))
         with pytest.raises(ax.TaskFailedError, match="delivered 3 times"):
-            await ax.get_result(task, timeout=60)
+            await ax.get_result(task, timeout=scaled(60))
         # Workers keep serving after the poison task is gone.
         ok = await ax.enqueue("sync_echo", Echo(text="still here"))
-        assert await ax.get_result(ok, timeout=30) == "STILL HERE"
+        assert await ax.get_result(ok, timeout=scaled(30)) == "STILL HERE"
     finally:
         basic.pool.shutdown()
     env = {"AGENTEXEC_REDIS_URL": ax.CONF.redis_url, "AGENTEXEC_KEY_PREFIX": ax.CONF.key_prefix}
@@ -209,7 +211,7 @@ async def test_a_malformed_entry_is_dead_lettered_and_the_worker_goes_on(
     await get_redis().xadd(stream, {"event": b"{not json"})
     await get_redis().xadd(stream, {"other": b"field"})
     ok = await ax.enqueue("sync_echo", Echo(text="after garbage"))
-    assert await ax.get_result(ok, timeout=30) == "AFTER GARBAGE"
+    assert await ax.get_result(ok, timeout=scaled(30)) == "AFTER GARBAGE"
     dead = await get_redis().xrange(keys.dead_letters)
     reasons = [f[b"reason"].decode() for _, f in dead]
     assert len(reasons) == 2 and all(
@@ -240,10 +242,10 @@ async def test_flushall_mid_task_keeps_the_outcome_and_the_workers(running_pool:
     await _wait_running(task.agent_id)
     await get_redis().flushall()
     # The group is gone, so nobody else can hold the task: its outcome is still recorded.
-    assert (await ax.get_result(task, timeout=30)).text == "survives"
+    assert (await ax.get_result(task, timeout=scaled(30))).text == "survives"
     # The workers recreate their groups and keep serving new work.
     after = await ax.enqueue("sync_echo", Echo(text="after flush"))
-    assert await ax.get_result(after, timeout=30) == "AFTER FLUSH"
+    assert await ax.get_result(after, timeout=scaled(30)) == "AFTER FLUSH"
 
 
 async def test_a_copy_of_a_task_running_in_the_same_worker_waits_for_it(redis_conf: str) -> None:
@@ -259,7 +261,7 @@ async def test_a_copy_of_a_task_running_in_the_same_worker_waits_for_it(redis_co
         stream = Keys(ax.CONF.key_prefix).queue(task.queue_name, task.priority)
         [(_, fields)] = await get_redis().xrange(stream)
         await get_redis().xadd(stream, fields)  # the copy, as the restore queues it
-        assert (await ax.get_result(task, timeout=30)).text == "once"
+        assert (await ax.get_result(task, timeout=scaled(30))).text == "once"
 
         async def copy_dropped() -> bool:
             # Deferred for a lease, then dropped by START: the task has ended.
@@ -283,7 +285,7 @@ async def test_a_cancel_whose_notice_was_missed_is_still_acted_on(redis_conf: st
         # The marker without the pub/sub notice, as when the notice fell in an outage.
         await get_redis().set(Keys(ax.CONF.key_prefix).cancel_marker(task.agent_id), "1")
         with pytest.raises(ax.TaskFailedError, match="canceled"):
-            await ax.get_result(task, timeout=30)
+            await ax.get_result(task, timeout=scaled(30))
     finally:
         basic.pool.shutdown()
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import time
 from collections import Counter
@@ -16,7 +15,8 @@ from agentexec.connection import get_redis
 from agentexec.streams import Keys
 from tests.apps import basic, cron
 from tests.apps.basic import Echo
-from tests.support.waiting import async_wait_for
+from tests.support.listeners import subscribers
+from tests.support.waiting import async_wait_for, scaled
 
 
 async def queued_events() -> list[events.TaskQueued]:
@@ -30,13 +30,19 @@ async def test_a_delayed_task_runs_when_due_and_not_before(redis_conf: str) -> N
     ax.CONF.lease_seconds = 600  # the due time must arrive by notice, not by a periodic look
     basic.pool.start()
     try:
-        await asyncio.sleep(0.5)  # workers subscribed
+        # Every worker hears the due-time notices before the delayed tasks are enqueued.
+        channel = Keys(ax.CONF.key_prefix).schedule_channel(basic.pool.queue_name)
+
+        async def subscribed() -> bool:
+            return await subscribers(channel) >= (basic.pool.num_workers or 1)
+
+        await async_wait_for(subscribed, what="the workers subscribed to due-time notices")
         enqueued = time.time()
         task = await ax.enqueue("sync_echo", Echo(text="later"), delay=0.8)
         at = datetime.now(UTC) + timedelta(seconds=0.4)
         task_at = await ax.enqueue("sync_echo", Echo(text="at"), delay=at)
-        assert await ax.get_result(task_at, timeout=30) == "AT"
-        assert await ax.get_result(task, timeout=30) == "LATER"
+        assert await ax.get_result(task_at, timeout=scaled(30)) == "AT"
+        assert await ax.get_result(task, timeout=scaled(30)) == "LATER"
         finished = time.time()
     finally:
         basic.pool.shutdown()

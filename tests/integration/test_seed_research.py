@@ -16,7 +16,7 @@ import agentexec as ax
 from tests.apps import research
 from tests.apps.research import ResearchContext
 from tests.integration.readmodel import conftest as readmodel
-from tests.support.waiting import async_wait_for
+from tests.support.waiting import async_wait_for, scaled
 
 # The read-model suite's fixtures: the test runs on SQLite and PostgreSQL.
 engine, postgres = readmodel.engine, readmodel.postgres
@@ -48,7 +48,7 @@ async def test_seed_research_company_returns_its_dict_and_reports_progress(
     research_pool: ax.Pool, engine: Engine
 ) -> None:
     agent_id = await start_research("Acme")
-    result = await ax.get_result(agent_id, timeout=60)
+    result = await ax.get_result(agent_id, timeout=scaled(60))
     assert result == {
         "company": "Acme",
         "findings": "Acme sells anvils; focus: products, financials.",

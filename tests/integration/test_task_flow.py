@@ -16,6 +16,8 @@ from agentexec import events
 from agentexec.connection import get_redis
 from agentexec.streams import Keys
 from tests.apps.basic import Answer, Echo, Record
+from tests.support.listeners import wait_for_idle_workers
+from tests.support.waiting import scaled
 
 
 async def event_log() -> list[events.AnyEvent]:
@@ -51,7 +53,7 @@ async def test_results_come_back_as_the_handler_returned_them(
     running_pool: ax.Pool, task_name: str, expected: Any
 ) -> None:
     task = await ax.enqueue(task_name, Echo(text="hello"))
-    result = await ax.get_result(task, timeout=20)
+    result = await ax.get_result(task, timeout=scaled(20))
     if task_name == "echo":
         assert isinstance(result, Answer) and result.text == "hello"
         assert result.pid in running_pool.worker_pids
@@ -61,7 +63,7 @@ async def test_results_come_back_as_the_handler_returned_them(
 
 async def test_lifecycle_events_are_appended_in_order(running_pool: ax.Pool) -> None:
     task = await ax.enqueue("progress", Echo(text="x"))
-    assert await ax.get_result(task, timeout=20) == "done"
+    assert await ax.get_result(task, timeout=scaled(20)) == "done"
     log = [e for e in await event_log() if e.agent_id == task.agent_id]
     assert [type(e).__name__ for e in log] == [
         "TaskQueued",
@@ -81,7 +83,7 @@ async def test_lifecycle_events_are_appended_in_order(running_pool: ax.Pool) -> 
 async def test_a_failing_handler_raises_task_failed_error(running_pool: ax.Pool) -> None:
     task = await ax.enqueue("boom", Echo(text="kaput"))
     with pytest.raises(ax.TaskFailedError, match="RuntimeError: boom: kaput") as info:
-        await ax.get_result(task, timeout=20)
+        await ax.get_result(task, timeout=scaled(20))
     assert info.value.agent_id == task.agent_id
     failed = [e for e in await event_log() if isinstance(e, events.TaskFailed)]
     assert failed[0].message == "Task failed with error: RuntimeError: boom: kaput"
@@ -90,18 +92,20 @@ async def test_a_failing_handler_raises_task_failed_error(running_pool: ax.Pool)
 async def test_an_unknown_task_name_ends_in_error_not_a_crash(running_pool: ax.Pool) -> None:
     task = await ax.enqueue("no_such_task", Echo(text="x"))
     with pytest.raises(ax.TaskFailedError, match="no handler for task 'no_such_task'"):
-        await ax.get_result(task, timeout=20)
+        await ax.get_result(task, timeout=scaled(20))
     # The worker carries on.
-    assert (await ax.get_result(await ax.enqueue("sync_echo", Echo(text="ok")), timeout=20)) == "OK"
+    assert (
+        await ax.get_result(await ax.enqueue("sync_echo", Echo(text="ok")), timeout=scaled(20))
+    ) == "OK"
 
 
 async def test_get_result_wakes_on_completion_and_after_it(running_pool: ax.Pool) -> None:
     task = await ax.enqueue("echo", Echo(text="later", delay=0.3))
-    waiting = asyncio.create_task(ax.get_result(task, timeout=20))
+    waiting = asyncio.create_task(ax.get_result(task, timeout=scaled(20)))
     assert (await waiting).text == "later"
     # Once stored, the result is returned again to any waiter, by agent id too.
-    assert (await ax.get_result(task.agent_id, timeout=5)).text == "later"
-    assert (await ax.get_result(str(task.agent_id), timeout=5)).text == "later"
+    assert (await ax.get_result(task.agent_id, timeout=scaled(5))).text == "later"
+    assert (await ax.get_result(str(task.agent_id), timeout=scaled(5))).text == "later"
 
 
 async def test_get_result_times_out(redis_conf: str) -> None:
@@ -112,24 +116,26 @@ async def test_get_result_times_out(redis_conf: str) -> None:
 
 async def test_results_expire_after_the_result_ttl(running_pool: ax.Pool) -> None:
     task = await ax.enqueue("sync_echo", Echo(text="x"))
-    await ax.get_result(task, timeout=20)
+    await ax.get_result(task, timeout=scaled(20))
     ttl = await get_redis().ttl(Keys(ax.CONF.key_prefix).result(task.agent_id))
     assert 0 < ttl <= ax.CONF.result_ttl
 
 
 async def test_gather_returns_results_in_order(running_pool: ax.Pool) -> None:
     tasks = [await ax.enqueue("echo", Echo(text=str(i), delay=0.05 * (5 - i))) for i in range(5)]
-    results = await ax.gather(*tasks, timeout=20)
+    results = await ax.gather(*tasks, timeout=scaled(20))
     assert [r.text for r in results] == ["0", "1", "2", "3", "4"]
 
 
 async def test_gather_fails_fast(running_pool: ax.Pool) -> None:
     ax.CONF.graceful_shutdown_timeout = 0.5  # hand the 30 s task back at teardown
+    # The time measured is the task's, not the pool's start (seconds on a busy machine).
+    await wait_for_idle_workers(running_pool.num_workers or 1)
     slow = await ax.enqueue("echo", Echo(text="slow", delay=30))
     bad = await ax.enqueue("boom", Echo(text="first"))
     started = asyncio.get_running_loop().time()
     with pytest.raises(ax.TaskFailedError, match="boom: first"):
-        await ax.gather(slow, bad, timeout=25)
+        await ax.gather(slow, bad, timeout=scaled(25))
     assert asyncio.get_running_loop().time() - started < 20
 
 
@@ -147,7 +153,7 @@ async def test_high_priority_runs_before_low_and_fifo_within(
     pool.start()
     try:
         last = await ax.enqueue("record", Record(path=str(out), label="end"))
-        await ax.get_result(last, timeout=20)
+        await ax.get_result(last, timeout=scaled(20))
     finally:
         pool.shutdown()
     order = out.read_text().split()
@@ -167,7 +173,7 @@ async def test_no_more_handlers_run_at_once_than_the_concurrency(
     pool.start()
     try:
         tasks = [await ax.enqueue("span", Record(path=str(out), label="")) for _ in range(12)]
-        await ax.gather(*tasks, timeout=30)
+        await ax.gather(*tasks, timeout=scaled(30))
     finally:
         pool.shutdown()
     running, most = 0, 0
@@ -184,9 +190,12 @@ async def test_pickup_is_pushed_not_polled(redis_conf: str) -> None:
     ax.CONF.block_ms = 60_000
     basic.pool.start()
     try:
-        await asyncio.sleep(0.5)  # let the workers settle into their blocking read
+        # Every worker is in its blocking read, so the task must wake one up.
+        await wait_for_idle_workers(basic.pool.num_workers or 1)
         started = asyncio.get_running_loop().time()
-        result = await ax.get_result(await ax.enqueue("sync_echo", Echo(text="x")), timeout=30)
+        result = await ax.get_result(
+            await ax.enqueue("sync_echo", Echo(text="x")), timeout=scaled(30)
+        )
         elapsed = asyncio.get_running_loop().time() - started
     finally:
         basic.pool.shutdown()

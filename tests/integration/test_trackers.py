@@ -17,7 +17,7 @@ from agentexec.streams import Keys
 from agentexec.tasks import RunningTask, reset_running, set_running
 from tests.apps import workflows
 from tests.apps.workflows import Aggregate, Child
-from tests.support.waiting import wait_for
+from tests.support.waiting import scaled, wait_for
 
 
 def tracker_events(tracker: ax.Tracker) -> list[events.AnyEvent]:
@@ -174,8 +174,8 @@ async def test_retried_children_finishing_together_fan_in_once(
         what="both children running",
     )
     (tmp_path / "go").touch()
-    assert await ax.gather(*children, timeout=60) == [3, 3]
-    assert await ax.get_result(aggregate, timeout=30) == 2
+    assert await ax.gather(*children, timeout=scaled(60)) == [3, 3]
+    assert await ax.get_result(aggregate, timeout=scaled(30)) == 2
     assert (tmp_path / "aggregated").read_text().split() == [str(aggregate.agent_id)]
     assert len(queued("aggregate")) == 1
     log = tracker_events(tracker)

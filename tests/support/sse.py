@@ -11,6 +11,8 @@ from typing import Any
 
 import httpx
 
+from tests.support.waiting import scaled
+
 
 @dataclass
 class Message:
@@ -34,8 +36,9 @@ class EventStream:
         self._lines = response.aiter_lines()
 
     async def next(self, timeout: float = 10) -> Message:
-        """The next message with data; raises EOFError when the stream ended."""
-        return await asyncio.wait_for(self._next(), timeout)
+        """The next message with data; raises EOFError when the stream ended. `timeout` is
+        seconds on a quiet machine, stretched by load (tests/support/waiting.py)."""
+        return await asyncio.wait_for(self._next(), scaled(timeout))
 
     async def _next(self) -> Message:
         message = Message()

@@ -19,7 +19,7 @@ from agentexec.api import create_app
 from agentexec.connection import close_redis
 from agentexec.projector import Projector
 from tests.integration.readmodel.conftest import engine, postgres, sqlite_engine
-from tests.support.waiting import async_wait_for
+from tests.support.waiting import async_wait_for, scaled
 
 __all__ = ["LiveServer", "engine", "postgres"]
 
@@ -108,7 +108,7 @@ async def serve(redis_conf: str) -> AsyncIterator[Callable[..., Any]]:
 
 @pytest.fixture
 async def http() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(timeout=10) as client:
+    async with httpx.AsyncClient(timeout=scaled(10)) as client:
         yield client
 
 

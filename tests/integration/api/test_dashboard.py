@@ -6,7 +6,6 @@ Set AGENTEXEC_SCREENSHOT=docs/dashboard.png to save a screenshot of the list."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 from collections.abc import AsyncIterator
@@ -19,6 +18,7 @@ from sqlalchemy import Engine
 import agentexec as ax
 from agentexec.projector import Projector
 from tests.apps import basic
+from tests.support.waiting import scaled
 
 CHROMIUM = os.environ.get("AGENTEXEC_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = [
@@ -39,6 +39,11 @@ pytestmark = pytest.mark.skipif(
 )
 
 
+def ms(seconds: float) -> float:
+    """A Playwright timeout (milliseconds) for a deadline of `seconds` on a quiet machine."""
+    return scaled(seconds) * 1000
+
+
 @pytest.fixture
 async def browser_page(tmp_path: Path) -> AsyncIterator[Any]:
     async with playwright_api.async_playwright() as playwright:
@@ -49,8 +54,10 @@ async def browser_page(tmp_path: Path) -> AsyncIterator[Any]:
             args=ARGS,
             viewport={"width": 1180, "height": 640},
         )
+        page = context.pages[0] if context.pages else await context.new_page()
+        page.set_default_timeout(ms(30))
         try:
-            yield context.pages[0] if context.pages else await context.new_page()
+            yield page
         finally:
             await context.close()
 
@@ -74,36 +81,38 @@ async def test_dashboard_lists_a_task_live_and_shows_its_log(
     expect = playwright_api.expect
     server = await serve(db)
     await page.goto(server.url + "/")
-    await expect(page.locator("#conn")).to_have_text("live")
+    await expect(page.locator("#conn")).to_have_text("live", timeout=ms(5))
 
     task = await ax.enqueue("progress", basic.Echo(text="shown", delay=0.2))
     row = page.locator(f'tr[data-agent-id="{task.agent_id}"]')
-    await expect(row).to_be_visible(timeout=15_000)
+    await expect(row).to_be_visible(timeout=ms(15))
     await expect(row.locator('[role="progressbar"]')).to_have_attribute(
-        "aria-valuenow", "100", timeout=20_000
+        "aria-valuenow", "100", timeout=ms(20)
     )
-    await expect(row.locator(".badge")).to_have_text("complete")
-    await expect(row).to_contain_text("progress")
+    await expect(row.locator(".badge")).to_have_text("complete", timeout=ms(5))
+    await expect(row).to_contain_text("progress", timeout=ms(5))
 
     # The page keeps up across a network drop: the API restarts, a task runs meanwhile.
     port = server.port
     await server.stop()
-    await expect(page.locator("#conn")).not_to_have_text("live", timeout=10_000)
+    await expect(page.locator("#conn")).not_to_have_text("live", timeout=ms(10))
     failing = await ax.enqueue("boom", basic.Echo(text="while the API was down"))
     with pytest.raises(ax.TaskFailedError):
-        await ax.get_result(failing, timeout=15)
+        await ax.get_result(failing, timeout=scaled(15))
     await serve(db, port=port)
     failed_row = page.locator(f'tr[data-agent-id="{failing.agent_id}"]')
-    await expect(failed_row.locator(".badge")).to_have_text("error", timeout=15_000)
-    await expect(page.locator("#conn")).to_have_text("live")
+    await expect(failed_row.locator(".badge")).to_have_text("error", timeout=ms(15))
+    await expect(page.locator("#conn")).to_have_text("live", timeout=ms(5))
 
     if os.environ.get("AGENTEXEC_SCREENSHOT"):
         await screenshot(page, Path(os.environ["AGENTEXEC_SCREENSHOT"]))
 
     await row.click()
     timeline = page.locator("#timeline li")
-    await expect(timeline.filter(has_text="step 75")).to_be_visible(timeout=10_000)
-    await expect(timeline.filter(has_text="Task completed successfully.")).to_be_visible()
+    await expect(timeline.filter(has_text="step 75")).to_be_visible(timeout=ms(10))
+    await expect(timeline.filter(has_text="Task completed successfully.")).to_be_visible(
+        timeout=ms(5)
+    )
     entries = await timeline.locator(".type").all_inner_texts()
     assert entries == [
         "task.queued",
@@ -113,19 +122,25 @@ async def test_dashboard_lists_a_task_live_and_shows_its_log(
         "task.progress",
         "task.completed",
     ]
-    await expect(page.locator("#d-meta .badge")).to_have_text("complete")
+    await expect(page.locator("#d-meta .badge")).to_have_text("complete", timeout=ms(5))
 
     await page.locator("#back").click()
-    await expect(row).to_be_visible()
+    await expect(row).to_be_visible(timeout=ms(5))
 
 
 async def screenshot(page: Any, path: Path) -> None:
     """The list with a few more tasks, some still running."""
-    for delay in (0.05, 0.1, 1.5, 3.0):
+    quick = [
+        await ax.enqueue("progress", basic.Echo(text="more", delay=delay)) for delay in (0.05, 0.1)
+    ]
+    for delay in (1.5, 3.0):
         await ax.enqueue("progress", basic.Echo(text="more", delay=delay))
-    await ax.enqueue("echo", basic.Echo(text="hello"))
-    await page.locator("tr[data-status=running]").first.wait_for(timeout=10_000)
-    await asyncio.sleep(1.2)  # let the quick ones finish for a varied picture
+    quick.append(await ax.enqueue("echo", basic.Echo(text="hello")))
+    await page.locator("tr[data-status=running]").first.wait_for(timeout=ms(10))
+    # The quick ones finished, the others still run: a varied picture.
+    for task in quick:
+        row = page.locator(f'tr[data-agent-id="{task.agent_id}"]')
+        await playwright_api.expect(row.locator(".badge")).to_have_text("complete", timeout=ms(10))
     await page.screenshot(path=str(path))
 
 

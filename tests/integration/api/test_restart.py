@@ -17,7 +17,7 @@ from sqlalchemy import Engine
 import agentexec as ax
 from tests.integration.readmodel.conftest import database_url
 from tests.support.sse import open_stream
-from tests.support.waiting import wait_for
+from tests.support.waiting import scaled, wait_for
 
 
 def free_port() -> int:
@@ -39,16 +39,24 @@ class ApiProcess:
         def up() -> bool:
             assert self.process.poll() is None, "agentexec api exited"
             try:
-                return httpx.get(f"{self.url}/api/activities", timeout=1).status_code == 200
+                return httpx.get(f"{self.url}/api/activities", timeout=scaled(1)).status_code == 200
             except httpx.TransportError:
                 return False
 
-        wait_for(up, timeout=30, what="agentexec api to serve")
+        try:
+            wait_for(up, timeout=30, what="agentexec api to serve")
+        except BaseException:
+            self.stop()  # the test never gets hold of a server that did not come up
+            raise
 
     def stop(self) -> None:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
-            self.process.wait(timeout=15)
+            try:
+                self.process.wait(timeout=scaled(15))
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
 
 
 @pytest.fixture
@@ -68,7 +76,7 @@ async def test_a_client_resumes_across_a_server_restart(api_env: dict[str, str])
     agent = ax.activity.create("research", "queued")
     ids: list[str] = []
     try:
-        async with httpx.AsyncClient(timeout=10) as http:
+        async with httpx.AsyncClient(timeout=scaled(10)) as http:
             url = f"{server.url}/api/activities/{agent}/events"
             async with open_stream(http, url) as feed:
                 ids.append((await feed.next()).id or "")

@@ -21,6 +21,7 @@ from agentexec.connection import close_redis
 from agentexec.embedded import EmbeddedRedis
 from agentexec.projector import Projector
 from agentexec.projector.rebuild import rebuild
+from tests.support.waiting import scaled
 
 from .conftest import PostgresSchema, database_url
 from .workload import append_all, checkpoint_position, snapshot, traffic, wait_until
@@ -48,18 +49,18 @@ class ProjectorProcess:
 
     def kill(self) -> None:
         self.process.send_signal(signal.SIGKILL)
-        self.process.wait(10)
+        self.process.wait(scaled(10))
 
     def stop(self) -> int:
         # A SIGTERM that comes while the interpreter still starts kills it outright: wait
         # until it runs (on a loaded machine start-up takes seconds).
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + scaled(30)
         while "started on" not in Path(self.log.name).read_text() and time.monotonic() < deadline:
             if self.process.poll() is not None:
                 break
             time.sleep(0.05)
         self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(20)
+        return self.process.wait(scaled(20))
 
     def close(self) -> None:
         if self.process.poll() is None:

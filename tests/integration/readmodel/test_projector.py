@@ -20,6 +20,7 @@ from agentexec.projector import Projector, checkpoints
 from agentexec.projector.rebuild import rebuild
 from agentexec.streams import PROJECTOR_GROUP, Keys
 from tests.apps import basic
+from tests.support.waiting import scaled
 
 from .conftest import sqlite_engine
 from .workload import append_all, checkpoint_position, snapshot, traffic, wait_until
@@ -124,7 +125,7 @@ async def test_lease_is_exclusive_and_fails_over(engine: Engine, redis_conf: str
     assert not await waiter._take_over()
     ax.activity.create("t")
     # The holder dies without releasing: the waiter gets the log when the lease expires.
-    assert await waiter.catch_up(timeout=5) == 1
+    assert await waiter.catch_up(timeout=scaled(5)) == 1
     assert (await holder._step(asyncio.Event(), block=False)) == "lost"
     await close_redis()
 
@@ -142,7 +143,7 @@ async def test_a_pools_projector_runs_on_its_own_thread_below_the_workers(
     pool.start()
     try:
         task = await ax.enqueue("echo", basic.Echo(text="hi"))
-        await ax.get_result(task, timeout=20)
+        await ax.get_result(task, timeout=scaled(20))
 
         def complete() -> bool:
             with Session(engine) as db:

@@ -25,6 +25,8 @@ from agentexec.projector import Projector
 from agentexec.projector.restore import REQUEUED_MESSAGE
 from agentexec.streams import PROJECTOR_GROUP, Keys, ensure_group
 from tests.integration.readmodel.workload import append_all
+from tests.support.listeners import subscribers
+from tests.support.waiting import async_wait_for, scaled
 
 
 def _queued(queue: str = "q", **fields: object) -> TaskQueued:
@@ -75,11 +77,12 @@ async def test_redis_flushed_restores_queued_tasks_and_results(projector: Projec
 
     # Someone waits for a result that Redis lost; a fresh projector (as after a restart)
     # notices the loss.
-    waiter = asyncio.create_task(ax.get_result(done.agent_id, timeout=5))
+    waiter = asyncio.create_task(ax.get_result(done.agent_id, timeout=scaled(5)))
     # A task queued since Redis came back has its entry: it is not queued again.
     fresh = _queued()
     append_all([fresh])
-    await asyncio.sleep(0.2)
+    channel = keys.result_channel(done.agent_id)
+    await async_wait_for(lambda: subscribers(channel), what="the waiter subscribed")
     await Projector(projector.engine, lease_seconds=5).catch_up()
     assert await waiter == {"answer": 42}
 
@@ -105,9 +108,9 @@ async def test_redis_flushed_restores_queued_tasks_and_results(projector: Projec
     assert 0.5 * lease_ms < due - time.time() * 1000 <= lease_ms
 
     # Results of tasks that ended are there again; the running task is left to its worker.
-    assert await ax.get_result(done.agent_id, timeout=1) == {"answer": 42}
+    assert await ax.get_result(done.agent_id, timeout=scaled(1)) == {"answer": 42}
     with pytest.raises(ax.TaskFailedError, match="ValueError: y"):
-        await ax.get_result(failed.agent_id, timeout=1)
+        await ax.get_result(failed.agent_id, timeout=scaled(1))
     assert not await get_redis().exists(keys.result(running.agent_id))
 
     # The log records what was queued again, and a second pass changes nothing.

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 import agentexec as ax
 from agentexec.connection import close_redis
 from tests.apps import basic
+from tests.support.waiting import scaled
 
 from .conftest import sqlite_engine
 
@@ -69,7 +70,9 @@ async def test_seed_000_polling_loop_ends(pool_engine: Engine) -> None:
                     "updated_at": activity.updated_at.isoformat(),
                 }
 
-        result = await asyncio.wait_for(wait_for_completion(str(task.agent_id), timeout=60), 90)
+        result = await asyncio.wait_for(
+            wait_for_completion(str(task.agent_id), timeout=int(scaled(60))), scaled(90)
+        )
         assert result == {
             "status": "COMPLETE",
             "logs": [

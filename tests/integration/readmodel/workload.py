@@ -23,6 +23,7 @@ from agentexec.events import (
     TaskStarted,
 )
 from agentexec.streams import Keys
+from tests.support.waiting import scaled
 
 
 def lifecycle(agent_id: uuid.UUID, task_name: str = "research", steps: int = 3) -> list[Event]:
@@ -107,8 +108,9 @@ def checkpoint_position(engine: Engine) -> str | None:
 
 
 async def wait_until(condition: Callable[[], object], timeout: float = 30.0) -> None:
-    """Wait for `condition()` (run in a thread: it may query SQL) to hold."""
-    async with asyncio.timeout(timeout):
+    """Wait for `condition()` (run in a thread: it may query SQL) to hold; `timeout` is
+    seconds on a quiet machine, stretched by load (tests/support/waiting.py)."""
+    async with asyncio.timeout(scaled(timeout)):
         # The database has no change notification to wait on: poll it.
         while not await asyncio.to_thread(condition):  # noqa: ASYNC110
             await asyncio.sleep(0.02)
