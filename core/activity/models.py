@@ -64,10 +64,10 @@ class StatusType(TypeDecorator[Status]):
         if value is None:
             return None
         try:
-            return Status(str(value).upper()).value
+            return Status(value).name
         except ValueError:
             raise ValueError(
-                f"status {value!r} is not one of {', '.join(s.value for s in Status)}."
+                f"status {value!r} is not one of {', '.join(s.name for s in Status)}."
             ) from None
 
     def process_result_value(self, value: Any, dialect: Dialect) -> Status | None:

@@ -1,8 +1,8 @@
 """Pydantic schemas the activity read API returns.
 
-`status` is a `Status`: in Python it compares equal to its upper-case name
-(`item.status == "COMPLETE"`, `item.status.value == "COMPLETE"`); in JSON it is spelled
-lower-case (`"status": "queued"`), as the UI components expect. Input accepts either case.
+`status` is a `Status`, spelled lower-case wherever it is written out (JSON, `status.value`,
+`str(status)`), as the UI components expect; in Python it compares equal to either spelling
+(`item.status == "COMPLETE"`, `item.status.value == "complete"`). Input accepts either case.
 Datetimes are timezone-aware UTC.
 """
 
@@ -27,7 +27,7 @@ __all__ = [
 
 
 def _status_in(value: Any) -> Any:
-    return value.upper() if isinstance(value, str) else value
+    return Status(value) if isinstance(value, str) else value
 
 
 def _utc(value: Any) -> Any:
