@@ -5,13 +5,20 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from pathlib import Path
+from uuid import UUID
 
+import pytest
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 import agentexec as ax
+from agentexec.connection import close_redis
 from agentexec.events import Status
 from agentexec.projector import Projector
+from tests.support.waiting import async_wait_for
+
+from .conftest import sqlite_engine
 
 
 def seed_002_app(engine: Engine):  # type: ignore[no-untyped-def]
@@ -107,3 +114,44 @@ async def test_seed_000_polling_loop_on_the_terminal_set_ends_for_canceled(
     assert result == {"status": "CANCELED"} and str(result["status"]) == "canceled"
     assert "CANCELED" in ax.Status.TERMINAL and "queued" in ax.Status.ACTIVE
     assert set(ax.Status.TERMINAL) == {Status.COMPLETE, Status.ERROR, Status.CANCELED}
+
+
+async def test_handler_error_then_return_tells_one_story(redis_conf: str, tmp_path: Path) -> None:
+    """Seed 000's "Handle errors explicitly": `ax.activity.error()` then a normal return. The
+    handler's own error() is its verdict: the task ends ERROR with that message, the log
+    never says it completed, and get_result raises with the same message. Re-raising after
+    error() (seed 002) gives the same story, without a retry."""
+    from tests.apps import newcomer
+
+    engine = sqlite_engine(tmp_path / "agents.db")
+    pool = ax.Pool(engine=engine, num_workers=1)
+    pool.task("api_task", max_retries=2)(newcomer.api_task)
+    pool.start()
+    try:
+        for reraise in (False, True):
+            task = await ax.enqueue(
+                "api_task", newcomer.APIContext(endpoint="/v1", reraise=reraise)
+            )
+            with pytest.raises(ax.TaskFailedError, match="API error: quota exceeded at /v1"):
+                await ax.get_result(task, timeout=60)
+
+            async def projected(
+                agent_id: UUID = task.agent_id,
+            ) -> ax.activity.ActivityDetailSchema | None:
+                with Session(engine) as session:
+                    detail = ax.activity.detail(session, agent_id)
+                return detail if detail and detail.status in ax.Status.TERMINAL else None
+
+            detail = await async_wait_for(projected, timeout=30, what="the task's final status")
+            assert detail.status == "ERROR"
+            assert detail.error == "API error: quota exceeded at /v1"
+            assert detail.attempts == 1  # error() is final: no retry
+            messages = [(log.status, log.message) for log in detail.logs]
+            assert messages[-1] == ("error", "API error: quota exceeded at /v1")
+            assert [s for s, _ in messages].count("error") == 1
+            assert all("completed" not in m for _, m in messages), messages
+    finally:
+        await asyncio.to_thread(pool.shutdown, 60)
+        engine.dispose()
+        await close_redis()
+
