@@ -15,6 +15,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, PlainSerializer, computed_field
 
+from agentexec.errors import InvalidAgentIdError
 from agentexec.events import Status
 
 __all__ = [
@@ -23,7 +24,21 @@ __all__ = [
     "ActivityListSchema",
     "ActivityLogSchema",
     "StatusField",
+    "parse_agent_id",
 ]
+
+
+def parse_agent_id(value: UUID | str) -> UUID:
+    """`value` as a UUID; raises `InvalidAgentIdError` when it is not one."""
+    if isinstance(value, UUID):
+        return value
+    try:
+        return UUID(str(value))
+    except ValueError:
+        raise InvalidAgentIdError(
+            f"agent id {value!r} is not a UUID, so no task has it; pass the agent_id a task "
+            "was enqueued with (a web view answers 422 or 404 for it)."
+        ) from None
 
 
 def _status_in(value: Any) -> Any:

@@ -34,6 +34,8 @@ from agentexec.scripts import APPEND_HELD
 from agentexec.streams import AGENT_TTL, Keys
 from agentexec.tasks import TaskLease, event_identity, running_task
 
+from .schemas import parse_agent_id
+
 if TYPE_CHECKING:
     from collections.abc import Awaitable
 
@@ -56,10 +58,7 @@ return redis.call('XADD', KEYS[1], '*', 'event', ARGV[1])
 
 
 def _agent_id(value: UUID | str) -> UUID:
-    try:
-        return value if isinstance(value, UUID) else UUID(str(value))
-    except ValueError:
-        raise ValueError(f"agent id {value!r} is not a UUID; pass the task's agent_id.") from None
+    return parse_agent_id(value)
 
 
 def _percentage(value: int | None) -> int | None:

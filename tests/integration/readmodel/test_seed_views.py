@@ -155,3 +155,60 @@ async def test_handler_error_then_return_tells_one_story(redis_conf: str, tmp_pa
         engine.dispose()
         await close_redis()
 
+
+async def test_unknown_and_invalid_ids_in_views_are_404_and_422(
+    engine: Engine, projector: Projector
+) -> None:
+    """docs/activity.md, "In a web view": seed 002's views plus the documented handler of
+    `ax.InvalidAgentIdError`, the corrected seed 001 view, and the library's own REST API."""
+    from fastapi import APIRouter, Depends, HTTPException, Request
+    from fastapi.responses import JSONResponse
+    from fastapi.testclient import TestClient
+
+    import agentexec.api
+
+    agent_id = ax.activity.create("research_company")
+    await projector.catch_up()
+    with Session(engine) as db:
+        with pytest.raises(ax.InvalidAgentIdError, match="'nope' is not a UUID") as raised:
+            ax.activity.detail(db, "nope")
+        assert isinstance(raised.value, ValueError)
+
+    app = seed_002_app(engine)
+
+    # The documented handler, as written.
+    @app.exception_handler(ax.InvalidAgentIdError)
+    async def invalid_agent_id(request: Request, exc: ax.InvalidAgentIdError) -> JSONResponse:
+        return JSONResponse(status_code=422, content={"detail": str(exc)})
+
+    def get_db() -> Iterator[Session]:
+        with Session(engine) as db:
+            yield db
+
+    router = APIRouter()
+
+    # Seed 001's Quick Start view, with the documented None check.
+    @router.get("/research/{agent_id}")
+    def get_status(
+        agent_id: UUID,
+        db: Session = Depends(get_db),  # noqa: B008
+    ) -> ax.activity.ActivityDetailSchema:
+        activity = ax.activity.detail(db, agent_id=agent_id)
+        if activity is None:  # unknown, or not projected yet
+            raise HTTPException(404, "Activity not found")
+        return activity
+
+    app.include_router(router)
+    client = TestClient(app, raise_server_exceptions=False)
+    unknown = str(UUID(int=7))
+    for path in ("/api/activities/{}", "/api/activities/{}/status", "/research/{}"):
+        assert client.get(path.format(agent_id)).status_code == 200
+        assert client.get(path.format(unknown)).status_code == 404
+        assert client.get(path.format("nope")).status_code == 422
+    assert "not a UUID" in client.get("/api/activities/nope").json()["detail"]
+
+    library = TestClient(agentexec.api.create_app(engine), raise_server_exceptions=False)
+    for path in ("/api/activities/{}", "/api/activities/{}/status"):
+        assert library.get(path.format(agent_id)).status_code == 200
+        assert library.get(path.format(unknown)).status_code == 404
+        assert library.get(path.format("nope")).status_code == 422
