@@ -18,6 +18,7 @@ from typing_extensions import TypeIs
 
 from agentexec.events import ACTIVE
 
+from .freshness import check_projected
 from .schemas import (
     ActivityDetailSchema,
     ActivityListItemSchema,
@@ -131,6 +132,7 @@ def _list_item(activity: Activity) -> ActivityListItemSchema:
 def _run(
     session: Session | AsyncSession, query: Select[Any], build: Callable[[Any], T]
 ) -> T | Awaitable[T]:
+    check_projected()
     if is_async(session):
 
         async def run() -> T:
@@ -146,6 +148,7 @@ def _run2(
     second: Select[Any],
     build: Callable[[Any, Any], T],
 ) -> T | Awaitable[T]:
+    check_projected()
     if is_async(session):
 
         async def run() -> T:
