@@ -18,7 +18,7 @@ from uuid import UUID
 from pydantic import BaseModel
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
+from rich.table import Column, Table
 from sqlalchemy import create_engine
 from sqlalchemy.orm import Session
 
@@ -37,6 +37,10 @@ PHASES = ("Searching sources", "Reading filings", "Comparing competitors", "Draf
 COMPANIES = ("Acme", "Globex", "Initech", "Umbrella", "Hooli", "Stark Industries")
 
 
+_FIXED_WIDTH = 16 + 16 + 4 + 8 + 7 + 5
+"""The progress line's columns but the message, with the spaces between all six."""
+
+
 class ResearchContext(BaseModel):
     company: str
     fail: bool = False
@@ -52,7 +56,10 @@ async def research_company(agent_id: UUID, context: ResearchContext) -> dict[str
         await asyncio.sleep(random.uniform(0.4, 1.2))
         activity.update(agent_id, f"{phase} for {context.company}", percentage=(i + 1) * 20)
     if context.fail:
-        raise RuntimeError(f"no filings found for {context.company}")
+        # An expected failure, reported by the handler itself: the task ends ERROR with this
+        # message (no retry), and the worker logs one line, not a traceback.
+        activity.error(agent_id, f"No filings found for {context.company}")
+        return {}
     return {"company": context.company, "summary": f"{context.company} looks promising."}
 
 
@@ -64,13 +71,19 @@ async def _watch(console: Console, count: int) -> list[Any]:
         for i, c in enumerate(companies)
     ]
     names = {t.agent_id: c for t, c in zip(tasks, companies, strict=True)}
+    # Fixed widths for all but the message, which gets what is left and is cut short with an
+    # ellipsis: otherwise rich shrinks every column, the bar and the percentage first.
+    room = max(8, console.width - _FIXED_WIDTH)
     columns = (
-        TextColumn("{task.fields[company]:<18}"),
-        BarColumn(),
-        TextColumn("{task.percentage:>3.0f}%"),
-        TextColumn("{task.fields[status]:<9}"),
-        TextColumn("{task.description}"),
-        TimeElapsedColumn(),
+        TextColumn("{task.fields[company]}", table_column=Column(width=16, no_wrap=True)),
+        BarColumn(bar_width=16),
+        TextColumn("{task.percentage:>3.0f}%", table_column=Column(width=4, no_wrap=True)),
+        TextColumn("{task.fields[status]}", table_column=Column(width=8, no_wrap=True)),
+        TextColumn(
+            "{task.description}",
+            table_column=Column(max_width=room, no_wrap=True, overflow="ellipsis"),
+        ),
+        TimeElapsedColumn(table_column=Column(width=7, no_wrap=True)),
     )
     with Progress(*columns, console=console) as progress:
         bars = {
@@ -114,7 +127,8 @@ async def _result(task: Any) -> Any:
 
 
 def run_demo(count: int = 6, database: str = "agentexec-demo.db") -> None:
-    """Run the demo: `count` tasks on two worker processes, the last one failing on purpose.
+    """Run the demo: `count` tasks on two worker processes, the last one failing on purpose
+    (it reports its own error with `ax.activity.error`).
 
     The pool runs a projector into the SQLite file `database`; at the end the demo prints the
     activity read model from it, as an application would query it.

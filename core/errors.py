@@ -57,6 +57,11 @@ class EventDecodeError(AgentexecError, ValueError):
     """A stream entry is not a valid agentexec event."""
 
 
+class InvalidAgentIdError(AgentexecError, ValueError):
+    """An agent id given as a string is not a UUID, so it names no task. A web view taking the
+    id from a URL answers 422 (or 404) for it: see docs/activity.md, "In a web view"."""
+
+
 class UnknownActivityError(AgentexecError, LookupError):
     """An activity call named an agent id that no task or `ax.activity.create` has used."""
 

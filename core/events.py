@@ -22,23 +22,81 @@ NULL = msgspec.Raw(b"null")
 EVENT_FIELD = b"event"
 
 
-class Status(enum.StrEnum):
-    """The status of a task. Compares equal to its upper-case name (`status == "COMPLETE"`)."""
+class _Spelling(str):
+    """A status word that equals the same word in either case (`"complete" == "COMPLETE"`)."""
 
-    QUEUED = "QUEUED"
-    RUNNING = "RUNNING"
-    COMPLETE = "COMPLETE"
-    ERROR = "ERROR"
-    CANCELED = "CANCELED"
+    __slots__ = ()
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, str):
+            return str.lower(self) == str.lower(other)
+        return NotImplemented
+
+    def __ne__(self, other: object) -> bool:
+        equal = self.__eq__(other)
+        return equal if equal is NotImplemented else not equal
+
+    def __hash__(self) -> int:
+        return str.__hash__(str.lower(self))
+
+
+class Status(enum.StrEnum):
+    """The status of a task, spelled lower-case everywhere it is written out.
+
+    `str(status)`, `status.value`, JSON, SSE and FastAPI's encoder of a plain dict all give the
+    one wire form, `"complete"`. Comparisons accept either spelling: `status == "COMPLETE"`,
+    `status in ("COMPLETE", "ERROR")` and `status.value == "complete"` are all true, and
+    `Status("COMPLETE") is Status("complete")`. The read model stores the upper-case name.
+
+    `Status.TERMINAL` (COMPLETE, ERROR, CANCELED) are final: a task in one of them never moves
+    again, so a polling loop should stop on `status in Status.TERMINAL`. `Status.ACTIVE` is
+    QUEUED and RUNNING.
+    """
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    COMPLETE = "complete"
+    ERROR = "error"
+    CANCELED = "canceled"
+
+    TERMINAL: ClassVar[frozenset[Status]]
+    ACTIVE: ClassVar[frozenset[Status]]
+
+    def __new__(cls, value: str) -> Status:
+        member = str.__new__(cls, value)
+        member._value_ = _Spelling(value)
+        return member
+
+    @classmethod
+    def _missing_(cls, value: object) -> Status | None:
+        if isinstance(value, str):
+            return cls.__members__.get(value.upper())
+        return None
+
+    __eq__ = _Spelling.__eq__
+    __ne__ = _Spelling.__ne__
+    __hash__ = _Spelling.__hash__
 
     @property
     def wire(self) -> str:
-        """The lower-case spelling used on the wire (JSON, SSE): `queued`, `running`..."""
-        return self.value.lower()
+        """The wire spelling as a plain `str`: `queued`, `running`..."""
+        return str.lower(self)
 
 
-TERMINAL = frozenset({Status.COMPLETE, Status.ERROR, Status.CANCELED})
-ACTIVE = frozenset({Status.QUEUED, Status.RUNNING})
+class _StatusSet(frozenset[Status]):
+    """A set of statuses that also finds a status given as a string in either case."""
+
+    def __contains__(self, item: object) -> bool:
+        if isinstance(item, str) and not isinstance(item, Status):
+            try:
+                item = Status(item)
+            except ValueError:
+                return False
+        return frozenset.__contains__(self, item)
+
+
+TERMINAL = Status.TERMINAL = _StatusSet({Status.COMPLETE, Status.ERROR, Status.CANCELED})
+ACTIVE = Status.ACTIVE = _StatusSet({Status.QUEUED, Status.RUNNING})
 
 
 class Priority(enum.StrEnum):

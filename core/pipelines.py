@@ -30,7 +30,7 @@ import asyncio
 import inspect
 import logging
 import typing
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 from uuid import UUID, uuid4
@@ -609,12 +609,22 @@ def _check_type(where: str, parameter: tuple[str, Any], output: Any) -> None:
     name, annotation = parameter
     if annotation is Any or output == annotation:
         return
+    if (_is_mapping(output) and _is_model(annotation)) or (
+        _is_model(output) and _is_mapping(annotation)
+    ):
+        return  # a JSON object either way: its fields are validated when the step is queued
     if isinstance(output, type) and isinstance(annotation, type):
         if not issubclass(output, annotation):
             raise TaskDefinitionError(
                 f"{where}: parameter {name!r} is annotated {annotation.__qualname__}, but the "
                 f"previous step provides a {output.__qualname__} there; make them match."
             )
+
+
+def _is_mapping(annotation: Any) -> bool:
+    """`dict`, `dict[str, X]`, `Mapping`, a TypedDict...: anything JSON carries as an object."""
+    origin = typing.get_origin(annotation) or annotation
+    return (isinstance(origin, type) and issubclass(origin, Mapping)) or typing.is_typeddict(origin)
 
 
 def _is_model(annotation: Any) -> bool:

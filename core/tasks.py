@@ -40,6 +40,9 @@ class RunningTask:
     attempt: int = 1
     lease: TaskLease | None = None
     """Set when a worker runs it; None when a task is only marked, as by a test."""
+    reported_error: list[tuple[str, str]] = field(default_factory=list, compare=False)
+    """(message, error) of the handler's own `ax.activity.error()`: the worker ends the task
+    with it when the handler returns (see `agentexec.activity.error`)."""
 
 
 _running: ContextVar[RunningTask | None] = ContextVar("agentexec_running_task", default=None)

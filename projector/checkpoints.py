@@ -76,4 +76,5 @@ def reset(conn: Connection, name: str, position: str, owner: str) -> None:
 
 
 def _now() -> datetime:
-    return datetime.now(UTC)
+    # Naive UTC, as the column stores it: a plain DateTime binds an aware value as given.
+    return datetime.now(UTC).replace(tzinfo=None)

@@ -40,6 +40,11 @@ def _engine(database_url: str | None, required: bool = True) -> Engine | None:
 
 @click.command()
 @_DATABASE_URL
+@click.option(
+    "--create-tables",
+    is_flag=True,
+    help="Create the read model's tables that are missing (as ax.Base.metadata.create_all).",
+)
 @click.option("--rebuild", is_flag=True, help="Empty the read model and rebuild it first.")
 @click.option("--batch-size", default=5000, show_default=True, help="Events per transaction.")
 @click.option(
@@ -49,14 +54,31 @@ def _engine(database_url: str | None, required: bool = True) -> Engine | None:
     help="How soon another projector takes over when this one dies.",
 )
 def projector(
-    database_url: str | None, rebuild: bool, batch_size: int, lease_seconds: float
+    database_url: str | None,
+    create_tables: bool,
+    rebuild: bool,
+    batch_size: int,
+    lease_seconds: float,
 ) -> None:
-    """Project the event log into the SQL read model until SIGINT/SIGTERM."""
+    """Project the event log into the SQL read model until SIGINT/SIGTERM.
+
+    Exits at once when the read model's tables are missing, unless --create-tables.
+    """
+    from agentexec.errors import ConfigurationError
+
     from .projector import Projector
     from .rebuild import rebuild as rebuild_read_model
 
     engine = _engine(database_url)
     assert engine is not None
+    if create_tables:
+        from agentexec.activity.models import Base
+
+        Base.metadata.create_all(engine)
+    try:
+        Projector(engine).check_tables()
+    except ConfigurationError as e:
+        raise click.ClickException(str(e)) from e
 
     async def main() -> None:
         stop = asyncio.Event()

@@ -80,7 +80,8 @@ def apply(conn: Connection, batch: Sequence[Applied], *, archive: bool = True) -
     agents = {a.event.agent_id for a in batch}
     current = _load(conn, agents)
     row_ids = {agent_id: activity_row_id(agent_id) for agent_id in agents}
-    rows = _fold(current, batch, row_ids)
+    # COPY and the JSON recordset bypass the column type: store the status as its name here.
+    rows = [{**r, "status": Status(r["status"]).name} for r in _fold(current, batch, row_ids)]
     bulk.upsert(conn, _activity, rows, "agent_id", set(current))
     logs = [
         _log_row(a, row_ids)
@@ -221,7 +222,7 @@ def _log_row(applied: Applied, row_ids: dict[UUID, UUID]) -> dict[str, Any]:
         "event_id": applied.event_id,
         "message": event.message,
         # An agent event is logged under the status of the task it reports on: RUNNING.
-        "status": type(event).status or Status.RUNNING,
+        "status": (type(event).status or Status.RUNNING).name,
         "percentage": event.percentage,
         "created_at": applied.ts,
     }

@@ -97,6 +97,7 @@ class Projector:
         """Project until `stop` is set (forever when None). Survives Redis and database
         outages; an entry that is not a valid event is dead-lettered and skipped."""
         stop = stop or asyncio.Event()
+        await asyncio.to_thread(self.check_tables)
         keeper = asyncio.create_task(self._keep_lease(stop))
         logger.info("projector %s: started on %s", self.name, self.keys.events)
         try:
@@ -108,6 +109,29 @@ class Projector:
                 await keeper
             await self._step_down()
             logger.info("projector %s: stopped at %s", self.name, self.position)
+
+    def check_tables(self) -> None:
+        """Raise `ConfigurationError` naming the fix when the read model's tables are missing.
+
+        A database that cannot be reached now is left to the projector's loop, which waits
+        for it."""
+        from sqlalchemy import inspect
+        from sqlalchemy.exc import SQLAlchemyError
+
+        try:
+            present = set(inspect(self.engine).get_table_names())
+        except SQLAlchemyError as e:
+            logger.warning("projector %s: cannot inspect the database yet (%s)", self.name, e)
+            return
+        missing = [t.name for t in models.Base.metadata.sorted_tables if t.name not in present]
+        if missing:
+            url = self.engine.url.render_as_string(hide_password=True)
+            raise ConfigurationError(
+                f"the read model's tables {', '.join(missing)} are missing in {url}. Create "
+                "them with `agentexec projector --create-tables`, "
+                "`ax.Base.metadata.create_all(engine)`, or your Alembic migrations "
+                "(`alembic upgrade heads`; see docs/activity.md)."
+            )
 
     def start(self) -> None:
         """Run in the background of the running event loop until `stop()`."""

@@ -95,3 +95,13 @@ def redis_conf(redis_url: str) -> str:
     """Point agentexec at the test Redis; returns its URL."""
     ax.CONF.redis_url = redis_url
     return redis_url
+
+
+@pytest.fixture(autouse=True)
+def _no_read_model_freshness_look(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reads of the read model look at Redis once for a stale log (agentexec.activity.freshness);
+    a test that reads without pointing agentexec at the test Redis must not reach the system
+    one, so the look is off unless a test turns it on."""
+    from agentexec.activity import freshness
+
+    monkeypatch.setattr(freshness, "_done", True)

@@ -328,7 +328,8 @@ class Worker:
         started = time.perf_counter()
         timeout = event.timeout or definition.timeout
         lease = TaskLease(entry[0], entry_id, WORKERS_GROUP, self.spec.consumer)
-        token = set_running(RunningTask(event.agent_id, event.task_name, event.attempt, lease))
+        running = RunningTask(event.agent_id, event.task_name, event.attempt, lease)
+        token = set_running(running)
         self._agents[event.agent_id] = asyncio.current_task()  # type: ignore[assignment]
         if event.parent_id is not None:
             self._parents[event.agent_id] = event.parent_id
@@ -350,6 +351,15 @@ class Worker:
             await self._fail(entry, event, f"the handler's return value cannot be stored: {e}")
             return
         except Exception as e:
+            if running.reported_error:
+                logger.warning(
+                    "task %s (agent %s) raised after reporting its error",
+                    event.task_name,
+                    event.agent_id,
+                    exc_info=True,
+                )
+                await self._fail(entry, event, *reversed(running.reported_error[0]))
+                return
             if deadline.expired():
                 error = (
                     f"TimeoutError: attempt {event.attempt} ran longer than its {timeout}s timeout"
@@ -371,6 +381,10 @@ class Worker:
             self._agents.pop(event.agent_id, None)
             self._parents.pop(event.agent_id, None)
             self._cancel_requested.discard(event.agent_id)
+        if running.reported_error:
+            # The handler's own ax.activity.error() is its verdict, whatever it returned.
+            await self._fail(entry, event, *reversed(running.reported_error[0]))
+            return
         completed = TaskCompleted(
             agent_id=event.agent_id,
             task_name=event.task_name,
@@ -528,13 +542,15 @@ class Worker:
             delay,
         )
 
-    async def _fail(self, entry: Entry, event: TaskQueued, error: str) -> None:
+    async def _fail(
+        self, entry: Entry, event: TaskQueued, error: str, message: str | None = None
+    ) -> None:
         error = recordable(error)
         failed = TaskFailed(
             agent_id=event.agent_id,
             task_name=event.task_name,
             attempt=event.attempt,
-            message=CONF.activity_message_error.replace("{error}", error),
+            message=message or CONF.activity_message_error.replace("{error}", error),
             error=error,
         )
         await self._finish(entry, event, failed, Outcome("error", event.task_name, error=error))

@@ -5,7 +5,8 @@ first imported: the first use of `ax.Base`, of `agentexec.activity.models`, or o
 function. Set the variable (or assign `ax.CONF.table_prefix`) before that.
 
 Timestamps are stored as naive UTC, so they compare with `datetime.utcnow()`; aware datetimes
-given in queries are converted to UTC first.
+compared with a model's attribute (`Activity.updated_at >= since`) are converted to UTC first.
+Every column has a standard SQLAlchemy type, so Alembic autogenerates importable revisions.
 """
 
 from __future__ import annotations
@@ -17,16 +18,25 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Column,
+    ColumnElement,
     DateTime,
-    Dialect,
+    Enum,
     Integer,
     MetaData,
     String,
     Text,
-    TypeDecorator,
     Uuid,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.orm import (
+    ColumnProperty,
+    DeclarativeBase,
+    Mapped,
+    column_property,
+    mapped_column,
+    relationship,
+)
+from sqlalchemy.sql.operators import OperatorType
 
 from agentexec.config import CONF
 from agentexec.events import Status
@@ -54,36 +64,45 @@ def activity_row_id(agent_id: uuid.UUID) -> uuid.UUID:
     return uuid.uuid5(_ROW_NAMESPACE, agent_id.hex)
 
 
-class StatusType(TypeDecorator[Status]):
-    """A `Status` stored as its upper-case name; binds `Status` members and plain strings."""
+def _status_type() -> Enum:
+    """A `Status` stored as its upper-case name in a VARCHAR(16), without a CHECK constraint.
 
-    impl = String(16)
-    cache_ok = True
-
-    def process_bind_param(self, value: Any, dialect: Dialect) -> str | None:
-        if value is None:
-            return None
-        try:
-            return Status(str(value).upper()).value
-        except ValueError:
-            raise ValueError(
-                f"status {value!r} is not one of {', '.join(s.value for s in Status)}."
-            ) from None
-
-    def process_result_value(self, value: Any, dialect: Dialect) -> Status | None:
-        return None if value is None else Status(value)
+    A standard type, so that `alembic revision --autogenerate` renders it as `sa.Enum(...)`,
+    importable from any revision. Binds `Status` members and either spelling of a name."""
+    return Enum(
+        Status,
+        name="status",
+        native_enum=False,
+        create_constraint=False,
+        length=16,
+        validate_strings=True,
+    )
 
 
-class UTCDateTime(TypeDecorator[datetime]):
-    """Naive UTC in the database; aware values are converted to UTC on the way in."""
+def _naive_utc(value: Any) -> Any:
+    if isinstance(value, datetime) and value.tzinfo is not None:
+        return value.astimezone(UTC).replace(tzinfo=None)
+    if isinstance(value, list | tuple):
+        return type(value)(_naive_utc(v) for v in value)
+    return value
 
-    impl = DateTime()
-    cache_ok = True
 
-    def process_bind_param(self, value: Any, dialect: Dialect) -> datetime | None:
-        if isinstance(value, datetime) and value.tzinfo is not None:
-            return value.astimezone(UTC).replace(tzinfo=None)
-        return value  # type: ignore[no-any-return]
+class _UTCComparator(ColumnProperty.Comparator[datetime]):
+    """Converts an aware datetime compared with the column to naive UTC, as stored."""
+
+    def operate(self, op: OperatorType, *other: Any, **kwargs: Any) -> ColumnElement[Any]:
+        return op(self.__clause_element__(), *(_naive_utc(o) for o in other), **kwargs)  # type: ignore[no-any-return]
+
+    def reverse_operate(self, op: OperatorType, other: Any, **kwargs: Any) -> ColumnElement[Any]:
+        return op(_naive_utc(other), self.__clause_element__(), **kwargs)  # type: ignore[no-any-return]
+
+
+def _utc_column(*, index: bool = False, nullable: bool = False) -> Any:
+    """A naive-UTC timestamp column (a plain `DateTime`, so revisions render it as
+    `sa.DateTime()`), whose ORM attribute converts aware datetimes in comparisons."""
+    return column_property(
+        Column(DateTime(), index=index, nullable=nullable), comparator_factory=_UTCComparator
+    )
 
 
 class Base(DeclarativeBase):
@@ -108,7 +127,7 @@ class Activity(Base):
     agent_id: Mapped[uuid.UUID] = mapped_column(Uuid, unique=True, index=True)
     agent_type: Mapped[str] = mapped_column(String(255), index=True)
     """The task name."""
-    status: Mapped[Status] = mapped_column(StatusType(), index=True)
+    status: Mapped[Status] = mapped_column(_status_type(), index=True)
     latest_message: Mapped[str | None] = mapped_column(Text)
     latest_percentage: Mapped[int | None] = mapped_column(Integer)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
@@ -118,10 +137,10 @@ class Activity(Base):
     queue: Mapped[str | None] = mapped_column(String(255))
     priority: Mapped[str | None] = mapped_column(String(16))
     metadata_: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSON)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
-    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
-    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
-    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    created_at: Mapped[datetime] = _utc_column(index=True)
+    updated_at: Mapped[datetime] = _utc_column(index=True)
+    started_at: Mapped[datetime | None] = _utc_column(nullable=True)
+    finished_at: Mapped[datetime | None] = _utc_column(nullable=True)
     last_event_id: Mapped[str] = mapped_column(String(41))
     """Stream id of the last event applied to this row."""
 
@@ -152,9 +171,9 @@ class ActivityLog(Base):
     event_id: Mapped[str] = mapped_column(String(41))
     """Stream id of the event this row records (unique: the archive's key guards it)."""
     message: Mapped[str] = mapped_column(Text)
-    status: Mapped[Status] = mapped_column(StatusType())
+    status: Mapped[Status] = mapped_column(_status_type())
     percentage: Mapped[int | None] = mapped_column(Integer)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    created_at: Mapped[datetime] = _utc_column()
 
     activity: Mapped[Activity] = relationship(
         back_populates="logs", primaryjoin="Activity.id == foreign(ActivityLog.activity_id)"
@@ -174,7 +193,7 @@ class ArchivedEvent(Base):
     type: Mapped[str] = mapped_column(String(64))
     agent_id: Mapped[uuid.UUID] = mapped_column(Uuid, index=True)
     task_name: Mapped[str] = mapped_column(String(255))
-    ts: Mapped[datetime] = mapped_column(UTCDateTime())
+    ts: Mapped[datetime] = _utc_column()
     """The producer's timestamp."""
     data: Mapped[str] = mapped_column(Text)
     """The event's JSON as it was in the stream entry."""
@@ -192,4 +211,4 @@ class Checkpoint(Base):
     name: Mapped[str] = mapped_column(String(255), primary_key=True)
     position: Mapped[str] = mapped_column(String(41))
     owner: Mapped[str] = mapped_column(String(255))
-    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = _utc_column()

@@ -18,7 +18,13 @@ from typing_extensions import TypeIs
 
 from agentexec.events import ACTIVE
 
-from .schemas import ActivityDetailSchema, ActivityListItemSchema, ActivityListSchema
+from .freshness import check_projected
+from .schemas import (
+    ActivityDetailSchema,
+    ActivityListItemSchema,
+    ActivityListSchema,
+    parse_agent_id,
+)
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
@@ -80,11 +86,9 @@ def detail(
     session: Session | AsyncSession, agent_id: UUID | str
 ) -> ActivityDetailSchema | Awaitable[ActivityDetailSchema | None] | None:
     """The activity of `agent_id` with its whole log, oldest entry first; None when the
-    read model has no such activity (unknown, or not projected yet)."""
-    try:
-        aid = agent_id if isinstance(agent_id, UUID) else UUID(str(agent_id))
-    except ValueError:
-        raise ValueError(f"agent id {agent_id!r} is not a UUID.") from None
+    read model has no such activity (unknown, or not projected yet). Raises
+    `InvalidAgentIdError` (a `ValueError`) for a string that is not a UUID."""
+    aid = parse_agent_id(agent_id)
     from .models import Activity
 
     query = select(Activity).where(Activity.agent_id == aid).options(selectinload(Activity.logs))
@@ -128,6 +132,7 @@ def _list_item(activity: Activity) -> ActivityListItemSchema:
 def _run(
     session: Session | AsyncSession, query: Select[Any], build: Callable[[Any], T]
 ) -> T | Awaitable[T]:
+    check_projected()
     if is_async(session):
 
         async def run() -> T:
@@ -143,6 +148,7 @@ def _run2(
     second: Select[Any],
     build: Callable[[Any, Any], T],
 ) -> T | Awaitable[T]:
+    check_projected()
     if is_async(session):
 
         async def run() -> T:

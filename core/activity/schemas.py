@@ -1,8 +1,8 @@
 """Pydantic schemas the activity read API returns.
 
-`status` is a `Status`: in Python it compares equal to its upper-case name
-(`item.status == "COMPLETE"`, `item.status.value == "COMPLETE"`); in JSON it is spelled
-lower-case (`"status": "queued"`), as the UI components expect. Input accepts either case.
+`status` is a `Status`, spelled lower-case wherever it is written out (JSON, `status.value`,
+`str(status)`), as the UI components expect; in Python it compares equal to either spelling
+(`item.status == "COMPLETE"`, `item.status.value == "complete"`). Input accepts either case.
 Datetimes are timezone-aware UTC.
 """
 
@@ -15,6 +15,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, PlainSerializer, computed_field
 
+from agentexec.errors import InvalidAgentIdError
 from agentexec.events import Status
 
 __all__ = [
@@ -23,11 +24,25 @@ __all__ = [
     "ActivityListSchema",
     "ActivityLogSchema",
     "StatusField",
+    "parse_agent_id",
 ]
 
 
+def parse_agent_id(value: UUID | str) -> UUID:
+    """`value` as a UUID; raises `InvalidAgentIdError` when it is not one."""
+    if isinstance(value, UUID):
+        return value
+    try:
+        return UUID(str(value))
+    except ValueError:
+        raise InvalidAgentIdError(
+            f"agent id {value!r} is not a UUID, so no task has it; pass the agent_id a task "
+            "was enqueued with (a web view answers 422 or 404 for it)."
+        ) from None
+
+
 def _status_in(value: Any) -> Any:
-    return value.upper() if isinstance(value, str) else value
+    return Status(value) if isinstance(value, str) else value
 
 
 def _utc(value: Any) -> Any:

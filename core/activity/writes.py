@@ -36,6 +36,8 @@ from agentexec.scripts import APPEND_HELD
 from agentexec.streams import AGENT_TTL, Keys
 from agentexec.tasks import TaskLease, event_identity, running_task
 
+from .schemas import parse_agent_id
+
 if TYPE_CHECKING:
     from collections.abc import Awaitable
 
@@ -58,10 +60,7 @@ return redis.call('XADD', KEYS[1], '*', 'event', ARGV[1])
 
 
 def _agent_id(value: UUID | str) -> UUID:
-    try:
-        return value if isinstance(value, UUID) else UUID(str(value))
-    except ValueError:
-        raise ValueError(f"agent id {value!r} is not a UUID; pass the task's agent_id.") from None
+    return parse_agent_id(value)
 
 
 def _percentage(value: int | None) -> int | None:
@@ -303,13 +302,26 @@ def complete(agent_id: UUID | str, message: str | None = None, percentage: int =
 
 def error(agent_id: UUID | str, message: str | None = None, *, error: str | None = None) -> str:
     """Mark the activity ERROR (final) with `message`, or with
-    `AGENTEXEC_ACTIVITY_MESSAGE_ERROR` filled in with `error=` (`error(id, error="...")`)."""
+    `AGENTEXEC_ACTIVITY_MESSAGE_ERROR` filled in with `error=` (`error(id, error="...")`).
+
+    Called by a task's own handler (for the agent id it received), it is the handler's
+    verdict on the task: when the handler ends, by returning or by raising, the task fails
+    for good with this message (no retry), `get_result` raises `TaskFailedError` with it, and
+    its return value is discarded. The worker records that one failure (so the ERROR shows
+    when the handler ends) and returns `""` here. Anywhere else the event is appended at once
+    and its stream id returned."""
     text = _message(message if message is not None else error or "", "error message")
+    shown = CONF.activity_message_error.replace("{error}", text) if error else text
+    run = running_task()
+    if run is not None and run.lease is not None and str(run.agent_id) == str(agent_id):
+        if not run.reported_error:
+            run.reported_error.append((shown, text))
+        return ""
     return append(
         TaskFailed(
             agent_id=_agent_id(agent_id),
             **event_identity(_agent_id(agent_id)),
-            message=CONF.activity_message_error.replace("{error}", text) if error else text,
+            message=shown,
             error=text,
         )
     )
