@@ -15,7 +15,6 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel
-from sqlalchemy import Engine
 
 from agentexec import tasks
 from agentexec.config import CONF
@@ -25,6 +24,8 @@ from agentexec.tasks import TaskDefinition
 from .schedules import Schedule, run_schedules
 
 if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
     from agentexec.projector.background import ProjectorThread
 
 from .worker import WorkerSpec, run_worker
@@ -58,7 +59,7 @@ class Pool:
         concurrency: int | None = None,
         projector: bool = True,
     ) -> None:
-        if engine is not None and not isinstance(engine, Engine):
+        if engine is not None and not _is_engine(engine):
             raise ConfigurationError(
                 f"Pool(engine=...) got a {type(engine).__name__}; pass a SQLAlchemy Engine "
                 "from create_engine(...), or database_url='...'."
@@ -216,6 +217,14 @@ class Pool:
         if self._supervisor is None:
             return []
         return [p.pid for p in self._supervisor.processes.values() if p.pid and p.is_alive()]
+
+
+def _is_engine(value: object) -> bool:
+    # Imported here: a pool without a database never needs SQLAlchemy, and one given an
+    # engine has imported it already.
+    from sqlalchemy import Engine
+
+    return isinstance(value, Engine)
 
 
 class _Supervisor:
