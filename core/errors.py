@@ -17,6 +17,10 @@ class TaskDefinitionError(ConfigurationError):
     """A `@pool.task` handler does not have the shape agentexec needs."""
 
 
+class PoolStartError(AgentexecError):
+    """`pool.start()` could not bring its workers to serve; the message says what happened."""
+
+
 class ContextError(AgentexecError, TypeError):
     """A context passed to `enqueue` is not of the registered type, cannot be serialised or
     is larger than `AGENTEXEC_MAX_CONTEXT_BYTES`."""
