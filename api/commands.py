@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from agentexec.config import CONF
+
 __all__ = ["api"]
 
 
@@ -25,6 +27,7 @@ def api(host: str, port: int, database_url: str | None) -> None:
         raise click.UsageError(
             f"the API needs its extra ({e}); install it with `pip install agentexec[api]`"
         ) from e
+    database_url = database_url or CONF.database_url  # falls back to a plain DATABASE_URL
     if not database_url:
         raise click.UsageError(
             "no database: pass --database-url or set AGENTEXEC_DATABASE_URL, e.g. "
