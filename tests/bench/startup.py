@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -51,17 +52,30 @@ print(f"{serving - started:.4f} {done - started:.4f}")
 """
 
 
-def timed(args: list[str], env: dict[str, str]) -> tuple[float, str]:
+CPU: dict[str, float] = {}
+"""CPU seconds (user + system) of each figure's processes, median: steadier than wall time on
+a loaded machine."""
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def timed(args: list[str], env: dict[str, str]) -> tuple[float, str, float]:
+    cpu = _children_cpu()
     started = time.perf_counter()
     done = subprocess.run(args, env=env, capture_output=True, text=True, check=False)
     elapsed = time.perf_counter() - started
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
-    return elapsed, done.stdout
+    return elapsed, done.stdout, _children_cpu() - cpu
 
 
-def median_of(repeat: int, args: list[str], env: dict[str, str]) -> float:
-    return statistics.median(timed(args, env)[0] for _ in range(repeat))
+def median_of(repeat: int, args: list[str], env: dict[str, str], name: str) -> float:
+    runs = [timed(args, env) for _ in range(repeat)]
+    CPU[name] = statistics.median(r[2] for r in runs)
+    return statistics.median(r[0] for r in runs)
 
 
 def main() -> None:
@@ -71,7 +85,8 @@ def main() -> None:
     options = parser.parse_args()
     python = sys.executable
     server = None
-    env = dict(os.environ, PYTHONPATH=os.getcwd())
+    path = [p for p in (os.environ.get("PYTHONPATH"), os.getcwd()) if p]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(path))
     if not env.get("AGENTEXEC_REDIS_URL"):
         server = EmbeddedRedis().start()
         env["AGENTEXEC_REDIS_URL"] = server.url
@@ -79,14 +94,17 @@ def main() -> None:
     n = options.repeat
     rows: list[tuple[str, float]] = []
     try:
-        base = median_of(n, [python, "-c", "pass"], env)
-        rows.append(("python -c pass", base))
-        rows.append(("import sqlalchemy", median_of(n, [python, "-c", "import sqlalchemy"], env)))
-        rows.append(("import agentexec", median_of(n, [python, "-c", "import agentexec"], env)))
-        rows.append(("enqueue-only process", median_of(n, [python, "-c", ENQUEUE_ONLY], env)))
-        rows.append(("worker process imports", median_of(n, [python, "-c", WORKER_IMPORTS], env)))
-        app = median_of(n, [python, "-c", "import tests.bench.startup_app"], env)
-        rows.append(("import the user's module", app))
+        commands = [
+            ("python -c pass", "pass"),
+            ("import sqlalchemy", "import sqlalchemy"),
+            ("import agentexec", "import agentexec"),
+            ("enqueue-only process", ENQUEUE_ONLY),
+            ("worker process imports", WORKER_IMPORTS),
+            ("import the user's module", "import tests.bench.startup_app"),
+        ]
+        for name, code in commands:
+            rows.append((name, median_of(n, [python, "-c", code], env, name)))
+        base, app = rows[0][1], rows[-1][1]
         runs = [timed([python, "-c", FIRST_TASK], env)[1].split() for _ in range(n)]
         serving = statistics.median(float(r[0]) for r in runs)
         first = statistics.median(float(r[1]) for r in runs)
@@ -98,13 +116,16 @@ def main() -> None:
                     python, "-m", "agentexec.cli", "--log-level", "WARNING", "demo",
                     "--database", os.path.join(scratch, "demo.db"),
                 ]  # fmt: skip
-                rows.append(("agentexec demo", timed(demo, env)[0]))
+                elapsed, _, cpu = timed(demo, env)
+                rows.append(("agentexec demo", elapsed))
+                CPU["agentexec demo"] = cpu
     finally:
         if server is not None:
             server.close()
-    print(f"{'figure':<32} {'seconds':>8} {'x pass':>8}")
+    print(f"{'figure':<32} {'wall s':>8} {'x pass':>8} {'cpu s':>8}")
     for name, seconds in rows:
-        print(f"{name:<32} {seconds:8.3f} {seconds / base:8.1f}")
+        cpu = f"{CPU[name]:8.3f}" if name in CPU else f"{'':>8}"
+        print(f"{name:<32} {seconds:8.3f} {seconds / base:8.1f} {cpu}")
     print(f"pool's first task / importing the user's module: {first / app:.2f}x (target 1.5x)")
 
 
