@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from agentexec.config import CONF
 from agentexec.errors import ConfigurationError
 
 __all__ = ["api"]
@@ -58,6 +59,7 @@ def api(
         raise click.UsageError(
             f"the API needs its extra ({e}); install it with `pip install agentexec[api]`"
         ) from e
+    database_url = database_url or CONF.database_url  # falls back to a plain DATABASE_URL
     if not database_url:
         raise click.UsageError(
             "no database: pass --database-url or set AGENTEXEC_DATABASE_URL, e.g. "

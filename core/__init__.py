@@ -6,9 +6,9 @@ task = await ax.enqueue("research_company", ResearchContext(company="Acme"))
 result = await ax.get_result(task, timeout=300)
 """
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
-from . import activity
 from .config import CONF, Settings
 from .errors import (
     AgentexecError,
@@ -17,6 +17,7 @@ from .errors import (
     EventDecodeError,
     InvalidAgentIdError,
     InvalidNameError,
+    PoolStartError,
     RedisUnavailableError,
     TaskDefinitionError,
     TaskFailedError,
@@ -24,17 +25,18 @@ from .errors import (
     UnknownTaskError,
 )
 from .events import Priority, Status
-from .pipelines import Pipeline
-from .queue import cancel, enqueue
-from .results import gather, get_result
-from .tasks import Task
-from .trackers import Tracker
-from .workers import Pool
 
 if TYPE_CHECKING:
+    from . import activity as activity
     from . import testing as testing
     from .activity.models import Base
+    from .pipelines import Pipeline
+    from .queue import cancel, enqueue
+    from .results import gather, get_result
     from .runners import BaseAgentRunner, OpenAIRunner
+    from .tasks import Task
+    from .trackers import Tracker
+    from .workers import Pool
 
 __all__ = [
     "CONF",
@@ -49,6 +51,7 @@ __all__ = [
     "OpenAIRunner",
     "Pipeline",
     "Pool",
+    "PoolStartError",
     "Priority",
     "RedisUnavailableError",
     "Settings",
@@ -67,18 +70,38 @@ __all__ = [
 ]
 
 
-# `ax.Base` builds the SQL models on first use, so that the table prefix can be set in code
-# (`ax.CONF.table_prefix = ...`) after `import agentexec`. Runners and `agentexec.testing` are
-# imported on first use too: `import agentexec` stays fast and does not import the Agents SDK.
+# Everything but settings, errors and the two enums is imported on first use (PEP 562), so a
+# process pays only for what it touches: an enqueuer never imports the SQL models, FastAPI or
+# the Agents SDK, and a worker process only what its handlers use. `ax.Base` builds the SQL
+# models on first use too, so that the table prefix can be set in code
+# (`ax.CONF.table_prefix = ...`) after `import agentexec`.
+_LAZY: dict[str, tuple[str, str | None]] = {
+    "activity": ("agentexec.activity", None),
+    "testing": ("agentexec.testing", None),
+    "Base": ("agentexec.activity.models", "Base"),
+    "BaseAgentRunner": ("agentexec.runners", "BaseAgentRunner"),
+    "OpenAIRunner": ("agentexec.runners", "OpenAIRunner"),
+    "Pipeline": ("agentexec.pipelines", "Pipeline"),
+    "Pool": ("agentexec.workers", "Pool"),
+    "Task": ("agentexec.tasks", "Task"),
+    "Tracker": ("agentexec.trackers", "Tracker"),
+    "cancel": ("agentexec.queue", "cancel"),
+    "enqueue": ("agentexec.queue", "enqueue"),
+    "gather": ("agentexec.results", "gather"),
+    "get_result": ("agentexec.results", "get_result"),
+}
+
+
 def __getattr__(name: str) -> Any:
-    import importlib
+    try:
+        module_name, attribute = _LAZY[name]
+    except KeyError:
+        raise AttributeError(f"module 'agentexec' has no attribute {name!r}") from None
+    module = importlib.import_module(module_name)
+    value = module if attribute is None else getattr(module, attribute)
+    globals()[name] = value
+    return value
 
-    if name == "Base":
-        from .activity.models import Base
 
-        return Base
-    if name == "testing":
-        return importlib.import_module("agentexec.testing")
-    if name in ("BaseAgentRunner", "OpenAIRunner"):
-        return getattr(importlib.import_module("agentexec.runners"), name)
-    raise AttributeError(f"module 'agentexec' has no attribute {name!r}")
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

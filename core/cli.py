@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import sys
 from datetime import timedelta
+from types import ModuleType
+from typing import TypeVar
 
 import click
 
 from .config import CONF
+
+WORKER_MODULE_VARIABLE = "AGENTEXEC_WORKER_MODULE"
+"""Names the pool `agentexec worker` runs when given no argument (`module` or `module:pool`)."""
+
+P = TypeVar("P")
 
 
 def _configure_logging(level: str) -> None:
@@ -26,15 +34,42 @@ def load_object(reference: str) -> object:
         raise click.BadParameter(
             f"{reference!r} is not of the form module:attribute, e.g. myapp.worker:pool"
         )
-    sys.path.insert(0, ".")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as e:
-        raise click.BadParameter(f"cannot import module {module_name!r}: {e}") from e
+    module = _import(module_name)
     try:
         return getattr(module, attribute)
     except AttributeError:
         raise click.BadParameter(f"module {module_name!r} has no attribute {attribute!r}") from None
+
+
+def load_pool(reference: str, pool_type: type[P]) -> P:
+    """The pool `module:attribute`, or the one pool of `module` (seed 001's
+    `AGENTEXEC_WORKER_MODULE=src.worker`)."""
+    if ":" in reference:
+        pool = load_object(reference)
+    else:
+        found = {
+            name: value
+            for name, value in vars(_import(reference)).items()
+            if isinstance(value, pool_type)
+        }
+        if len(found) != 1:
+            names = ", ".join(sorted(found)) or "none"
+            raise click.BadParameter(
+                f"module {reference!r} has {len(found)} ax.Pool objects ({names}); name the "
+                f"one to run: {reference}:pool"
+            )
+        [pool] = found.values()
+    if not isinstance(pool, pool_type):
+        raise click.BadParameter(f"{reference} is {pool!r}, not an ax.Pool")
+    return pool
+
+
+def _import(module_name: str) -> ModuleType:
+    sys.path.insert(0, ".")
+    try:
+        return importlib.import_module(module_name)
+    except ImportError as e:
+        raise click.BadParameter(f"cannot import module {module_name!r}: {e}") from e
 
 
 @click.group()
@@ -48,23 +83,34 @@ def main(redis_url: str | None, log_level: str) -> None:
 
 
 @main.command()
-@click.argument("pool_reference", metavar="MODULE:POOL")
+@click.argument("pool_reference", metavar="[MODULE[:POOL]]", required=False)
 @click.option(
     "--workers", "num_workers", type=int, help="Worker processes (AGENTEXEC_NUM_WORKERS)."
 )
 @click.option("--concurrency", type=int, help="Tasks per process (AGENTEXEC_WORKER_CONCURRENCY).")
-def worker(pool_reference: str, num_workers: int | None, concurrency: int | None) -> None:
-    """Run the pool MODULE:POOL (e.g. myapp.worker:pool) until SIGINT/SIGTERM."""
+def worker(pool_reference: str | None, num_workers: int | None, concurrency: int | None) -> None:
+    """Run the pool MODULE:POOL (e.g. myapp.worker:pool) until SIGINT/SIGTERM.
+
+    Without an argument, AGENTEXEC_WORKER_MODULE names it. Without `:POOL`, the module's
+    one `ax.Pool` is run.
+    """
     from .workers import Pool
 
-    pool = load_object(pool_reference)
-    if not isinstance(pool, Pool):
-        raise click.BadParameter(f"{pool_reference} is {pool!r}, not an ax.Pool")
+    reference = pool_reference or os.environ.get(WORKER_MODULE_VARIABLE)
+    if not reference:
+        raise click.UsageError(
+            f"name the pool to run: agentexec worker myapp.worker:pool, or set "
+            f"{WORKER_MODULE_VARIABLE}=myapp.worker"
+        )
+    pool = load_pool(reference, Pool)
     if num_workers is not None:
         pool.num_workers = num_workers
     if concurrency is not None:
         pool.concurrency = concurrency
-    pool.run()
+    try:
+        pool.run()
+    except KeyboardInterrupt:
+        pass  # Ctrl-C: the pool has shut down gracefully, which is a normal end for a CLI
 
 
 @main.group()

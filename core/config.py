@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from pydantic import Field, field_validator
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REDIS_STATE_BACKEND = "agentexec.state.redis_backend"
@@ -21,11 +21,20 @@ class Settings(BaseSettings):
         env_prefix="AGENTEXEC_",
         validate_assignment=True,
         extra="ignore",
+        populate_by_name=True,
     )
 
-    redis_url: str = "redis://localhost:6379/0"
-    database_url: str | None = None
-    """Used by processes started from the command line (`agentexec projector`, `api`)."""
+    redis_url: str = Field(
+        default="redis://localhost:6379/0",
+        validation_alias=AliasChoices("AGENTEXEC_REDIS_URL", "REDIS_URL"),
+    )
+    """`AGENTEXEC_REDIS_URL`, else a plain `REDIS_URL` (as platforms set it), else the local
+    default. Each process logs the URL it uses, without the password."""
+    database_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("AGENTEXEC_DATABASE_URL", "DATABASE_URL")
+    )
+    """`AGENTEXEC_DATABASE_URL`, else a plain `DATABASE_URL`. Used by processes started from
+    the command line (`agentexec projector`, `api`)."""
 
     key_prefix: str = "agentexec"
     """Namespace of every Redis key, so that applications (or tests) can share one server."""
@@ -106,7 +115,8 @@ class Settings(BaseSettings):
         if value != REDIS_STATE_BACKEND:
             raise ValueError(
                 f"AGENTEXEC_STATE_BACKEND has value {value!r}; only {REDIS_STATE_BACKEND!r} "
-                "is supported. Unset it or set it to that value."
+                "is supported (state is the Redis event log; other backends are not pluggable). "
+                "Unset it or set it to that value."
             )
         return value
 

@@ -10,9 +10,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import re
 import time
 import weakref
 from typing import Any
+from urllib.parse import urlsplit
 
 import redis
 import redis.asyncio as aioredis
@@ -28,6 +30,23 @@ _async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, a
     weakref.WeakKeyDictionary()
 )
 _sync_clients: dict[str, redis.Redis] = {}
+_announced: set[str] = set()
+
+
+def redacted(url: str) -> str:
+    """`url` with its password replaced by `***`, for logs."""
+    password = urlsplit(url).password
+    if password:
+        url = url.replace(f":{password}@", ":***@", 1)
+    return re.sub(r"([?&]password=)[^&#]*", r"\1***", url)
+
+
+def _announce(url: str) -> None:
+    # Once per URL and process: which Redis a process talks to is the first thing to check
+    # when a worker, projector or application does not see the others' tasks.
+    if url not in _announced:
+        _announced.add(url)
+        logger.info("Redis at %s", redacted(url))
 
 
 def client_options() -> dict[str, Any]:
@@ -58,6 +77,7 @@ def get_redis(url: str | None = None) -> aioredis.Redis:
         )
         client = aioredis.Redis(connection_pool=pool)
         clients[url] = client
+        _announce(url)
     return client
 
 
@@ -68,6 +88,7 @@ def get_sync_redis(url: str | None = None) -> redis.Redis:
     if client is None:
         client = redis.Redis.from_url(url, retry=Retry(NoBackoff(), 0), **client_options())
         _sync_clients[url] = client
+        _announce(url)
     return client
 
 

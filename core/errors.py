@@ -24,6 +24,10 @@ class InvalidNameError(ConfigurationError, ValueError):
     its column, or holding a NUL or an unencodable character; raised where it is declared."""
 
 
+class PoolStartError(AgentexecError):
+    """`pool.start()` could not bring its workers to serve; the message says what happened."""
+
+
 class ContextError(AgentexecError, TypeError):
     """A context passed to `enqueue` is not of the registered type, cannot be serialised or
     is larger than `AGENTEXEC_MAX_CONTEXT_BYTES`."""

@@ -1,5 +1,20 @@
-"""Projector: builds the SQL read model from the event log (see docs/projector.md)."""
+"""Projector: builds the SQL read model from the event log (see docs/projector.md).
 
-from .projector import Projector
+`Projector` is imported on first use: `agentexec.projector.commands` (loaded by every
+`agentexec` command) does not pull in the SQL models and SQLAlchemy's ORM.
+"""
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .projector import Projector
 
 __all__ = ["Projector"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Projector":
+        from .projector import Projector
+
+        return Projector
+    raise AttributeError(f"module 'agentexec.projector' has no attribute {name!r}")

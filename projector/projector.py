@@ -77,6 +77,11 @@ class Projector:
             if name
             else f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         )
+        logger.info(
+            "projector %s: read model at %s",
+            self.name,
+            engine.url.render_as_string(hide_password=True),
+        )
         self.position = checkpoints.ORIGIN
         """The checkpoint as this projector last committed or read it."""
         self.applied = 0

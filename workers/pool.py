@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import multiprocessing
 import multiprocessing.process
 import signal
 import socket
@@ -15,19 +14,23 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel
-from sqlalchemy import Engine
 
 from agentexec import tasks
 from agentexec.config import CONF
 from agentexec.connection import close_redis
-from agentexec.errors import ConfigurationError, TaskDefinitionError
+from agentexec.errors import ConfigurationError, PoolStartError, TaskDefinitionError
 from agentexec.limits import check_queue_name
 from agentexec.tasks import TaskDefinition
 
+from . import processes
 from .housekeeping import keep_house
 from .schedules import Schedule, run_schedules
 
 if TYPE_CHECKING:
+    from multiprocessing.connection import Connection
+
+    from sqlalchemy import Engine
+
     from agentexec.projector.background import ProjectorThread
 
 from .worker import WorkerSpec, run_worker
@@ -36,7 +39,6 @@ logger = logging.getLogger(__name__)
 
 H = TypeVar("H", bound=Callable[..., Any])
 
-_spawn = multiprocessing.get_context("spawn")
 _RESTART_BACKOFF_MAX = 30.0
 
 
@@ -61,7 +63,7 @@ class Pool:
         concurrency: int | None = None,
         projector: bool = True,
     ) -> None:
-        if engine is not None and not isinstance(engine, Engine):
+        if engine is not None and not _is_engine(engine):
             raise ConfigurationError(
                 f"Pool(engine=...) got a {type(engine).__name__}; pass a SQLAlchemy Engine "
                 "from create_engine(...), or database_url='...'."
@@ -172,29 +174,52 @@ class Pool:
         """Run the workers until SIGINT or SIGTERM, then shut down gracefully. Blocks.
 
         In-flight tasks get `AGENTEXEC_GRACEFUL_SHUTDOWN_TIMEOUT` seconds to finish; the rest
-        are handed back to the queue for another worker.
+        are handed back to the queue for another worker. After SIGINT (Ctrl-C) the shutdown
+        ends by raising `KeyboardInterrupt`, so `except KeyboardInterrupt:` around `run()`
+        runs as with any blocking call; after SIGTERM `run()` returns. Raises
+        `ConfigurationError` when called at the top level of a script outside
+        `if __name__ == "__main__":` (worker processes import the script).
         """
         if threading.current_thread() is not threading.main_thread():
             raise ConfigurationError("pool.run() must be called from the main thread; use start().")
+        processes.check_main_guard("pool.run()")
         if not logging.getLogger().handlers:
             logging.basicConfig(
                 level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
             )
-        self._supervisor = _Supervisor(self)
-        asyncio.run(self._supervisor.run(install_signals=True))
+        supervisor = self._supervisor = _Supervisor(self)
+        asyncio.run(supervisor.run(install_signals=True))
+        if supervisor.signal == signal.SIGINT:
+            raise KeyboardInterrupt
 
-    def start(self) -> None:
-        """Start the workers in the background and return once their processes are started."""
+    def start(self, timeout: float | None = 120) -> None:
+        """Start the workers in the background; return once every worker process is serving
+        (reading its queue), so that a task enqueued next starts at once.
+
+        Raises `PoolStartError` when a worker process exits before serving (its output says
+        why) or `timeout` seconds pass first (None: no limit), after stopping the pool; and
+        `ConfigurationError` when called at the top level of a script outside
+        `if __name__ == "__main__":` (worker processes import the script).
+        """
         if self._thread is not None and self._thread.is_alive():
             raise ConfigurationError("pool.start(): this pool is already running.")
-        supervisor = self._supervisor = _Supervisor(self)
+        processes.check_main_guard("pool.start()")
+        supervisor = self._supervisor = _Supervisor(self, fail_fast=True)
         self._thread = threading.Thread(
-            target=lambda: asyncio.run(supervisor.run(install_signals=False)),
+            target=supervisor.run_in_thread,
             name=f"agentexec-pool-{self.queue_name}",
             daemon=True,
         )
         self._thread.start()
         supervisor.started.wait()
+        if not supervisor.serving.wait(timeout):
+            supervisor.fail(
+                f"the workers were not serving after {timeout}s (is Redis reachable? the "
+                "log above says which URL each process uses)"
+            )
+        if supervisor.start_error is not None:
+            self.shutdown()
+            raise PoolStartError(f"pool.start(): {supervisor.start_error}")
 
     def shutdown(self, timeout: float | None = None) -> None:
         """Stop the workers started by `start()` gracefully and wait for them to exit."""
@@ -223,20 +248,54 @@ class Pool:
         return [p.pid for p in self._supervisor.processes.values() if p.pid and p.is_alive()]
 
 
-class _Supervisor:
-    """Starts one process per worker slot and replaces any that dies."""
+def _is_engine(value: object) -> bool:
+    # Imported here: a pool without a database never needs SQLAlchemy, and one given an
+    # engine has imported it already.
+    from sqlalchemy import Engine
 
-    def __init__(self, pool: Pool) -> None:
+    return isinstance(value, Engine)
+
+
+class _Supervisor:
+    """Starts one process per worker slot and replaces any that dies.
+
+    With `fail_fast` (`pool.start()`), a worker that exits before it ever served stops the
+    pool and sets `start_error`, instead of being replaced.
+    """
+
+    def __init__(self, pool: Pool, *, fail_fast: bool = False) -> None:
         self.pool = pool
+        self.fail_fast = fail_fast
         self.pool_id = f"{socket.gethostname()}:{uuid.uuid4().hex[:8]}"
         self.processes: dict[int, multiprocessing.process.BaseProcess] = {}
         self.started = threading.Event()
+        self.serving = threading.Event()
+        """Set once every worker slot has served, or `start_error` is set."""
+        self.start_error: str | None = None
+        self.signal: int | None = None
+        """The signal that stopped the pool, if one did."""
+        self._unready: set[int] = set()
+        self._readers: dict[int, Connection] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
         self._exits: asyncio.Queue[int] | None = None
         self._stop_requested = False
         self._stop_tasks: list[asyncio.Future[None]] = []
         """Background work of the supervisor, cancelled when it stops."""
+
+    def run_in_thread(self) -> None:
+        try:
+            asyncio.run(self.run(install_signals=False))
+        except Exception as e:
+            logger.exception("pool %s: the supervisor crashed", self.pool_id)
+            self.fail(f"the pool's supervisor crashed ({e!r})")
+
+    def fail(self, reason: str) -> None:
+        if self.start_error is None:
+            self.start_error = reason
+        self.request_stop()
+        self.started.set()
+        self.serving.set()
 
     def request_stop(self) -> None:
         self._stop_requested = True
@@ -258,6 +317,11 @@ class _Supervisor:
             self.pool.queue_name,
         )
         projector = self.pool._projector()
+        processes.preload(
+            getattr(d.handler, "__module__", None) or "__main__"
+            for d in self.pool._definitions.values()
+        )
+        self._unready = set(range(num))
         try:
             for slot in range(num):
                 self._spawn(slot)
@@ -287,7 +351,14 @@ class _Supervisor:
             slot = exited.result()
             process = self.processes[slot]
             process.join()
+            self._close_reader(slot)
             if self._stop.is_set():
+                break
+            if self.fail_fast and slot in self._unready:
+                self.fail(
+                    f"worker {slot} (pid {process.pid}) exited with code {process.exitcode} "
+                    "before serving; its output above says why"
+                )
                 break
             count, last = failures.get(slot, (0, 0.0))
             count = count + 1 if time.monotonic() - last < 60 else 1
@@ -322,17 +393,45 @@ class _Supervisor:
         logger.info(
             "pool %s: %s received; shutting down", self.pool_id, signal.Signals(signum).name
         )
+        self.signal = signum
         assert self._stop is not None
         self._stop.set()
 
     def _spawn(self, slot: int) -> None:
         assert self._loop is not None and self._exits is not None
         spec = self.pool.worker_spec(consumer=f"{self.pool_id}:{slot}")
-        process = _spawn.Process(target=run_worker, args=(spec,), name=f"agentexec-worker-{slot}")
-        process.start()
+        reader, writer = processes.context.Pipe(duplex=False)
+        process = processes.context.Process(
+            target=run_worker, args=(spec, writer), name=f"agentexec-worker-{slot}"
+        )
+        try:
+            process.start()
+        finally:
+            writer.close()
         self.processes[slot] = process
         exits = self._exits
         loop = self._loop
+        self._readers[slot] = reader
+
+        def on_ready() -> None:
+            self._close_reader(slot)
+            if self._unready and slot in self._unready:
+                self._unready.discard(slot)
+                if not self._unready:
+                    logger.info(
+                        "pool %s: %d worker process(es) serving", self.pool_id, len(self.processes)
+                    )
+                    self.serving.set()
+
+        def on_readable() -> None:
+            try:
+                reader.recv_bytes()
+            except (EOFError, OSError):
+                self._close_reader(slot)  # exited before serving: its exit is handled
+                return
+            on_ready()
+
+        loop.add_reader(reader.fileno(), on_readable)
 
         def on_exit() -> None:
             loop.remove_reader(process.sentinel)
@@ -340,8 +439,17 @@ class _Supervisor:
 
         loop.add_reader(process.sentinel, on_exit)
 
+    def _close_reader(self, slot: int) -> None:
+        reader = self._readers.pop(slot, None)
+        if reader is not None:
+            assert self._loop is not None
+            self._loop.remove_reader(reader.fileno())
+            reader.close()
+
     async def _stop_workers(self) -> None:
         assert self._loop is not None
+        for slot in list(self._readers):
+            self._close_reader(slot)
         live = [p for p in self.processes.values() if p.is_alive()]
         for process in live:
             self._loop.remove_reader(process.sentinel)

@@ -10,6 +10,7 @@ lease expired (a dead host, a frozen process) are claimed by any live worker.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import logging
 import signal
@@ -17,7 +18,7 @@ import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 import msgspec
@@ -65,6 +66,9 @@ from agentexec.transitions import Write, script_args
 from .notices import NoticeListener
 from .retries import Promoter, backoff_delay
 
+if TYPE_CHECKING:
+    from multiprocessing.connection import Connection
+
 logger = logging.getLogger(__name__)
 
 Entry = tuple[str, bytes, dict[Any, Any]]
@@ -90,6 +94,8 @@ class Worker:
         self.streams = self.keys.queues(spec.queue_name)
         self.definitions = {d.name: d for d in spec.definitions}
         self.stopping = asyncio.Event()
+        self.serving = asyncio.Event()
+        """Set once the worker reads its queue (a task enqueued now starts without delay)."""
         self._running: dict[asyncio.Task[None], Entry] = {}
         self._busy: set[bytes] = set()
         """Entries holding a concurrency slot: from their start until their handler returns,
@@ -133,8 +139,14 @@ class Worker:
             asyncio.create_task(notices.run()),
         ]
         try:
-            await notices.ready.wait()
-            await self._consume()
+            # A stop request while Redis is unreachable must not wait for the listener.
+            ready = asyncio.ensure_future(notices.ready.wait())
+            stop = asyncio.ensure_future(self.stopping.wait())
+            await asyncio.wait({ready, stop}, return_when=asyncio.FIRST_COMPLETED)
+            ready.cancel()
+            stop.cancel()
+            if not self.stopping.is_set():
+                await self._consume()
         finally:
             await self._drain()
             for helper in helpers:
@@ -147,6 +159,7 @@ class Worker:
         client = get_redis()
         await self._ensure_groups()
         await self._resume_own_pending(client)
+        self.serving.set()
         while not self.stopping.is_set():
             free = self.spec.concurrency - len(self._busy)
             if free <= 0:
@@ -835,23 +848,37 @@ def _queued(fields: dict[bytes, bytes]) -> TaskQueued | None:
     return event if isinstance(event, TaskQueued) else None
 
 
-def run_worker(spec: WorkerSpec) -> None:
-    """Entry point of a worker process."""
+def run_worker(spec: WorkerSpec, ready: Connection | None = None) -> None:
+    """Entry point of a worker process; writes to `ready` once it serves, then closes it."""
+    # The user's module, imported to find the handlers, may register exit hooks meant for the
+    # application process (seed 001's `cancel_pending` cleanup): a worker must not run them.
+    atexit._clear()
     for name, value in spec.settings.items():
         setattr(CONF, name, value)
     if not logging.getLogger().handlers:
         logging.basicConfig(
             level=spec.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
         )
-    asyncio.run(_main(spec))
+    asyncio.run(_main(spec, ready))
 
 
-async def _main(spec: WorkerSpec) -> None:
+async def _main(spec: WorkerSpec, ready: Connection | None) -> None:
     worker = Worker(spec)
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, worker.stopping.set)
+    announce = asyncio.create_task(_announce(worker, ready)) if ready is not None else None
     try:
         await worker.run()
     finally:
+        if announce is not None:
+            announce.cancel()
         await close_redis()
+
+
+async def _announce(worker: Worker, ready: Connection) -> None:
+    try:
+        await worker.serving.wait()
+        ready.send_bytes(b"serving")
+    finally:
+        ready.close()

@@ -1,18 +1,28 @@
 """The activity API. The write side appends events to the log; the read side queries the SQL
-read model that the projector maintains (`agentexec.activity.models`)."""
+read model that the projector maintains (`agentexec.activity.models`).
+
+The read side and its schemas are imported on first use: a process that only writes (a
+worker, an enqueuer) does not import the SQLAlchemy ORM.
+"""
 
 from __future__ import annotations
 
-from .reads import active_count, detail
-from .reads import list_activities as list
-from .retention import prune
-from .schemas import (
-    ActivityDetailSchema,
-    ActivityListItemSchema,
-    ActivityListSchema,
-    ActivityLogSchema,
-)
+import builtins
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from .writes import cancel_pending, complete, create, error, update
+
+if TYPE_CHECKING:
+    from .reads import active_count, detail
+    from .reads import list_activities as list
+    from .retention import prune
+    from .schemas import (
+        ActivityDetailSchema,
+        ActivityListItemSchema,
+        ActivityListSchema,
+        ActivityLogSchema,
+    )
 
 __all__ = [
     "ActivityDetailSchema",
@@ -29,3 +39,28 @@ __all__ = [
     "prune",
     "update",
 ]
+
+_LAZY = {
+    "active_count": ("reads", "active_count"),
+    "detail": ("reads", "detail"),
+    "list": ("reads", "list_activities"),
+    "prune": ("retention", "prune"),
+    "ActivityDetailSchema": ("schemas", "ActivityDetailSchema"),
+    "ActivityListItemSchema": ("schemas", "ActivityListItemSchema"),
+    "ActivityListSchema": ("schemas", "ActivityListSchema"),
+    "ActivityLogSchema": ("schemas", "ActivityLogSchema"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    try:
+        module_name, attribute = _LAZY[name]
+    except KeyError:
+        raise AttributeError(f"module 'agentexec.activity' has no attribute {name!r}") from None
+    value = getattr(importlib.import_module(f"{__name__}.{module_name}"), attribute)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> builtins.list[str]:
+    return sorted(set(globals()) | set(__all__))

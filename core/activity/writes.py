@@ -14,6 +14,7 @@ import time
 from typing import TYPE_CHECKING, Any, overload
 from uuid import UUID, uuid4
 
+import msgspec
 import redis
 
 from agentexec import events
@@ -332,18 +333,25 @@ def cancel_pending(session: Session) -> int: ...
 @overload
 def cancel_pending(session: AsyncSession) -> Awaitable[int]: ...
 def cancel_pending(session: Session | AsyncSession) -> int | Awaitable[int]:
-    """Mark every QUEUED or RUNNING activity CANCELED; returns how many.
+    """Mark CANCELED every QUEUED or RUNNING activity that no worker will ever end; returns
+    how many.
 
-    Appends a `task.canceled` event per activity (the projector applies them); it does not
-    stop a task a worker is running, whose later completion no longer changes the status.
-    With an `AsyncSession`, returns an awaitable.
+    Those are activities created with `ax.activity.create` and never ended, and tasks whose
+    queue no longer holds them. A task that its queue holds is left alone: waiting to start,
+    running (leased by a live worker), waiting for a retry, or handed back by a worker that
+    shut down, since another worker takes it over. Cancel such a task with `ax.cancel`.
+
+    Appends a `task.canceled` event per activity (the projector applies them). With an
+    `AsyncSession`, returns an awaitable. Raises `RedisUnavailableError` when Redis is down.
     """
     from sqlalchemy import select
 
     from .models import Activity
     from .reads import is_async
 
-    query = select(Activity.agent_id, Activity.agent_type).where(Activity.status.in_(ACTIVE))
+    query = select(Activity.agent_id, Activity.agent_type, Activity.queue).where(
+        Activity.status.in_(ACTIVE)
+    )
     if is_async(session):
 
         async def run() -> int:
@@ -356,8 +364,18 @@ def cancel_pending(session: Session | AsyncSession) -> int | Awaitable[int]:
 def _cancel(rows: Any) -> int:
     keys = Keys(CONF.key_prefix)
     try:
-        with get_sync_redis().pipeline(transaction=False) as pipe:
-            for agent_id, task_name in rows:
+        client = get_sync_redis()
+        held = _held_by_queues(client, keys, {queue for _, _, queue in rows if queue})
+        orphans = [(a, name) for a, name, _ in rows if a not in held]
+        if orphans:
+            # A worker that runs a task whose entry Redis lost holds its held key instead.
+            with client.pipeline(transaction=False) as pipe:
+                for agent_id, _ in orphans:
+                    pipe.exists(keys.held(agent_id))
+                running = pipe.execute()
+            orphans = [o for o, r in zip(orphans, running, strict=True) if not r]
+        with client.pipeline(transaction=False) as pipe:
+            for agent_id, task_name in orphans:
                 event = TaskCanceled(
                     agent_id=agent_id, task_name=task_name, message=CANCELED_MESSAGE
                 )
@@ -368,6 +386,33 @@ def _cancel(rows: Any) -> int:
             f"cancel_pending: Redis at {redact_url(CONF.redis_url)} is unreachable ({e}); "
             "nothing canceled"
         ) from e
-    if rows:
-        logger.info("canceled %d pending activities", len(rows))
-    return len(rows)
+    if orphans:
+        logger.info("canceled %d pending activities that no queue holds", len(orphans))
+    if len(orphans) < len(rows):
+        logger.info(
+            "cancel_pending: left %d task(s) that their queue holds for a worker",
+            len(rows) - len(orphans),
+        )
+    return len(orphans)
+
+
+def _held_by_queues(client: Any, keys: Keys, queues: set[str]) -> set[UUID]:
+    """Agent ids of the tasks these queues hold: in a stream (waiting, running, or handed
+    back) or in the delayed set (waiting for a retry). One transaction per queue, so that a
+    task moving between the delayed set and a stream is seen in one of them."""
+    held: set[UUID] = set()
+    for queue in queues:
+        with client.pipeline(transaction=True) as pipe:
+            streams = keys.queues(queue)
+            for stream in streams:
+                pipe.xrange(stream)
+            pipe.zrange(keys.delayed(queue), 0, -1)
+            *entries, delayed = pipe.execute()
+        payloads = [f.get(events.EVENT_FIELD, b"") for found in entries for _, f in found]
+        payloads += [member[2:] for member in delayed]
+        for payload in payloads:
+            try:
+                held.add(UUID(str(msgspec.json.decode(payload)["agent_id"])))
+            except (msgspec.DecodeError, KeyError, TypeError, ValueError):
+                continue  # not a task event: nothing a worker will run
+    return held
