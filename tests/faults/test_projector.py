@@ -11,14 +11,13 @@ import pytest
 from sqlalchemy import select
 
 import agentexec as ax
-from agentexec import events
 from agentexec.activity.models import ActivityLog, ArchivedEvent
 from agentexec.connection import REDIS_ERRORS, get_redis
 from agentexec.events import TaskProgress
 from agentexec.projector import checkpoints
 from tests.faults.checker import check
 from tests.faults.cluster import Cluster
-from tests.integration.readmodel.workload import checkpoint_position, wait_until
+from tests.integration.readmodel.workload import checkpoint_position, foreign_entry, wait_until
 from tests.support.waiting import async_wait_for
 
 pytestmark = pytest.mark.timeout(240)
@@ -56,7 +55,7 @@ async def _refused_events(cluster: Cluster) -> None:
     await _completed(cluster, tasks, 3)
     hostile = tasks[::5]
     for number, task in enumerate(hostile):
-        await get_redis().xadd(cluster.keys.events, events.entry(_hostile(task, number % 3)))
+        await get_redis().xadd(cluster.keys.events, foreign_entry(_hostile(task, number % 3)))
         cluster.fault("an event the database may refuse, appended to the log")
     await check(cluster, tasks)
     # Only what no safe form stores is left out of the read model: dead-lettered, with its

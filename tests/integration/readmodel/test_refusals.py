@@ -56,7 +56,7 @@ async def test_a_refused_batch_is_isolated_never_skipped(
     engine: Engine, projector: Projector, caplog: pytest.LogCaptureFixture
 ) -> None:
     evs, bad = workload()
-    last = append_all(evs)
+    last = append_all(evs, foreign=True)
     projector.batch_size = 7  # the bad events fall in several batches, with good ones
     await projector.catch_up(timeout=60)
 
@@ -110,7 +110,7 @@ async def test_an_unexpected_error_never_skips_a_batch(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     evs = [e for aid in range(10) for e in lifecycle(uuid.UUID(int=aid + 1, version=4), steps=1)]
-    last = append_all(evs)
+    last = append_all(evs, foreign=True)
     projector.batch_size = 10
     failures = iter([RuntimeError("a defect in the batch path"), KeyError("another")])
     real = projection.apply
@@ -138,9 +138,9 @@ async def test_the_rebuild_command_goes_past_a_refused_event(
 ) -> None:
     evs, _ = workload()
     half = len(evs) // 2
-    append_all(evs[:half])
+    append_all(evs[:half], foreign=True)
     await Projector(engine, batch_size=7).catch_up(timeout=60)  # an archive to rebuild
-    last = append_all(evs[half:])
+    last = append_all(evs[half:], foreign=True)
     process = ProjectorProcess(database_url(engine), "--rebuild", "--batch-size", "7")
     try:
         await wait_until(lambda: checkpoint_position(engine) == last, timeout=60)
@@ -164,7 +164,7 @@ async def test_an_error_from_below_sqlalchemy_never_skips_a_batch(
         lifecycle(aid, task_name=LONG_NAME if i == 3 else "research") for i, aid in enumerate(tasks)
     ]
     evs = [life[step] for step in range(5) for life in lives if step < len(life)]
-    last = append_all(evs)
+    last = append_all(evs, foreign=True)
     await Projector(postgres.engine, batch_size=7).catch_up(timeout=60)
     assert checkpoint_position(postgres.engine) == last
     with postgres.engine.connect() as conn:

@@ -8,6 +8,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+import msgspec
 from sqlalchemy import Engine, select
 
 import agentexec as ax
@@ -68,15 +69,23 @@ def traffic(n_events: int, *, seed: int = 1) -> list[Event]:
     return out
 
 
-def append_all(evs: list[Event], chunk: int = 2000) -> str:
-    """XADD the events to the namespace's log; returns the last entry id."""
+def foreign_entry(event: Event) -> dict[bytes, bytes]:
+    """The entry of `event` as an older version of agentexec, or another writer, may have
+    appended it: encoded as it is, without `events.encode`'s bounding and escaping, so that a
+    NUL reaches the projector."""
+    return {events.EVENT_FIELD: msgspec.json.encode(event)}
+
+
+def append_all(evs: list[Event], chunk: int = 2000, *, foreign: bool = False) -> str:
+    """XADD the events to the namespace's log (`foreign_entry`s when `foreign`); returns the
+    last entry id."""
     client = get_sync_redis()
     key = Keys(ax.CONF.key_prefix).events
     last = ""
     for start in range(0, len(evs), chunk):
         pipe = client.pipeline(transaction=False)
         for event in evs[start : start + chunk]:
-            pipe.xadd(key, events.entry(event))
+            pipe.xadd(key, foreign_entry(event) if foreign else events.entry(event))
         last = pipe.execute()[-1].decode()
     return last
 
