@@ -30,6 +30,13 @@ def api(host: str, port: int, database_url: str | None) -> None:
             "no database: pass --database-url or set AGENTEXEC_DATABASE_URL, e.g. "
             "postgresql+psycopg://user@host/db or sqlite:///agents.db"
         )
+    from agentexec.connection import check_eviction_policy_at_start
+    from agentexec.errors import ConfigurationError
+
+    try:
+        check_eviction_policy_at_start("api")
+    except ConfigurationError as e:  # a refused setup: its message says the fix
+        raise click.ClickException(str(e)) from e
     app = create_app(database_url=database_url)
     click.echo(f"agentexec API and dashboard on http://{host}:{port}/")
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)

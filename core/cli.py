@@ -63,7 +63,12 @@ def worker(pool_reference: str, num_workers: int | None, concurrency: int | None
         pool.num_workers = num_workers
     if concurrency is not None:
         pool.concurrency = concurrency
-    pool.run()
+    from .errors import ConfigurationError
+
+    try:
+        pool.run()
+    except ConfigurationError as e:  # a refused setup: its message says the fix
+        raise click.ClickException(str(e)) from e
 
 
 @main.group()

@@ -30,6 +30,11 @@ class RedisUnavailableError(AgentexecError, ConnectionError):
     """Redis could not be reached; raised from the Redis client error."""
 
 
+class RedisOutOfMemoryError(RedisUnavailableError):
+    """Redis refused a write because it reached `maxmemory` (with `noeviction`); nothing of
+    the refused call was stored. Free memory or raise `maxmemory`."""
+
+
 class TaskFailedError(AgentexecError):
     """A task ended with an error for good (no retry left); raised by `get_result` and `gather`."""
 

@@ -38,6 +38,16 @@ def _engine(database_url: str | None, required: bool = True) -> Engine | None:
     return create_engine(url)
 
 
+def _check_redis(what: str) -> None:
+    from agentexec.connection import check_eviction_policy_at_start
+    from agentexec.errors import ConfigurationError
+
+    try:
+        check_eviction_policy_at_start(what)
+    except ConfigurationError as e:  # a refused setup: its message says the fix
+        raise click.ClickException(str(e)) from e
+
+
 @click.command()
 @_DATABASE_URL
 @click.option("--rebuild", is_flag=True, help="Empty the read model and rebuild it first.")
@@ -57,6 +67,7 @@ def projector(
 
     engine = _engine(database_url)
     assert engine is not None
+    _check_redis("projector")
 
     async def main() -> None:
         stop = asyncio.Event()

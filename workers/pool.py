@@ -19,6 +19,7 @@ from sqlalchemy import Engine
 
 from agentexec import tasks
 from agentexec.config import CONF
+from agentexec.connection import check_eviction_policy_at_start
 from agentexec.errors import ConfigurationError, TaskDefinitionError
 from agentexec.tasks import TaskDefinition
 
@@ -171,6 +172,7 @@ class Pool:
         """
         if threading.current_thread() is not threading.main_thread():
             raise ConfigurationError("pool.run() must be called from the main thread; use start().")
+        check_eviction_policy_at_start(f"pool on queue {self.queue_name!r}")
         if not logging.getLogger().handlers:
             logging.basicConfig(
                 level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -182,6 +184,7 @@ class Pool:
         """Start the workers in the background and return once their processes are started."""
         if self._thread is not None and self._thread.is_alive():
             raise ConfigurationError("pool.start(): this pool is already running.")
+        check_eviction_policy_at_start(f"pool on queue {self.queue_name!r}")
         supervisor = self._supervisor = _Supervisor(self)
         self._thread = threading.Thread(
             target=lambda: asyncio.run(supervisor.run(install_signals=False)),
