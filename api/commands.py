@@ -65,6 +65,12 @@ def api(
             "no database: pass --database-url or set AGENTEXEC_DATABASE_URL, e.g. "
             "postgresql+psycopg://user@host/db or sqlite:///agents.db"
         )
+    from agentexec.connection import check_eviction_policy_at_start
+
+    try:
+        check_eviction_policy_at_start("api")
+    except ConfigurationError as e:  # a refused setup: its message says the fix
+        raise click.ClickException(str(e)) from e
     token = token or None
     authorize = _load_hook(auth_reference) if auth_reference else None
     if not (token or authorize or insecure_no_auth or _is_loopback(host)):

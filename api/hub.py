@@ -24,7 +24,7 @@ import redis
 
 from agentexec import events
 from agentexec.config import CONF
-from agentexec.connection import REDIS_ERRORS, Reconnect, get_redis
+from agentexec.connection import REDIS_ERRORS, Reconnect, get_redis, supervise
 from agentexec.errors import EventDecodeError
 from agentexec.streams import Keys, is_missing_group
 
@@ -196,12 +196,12 @@ class Hub:
                 try:
                     self.position = await self.history.tail()
                     self._reconnect.succeeded()
-                except REDIS_ERRORS as e:
+                except Exception as e:
                     await self._reconnect.failed(e)
             started.set_result(None)
             logger.info("SSE hub: reading %s from %s", self.keys.events, self.position)
-            while True:
-                await self._step()
+            # Any error of a step is an outage: feeds wait, they are not cut off.
+            await supervise(self._reconnect, self._step)
         except asyncio.CancelledError:
             logger.info("SSE hub: stopped at %s", self.position)
             raise
@@ -223,27 +223,27 @@ class Hub:
             reply: Any = await client.xread(
                 {self.keys.events: str(self.position)}, count=self.batch, block=CONF.block_ms
             )
-        except REDIS_ERRORS as e:
-            await self._reconnect.failed(e)
-            return
         except redis.ResponseError as e:
-            if not is_missing_group(e):  # the stream was deleted under the read
+            if isinstance(e, REDIS_ERRORS) or not is_missing_group(e):
                 raise
-            return
+            return  # the stream was deleted under the read
         if self._reconnect.down:
             self._reconnect.succeeded()
             await self._check_deleted()
         for _stream, entries in reply:
             for raw_id, fields in entries:
-                self.position = Position.parse(raw_id)
+                position = Position.parse(raw_id)
                 try:
                     event = events.decode_entry(fields)
                 except EventDecodeError:
+                    self.position = position
                     continue
                 name = self.history.names.known(event)
                 if name is None and event.task_name == "":
                     name = await self.history.names.resolve(event)
-                self._dispatch(Delivery(self.position, event, name or ""))
+                # Only now: a step that fails before this reads the event again.
+                self.position = position
+                self._dispatch(Delivery(position, event, name or ""))
 
     def _dispatch(self, delivery: Delivery) -> None:
         agents = self._by_agent.get(delivery.event.agent_id)

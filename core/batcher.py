@@ -100,7 +100,12 @@ class Batcher:
         error replies come back as exceptions. Like a redis-py pipeline without its per-command
         bookkeeping, and with one deadline for the batch instead of a timer per reply."""
         pool = self._client.connection_pool
-        connection = await pool.get_connection()  # type: ignore[no-untyped-call]
+        try:
+            connection = await pool.get_connection()  # type: ignore[no-untyped-call]
+        except redis.RedisError:
+            raise
+        except Exception as e:
+            raise _outage(e) from e
         try:
             await connection.send_packed_command(connection.pack_commands(commands))
             replies: list[Any] = []
@@ -116,12 +121,23 @@ class Batcher:
                     f"no reply from Redis within {connection.socket_timeout}s"
                 ) from None
             return replies
-        except BaseException:
+        except BaseException as e:
             # Replies of this batch may still be on their way: the connection cannot be reused.
             await connection.disconnect(nowait=True)
+            if isinstance(e, Exception) and not isinstance(e, redis.RedisError):
+                raise _outage(e) from e
             raise
         finally:
             await pool.release(connection)
+
+
+def _outage(error: Exception) -> redis.ConnectionError:
+    """What callers see when the client library fails on a broken connection (seen after a
+    server restart: AttributeError, RuntimeError): an outage, retried as one, not a crash.
+    The command may or may not have run, as after a lost reply."""
+    return redis.ConnectionError(
+        f"the Redis client failed ({type(error).__name__}: {error}); connection dropped"
+    )
 
 
 def _is_noscript(reply: Any) -> bool:

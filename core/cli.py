@@ -107,10 +107,14 @@ def worker(pool_reference: str | None, num_workers: int | None, concurrency: int
         pool.num_workers = num_workers
     if concurrency is not None:
         pool.concurrency = concurrency
+    from .errors import ConfigurationError
+
     try:
         pool.run()
     except KeyboardInterrupt:
         pass  # Ctrl-C: the pool has shut down gracefully, which is a normal end for a CLI
+    except ConfigurationError as e:  # a refused setup: its message says the fix
+        raise click.ClickException(str(e)) from e
 
 
 @main.group()

@@ -66,6 +66,9 @@ class Settings(BaseSettings):
     """Seconds an `idempotency_key` (and each agent id) guards against a second enqueue."""
     enqueue_timeout: float = Field(default=30.0, ge=0)
     """Seconds `enqueue` keeps retrying while Redis is unreachable before it raises."""
+    allow_eviction: bool = False
+    """Run against a Redis whose `maxmemory-policy` is not `noeviction`, with a warning,
+    instead of refusing to start (an evicting Redis can lose tasks and history)."""
 
     lease_seconds: float = Field(default=30, gt=0)
     """A task whose worker stops renewing it for this long is taken over by another worker."""

@@ -2,7 +2,10 @@
 
 Clients never retry a command by themselves: a blind retry of XADD after a lost reply could
 append an event twice. Loops that must survive an outage use `Reconnect`, which waits with
-backoff and logs once per outage rather than once per attempt.
+backoff and logs once per outage rather than once per attempt, and background loops run
+under `supervise`, which turns any exception of an iteration into such an outage, so that no
+loop dies of an error the client library raises (redis-py's reconnect paths raise more than
+`ConnectionError`). `check_eviction_policy` refuses a server that may evict the log.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import random
 import re
 import time
 import weakref
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -23,6 +27,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from .config import CONF
+from .errors import ConfigurationError
 
 logger = logging.getLogger(__name__)
 
@@ -127,10 +132,19 @@ class Reconnect:
         return self._down_since is not None
 
     async def failed(self, error: BaseException) -> None:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            # The client turned our cancellation into another error (a read's timeout firing
+            # with the cancel): stop as asked instead of looping on.
+            raise asyncio.CancelledError from error
         if self._down_since is None:
             self._down_since = time.monotonic()
+            # A known outage needs no traceback; anything else does, once.
             logger.warning(
-                "%s: Redis unreachable (%s); reconnecting with backoff", self.what, error
+                "%s: %s; retrying with backoff",
+                self.what,
+                describe(error),
+                exc_info=None if isinstance(error, REDIS_ERRORS) else error,
             )
         await asyncio.sleep(self._delay * random.uniform(0.5, 1.0))
         self._delay = min(self._delay * 2, self.maximum)
@@ -144,4 +158,127 @@ class Reconnect:
         self._delay = self.initial
 
 
-REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError)
+REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError, redis.exceptions.OutOfMemoryError)
+"""Errors that mean Redis cannot serve us for now: unreachable, too slow, or out of memory
+(with `maxmemory-policy noeviction` it refuses writes until memory is freed). Callers wait
+them out like any outage; none of them means the command ran."""
+
+
+def describe(error: BaseException) -> str:
+    """What an outage error means, with the fix when there is one."""
+    if isinstance(error, redis.exceptions.OutOfMemoryError):
+        return (
+            f"Redis is out of memory and refuses writes ({error}); free memory or raise "
+            "maxmemory (redis-cli CONFIG SET maxmemory <bytes>)"
+        )
+    if isinstance(error, REDIS_ERRORS):
+        return f"Redis unreachable ({error})"
+    return f"unexpected error from the Redis client ({type(error).__name__}: {error})"
+
+
+async def supervise(
+    reconnect: Reconnect,
+    step: Callable[[], Awaitable[object]],
+    *,
+    until: asyncio.Event | None = None,
+) -> None:
+    """Run `step` again and again until `until` is set (forever when None).
+
+    Any exception `step` raises is an outage: logged once (with its traceback unless it is a
+    known outage error), then `step` runs again after a backoff. A step that returns counts as
+    a good round trip. Only cancellation ends the loop early.
+    """
+    while until is None or not until.is_set():
+        try:
+            await step()
+        except Exception as e:
+            await reconnect.failed(e)
+        else:
+            reconnect.succeeded()
+
+
+_background: set[asyncio.Task[Any]] = set()
+
+
+def spawn(coro: Coroutine[Any, Any, object], what: str) -> asyncio.Task[Any]:
+    """Start `coro` as a task that is kept alive until it ends and whose exception, if any,
+    is logged with its traceback (never "Task exception was never retrieved")."""
+    task = asyncio.get_running_loop().create_task(coro)
+    _background.add(task)
+
+    def done(task: asyncio.Task[Any]) -> None:
+        _background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("%s failed", what, exc_info=task.exception())
+
+    task.add_done_callback(done)
+    return task
+
+
+NOEVICTION = "noeviction"
+
+
+def _policy_problem(reply: Any) -> str | None:
+    """Why a `CONFIG GET maxmemory-policy` reply is not acceptable, or None."""
+    values = list(reply.values()) if isinstance(reply, dict) else []
+    if not values:
+        return None
+    policy = values[0].decode() if isinstance(values[0], bytes) else str(values[0])
+    if policy == NOEVICTION:
+        return None
+    return (
+        f"Redis has maxmemory-policy {policy!r}: it may evict the event log, queued tasks and "
+        "leases when memory runs out, losing tasks and history. Run it with "
+        f"`redis-cli CONFIG SET maxmemory-policy {NOEVICTION}` (and `maxmemory-policy "
+        f"{NOEVICTION}` in redis.conf), or set AGENTEXEC_ALLOW_EVICTION=1 to run anyway"
+    )
+
+
+def _judge(what: str, reply: Any) -> None:
+    problem = _policy_problem(reply)
+    if problem is None:
+        return
+    if CONF.allow_eviction:
+        logger.warning("%s: %s (allowed by AGENTEXEC_ALLOW_EVICTION)", what, problem)
+        return
+    raise ConfigurationError(f"{what}: {problem}.")
+
+
+def _unchecked(what: str, error: Exception) -> None:
+    logger.warning(
+        "%s: could not check Redis's maxmemory-policy (%s); make sure it is %r",
+        what,
+        error,
+        NOEVICTION,
+    )
+
+
+_checked: set[str] = set()
+
+
+async def check_eviction_policy(client: aioredis.Redis, what: str) -> None:
+    """Raise `ConfigurationError` unless Redis runs with `maxmemory-policy noeviction`
+    (a warning instead with `AGENTEXEC_ALLOW_EVICTION`). Checked once per URL and process;
+    a server that refuses CONFIG (managed services often do) is logged as unchecked. Lets
+    connection errors through: callers decide how to wait for Redis."""
+    key = repr(client.connection_pool)
+    if key in _checked:
+        return
+    try:
+        reply = await client.config_get("maxmemory-policy")
+    except redis.ResponseError as e:
+        _unchecked(what, e)
+    else:
+        _judge(what, reply)
+    _checked.add(key)
+
+
+def check_eviction_policy_at_start(what: str, url: str | None = None) -> None:
+    """`check_eviction_policy` for a process starting (blocking): a Redis that cannot be
+    reached now is logged as unchecked, since the process waits for it anyway."""
+    try:
+        reply = get_sync_redis(url).config_get("maxmemory-policy")
+    except (*REDIS_ERRORS, redis.ResponseError) as e:
+        _unchecked(what, e)
+        return
+    _judge(what, reply)

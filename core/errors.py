@@ -47,6 +47,11 @@ class RedisUnavailableError(AgentexecError, ConnectionError):
         super().__init__(redact_text(message))
 
 
+class RedisOutOfMemoryError(RedisUnavailableError):
+    """Redis refused a write because it reached `maxmemory` (with `noeviction`); nothing of
+    the refused call was stored. Free memory or raise `maxmemory`."""
+
+
 class TaskFailedError(AgentexecError):
     """A task ended with an error for good (no retry left); raised by `get_result` and `gather`."""
 

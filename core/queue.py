@@ -8,15 +8,16 @@ from typing import Any
 from uuid import UUID, uuid4
 
 import msgspec
+import redis
 from pydantic import BaseModel
 from pydantic_core import PydanticSerializationError
 
 from . import events, tasks
 from .batcher import get_batcher
 from .config import CONF
-from .connection import REDIS_ERRORS, Reconnect
+from .connection import REDIS_ERRORS, Reconnect, check_eviction_policy, get_redis
 from .credentials import redact_url
-from .errors import ContextError, RedisUnavailableError
+from .errors import ContextError, RedisOutOfMemoryError, RedisUnavailableError
 from .events import Priority, TaskCancelRequested, TaskQueued
 from .limits import check_name, check_queue_name
 from .scripts import CANCEL, ENQUEUE, ENQUEUE_LATER, Script
@@ -182,10 +183,20 @@ async def run_enqueue_script(
     deadline = time.monotonic() + CONF.enqueue_timeout
     while True:
         try:
+            await check_eviction_policy(get_redis(), what)
             reply = await get_batcher().run_script(script, keys, args)
             _outage.succeeded()
             return reply
         except REDIS_ERRORS as e:
+            if time.monotonic() >= deadline and isinstance(e, redis.exceptions.OutOfMemoryError):
+                # Refused as a whole: the script's first write failed, nothing was stored.
+                raise RedisOutOfMemoryError(
+                    f"{what}: Redis is out of memory (maxmemory reached, so it refuses writes) "
+                    f"and stayed so for {CONF.enqueue_timeout}s (AGENTEXEC_ENQUEUE_TIMEOUT): "
+                    f"{e}. {consequence} Free memory in Redis (let the projector and workers "
+                    "catch up, lower AGENTEXEC_RESULT_TTL) or raise maxmemory: "
+                    "redis-cli CONFIG SET maxmemory <bytes>."
+                ) from e
             if time.monotonic() >= deadline:
                 raise RedisUnavailableError(
                     f"{what}: Redis at {redact_url(CONF.redis_url)} was unreachable for "

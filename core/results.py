@@ -22,7 +22,7 @@ import redis.asyncio as aioredis
 from . import tasks
 from .batcher import get_batcher
 from .config import CONF
-from .connection import REDIS_ERRORS, Reconnect, get_redis
+from .connection import Reconnect, get_redis, spawn
 from .errors import TaskFailedError
 from .events import NULL
 from .limits import recordable
@@ -59,7 +59,16 @@ _outcome_decoder = msgspec.json.Decoder(Outcome)
 
 
 class _Waiter:
-    """The pub/sub listener of one event loop and the futures waiting on it."""
+    """The pub/sub listener of one event loop and the futures waiting on it.
+
+    One task at a time (the flush) changes subscriptions and repairs the connection; the
+    listener only reads. Any error of either, whatever its type, breaks the pub/sub
+    connection: the flush then drops it, backs off, opens a new one and subscribes every
+    waited-on channel again, whose confirmations make each waiter read its result key (a
+    result stored during the outage is found there). redis-py's own reconnect of a pub/sub
+    connection is never relied on: after a server restart it can fail with errors that are
+    not connection errors.
+    """
 
     def __init__(self, client: aioredis.Redis, keys: Keys) -> None:
         self._client = client
@@ -70,6 +79,7 @@ class _Waiter:
         self._unsubscribe: set[bytes] = set()
         self._flushing: asyncio.Task[None] | None = None
         self._listener: asyncio.Task[None] | None = None
+        self._broken: BaseException | None = None
         self._reconnect = Reconnect("result waiter")
 
     async def wait(self, agent_id: UUID) -> bytes:
@@ -95,34 +105,59 @@ class _Waiter:
     def _schedule_flush(self) -> None:
         # Subscriptions made in one loop iteration go out as one SUBSCRIBE command.
         if self._flushing is None or self._flushing.done():
-            self._flushing = asyncio.get_running_loop().create_task(self._flush())
+            self._flushing = spawn(self._flush(), "result waiter")
+
+    def _break(self, error: BaseException, pubsub: aioredis.client.PubSub) -> None:
+        if pubsub is self._pubsub and self._broken is None:
+            self._broken = error
+            self._schedule_flush()
 
     async def _flush(self) -> None:
         await asyncio.sleep(0)
-        while self._subscribe or self._unsubscribe or self._listener is None:
+        while self._broken or self._subscribe or self._unsubscribe or self._listener is None:
+            if self._broken is not None:
+                await self._reset()
+            pubsub = self._pubsub
             subscribe, self._subscribe = self._subscribe, set()
             unsubscribe, self._unsubscribe = self._unsubscribe, set()
             try:
                 if self._listener is None:
-                    await self._pubsub.subscribe(self._keys.waiter_channel)
-                    self._listener = asyncio.get_running_loop().create_task(self._listen())
+                    await pubsub.subscribe(self._keys.waiter_channel)
+                    self._listener = spawn(self._listen(pubsub), "result listener")
                 if subscribe:
-                    await self._pubsub.subscribe(*subscribe)
+                    await pubsub.subscribe(*subscribe)
                 if unsubscribe:
-                    await self._pubsub.unsubscribe(*unsubscribe)
-                self._reconnect.succeeded()
-            except REDIS_ERRORS as e:
+                    await pubsub.unsubscribe(*unsubscribe)
+                if self._broken is None:
+                    self._reconnect.succeeded()
+            except Exception as e:
                 self._subscribe |= {c for c in subscribe if c in self._futures}
                 self._unsubscribe |= {c for c in unsubscribe if c not in self._futures}
-                await self._reconnect.failed(e)
+                self._break(e, pubsub)
 
-    async def _listen(self) -> None:
+    async def _reset(self) -> None:
+        """Drop the broken connection after a backoff; subscribe everything again."""
+        error, self._broken = self._broken, None
+        assert error is not None
+        await self._reconnect.failed(error)
+        old, self._pubsub = self._pubsub, self._client.pubsub()
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.cancel()
+        self._subscribe = set(self._futures)
+        self._unsubscribe = set()
+        try:
+            await old.aclose()  # type: ignore[no-untyped-call]
+        except Exception as e:  # the connection is broken already: nothing to release
+            logger.debug("result waiter: closing the broken connection: %r", e)
+
+    async def _listen(self, pubsub: aioredis.client.PubSub) -> None:
         while True:
             try:
-                message = await self._pubsub.get_message(timeout=None)
-            except REDIS_ERRORS as e:
-                await self._reconnect.failed(e)
-                continue
+                message = await pubsub.get_message(timeout=None)
+            except Exception as e:
+                self._break(e, pubsub)
+                return
             if message is None:
                 continue
             kind, channel = message["type"], message["channel"]
@@ -131,14 +166,16 @@ class _Waiter:
             elif kind == "subscribe" and channel in self._futures:
                 # Subscribed: a result stored before now is in the key, any later one comes
                 # as a message. Read the key without holding up the listener.
-                asyncio.get_running_loop().create_task(self._check_stored(channel))
+                spawn(self._check_stored(channel, pubsub), "result check")
 
-    async def _check_stored(self, channel: bytes) -> None:
+    async def _check_stored(self, channel: bytes, pubsub: aioredis.client.PubSub) -> None:
         agent_id = channel[len(self._keys.result_channel_prefix) :].decode()
         try:
             data: Any = await get_batcher(self._client).execute("GET", self._keys.result(agent_id))
-        except REDIS_ERRORS:
-            return  # the resubscription after reconnecting checks again
+        except Exception as e:
+            # Subscribing again after the reconnect checks again.
+            self._break(e, pubsub)
+            return
         if data is not None:
             self._resolve(channel, bytes(data))
 

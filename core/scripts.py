@@ -363,7 +363,8 @@ for i = 1, n do
   elseif redis.call('EXISTS', KEYS[i + 1]) == 1 then
     lost[#lost + 1] = id
   else
-    redis.call('SET', KEYS[i + 1 + n], ARGV[2], 'PX', ARGV[3])
+    -- pcall: out of memory, Redis refuses this SET; the other leases must still be renewed.
+    redis.pcall('SET', KEYS[i + 1 + n], ARGV[2], 'PX', ARGV[3])
   end
 end
 return lost

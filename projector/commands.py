@@ -38,6 +38,16 @@ def _engine(database_url: str | None, required: bool = True) -> Engine | None:
     return create_engine(url)
 
 
+def _check_redis(what: str) -> None:
+    from agentexec.connection import check_eviction_policy_at_start
+    from agentexec.errors import ConfigurationError
+
+    try:
+        check_eviction_policy_at_start(what)
+    except ConfigurationError as e:  # a refused setup: its message says the fix
+        raise click.ClickException(str(e)) from e
+
+
 @click.command()
 @_DATABASE_URL
 @click.option(
@@ -79,6 +89,7 @@ def projector(
         Projector(engine).check_tables()
     except ConfigurationError as e:
         raise click.ClickException(str(e)) from e
+    _check_redis("projector")
 
     async def main() -> None:
         stop = asyncio.Event()

@@ -94,6 +94,7 @@ class Projector:
         self._last_seen = checkpoints.ORIGIN
         self._restore_due = False
         self._reconnect = Reconnect(f"projector {self.name}")
+        self._lease_outage = Reconnect(f"projector {self.name}: lease renewal")
         self._db_down_since: float | None = None
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -185,7 +186,10 @@ class Projector:
             await self._reconnect.failed(e)
         except redis.ResponseError as e:
             if not is_missing_group(e):
-                raise
+                # Any other refusal (a script error, a busy server): an outage, not an exit.
+                self._pending = True
+                await self._reconnect.failed(e)
+                return "retry"
             logger.warning("projector %s: consumer group gone; recreating it", self.name)
             self._owner = False
         except SQLAlchemyError as e:
@@ -441,6 +445,11 @@ class Projector:
                     self._owner = False
             except REDIS_ERRORS as e:
                 logger.debug("projector %s: lease renewal failed: %s", self.name, e)
+            except Exception as e:
+                # Whatever the client raised, the lease must keep being renewed.
+                await self._lease_outage.failed(e)
+            else:
+                self._lease_outage.succeeded()
 
     async def _step_down(self) -> None:
         if self._owner and self._lease is not None:

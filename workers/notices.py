@@ -6,11 +6,12 @@ marker, and the promoter looks at the delayed set at least every lease period.""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from uuid import UUID
 
-from agentexec.connection import REDIS_ERRORS, Reconnect, get_redis
+from agentexec.connection import Reconnect, get_redis, supervise
 from agentexec.streams import Keys
 
 logger = logging.getLogger(__name__)
@@ -42,21 +43,22 @@ class NoticeListener:
         self.on_cancel(agent_id)
 
     async def run(self) -> None:
+        await supervise(self._reconnect, self._listen)
+
+    async def _listen(self) -> None:
+        # A fresh connection each time: redis-py's reconnect of a pub/sub connection can fail
+        # with errors that are not connection errors.
         pubsub = get_redis().pubsub()
         try:
+            await pubsub.subscribe(*self.channels)
+            self.ready.set()
+            self._reconnect.succeeded()
             while True:
-                try:
-                    if not pubsub.subscribed:
-                        await pubsub.subscribe(*self.channels)
-                        self.ready.set()
-                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=None)
-                    self._reconnect.succeeded()
-                except REDIS_ERRORS as e:
-                    await self._reconnect.failed(e)
-                    continue
+                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=None)
                 if message is not None and message["type"] == "message":
                     handler = self.channels.get(message["channel"])
                     if handler is not None:
                         handler(bytes(message["data"]))
         finally:
-            await pubsub.aclose()  # type: ignore[no-untyped-call]
+            with contextlib.suppress(Exception):  # the connection is broken already
+                await pubsub.aclose()  # type: ignore[no-untyped-call]

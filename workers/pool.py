@@ -17,7 +17,7 @@ from pydantic import BaseModel
 
 from agentexec import tasks
 from agentexec.config import CONF
-from agentexec.connection import close_redis
+from agentexec.connection import check_eviction_policy_at_start, close_redis
 from agentexec.errors import ConfigurationError, PoolStartError, TaskDefinitionError
 from agentexec.limits import check_queue_name
 from agentexec.tasks import TaskDefinition
@@ -183,6 +183,7 @@ class Pool:
         if threading.current_thread() is not threading.main_thread():
             raise ConfigurationError("pool.run() must be called from the main thread; use start().")
         processes.check_main_guard("pool.run()")
+        check_eviction_policy_at_start(f"pool on queue {self.queue_name!r}")
         if not logging.getLogger().handlers:
             logging.basicConfig(
                 level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -204,6 +205,7 @@ class Pool:
         if self._thread is not None and self._thread.is_alive():
             raise ConfigurationError("pool.start(): this pool is already running.")
         processes.check_main_guard("pool.start()")
+        check_eviction_policy_at_start(f"pool on queue {self.queue_name!r}")
         supervisor = self._supervisor = _Supervisor(self, fail_fast=True)
         self._thread = threading.Thread(
             target=supervisor.run_in_thread,

@@ -57,6 +57,9 @@ class Promoter:
                 continue
             except redis.ResponseError as e:
                 logger.error("promoter: %s", e)
+            except Exception as e:  # any error of the client library: an outage
+                await self._reconnect.failed(e)
+                continue
             self.woken.clear()
             try:
                 await asyncio.wait_for(self.woken.wait(), timeout=wait)

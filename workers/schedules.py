@@ -98,4 +98,7 @@ async def run_schedules(schedules: list[Schedule], queue_name: str) -> None:
             )
         except AgentexecError as e:
             logger.error("schedule %r: could not enqueue slot %s: %s", schedule.task_name, slot, e)
+        except Exception:
+            # The schedule loop's boundary: one failed slot must not end every schedule.
+            logger.exception("schedule %r: could not enqueue slot %s", schedule.task_name, slot)
         upcoming[index] = schedule.next_slot(slot)

@@ -30,7 +30,7 @@ from agentexec import events
 from agentexec.activity.writes import flush_events
 from agentexec.batcher import get_batcher
 from agentexec.config import CONF
-from agentexec.connection import REDIS_ERRORS, Reconnect, close_redis, get_redis
+from agentexec.connection import REDIS_ERRORS, Reconnect, close_redis, get_redis, supervise
 from agentexec.errors import EventDecodeError
 from agentexec.events import (
     TaskCanceled,
@@ -118,8 +118,12 @@ class Worker:
         """The same, by entry: which mark an ended entry releases."""
         self._ending: set[bytes] = set()
         """Entries whose end script (finish, retry, dead letter, defer) is under way."""
+        self._ended: set[bytes] = set()
+        """Entries whose end script ran: gone from the stream, no lease left to renew."""
         self._promoter = Promoter(self.keys, spec.queue_name)
         self._reconnect = Reconnect(f"worker {spec.consumer}")
+        self._claim_after = 0.0
+        """No expired lease is claimed before this (monotonic): see `_renew`."""
 
     async def run(self) -> None:
         """Run until `stopping` is set, then drain within the graceful-shutdown timeout."""
@@ -176,12 +180,13 @@ class Worker:
                     self._backlog.extend(await self._read_new(client, free))
                     self._reconnect.succeeded()
                 except redis.ResponseError as e:
-                    if not is_missing_group(e):
-                        raise
+                    if isinstance(e, REDIS_ERRORS) or not is_missing_group(e):
+                        await self._reconnect.failed(e)
+                        continue
                     logger.warning("worker %s: consumer group gone; recreating", self.spec.consumer)
                     await self._ensure_groups()
                     continue
-                except REDIS_ERRORS as e:
+                except Exception as e:  # any error of the client library: an outage
                     await self._reconnect.failed(e)
                     continue
             while self._backlog and len(self._busy) < self.spec.concurrency:
@@ -193,6 +198,16 @@ class Worker:
 
     def _done(self, task: asyncio.Task[None]) -> None:
         entry = self._running.pop(task)
+        self._ended.discard(entry[1])
+        if not task.cancelled() and task.exception() is not None:
+            # Its entry stays pending: another worker takes it over after the lease.
+            logger.error(
+                "worker %s: task of entry %s %s failed unrecorded",
+                self.spec.consumer,
+                entry[0],
+                entry[1],
+                exc_info=task.exception(),
+            )
         self._ending.discard(entry[1])
         self._free_slot(entry[1])
         self._release_hand(entry[1])
@@ -453,6 +468,7 @@ class Worker:
                 reply = await get_batcher().run_script(script, keys, sent)
                 self._reconnect.succeeded()
                 if ending is not None:
+                    self._ended.add(ending)
                     self._release_hand(ending)  # a retry's next entry may start here at once
                 return reply
             except REDIS_ERRORS as e:
@@ -689,57 +705,64 @@ class Worker:
 
     async def _renew_leases(self) -> None:
         """Reset the idle time of every entry this worker holds, and claim expired ones."""
+        self._claim_after = 0.0
+        await supervise(Reconnect(f"lease renewal of worker {self.spec.consumer}"), self._renew)
+
+    async def _renew(self) -> None:
         lease_ms = int(CONF.lease_seconds * 1000)
-        claim_after = 0.0
-        while True:
-            await asyncio.sleep(CONF.lease_seconds / 3)
-            held: dict[str, list[tuple[bytes, str]]] = {}
-            known, self._agent_of = self._agent_of, {}
-            for stream, entry_id, fields in [*self._running.values(), *self._backlog]:
-                if entry_id in self._ending:
-                    continue  # its end script removes it: not a loss
-                agent = known.get(entry_id)
-                if agent is None:
-                    ident = _identify(fields)
-                    agent = str(ident[0]) if ident else "unknown"
-                self._agent_of[entry_id] = agent
-                held.setdefault(stream, []).append((entry_id, agent))
-            try:
-                client = get_redis()
-                for stream, entries in held.items():
-                    keys = [stream, *(self.keys.result(a) for _, a in entries)]
-                    keys += [self.keys.held(a) for _, a in entries]
-                    lost = await get_batcher().run_script(
-                        RENEW,
-                        keys,
-                        [WORKERS_GROUP, self.spec.consumer, lease_ms, *(i for i, _ in entries)],
+        await asyncio.sleep(CONF.lease_seconds / 3)
+        held: dict[str, list[tuple[bytes, str]]] = {}
+        known, self._agent_of = self._agent_of, {}
+        # Entries being ended too: an end script retried through an outage (Redis out of
+        # memory refuses it, not the renewal) must not lose its lease meanwhile.
+        for stream, entry_id, fields in [*self._running.values(), *self._backlog]:
+            if entry_id in self._ended:
+                continue
+            agent = known.get(entry_id)
+            if agent is None:
+                ident = _identify(fields)
+                agent = str(ident[0]) if ident else "unknown"
+            self._agent_of[entry_id] = agent
+            held.setdefault(stream, []).append((entry_id, agent))
+        try:
+            client = get_redis()
+            for stream, entries in held.items():
+                keys = [stream, *(self.keys.result(a) for _, a in entries)]
+                keys += [self.keys.held(a) for _, a in entries]
+                lost = await get_batcher().run_script(
+                    RENEW,
+                    keys,
+                    [WORKERS_GROUP, self.spec.consumer, lease_ms, *(i for i, _ in entries)],
+                )
+                # An entry whose end script ran meanwhile is gone: not a loss.
+                lost = set(lost or ()) - self._ending
+                if lost:
+                    self._abandon(stream, lost)
+            await self._check_cancel_markers()
+            # After an outage, leases look expired to Redis although their workers lived
+            # through it: claim only once every live worker has had a lease period to
+            # renew its own.
+            if len(self._backlog) < self.spec.concurrency and time.monotonic() > self._claim_after:
+                for stream in self.streams:
+                    _, claimed, _ = await client.xautoclaim(
+                        stream, WORKERS_GROUP, self.spec.consumer, lease_ms, count=10
                     )
-                    if lost:
-                        self._abandon(stream, set(lost))
-                await self._check_cancel_markers()
-                # After an outage, leases look expired to Redis although their workers lived
-                # through it: claim only once every live worker has had a lease period to
-                # renew its own.
-                if len(self._backlog) < self.spec.concurrency and time.monotonic() > claim_after:
-                    for stream in self.streams:
-                        _, claimed, _ = await client.xautoclaim(
-                            stream, WORKERS_GROUP, self.spec.consumer, lease_ms, count=10
+                    if claimed:
+                        logger.warning(
+                            "worker %s: took over %d task(s) whose lease expired on %s",
+                            self.spec.consumer,
+                            len(claimed),
+                            stream,
                         )
-                        if claimed:
-                            logger.warning(
-                                "worker %s: took over %d task(s) whose lease expired on %s",
-                                self.spec.consumer,
-                                len(claimed),
-                                stream,
-                            )
-                            self._backlog.extend((stream, i, f) for i, f in claimed if f)
-                            await self._count_deliveries(client, stream, [i for i, _ in claimed])
-            except REDIS_ERRORS as e:
-                logger.debug("lease renewal failed: %s", e)
-                claim_after = time.monotonic() + CONF.lease_seconds
-            except redis.ResponseError as e:
-                if not is_missing_group(e):
-                    raise
+                        self._backlog.extend((stream, i, f) for i, f in claimed if f)
+                        await self._count_deliveries(client, stream, [i for i, _ in claimed])
+        except redis.ResponseError as e:
+            if isinstance(e, REDIS_ERRORS) or not is_missing_group(e):
+                self._claim_after = time.monotonic() + CONF.lease_seconds
+                raise
+        except Exception:
+            self._claim_after = time.monotonic() + CONF.lease_seconds
+            raise
 
     async def _count_deliveries(self, client: Any, stream: str, ids: list[bytes]) -> None:
         if not ids:

@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any, overload
 from uuid import UUID, uuid4
 
 import msgspec
-import redis
 
 from agentexec import events
 from agentexec.batcher import get_batcher
@@ -104,7 +103,7 @@ def append(event: Event, *, check: bool = True) -> str:
             keys=[keys.events, keys.agent(event.agent_id), keys.result(event.agent_id)],
             args=[events.encode(event), AGENT_TTL, "1" if check and not own else "0"],
         )
-    except (redis.ConnectionError, redis.TimeoutError) as e:
+    except REDIS_ERRORS as e:
         raise RedisUnavailableError(
             f"could not record {type(event).__name__} for agent {event.agent_id}: Redis at "
             f"{redact_url(CONF.redis_url)} is unreachable ({e})"
@@ -160,24 +159,14 @@ async def _append_held_async(
     if previous is not None:
         await asyncio.wait([previous])
     script_keys, args = held_call(keys, event, lease)
-    deadline = time.monotonic() + CONF.enqueue_timeout
+    # No deadline: the worker keeps the task's lease meanwhile, and records its outcome only
+    # after this event (see `flush_events`), so nothing the handler reported is dropped.
     outage = Reconnect(f"events of agent {event.agent_id}")
     while True:
         try:
             entry_id = await get_batcher().run_script(APPEND_HELD, script_keys, args)
             break
         except REDIS_ERRORS as e:
-            if time.monotonic() >= deadline:
-                logger.error(
-                    "agent %s: %s dropped: Redis at %s was unreachable for %ss "
-                    "(AGENTEXEC_ENQUEUE_TIMEOUT): %s",
-                    event.agent_id,
-                    type(event).__name__,
-                    redact_url(CONF.redis_url),
-                    CONF.enqueue_timeout,
-                    e,
-                )
-                return
             await outage.failed(e)
     if entry_id is None:
         log_discarded(event)
@@ -231,7 +220,7 @@ def _append_held(keys: Keys, event: Event, lease: TaskLease) -> str:
         try:
             entry_id: Any = script(keys=script_keys, args=args)
             break
-        except (redis.ConnectionError, redis.TimeoutError) as e:
+        except REDIS_ERRORS as e:
             if time.monotonic() >= deadline:
                 raise RedisUnavailableError(
                     f"could not record {type(event).__name__} for agent {event.agent_id}: "
@@ -381,7 +370,7 @@ def _cancel(rows: Any) -> int:
                 )
                 pipe.xadd(keys.events, events.entry(event))
             pipe.execute()
-    except (redis.ConnectionError, redis.TimeoutError) as e:
+    except REDIS_ERRORS as e:
         raise RedisUnavailableError(
             f"cancel_pending: Redis at {redact_url(CONF.redis_url)} is unreachable ({e}); "
             "nothing canceled"
