@@ -35,7 +35,7 @@ from tests.apps.basic import Echo
 from tests.integration.readmodel.conftest import sqlite_engine
 from tests.integration.readmodel.workload import checkpoint_position
 from tests.integration.test_outages import LoopErrors
-from tests.support.waiting import async_wait_for
+from tests.support.waiting import async_wait_for, scaled
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -81,6 +81,19 @@ async def _store_result(agent_id: uuid.UUID) -> None:
     await get_redis().publish(keys.result_channel(agent_id), data)
 
 
+async def _stop(running: asyncio.Task[Any]) -> None:
+    """Cancel a loop and wait for it to end, within a bound. Seen in a full-suite run after
+    tests that restart Redis: a cancel that reached the schedule loop inside an enqueue did
+    not end it (cause not found yet; see the closing note of 2026-11-30), so cancel again
+    until it ends: the test stops what it started, and says so if it cannot."""
+    deadline = asyncio.get_running_loop().time() + scaled(30)
+    while not running.done() and asyncio.get_running_loop().time() < deadline:
+        running.cancel()
+        await asyncio.wait([running], timeout=1)
+    assert running.done(), "the loop did not end when cancelled"
+    await asyncio.gather(running, return_exceptions=True)
+
+
 async def test_result_waiter(redis_conf: str, monkeypatch: pytest.MonkeyPatch) -> None:
     errors = LoopErrors()
     listener = Failing(monkeypatch, redis.asyncio.client.PubSub, "get_message")
@@ -124,8 +137,7 @@ async def test_notice_listener(redis_conf: str, monkeypatch: pytest.MonkeyPatch)
 
         await async_wait_for(heard, timeout=30, what="the cancel notice")
     finally:
-        running.cancel()
-        await asyncio.gather(running, return_exceptions=True)
+        await _stop(running)
 
 
 async def test_sse_hub_reader(
@@ -173,8 +185,7 @@ async def test_promoter(redis_conf: str, monkeypatch: pytest.MonkeyPatch) -> Non
     try:
         await failing.until(4, "the promoter to look again")
     finally:
-        running.cancel()
-        await asyncio.gather(running, return_exceptions=True)
+        await _stop(running)
 
 
 async def test_projector_loop_and_lease(
@@ -219,5 +230,4 @@ async def test_schedules(redis_conf: str, monkeypatch: pytest.MonkeyPatch) -> No
 
         await async_wait_for(twice, timeout=30, what="the next slot after a failed one")
     finally:
-        running.cancel()
-        await asyncio.gather(running, return_exceptions=True)
+        await _stop(running)
