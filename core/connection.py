@@ -195,6 +195,16 @@ async def supervise(
             await reconnect.failed(e)
         else:
             reconnect.succeeded()
+        stop_if_cancelled()
+
+
+def stop_if_cancelled() -> None:
+    """Raise `CancelledError` when the current task was asked to stop, also when the client
+    library swallowed the `CancelledError` it was sent (redis-py has done so around its
+    timeouts: a loop cancelled inside a command then ran on for good)."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 _background: set[asyncio.Task[Any]] = set()

@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from croniter import croniter
 from pydantic import BaseModel
 
+from agentexec.connection import stop_if_cancelled
 from agentexec.errors import AgentexecError, TaskDefinitionError
 from agentexec.queue import enqueue
 
@@ -102,3 +103,4 @@ async def run_schedules(schedules: list[Schedule], queue_name: str) -> None:
             # The schedule loop's boundary: one failed slot must not end every schedule.
             logger.exception("schedule %r: could not enqueue slot %s", schedule.task_name, slot)
         upcoming[index] = schedule.next_slot(slot)
+        stop_if_cancelled()

@@ -20,7 +20,7 @@ from agentexec.api.history import History
 from agentexec.api.hub import Hub
 from agentexec.api.messages import TaskNames
 from agentexec.batcher import Batcher, get_batcher
-from agentexec.connection import get_redis
+from agentexec.connection import Reconnect, get_redis, supervise
 from agentexec.projector import Projector
 from agentexec.projector.ownership import Lease
 from agentexec.results import Outcome, outcome_encoder
@@ -231,3 +231,41 @@ async def test_schedules(redis_conf: str, monkeypatch: pytest.MonkeyPatch) -> No
         await async_wait_for(twice, timeout=30, what="the next slot after a failed one")
     finally:
         await _stop(running)
+
+
+async def _swallowing_step() -> None:
+    """A client call that swallows the cancel it is sent, as redis-py has done around its
+    timeouts."""
+    try:
+        await asyncio.sleep(3600)
+    except asyncio.CancelledError:
+        return
+
+
+async def test_a_supervised_loop_ends_when_the_client_swallows_its_cancel() -> None:
+    running = asyncio.create_task(supervise(Reconnect("a loop"), _swallowing_step))
+    await asyncio.sleep(0)  # inside the step
+    running.cancel()
+    done, _ = await asyncio.wait([running], timeout=scaled(5))
+    assert done, "the loop ran on after its cancel was swallowed"
+    assert running.cancelled()
+
+
+async def test_the_schedule_loop_ends_when_enqueue_swallows_its_cancel(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    entered = asyncio.Event()
+
+    async def enqueue(task_name: str, *args: Any, **kwargs: Any) -> ax.Task:
+        entered.set()
+        await _swallowing_step()
+        raise ax.RedisUnavailableError("the client swallowed the cancel")
+
+    monkeypatch.setattr("agentexec.workers.schedules.enqueue", enqueue)
+    every_second = Schedule.declare("echo", "* * * * * *", "UTC", Echo(text="tick"), Echo)
+    running = asyncio.create_task(run_schedules([every_second], "q"))
+    await asyncio.wait_for(entered.wait(), timeout=scaled(10))
+    running.cancel()
+    done, _ = await asyncio.wait([running], timeout=scaled(5))
+    assert done, "the schedule loop ran on after its cancel was swallowed"
+    assert running.cancelled()
