@@ -51,7 +51,7 @@ from .events import (
     TaskFailed,
     TaskQueued,
 )
-from .limits import check_name, describe_exception
+from .limits import check_name, describe_exception, describe_traceback
 from .queue import run_enqueue_script, serialise_context
 from .results import Outcome
 from .scripts import ENQUEUE_PIPELINE
@@ -426,7 +426,12 @@ def advance(queued: TaskQueued, outcome: Outcome) -> Sequence[Write]:
         logger.warning("pipeline %s, run %s: %s", ref.pipeline, ref.run_id, cause)
     except Exception as e:
         cause = describe_exception(e)
-        logger.exception("pipeline %s, run %s: its transition raised", ref.pipeline, ref.run_id)
+        logger.error(
+            "pipeline %s, run %s: its transition raised\n%s",
+            ref.pipeline,
+            ref.run_id,
+            describe_traceback(e),
+        )
     return _cannot_go_on(pipeline, ref, queued, outcome, cause)
 
 

@@ -381,10 +381,10 @@ class Worker:
         except Exception as e:
             if running.reported_error:
                 logger.warning(
-                    "task %s (agent %s) raised after reporting its error",
+                    "task %s (agent %s) raised after reporting its error\n%s",
                     event.task_name,
                     event.agent_id,
-                    exc_info=True,
+                    describe_traceback(e),
                 )
                 await self._fail(entry, event, *reversed(running.reported_error[0]))
                 return
@@ -592,11 +592,12 @@ class Worker:
             return ()
         try:
             return definition.transition(queued, outcome)
-        except Exception:
-            logger.exception(
-                "transition of task %s (agent %s) raised; its outcome is recorded without it",
+        except Exception as e:
+            logger.error(
+                "transition of task %s (agent %s) raised; its outcome is recorded without it\n%s",
                 queued.task_name,
                 queued.agent_id,
+                describe_traceback(e),
             )
             return ()
 

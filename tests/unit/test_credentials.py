@@ -11,6 +11,7 @@ import agentexec as ax
 from agentexec.connection import close_redis, reset_sync_clients
 from agentexec.credentials import redact_text, redact_url
 from agentexec.errors import RedisUnavailableError
+from agentexec.limits import describe_traceback
 from agentexec.runners.redaction import redact_secrets
 
 KEY = "sk-proj-" + "A1b2C3d4E5f6G7h8J9k0" * 2
@@ -93,3 +94,15 @@ async def test_enqueue_gives_up_without_showing_the_password(
         await close_redis()
     assert "hunter2-secret" not in str(raised.value)
     assert "hunter2-secret" not in caplog.text
+
+
+def test_a_logged_traceback_loses_the_secrets_in_its_exception() -> None:
+    try:
+        raise ValueError(
+            "could not reach redis://app:hunter2@cache:6379/0 with sk-abcdefghijklmnop1234"
+        )
+    except ValueError as e:
+        shown = describe_traceback(e)
+    assert "Traceback" in shown and "ValueError" in shown
+    assert "hunter2" not in shown and "sk-abcdefghijklmnop1234" not in shown
+    assert "redis://app:***@cache:6379/0" in shown
