@@ -14,25 +14,10 @@ from agentexec import events
 from agentexec.connection import REDIS_ERRORS, get_redis
 from tests.faults.checker import check
 from tests.faults.cluster import Cluster, wait_for_event
+from tests.support.memory import fill, free
 from tests.support.waiting import async_wait_for
 
 pytestmark = pytest.mark.timeout(240)
-
-
-async def _fill(client: redis.asyncio.Redis) -> int:
-    """Write filler keys until Redis refuses writes for lack of memory; returns how many."""
-    written = 0
-    while True:
-        try:
-            await client.set(f"filler:{written}", b"x" * 20_000)
-        except redis.exceptions.OutOfMemoryError:
-            return written
-        written += 1
-
-
-async def _free(client: redis.asyncio.Redis, written: int) -> None:
-    for start in range(0, written + 1, 500):
-        await client.delete(*(f"filler:{i}" for i in range(start, start + 500)))
 
 
 @pytest.mark.fault("11. Redis out of memory (maxmemory, noeviction) under load")
@@ -47,11 +32,11 @@ async def test_redis_out_of_memory_under_load(cluster: Cluster) -> None:
             await wait_for_event(task.agent_id, events.TaskProgress)
         used = int((await client.info("memory"))["used_memory"])
         await client.config_set("maxmemory", used + 2_000_000)
-        written = await _fill(client)
+        written = await fill(client)
         cluster.fault("Redis out of memory: every write refused")
         # Refused for several leases: starts, progress and outcomes wait; leases hold.
         await asyncio.sleep(lease * 3)  # the outage itself, not a wait for a condition
-        await _free(client, written)
+        await free(client, written)
         await client.config_set("maxmemory", 0)
         keys = [cluster.keys.result(t.agent_id) for t in tasks]
 

@@ -20,6 +20,7 @@ from agentexec.embedded import EmbeddedRedis
 from agentexec.streams import Keys
 from tests.apps import basic
 from tests.apps.basic import Echo
+from tests.support.memory import fill, free
 from tests.support.waiting import async_wait_for
 
 pytestmark = pytest.mark.timeout(120)
@@ -91,22 +92,6 @@ async def test_get_result_and_gather_return_after_a_redis_restart(
     assert "never retrieved" not in caplog.text
 
 
-async def _fill(client: redis.asyncio.Redis) -> int:
-    """Write filler keys until Redis refuses writes for lack of memory; returns how many."""
-    written = 0
-    while True:
-        try:
-            await client.set(f"filler:{written}", b"x" * 20_000)
-        except redis.exceptions.OutOfMemoryError:
-            return written
-        written += 1
-
-
-async def _free(client: redis.asyncio.Redis, written: int) -> None:
-    for start in range(0, written + 1, 500):
-        await client.delete(*(f"filler:{i}" for i in range(start, start + 500)))
-
-
 async def _limit_memory(client: redis.asyncio.Redis, headroom: int = 4_000_000) -> None:
     used = int((await client.info("memory"))["used_memory"])
     await client.config_set("maxmemory-policy", "noeviction")
@@ -134,10 +119,10 @@ async def test_out_of_memory_is_an_outage_for_workers(
             await async_wait_for(
                 lambda: _started(client, len(tasks)), timeout=30, what="every task to start"
             )
-            written = await _fill(client)
+            written = await fill(client)
             # Out of memory for several leases: the pool's renewals still go through.
             await asyncio.sleep(ax.CONF.lease_seconds * 3)  # the outage itself
-            await _free(client, written)
+            await free(client, written)
             results = await ax.gather(*tasks, timeout=60)
         finally:
             basic.pool.shutdown()
@@ -158,13 +143,13 @@ async def test_enqueue_out_of_memory_raises_the_projects_error(server: EmbeddedR
     client = redis.asyncio.Redis.from_url(server.url)
     try:
         await _limit_memory(client, headroom=1_000_000)
-        written = await _fill(client)
+        written = await fill(client)
         ax.CONF.enqueue_timeout = 0.3
         with pytest.raises(ax.RedisOutOfMemoryError, match="CONFIG SET maxmemory"):
             await ax.enqueue("echo", Echo(text="refused"))
         assert await client.xlen(Keys(ax.CONF.key_prefix).events) == 0
         # Accepted as soon as memory is freed.
-        await _free(client, written)
+        await free(client, written)
         task = await ax.enqueue("echo", Echo(text="accepted"))
         assert await client.xlen(Keys(ax.CONF.key_prefix).events) == 1
         assert task.agent_id
