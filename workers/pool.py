@@ -278,6 +278,9 @@ class _Supervisor:
         """The signal that stopped the pool, if one did."""
         self._unready: set[int] = set()
         self._readers: dict[int, Connection] = {}
+        self._lifeline: tuple[Connection, Connection] | None = None
+        """Read and write ends of a pipe the workers watch: nothing is ever written, so its
+        reader sees end-of-file exactly when this process is gone, however it ended."""
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
         self._exits: asyncio.Queue[int] | None = None
@@ -324,6 +327,7 @@ class _Supervisor:
             for d in self.pool._definitions.values()
         )
         self._unready = set(range(num))
+        self._lifeline = processes.context.Pipe(duplex=False)
         try:
             for slot in range(num):
                 self._spawn(slot)
@@ -382,6 +386,8 @@ class _Supervisor:
         await asyncio.gather(*self._stop_tasks, return_exceptions=True)
         await close_redis(sync=False)
         await self._stop_workers()
+        for end in self._lifeline:
+            end.close()
         if projector is not None:
             await projector.stop()
 
@@ -403,8 +409,11 @@ class _Supervisor:
         assert self._loop is not None and self._exits is not None
         spec = self.pool.worker_spec(consumer=f"{self.pool_id}:{slot}")
         reader, writer = processes.context.Pipe(duplex=False)
+        assert self._lifeline is not None
         process = processes.context.Process(
-            target=run_worker, args=(spec, writer), name=f"agentexec-worker-{slot}"
+            target=run_worker,
+            args=(spec, writer, self._lifeline[0]),
+            name=f"agentexec-worker-{slot}",
         )
         try:
             process.start()

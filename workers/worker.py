@@ -872,8 +872,15 @@ def _queued(fields: dict[bytes, bytes]) -> TaskQueued | None:
     return event if isinstance(event, TaskQueued) else None
 
 
-def run_worker(spec: WorkerSpec, ready: Connection | None = None) -> None:
-    """Entry point of a worker process; writes to `ready` once it serves, then closes it."""
+def run_worker(
+    spec: WorkerSpec, ready: Connection | None = None, lifeline: Connection | None = None
+) -> None:
+    """Entry point of a worker process; writes to `ready` once it serves, then closes it.
+
+    `lifeline` is the read end of a pipe that only the pool's process holds open for writing:
+    when it reads end-of-file the pool is gone (killed, crashed), and the worker stops as on
+    SIGTERM instead of running on as an orphan.
+    """
     # The user's module, imported to find the handlers, may register exit hooks meant for the
     # application process (seed 001's `cancel_pending` cleanup): a worker must not run them.
     atexit._clear()
@@ -883,14 +890,18 @@ def run_worker(spec: WorkerSpec, ready: Connection | None = None) -> None:
         logging.basicConfig(
             level=spec.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
         )
-    asyncio.run(_main(spec, ready))
+    asyncio.run(_main(spec, ready, lifeline))
 
 
-async def _main(spec: WorkerSpec, ready: Connection | None) -> None:
+async def _main(
+    spec: WorkerSpec, ready: Connection | None, lifeline: Connection | None = None
+) -> None:
     worker = Worker(spec)
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, worker.stopping.set)
+    if lifeline is not None:
+        _watch_pool(worker, lifeline, loop)
     announce = asyncio.create_task(_announce(worker, ready)) if ready is not None else None
     try:
         await worker.run()
@@ -898,6 +909,19 @@ async def _main(spec: WorkerSpec, ready: Connection | None) -> None:
         if announce is not None:
             announce.cancel()
         await close_redis()
+
+
+def _watch_pool(worker: Worker, lifeline: Connection, loop: asyncio.AbstractEventLoop) -> None:
+    def on_pool_gone() -> None:
+        loop.remove_reader(lifeline.fileno())
+        lifeline.close()
+        if not worker.stopping.is_set():
+            logger.warning(
+                "worker %s: the pool process is gone; stopping as on SIGTERM", worker.spec.consumer
+            )
+            worker.stopping.set()
+
+    loop.add_reader(lifeline.fileno(), on_pool_gone)
 
 
 async def _announce(worker: Worker, ready: Connection) -> None:
