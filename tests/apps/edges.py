@@ -64,3 +64,21 @@ async def awkward_progress(agent_id: UUID, context: Runs) -> str:
     ax.activity.update(agent_id, "nul \x00 and \udc80 surrogate", percentage=10)
     ax.activity.update(agent_id, "x" * 5_000_000, percentage=50)
     return "done"
+
+
+@pool.task("leaky_after_error", max_retries=0)
+async def leaky_after_error(agent_id: UUID, context: Runs) -> None:
+    _count(context)
+    ax.activity.error(agent_id, "gave up")
+    raise ConnectionError(f"then redis://agent:{PASSWORD}@cache.internal:6379/0 with {API_KEY}")
+
+
+@pool.task("plain", max_retries=0)
+async def plain(agent_id: UUID, context: Runs) -> str:
+    _count(context)
+    return "done"
+
+
+def leaky_transition(*args: object) -> None:
+    """A transition hook that fails with credentials in its message."""
+    raise ConnectionError(f"hook: redis://agent:{PASSWORD}@cache.internal:6379/0 {API_KEY}")
