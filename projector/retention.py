@@ -28,7 +28,7 @@ from agentexec.activity.models import Activity, ArchivedEvent, Checkpoint
 from agentexec.config import CONF
 from agentexec.errors import ConfigurationError
 from agentexec.events import TERMINAL
-from agentexec.streams import Keys
+from agentexec.streams import PROJECTOR_GROUP, Keys
 
 from .checkpoints import ORIGIN, parse_id
 
@@ -84,10 +84,22 @@ class LogRetention:
         return removed
 
 
-async def trim_bound(client: aioredis.Redis, stream: str, checkpoint: str, hot_window: float) -> Id:
+async def trim_bound(
+    client: aioredis.Redis,
+    stream: str,
+    checkpoint: str,
+    hot_window: float,
+    *,
+    owner: str = PROJECTOR_GROUP,
+) -> Id:
     """The lowest id the log must keep (entries below it may go): the least of the
     checkpoint, every consumer group's oldest pending entry (or the entry after the last one
-    it was given) and the start of the hot window."""
+    it was given) and the start of the hot window.
+
+    Nothing may go while the log has no `owner` group: Redis lost the log and the projector
+    has not taken it over again, so entries there may sit below the checkpoint without being
+    archived (see `floor`); taking over lifts them above it and creates the group at once.
+    """
     seconds, micros = await client.time()
     now_ms = int(seconds) * 1000 + int(micros) // 1000
     bound = min(parse_id(checkpoint), (now_ms - int(hot_window * 1000), 0))
@@ -97,6 +109,8 @@ async def trim_bound(client: aioredis.Redis, stream: str, checkpoint: str, hot_w
         if "no such key" in str(e).lower():
             return (0, 0)
         raise
+    if not any(_text(group["name"]) == owner for group in groups):
+        return (0, 0)
     for group in groups:
         if int(group["pending"]):
             summary: Any = await client.xpending(stream, group["name"])

@@ -23,7 +23,7 @@ from agentexec.events import Event
 from agentexec.projector import Projector, checkpoints
 from agentexec.projector.checkpoints import parse_id
 from agentexec.projector.retention import prune_archive
-from agentexec.streams import Keys
+from agentexec.streams import PROJECTOR_GROUP, Keys
 
 from .conftest import database_url
 from .test_async_reads import async_url
@@ -80,6 +80,7 @@ async def test_trim_never_passes_the_checkpoint_nor_another_group(redis_conf: st
     ids = [i.decode() for i in ids]
     from agentexec.projector.retention import LogRetention
 
+    await client.xgroup_create(log_key(), PROJECTOR_GROUP, id=ids[19])  # the projector's own
     retention = LogRetention(log_key(), hot_window=0, interval=0)
     assert await retention.after_commit(client, ids[15]) == 15
     assert log_ids() == ids[15:]
@@ -92,6 +93,27 @@ async def test_trim_never_passes_the_checkpoint_nor_another_group(redis_conf: st
     await client.xack(log_key(), "audit", ids[17], ids[18])
     assert await retention.after_commit(client, ids[19]) == 2
     assert log_ids() == ids[19:]
+
+
+async def test_a_lost_log_is_not_trimmed_until_the_projector_takes_it_over(
+    redis_conf: str,
+) -> None:
+    from agentexec.projector.retention import LogRetention
+
+    # The projector had committed up to `checkpoint`; then Redis lost the log, and new events
+    # got ids below the checkpoint (its clock is behind): none of them is archived yet.
+    client = get_redis()
+    checkpoint = "99999999999999-0"
+    ids = [(await client.xadd(log_key(), {b"event": b"{}"})).decode() for _ in range(5)]
+    retention = LogRetention(log_key(), hot_window=0, interval=0)
+    assert await retention.after_commit(client, checkpoint) == 0
+    assert log_ids() == ids
+
+    # The projector's takeover lifts such entries above the checkpoint and creates its group;
+    # from then on, trimming goes on.
+    await client.xgroup_create(log_key(), PROJECTOR_GROUP, id=ids[-1])
+    assert await retention.after_commit(client, ids[3]) == 3
+    assert log_ids() == ids[3:]
 
 
 def old_lifecycle(days_ago: float, *, ended: bool = True) -> list[Event]:
