@@ -175,7 +175,7 @@ def dead_redrive(ids: tuple[str, ...]) -> None:
 @click.option("--database", default="agentexec-demo.db", show_default=True, help="SQLite file.")
 def demo(count: int, database: str) -> None:
     """Run a few agent-like tasks and show their progress live, on embedded defaults."""
-    from .demo import run_demo
+    from agentexec.workers.demo import run_demo
 
     run_demo(count, database)
 
