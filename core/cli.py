@@ -6,6 +6,7 @@ import importlib
 import logging
 import os
 import sys
+from collections.abc import Callable
 from datetime import timedelta
 from types import ModuleType
 from typing import TypeVar
@@ -72,7 +73,44 @@ def _import(module_name: str) -> ModuleType:
         raise click.BadParameter(f"cannot import module {module_name!r}: {e}") from e
 
 
-@click.group()
+def _api_command() -> click.Command:
+    from agentexec.api.commands import api
+
+    return api
+
+
+def _projector_command() -> click.Command:
+    from agentexec.projector.commands import projector
+
+    return projector
+
+
+def _replay_command() -> click.Command:
+    from agentexec.projector.commands import replay
+
+    return replay
+
+
+class _Rooms(click.Group):
+    """The commands of the workers', projector's and API's rooms are imported when named (or
+    listed by `--help`): importing the core package imports no other room."""
+
+    lazy: dict[str, Callable[[], click.Command]] = {
+        "api": _api_command,
+        "projector": _projector_command,
+        "replay": _replay_command,
+    }
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.lazy})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.lazy and cmd_name not in self.commands:
+            self.add_command(self.lazy[cmd_name](), cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=_Rooms)
 @click.option("--redis-url", envvar="AGENTEXEC_REDIS_URL", help="Redis URL (AGENTEXEC_REDIS_URL).")
 @click.option("--log-level", default="INFO", show_default=True, help="Logging level.")
 def main(redis_url: str | None, log_level: str) -> None:
@@ -175,7 +213,7 @@ def dead_redrive(ids: tuple[str, ...]) -> None:
 @click.option("--database", default="agentexec-demo.db", show_default=True, help="SQLite file.")
 def demo(count: int, database: str) -> None:
     """Run a few agent-like tasks and show their progress live, on embedded defaults."""
-    from .demo import run_demo
+    from agentexec.workers.demo import run_demo
 
     run_demo(count, database)
 
@@ -257,14 +295,6 @@ def prune(older_than: str, archive: bool, database_url: str | None, batch_size: 
             click.echo(f"removed {events} archived events older than {older_than}")
     finally:
         engine.dispose()
-
-
-from agentexec.api.commands import api  # noqa: E402
-from agentexec.projector.commands import projector, replay  # noqa: E402
-
-main.add_command(api)
-main.add_command(projector)
-main.add_command(replay)
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ import logging
 import typing
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar
 from uuid import UUID, uuid4
 
 import msgspec
@@ -56,11 +56,8 @@ from .queue import run_enqueue_script, serialise_context
 from .results import Outcome
 from .scripts import ENQUEUE_PIPELINE
 from .streams import AGENT_TTL, Keys
-from .tasks import Task, TaskDefinition
+from .tasks import Task, TaskDefinition, TaskRegistry
 from .transitions import Append, IfCanceled, Queue, Store, Write
-
-if TYPE_CHECKING:
-    from .workers import Pool
 
 __all__ = ["Pipeline", "PipelineBase", "Step", "StepContext"]
 
@@ -154,10 +151,8 @@ class Pipeline:
     """A multi-step workflow run by `pool`'s workers: define its steps in one subclass of
     `pipeline.Base`, then `await pipeline.enqueue(context=...)`."""
 
-    def __init__(self, pool: Pool) -> None:
-        from .workers import Pool
-
-        if not isinstance(pool, Pool):
+    def __init__(self, pool: TaskRegistry) -> None:
+        if not isinstance(pool, TaskRegistry):
             raise ConfigurationError(
                 f"ax.Pipeline(pool) got a {type(pool).__name__}; pass the ax.Pool whose "
                 "workers run the steps."

@@ -7,7 +7,7 @@ import typing
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 from uuid import UUID
 
 from pydantic import BaseModel, TypeAdapter
@@ -210,6 +210,16 @@ class TaskDefinition:
         if self._adapter is None:
             return value
         return self._adapter.validate_python(value)
+
+
+@runtime_checkable
+class TaskRegistry(Protocol):
+    """Takes task definitions and names the queue they run on: what a pipeline needs of the
+    `ax.Pool` that runs its steps, so that core does not import the workers."""
+
+    queue_name: str
+
+    def add(self, definition: TaskDefinition) -> None: ...
 
 
 _registry: dict[str, list[TaskDefinition]] = {}

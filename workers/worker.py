@@ -27,7 +27,6 @@ import pydantic_core
 import redis
 
 from agentexec import events
-from agentexec.activity.writes import flush_events
 from agentexec.batcher import get_batcher
 from agentexec.config import CONF
 from agentexec.connection import REDIS_ERRORS, Reconnect, close_redis, get_redis, supervise
@@ -41,6 +40,7 @@ from agentexec.events import (
     TaskStarted,
 )
 from agentexec.limits import describe_exception, describe_traceback, recordable
+from agentexec.outbox import flush_events
 from agentexec.results import Outcome, encode_outcome
 from agentexec.scripts import (
     DEAD_LETTER,

@@ -8,18 +8,15 @@ the call runs inside that task's own handler. Anything else is a mistake worth a
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
 from typing import TYPE_CHECKING, Any, overload
 from uuid import UUID, uuid4
 
 import msgspec
 
 from agentexec import events
-from agentexec.batcher import get_batcher
 from agentexec.config import CONF
-from agentexec.connection import REDIS_ERRORS, Reconnect, get_sync_redis
+from agentexec.connection import REDIS_ERRORS, get_sync_redis
 from agentexec.credentials import redact_url
 from agentexec.errors import RedisUnavailableError, UnknownActivityError
 from agentexec.events import (
@@ -32,9 +29,9 @@ from agentexec.events import (
     TaskQueued,
 )
 from agentexec.limits import check_name
-from agentexec.scripts import APPEND_HELD
+from agentexec.outbox import append_held, on_event_loop, queue_held
 from agentexec.streams import AGENT_TTL, Keys
-from agentexec.tasks import TaskLease, event_identity, running_task
+from agentexec.tasks import event_identity, running_task
 
 from .schemas import parse_agent_id
 
@@ -83,20 +80,20 @@ def append(event: Event, *, check: bool = True) -> str:
 
     With `check`, raises `UnknownActivityError` unless the agent id is known (see above).
     Raises `RedisUnavailableError` when Redis is unreachable, except inside the task's own
-    handler (see `_append_held`).
+    handler (see `agentexec.outbox.append_held`).
     """
     keys = Keys(CONF.key_prefix)
     run = running_task()
     own = run is not None and run.agent_id == event.agent_id
     lease = run.lease if run is not None and own else None
     if lease is not None:
-        if _on_event_loop():
+        if on_event_loop():
             # An async handler calling the sync API: waiting here would stall the worker's
             # event loop, its other tasks and its lease renewals (during a Redis outage, long
             # enough for the leases to expire). The worker appends the event, in order.
-            _queue_held(keys, event, lease)
+            queue_held(keys, event, lease)
             return ""
-        return _append_held(keys, event, lease)
+        return append_held(keys, event, lease)
     client = get_sync_redis()
     try:
         entry_id: Any = client.register_script(_APPEND)(
@@ -115,126 +112,6 @@ def append(event: Event, *, check: bool = True) -> str:
             f"{CONF.key_prefix!r}); pass the agent_id your task received, or start tracking "
             "with ax.activity.create(...)."
         )
-    return str(entry_id.decode())
-
-
-def _on_event_loop() -> bool:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return False
-    return True
-
-
-_outbox: dict[UUID, asyncio.Task[None]] = {}
-"""The last queued append of each task whose async handler wrote events; each waits for the
-one before it, so a task's events keep their order."""
-
-
-def _queue_held(keys: Keys, event: Event, lease: TaskLease) -> None:
-    agent_id = event.agent_id
-    task = asyncio.get_running_loop().create_task(
-        _append_held_async(keys, event, lease, _outbox.get(agent_id))
-    )
-    _outbox[agent_id] = task
-
-    def forget(done: asyncio.Task[None]) -> None:
-        if _outbox.get(agent_id) is done:
-            del _outbox[agent_id]
-
-    task.add_done_callback(forget)
-
-
-async def flush_events(agent_id: UUID) -> None:
-    """Wait until the events a task's async handler wrote are appended; the worker calls it
-    before it records the task's outcome, so that they come before it in the log."""
-    task = _outbox.get(agent_id)
-    if task is not None:
-        await asyncio.wait([task])
-
-
-async def _append_held_async(
-    keys: Keys, event: Event, lease: TaskLease, previous: asyncio.Task[None] | None
-) -> None:
-    if previous is not None:
-        await asyncio.wait([previous])
-    script_keys, args = held_call(keys, event, lease)
-    # No deadline: the worker keeps the task's lease meanwhile, and records its outcome only
-    # after this event (see `flush_events`), so nothing the handler reported is dropped.
-    outage = Reconnect(f"events of agent {event.agent_id}")
-    while True:
-        try:
-            entry_id = await get_batcher().run_script(APPEND_HELD, script_keys, args)
-            break
-        except REDIS_ERRORS as e:
-            await outage.failed(e)
-    if entry_id is None:
-        log_discarded(event)
-
-
-def log_discarded(event: Event) -> None:
-    """Say that a handler's event was refused: its worker lost the task (see APPEND_HELD)."""
-    logger.warning(
-        "agent %s: this worker lost the task to another one; %s discarded",
-        event.agent_id,
-        type(event).__name__,
-    )
-
-
-def held_call(keys: Keys, event: Event, lease: TaskLease) -> tuple[list[Any], list[Any]]:
-    """Keys and arguments of `APPEND_HELD` for `event`, written by the task holding `lease`."""
-    script_keys = [
-        keys.events,
-        keys.agent(event.agent_id),
-        keys.result(event.agent_id),
-        lease.stream,
-        keys.dedup(f"event:{uuid4()}"),
-    ]
-    args: list[Any] = [
-        events.encode(event),
-        AGENT_TTL,
-        lease.group,
-        lease.entry_id,
-        lease.consumer,
-        600,
-    ]
-    return script_keys, args
-
-
-def _append_held(keys: Keys, event: Event, lease: TaskLease) -> str:
-    """Append an event of a task from inside its handler, in a worker.
-
-    While Redis is unreachable this waits and retries (the handler is paused, not failed),
-    for up to `AGENTEXEC_ENQUEUE_TIMEOUT` seconds, then raises `RedisUnavailableError`; a
-    retry after a lost reply never appends twice. Once the worker has lost the task (another
-    worker took it over after the lease expired, as after a freeze) the event is discarded
-    with a warning and "" is returned: a late worker cannot write into the run that
-    replaced it.
-    """
-    client = get_sync_redis()
-    script = client.register_script(APPEND_HELD.source)
-    script_keys, args = held_call(keys, event, lease)
-    deadline = time.monotonic() + CONF.enqueue_timeout
-    delay = 0.05
-    while True:
-        try:
-            entry_id: Any = script(keys=script_keys, args=args)
-            break
-        except REDIS_ERRORS as e:
-            if time.monotonic() >= deadline:
-                raise RedisUnavailableError(
-                    f"could not record {type(event).__name__} for agent {event.agent_id}: "
-                    f"Redis at {redact_url(CONF.redis_url)} was unreachable for "
-                    f"{CONF.enqueue_timeout}s (AGENTEXEC_ENQUEUE_TIMEOUT): {e}"
-                ) from e
-            if delay == 0.05:
-                logger.warning("agent %s: Redis unreachable (%s); retrying", event.agent_id, e)
-            # Only a sync handler's own thread waits here, never the worker's event loop.
-            time.sleep(delay)
-            delay = min(delay * 2, 0.25)
-    if entry_id is None:
-        log_discarded(event)
-        return ""
     return str(entry_id.decode())
 
 

@@ -6,7 +6,6 @@ import logging
 from uuid import UUID
 
 from agentexec import events
-from agentexec.activity.writes import held_call, log_discarded
 from agentexec.batcher import get_batcher
 from agentexec.config import CONF
 from agentexec.connection import REDIS_ERRORS
@@ -20,6 +19,7 @@ from agentexec.events import (
     Event,
     TaskProgress,
 )
+from agentexec.outbox import held_call, log_discarded
 from agentexec.scripts import APPEND_HELD
 from agentexec.streams import Keys
 from agentexec.tasks import event_identity, running_task

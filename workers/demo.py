@@ -22,14 +22,15 @@ from rich.table import Column, Table
 from sqlalchemy import create_engine
 from sqlalchemy.orm import Session
 
-from . import activity, events
-from .config import CONF
-from .connection import close_redis, get_redis
-from .credentials import redact_url
-from .embedded import EmbeddedRedis
-from .queue import enqueue
-from .streams import Keys
-from .workers import Pool
+from agentexec import activity, events
+from agentexec.config import CONF
+from agentexec.connection import close_redis, get_redis
+from agentexec.credentials import redact_url
+from agentexec.embedded import EmbeddedRedis
+from agentexec.queue import enqueue
+from agentexec.streams import Keys
+
+from .pool import Pool
 
 logger = logging.getLogger(__name__)
 
@@ -118,7 +119,7 @@ async def _watch(console: Console, count: int) -> list[Any]:
 
 
 async def _result(task: Any) -> Any:
-    from .results import get_result
+    from agentexec.results import get_result
 
     try:
         return await get_result(task, timeout=30)
@@ -140,7 +141,7 @@ def run_demo(count: int = 6, database: str = "agentexec-demo.db") -> None:
         CONF.redis_url = server.url
     CONF.key_prefix = f"agentexec-demo-{uuid.uuid4().hex[:8]}"
     engine = create_engine(f"sqlite:///{database}")
-    from .activity.models import Base
+    from agentexec.activity.models import Base
 
     Base.metadata.drop_all(engine)
     Base.metadata.create_all(engine)
