@@ -13,10 +13,12 @@ See docs/api.md.
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from .activities import POSITION_HEADER
     from .app import create_app
+    from .authorization import requested_agent_id
     from .positions import ORIGIN, Position
     from .responses import abortable
-    from .routes import POSITION_HEADER, LiveRouter, requested_agent_id, router
+    from .routes import LiveRouter, router
 
 __all__ = [
     "ORIGIN",
@@ -34,9 +36,9 @@ _HOMES = {
     "ORIGIN": "positions",
     "Position": "positions",
     "abortable": "responses",
-    "POSITION_HEADER": "routes",
+    "POSITION_HEADER": "activities",
     "LiveRouter": "routes",
-    "requested_agent_id": "routes",
+    "requested_agent_id": "authorization",
     "router": "routes",
 }
 

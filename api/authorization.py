@@ -4,19 +4,21 @@ An application that has its own users passes its own dependency as `authorize` i
 (docs/api.md#authorization). The token is compared in constant time. Browsers cannot set
 headers on `EventSource`, so the dashboard is signed in once by opening `/?token=<token>`:
 the page answers with an HttpOnly, SameSite=Strict cookie derived from the token, which
-every later request of the page carries.
+every later request of the page carries. `requested_agent_id` helps such a dependency decide
+per agent.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+from uuid import UUID
 
 from fastapi import HTTPException, Request
 
 from agentexec.errors import ConfigurationError
 
-__all__ = ["COOKIE", "MIN_TOKEN_CHARS", "BearerToken"]
+__all__ = ["COOKIE", "MIN_TOKEN_CHARS", "BearerToken", "requested_agent_id"]
 
 COOKIE = "agentexec_token"
 """The dashboard's cookie: a digest of the token, never the token itself."""
@@ -59,3 +61,16 @@ class BearerToken:
                 "dashboard once at /?token=<token>",
                 headers={"WWW-Authenticate": 'Bearer realm="agentexec"'},
             )
+
+
+def requested_agent_id(request: Request) -> UUID | None:
+    """Dependency: the agent id a request names in its path, None for routes about every
+    activity (lists, counts, the feed of every event) or when it is not a valid UUID (the
+    route answers 422 then)."""
+    value = request.path_params.get("agent_id")
+    if value is None:
+        return None
+    try:
+        return UUID(str(value))
+    except ValueError:
+        return None

@@ -6,17 +6,17 @@ timeline, kept live through EventSource; see docs/api.md.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from functools import cache
 from importlib import resources
 
 from fastapi import Request
 from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 
-from .authorization import COOKIE, BearerToken
+from .authorization import COOKIE
 from .headers import SECURITY_HEADERS, content_security_policy
+from .state import Live
 
-__all__ = ["headers", "html", "page_for"]
+__all__ = ["headers", "html", "page"]
 
 
 @cache
@@ -34,31 +34,28 @@ def headers() -> dict[str, str]:
     }
 
 
-def page_for(bearer: BearerToken | None) -> Callable[[Request], Response]:
+def page(request: Request, live: Live) -> Response:
     """`GET /`: the dashboard. Its data comes from the API routes, relative to this page.
 
     With a token, `GET /?token=<token>` signs the browser in: a cookie the API routes accept,
     then a redirect to the page without the token in its address.
     """
-
-    def page(request: Request) -> Response:
-        given = request.query_params.get("token")
-        if bearer is not None and given is not None:
-            if not bearer.matches(given):
-                return PlainTextResponse("wrong token", status_code=401)
-            rest = request.url.remove_query_params("token")
-            response = RedirectResponse(
-                rest.path + (f"?{rest.query}" if rest.query else ""), status_code=303
-            )
-            response.set_cookie(
-                COOKIE,
-                bearer.cookie,
-                path=request.url.path,
-                httponly=True,
-                samesite="strict",
-                secure=request.url.scheme == "https",
-            )
-            return response
-        return HTMLResponse(html(), headers=headers())
-
-    return page
+    bearer = live.bearer
+    given = request.query_params.get("token")
+    if bearer is not None and given is not None:
+        if not bearer.matches(given):
+            return PlainTextResponse("wrong token", status_code=401)
+        rest = request.url.remove_query_params("token")
+        response = RedirectResponse(
+            rest.path + (f"?{rest.query}" if rest.query else ""), status_code=303
+        )
+        response.set_cookie(
+            COOKIE,
+            bearer.cookie,
+            path=request.url.path,
+            httponly=True,
+            samesite="strict",
+            secure=request.url.scheme == "https",
+        )
+        return response
+    return HTMLResponse(html(), headers=headers())

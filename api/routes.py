@@ -1,91 +1,35 @@
-"""The routes: REST reads of the read model, the SSE feeds of the event log, the dashboard.
+"""The routes: `router()` wires the endpoints (api/activities.py, api/events.py, the dashboard)
+to one read model and one Redis namespace; see docs/api.md.
 
-`router()` builds them for one engine and one Redis namespace; see docs/api.md.
+The endpoints are plain functions; what they share lives in the router's `LiveState`
+(api/state.py), which reaches them through a dependency.
 """
 
 from __future__ import annotations
 
 import contextlib
-import logging
-from collections.abc import AsyncIterator, Callable, Iterator
-from typing import Annotated, Any, Literal
-from uuid import UUID
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
-import anyio
-from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Query, Request, Response
-from pydantic import AfterValidator
-from sqlalchemy import Engine, create_engine, select
-from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import Session
+from fastapi import APIRouter, Depends, FastAPI
+from sqlalchemy import Engine, create_engine
 from sse_starlette import EventSourceResponse
 
-import agentexec as ax
-from agentexec.activity.reads import MAX_PAGE_SIZE
 from agentexec.activity.schemas import ActivityDetailSchema, ActivityListSchema
 from agentexec.config import CONF
-from agentexec.connection import REDIS_ERRORS, get_redis
 from agentexec.errors import ConfigurationError
-from agentexec.events import TERMINAL, Status
 from agentexec.streams import Keys
 
-from . import dashboard
+from . import activities, dashboard, events
 from .authorization import BearerToken
-from .feeds import stream
 from .history import History
-from .hub import Accepts, Hub
-from .messages import Delivery, TaskNames
-from .positions import ORIGIN, Position
-from .responses import FeedResponse, OpenFeeds
+from .hub import Hub
+from .messages import TaskNames
+from .responses import OpenFeeds
 from .schemas import ActiveCountSchema, ActivityStatusSchema, ProblemSchema
+from .state import LiveState
 
-__all__ = ["POSITION_HEADER", "LiveRouter", "requested_agent_id", "router"]
-
-logger = logging.getLogger(__name__)
-
-POSITION_HEADER = "Agentexec-Position"
-"""Response header of `GET /api/activities`: the log position the read model had reached
-before the list was read. Open `/api/events?last_event_id=<it>` to get every later event."""
-
-MAX_PAGE = 1_000_000_000
-
-WireStatus = Literal["queued", "running", "complete", "error", "canceled"]
-
-
-def _position(value: str | None) -> str | None:
-    if value is not None:
-        Position.parse(value)
-    return value
-
-
-EventId = Annotated[str | None, AfterValidator(_position)]
-
-
-class LiveRouter(APIRouter):
-    """The router `router()` returns; `hub` is its process's SSE hub, `feeds` counts the
-    feeds it serves."""
-
-    def __init__(self, hub: Hub, feeds: OpenFeeds, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.hub = hub
-        self.feeds = feeds
-
-
-def requested_agent_id(request: Request) -> UUID | None:
-    """Dependency: the agent id a request names in its path, None for routes about every
-    activity (lists, counts, the feed of every event) or when it is not a valid UUID (the
-    route answers 422 then)."""
-    value = request.path_params.get("agent_id")
-    if value is None:
-        return None
-    try:
-        return UUID(str(value))
-    except ValueError:
-        return None
-
-
-def _allow_all() -> None:
-    return None
-
+__all__ = ["LiveRouter", "router"]
 
 _PROBLEMS: dict[int | str, dict[str, Any]] = {
     503: {"model": ProblemSchema, "description": "Redis or the database is unreachable"},
@@ -106,6 +50,28 @@ _STREAM: dict[int | str, dict[str, Any]] = {
         "description": "Server-sent events: `id:` stream id, `event:` event type, `data:` JSON",
     }
 }
+
+
+class LiveRouter(APIRouter):
+    """The router `router()` returns; `live` is the state its endpoints share, `hub` its
+    process's SSE hub, `feeds` counts the feeds it serves."""
+
+    def __init__(self, live: LiveState, **kwargs: Any) -> None:
+        super().__init__(lifespan=self._lifespan, **kwargs)
+        self.live = live
+
+    @property
+    def hub(self) -> Hub:
+        return self.live.hub
+
+    @property
+    def feeds(self) -> OpenFeeds:
+        return self.live.feeds
+
+    @contextlib.asynccontextmanager
+    async def _lifespan(self, app: FastAPI) -> AsyncIterator[None]:
+        yield
+        await self.live.hub.close()
 
 
 def router(
@@ -167,177 +133,65 @@ def router(
         engine = create_engine(CONF.database_url)
     keys = Keys(CONF.key_prefix)
     history = History(keys, engine, TaskNames(engine), redis_url=redis_url)
-    hub = Hub(keys, history, redis_url=redis_url, buffer=buffer)
+    live = LiveState(
+        hub=Hub(keys, history, redis_url=redis_url, buffer=buffer),
+        history=history,
+        feeds=OpenFeeds(max_feeds),
+        engine=engine,
+        keys=keys,
+        redis_url=redis_url,
+        bearer=bearer,
+        keepalive=keepalive,
+        send_timeout=send_timeout,
+        send_buffer=send_buffer,
+    )
+    api = LiveRouter(live)
+    # The state first: the guard of an application may run after it, never without it.
+    state = Depends(live)
+    guarded = [state, *(Depends(check) for check in (bearer, authorize) if check is not None)]
 
-    @contextlib.asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        yield
-        await hub.close()
+    def add(path: str, endpoint: Callable[..., Any], **options: Any) -> None:
+        api.add_api_route(path, endpoint, methods=["GET"], dependencies=guarded, **options)
 
-    feeds = OpenFeeds(max_feeds)
-    api = LiveRouter(hub, feeds, lifespan=lifespan)
-    guard = [Depends(check) for check in (bearer, authorize) if check is not None]
-    guard = guard or [Depends(_allow_all)]
-
-    @contextlib.contextmanager
-    def session() -> Iterator[Session]:
-        try:
-            with Session(engine) as s:
-                yield s
-        except SQLAlchemyError as e:
-            logger.warning("API: the read model is unreachable: %s", e)
-            raise HTTPException(503, f"the read model is unreachable ({type(e).__name__})") from e
-
-    def load_state(agent_id: UUID) -> tuple[Status, str] | None:
-        from agentexec.activity.models import Activity
-
-        with session() as s:
-            row = s.execute(
-                select(Activity.status, Activity.last_event_id).where(Activity.agent_id == agent_id)
-            ).first()
-        return None if row is None else (row[0], row[1])
-
-    def read_position(s: Session) -> str:
-        from agentexec.activity.models import Checkpoint
-
-        value = s.execute(
-            select(Checkpoint.position).where(Checkpoint.name == keys.events)
-        ).scalar()
-        return str(value) if value else str(ORIGIN)
-
-    @api.get(
+    add(
         "/api/activities",
+        activities.list_activities,
         response_model=ActivityListSchema,
-        dependencies=guard,
         responses=_PROBLEMS,
         tags=["activities"],
     )
-    def list_activities(
-        response: Response,
-        page: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 1,
-        page_size: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 20,
-    ) -> ActivityListSchema:
-        """One page of activities: queued and running ones first, then the rest, newest first.
-
-        The `Agentexec-Position` header is the log position the read model had reached:
-        open `/api/events?last_event_id=<it>` to follow every change after this page."""
-        with session() as s:
-            response.headers[POSITION_HEADER] = read_position(s)
-            return ax.activity.list(s, page=page, page_size=page_size)
-
-    @api.get(
+    add(
         "/api/activities/active/count",
+        activities.active_count,
         response_model=ActiveCountSchema,
-        dependencies=guard,
         responses=_PROBLEMS,
         tags=["activities"],
     )
-    def active_count() -> ActiveCountSchema:
-        """How many activities are queued or running."""
-        with session() as s:
-            return ActiveCountSchema(count=ax.activity.active_count(s))
-
-    @api.get(
+    add(
         "/api/activities/{agent_id}",
+        activities.get_activity,
         response_model=ActivityDetailSchema,
-        dependencies=guard,
         responses={**_NOT_FOUND, **_PROBLEMS},
         tags=["activities"],
     )
-    def get_activity(agent_id: UUID) -> ActivityDetailSchema:
-        """One activity with its whole log, oldest entry first."""
-        with session() as s:
-            activity = ax.activity.detail(s, agent_id)
-        if activity is None:
-            raise HTTPException(404, f"no activity with agent id {agent_id}")
-        return activity
-
-    @api.get(
+    add(
         "/api/activities/{agent_id}/status",
+        activities.get_status,
         response_model=ActivityStatusSchema,
-        dependencies=guard,
         responses={**_NOT_FOUND, **_PROBLEMS},
         tags=["activities"],
     )
-    def get_status(agent_id: UUID) -> ActivityStatusSchema:
-        """Just the current status, the latest percentage (`progress`) and message."""
-        with session() as s:
-            activity = ax.activity.detail(s, agent_id)
-        if activity is None:
-            raise HTTPException(404, f"no activity with agent id {agent_id}")
-        return ActivityStatusSchema(
-            status=activity.status,
-            progress=activity.latest_percentage,
-            message=activity.logs[-1].message if activity.logs else activity.latest_log,
-        )
-
-    def resume_from(query: str | None, header: str | None) -> Position | None:
-        # The header wins: browsers send it on reconnection, with the query string unchanged.
-        value = header if header is not None else query
-        return None if value is None else Position.parse(value)
-
-    def feed_response(
-        after: Position, agent_id: UUID | None = None, accepts: Accepts | None = None
-    ) -> Response:
-        if not feeds.take():
-            return feeds.refusal()  # the routes checked first; others took the last places
-        # On shutdown, sse-starlette sets `closing` and the feed ends its stream cleanly.
-        closing = anyio.Event()
-        frames = stream(hub, after, agent_id=agent_id, accepts=accepts, closing=closing)
-        return FeedResponse(
-            frames,
-            closed=feeds.release,
-            ping=keepalive,
-            send_timeout=send_timeout,
-            send_buffer=send_buffer,
-            shutdown_event=closing,
-            shutdown_grace_period=1.0,
-        )
-
-    async def redis_call(what: str, call: Callable[[], Any]) -> Any:
-        try:
-            return await call()
-        except REDIS_ERRORS as e:
-            logger.warning("API: Redis is unreachable: %s", e)
-            raise HTTPException(503, f"Redis is unreachable ({type(e).__name__}); {what}") from e
-
-    @api.get(
+    add(
         "/api/events",
+        events.events_feed,
         response_class=EventSourceResponse,
-        dependencies=guard,
         responses={**_STREAM, **_FEED_PROBLEMS},
         tags=["feeds"],
     )
-    async def events_feed(
-        task_name: Annotated[list[str] | None, Query()] = None,
-        status: Annotated[list[WireStatus] | None, Query()] = None,
-        last_event_id: Annotated[EventId, Query()] = None,
-        last_event_id_header: Annotated[EventId, Header(alias="Last-Event-ID")] = None,
-    ) -> Response:
-        """Every event, live (only tasks named `task_name`, only events moving a task to
-        `status`: both repeatable). Resume with `Last-Event-ID` (header, or `last_event_id`):
-        every later event once, in order, then the live tail; `0` is the beginning."""
-        if feeds.full:  # before any Redis or SQL work
-            return feeds.refusal()
-        after = resume_from(last_event_id, last_event_id_header)
-        if after is None:
-            after = await redis_call("cannot open the feed", history.tail)
-        names = frozenset(task_name or ())
-        statuses = frozenset(Status(s.upper()) for s in status or ())
-        accepts: Accepts | None = None
-        if names or statuses:
-
-            def accepts(delivery: Delivery) -> bool:
-                return (not names or delivery.task_name in names) and (
-                    not statuses or delivery.status in statuses
-                )
-
-        return feed_response(after, accepts=accepts)
-
-    @api.get(
+    add(
         "/api/activities/{agent_id}/events",
+        events.agent_feed,
         response_class=EventSourceResponse,
-        dependencies=guard,
         responses={
             **_STREAM,
             204: {"description": "The task ended before the event id given: nothing to send"},
@@ -346,36 +200,6 @@ def router(
         },
         tags=["feeds"],
     )
-    async def agent_feed(
-        agent_id: UUID,
-        last_event_id: Annotated[EventId, Query()] = None,
-        last_event_id_header: Annotated[EventId, Header(alias="Last-Event-ID")] = None,
-    ) -> Response:
-        """One task's events from the beginning (or after `Last-Event-ID`), then live, ending
-        after its terminal event (complete, error or canceled)."""
-        if feeds.full:
-            return feeds.refusal()
-        after = resume_from(last_event_id, last_event_id_header) or ORIGIN
-        state = await run_in_thread(load_state, agent_id)
-        if state is None:
-            client = get_redis(redis_url)
-            known = await redis_call(
-                "cannot open the feed",
-                lambda: client.exists(keys.agent(agent_id), keys.result(agent_id)),
-            )
-            if not known:
-                raise HTTPException(404, f"no activity with agent id {agent_id}")
-        elif state[0] in TERMINAL and after >= Position.parse(state[1]):
-            return Response(status_code=204)
-        return feed_response(after, agent_id=agent_id)
-
     if dashboard_page:
-        api.add_api_route("/", dashboard.page_for(bearer), include_in_schema=False)
-
+        api.add_api_route("/", dashboard.page, dependencies=[state], include_in_schema=False)
     return api
-
-
-async def run_in_thread(function: Callable[..., Any], *args: Any) -> Any:
-    from starlette.concurrency import run_in_threadpool
-
-    return await run_in_threadpool(function, *args)

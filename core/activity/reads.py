@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar, overload
 from uuid import UUID
 
 from sqlalchemy import Select, case, func, select
 from sqlalchemy.orm import Session, selectinload
 from typing_extensions import TypeIs
 
-from agentexec.events import ACTIVE
+from agentexec.events import ACTIVE, Status
 
 from .freshness import check_projected
 from .schemas import (
@@ -109,6 +109,34 @@ def active_count(session: Session | AsyncSession) -> int | Awaitable[int]:
 
     query = select(func.count()).select_from(Activity).where(Activity.status.in_(ACTIVE))
     return _run(session, query, lambda result: int(result.scalar_one()))
+
+
+class LastEvent(NamedTuple):
+    """An activity's status and the log position of the last event projected into it."""
+
+    status: Status
+    event_id: str
+
+
+def last_event(session: Session, agent_id: UUID) -> LastEvent | None:
+    """The status and last event of `agent_id`'s activity; None when the read model has no
+    such activity. Unlike the reads above, never warns about a stale read model: the API
+    asks this before every agent feed."""
+    from .models import Activity
+
+    row = session.execute(
+        select(Activity.status, Activity.last_event_id).where(Activity.agent_id == agent_id)
+    ).first()
+    return None if row is None else LastEvent(row[0], row[1])
+
+
+def checkpoint(session: Session, name: str) -> str | None:
+    """The position up to which the projector has applied the stream `name`; None before it
+    applied any event."""
+    from .models import Checkpoint
+
+    value = session.execute(select(Checkpoint.position).where(Checkpoint.name == name)).scalar()
+    return str(value) if value else None
 
 
 def is_async(session: Session | AsyncSession) -> TypeIs[AsyncSession]:
