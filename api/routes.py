@@ -26,6 +26,7 @@ from agentexec.config import CONF
 from agentexec.connection import REDIS_ERRORS, get_redis
 from agentexec.errors import ConfigurationError
 from agentexec.events import TERMINAL, Status
+from agentexec.positions import ORIGIN, Position
 from agentexec.streams import Keys
 
 from . import dashboard
@@ -34,7 +35,6 @@ from .feeds import stream
 from .history import History
 from .hub import Accepts, Hub
 from .messages import Delivery, TaskNames
-from .positions import ORIGIN, Position
 from .responses import FeedResponse, OpenFeeds
 from .schemas import ActiveCountSchema, ActivityStatusSchema, ProblemSchema
 

@@ -3,7 +3,7 @@
 A batch advances its checkpoint with a compare-and-set as the first statement of its
 transaction. The row lock that statement takes (PostgreSQL) or the write lock (SQLite) is held
 until commit, so of two projectors holding the same batch only one commits; the other gets
-`FencedError` and rolls back. Stream ids compare as (milliseconds, sequence) pairs.
+`FencedError` and rolls back. A checkpoint is stored in the text form of its `Position`.
 """
 
 from __future__ import annotations
@@ -14,29 +14,29 @@ from sqlalchemy import Connection, Table, insert, select, update
 
 from agentexec.activity.models import Checkpoint
 from agentexec.errors import FencedError
+from agentexec.positions import ORIGIN as _ORIGIN
+from agentexec.positions import Position
 
 __all__ = ["ORIGIN", "advance", "after", "later", "load", "parse_id", "reset"]
 
-ORIGIN = "0-0"
+ORIGIN = str(_ORIGIN)
 """The position before the first entry of any stream."""
 
 _table: Table = Checkpoint.__table__  # type: ignore[assignment]
 
 
-def parse_id(entry_id: str) -> tuple[int, int]:
-    """`"1700000000000-3"` -> `(1700000000000, 3)`; raises ValueError for anything else."""
-    ms, _, seq = entry_id.partition("-")
-    return int(ms), int(seq or 0)
+parse_id = Position.parse
+"""`"1700000000000-3"` -> `Position(1700000000000, 3)`; raises ValueError for anything else."""
 
 
 def after(a: str, b: str) -> bool:
     """True when stream id `a` comes after `b`."""
-    return parse_id(a) > parse_id(b)
+    return Position.parse(a) > Position.parse(b)
 
 
 def later(a: str, b: str) -> str:
     """The later of two stream ids."""
-    return a if parse_id(a) >= parse_id(b) else b
+    return a if Position.parse(a) >= Position.parse(b) else b
 
 
 def load(conn: Connection, name: str, owner: str) -> str:

@@ -9,7 +9,7 @@ import msgspec
 import pytest
 
 from agentexec.api.messages import Delivery, reset_frame
-from agentexec.api.positions import ORIGIN, Position
+from agentexec.positions import ORIGIN, Position
 from agentexec.events import AgentToolCall, TaskCompleted, TaskQueued
 
 
