@@ -25,18 +25,24 @@ ORIGIN = str(_ORIGIN)
 _table: Table = Checkpoint.__table__  # type: ignore[assignment]
 
 
-parse_id = Position.parse
-"""`"1700000000000-3"` -> `Position(1700000000000, 3)`; raises ValueError for anything else."""
+def parse_id(entry_id: str) -> Position:
+    """`"1700000000000-3"` -> `Position(1700000000000, 3)`; raises ValueError when either
+    part is not an integer.
+
+    Looser than `Position.parse`, which checks what clients send: a checkpoint moved back by
+    hand may read `1000--1`, which is just below `1000-0`."""
+    ms, _, seq = entry_id.partition("-")
+    return Position(int(ms), int(seq or 0))
 
 
 def after(a: str, b: str) -> bool:
     """True when stream id `a` comes after `b`."""
-    return Position.parse(a) > Position.parse(b)
+    return parse_id(a) > parse_id(b)
 
 
 def later(a: str, b: str) -> str:
     """The later of two stream ids."""
-    return a if Position.parse(a) >= Position.parse(b) else b
+    return a if parse_id(a) >= parse_id(b) else b
 
 
 def load(conn: Connection, name: str, owner: str) -> str:

@@ -31,7 +31,6 @@ from agentexec.connection import REDIS_ERRORS, Reconnect, get_redis
 from agentexec.errors import ConfigurationError, EventDecodeError, FencedError
 from agentexec.eventlog import Recorded
 from agentexec.limits import check_name
-from agentexec.positions import Position
 from agentexec.streams import PROJECTOR_GROUP, Keys, ensure_group, is_missing_group
 
 from . import checkpoints, floor, projection, refusals, restore
@@ -273,7 +272,7 @@ class Projector:
             except EventDecodeError as e:
                 undecodable.append((entry_id, fields, str(e)))
         last = entries[-1][0]
-        start = Position.parse(self.position)
+        start = checkpoints.parse_id(self.position)
         stale = [a.event_id for a in batch if a.position <= start]
         if stale:
             # Delivered again after a crash, and archived; or appended below the checkpoint
@@ -490,7 +489,7 @@ def commit(
 
     Raises `FencedError` when the checkpoint is not at `position` any more.
     """
-    start = Position.parse(position)
+    start = checkpoints.parse_id(position)
     fresh = [a for a in batch if a.position > start]
     target = checkpoints.later(last, position)
     if target == position:

@@ -51,11 +51,12 @@ from agentexec.events import (
     TaskRetried,
     TaskStarted,
 )
-from agentexec.positions import Position
 from agentexec.queue import queue_event
 from agentexec.results import Outcome, outcome_encoder
 from agentexec.scripts import REQUEUE_HELD
 from agentexec.streams import Keys, delayed_member
+
+from .checkpoints import parse_id
 
 __all__ = ["Restorable", "restorable", "restore"]
 
@@ -84,7 +85,7 @@ def restorable(engine: Engine, lost_at: str, now: datetime | None = None) -> Res
 
     `lost_at` is the last entry of the log that was lost: a task queued, retried or started
     after it has its entry in the new Redis, and is left alone."""
-    lost = Position.parse(lost_at)
+    lost = parse_id(lost_at)
     now = now or datetime.now(UTC)
     cutoff = (now - timedelta(seconds=CONF.result_ttl)).replace(tzinfo=None)
     with engine.connect() as conn:

@@ -31,7 +31,7 @@ from agentexec.events import TERMINAL
 from agentexec.positions import Position
 from agentexec.streams import Keys
 
-from .checkpoints import ORIGIN
+from .checkpoints import ORIGIN, parse_id
 
 __all__ = ["LogRetention", "prune_archive", "trim_bound"]
 
@@ -89,7 +89,7 @@ async def trim_bound(
     it was given) and the start of the hot window."""
     seconds, micros = await client.time()
     now_ms = int(seconds) * 1000 + int(micros) // 1000
-    bound = min(Position.parse(checkpoint), Position(now_ms - int(hot_window * 1000), 0))
+    bound = min(parse_id(checkpoint), Position(now_ms - int(hot_window * 1000), 0))
     try:
         groups: Any = await client.xinfo_groups(stream)
     except redis.ResponseError as e:
@@ -138,7 +138,7 @@ def prune_archive(
         return 0
     age = max(older_than, timedelta(seconds=CONF.result_ttl))
     cutoff = int((datetime.now(UTC) - age).timestamp() * 1000)
-    bound = min(Position.parse(str(checkpoint)).after(), Position(cutoff, 0))
+    bound = min(parse_id(str(checkpoint)).after(), Position(cutoff, 0))
     key = tuple_(_archive.c.stream_ms, _archive.c.stream_seq)
     removable = and_(
         key < tuple_(*bound),

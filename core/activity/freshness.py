@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from typing import Any
 
 import redis
 
@@ -81,5 +82,5 @@ def _oldest_unprojected_ms(keys: Keys) -> int | None:
     entries = client.xrange(keys.events, after, "+", count=1)
     if not entries:
         return None
-    entry_id: bytes = entries[0][0]
+    entry_id: Any = entries[0][0]
     return Position.parse(entry_id).ms

@@ -11,7 +11,7 @@ from sqlalchemy.exc import DataError, IntegrityError, OperationalError, Programm
 
 from agentexec import events
 from agentexec.events import TaskProgress, TaskQueued
-from agentexec.projector.projection import Applied
+from agentexec.eventlog import Recorded as Applied
 from agentexec.projector.refusals import TRUNCATED, refused, storable
 
 

@@ -25,7 +25,7 @@ from agentexec.events import (
     TaskStarted,
 )
 from agentexec.projector import checkpoints
-from agentexec.projector.projection import Applied
+from agentexec.eventlog import Recorded as Applied
 from agentexec.projector.projector import commit
 
 from .workload import snapshot
