@@ -36,6 +36,9 @@ class Position(NamedTuple):
         """
         if isinstance(text, bytes):
             text = text.decode("ascii", "replace")
+        ms, _, seq = text.partition("-")
+        if ms.isdecimal() and seq.isdecimal() and len(ms) < 19 and len(seq) < 19:
+            return cls(int(ms), int(seq))  # the form Redis gives, below any limit
         match = _FORM.fullmatch(text.strip())
         if match is None or int(match.group(1)) > MAX_SEQ or int(match.group(2) or 0) > MAX_SEQ:
             raise ValueError(
