@@ -13,10 +13,11 @@ See docs/api.md.
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from agentexec.positions import ORIGIN, Position
+
     from .activities import POSITION_HEADER
     from .app import create_app
     from .authorization import requested_agent_id
-    from .positions import ORIGIN, Position
     from .responses import abortable
     from .routes import LiveRouter, router
 
@@ -33,8 +34,8 @@ __all__ = [
 
 _HOMES = {
     "create_app": "app",
-    "ORIGIN": "positions",
-    "Position": "positions",
+    "ORIGIN": "agentexec.positions",
+    "Position": "agentexec.positions",
     "abortable": "responses",
     "POSITION_HEADER": "activities",
     "LiveRouter": "routes",
@@ -51,4 +52,5 @@ def __getattr__(name: str) -> Any:
     home = _HOMES.get(name)
     if home is None:
         raise AttributeError(f"module 'agentexec.api' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"agentexec.api.{home}"), name)
+    module = home if home.startswith("agentexec.") else f"agentexec.api.{home}"
+    return getattr(importlib.import_module(module), name)

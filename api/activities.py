@@ -14,7 +14,7 @@ from agentexec.activity import reads
 from agentexec.activity.reads import MAX_PAGE_SIZE
 from agentexec.activity.schemas import ActivityDetailSchema, ActivityListSchema
 
-from .positions import ORIGIN
+from agentexec.positions import ORIGIN
 from .schemas import ActiveCountSchema, ActivityStatusSchema
 from .state import Live
 

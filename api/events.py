@@ -24,7 +24,7 @@ from agentexec.events import TERMINAL, Status
 from .feeds import stream
 from .hub import Accepts
 from .messages import Delivery
-from .positions import ORIGIN, Position
+from agentexec.positions import ORIGIN, Position
 from .responses import FeedResponse
 from .state import Live, LiveState
 

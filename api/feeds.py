@@ -15,10 +15,11 @@ from uuid import UUID
 
 import anyio
 
+from agentexec.positions import Position
+
 from .history import Gap
 from .hub import Accepts, Closed, CutOff, Hub, Resync, Subscription
 from .messages import Delivery, retry_frame
-from .positions import Position
 
 __all__ = ["RETRY_MS", "stream"]
 

@@ -34,13 +34,13 @@ from uuid import UUID
 import redis
 from sqlalchemy import Engine, select, tuple_
 
-from agentexec import events
 from agentexec.connection import get_redis
 from agentexec.errors import EventDecodeError
+from agentexec.eventlog import Recorded
+from agentexec.positions import ORIGIN, Position
 from agentexec.streams import Keys
 
 from .messages import Delivery, TaskNames, reset_frame
-from .positions import ORIGIN, Position
 
 __all__ = ["Bounds", "Gap", "History"]
 
@@ -214,7 +214,7 @@ class History:
         first = info.get("first-entry")
         added = info.get("entries-added")
         return (
-            Position.parse(info.get("max-deleted-entry-id") or b"0-0"),
+            Position.parse(info.get("max-deleted-entry-id") or str(ORIGIN)),
             added is None or int(added) > int(info["length"]),
             Position.parse(first[0]) if first else None,
             Position.parse(info["last-generated-id"]),
@@ -251,13 +251,13 @@ class History:
             for raw_id, fields in page:
                 cursor = Position.parse(raw_id)
                 try:
-                    event = events.decode_entry(fields)
+                    recorded = Recorded.from_entry(raw_id, fields)
                 except EventDecodeError:
                     continue
-                if agent_id is None or event.agent_id == agent_id:
-                    yield Delivery(cursor, event, await self.names.resolve(event))
+                if agent_id is None or recorded.event.agent_id == agent_id:
+                    yield Delivery.of(recorded, await self.names.resolve(recorded.event))
                 else:
-                    self.names.known(event)
+                    self.names.known(recorded.event)
             if len(page) < self.page:
                 return
 
@@ -270,10 +270,10 @@ class History:
             for ms, seq, data in rows:
                 cursor = Position(ms, seq)
                 try:
-                    event = events.decode(data.encode())
+                    recorded = Recorded.from_archive(ms, seq, data)
                 except EventDecodeError:
                     continue
-                yield Delivery(cursor, event, await self.names.resolve(event))
+                yield Delivery.of(recorded, await self.names.resolve(recorded.event))
             if len(rows) < self.page:
                 return
 

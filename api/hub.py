@@ -22,15 +22,15 @@ from uuid import UUID
 
 import redis
 
-from agentexec import events
 from agentexec.config import CONF
 from agentexec.connection import REDIS_ERRORS, Reconnect, get_redis, supervise
 from agentexec.errors import EventDecodeError
+from agentexec.eventlog import Recorded
+from agentexec.positions import Position
 from agentexec.streams import Keys, is_missing_group
 
 from .history import History
 from .messages import Delivery
-from .positions import Position
 
 __all__ = ["Closed", "CutOff", "Hub", "Resync", "Subscription"]
 
@@ -232,18 +232,17 @@ class Hub:
             await self._check_deleted()
         for _stream, entries in reply:
             for raw_id, fields in entries:
-                position = Position.parse(raw_id)
                 try:
-                    event = events.decode_entry(fields)
+                    recorded = Recorded.from_entry(raw_id, fields)
                 except EventDecodeError:
-                    self.position = position
+                    self.position = Position.parse(raw_id)
                     continue
-                name = self.history.names.known(event)
-                if name is None and event.task_name == "":
-                    name = await self.history.names.resolve(event)
+                name = self.history.names.known(recorded.event)
+                if name is None:
+                    name = await self.history.names.resolve(recorded.event)
                 # Only now: a step that fails before this reads the event again.
-                self.position = position
-                self._dispatch(Delivery(position, event, name or ""))
+                self.position = recorded.position
+                self._dispatch(Delivery.of(recorded, name))
 
     def _dispatch(self, delivery: Delivery) -> None:
         agents = self._by_agent.get(delivery.event.agent_id)

@@ -3,7 +3,8 @@
 A frame is `id:` (the stream entry id), `event:` (the event type, e.g. `task.progress`) and
 `data:` (one line of JSON). The JSON has the event's fields, the task's context and result
 left out (a feed shows what tasks do, not their inputs and outputs), plus:
-`id`, `task_name` (filled in for events recorded without one, such as `ax.activity.update`),
+`id`, `task_name` (filled in for events recorded without one, such as `ax.activity.update`
+called outside the task's handler),
 `status` (lower-case, null for events that do not change it), `message`, `percentage` and
 `attempt`, always present.
 """
@@ -21,9 +22,9 @@ import msgspec
 from sqlalchemy import Engine, select
 from sse_starlette import ServerSentEvent
 
-from agentexec.events import TERMINAL, AnyEvent, Status
-
-from .positions import Position
+from agentexec.eventlog import Recorded, Source
+from agentexec.events import AnyEvent
+from agentexec.positions import Position
 
 __all__ = ["RESET", "Delivery", "TaskNames", "reset_frame", "retry_frame"]
 
@@ -36,39 +37,39 @@ _HIDDEN = ("context", "result")
 _encoder = msgspec.json.Encoder()
 
 
-class Delivery:
-    """One event read from the log, at its position, ready to be sent to any number of feeds.
+class Delivery(Recorded):
+    """A recorded event on its way to the feeds of this process, carrying its task name
+    (given as `task_name` when the event was recorded without one, see `TaskNames`).
 
     The frame is encoded once, when the first feed asks for it.
     """
 
-    __slots__ = ("_frame", "event", "position", "task_name")
+    __slots__ = ("_frame",)
+    _frame: bytes | None
 
-    def __init__(self, position: Position, event: AnyEvent, task_name: str) -> None:
-        self.position = position
-        self.event = event
-        self.task_name = task_name
-        self._frame: bytes | None = None
+    def __init__(
+        self,
+        position: Position,
+        event: AnyEvent,
+        task_name: str = "",
+        data: bytes = b"",
+        source: Source = Source.LOG,
+    ) -> None:
+        if task_name and event.task_name != task_name:
+            event = msgspec.structs.replace(event, task_name=task_name)
+        super().__init__(position, event, data, source)
+        object.__setattr__(self, "_frame", None)
 
-    @property
-    def type(self) -> str:
-        tag: str = type(self.event).__struct_config__.tag  # type: ignore[assignment]
-        return tag
-
-    @property
-    def status(self) -> Status | None:
-        return type(self.event).status
-
-    @property
-    def terminal(self) -> bool:
-        """True for an event that ends its task (complete, error, canceled)."""
-        return type(self.event).status in TERMINAL
+    @classmethod
+    def of(cls, recorded: Recorded, task_name: str) -> Delivery:
+        return cls(recorded.position, recorded.event, task_name, recorded.data, recorded.source)
 
     @property
     def frame(self) -> bytes:
-        if self._frame is None:
+        frame: bytes | None = self._frame
+        if frame is None:
             try:
-                data = self.data()
+                data = self.payload()
             except Exception:
                 # An event the feed cannot show must not end every feed that reaches it.
                 logger.exception(
@@ -82,12 +83,11 @@ class Delivery:
                         "task_name": self.task_name,
                     }
                 )
-            self._frame = ServerSentEvent(
-                data.decode(), event=self.type, id=str(self.position)
-            ).encode()
-        return self._frame
+            frame = ServerSentEvent(data.decode(), event=self.type, id=str(self.position)).encode()
+            object.__setattr__(self, "_frame", frame)
+        return frame
 
-    def data(self) -> bytes:
+    def payload(self) -> bytes:
         """The JSON of the frame's `data:` line."""
         event = self.event
         fields: dict[str, Any] = msgspec.to_builtins(event, builtin_types=(msgspec.Raw,))
@@ -97,7 +97,7 @@ class Delivery:
         fields.update(
             id=str(self.position),
             type=self.type,
-            task_name=self.task_name,
+            task_name=event.task_name,
             status=status.wire if status is not None else None,
             message=event.message,
             percentage=event.percentage,

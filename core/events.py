@@ -99,6 +99,19 @@ TERMINAL = Status.TERMINAL = _StatusSet({Status.COMPLETE, Status.ERROR, Status.C
 ACTIVE = Status.ACTIVE = _StatusSet({Status.QUEUED, Status.RUNNING})
 
 
+class Ending(enum.StrEnum):
+    """How a task ended: the kind of its stored outcome (see `get_result`) and of a pipeline
+    step's `pipeline.step_finished`. Each is spelled like the terminal status it leads to."""
+
+    COMPLETE = "complete"
+    ERROR = "error"
+    CANCELED = "canceled"
+
+    @property
+    def status(self) -> Status:
+        return Status(self.value)
+
+
 class Priority(enum.StrEnum):
     """HIGH tasks run before LOW ones; within a priority, first in first out."""
 
@@ -115,6 +128,9 @@ class Event(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, tag_f
 
     agent_id: UUID
     task_name: str
+    """The name the task was enqueued under; "" where the writer did not know it (a write
+    from outside the task's handler, `ax.cancel`): readers then take it from the agent's
+    earlier events (see `agentexec.activity.state`)."""
     ts: datetime = msgspec.field(default_factory=utcnow)
     attempt: int = 1
     v: int = SCHEMA_VERSION
@@ -241,7 +257,7 @@ class PipelineStepStarted(
 class PipelineStepFinished(
     Event, frozen=True, kw_only=True, omit_defaults=True, tag="pipeline.step_finished"
 ):
-    """Step `step` of run `agent_id` ended with `outcome` (`complete`, `error`, `canceled`).
+    """Step `step` of run `agent_id` ended with `outcome`.
 
     Appended in the same transaction as the step's own terminal event and, when the step
     completed, was not the last and the run goes on, the `task.queued` of the next step
@@ -251,7 +267,7 @@ class PipelineStepFinished(
     step: int
     steps: int
     step_agent_id: UUID
-    outcome: str
+    outcome: Ending
     next_agent_id: UUID | None = None
 
 

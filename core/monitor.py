@@ -20,11 +20,13 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from . import events
+from .activity.state import ActivityState, evolve
 from .config import CONF
 from .connection import get_sync_redis
 from .errors import EventDecodeError
-from .events import ACTIVE, TERMINAL, AnyEvent, Status, TaskQueued
+from .eventlog import Recorded
+from .events import ACTIVE, TERMINAL, Status
+from .positions import ORIGIN
 from .streams import Keys
 
 __all__ = ["Board", "Row", "run_monitor"]
@@ -38,22 +40,45 @@ _STYLES = {
 }
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
 class Row:
-    """What the monitor knows of one agent."""
+    """What the monitor shows of one agent: its activity state."""
 
-    agent_id: UUID
-    task: str
-    status: Status
-    updated: datetime
-    message: str = ""
-    percentage: int | None = None
-    parent_id: UUID | None = None
+    state: ActivityState
+
+    @property
+    def agent_id(self) -> UUID:
+        return self.state.agent_id
+
+    @property
+    def task(self) -> str:
+        return self.state.task_name
+
+    @property
+    def status(self) -> Status:
+        return self.state.status
+
+    @property
+    def updated(self) -> datetime:
+        """Naive UTC."""
+        return self.state.updated_at
+
+    @property
+    def message(self) -> str:
+        return self.state.message or ""
+
+    @property
+    def percentage(self) -> int | None:
+        return self.state.percentage
+
+    @property
+    def parent_id(self) -> UUID | None:
+        return self.state.parent_id
 
 
 class Board:
-    """The latest state of each agent, folded from events by the read model's rules: events
-    without a status change nothing, and terminal statuses are final.
+    """The latest state of each agent, folded from events as the read model folds them
+    (`agentexec.activity.state.evolve`).
 
     `limit` rows are shown (active agents first, then the most recently updated); at most
     `keep` finished agents are remembered.
@@ -64,40 +89,39 @@ class Board:
         self.keep = keep
         self.rows: dict[UUID, Row] = {}
 
-    def apply(self, event: AnyEvent) -> None:
-        status = type(event).status
-        if status is None:
+    def apply(self, recorded: Recorded) -> None:
+        agent_id = recorded.event.agent_id
+        row = self.rows.get(agent_id)
+        before = row.state if row is not None else None
+        after = evolve(before, recorded)
+        if after is None or after is before:
             return
-        row = self.rows.get(event.agent_id)
-        ts = _utc(event.ts)
-        if row is None:
-            row = self.rows[event.agent_id] = Row(event.agent_id, event.task_name, status, ts)
-        elif row.status in TERMINAL:
-            return
-        row.status = status
-        row.updated = max(row.updated, ts)
-        row.task = row.task or event.task_name
-        if event.message:
-            row.message = event.message
-        if event.percentage is not None:
-            row.percentage = event.percentage
-        if isinstance(event, TaskQueued) and event.parent_id is not None:
-            row.parent_id = event.parent_id
-        if status in TERMINAL and len(self.rows) > self.keep:
+        self.rows[agent_id] = Row(after)
+        if after.terminal and len(self.rows) > self.keep:
             self._forget_finished()
 
     def load(self, activities: Iterable[Any]) -> None:
         """Start from read-model rows (`agentexec.activity.models.Activity`)."""
         for a in activities:
-            self.rows[a.agent_id] = Row(
+            state = ActivityState(
                 agent_id=a.agent_id,
-                task=a.agent_type,
+                task_name=a.agent_type,
                 status=Status(a.status),
-                updated=_utc(a.updated_at),
-                message=a.latest_message or "",
+                created_at=_naive_utc(a.created_at),
+                updated_at=_naive_utc(a.updated_at),
+                last_event_id=a.last_event_id,
+                message=a.latest_message,
                 percentage=a.latest_percentage,
+                attempts=a.attempts,
+                error=a.error,
                 parent_id=a.parent_id,
+                queue=a.queue,
+                priority=a.priority,
+                metadata=a.metadata_,
+                started_at=a.started_at and _naive_utc(a.started_at),
+                finished_at=a.finished_at and _naive_utc(a.finished_at),
             )
+            self.rows[a.agent_id] = Row(state)
 
     @property
     def active(self) -> int:
@@ -143,8 +167,8 @@ def _cell(text: str) -> Text:
     return Text(text, no_wrap=True, overflow="ellipsis")
 
 
-def _utc(ts: datetime) -> datetime:
-    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+def _naive_utc(ts: datetime) -> datetime:
+    return ts if ts.tzinfo is None else ts.astimezone(UTC).replace(tzinfo=None)
 
 
 def _load_database(board: Board, database_url: str, stream: str) -> str:
@@ -163,13 +187,13 @@ def _load_database(board: Board, database_url: str, stream: str) -> str:
             board.load(db.scalars(recent.where(Activity.status.in_(TERMINAL)).limit(board.limit)))
     finally:
         engine.dispose()
-    return position or "0-0"
+    return position or str(ORIGIN)
 
 
 def _apply_entries(board: Board, items: Iterable[tuple[Any, Any]]) -> None:
-    for _, fields in items:
+    for entry_id, fields in items:
         try:
-            board.apply(events.decode_entry(fields))
+            board.apply(Recorded.from_entry(entry_id, fields))
         except EventDecodeError:
             continue  # the projector dead-letters it; the monitor just skips it
 
@@ -188,7 +212,7 @@ def load_board(board: Board, database_url: str | None = None, history: int = 10_
             position = items[-1][0].decode()
     tail: Any = client.xrevrange(stream, "+", "-", count=history)
     _apply_entries(board, reversed(tail))
-    return tail[0][0].decode() if tail else "0-0"
+    return tail[0][0].decode() if tail else str(ORIGIN)
 
 
 def run_monitor(

@@ -43,6 +43,7 @@ from .batcher import get_batcher
 from .config import CONF
 from .errors import ConfigurationError, ContextError, InvalidNameError, TaskDefinitionError
 from .events import (
+    Ending,
     PipelineStepFinished,
     PipelineStepStarted,
     Priority,
@@ -336,11 +337,13 @@ class Pipeline:
             steps=count,
             step_agent_id=queued.agent_id,
             outcome=outcome.status,
-            message=f"{label} {'complete' if outcome.status == 'complete' else outcome.status}",
-            percentage=(step.index + 1) * 100 // count if outcome.status == "complete" else None,
+            message=f"{label} {outcome.status}",
+            percentage=(step.index + 1) * 100 // count
+            if outcome.status is Ending.COMPLETE
+            else None,
         )
         where = f"step {step.index} ({step.method_name})"
-        if outcome.status == "complete" and step.index + 1 < count:
+        if outcome.status is Ending.COMPLETE and step.index + 1 < count:
             nxt = self._next_step(step, ref.run_id, queued, outcome.result)
             # A cancel of the run that came while this step finished its work still stops the
             # run here; decided inside the transaction that records the step's outcome.
@@ -349,7 +352,7 @@ class Pipeline:
                     ref.run_id,
                     then=(
                         Append(finished),
-                        *_end_run(ref, name, "canceled", f"canceled after {where} completed"),
+                        *_end_run(ref, name, Ending.CANCELED, f"canceled after {where} completed"),
                     ),
                     otherwise=(
                         Append(msgspec.structs.replace(finished, next_agent_id=nxt.agent_id)),
@@ -357,7 +360,7 @@ class Pipeline:
                     ),
                 )
             ]
-        if outcome.status == "complete":
+        if outcome.status is Ending.COMPLETE:
             end = TaskCompleted(
                 agent_id=ref.run_id,
                 task_name=name,
@@ -366,12 +369,12 @@ class Pipeline:
                 result=outcome.result,
             )
             # Named after the last step, so that `get_result` returns its return type.
-            stored = Outcome("complete", step.task_name, result=outcome.result)
+            stored = Outcome(Ending.COMPLETE, step.task_name, result=outcome.result)
             return [Append(finished), Append(end), Store(ref.run_id, stored)]
-        if outcome.status == "canceled":
-            return [Append(finished), *_end_run(ref, name, "canceled", f"canceled at {where}")]
+        if outcome.status is Ending.CANCELED:
+            return [Append(finished), *_end_run(ref, name, Ending.CANCELED, f"canceled at {where}")]
         error = f"{where} {outcome.status}: {outcome.error}"
-        return [Append(finished), *_end_run(ref, name, "error", error)]
+        return [Append(finished), *_end_run(ref, name, Ending.ERROR, error)]
 
     def _next_step(
         self, step: Step, run_id: UUID, queued: TaskQueued, output: msgspec.Raw
@@ -450,13 +453,13 @@ def _cannot_go_on(
             f"{outcome.status}; the run cannot go on",
         )
         writes.append(Append(finished))
-    return [*writes, *_end_run(ref, ref.pipeline, "error", error)]
+    return [*writes, *_end_run(ref, ref.pipeline, Ending.ERROR, error)]
 
 
-def _end_run(ref: _StepRef, name: str, status: str, error: str) -> list[Write]:
+def _end_run(ref: _StepRef, name: str, status: Ending, error: str) -> list[Write]:
     """End the run ERROR or CANCELED with `error`: its terminal event and stored outcome."""
     end: TaskFailed | TaskCanceled
-    if status == "canceled":
+    if status is Ending.CANCELED:
         end = TaskCanceled(agent_id=ref.run_id, task_name=name, message=f"Run {error}.")
     else:
         message = CONF.activity_message_error.replace("{error}", error)

@@ -24,7 +24,7 @@ from .batcher import get_batcher
 from .config import CONF
 from .connection import Reconnect, get_redis, spawn
 from .errors import TaskFailedError
-from .events import NULL
+from .events import NULL, Ending
 from .limits import recordable
 from .streams import Keys
 from .tasks import Task
@@ -35,11 +35,14 @@ logger = logging.getLogger(__name__)
 class Outcome(msgspec.Struct, frozen=True, omit_defaults=True):
     """How a task ended, as stored under its result key."""
 
-    status: str
-    """`complete`, `error` or `canceled`."""
+    status: Ending
     task_name: str
     result: msgspec.Raw = NULL
     error: str | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.status, Ending):  # given as its text, `Outcome("complete", ...)`
+            msgspec.structs.force_setattr(self, "status", Ending(self.status))
 
 
 outcome_encoder = msgspec.json.Encoder()
@@ -200,7 +203,7 @@ def _waiter() -> _Waiter:
 
 
 def _load(outcome: Outcome, agent_id: UUID, queue_name: str | None) -> Any:
-    if outcome.status != "complete":
+    if outcome.status is not Ending.COMPLETE:
         raise TaskFailedError(agent_id, outcome.task_name, outcome.error or outcome.status)
     value = msgspec.json.decode(outcome.result)
     definitions = tasks.known(outcome.task_name)

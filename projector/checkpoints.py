@@ -3,7 +3,7 @@
 A batch advances its checkpoint with a compare-and-set as the first statement of its
 transaction. The row lock that statement takes (PostgreSQL) or the write lock (SQLite) is held
 until commit, so of two projectors holding the same batch only one commits; the other gets
-`FencedError` and rolls back. Stream ids compare as (milliseconds, sequence) pairs.
+`FencedError` and rolls back. A checkpoint is stored in the text form of its `Position`.
 """
 
 from __future__ import annotations
@@ -14,19 +14,25 @@ from sqlalchemy import Connection, Table, insert, select, update
 
 from agentexec.activity.models import Checkpoint
 from agentexec.errors import FencedError
+from agentexec.positions import ORIGIN as _ORIGIN
+from agentexec.positions import Position
 
 __all__ = ["ORIGIN", "advance", "after", "later", "load", "parse_id", "reset"]
 
-ORIGIN = "0-0"
+ORIGIN = str(_ORIGIN)
 """The position before the first entry of any stream."""
 
 _table: Table = Checkpoint.__table__  # type: ignore[assignment]
 
 
-def parse_id(entry_id: str) -> tuple[int, int]:
-    """`"1700000000000-3"` -> `(1700000000000, 3)`; raises ValueError for anything else."""
+def parse_id(entry_id: str) -> Position:
+    """`"1700000000000-3"` -> `Position(1700000000000, 3)`; raises ValueError when either
+    part is not an integer.
+
+    Looser than `Position.parse`, which checks what clients send: a checkpoint moved back by
+    hand may read `1000--1`, which is just below `1000-0`."""
     ms, _, seq = entry_id.partition("-")
-    return int(ms), int(seq or 0)
+    return Position(int(ms), int(seq or 0))
 
 
 def after(a: str, b: str) -> bool:

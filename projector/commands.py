@@ -130,10 +130,12 @@ def replay(
 
     Without a database, only the Redis log is read.
     """
+    from .replay import as_json as json_line
+    from .replay import as_text
     from .replay import replay as replay_events
 
     engine = _engine(database_url, required=False)
     for item in replay_events(
         engine, agent_id=agent_id, task_name=task_name, since=since, until=until
     ):
-        click.echo(item.as_json() if as_json else item.as_text())
+        click.echo(json_line(item) if as_json else as_text(item))

@@ -26,8 +26,7 @@ import redis.asyncio as aioredis
 from sqlalchemy import Engine, Table, select
 
 from agentexec.activity.models import ArchivedEvent
-
-from .checkpoints import parse_id
+from agentexec.positions import ORIGIN, Position
 
 __all__ = ["archived", "lift"]
 
@@ -102,7 +101,7 @@ async def lift(
     moves: list[str] = []
     since = ""
     if ids is None:
-        since = after or "0-0"
+        since = after or str(ORIGIN)
         while True:
             page: Any = await client.xrange(stream, f"({since}", floor, count=_PAGE)
             found = [entry_id.decode() for entry_id, _ in page]
@@ -121,7 +120,7 @@ async def lift(
 
 def archived(engine: Engine, ids: list[str]) -> set[str]:
     """The ids of `ids` that the archive holds."""
-    wanted = {parse_id(i) for i in ids}
+    wanted = {Position.parse(i) for i in ids}
     millis = sorted({ms for ms, _ in wanted})
     found: set[str] = set()
     with engine.connect() as conn:

@@ -3,14 +3,11 @@
 `apply` runs inside the batch's transaction. Per batch it issues one statement per kind: the
 archive rows, one read of the affected activity rows, one upsert of those rows, and the log
 rows. The new state of each activity row is folded in Python from its current state and the
-batch's events, so the rules live here and not in dialect-specific SQL:
+batch's events by `agentexec.activity.state.evolve` (the rules live there, not in
+dialect-specific SQL). Besides:
 
-- terminal statuses (COMPLETE, ERROR, CANCELED) are final: later events are logged but do
-  not change the activity row;
-- events without a status (tracker events) never create an activity row;
-- `attempts` counts `task.started` events; `updated_at` is the latest event time applied;
-- agent events (turns, tool calls, handoffs, usage) are logged as RUNNING entries, and a
-  running task's latest message is what its agent did last;
+- status events and agent events (turns, tool calls, handoffs, usage) are logged, agent
+  events as RUNNING entries;
 - every event is archived under its stream id, which is the table's key: an event cannot
   be applied twice (the checkpoint keeps applied events out of batches in the first place).
 """
@@ -18,57 +15,26 @@ batch's events, so the rules live here and not in dialect-specific SQL:
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
 from sqlalchemy import Connection, Table, select, tuple_
 
 from agentexec.activity.models import Activity, ActivityLog, ArchivedEvent, activity_row_id
-from agentexec.events import (
-    TERMINAL,
-    AgentEvent,
-    AnyEvent,
-    Status,
-    TaskCanceled,
-    TaskCompleted,
-    TaskFailed,
-    TaskQueued,
-    TaskStarted,
-)
+from agentexec.activity.state import ActivityState, evolve
+from agentexec.eventlog import Recorded
+from agentexec.events import AgentEvent, Status
 
 from . import bulk
-from .checkpoints import parse_id
 
-__all__ = ["Applied", "apply", "unarchived"]
+__all__ = ["apply", "unarchived"]
 
 _activity: Table = Activity.__table__  # type: ignore[assignment]
 _log: Table = ActivityLog.__table__  # type: ignore[assignment]
 _archive: Table = ArchivedEvent.__table__  # type: ignore[assignment]
 
 
-@dataclass(frozen=True)
-class Applied:
-    """One decoded event with its stream id and the JSON it was decoded from."""
-
-    event_id: str
-    event: AnyEvent
-    data: bytes
-    ts: datetime = field(init=False, repr=False)
-    """The event's time as naive UTC, the way the tables store it."""
-    position: tuple[int, int] = field(init=False, repr=False)
-    """The stream id as (milliseconds, sequence)."""
-
-    def __post_init__(self) -> None:
-        ts = self.event.ts
-        if ts.tzinfo is not None:
-            ts = ts.astimezone(UTC).replace(tzinfo=None)
-        object.__setattr__(self, "ts", ts)
-        object.__setattr__(self, "position", parse_id(self.event_id))
-
-
-def apply(conn: Connection, batch: Sequence[Applied], *, archive: bool = True) -> None:
+def apply(conn: Connection, batch: Sequence[Recorded], *, archive: bool = True) -> None:
     """Apply `batch` (in stream order) to the read model; `archive=False` when replaying the
     archive itself. The events must be new to the read model (the checkpoint says so, or
     `unarchived` picked them): an event applied before raises IntegrityError on its archive
@@ -80,8 +46,7 @@ def apply(conn: Connection, batch: Sequence[Applied], *, archive: bool = True) -
     agents = {a.event.agent_id for a in batch}
     current = _load(conn, agents)
     row_ids = {agent_id: activity_row_id(agent_id) for agent_id in agents}
-    # COPY and the JSON recordset bypass the column type: store the status as its name here.
-    rows = [{**r, "status": Status(r["status"]).name} for r in _fold(current, batch, row_ids)]
+    rows = [_row(state, row_ids[state.agent_id]) for state in _fold(current, batch)]
     bulk.upsert(conn, _activity, rows, "agent_id", set(current))
     logs = [
         _log_row(a, row_ids)
@@ -91,138 +56,110 @@ def apply(conn: Connection, batch: Sequence[Applied], *, archive: bool = True) -
     bulk.insert_new(conn, _log, logs)
 
 
-def unarchived(conn: Connection, batch: Sequence[Applied]) -> list[Applied]:
+def unarchived(conn: Connection, batch: Sequence[Recorded]) -> list[Recorded]:
     """The events of `batch` that are not in the archive yet."""
     if not batch:
         return []
     key = tuple_(_archive.c.stream_ms, _archive.c.stream_seq)
     first, last = batch[0].position, batch[-1].position
     found = {
-        f"{ms}-{seq}"
+        (ms, seq)
         for ms, seq in conn.execute(
             select(_archive.c.stream_ms, _archive.c.stream_seq).where(
                 key >= tuple_(*first), key <= tuple_(*last)
             )
         )
     }
-    return [a for a in batch if a.event_id not in found]
+    return [a for a in batch if a.position not in found]
 
 
-def _load(conn: Connection, agent_ids: Iterable[UUID]) -> dict[UUID, dict[str, Any]]:
+def _load(conn: Connection, agent_ids: Iterable[UUID]) -> dict[UUID, ActivityState]:
     ids = list(agent_ids)
-    found: dict[UUID, dict[str, Any]] = {}
+    found: dict[UUID, ActivityState] = {}
     for start in range(0, len(ids), 1000):
         query = select(_activity).where(_activity.c.agent_id.in_(ids[start : start + 1000]))
         for row in conn.execute(query).mappings():
-            found[row["agent_id"]] = dict(row)
+            found[row["agent_id"]] = _state(row)
     return found
 
 
-def _fold(
-    current: dict[UUID, dict[str, Any]], batch: Sequence[Applied], row_ids: dict[UUID, UUID]
-) -> list[dict[str, Any]]:
-    changed: dict[UUID, dict[str, Any]] = {}
-    for applied in batch:
-        event = applied.event
-        row = changed.get(event.agent_id)
-        if row is None:
-            existing = current.get(event.agent_id)
-            if existing is None and type(event).status is None:
-                continue  # events without a status (trackers') never create an activity
-            row = dict(existing) if existing is not None else _new_row(applied, row_ids)
-        if _evolve(row, applied):
-            changed[event.agent_id] = row
+def _fold(current: dict[UUID, ActivityState], batch: Sequence[Recorded]) -> list[ActivityState]:
+    changed: dict[UUID, ActivityState] = {}
+    for recorded in batch:
+        agent_id = recorded.event.agent_id
+        state = changed.get(agent_id) or current.get(agent_id)
+        after = evolve(state, recorded)
+        if after is not state and after is not None:
+            changed[agent_id] = after
     return list(changed.values())
 
 
-def _new_row(applied: Applied, row_ids: dict[UUID, UUID]) -> dict[str, Any]:
-    event = applied.event
-    ts = applied.ts
+def _state(row: Any) -> ActivityState:
+    return ActivityState(
+        agent_id=row["agent_id"],
+        task_name=row["agent_type"],
+        status=Status(row["status"]),
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        last_event_id=row["last_event_id"],
+        message=row["latest_message"],
+        percentage=row["latest_percentage"],
+        attempts=row["attempts"],
+        error=row["error"],
+        parent_id=row["parent_id"],
+        queue=row["queue"],
+        priority=row["priority"],
+        metadata=row["metadata"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+    )
+
+
+def _row(state: ActivityState, row_id: UUID) -> dict[str, Any]:
     return {
-        "id": row_ids[event.agent_id],
-        "agent_id": event.agent_id,
-        "agent_type": event.task_name,
-        "status": None,
-        "latest_message": None,
-        "latest_percentage": None,
-        "attempts": 0,
-        "error": None,
-        "parent_id": None,
-        "queue": None,
-        "priority": None,
-        "metadata": None,
-        "created_at": ts,
-        "updated_at": ts,
-        "started_at": None,
-        "finished_at": None,
-        "last_event_id": applied.event_id,
+        "id": row_id,
+        "agent_id": state.agent_id,
+        "agent_type": state.task_name,
+        # COPY and the JSON recordset bypass the column type: the status is stored by name.
+        "status": state.status.name,
+        "latest_message": state.message,
+        "latest_percentage": state.percentage,
+        "attempts": state.attempts,
+        "error": state.error,
+        "parent_id": state.parent_id,
+        "queue": state.queue,
+        "priority": state.priority,
+        "metadata": state.metadata,
+        "created_at": state.created_at,
+        "updated_at": state.updated_at,
+        "started_at": state.started_at,
+        "finished_at": state.finished_at,
+        "last_event_id": state.last_event_id,
     }
 
 
-def _evolve(row: dict[str, Any], applied: Applied) -> bool:
-    """Change `row` by one event; False when the event leaves it as it was."""
-    event = applied.event
-    if isinstance(event, AgentEvent):
-        # What a running agent does now (a turn, a tool call, a handoff) becomes the task's
-        # latest message, so a list shows it; the status does not change.
-        if row["status"] != Status.RUNNING or not event.message:
-            return False
-        row["latest_message"] = event.message
-        row["last_event_id"] = applied.event_id
-        row["updated_at"] = max(row["updated_at"], applied.ts)
-        return True
-    status = type(event).status
-    if row["status"] in TERMINAL or (status is None and row["status"] is not None):
-        return False
-    ts = applied.ts
-    row["status"] = status or Status.QUEUED
-    row["last_event_id"] = applied.event_id
-    row["updated_at"] = max(row["updated_at"], ts)
-    if event.task_name and not row["agent_type"]:
-        row["agent_type"] = event.task_name
-    if event.message:
-        row["latest_message"] = event.message
-    if event.percentage is not None:
-        row["latest_percentage"] = event.percentage
-    if event.metadata is not None:
-        row["metadata"] = {**(row["metadata"] or {}), **event.metadata}
-    if isinstance(event, TaskQueued):
-        row["queue"] = event.queue
-        row["priority"] = event.priority.value
-        row["parent_id"] = event.parent_id
-    elif isinstance(event, TaskStarted):
-        row["attempts"] += 1
-        row["started_at"] = ts
-        row["finished_at"] = None
-    elif isinstance(event, TaskCompleted | TaskFailed | TaskCanceled):
-        row["finished_at"] = ts
-        if isinstance(event, TaskFailed):
-            row["error"] = event.error
-    return True
-
-
-def _archive_row(applied: Applied) -> dict[str, Any]:
-    ms, seq = applied.position
-    event = applied.event
+def _archive_row(recorded: Recorded) -> dict[str, Any]:
+    ms, seq = recorded.position
+    event = recorded.event
     return {
         "stream_ms": ms,
         "stream_seq": seq,
         "type": type(event).__struct_config__.tag,
         "agent_id": event.agent_id,
         "task_name": event.task_name,
-        "ts": applied.ts,
-        "data": applied.data.decode(),
+        "ts": recorded.ts,
+        "data": recorded.data.decode(),
     }
 
 
-def _log_row(applied: Applied, row_ids: dict[UUID, UUID]) -> dict[str, Any]:
-    event = applied.event
+def _log_row(recorded: Recorded, row_ids: dict[UUID, UUID]) -> dict[str, Any]:
+    event = recorded.event
     return {
         "activity_id": row_ids[event.agent_id],
-        "event_id": applied.event_id,
+        "event_id": recorded.event_id,
         "message": event.message,
         # An agent event is logged under the status of the task it reports on: RUNNING.
         "status": (type(event).status or Status.RUNNING).name,
         "percentage": event.percentage,
-        "created_at": applied.ts,
+        "created_at": recorded.ts,
     }

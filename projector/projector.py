@@ -29,12 +29,12 @@ from agentexec.activity import models
 from agentexec.config import CONF
 from agentexec.connection import REDIS_ERRORS, Reconnect, get_redis
 from agentexec.errors import ConfigurationError, EventDecodeError, FencedError
+from agentexec.eventlog import Recorded
 from agentexec.limits import check_name
 from agentexec.streams import PROJECTOR_GROUP, Keys, ensure_group, is_missing_group
 
 from . import checkpoints, floor, projection, refusals, restore
 from .ownership import Entries, Lease
-from .projection import Applied
 from .retention import LogRetention
 
 __all__ = ["Projector", "commit"]
@@ -262,13 +262,13 @@ class Projector:
     async def _apply(self, entries: Entries, stop: asyncio.Event) -> bool:
         """Commit and acknowledge `entries`; False when they are left pending (stopping, or
         ownership lost during a database outage) for the next read."""
-        batch: list[Applied] = []
+        batch: list[Recorded] = []
         undecodable: list[tuple[str, dict[bytes, bytes], str]] = []
         for entry_id, fields in entries:
             if fields is None:
                 continue  # deleted from the stream while pending
             try:
-                batch.append(Applied(entry_id, events.decode_entry(fields), _data(fields)))
+                batch.append(Recorded.from_entry(entry_id, fields))
             except EventDecodeError as e:
                 undecodable.append((entry_id, fields, str(e)))
         last = entries[-1][0]
@@ -482,7 +482,7 @@ class Projector:
 
 
 def commit(
-    engine: Engine, stream: str, owner: str, position: str, batch: list[Applied], last: str
+    engine: Engine, stream: str, owner: str, position: str, batch: list[Recorded], last: str
 ) -> int:
     """Apply the events of `batch` after checkpoint `position` and move the checkpoint to
     `last` (the batch's last entry id), in one transaction; returns how many were applied.
@@ -534,7 +534,7 @@ async def _delivered(client: Any, stream: str) -> str | None:
 class _Part:
     """Events to commit together, moving the checkpoint to `last`."""
 
-    batch: list[Applied]
+    batch: list[Recorded]
     last: str
     top: bool = True
     """The whole batch as read (not a part split off it)."""
@@ -545,10 +545,6 @@ class _Part:
 def _reason(error: BaseException) -> str:
     lines = str(error).strip().splitlines()
     return f"{type(error).__name__}: {lines[0] if lines else ''}"
-
-
-def _data(fields: dict[bytes, bytes]) -> bytes:
-    return bytes(fields[events.EVENT_FIELD])
 
 
 def _text(value: Any) -> str:

@@ -16,15 +16,14 @@ import socket
 
 from sqlalchemy import Engine, delete, select, tuple_
 
-from agentexec import events
 from agentexec.activity.models import Activity, ActivityLog, ArchivedEvent
 from agentexec.config import CONF
 from agentexec.connection import get_redis
+from agentexec.eventlog import Recorded
 from agentexec.streams import Keys
 
 from . import projection
 from .ownership import Lease
-from .projection import Applied
 
 __all__ = ["rebuild"]
 
@@ -86,10 +85,7 @@ def _replay_archive(engine: Engine) -> int:
             ).all()
             if not page:
                 return count
-            batch = [
-                Applied(f"{ms}-{seq}", events.decode(data.encode()), data.encode())
-                for ms, seq, data in page
-            ]
+            batch = [Recorded.from_archive(ms, seq, data) for ms, seq, data in page]
             projection.apply(conn, batch, archive=False)
             count += len(batch)
             position = (page[-1][0], page[-1][1])

@@ -20,8 +20,7 @@ from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
 
 from agentexec import events
 from agentexec.activity.models import Activity, ArchivedEvent
-
-from .projection import Applied
+from agentexec.eventlog import Recorded
 
 __all__ = ["TRUNCATED", "refused", "storable"]
 
@@ -65,11 +64,11 @@ def refused(error: BaseException) -> bool:
     )
 
 
-def storable(applied: Applied) -> Applied | None:
-    """`applied` with every NUL character escaped (as the four characters `\\x00`) and every
+def storable(recorded: Recorded) -> Recorded | None:
+    """`recorded` with every NUL character escaped (as the four characters `\\x00`) and every
     string longer than its column cut to it, ending with `TRUNCATED`; None when there is
     nothing to change. The archive keeps this form, so a rebuild stores the same."""
-    event = applied.event
+    event = recorded.event
     changes: dict[str, Any] = {}
     for name in event.__struct_fields__:
         value = getattr(event, name)
@@ -82,7 +81,7 @@ def storable(applied: Applied) -> Applied | None:
     if not changes:
         return None
     safe_event = msgspec.structs.replace(event, **changes)
-    return Applied(applied.event_id, safe_event, events.encode(safe_event))
+    return Recorded(recorded.position, safe_event, events.encode(safe_event), recorded.source)
 
 
 def _safe(value: Any) -> Any:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
@@ -21,43 +20,36 @@ from agentexec.activity.models import ArchivedEvent
 from agentexec.config import CONF
 from agentexec.connection import get_sync_redis
 from agentexec.errors import EventDecodeError
-from agentexec.events import AnyEvent
+from agentexec.eventlog import Recorded
+from agentexec.positions import ORIGIN, Position
 from agentexec.streams import Keys
 
-from .checkpoints import parse_id
-
-__all__ = ["Replayed", "replay"]
+__all__ = ["as_json", "as_text", "replay"]
 
 _PAGE = 1000
 
 
-@dataclass(frozen=True)
-class Replayed:
-    """One event of a replay, with its stream id and where it was read from."""
+def as_json(recorded: Recorded) -> str:
+    """One line of `agentexec replay --json`: the event's JSON with its `id` and `source`."""
+    payload: dict[str, Any] = json.loads(events.encode(recorded.event))
+    return json.dumps({"id": recorded.event_id, "source": recorded.source.value, **payload})
 
-    event_id: str
-    event: AnyEvent
-    source: str
-    """`archive` or `log`."""
 
-    def as_json(self) -> str:
-        payload: dict[str, Any] = json.loads(events.encode(self.event))
-        return json.dumps({"id": self.event_id, "source": self.source, **payload})
-
-    def as_text(self) -> str:
-        event = self.event
-        status = type(event).status
-        return "  ".join(
-            [
-                event.ts.astimezone(UTC).isoformat(timespec="milliseconds"),
-                self.event_id,
-                f"{type(event).__struct_config__.tag:<14}",
-                str(event.agent_id),
-                event.task_name or "-",
-                status.value if status else "-",
-                event.message + (f" ({event.percentage}%)" if event.percentage is not None else ""),
-            ]
-        )
+def as_text(recorded: Recorded) -> str:
+    """One line of `agentexec replay`: time, id, type, agent, task, status and message."""
+    event = recorded.event
+    status = type(event).status
+    return "  ".join(
+        [
+            event.ts.astimezone(UTC).isoformat(timespec="milliseconds"),
+            recorded.event_id,
+            f"{recorded.type:<14}",
+            str(event.agent_id),
+            event.task_name or "-",
+            status.value if status else "-",
+            event.message + (f" ({event.percentage}%)" if event.percentage is not None else ""),
+        ]
+    )
 
 
 def replay(
@@ -67,46 +59,48 @@ def replay(
     task_name: str | None = None,
     since: datetime | None = None,
     until: datetime | None = None,
-) -> Iterator[Replayed]:
-    """Yield the matching events in log order. With `engine` None, only the Redis log is
-    read. A task name matches every event of the agents that ran under it."""
-    low = (_ms(since), 0) if since else (0, 0)
-    high = (_ms(until), 2**63 - 1) if until else None
+) -> Iterator[Recorded]:
+    """Yield the matching events in log order, each with the `source` it was read from.
+    With `engine` None, only the Redis log is read. A task name matches every event of the
+    agents that ran under it."""
+    low = Position.first_at(since) if since else ORIGIN
+    high = Position.last_at(until) if until else None
     agents: set[UUID] = {agent_id} if agent_id else set()
-    after = (-1, -1)
+    start = low
     if engine is not None:
         for item in _from_archive(engine, agent_id, task_name, low, high):
             agents.add(item.event.agent_id)
             yield item
-        after = _last_archived(engine)
-    start = max(low, (after[0], after[1] + 1))
+        last = _last_archived(engine)
+        if last is not None:
+            start = max(low, last.after())
     client = get_sync_redis()
-    cursor = f"{start[0]}-{start[1]}"
-    end = f"{high[0]}-{high[1]}" if high else "+"
+    cursor = str(start)
+    end = str(high) if high else "+"
     while True:
         page: Any = client.xrange(Keys(CONF.key_prefix).events, cursor, end, count=_PAGE)
         for raw_id, fields in page:
             try:
-                event = events.decode_entry(fields)
+                recorded = Recorded.from_entry(raw_id, fields)
             except EventDecodeError:
                 continue
+            event = recorded.event
             if task_name is not None and event.task_name == task_name:
                 agents.add(event.agent_id)
             if (agent_id is None and task_name is None) or event.agent_id in agents:
-                yield Replayed(raw_id.decode(), event, "log")
+                yield recorded
         if len(page) < _PAGE:
             return
-        ms, seq = parse_id(page[-1][0].decode())
-        cursor = f"{ms}-{seq + 1}"
+        cursor = str(Position.parse(page[-1][0]).after())
 
 
 def _from_archive(
     engine: Engine,
     agent_id: UUID | None,
     task_name: str | None,
-    low: tuple[int, int],
-    high: tuple[int, int] | None,
-) -> Iterator[Replayed]:
+    low: Position,
+    high: Position | None,
+) -> Iterator[Recorded]:
     table = ArchivedEvent.__table__.c
     key = tuple_(table.stream_ms, table.stream_seq)
     query = select(table.stream_ms, table.stream_seq, table.data).where(key >= tuple_(*low))
@@ -120,10 +114,10 @@ def _from_archive(
     query = query.order_by(table.stream_ms, table.stream_seq)
     with engine.connect() as conn:
         for ms, seq, data in conn.execute(query):
-            yield Replayed(f"{ms}-{seq}", events.decode(data.encode()), "archive")
+            yield Recorded.from_archive(ms, seq, data)
 
 
-def _last_archived(engine: Engine) -> tuple[int, int]:
+def _last_archived(engine: Engine) -> Position | None:
     table = ArchivedEvent.__table__.c
     with engine.connect() as conn:
         row = conn.execute(
@@ -131,10 +125,4 @@ def _last_archived(engine: Engine) -> tuple[int, int]:
             .order_by(table.stream_ms.desc(), table.stream_seq.desc())
             .limit(1)
         ).first()
-    return (row[0], row[1]) if row else (-1, -1)
-
-
-def _ms(when: datetime) -> int:
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return int(when.timestamp() * 1000)
+    return Position(row[0], row[1]) if row else None

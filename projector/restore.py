@@ -38,9 +38,11 @@ from agentexec.activity.models import Activity, ArchivedEvent
 from agentexec.batcher import get_batcher
 from agentexec.config import CONF
 from agentexec.connection import get_redis
+from agentexec.eventlog import Recorded
 from agentexec.events import (
     TERMINAL,
     AnyEvent,
+    Ending,
     Status,
     TaskCanceled,
     TaskCompleted,
@@ -106,8 +108,8 @@ def restorable(engine: Engine, lost_at: str, now: datetime | None = None) -> Res
         queued, running = [], []
         for agent_id, history in _histories(conn, list(active)).items():
             status, attempts = active[agent_id]
-            moves = [p for p, e in history if isinstance(e, _ENTRY_EVENTS)]
-            if not any(isinstance(e, TaskQueued) for _, e in history) or max(moves) > lost:
+            moves = [r.position for r in history if isinstance(r.event, _ENTRY_EVENTS)]
+            if not any(isinstance(r.event, TaskQueued) for r in history) or max(moves) > lost:
                 continue
             if status == Status.QUEUED:
                 queued.append(_requeued(history, attempts, now))
@@ -115,7 +117,7 @@ def restorable(engine: Engine, lost_at: str, now: datetime | None = None) -> Res
                 running.append(_requeued(history, attempts, now)[0])
         results = []
         for agent_id, history in _histories(conn, ended).items():
-            end = next((e for _, e in reversed(history) if _is_terminal(e)), None)
+            end = next((r.event for r in reversed(history) if _is_terminal(r.event)), None)
             if end is None:
                 continue
             left = CONF.result_ttl - int((now - end.ts).total_seconds())
@@ -169,12 +171,9 @@ _ENTRY_EVENTS = (TaskQueued, TaskRetried, TaskStarted)
 """Events that go with a task's entry being created or moved in Redis."""
 
 
-def _histories(
-    conn: Any, agent_ids: list[UUID]
-) -> dict[UUID, list[tuple[tuple[int, int], AnyEvent]]]:
-    """The archived events of `agent_ids` that restoring needs, with their stream position,
-    in log order."""
-    out: dict[UUID, list[tuple[tuple[int, int], AnyEvent]]] = {}
+def _histories(conn: Any, agent_ids: list[UUID]) -> dict[UUID, list[Recorded]]:
+    """The archived events of `agent_ids` that restoring needs, in log order."""
+    out: dict[UUID, list[Recorded]] = {}
     kinds = [
         kind.__struct_config__.tag
         for kind in (*_ENTRY_EVENTS, TaskCompleted, TaskFailed, TaskCanceled)
@@ -187,17 +186,17 @@ def _histories(
             .order_by(_archive.c.stream_ms, _archive.c.stream_seq)
         )
         for ms, seq, data in conn.execute(query):
-            event = events.decode(data.encode())
-            out.setdefault(event.agent_id, []).append(((ms, seq), event))
+            recorded = Recorded.from_archive(ms, seq, data)
+            out.setdefault(recorded.event.agent_id, []).append(recorded)
     return out
 
 
 def _requeued(
-    history: list[tuple[tuple[int, int], AnyEvent]], attempts: int, now: datetime
+    history: list[Recorded], attempts: int, now: datetime
 ) -> tuple[TaskQueued, datetime | None]:
-    queued = next(e for _, e in reversed(history) if isinstance(e, TaskQueued))
+    queued = next(r.event for r in reversed(history) if isinstance(r.event, TaskQueued))
     due = queued.not_before
-    last = history[-1][1]
+    last = history[-1].event
     if isinstance(last, TaskRetried):
         due = last.ts + timedelta(seconds=last.delay)
     event = msgspec.structs.replace(
@@ -213,8 +212,8 @@ def _is_terminal(event: AnyEvent) -> bool:
 def _outcome(event: AnyEvent) -> Outcome:
     # The same outcomes the worker stores (workers/worker.py).
     if isinstance(event, TaskCompleted):
-        return Outcome("complete", event.task_name, result=event.result)
+        return Outcome(Ending.COMPLETE, event.task_name, result=event.result)
     if isinstance(event, TaskCanceled):
-        return Outcome("canceled", event.task_name, error="canceled")
+        return Outcome(Ending.CANCELED, event.task_name, error="canceled")
     assert isinstance(event, TaskFailed)
-    return Outcome("error", event.task_name, error=event.error)
+    return Outcome(Ending.ERROR, event.task_name, error=event.error)

@@ -28,6 +28,7 @@ from agentexec.activity.models import Activity, ArchivedEvent, Checkpoint
 from agentexec.config import CONF
 from agentexec.errors import ConfigurationError
 from agentexec.events import TERMINAL
+from agentexec.positions import Position
 from agentexec.streams import PROJECTOR_GROUP, Keys
 
 from .checkpoints import ORIGIN, parse_id
@@ -39,8 +40,6 @@ logger = logging.getLogger(__name__)
 _archive: Table = ArchivedEvent.__table__  # type: ignore[assignment]
 _activity: Table = Activity.__table__  # type: ignore[assignment]
 _checkpoints: Table = Checkpoint.__table__  # type: ignore[assignment]
-
-Id = tuple[int, int]
 
 
 class LogRetention:
@@ -71,11 +70,9 @@ class LogRetention:
     async def trim(self, client: aioredis.Redis, checkpoint: str) -> int:
         """Trim now, below `trim_bound`; returns how many entries were removed."""
         bound = await trim_bound(client, self.stream, checkpoint, self.hot_window)
-        if bound <= (0, 1):
+        if bound <= Position(0, 1):
             return 0
-        removed = int(
-            await client.xtrim(self.stream, minid=f"{bound[0]}-{bound[1]}", approximate=False)
-        )
+        removed = int(await client.xtrim(self.stream, minid=str(bound), approximate=False))
         if removed:
             self.trimmed += removed
             logger.debug(
@@ -91,7 +88,7 @@ async def trim_bound(
     hot_window: float,
     *,
     owner: str = PROJECTOR_GROUP,
-) -> Id:
+) -> Position:
     """The lowest id the log must keep (entries below it may go): the least of the
     checkpoint, every consumer group's oldest pending entry (or the entry after the last one
     it was given) and the start of the hot window.
@@ -102,22 +99,22 @@ async def trim_bound(
     """
     seconds, micros = await client.time()
     now_ms = int(seconds) * 1000 + int(micros) // 1000
-    bound = min(parse_id(checkpoint), (now_ms - int(hot_window * 1000), 0))
+    bound = min(parse_id(checkpoint), Position(now_ms - int(hot_window * 1000), 0))
     try:
         groups: Any = await client.xinfo_groups(stream)
     except redis.ResponseError as e:
         if "no such key" in str(e).lower():
-            return (0, 0)
+            return Position(0, 0)
         raise
     if not any(_text(group["name"]) == owner for group in groups):
-        return (0, 0)
+        return Position(0, 0)
     for group in groups:
         if int(group["pending"]):
             summary: Any = await client.xpending(stream, group["name"])
-            floor = parse_id(_text(summary["min"]))
+            floor = Position.parse(summary["min"])
         else:
-            ms, seq = parse_id(_text(group["last-delivered-id"]))
-            floor = (ms, seq + 1)  # all it was given is acknowledged
+            # All it was given is acknowledged.
+            floor = Position.parse(group["last-delivered-id"]).after()
         bound = min(bound, floor)
     return bound
 
@@ -153,8 +150,7 @@ def prune_archive(
         return 0
     age = max(older_than, timedelta(seconds=CONF.result_ttl))
     cutoff = int((datetime.now(UTC) - age).timestamp() * 1000)
-    ms, seq = parse_id(str(checkpoint))
-    bound = min((ms, seq + 1), (cutoff, 0))
+    bound = min(parse_id(str(checkpoint)).after(), Position(cutoff, 0))
     key = tuple_(_archive.c.stream_ms, _archive.c.stream_seq)
     removable = and_(
         key < tuple_(*bound),
@@ -179,7 +175,3 @@ def prune_archive(
             logger.info("prune: %d archived events removed so far (below %s-%s)", removed, *bound)
         if last is None or not count:
             return removed
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)

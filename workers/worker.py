@@ -32,6 +32,7 @@ from agentexec.config import CONF
 from agentexec.connection import REDIS_ERRORS, Reconnect, close_redis, get_redis, supervise
 from agentexec.errors import EventDecodeError
 from agentexec.events import (
+    Ending,
     TaskCanceled,
     TaskCompleted,
     TaskFailed,
@@ -422,7 +423,10 @@ class Worker:
             result=msgspec.Raw(result),
         )
         await self._finish(
-            entry, event, completed, Outcome("complete", event.task_name, result=completed.result)
+            entry,
+            event,
+            completed,
+            Outcome(Ending.COMPLETE, event.task_name, result=completed.result),
         )
         logger.info(
             "task %s (agent %s) complete in %.3fs",
@@ -525,7 +529,7 @@ class Worker:
             message="Task canceled.",
         )
         await self._finish(
-            entry, event, canceled, Outcome("canceled", event.task_name, error="canceled")
+            entry, event, canceled, Outcome(Ending.CANCELED, event.task_name, error="canceled")
         )
         logger.info("task %s (agent %s) canceled", event.task_name, event.agent_id)
 
@@ -582,7 +586,9 @@ class Worker:
             message=message or CONF.activity_message_error.replace("{error}", error),
             error=error,
         )
-        await self._finish(entry, event, failed, Outcome("error", event.task_name, error=error))
+        await self._finish(
+            entry, event, failed, Outcome(Ending.ERROR, event.task_name, error=error)
+        )
         logger.warning("task %s (agent %s) failed: %s", event.task_name, event.agent_id, error)
 
     def _transition(self, queued: TaskQueued, outcome: Outcome) -> Sequence[Write]:
@@ -673,7 +679,7 @@ class Worker:
                 message=CONF.activity_message_error.replace("{error}", error),
                 error=error,
             )
-            data = encode_outcome(Outcome("error", ident[1], error=error))
+            data = encode_outcome(Outcome(Ending.ERROR, ident[1], error=error))
             known = [
                 "1",
                 events.encode(failed),
@@ -698,7 +704,7 @@ class Worker:
             # The task's transition (a pipeline run ending ERROR) follows the dead letter that
             # stood; not in its script, whose arguments end with the entry's variable fields.
             error = f"dead-lettered: {reason}"
-            writes = self._transition(queued, Outcome("error", queued.task_name, error=error))
+            writes = self._transition(queued, Outcome(Ending.ERROR, queued.task_name, error=error))
             if writes:
                 touched: list[Any] = []
                 ops = script_args(writes, self.keys, touched)

@@ -13,11 +13,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from typing import Any
 
 import redis
 
 from agentexec.config import CONF
 from agentexec.connection import get_sync_redis
+from agentexec.positions import Position
 from agentexec.streams import PROJECTOR_GROUP, Keys
 
 __all__ = ["STALE_AFTER", "check_projected"]
@@ -80,6 +82,5 @@ def _oldest_unprojected_ms(keys: Keys) -> int | None:
     entries = client.xrange(keys.events, after, "+", count=1)
     if not entries:
         return None
-    entry_id = entries[0][0]
-    text = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
-    return int(text.split("-")[0])
+    entry_id: Any = entries[0][0]
+    return Position.parse(entry_id).ms

@@ -9,8 +9,8 @@ import msgspec
 import pytest
 
 from agentexec.api.messages import Delivery, reset_frame
-from agentexec.api.positions import ORIGIN, Position
 from agentexec.events import AgentToolCall, TaskCompleted, TaskQueued
+from agentexec.positions import ORIGIN, Position
 
 
 def parse(frame: bytes) -> dict[str, str]:

@@ -10,8 +10,8 @@ import pytest
 from sqlalchemy.exc import DataError, IntegrityError, OperationalError, ProgrammingError
 
 from agentexec import events
+from agentexec.eventlog import Recorded as Applied
 from agentexec.events import TaskProgress, TaskQueued
-from agentexec.projector.projection import Applied
 from agentexec.projector.refusals import TRUNCATED, refused, storable
 
 

@@ -15,6 +15,7 @@ from sqlalchemy.pool import StaticPool
 
 from agentexec import events
 from agentexec.activity.models import Base
+from agentexec.eventlog import Recorded as Applied
 from agentexec.events import (
     Event,
     TaskCanceled,
@@ -25,7 +26,6 @@ from agentexec.events import (
     TaskStarted,
 )
 from agentexec.projector import checkpoints
-from agentexec.projector.projection import Applied
 from agentexec.projector.projector import commit
 
 from .workload import snapshot

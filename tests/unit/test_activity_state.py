@@ -1,0 +1,116 @@
+"""The activity fold: the rules the projection and the monitor share, on plain values."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from agentexec.activity.state import evolve
+from agentexec.eventlog import Recorded
+from agentexec.events import (
+    AgentToolCall,
+    Ending,
+    Event,
+    Status,
+    TaskCancelRequested,
+    TaskCompleted,
+    TaskFailed,
+    TaskProgress,
+    TaskQueued,
+    TaskStarted,
+    TrackerIncremented,
+)
+from agentexec.positions import ORIGIN, Position
+from agentexec.results import Outcome
+
+AGENT = uuid.uuid4()
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def at(seq: int, event: Event) -> Recorded:
+    return Recorded(Position(1000, seq), event)
+
+
+def fold(*events: Event) -> Any:
+    state = None
+    for seq, event in enumerate(events):
+        state = evolve(state, at(seq, event))
+    return state
+
+
+def test_a_task_lifecycle() -> None:
+    state = fold(
+        TaskQueued(agent_id=AGENT, task_name="t", queue="q", ts=T0),
+        TaskStarted(agent_id=AGENT, task_name="t", ts=T0 + timedelta(seconds=1)),
+        TaskProgress(agent_id=AGENT, task_name="t", message="half", percentage=50),
+        TaskFailed(agent_id=AGENT, task_name="t", error="boom", ts=T0 + timedelta(seconds=3)),
+    )
+    assert state is not None
+    assert (state.status, state.attempts, state.error, state.percentage, state.queue) == (
+        Status.ERROR,
+        1,
+        "boom",
+        50,
+        "q",
+    )
+    assert state.created_at == T0.replace(tzinfo=None)
+    assert state.last_event_id == "1000-3"
+
+
+def test_terminal_statuses_are_final_and_the_same_state_comes_back() -> None:
+    done = fold(
+        TaskQueued(agent_id=AGENT, task_name="t"), TaskCompleted(agent_id=AGENT, task_name="t")
+    )
+    assert evolve(done, at(9, TaskProgress(agent_id=AGENT, task_name="t", message="late"))) is done
+
+
+def test_events_without_a_status_create_nothing() -> None:
+    assert fold(TaskCancelRequested(agent_id=AGENT, task_name="")) is None
+    assert (
+        fold(TrackerIncremented(agent_id=AGENT, task_name="x", tracker="x", batch_id="b")) is None
+    )
+    assert fold(AgentToolCall(agent_id=AGENT, task_name="t", tool="s", message="m")) is None
+
+
+def test_agent_events_set_the_message_of_a_running_task_only() -> None:
+    queued = TaskQueued(agent_id=AGENT, task_name="t", message="waiting")
+    call = AgentToolCall(agent_id=AGENT, task_name="t", tool="s", message="called s")
+    assert fold(queued, call).message == "waiting"
+    started = TaskStarted(agent_id=AGENT, task_name="t")
+    assert fold(queued, started, call).message == "called s"
+
+
+def test_an_event_without_a_task_name_keeps_the_name_learnt() -> None:
+    state = fold(
+        TaskQueued(agent_id=AGENT, task_name="t"),
+        TaskProgress(agent_id=AGENT, task_name="", message="from outside the handler"),
+    )
+    assert state.task_name == "t"
+    named = fold(
+        TaskQueued(agent_id=AGENT, task_name=""), TaskStarted(agent_id=AGENT, task_name="t")
+    )
+    assert named.task_name == "t"
+
+
+def test_recorded_events_name_and_position() -> None:
+    recorded = Recorded.from_entry(
+        b"5-1",
+        {
+            b"event": b'{"type":"task.progress","agent_id":"%s","task_name":""}'
+            % str(AGENT).encode()
+        },
+    )
+    assert (recorded.position, recorded.event_id, recorded.type) == (
+        Position(5, 1),
+        "5-1",
+        "task.progress",
+    )
+    assert recorded.named("t").event.task_name == "t" and recorded.named("").task_name == ""
+    assert ORIGIN < recorded.position and recorded.position.before().after() == recorded.position
+
+
+def test_outcomes_are_typed_whichever_way_they_are_given() -> None:
+    assert Outcome("complete", "t").status is Ending.COMPLETE
+    assert Outcome(Ending.ERROR, "t").status == "error"
+    assert Ending.CANCELED.status is Status.CANCELED
