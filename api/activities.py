@@ -13,8 +13,8 @@ from fastapi import HTTPException, Query, Response
 from agentexec.activity import reads
 from agentexec.activity.reads import MAX_PAGE_SIZE
 from agentexec.activity.schemas import ActivityDetailSchema, ActivityListSchema
-
 from agentexec.positions import ORIGIN
+
 from .schemas import ActiveCountSchema, ActivityStatusSchema
 from .state import Live
 

@@ -20,11 +20,11 @@ from starlette.concurrency import run_in_threadpool
 from agentexec.activity import reads
 from agentexec.connection import REDIS_ERRORS, get_redis
 from agentexec.events import TERMINAL, Status
+from agentexec.positions import ORIGIN, Position
 
 from .feeds import stream
 from .hub import Accepts
 from .messages import Delivery
-from agentexec.positions import ORIGIN, Position
 from .responses import FeedResponse
 from .state import Live, LiveState
 

@@ -106,7 +106,7 @@ async def trim_bound(
         if "no such key" in str(e).lower():
             return Position(0, 0)
         raise
-    if not any(_text(group["name"]) == owner for group in groups):
+    if not any(group["name"] in (owner, owner.encode()) for group in groups):
         return Position(0, 0)
     for group in groups:
         if int(group["pending"]):

@@ -76,7 +76,9 @@ async def test_the_hot_window_is_kept(engine: Engine, projector: Projector) -> N
 
 async def test_trim_never_passes_the_checkpoint_nor_another_group(redis_conf: str) -> None:
     client = get_redis()
-    ids = [await client.xadd(log_key(), {b"event": b"{}"}) for _ in range(20)]
+    # One millisecond each, a minute back: a hot window of 0 keeps the current millisecond.
+    base = days_ago_ms(1 / 1440)
+    ids = [await client.xadd(log_key(), {b"event": b"{}"}, id=f"{base + n}-0") for n in range(20)]
     ids = [i.decode() for i in ids]
     from agentexec.projector.retention import LogRetention
 
@@ -104,7 +106,11 @@ async def test_a_lost_log_is_not_trimmed_until_the_projector_takes_it_over(
     # got ids below the checkpoint (its clock is behind): none of them is archived yet.
     client = get_redis()
     checkpoint = "99999999999999-0"
-    ids = [(await client.xadd(log_key(), {b"event": b"{}"})).decode() for _ in range(5)]
+    base = days_ago_ms(1 / 1440)  # a minute back, one millisecond each (see above)
+    ids = [
+        (await client.xadd(log_key(), {b"event": b"{}"}, id=f"{base + n}-0")).decode()
+        for n in range(5)
+    ]
     retention = LogRetention(log_key(), hot_window=0, interval=0)
     assert await retention.after_commit(client, checkpoint) == 0
     assert log_ids() == ids
