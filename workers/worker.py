@@ -16,9 +16,9 @@ import logging
 import signal
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 from uuid import UUID
 
 import msgspec
@@ -28,9 +28,10 @@ import redis
 
 from agentexec import events
 from agentexec.activity.writes import flush_events
-from agentexec.batcher import get_batcher
+from agentexec.broker import Broker
 from agentexec.config import CONF
-from agentexec.connection import REDIS_ERRORS, Reconnect, close_redis, get_redis, supervise
+from agentexec.connection import REDIS_ERRORS, Reconnect, close_redis, supervise
+from agentexec.consumer import Claim, Entry, Start
 from agentexec.errors import EventDecodeError
 from agentexec.events import (
     TaskCanceled,
@@ -41,19 +42,8 @@ from agentexec.events import (
     TaskStarted,
 )
 from agentexec.limits import describe_exception, describe_traceback, recordable
-from agentexec.results import Outcome, encode_outcome
-from agentexec.scripts import (
-    DEAD_LETTER,
-    DEFER,
-    FINISH,
-    READ,
-    RENEW,
-    RETRY,
-    START,
-    TRANSITION,
-    Script,
-)
-from agentexec.streams import WORKERS_GROUP, Keys, delayed_member, ensure_group, is_missing_group
+from agentexec.results import Outcome
+from agentexec.streams import WORKERS_GROUP, Keys, is_missing_group
 from agentexec.tasks import (
     RunningTask,
     TaskDefinition,
@@ -61,7 +51,7 @@ from agentexec.tasks import (
     reset_running,
     set_running,
 )
-from agentexec.transitions import Write, script_args
+from agentexec.transitions import Write
 
 from .notices import NoticeListener
 from .retries import Promoter, backoff_delay
@@ -71,8 +61,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-Entry = tuple[str, bytes, dict[Any, Any]]
-"""(stream, entry id, fields)"""
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -91,7 +80,9 @@ class Worker:
     def __init__(self, spec: WorkerSpec) -> None:
         self.spec = spec
         self.keys = Keys(CONF.key_prefix)
-        self.streams = self.keys.queues(spec.queue_name)
+        self.broker = Broker(self.keys)
+        self.consumer = self.broker.consumer(spec.queue_name, spec.consumer)
+        self.streams = self.consumer.streams
         self.definitions = {d.name: d for d in spec.definitions}
         self.stopping = asyncio.Event()
         self.serving = asyncio.Event()
@@ -160,9 +151,8 @@ class Worker:
             logger.info("worker %s: stopped", self.spec.consumer)
 
     async def _consume(self) -> None:
-        client = get_redis()
         await self._ensure_groups()
-        await self._resume_own_pending(client)
+        await self._resume_own_pending()
         self.serving.set()
         while not self.stopping.is_set():
             free = self.spec.concurrency - len(self._busy)
@@ -177,7 +167,7 @@ class Worker:
                 continue
             if not self._backlog:
                 try:
-                    self._backlog.extend(await self._read_new(client, free))
+                    self._backlog.extend(await self._read_new(free))
                     self._reconnect.succeeded()
                 except redis.ResponseError as e:
                     if isinstance(e, REDIS_ERRORS) or not is_missing_group(e):
@@ -222,20 +212,9 @@ class Worker:
             self._busy.discard(entry_id)
             self._slot_freed.set()
 
-    async def _resume_own_pending(self, client: Any) -> None:
+    async def _resume_own_pending(self) -> None:
         """Queue the entries a previous process with our consumer name held when it died."""
-        for stream in self.streams:
-            cursor = "0"
-            while True:
-                reply = await client.xreadgroup(
-                    WORKERS_GROUP, self.spec.consumer, {stream: cursor}, count=100
-                )
-                items = reply[0][1] if reply else []
-                if not items:
-                    break
-                cursor = items[-1][0]
-                self._backlog.extend((stream, i, f) for i, f in items if f)
-                await self._count_deliveries(client, stream, [i for i, _ in items])
+        self._take(await self.consumer.own_pending())
         if self._backlog:
             logger.info(
                 "worker %s: resuming %d task(s) held by its predecessor",
@@ -243,29 +222,20 @@ class Worker:
                 len(self._backlog),
             )
 
-    async def _ensure_groups(self) -> None:
-        for stream in self.streams:
-            await ensure_group(get_redis(), stream, WORKERS_GROUP)
+    def _take(self, claim: Claim) -> None:
+        self._backlog.extend(claim.entries)
+        self._deliveries.update(claim.deliveries)
 
-    async def _read_new(self, client: Any, count: int) -> list[Entry]:
-        # Highest priority first, without blocking: one round trip for every priority.
-        reply = await get_batcher().run_script(
-            READ, self.streams, [WORKERS_GROUP, self.spec.consumer, count]
-        )
-        entries = _entries(reply)
+    async def _ensure_groups(self) -> None:
+        await self.consumer.ensure_groups()
+
+    async def _read_new(self, count: int) -> list[Entry]:
+        entries = await self.consumer.read(count)
         if entries:
             return entries
         # Nothing queued: block on every priority at once until something arrives. Stopping
         # cancels this read; entries it delivered then are released by `_release_unfinished`.
-        read = asyncio.create_task(
-            client.xreadgroup(
-                WORKERS_GROUP,
-                self.spec.consumer,
-                dict.fromkeys(self.streams, ">"),
-                count=count,
-                block=CONF.block_ms,
-            )
-        )
+        read = asyncio.create_task(self.consumer.wait(count, CONF.block_ms))
         stop = asyncio.create_task(self.stopping.wait())
         done, _ = await asyncio.wait({read, stop}, return_when=asyncio.FIRST_COMPLETED)
         stop.cancel()
@@ -274,10 +244,7 @@ class Worker:
             with contextlib.suppress(asyncio.CancelledError, *REDIS_ERRORS):
                 await read
             return []
-        entries = _entries(read.result())
-        # Several streams may answer at once: run the higher priorities first.
-        entries.sort(key=lambda e: self.streams.index(e[0]))
-        return entries
+        return read.result()
 
     async def _execute(self, entry: Entry) -> None:
         _, entry_id, fields = entry
@@ -329,8 +296,11 @@ class Worker:
             message=CONF.activity_message_started,
             worker=self.spec.consumer,
         )
-        started_id = await self._start(entry, started_event, event.parent_id)
-        if started_id == 0:
+        start = await self._persist(
+            lambda since: self.consumer.start(entry, started_event, event.parent_id, since),
+            appends=True,
+        )
+        if start is Start.TAKEN_OVER:
             logger.warning(
                 "worker %s: task %s (agent %s) was taken over before it started here",
                 self.spec.consumer,
@@ -338,7 +308,7 @@ class Worker:
                 event.agent_id,
             )
             return
-        if started_id == -1:
+        if start is Start.ENDED:
             logger.info(
                 "worker %s: task %s (agent %s) already ended; dropped its copy queued again",
                 self.spec.consumer,
@@ -346,11 +316,11 @@ class Worker:
                 event.agent_id,
             )
             return
-        if started_id == -2:
+        if start is Start.RUNNING_ELSEWHERE:
             self._still_running(event, "another worker")
             await self._defer(entry, event)
             return
-        if started_id is None:
+        if start is Start.CANCELED:
             await self._end_canceled(entry, event)
             return
         started = time.perf_counter()
@@ -431,41 +401,24 @@ class Worker:
             time.perf_counter() - started,
         )
 
-    async def _start(self, entry: Entry, started: TaskStarted, parent_id: UUID | None) -> Any:
-        """Record the start: the event's id, or why not (see the START script)."""
-        aid = started.agent_id
-        keys = [
-            self.keys.events,
-            entry[0],
-            self.keys.result(aid),
-            self.keys.held(aid),
-            self.keys.cancel_marker(aid),
-        ]
-        if parent_id is not None:
-            keys.append(self.keys.cancel_marker(parent_id))
-        args = [events.encode(started), WORKERS_GROUP, entry[1], self.spec.consumer]
-        return await self._run_script(START, keys, args, appends=True)
-
-    async def _run_script(
+    async def _persist(
         self,
-        script: Script,
-        keys: list[Any],
-        args: list[Any],
+        verb: Callable[[int | None], Awaitable[T]],
         ending: bytes | None = None,
         appends: bool = False,
-    ) -> Any:
-        """Run a script of this worker's, retrying while Redis is unreachable. `ending`: the
-        entry the script removes from the stream (lease renewal leaves it alone from now).
-        `appends`: the script appends an event, and takes the time of the first try when it
+    ) -> T:
+        """Run a verb of this worker's, retrying while Redis is unreachable. `ending`: the
+        entry the verb removes from the stream (lease renewal leaves it alone from now).
+        `appends`: the verb appends an event, and takes the time of the first try when it
         runs again, so that a retry after a lost reply does not append it twice."""
         if ending is not None:
             self._ending.add(ending)
         # Stream ids come from Redis's clock: allow for some skew.
         first_try = int(time.time() * 1000) - 5000
-        sent = args
+        since: int | None = None
         while True:
             try:
-                reply = await get_batcher().run_script(script, keys, sent)
+                reply = await verb(since)
                 self._reconnect.succeeded()
                 if ending is not None:
                     self._ended.add(ending)
@@ -473,7 +426,7 @@ class Worker:
                 return reply
             except REDIS_ERRORS as e:
                 if appends:
-                    sent = [*args, first_try]
+                    since = first_try
                 await self._reconnect.failed(e)
 
     def _still_running(self, event: TaskQueued, where: str) -> None:
@@ -488,12 +441,10 @@ class Worker:
 
     async def _defer(self, entry: Entry, event: TaskQueued) -> None:
         """Park an entry whose task another worker still runs (START's -2) for a lease."""
-        stream, entry_id, fields = entry
-        member = delayed_member(event.priority, bytes(fields[events.EVENT_FIELD]))
         due_ms = int((time.time() + CONF.lease_seconds) * 1000)
-        keys = [stream, self.keys.delayed(self.spec.queue_name)]
-        args = [WORKERS_GROUP, entry_id, self.spec.consumer, member, due_ms]
-        await self._run_script(DEFER, keys, args, ending=entry_id)
+        await self._persist(
+            lambda _: self.consumer.defer(entry, event.priority, due_ms), ending=entry[1]
+        )
         self._promoter.schedule()
 
     async def _check_cancel_markers(self) -> None:
@@ -501,10 +452,8 @@ class Worker:
         agents = list({*self._agents, *self._parents.values()})
         if not agents:
             return
-        markers = await get_redis().mget([self.keys.cancel_marker(a) for a in agents])
-        for agent_id, marker in zip(agents, markers, strict=True):
-            if marker is not None:
-                self._on_cancel(agent_id)
+        for agent_id in await self.broker.canceled(agents):
+            self._on_cancel(agent_id)
 
     def _on_cancel(self, agent_id: UUID) -> None:
         """Stop the task of `agent_id`, and its children (a pipeline run's step), if they
@@ -544,7 +493,6 @@ class Worker:
         if not isinstance(exc, definition.retry_on) or event.attempt > max_retries:
             await self._fail(entry, event, error)
             return
-        stream, entry_id, _ = entry
         await flush_events(event.agent_id)
         delay = backoff_delay(event.attempt, CONF.retry_backoff, CONF.retry_backoff_max)
         retried = TaskRetried(
@@ -556,11 +504,12 @@ class Worker:
             message=f"Attempt {event.attempt} failed ({error}); retrying in {delay:.1f}s.",
         )
         again = msgspec.structs.replace(event, attempt=event.attempt + 1, ts=events.utcnow())
-        member = delayed_member(event.priority, events.encode(again))
-        keys = [stream, self.keys.delayed(self.spec.queue_name), self.keys.events]
         due_ms = int((time.time() + delay) * 1000)
-        args = [WORKERS_GROUP, entry_id, self.spec.consumer, member, due_ms, events.encode(retried)]
-        await self._run_script(RETRY, keys, args, ending=entry_id, appends=True)
+        await self._persist(
+            lambda since: self.consumer.retry(entry, again, retried, due_ms, since),
+            ending=entry[1],
+            appends=True,
+        )
         self._promoter.schedule()
         logger.warning(
             "task %s (agent %s) attempt %d failed: %s; retrying in %.1fs",
@@ -611,22 +560,12 @@ class Worker:
         """Append the terminal event, store and publish the outcome, ack, and apply the task's
         transition, atomically, if this worker still holds the entry; a worker that lost it
         cannot end the task."""
-        stream, entry_id, _ = entry
         await flush_events(event.agent_id)  # what the handler wrote comes before its outcome
-        data = encode_outcome(outcome)
-        keys: list[Any] = [self.keys.events, self.keys.result(event.agent_id), stream]
-        args: list[Any] = [
-            events.encode(event),
-            data,
-            CONF.result_ttl,
-            self.keys.result_channel(event.agent_id),
-            WORKERS_GROUP,
-            entry_id,
-            self.spec.consumer,
-        ]
-        args += script_args(self._transition(queued, outcome), self.keys, keys)
-        ended = await self._run_script(FINISH, keys, args, ending=entry_id)
-        if ended is None:
+        writes = self._transition(queued, outcome)
+        ended = await self._persist(
+            lambda _: self.consumer.finish(entry, event, outcome, writes), ending=entry[1]
+        )
+        if not ended:
             logger.warning(
                 "worker %s: task %s (agent %s) was taken over by another worker; "
                 "this worker's outcome is discarded",
@@ -634,17 +573,6 @@ class Worker:
                 event.task_name,
                 event.agent_id,
             )
-
-    async def _append(self, event: events.Event) -> None:
-        while True:
-            try:
-                await get_batcher().execute(
-                    "XADD", self.keys.events, "*", events.EVENT_FIELD, events.encode(event)
-                )
-                self._reconnect.succeeded()
-                return
-            except REDIS_ERRORS as e:
-                await self._reconnect.failed(e)
 
     async def _dead_letter(self, entry: Entry, reason: str) -> None:
         """Move an entry that cannot run to the dead-letter stream; when its agent id can be
@@ -655,16 +583,8 @@ class Worker:
             "worker %s: dead-lettering %s %s: %s", self.spec.consumer, stream, entry_id, reason
         )
         ident = _identify(fields)
-        letter: list[Any] = []
-        for name, value in {
-            **fields,
-            b"stream": stream,
-            b"id": entry_id,
-            b"reason": reason,
-        }.items():
-            letter += [name, value]
-        known: list[Any] = ["0", "", "", 0, ""]
-        result_key = self.keys.result("unknown")
+        failed: TaskFailed | None = None
+        outcome: Outcome | None = None
         if ident is not None:
             error = f"dead-lettered: {reason}"
             failed = TaskFailed(
@@ -673,18 +593,10 @@ class Worker:
                 message=CONF.activity_message_error.replace("{error}", error),
                 error=error,
             )
-            data = encode_outcome(Outcome("error", ident[1], error=error))
-            known = [
-                "1",
-                events.encode(failed),
-                data,
-                CONF.result_ttl,
-                self.keys.result_channel(ident[0]),
-            ]
-            result_key = self.keys.result(ident[0])
-        keys = [stream, self.keys.dead_letters, self.keys.events, result_key]
-        args = [WORKERS_GROUP, entry_id, self.spec.consumer, *known, *letter]
-        done = await self._run_script(DEAD_LETTER, keys, args, ending=entry_id)
+            outcome = Outcome("error", ident[1], error=error)
+        done = await self._persist(
+            lambda _: self.consumer.dead_letter(entry, reason, failed, outcome), ending=entry_id
+        )
         if not done:
             logger.warning(
                 "worker %s: %s %s was taken over or had ended; not dead-lettered here",
@@ -700,9 +612,7 @@ class Worker:
             error = f"dead-lettered: {reason}"
             writes = self._transition(queued, Outcome("error", queued.task_name, error=error))
             if writes:
-                touched: list[Any] = []
-                ops = script_args(writes, self.keys, touched)
-                await get_batcher().run_script(TRANSITION, touched, ops)
+                await self.consumer.transition(writes)
 
     async def _renew_leases(self) -> None:
         """Reset the idle time of every entry this worker holds, and claim expired ones."""
@@ -726,17 +636,10 @@ class Worker:
             self._agent_of[entry_id] = agent
             held.setdefault(stream, []).append((entry_id, agent))
         try:
-            client = get_redis()
             for stream, entries in held.items():
-                keys = [stream, *(self.keys.result(a) for _, a in entries)]
-                keys += [self.keys.held(a) for _, a in entries]
-                lost = await get_batcher().run_script(
-                    RENEW,
-                    keys,
-                    [WORKERS_GROUP, self.spec.consumer, lease_ms, *(i for i, _ in entries)],
-                )
+                lost = await self.consumer.renew(stream, entries, lease_ms)
                 # An entry whose end script ran meanwhile is gone: not a loss.
-                lost = set(lost or ()) - self._ending
+                lost -= self._ending
                 if lost:
                     self._abandon(stream, lost)
             await self._check_cancel_markers()
@@ -745,18 +648,15 @@ class Worker:
             # renew its own.
             if len(self._backlog) < self.spec.concurrency and time.monotonic() > self._claim_after:
                 for stream in self.streams:
-                    _, claimed, _ = await client.xautoclaim(
-                        stream, WORKERS_GROUP, self.spec.consumer, lease_ms, count=10
-                    )
-                    if claimed:
+                    claim = await self.consumer.claim_expired(stream, lease_ms)
+                    if claim.deliveries or claim.entries:
                         logger.warning(
                             "worker %s: took over %d task(s) whose lease expired on %s",
                             self.spec.consumer,
-                            len(claimed),
+                            len(claim.deliveries),
                             stream,
                         )
-                        self._backlog.extend((stream, i, f) for i, f in claimed if f)
-                        await self._count_deliveries(client, stream, [i for i, _ in claimed])
+                        self._take(claim)
         except redis.ResponseError as e:
             if isinstance(e, REDIS_ERRORS) or not is_missing_group(e):
                 self._claim_after = time.monotonic() + CONF.lease_seconds
@@ -764,22 +664,6 @@ class Worker:
         except Exception:
             self._claim_after = time.monotonic() + CONF.lease_seconds
             raise
-
-    async def _count_deliveries(self, client: Any, stream: str, ids: list[bytes]) -> None:
-        if not ids:
-            return
-        pending = await client.xpending_range(
-            stream,
-            WORKERS_GROUP,
-            min(ids),
-            max(ids),
-            len(ids) + 100,
-            consumername=self.spec.consumer,
-        )
-        wanted = set(ids)
-        for item in pending:
-            if item["message_id"] in wanted:
-                self._deliveries[item["message_id"]] = int(item["times_delivered"])
 
     def _abandon(self, stream: str, lost: set[bytes]) -> None:
         """Stop work on entries another worker took over: their outcome would be rejected."""
@@ -811,48 +695,16 @@ class Worker:
 
     async def _release_unfinished(self) -> None:
         """Hand back every entry still held, so that another worker runs it at once."""
-        client = get_redis()
         released = 0
         try:
             for stream in self.streams:
-                pending = await client.xpending_range(
-                    stream, WORKERS_GROUP, "-", "+", 10_000, consumername=self.spec.consumer
-                )
-                for item in pending:
-                    entry_id = item["message_id"]
-                    found = await client.xrange(stream, entry_id, entry_id)
-                    async with client.pipeline(transaction=True) as pipe:
-                        if found:
-                            fields: Any = found[0][1]
-                            pipe.xadd(stream, fields)
-                        pipe.xack(stream, WORKERS_GROUP, entry_id)
-                        pipe.xdel(stream, entry_id)
-                        await pipe.execute()
-                    released += 1
+                released += await self.consumer.release(stream)
         except (*REDIS_ERRORS, redis.ResponseError) as e:
             logger.warning("worker %s: could not release held tasks (%s)", self.spec.consumer, e)
         if released:
             logger.info(
                 "worker %s: handed back %d unfinished task(s)", self.spec.consumer, released
             )
-
-
-def _entries(reply: Any) -> list[Entry]:
-    entries: list[Entry] = []
-    for stream, items in reply or ():
-        name = stream.decode() if isinstance(stream, bytes) else stream
-        # Entries deleted while pending come back with no fields: nothing to run. A script's
-        # reply (READ) has the fields as a flat list.
-        entries.extend(
-            (name, entry_id, fields if isinstance(fields, dict) else _pairs(fields))
-            for entry_id, fields in items
-            if fields
-        )
-    return entries
-
-
-def _pairs(flat: list[bytes]) -> dict[bytes, bytes]:
-    return dict(zip(flat[::2], flat[1::2], strict=True))
 
 
 def _identify(fields: dict[bytes, bytes]) -> tuple[UUID, str] | None:
