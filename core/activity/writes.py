@@ -17,7 +17,7 @@ from uuid import UUID, uuid4
 import msgspec
 
 from agentexec import events
-from agentexec.batcher import get_batcher
+from agentexec.broker import Broker
 from agentexec.config import CONF
 from agentexec.connection import REDIS_ERRORS, Reconnect, get_sync_redis
 from agentexec.credentials import redact_url
@@ -32,7 +32,6 @@ from agentexec.events import (
     TaskQueued,
 )
 from agentexec.limits import check_name
-from agentexec.scripts import APPEND_HELD
 from agentexec.streams import AGENT_TTL, Keys
 from agentexec.tasks import TaskLease, event_identity, running_task
 
@@ -47,16 +46,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 CANCELED_MESSAGE = "Task canceled."
-
-# Append only if the agent id is known (its marker or its stored result exists), and keep
-# the marker alive: one round trip, atomic.
-_APPEND = """
-if ARGV[3] == '1' and redis.call('EXISTS', KEYS[2], KEYS[3]) == 0 then
-  return false
-end
-redis.call('SET', KEYS[2], '1', 'EX', ARGV[2])
-return redis.call('XADD', KEYS[1], '*', 'event', ARGV[1])
-"""
 
 
 def _agent_id(value: UUID | str) -> UUID:
@@ -97,12 +86,8 @@ def append(event: Event, *, check: bool = True) -> str:
             _queue_held(keys, event, lease)
             return ""
         return _append_held(keys, event, lease)
-    client = get_sync_redis()
     try:
-        entry_id: Any = client.register_script(_APPEND)(
-            keys=[keys.events, keys.agent(event.agent_id), keys.result(event.agent_id)],
-            args=[events.encode(event), AGENT_TTL, "1" if check and not own else "0"],
-        )
+        entry_id = Broker(keys).append_known(event, check=check and not own)
     except REDIS_ERRORS as e:
         raise RedisUnavailableError(
             f"could not record {type(event).__name__} for agent {event.agent_id}: Redis at "
@@ -115,7 +100,7 @@ def append(event: Event, *, check: bool = True) -> str:
             f"{CONF.key_prefix!r}); pass the agent_id your task received, or start tracking "
             "with ax.activity.create(...)."
         )
-    return str(entry_id.decode())
+    return entry_id
 
 
 def _on_event_loop() -> bool:
@@ -158,13 +143,13 @@ async def _append_held_async(
 ) -> None:
     if previous is not None:
         await asyncio.wait([previous])
-    script_keys, args = held_call(keys, event, lease)
+    broker, dedup = Broker(keys), held_dedup()
     # No deadline: the worker keeps the task's lease meanwhile, and records its outcome only
     # after this event (see `flush_events`), so nothing the handler reported is dropped.
     outage = Reconnect(f"events of agent {event.agent_id}")
     while True:
         try:
-            entry_id = await get_batcher().run_script(APPEND_HELD, script_keys, args)
+            entry_id = await broker.append_held(event, lease, dedup)
             break
         except REDIS_ERRORS as e:
             await outage.failed(e)
@@ -181,24 +166,10 @@ def log_discarded(event: Event) -> None:
     )
 
 
-def held_call(keys: Keys, event: Event, lease: TaskLease) -> tuple[list[Any], list[Any]]:
-    """Keys and arguments of `APPEND_HELD` for `event`, written by the task holding `lease`."""
-    script_keys = [
-        keys.events,
-        keys.agent(event.agent_id),
-        keys.result(event.agent_id),
-        lease.stream,
-        keys.dedup(f"event:{uuid4()}"),
-    ]
-    args: list[Any] = [
-        events.encode(event),
-        AGENT_TTL,
-        lease.group,
-        lease.entry_id,
-        lease.consumer,
-        600,
-    ]
-    return script_keys, args
+def held_dedup() -> str:
+    """A new dedup name for one append of a handler's event (see `Broker.append_held`): its
+    retries after a lost reply share it."""
+    return f"event:{uuid4()}"
 
 
 def _append_held(keys: Keys, event: Event, lease: TaskLease) -> str:
@@ -211,14 +182,12 @@ def _append_held(keys: Keys, event: Event, lease: TaskLease) -> str:
     with a warning and "" is returned: a late worker cannot write into the run that
     replaced it.
     """
-    client = get_sync_redis()
-    script = client.register_script(APPEND_HELD.source)
-    script_keys, args = held_call(keys, event, lease)
+    broker, dedup = Broker(keys), held_dedup()
     deadline = time.monotonic() + CONF.enqueue_timeout
     delay = 0.05
     while True:
         try:
-            entry_id: Any = script(keys=script_keys, args=args)
+            entry_id = broker.append_held_sync(event, lease, dedup)
             break
         except REDIS_ERRORS as e:
             if time.monotonic() >= deadline:
@@ -235,7 +204,7 @@ def _append_held(keys: Keys, event: Event, lease: TaskLease) -> str:
     if entry_id is None:
         log_discarded(event)
         return ""
-    return str(entry_id.decode())
+    return entry_id
 
 
 def create(
