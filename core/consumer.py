@@ -30,6 +30,7 @@ from .events import (
 from .results import Outcome, encode_outcome
 from .scripts import DEAD_LETTER, DEFER, FINISH, READ, RENEW, RETRY, START, TRANSITION
 from .streams import AGENT_TTL, WORKERS_GROUP, delayed_member, ensure_group
+from .tasks import TaskLease
 from .transitions import Append, IfCanceled, Queue, Store, Write
 
 if TYPE_CHECKING:
@@ -137,6 +138,10 @@ class Consumer:
             for item in pending
             if item["message_id"] in wanted
         }
+
+    def lease(self, entry: Entry) -> TaskLease:
+        """The lease of the task of `entry`, which fences its handler's appends."""
+        return TaskLease(entry[0], entry[1], WORKERS_GROUP, self.name)
 
     async def start(
         self,

@@ -43,11 +43,10 @@ from agentexec.events import (
 )
 from agentexec.limits import describe_exception, describe_traceback, recordable
 from agentexec.results import Outcome
-from agentexec.streams import WORKERS_GROUP, Keys, is_missing_group
+from agentexec.streams import Keys, is_missing_group
 from agentexec.tasks import (
     RunningTask,
     TaskDefinition,
-    TaskLease,
     reset_running,
     set_running,
 )
@@ -325,7 +324,7 @@ class Worker:
             return
         started = time.perf_counter()
         timeout = event.timeout or definition.timeout
-        lease = TaskLease(entry[0], entry_id, WORKERS_GROUP, self.spec.consumer)
+        lease = self.consumer.lease(entry)
         running = RunningTask(event.agent_id, event.task_name, event.attempt, lease)
         token = set_running(running)
         self._agents[event.agent_id] = asyncio.current_task()  # type: ignore[assignment]
