@@ -19,7 +19,6 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
-from uuid import UUID
 
 import msgspec
 import pydantic
@@ -30,8 +29,8 @@ from agentexec import events
 from agentexec.activity.writes import flush_events
 from agentexec.broker import Broker
 from agentexec.config import CONF
-from agentexec.connection import REDIS_ERRORS, Reconnect, close_redis, supervise
-from agentexec.consumer import Claim, Entry, Start
+from agentexec.connection import REDIS_ERRORS, Reconnect, close_redis
+from agentexec.consumer import Entry, Start
 from agentexec.errors import EventDecodeError
 from agentexec.events import (
     TaskCanceled,
@@ -52,6 +51,8 @@ from agentexec.tasks import (
 )
 from agentexec.transitions import Write
 
+from .cancellation import Cancellation
+from .leases import Leases, identify
 from .notices import NoticeListener
 from .retries import Promoter, backoff_delay
 
@@ -92,28 +93,16 @@ class Worker:
         so that the next entry is read while the outcome is being recorded."""
         self._slot_freed = asyncio.Event()
         self._backlog: deque[Entry] = deque()
-        self._deliveries: dict[bytes, int] = {}
-        """Delivery counts of entries taken over or resumed (new ones are delivered once)."""
-        self._agents: dict[UUID, asyncio.Task[None]] = {}
-        self._parents: dict[UUID, UUID] = {}
-        """Parent (a pipeline run) of each running task that has one: canceling it cancels them."""
-        self._cancel_requested: set[UUID] = set()
-        self._agent_of: dict[bytes, str] = {}
-        """Agent id of each held entry, for lease renewal."""
-        self._in_hand: dict[UUID, bytes] = {}
-        """Entry of each task this process is starting, running or ending: a copy of it (queued
-        again after Redis lost its data) must not start here meanwhile, which START cannot
-        tell, since the task's held key names this worker's consumer."""
-        self._agent_in_hand: dict[bytes, UUID] = {}
-        """The same, by entry: which mark an ended entry releases."""
-        self._ending: set[bytes] = set()
-        """Entries whose end script (finish, retry, dead letter, defer) is under way."""
-        self._ended: set[bytes] = set()
-        """Entries whose end script ran: gone from the stream, no lease left to renew."""
+        self.cancellation = Cancellation(self.broker, spec.consumer)
+        self.leases = Leases(
+            self.consumer,
+            self._running,
+            self._backlog,
+            spec.concurrency,
+            self.cancellation.check_markers,
+        )
         self._promoter = Promoter(self.keys, spec.queue_name)
         self._reconnect = Reconnect(f"worker {spec.consumer}")
-        self._claim_after = 0.0
-        """No expired lease is claimed before this (monotonic): see `_renew`."""
 
     async def run(self) -> None:
         """Run until `stopping` is set, then drain within the graceful-shutdown timeout."""
@@ -125,10 +114,10 @@ class Worker:
             self.spec.concurrency,
         )
         notices = NoticeListener(
-            self.keys, self.spec.queue_name, self._on_cancel, self._promoter.schedule
+            self.keys, self.spec.queue_name, self.cancellation.cancel, self._promoter.schedule
         )
         helpers = [
-            asyncio.create_task(self._renew_leases()),
+            asyncio.create_task(self.leases.run()),
             asyncio.create_task(self._promoter.run()),
             asyncio.create_task(notices.run()),
         ]
@@ -146,7 +135,7 @@ class Worker:
             for helper in helpers:
                 helper.cancel()
             await asyncio.gather(*helpers, return_exceptions=True)
-            await self._release_unfinished()
+            await self.leases.release()
             logger.info("worker %s: stopped", self.spec.consumer)
 
     async def _consume(self) -> None:
@@ -187,7 +176,6 @@ class Worker:
 
     def _done(self, task: asyncio.Task[None]) -> None:
         entry = self._running.pop(task)
-        self._ended.discard(entry[1])
         if not task.cancelled() and task.exception() is not None:
             # Its entry stays pending: another worker takes it over after the lease.
             logger.error(
@@ -197,14 +185,8 @@ class Worker:
                 entry[1],
                 exc_info=task.exception(),
             )
-        self._ending.discard(entry[1])
         self._free_slot(entry[1])
-        self._release_hand(entry[1])
-
-    def _release_hand(self, entry_id: bytes) -> None:
-        agent_id = self._agent_in_hand.pop(entry_id, None)
-        if agent_id is not None and self._in_hand.get(agent_id) == entry_id:
-            del self._in_hand[agent_id]
+        self.leases.done(entry[1])
 
     def _free_slot(self, entry_id: bytes) -> None:
         if entry_id in self._busy:
@@ -213,17 +195,13 @@ class Worker:
 
     async def _resume_own_pending(self) -> None:
         """Queue the entries a previous process with our consumer name held when it died."""
-        self._take(await self.consumer.own_pending())
+        self.leases.take(await self.consumer.own_pending())
         if self._backlog:
             logger.info(
                 "worker %s: resuming %d task(s) held by its predecessor",
                 self.spec.consumer,
                 len(self._backlog),
             )
-
-    def _take(self, claim: Claim) -> None:
-        self._backlog.extend(claim.entries)
-        self._deliveries.update(claim.deliveries)
 
     async def _ensure_groups(self) -> None:
         await self.consumer.ensure_groups()
@@ -247,7 +225,7 @@ class Worker:
 
     async def _execute(self, entry: Entry) -> None:
         _, entry_id, fields = entry
-        deliveries = self._deliveries.pop(entry_id, 1)
+        deliveries = self.leases.held(entry_id).deliveries
         try:
             event = events.decode_entry(fields)
             if not isinstance(event, TaskQueued):
@@ -262,11 +240,10 @@ class Worker:
                 f"{CONF.max_deliveries}: its handler may be killing the worker process",
             )
             return
-        if self._in_hand.setdefault(event.agent_id, entry_id) != entry_id:
+        if not self.leases.take_hand(event.agent_id, entry_id):
             self._still_running(event, "this worker")
             await self._defer(entry, event)
             return
-        self._agent_in_hand[entry_id] = event.agent_id
         # A redelivery (its worker died) is a further attempt.
         event = msgspec.structs.replace(event, attempt=event.attempt + deliveries - 1)
         definition = self.definitions.get(event.task_name)
@@ -327,9 +304,11 @@ class Worker:
         lease = self.consumer.lease(entry)
         running = RunningTask(event.agent_id, event.task_name, event.attempt, lease)
         token = set_running(running)
-        self._agents[event.agent_id] = asyncio.current_task()  # type: ignore[assignment]
-        if event.parent_id is not None:
-            self._parents[event.agent_id] = event.parent_id
+        self.cancellation.running(
+            event.agent_id,
+            event.parent_id,
+            asyncio.current_task(),  # type: ignore[arg-type]
+        )
         deadline = asyncio.timeout(timeout)
         try:
             async with deadline:
@@ -339,7 +318,7 @@ class Worker:
                     value = await asyncio.to_thread(definition.handler, event.agent_id, context)
             result = pydantic_core.to_json(value)
         except asyncio.CancelledError:
-            if event.agent_id not in self._cancel_requested:
+            if not self.cancellation.requested(event.agent_id):
                 raise  # shutdown or a lost lease: the entry stays for another worker
             asyncio.current_task().uncancel()  # type: ignore[union-attr]
             await self._end_canceled(entry, event)
@@ -375,9 +354,7 @@ class Worker:
         finally:
             self._free_slot(entry_id)
             reset_running(token)
-            self._agents.pop(event.agent_id, None)
-            self._parents.pop(event.agent_id, None)
-            self._cancel_requested.discard(event.agent_id)
+            self.cancellation.ended(event.agent_id)
         if running.reported_error:
             # The handler's own ax.activity.error() is its verdict, whatever it returned.
             await self._fail(entry, event, *reversed(running.reported_error[0]))
@@ -411,7 +388,7 @@ class Worker:
         `appends`: the verb appends an event, and takes the time of the first try when it
         runs again, so that a retry after a lost reply does not append it twice."""
         if ending is not None:
-            self._ending.add(ending)
+            self.leases.ending(ending)
         # Stream ids come from Redis's clock: allow for some skew.
         first_try = int(time.time() * 1000) - 5000
         since: int | None = None
@@ -420,8 +397,7 @@ class Worker:
                 reply = await verb(since)
                 self._reconnect.succeeded()
                 if ending is not None:
-                    self._ended.add(ending)
-                    self._release_hand(ending)  # a retry's next entry may start here at once
+                    self.leases.ended(ending)
                 return reply
             except REDIS_ERRORS as e:
                 if appends:
@@ -445,25 +421,6 @@ class Worker:
             lambda _: self.consumer.defer(entry, event.priority, due_ms), ending=entry[1]
         )
         self._promoter.schedule()
-
-    async def _check_cancel_markers(self) -> None:
-        """Catch cancel requests whose notice this worker missed (published during an outage)."""
-        agents = list({*self._agents, *self._parents.values()})
-        if not agents:
-            return
-        for agent_id in await self.broker.canceled(agents):
-            self._on_cancel(agent_id)
-
-    def _on_cancel(self, agent_id: UUID) -> None:
-        """Stop the task of `agent_id`, and its children (a pipeline run's step), if they
-        run here."""
-        children = [child for child, parent in self._parents.items() if parent == agent_id]
-        for target in (agent_id, *children):
-            task = self._agents.get(target)
-            if task is not None and target not in self._cancel_requested:
-                logger.info("worker %s: canceling task of agent %s", self.spec.consumer, target)
-                self._cancel_requested.add(target)
-                task.cancel()
 
     async def _end_canceled(self, entry: Entry, event: TaskQueued) -> None:
         canceled = TaskCanceled(
@@ -581,7 +538,7 @@ class Worker:
         logger.error(
             "worker %s: dead-lettering %s %s: %s", self.spec.consumer, stream, entry_id, reason
         )
-        ident = _identify(fields)
+        ident = identify(fields)
         failed: TaskFailed | None = None
         outcome: Outcome | None = None
         if ident is not None:
@@ -613,70 +570,6 @@ class Worker:
             if writes:
                 await self.consumer.transition(writes)
 
-    async def _renew_leases(self) -> None:
-        """Reset the idle time of every entry this worker holds, and claim expired ones."""
-        self._claim_after = 0.0
-        await supervise(Reconnect(f"lease renewal of worker {self.spec.consumer}"), self._renew)
-
-    async def _renew(self) -> None:
-        lease_ms = int(CONF.lease_seconds * 1000)
-        await asyncio.sleep(CONF.lease_seconds / 3)
-        held: dict[str, list[tuple[bytes, str]]] = {}
-        known, self._agent_of = self._agent_of, {}
-        # Entries being ended too: an end script retried through an outage (Redis out of
-        # memory refuses it, not the renewal) must not lose its lease meanwhile.
-        for stream, entry_id, fields in [*self._running.values(), *self._backlog]:
-            if entry_id in self._ended:
-                continue
-            agent = known.get(entry_id)
-            if agent is None:
-                ident = _identify(fields)
-                agent = str(ident[0]) if ident else "unknown"
-            self._agent_of[entry_id] = agent
-            held.setdefault(stream, []).append((entry_id, agent))
-        try:
-            for stream, entries in held.items():
-                lost = await self.consumer.renew(stream, entries, lease_ms)
-                # An entry whose end script ran meanwhile is gone: not a loss.
-                lost -= self._ending
-                if lost:
-                    self._abandon(stream, lost)
-            await self._check_cancel_markers()
-            # After an outage, leases look expired to Redis although their workers lived
-            # through it: claim only once every live worker has had a lease period to
-            # renew its own.
-            if len(self._backlog) < self.spec.concurrency and time.monotonic() > self._claim_after:
-                for stream in self.streams:
-                    claim = await self.consumer.claim_expired(stream, lease_ms)
-                    if claim.deliveries or claim.entries:
-                        logger.warning(
-                            "worker %s: took over %d task(s) whose lease expired on %s",
-                            self.spec.consumer,
-                            len(claim.deliveries),
-                            stream,
-                        )
-                        self._take(claim)
-        except redis.ResponseError as e:
-            if isinstance(e, REDIS_ERRORS) or not is_missing_group(e):
-                self._claim_after = time.monotonic() + CONF.lease_seconds
-                raise
-        except Exception:
-            self._claim_after = time.monotonic() + CONF.lease_seconds
-            raise
-
-    def _abandon(self, stream: str, lost: set[bytes]) -> None:
-        """Stop work on entries another worker took over: their outcome would be rejected."""
-        for task, (entry_stream, entry_id, _) in list(self._running.items()):
-            if entry_stream == stream and entry_id in lost:
-                logger.warning(
-                    "worker %s: lost the lease on %s %s; stopping its handler",
-                    self.spec.consumer,
-                    stream,
-                    entry_id,
-                )
-                task.cancel()
-        self._backlog = deque(e for e in self._backlog if not (e[0] == stream and e[1] in lost))
-
     async def _drain(self) -> None:
         if not self._running:
             return
@@ -691,28 +584,6 @@ class Worker:
             task.cancel()
         if pending:
             await asyncio.wait(pending)
-
-    async def _release_unfinished(self) -> None:
-        """Hand back every entry still held, so that another worker runs it at once."""
-        released = 0
-        try:
-            for stream in self.streams:
-                released += await self.consumer.release(stream)
-        except (*REDIS_ERRORS, redis.ResponseError) as e:
-            logger.warning("worker %s: could not release held tasks (%s)", self.spec.consumer, e)
-        if released:
-            logger.info(
-                "worker %s: handed back %d unfinished task(s)", self.spec.consumer, released
-            )
-
-
-def _identify(fields: dict[bytes, bytes]) -> tuple[UUID, str] | None:
-    """The agent id and task name of an entry that does not decode as an event, if readable."""
-    try:
-        data = msgspec.json.decode(fields.get(events.EVENT_FIELD, b""))
-        return UUID(str(data["agent_id"])), str(data.get("task_name", ""))
-    except (msgspec.DecodeError, KeyError, TypeError, ValueError, AttributeError):
-        return None
 
 
 def _queued(fields: dict[bytes, bytes]) -> TaskQueued | None:
