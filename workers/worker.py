@@ -16,7 +16,6 @@ import logging
 import signal
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -26,22 +25,16 @@ import pydantic_core
 import redis
 
 from agentexec import events
-from agentexec.activity.writes import flush_events
 from agentexec.broker import Broker
 from agentexec.config import CONF
 from agentexec.connection import REDIS_ERRORS, Reconnect, close_redis
 from agentexec.consumer import Entry, Start
 from agentexec.errors import EventDecodeError
 from agentexec.events import (
-    TaskCanceled,
-    TaskCompleted,
-    TaskFailed,
     TaskQueued,
-    TaskRetried,
     TaskStarted,
 )
-from agentexec.limits import describe_exception, describe_traceback, recordable
-from agentexec.results import Outcome
+from agentexec.limits import describe_exception, describe_traceback
 from agentexec.streams import Keys, is_missing_group
 from agentexec.tasks import (
     RunningTask,
@@ -49,12 +42,12 @@ from agentexec.tasks import (
     reset_running,
     set_running,
 )
-from agentexec.transitions import Write
 
 from .cancellation import Cancellation
-from .leases import Leases, identify
+from .endings import Endings
+from .leases import Leases
 from .notices import NoticeListener
-from .retries import Promoter, backoff_delay
+from .retries import Promoter
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
@@ -103,6 +96,9 @@ class Worker:
         )
         self._promoter = Promoter(self.keys, spec.queue_name)
         self._reconnect = Reconnect(f"worker {spec.consumer}")
+        self.endings = Endings(
+            self.consumer, self.leases, self.definitions, self._promoter, self._reconnect
+        )
 
     async def run(self) -> None:
         """Run until `stopping` is set, then drain within the graceful-shutdown timeout."""
@@ -231,24 +227,24 @@ class Worker:
             if not isinstance(event, TaskQueued):
                 raise EventDecodeError(f"expected a task.queued event, got {type(event).__name__}")
         except EventDecodeError as e:
-            await self._dead_letter(entry, str(e))
+            await self.endings.dead_letter(entry, str(e))
             return
         if deliveries > CONF.max_deliveries:
-            await self._dead_letter(
+            await self.endings.dead_letter(
                 entry,
                 f"delivered {deliveries} times, more than AGENTEXEC_MAX_DELIVERIES="
                 f"{CONF.max_deliveries}: its handler may be killing the worker process",
             )
             return
         if not self.leases.take_hand(event.agent_id, entry_id):
-            self._still_running(event, "this worker")
-            await self._defer(entry, event)
+            self.endings.still_running(event, "this worker")
+            await self.endings.defer(entry, event)
             return
         # A redelivery (its worker died) is a further attempt.
         event = msgspec.structs.replace(event, attempt=event.attempt + deliveries - 1)
         definition = self.definitions.get(event.task_name)
         if definition is None:
-            await self._fail(
+            await self.endings.fail(
                 entry,
                 event,
                 f"no handler for task {event.task_name!r} on queue {self.spec.queue_name!r} "
@@ -259,7 +255,7 @@ class Worker:
         try:
             context = definition.context_type.model_validate_json(bytes(event.context))
         except pydantic.ValidationError as e:
-            await self._fail(
+            await self.endings.fail(
                 entry,
                 event,
                 f"context does not validate as {definition.context_type.__name__}: {e}",
@@ -272,7 +268,7 @@ class Worker:
             message=CONF.activity_message_started,
             worker=self.spec.consumer,
         )
-        start = await self._persist(
+        start = await self.endings.persist(
             lambda since: self.consumer.start(entry, started_event, event.parent_id, since),
             appends=True,
         )
@@ -293,11 +289,11 @@ class Worker:
             )
             return
         if start is Start.RUNNING_ELSEWHERE:
-            self._still_running(event, "another worker")
-            await self._defer(entry, event)
+            self.endings.still_running(event, "another worker")
+            await self.endings.defer(entry, event)
             return
         if start is Start.CANCELED:
-            await self._end_canceled(entry, event)
+            await self.endings.end_canceled(entry, event)
             return
         started = time.perf_counter()
         timeout = event.timeout or definition.timeout
@@ -321,10 +317,12 @@ class Worker:
             if not self.cancellation.requested(event.agent_id):
                 raise  # shutdown or a lost lease: the entry stays for another worker
             asyncio.current_task().uncancel()  # type: ignore[union-attr]
-            await self._end_canceled(entry, event)
+            await self.endings.end_canceled(entry, event)
             return
         except pydantic_core.PydanticSerializationError as e:
-            await self._fail(entry, event, f"the handler's return value cannot be stored: {e}")
+            await self.endings.fail(
+                entry, event, f"the handler's return value cannot be stored: {e}"
+            )
             return
         except Exception as e:
             if running.reported_error:
@@ -334,7 +332,7 @@ class Worker:
                     event.agent_id,
                     describe_traceback(e),
                 )
-                await self._fail(entry, event, *reversed(running.reported_error[0]))
+                await self.endings.fail(entry, event, *reversed(running.reported_error[0]))
                 return
             if deadline.expired():
                 error = (
@@ -349,7 +347,7 @@ class Worker:
                     describe_traceback(e),
                 )
                 error = describe_exception(e)
-            await self._failed_attempt(entry, event, definition, e, error)
+            await self.endings.failed_attempt(entry, event, definition, e, error)
             return
         finally:
             self._free_slot(entry_id)
@@ -357,218 +355,9 @@ class Worker:
             self.cancellation.ended(event.agent_id)
         if running.reported_error:
             # The handler's own ax.activity.error() is its verdict, whatever it returned.
-            await self._fail(entry, event, *reversed(running.reported_error[0]))
+            await self.endings.fail(entry, event, *reversed(running.reported_error[0]))
             return
-        completed = TaskCompleted(
-            agent_id=event.agent_id,
-            task_name=event.task_name,
-            attempt=event.attempt,
-            message=CONF.activity_message_complete,
-            percentage=100,
-            result=msgspec.Raw(result),
-        )
-        await self._finish(
-            entry, event, completed, Outcome("complete", event.task_name, result=completed.result)
-        )
-        logger.info(
-            "task %s (agent %s) complete in %.3fs",
-            event.task_name,
-            event.agent_id,
-            time.perf_counter() - started,
-        )
-
-    async def _persist(
-        self,
-        verb: Callable[[int | None], Awaitable[T]],
-        ending: bytes | None = None,
-        appends: bool = False,
-    ) -> T:
-        """Run a verb of this worker's, retrying while Redis is unreachable. `ending`: the
-        entry the verb removes from the stream (lease renewal leaves it alone from now).
-        `appends`: the verb appends an event, and takes the time of the first try when it
-        runs again, so that a retry after a lost reply does not append it twice."""
-        if ending is not None:
-            self.leases.ending(ending)
-        # Stream ids come from Redis's clock: allow for some skew.
-        first_try = int(time.time() * 1000) - 5000
-        since: int | None = None
-        while True:
-            try:
-                reply = await verb(since)
-                self._reconnect.succeeded()
-                if ending is not None:
-                    self.leases.ended(ending)
-                return reply
-            except REDIS_ERRORS as e:
-                if appends:
-                    since = first_try
-                await self._reconnect.failed(e)
-
-    def _still_running(self, event: TaskQueued, where: str) -> None:
-        logger.info(
-            "worker %s: task %s (agent %s) still runs in %s; checking again in %.0fs",
-            self.spec.consumer,
-            event.task_name,
-            event.agent_id,
-            where,
-            CONF.lease_seconds,
-        )
-
-    async def _defer(self, entry: Entry, event: TaskQueued) -> None:
-        """Park an entry whose task another worker still runs (START's -2) for a lease."""
-        due_ms = int((time.time() + CONF.lease_seconds) * 1000)
-        await self._persist(
-            lambda _: self.consumer.defer(entry, event.priority, due_ms), ending=entry[1]
-        )
-        self._promoter.schedule()
-
-    async def _end_canceled(self, entry: Entry, event: TaskQueued) -> None:
-        canceled = TaskCanceled(
-            agent_id=event.agent_id,
-            task_name=event.task_name,
-            attempt=event.attempt,
-            message="Task canceled.",
-        )
-        await self._finish(
-            entry, event, canceled, Outcome("canceled", event.task_name, error="canceled")
-        )
-        logger.info("task %s (agent %s) canceled", event.task_name, event.agent_id)
-
-    async def _failed_attempt(
-        self,
-        entry: Entry,
-        event: TaskQueued,
-        definition: TaskDefinition,
-        exc: Exception,
-        error: str,
-    ) -> None:
-        """Retry after a backoff when the policy allows, else fail the task for good."""
-        max_retries = (
-            CONF.max_task_retries if definition.max_retries is None else definition.max_retries
-        )
-        if not isinstance(exc, definition.retry_on) or event.attempt > max_retries:
-            await self._fail(entry, event, error)
-            return
-        await flush_events(event.agent_id)
-        delay = backoff_delay(event.attempt, CONF.retry_backoff, CONF.retry_backoff_max)
-        retried = TaskRetried(
-            agent_id=event.agent_id,
-            task_name=event.task_name,
-            attempt=event.attempt,
-            error=error,
-            delay=round(delay, 3),
-            message=f"Attempt {event.attempt} failed ({error}); retrying in {delay:.1f}s.",
-        )
-        again = msgspec.structs.replace(event, attempt=event.attempt + 1, ts=events.utcnow())
-        due_ms = int((time.time() + delay) * 1000)
-        await self._persist(
-            lambda since: self.consumer.retry(entry, again, retried, due_ms, since),
-            ending=entry[1],
-            appends=True,
-        )
-        self._promoter.schedule()
-        logger.warning(
-            "task %s (agent %s) attempt %d failed: %s; retrying in %.1fs",
-            event.task_name,
-            event.agent_id,
-            event.attempt,
-            error,
-            delay,
-        )
-
-    async def _fail(
-        self, entry: Entry, event: TaskQueued, error: str, message: str | None = None
-    ) -> None:
-        error = recordable(error)
-        failed = TaskFailed(
-            agent_id=event.agent_id,
-            task_name=event.task_name,
-            attempt=event.attempt,
-            message=message or CONF.activity_message_error.replace("{error}", error),
-            error=error,
-        )
-        await self._finish(entry, event, failed, Outcome("error", event.task_name, error=error))
-        logger.warning("task %s (agent %s) failed: %s", event.task_name, event.agent_id, error)
-
-    def _transition(self, queued: TaskQueued, outcome: Outcome) -> Sequence[Write]:
-        """The writes the task's definition commits with its outcome, if it has a hook."""
-        definition = self.definitions.get(queued.task_name)
-        if definition is None or definition.transition is None:
-            return ()
-        try:
-            return definition.transition(queued, outcome)
-        except Exception as e:
-            logger.error(
-                "transition of task %s (agent %s) raised; its outcome is recorded without it\n%s",
-                queued.task_name,
-                queued.agent_id,
-                describe_traceback(e),
-            )
-            return ()
-
-    async def _finish(
-        self,
-        entry: Entry,
-        queued: TaskQueued,
-        event: TaskCompleted | TaskFailed | TaskCanceled,
-        outcome: Outcome,
-    ) -> None:
-        """Append the terminal event, store and publish the outcome, ack, and apply the task's
-        transition, atomically, if this worker still holds the entry; a worker that lost it
-        cannot end the task."""
-        await flush_events(event.agent_id)  # what the handler wrote comes before its outcome
-        writes = self._transition(queued, outcome)
-        ended = await self._persist(
-            lambda _: self.consumer.finish(entry, event, outcome, writes), ending=entry[1]
-        )
-        if not ended:
-            logger.warning(
-                "worker %s: task %s (agent %s) was taken over by another worker; "
-                "this worker's outcome is discarded",
-                self.spec.consumer,
-                event.task_name,
-                event.agent_id,
-            )
-
-    async def _dead_letter(self, entry: Entry, reason: str) -> None:
-        """Move an entry that cannot run to the dead-letter stream; when its agent id can be
-        read, the task ends ERROR so that its activity and waiters learn why."""
-        stream, entry_id, fields = entry
-        reason = recordable(reason)
-        logger.error(
-            "worker %s: dead-lettering %s %s: %s", self.spec.consumer, stream, entry_id, reason
-        )
-        ident = identify(fields)
-        failed: TaskFailed | None = None
-        outcome: Outcome | None = None
-        if ident is not None:
-            error = f"dead-lettered: {reason}"
-            failed = TaskFailed(
-                agent_id=ident[0],
-                task_name=ident[1],
-                message=CONF.activity_message_error.replace("{error}", error),
-                error=error,
-            )
-            outcome = Outcome("error", ident[1], error=error)
-        done = await self._persist(
-            lambda _: self.consumer.dead_letter(entry, reason, failed, outcome), ending=entry_id
-        )
-        if not done:
-            logger.warning(
-                "worker %s: %s %s was taken over or had ended; not dead-lettered here",
-                self.spec.consumer,
-                stream,
-                entry_id,
-            )
-            return
-        queued = _queued(fields) if ident is not None else None
-        if queued is not None:
-            # The task's transition (a pipeline run ending ERROR) follows the dead letter that
-            # stood; not in its script, whose arguments end with the entry's variable fields.
-            error = f"dead-lettered: {reason}"
-            writes = self._transition(queued, Outcome("error", queued.task_name, error=error))
-            if writes:
-                await self.consumer.transition(writes)
+        await self.endings.complete(entry, event, result, time.perf_counter() - started)
 
     async def _drain(self) -> None:
         if not self._running:
@@ -584,14 +373,6 @@ class Worker:
             task.cancel()
         if pending:
             await asyncio.wait(pending)
-
-
-def _queued(fields: dict[bytes, bytes]) -> TaskQueued | None:
-    try:
-        event = events.decode_entry(fields)
-    except EventDecodeError:
-        return None
-    return event if isinstance(event, TaskQueued) else None
 
 
 def run_worker(spec: WorkerSpec, ready: Connection | None = None) -> None:
