@@ -1,9 +1,10 @@
 """`Broker`: the one home of the Redis client, the key names and the Lua scripts.
 
-Callers speak in verbs (`enqueue`, `read`, `start`, `finish`, `retry`, `renew`, ...) and get
-typed results; only this module knows the scripts' KEYS/ARGV layouts (documented in the header
-of each `lua/<name>.lua`) and decodes their replies. Verbs of the worker's hot path go through
-the `Batcher`, so that many of them share one round trip.
+Callers speak in verbs (`enqueue`, `cancel`, `promote`, `track`, `append_held`, ...; a worker's
+`read`, `start`, `finish`, `retry`, `renew`, ... on `Broker.consumer`, see
+`agentexec.consumer`) and get typed results; only these two modules know the scripts' KEYS/ARGV
+layouts (documented in the header of each `lua/<name>.lua`) and decode their replies. Verbs go
+through the `Batcher`, so that many of them share one round trip.
 """
 
 from __future__ import annotations
