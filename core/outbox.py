@@ -1,6 +1,6 @@
 """The events a task's handler appends while its worker holds the task's lease.
 
-Each append is fenced by the lease (`APPEND_HELD`): once another worker has taken the task
+Each append is fenced by the lease (`Broker.append_held`): once another worker has taken the task
 over, a late worker's events are discarded. An async handler's appends are queued in order
 and appended by the worker's event loop; the worker waits for them (`flush_events`) before it
 records the task's outcome.
@@ -11,24 +11,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
 from uuid import UUID, uuid4
 
-from . import events
-from .batcher import get_batcher
+from .broker import Broker
 from .config import CONF
-from .connection import REDIS_ERRORS, Reconnect, get_sync_redis
+from .connection import REDIS_ERRORS, Reconnect
 from .credentials import redact_url
 from .errors import RedisUnavailableError
 from .events import Event
-from .scripts import APPEND_HELD
-from .streams import AGENT_TTL, Keys
+from .streams import Keys
 from .tasks import TaskLease
 
 __all__ = [
     "append_held",
     "flush_events",
-    "held_call",
+    "held_dedup",
     "log_discarded",
     "on_event_loop",
     "queue_held",
@@ -77,13 +74,13 @@ async def _append_held_async(
 ) -> None:
     if previous is not None:
         await asyncio.wait([previous])
-    script_keys, args = held_call(keys, event, lease)
+    broker, dedup = Broker(keys), held_dedup()
     # No deadline: the worker keeps the task's lease meanwhile, and records its outcome only
     # after this event (see `flush_events`), so nothing the handler reported is dropped.
     outage = Reconnect(f"events of agent {event.agent_id}")
     while True:
         try:
-            entry_id = await get_batcher().run_script(APPEND_HELD, script_keys, args)
+            entry_id = await broker.append_held(event, lease, dedup)
             break
         except REDIS_ERRORS as e:
             await outage.failed(e)
@@ -92,7 +89,7 @@ async def _append_held_async(
 
 
 def log_discarded(event: Event) -> None:
-    """Say that a handler's event was refused: its worker lost the task (see APPEND_HELD)."""
+    """Say that a handler's event was refused: its worker lost the task to another."""
     logger.warning(
         "agent %s: this worker lost the task to another one; %s discarded",
         event.agent_id,
@@ -100,24 +97,10 @@ def log_discarded(event: Event) -> None:
     )
 
 
-def held_call(keys: Keys, event: Event, lease: TaskLease) -> tuple[list[Any], list[Any]]:
-    """Keys and arguments of `APPEND_HELD` for `event`, written by the task holding `lease`."""
-    script_keys = [
-        keys.events,
-        keys.agent(event.agent_id),
-        keys.result(event.agent_id),
-        lease.stream,
-        keys.dedup(f"event:{uuid4()}"),
-    ]
-    args: list[Any] = [
-        events.encode(event),
-        AGENT_TTL,
-        lease.group,
-        lease.entry_id,
-        lease.consumer,
-        600,
-    ]
-    return script_keys, args
+def held_dedup() -> str:
+    """A new dedup name for one append of a handler's event (see `Broker.append_held`): its
+    retries after a lost reply share it."""
+    return f"event:{uuid4()}"
 
 
 def append_held(keys: Keys, event: Event, lease: TaskLease) -> str:
@@ -130,14 +113,12 @@ def append_held(keys: Keys, event: Event, lease: TaskLease) -> str:
     with a warning and "" is returned: a late worker cannot write into the run that
     replaced it.
     """
-    client = get_sync_redis()
-    script = client.register_script(APPEND_HELD.source)
-    script_keys, args = held_call(keys, event, lease)
+    broker, dedup = Broker(keys), held_dedup()
     deadline = time.monotonic() + CONF.enqueue_timeout
     delay = 0.05
     while True:
         try:
-            entry_id: Any = script(keys=script_keys, args=args)
+            entry_id = broker.append_held_sync(event, lease, dedup)
             break
         except REDIS_ERRORS as e:
             if time.monotonic() >= deadline:
@@ -154,4 +135,4 @@ def append_held(keys: Keys, event: Event, lease: TaskLease) -> str:
     if entry_id is None:
         log_discarded(event)
         return ""
-    return str(entry_id.decode())
+    return entry_id

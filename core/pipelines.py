@@ -38,8 +38,7 @@ from uuid import UUID, uuid4
 import msgspec
 from pydantic import BaseModel, TypeAdapter
 
-from . import events
-from .batcher import get_batcher
+from .broker import Broker
 from .config import CONF
 from .errors import ConfigurationError, ContextError, InvalidNameError, TaskDefinitionError
 from .events import (
@@ -53,10 +52,8 @@ from .events import (
     TaskQueued,
 )
 from .limits import check_name, describe_exception, describe_traceback
-from .queue import run_enqueue_script, serialise_context
+from .queue import serialise_context
 from .results import Outcome
-from .scripts import ENQUEUE_PIPELINE
-from .streams import AGENT_TTL, Keys
 from .tasks import Task, TaskDefinition, TaskRegistry
 from .transitions import Append, IfCanceled, Queue, Store, Write
 
@@ -247,32 +244,20 @@ class Pipeline:
             metadata=metadata,
         )
         first = _step_queued(self.steps[0], run.agent_id, name, self.pool.queue_name, run, data)
-        keys = Keys(CONF.key_prefix)
-        marker = keys.agent(run.agent_id)
-        if idempotency_key is not None:
-            dedup, window = (
-                keys.dedup(f"pipeline:{name}:{idempotency_key}"),
-                CONF.idempotency_window,
-            )
-        else:
-            dedup, window = marker, AGENT_TTL
-        script_keys = [
-            keys.events,
-            keys.queue(self.pool.queue_name, priority),
-            dedup,
-            marker,
-            keys.agent(first.agent_id),
-        ]
-        args = [events.encode(run), events.encode(first), window, str(run.agent_id), AGENT_TTL]
-        event_id, run_id = await run_enqueue_script(
-            ENQUEUE_PIPELINE, script_keys, args, f"{name}: enqueue", "The run was not started."
+        dedup = None if idempotency_key is None else f"pipeline:{name}:{idempotency_key}"
+        queued = await Broker().enqueue_pipeline(
+            run,
+            first,
+            dedup=dedup,
+            what=f"{name}: enqueue",
+            consequence="The run was not started.",
         )
         return Task(
-            agent_id=UUID(run_id.decode()),
+            agent_id=queued.agent_id,
             task_name=name,
             queue_name=self.pool.queue_name,
             priority=priority,
-            event_id=event_id.decode(),
+            event_id=queued.event_id,
         )
 
     def _define(self, cls: type[PipelineBase], name: str) -> None:
@@ -316,9 +301,7 @@ class Pipeline:
             message=f"Step {step.index + 1}/{count}: {step.description}",
             percentage=step.index * 100 // count,
         )
-        await get_batcher().execute(
-            "XADD", Keys(CONF.key_prefix).events, "*", events.EVENT_FIELD, events.encode(started)
-        )
+        await Broker().append(started)
         arguments = step.arguments(context.input)
         instance = self._cls()
         instance.run_id, instance.agent_id = context.run_id, agent_id

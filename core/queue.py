@@ -2,26 +2,22 @@
 
 from __future__ import annotations
 
-import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid4
 
 import msgspec
-import redis
 from pydantic import BaseModel
 from pydantic_core import PydanticSerializationError
 
-from . import events, tasks
-from .batcher import get_batcher
+from . import tasks
+from .broker import Broker
 from .config import CONF
-from .connection import REDIS_ERRORS, Reconnect, check_eviction_policy, get_redis
+from .connection import REDIS_ERRORS
 from .credentials import redact_url
-from .errors import ContextError, RedisOutOfMemoryError, RedisUnavailableError
+from .errors import ContextError, RedisUnavailableError
 from .events import Priority, TaskCancelRequested, TaskQueued
 from .limits import check_name, check_queue_name
-from .scripts import CANCEL, ENQUEUE, ENQUEUE_LATER, Script
-from .streams import AGENT_TTL, Keys, delayed_member
 from .tasks import Task
 
 
@@ -67,9 +63,6 @@ def serialise_context(task_name: str, context: BaseModel) -> bytes:
             "data elsewhere and pass a reference to it."
         )
     return data
-
-
-_outage = Reconnect("enqueue")
 
 
 async def enqueue(
@@ -142,67 +135,17 @@ async def queue_event(
     consequence: str,
 ) -> Task:
     """Append `event` to the log and its task to its queue (to the delayed set until `due`),
-    in one script, at most once per agent id (and per `idempotency_key` when given)."""
+    at most once per agent id (and per `idempotency_key` when given)."""
     assert event.queue is not None
-    keys = Keys(CONF.key_prefix)
-    # The agent marker (which lets activity writes tell known agent ids) doubles as the guard
-    # that makes retries of this call safe; an idempotency key guards longer.
-    marker = keys.agent(event.agent_id)
-    if idempotency_key is not None:
-        dedup, window = keys.dedup(f"key:{idempotency_key}"), CONF.idempotency_window
-    else:
-        dedup, window = marker, AGENT_TTL
-    data = events.encode(event)
-    common = [data, window, str(event.agent_id), AGENT_TTL]
-    if due is None:
-        script = ENQUEUE
-        script_keys = [keys.events, keys.queue(event.queue, event.priority), dedup, marker]
-        args: list[Any] = common
-    else:
-        due_ms = int(due.timestamp() * 1000)
-        script = ENQUEUE_LATER
-        script_keys = [keys.events, keys.delayed(event.queue), dedup, marker]
-        member = delayed_member(event.priority, data)
-        args = [*common, due_ms, member, keys.schedule_channel(event.queue)]
-    event_id, agent_id = await run_enqueue_script(script, script_keys, args, what, consequence)
+    dedup = None if idempotency_key is None else f"key:{idempotency_key}"
+    queued = await Broker().enqueue(event, due=due, dedup=dedup, what=what, consequence=consequence)
     return Task(
-        agent_id=UUID(agent_id.decode()),
+        agent_id=queued.agent_id,
         task_name=event.task_name,
         queue_name=event.queue,
         priority=event.priority,
-        event_id=event_id.decode(),
+        event_id=queued.event_id,
     )
-
-
-async def run_enqueue_script(
-    script: Script, keys: list[Any], args: list[Any], what: str, consequence: str
-) -> Any:
-    """Run an enqueue script, retrying while Redis is unreachable for up to
-    `AGENTEXEC_ENQUEUE_TIMEOUT` seconds (safe: enqueue scripts are deduplicated), then raise
-    `RedisUnavailableError` naming `what` and its `consequence`."""
-    deadline = time.monotonic() + CONF.enqueue_timeout
-    while True:
-        try:
-            await check_eviction_policy(get_redis(), what)
-            reply = await get_batcher().run_script(script, keys, args)
-            _outage.succeeded()
-            return reply
-        except REDIS_ERRORS as e:
-            if time.monotonic() >= deadline and isinstance(e, redis.exceptions.OutOfMemoryError):
-                # Refused as a whole: the script's first write failed, nothing was stored.
-                raise RedisOutOfMemoryError(
-                    f"{what}: Redis is out of memory (maxmemory reached, so it refuses writes) "
-                    f"and stayed so for {CONF.enqueue_timeout}s (AGENTEXEC_ENQUEUE_TIMEOUT): "
-                    f"{e}. {consequence} Free memory in Redis (let the projector and workers "
-                    "catch up, lower AGENTEXEC_RESULT_TTL) or raise maxmemory: "
-                    "redis-cli CONFIG SET maxmemory <bytes>."
-                ) from e
-            if time.monotonic() >= deadline:
-                raise RedisUnavailableError(
-                    f"{what}: Redis at {redact_url(CONF.redis_url)} was unreachable for "
-                    f"{CONF.enqueue_timeout}s (AGENTEXEC_ENQUEUE_TIMEOUT): {e}. {consequence}"
-                ) from e
-            await _outage.failed(e)
 
 
 def _due(task_name: str, delay: float | timedelta | datetime | None) -> datetime | None:
@@ -233,16 +176,10 @@ async def cancel(agent_id: UUID | str) -> bool:
         aid = agent_id if isinstance(agent_id, UUID) else UUID(str(agent_id))
     except ValueError:
         raise ValueError(f"cancel({agent_id!r}): not a UUID; pass the task's agent_id.") from None
-    keys = Keys(CONF.key_prefix)
     requested = TaskCancelRequested(agent_id=aid, task_name="", message="Cancel requested.")
     try:
-        reply = await get_batcher().run_script(
-            CANCEL,
-            [keys.result(aid), keys.cancel_marker(aid), keys.events],
-            [CONF.idempotency_window, events.encode(requested), keys.cancel_channel, str(aid)],
-        )
+        return await Broker().cancel(requested)
     except REDIS_ERRORS as e:
         raise RedisUnavailableError(
             f"cancel({aid}): Redis at {redact_url(CONF.redis_url)} is unreachable: {e}"
         ) from e
-    return reply is not None

@@ -19,13 +19,12 @@ from __future__ import annotations
 
 import uuid
 from typing import Any
-from uuid import UUID
 
 import msgspec
 import redis
 from pydantic import BaseModel
 
-from . import events
+from .broker import Broker, Count
 from .config import CONF
 from .connection import get_sync_redis
 from .credentials import redact_url
@@ -40,7 +39,6 @@ from .events import (
 )
 from .limits import check_name
 from .queue import _resolve_queue, serialise_context
-from .scripts import TRACK
 from .streams import AGENT_TTL, Keys
 from .tasks import Task, running_task
 
@@ -84,7 +82,7 @@ class Tracker:
     def incr(self, key: str | None = None) -> int:
         """Expect one more task; returns how many are pending. With `key`, a second `incr`
         with the same key counts nothing (e.g. when the producing task may be retried)."""
-        return self._run("incr", key, TrackerIncremented, message="One more task expected.")[0]
+        return self._run("incr", key, TrackerIncremented, "One more task expected.").pending
 
     def decr(self, key: str | None = None) -> int:
         """One task is done; returns how many are still pending.
@@ -97,7 +95,7 @@ class Tracker:
         if key is None:
             running = running_task()
             key = str(running.agent_id) if running is not None else None
-        return self._run("decr", key, TrackerDecremented, message="A task finished.")[0]
+        return self._run("decr", key, TrackerDecremented, "A task finished.").pending
 
     def on_complete(
         self,
@@ -122,17 +120,10 @@ class Tracker:
             message=CONF.activity_message_create,
             metadata=metadata,
         )
-        keys = Keys(CONF.key_prefix)
-        fan_in = [
-            events.encode(queued),
-            keys.queue(queue, priority),
-            keys.agent(queued.agent_id),
-            str(queued.agent_id),
-            AGENT_TTL,
-        ]
-        reply = self._run("fan_in", None, TrackerCompleted, "", fan_in)
+        count = self._run("fan_in", None, TrackerCompleted, "", queued)
+        assert count.fan_in_id is not None
         return Task(
-            agent_id=UUID(reply[3]), task_name=task_name, queue_name=queue, priority=priority
+            agent_id=count.fan_in_id, task_name=task_name, queue_name=queue, priority=priority
         )
 
     @property
@@ -167,9 +158,8 @@ class Tracker:
         key: str | None,
         kind: type[TrackerEvent],
         message: str,
-        fan_in: list[Any] | None = None,
-    ) -> tuple[int, int, bool, str]:
-        keys = Keys(CONF.key_prefix)
+        fan_in: TaskQueued | None = None,
+    ) -> Count:
         running = running_task()
         child = running.agent_id if running is not None else None
         event = kind(
@@ -189,29 +179,19 @@ class Tracker:
             message="Every task finished.",
         )
         done_ttl = self.ttl or CONF.result_ttl
-        args = [
-            op,
-            key or "",
-            events.encode(event),
-            events.encode(completed),
-            max(AGENT_TTL, done_ttl),
-            done_ttl,
-            *(fan_in or ["", "", "", "", ""]),
-        ]
-        client = get_sync_redis()
         try:
-            reply: Any = client.register_script(TRACK.source)(
-                keys=[
-                    keys.tracker(self.name, self.batch_id),
-                    keys.tracker_counted(self.name, self.batch_id),
-                    keys.events,
-                ],
-                args=args,
+            return Broker().track(
+                self.name,
+                self.batch_id,
+                op,
+                key,
+                event,
+                completed,
+                (max(AGENT_TTL, done_ttl), done_ttl),
+                fan_in,
             )
         except (redis.ConnectionError, redis.TimeoutError) as e:
             raise self._unavailable(op, e) from e
-        fan_in_id = reply[3].decode() if len(reply) > 3 and reply[3] else ""
-        return int(reply[0]), int(reply[1]), bool(reply[2]), fan_in_id
 
     def _unavailable(self, what: str, error: Exception) -> RedisUnavailableError:
         return RedisUnavailableError(

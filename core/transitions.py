@@ -12,14 +12,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 from uuid import UUID
 
-from . import events
-from .config import CONF
 from .events import Event, TaskQueued
-from .results import Outcome, encode_outcome
-from .streams import AGENT_TTL, Keys
+from .results import Outcome
 
 
 @dataclass(frozen=True)
@@ -58,39 +54,3 @@ Write = Append | Queue | Store | IfCanceled
 Transition = Callable[[TaskQueued, Outcome], Sequence[Write]]
 """`(queued event, outcome) -> writes`; must be importable by reference (it is pickled to
 worker processes with its task definition)."""
-
-
-def script_args(writes: Sequence[Write], keys: Keys, script_keys: list[Any]) -> list[Any]:
-    """Encode `writes` as ARGV for the scripts' `apply` function (see `agentexec.scripts`),
-    adding the keys they touch to `script_keys` (each op names its key by 1-based index into
-    KEYS)."""
-
-    def key(name: str) -> int:
-        if name not in script_keys:
-            script_keys.append(name)
-        return script_keys.index(name) + 1
-
-    def encode(writes: Sequence[Write]) -> list[Any]:
-        args: list[Any] = []
-        for write in writes:
-            if isinstance(write, Append):
-                args += ["x", key(keys.events), events.encode(write.event)]
-            elif isinstance(write, Queue):
-                queued = write.event
-                if queued.queue is None:
-                    raise ValueError(f"cannot queue {queued.task_name!r}: its event has no queue")
-                data = events.encode(queued)
-                args += ["x", key(keys.events), data]
-                args += ["x", key(keys.queue(queued.queue, queued.priority)), data]
-                args += ["s", key(keys.agent(queued.agent_id)), "1", AGENT_TTL]
-            elif isinstance(write, Store):
-                data = encode_outcome(write.outcome)
-                args += ["s", key(keys.result(write.agent_id)), data, CONF.result_ttl]
-                args += ["p", keys.result_channel(write.agent_id), data]
-            else:
-                marker = key(keys.cancel_marker(write.agent_id))
-                then, otherwise = encode(write.then), encode(write.otherwise)
-                args += ["?", marker, len(then), len(otherwise), *then, *otherwise]
-        return args
-
-    return encode(writes)

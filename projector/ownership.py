@@ -15,34 +15,14 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from agentexec.scripts import PROJECTOR_READ, PROJECTOR_RELEASE, PROJECTOR_RENEW
+
 __all__ = ["CONSUMER", "Lease"]
 
 logger = logging.getLogger(__name__)
 
 CONSUMER = "projector"
 """Every projector reads as this one consumer, so pending entries outlive their reader."""
-
-_RENEW = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
-end
-return 0
-"""
-
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0
-"""
-
-_READ = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then
-  return {0}
-end
-return {1, redis.call('XREADGROUP', 'GROUP', ARGV[2], ARGV[3], 'COUNT', ARGV[4],
-                      'STREAMS', KEYS[2], ARGV[5])}
-"""
 
 Entries = list[tuple[str, dict[bytes, bytes] | None]]
 """(stream id, fields); fields are None for an entry deleted while pending."""
@@ -56,9 +36,9 @@ class Lease:
         self.key = key
         self.owner = owner
         self.ms = max(1, int(seconds * 1000))
-        self._renew = client.register_script(_RENEW)
-        self._release = client.register_script(_RELEASE)
-        self._read = client.register_script(_READ)
+        self._renew = client.register_script(PROJECTOR_RENEW.source)
+        self._release = client.register_script(PROJECTOR_RELEASE.source)
+        self._read = client.register_script(PROJECTOR_READ.source)
 
     async def acquire(self) -> bool:
         """Take the lease if it is free (or already ours); True when we hold it."""

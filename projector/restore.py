@@ -33,11 +33,9 @@ from uuid import UUID
 import msgspec
 from sqlalchemy import Engine, Table, select
 
-from agentexec import events
 from agentexec.activity.models import Activity, ArchivedEvent
-from agentexec.batcher import get_batcher
+from agentexec.broker import Broker
 from agentexec.config import CONF
-from agentexec.connection import get_redis
 from agentexec.eventlog import Recorded
 from agentexec.events import (
     TERMINAL,
@@ -51,10 +49,8 @@ from agentexec.events import (
     TaskRetried,
     TaskStarted,
 )
-from agentexec.queue import queue_event
 from agentexec.results import Outcome, outcome_encoder
-from agentexec.scripts import REQUEUE_HELD
-from agentexec.streams import Keys, delayed_member
+from agentexec.streams import Keys
 
 from .checkpoints import parse_id
 
@@ -131,40 +127,30 @@ async def restore(engine: Engine, keys: Keys, owner: str, lost_at: str) -> Resto
     `lost_at` (the checkpoint when the loss was noticed) names this restore: doing it again
     queues nothing twice."""
     found = await asyncio.to_thread(restorable, engine, lost_at)
+    broker = Broker(keys)
     await asyncio.gather(
         *(
-            queue_event(
+            broker.enqueue(
                 event,
-                due,
-                f"restore:{lost_at}:{event.agent_id}",
-                f"projector {owner}: queuing {event.task_name!r} (agent {event.agent_id}) again",
-                "It stays QUEUED until the next projector restores it.",
+                due=due,
+                dedup=f"key:restore:{lost_at}:{event.agent_id}",
+                what=f"projector {owner}: queuing {event.task_name!r} (agent {event.agent_id}) "
+                "again",
+                consequence="It stays QUEUED until the next projector restores it.",
             )
             for event, due in found.queued
         )
     )
     due_ms = int((time.time() + CONF.lease_seconds) * 1000)
     await asyncio.gather(
-        *(_requeue_running(keys, event, lost_at, due_ms) for event in found.running)
+        *(
+            broker.requeue_held(event, f"key:restore:{lost_at}:{event.agent_id}", due_ms)
+            for event in found.running
+        )
     )
-    for start in range(0, len(found.results), 1000):
-        async with get_redis().pipeline(transaction=False) as pipe:
-            for agent_id, outcome, ttl in found.results[start : start + 1000]:
-                pipe.set(keys.result(agent_id), outcome, ex=ttl, nx=True)
-                # Waiters subscribed before the result was back: wake them as a finish does.
-                pipe.publish(keys.result_channel(agent_id), outcome)
-            await pipe.execute()
+    # Waiters subscribed before the result was back are woken as a finish does.
+    await broker.restore_results(found.results)
     return found
-
-
-async def _requeue_running(keys: Keys, event: TaskQueued, lost_at: str, due_ms: int) -> None:
-    assert event.queue is not None
-    member = delayed_member(event.priority, events.encode(event))
-    await get_batcher().run_script(
-        REQUEUE_HELD,
-        [keys.dedup(f"key:restore:{lost_at}:{event.agent_id}"), keys.delayed(event.queue)],
-        [CONF.idempotency_window, due_ms, member],
-    )
 
 
 _ENTRY_EVENTS = (TaskQueued, TaskRetried, TaskStarted)

@@ -10,13 +10,12 @@ from uuid import uuid4
 import msgspec
 
 from agentexec import events
-from agentexec.batcher import get_batcher
+from agentexec.broker import Broker
 from agentexec.config import CONF
 from agentexec.connection import get_redis
 from agentexec.errors import AgentexecError, EventDecodeError
 from agentexec.events import TaskQueued
-from agentexec.scripts import ENQUEUE
-from agentexec.streams import AGENT_TTL, Keys
+from agentexec.streams import Keys
 
 logger = logging.getLogger(__name__)
 
@@ -90,17 +89,11 @@ async def redrive(dead_letter_id: str) -> TaskQueued:
             "be re-driven; inspect it with `redis-cli XRANGE` and delete it."
         )
     old = letter.event
-    queue = old.queue or ""
     metadata: dict[str, Any] = {**(old.metadata or {}), "redriven_from": str(old.agent_id)}
     new = msgspec.structs.replace(
         old, agent_id=uuid4(), attempt=1, ts=events.utcnow(), metadata=metadata
     )
-    marker = keys.agent(new.agent_id)
-    await get_batcher().run_script(
-        ENQUEUE,
-        [keys.events, keys.queue(queue, old.priority), marker, marker],
-        [events.encode(new), AGENT_TTL, str(new.agent_id), AGENT_TTL],
-    )
+    await Broker(keys).enqueue(new)
     await get_redis().xdel(keys.dead_letters, dead_letter_id)
     logger.info("re-drove dead letter %s as agent %s", dead_letter_id, new.agent_id)
     return new

@@ -13,13 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
 
-from agentexec.batcher import get_batcher
+from agentexec.broker import Broker
 from agentexec.config import CONF
 from agentexec.connection import REDIS_ERRORS
-from agentexec.scripts import REMOVE_IDLE_CONSUMERS
-from agentexec.streams import WORKERS_GROUP, Keys
 
 from .deadletters import trim_dead_letters
 
@@ -34,13 +31,7 @@ HOUSEKEEPING_INTERVAL = 600.0
 async def remove_idle_consumers(queue_name: str, idle_seconds: float) -> list[str]:
     """Remove the consumers of `queue_name`'s groups idle for `idle_seconds` with no pending
     entry; returns their names."""
-    keys = Keys(CONF.key_prefix)
-    reply: Any = await get_batcher().run_script(
-        REMOVE_IDLE_CONSUMERS,
-        keys.queues(queue_name),
-        [WORKERS_GROUP, int(idle_seconds * 1000)],
-    )
-    names = [_text(name) for name in reply[1::2]]
+    names = await Broker().remove_idle_consumers(queue_name, int(idle_seconds * 1000))
     if names:
         logger.info(
             "housekeeping: removed %d idle consumer(s) of queue %r: %s",
@@ -64,7 +55,3 @@ async def keep_house(queue_name: str, every: float = HOUSEKEEPING_INTERVAL) -> N
             # A background task's boundary: the pool goes on without this pass.
             logger.exception("housekeeping: pass failed")
         await asyncio.sleep(every)
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)

@@ -16,10 +16,9 @@ import time
 
 import redis
 
-from agentexec.batcher import get_batcher
+from agentexec.broker import Broker
 from agentexec.config import CONF
 from agentexec.connection import REDIS_ERRORS, Reconnect
-from agentexec.scripts import PROMOTE
 from agentexec.streams import Keys
 
 logger = logging.getLogger(__name__)
@@ -36,7 +35,8 @@ class Promoter:
     """Moves due delayed tasks of one queue back to their streams."""
 
     def __init__(self, keys: Keys, queue_name: str) -> None:
-        self.keys = [keys.delayed(queue_name), *keys.queues(queue_name)]
+        self.broker = Broker(keys)
+        self.queue_name = queue_name
         self.woken = asyncio.Event()
         self._reconnect = Reconnect(f"promoter of {queue_name!r}")
 
@@ -48,10 +48,10 @@ class Promoter:
         while True:
             wait = CONF.lease_seconds
             try:
-                nxt = await get_batcher().run_script(PROMOTE, self.keys, [_now_ms(), 100])
+                nxt = await self.broker.promote(self.queue_name, _now_ms(), 100)
                 self._reconnect.succeeded()
                 if nxt is not None:
-                    wait = min(wait, max(0.0, (float(nxt) - _now_ms()) / 1000))
+                    wait = min(wait, max(0.0, (nxt - _now_ms()) / 1000))
             except REDIS_ERRORS as e:
                 await self._reconnect.failed(e)
                 continue

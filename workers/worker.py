@@ -16,10 +16,8 @@ import logging
 import signal
 import time
 from collections import deque
-from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
-from uuid import UUID
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
 import pydantic
@@ -27,53 +25,36 @@ import pydantic_core
 import redis
 
 from agentexec import events
-from agentexec.batcher import get_batcher
+from agentexec.broker import Broker
 from agentexec.config import CONF
-from agentexec.connection import REDIS_ERRORS, Reconnect, close_redis, get_redis, supervise
+from agentexec.connection import REDIS_ERRORS, Reconnect, close_redis
+from agentexec.consumer import Entry, Start
 from agentexec.errors import EventDecodeError
 from agentexec.events import (
-    Ending,
-    TaskCanceled,
-    TaskCompleted,
-    TaskFailed,
     TaskQueued,
-    TaskRetried,
     TaskStarted,
 )
-from agentexec.limits import describe_exception, describe_traceback, recordable
-from agentexec.outbox import flush_events
-from agentexec.results import Outcome, encode_outcome
-from agentexec.scripts import (
-    DEAD_LETTER,
-    DEFER,
-    FINISH,
-    READ,
-    RENEW,
-    RETRY,
-    START,
-    TRANSITION,
-    Script,
-)
-from agentexec.streams import WORKERS_GROUP, Keys, delayed_member, ensure_group, is_missing_group
+from agentexec.limits import describe_exception, describe_traceback
+from agentexec.streams import Keys, is_missing_group
 from agentexec.tasks import (
     RunningTask,
     TaskDefinition,
-    TaskLease,
     reset_running,
     set_running,
 )
-from agentexec.transitions import Write, script_args
 
+from .cancellation import Cancellation
+from .endings import Endings
+from .leases import Leases
 from .notices import NoticeListener
-from .retries import Promoter, backoff_delay
+from .retries import Promoter
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
 
 logger = logging.getLogger(__name__)
 
-Entry = tuple[str, bytes, dict[Any, Any]]
-"""(stream, entry id, fields)"""
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -92,7 +73,9 @@ class Worker:
     def __init__(self, spec: WorkerSpec) -> None:
         self.spec = spec
         self.keys = Keys(CONF.key_prefix)
-        self.streams = self.keys.queues(spec.queue_name)
+        self.broker = Broker(self.keys)
+        self.consumer = self.broker.consumer(spec.queue_name, spec.consumer)
+        self.streams = self.consumer.streams
         self.definitions = {d.name: d for d in spec.definitions}
         self.stopping = asyncio.Event()
         self.serving = asyncio.Event()
@@ -103,28 +86,19 @@ class Worker:
         so that the next entry is read while the outcome is being recorded."""
         self._slot_freed = asyncio.Event()
         self._backlog: deque[Entry] = deque()
-        self._deliveries: dict[bytes, int] = {}
-        """Delivery counts of entries taken over or resumed (new ones are delivered once)."""
-        self._agents: dict[UUID, asyncio.Task[None]] = {}
-        self._parents: dict[UUID, UUID] = {}
-        """Parent (a pipeline run) of each running task that has one: canceling it cancels them."""
-        self._cancel_requested: set[UUID] = set()
-        self._agent_of: dict[bytes, str] = {}
-        """Agent id of each held entry, for lease renewal."""
-        self._in_hand: dict[UUID, bytes] = {}
-        """Entry of each task this process is starting, running or ending: a copy of it (queued
-        again after Redis lost its data) must not start here meanwhile, which START cannot
-        tell, since the task's held key names this worker's consumer."""
-        self._agent_in_hand: dict[bytes, UUID] = {}
-        """The same, by entry: which mark an ended entry releases."""
-        self._ending: set[bytes] = set()
-        """Entries whose end script (finish, retry, dead letter, defer) is under way."""
-        self._ended: set[bytes] = set()
-        """Entries whose end script ran: gone from the stream, no lease left to renew."""
+        self.cancellation = Cancellation(self.broker, spec.consumer)
+        self.leases = Leases(
+            self.consumer,
+            self._running,
+            self._backlog,
+            spec.concurrency,
+            self.cancellation.check_markers,
+        )
         self._promoter = Promoter(self.keys, spec.queue_name)
         self._reconnect = Reconnect(f"worker {spec.consumer}")
-        self._claim_after = 0.0
-        """No expired lease is claimed before this (monotonic): see `_renew`."""
+        self.endings = Endings(
+            self.consumer, self.leases, self.definitions, self._promoter, self._reconnect
+        )
 
     async def run(self) -> None:
         """Run until `stopping` is set, then drain within the graceful-shutdown timeout."""
@@ -136,10 +110,10 @@ class Worker:
             self.spec.concurrency,
         )
         notices = NoticeListener(
-            self.keys, self.spec.queue_name, self._on_cancel, self._promoter.schedule
+            self.keys, self.spec.queue_name, self.cancellation.cancel, self._promoter.schedule
         )
         helpers = [
-            asyncio.create_task(self._renew_leases()),
+            asyncio.create_task(self.leases.run()),
             asyncio.create_task(self._promoter.run()),
             asyncio.create_task(notices.run()),
         ]
@@ -157,13 +131,12 @@ class Worker:
             for helper in helpers:
                 helper.cancel()
             await asyncio.gather(*helpers, return_exceptions=True)
-            await self._release_unfinished()
+            await self.leases.release()
             logger.info("worker %s: stopped", self.spec.consumer)
 
     async def _consume(self) -> None:
-        client = get_redis()
         await self._ensure_groups()
-        await self._resume_own_pending(client)
+        await self._resume_own_pending()
         self.serving.set()
         while not self.stopping.is_set():
             free = self.spec.concurrency - len(self._busy)
@@ -178,7 +151,7 @@ class Worker:
                 continue
             if not self._backlog:
                 try:
-                    self._backlog.extend(await self._read_new(client, free))
+                    self._backlog.extend(await self._read_new(free))
                     self._reconnect.succeeded()
                 except redis.ResponseError as e:
                     if isinstance(e, REDIS_ERRORS) or not is_missing_group(e):
@@ -199,7 +172,6 @@ class Worker:
 
     def _done(self, task: asyncio.Task[None]) -> None:
         entry = self._running.pop(task)
-        self._ended.discard(entry[1])
         if not task.cancelled() and task.exception() is not None:
             # Its entry stays pending: another worker takes it over after the lease.
             logger.error(
@@ -209,34 +181,17 @@ class Worker:
                 entry[1],
                 exc_info=task.exception(),
             )
-        self._ending.discard(entry[1])
         self._free_slot(entry[1])
-        self._release_hand(entry[1])
-
-    def _release_hand(self, entry_id: bytes) -> None:
-        agent_id = self._agent_in_hand.pop(entry_id, None)
-        if agent_id is not None and self._in_hand.get(agent_id) == entry_id:
-            del self._in_hand[agent_id]
+        self.leases.done(entry[1])
 
     def _free_slot(self, entry_id: bytes) -> None:
         if entry_id in self._busy:
             self._busy.discard(entry_id)
             self._slot_freed.set()
 
-    async def _resume_own_pending(self, client: Any) -> None:
+    async def _resume_own_pending(self) -> None:
         """Queue the entries a previous process with our consumer name held when it died."""
-        for stream in self.streams:
-            cursor = "0"
-            while True:
-                reply = await client.xreadgroup(
-                    WORKERS_GROUP, self.spec.consumer, {stream: cursor}, count=100
-                )
-                items = reply[0][1] if reply else []
-                if not items:
-                    break
-                cursor = items[-1][0]
-                self._backlog.extend((stream, i, f) for i, f in items if f)
-                await self._count_deliveries(client, stream, [i for i, _ in items])
+        self.leases.take(await self.consumer.own_pending())
         if self._backlog:
             logger.info(
                 "worker %s: resuming %d task(s) held by its predecessor",
@@ -245,28 +200,15 @@ class Worker:
             )
 
     async def _ensure_groups(self) -> None:
-        for stream in self.streams:
-            await ensure_group(get_redis(), stream, WORKERS_GROUP)
+        await self.consumer.ensure_groups()
 
-    async def _read_new(self, client: Any, count: int) -> list[Entry]:
-        # Highest priority first, without blocking: one round trip for every priority.
-        reply = await get_batcher().run_script(
-            READ, self.streams, [WORKERS_GROUP, self.spec.consumer, count]
-        )
-        entries = _entries(reply)
+    async def _read_new(self, count: int) -> list[Entry]:
+        entries = await self.consumer.read(count)
         if entries:
             return entries
         # Nothing queued: block on every priority at once until something arrives. Stopping
         # cancels this read; entries it delivered then are released by `_release_unfinished`.
-        read = asyncio.create_task(
-            client.xreadgroup(
-                WORKERS_GROUP,
-                self.spec.consumer,
-                dict.fromkeys(self.streams, ">"),
-                count=count,
-                block=CONF.block_ms,
-            )
-        )
+        read = asyncio.create_task(self.consumer.wait(count, CONF.block_ms))
         stop = asyncio.create_task(self.stopping.wait())
         done, _ = await asyncio.wait({read, stop}, return_when=asyncio.FIRST_COMPLETED)
         stop.cancel()
@@ -275,38 +217,34 @@ class Worker:
             with contextlib.suppress(asyncio.CancelledError, *REDIS_ERRORS):
                 await read
             return []
-        entries = _entries(read.result())
-        # Several streams may answer at once: run the higher priorities first.
-        entries.sort(key=lambda e: self.streams.index(e[0]))
-        return entries
+        return read.result()
 
     async def _execute(self, entry: Entry) -> None:
         _, entry_id, fields = entry
-        deliveries = self._deliveries.pop(entry_id, 1)
+        deliveries = self.leases.held(entry_id).deliveries
         try:
             event = events.decode_entry(fields)
             if not isinstance(event, TaskQueued):
                 raise EventDecodeError(f"expected a task.queued event, got {type(event).__name__}")
         except EventDecodeError as e:
-            await self._dead_letter(entry, str(e))
+            await self.endings.dead_letter(entry, str(e))
             return
         if deliveries > CONF.max_deliveries:
-            await self._dead_letter(
+            await self.endings.dead_letter(
                 entry,
                 f"delivered {deliveries} times, more than AGENTEXEC_MAX_DELIVERIES="
                 f"{CONF.max_deliveries}: its handler may be killing the worker process",
             )
             return
-        if self._in_hand.setdefault(event.agent_id, entry_id) != entry_id:
-            self._still_running(event, "this worker")
-            await self._defer(entry, event)
+        if not self.leases.take_hand(event.agent_id, entry_id):
+            self.endings.still_running(event, "this worker")
+            await self.endings.defer(entry, event)
             return
-        self._agent_in_hand[entry_id] = event.agent_id
         # A redelivery (its worker died) is a further attempt.
         event = msgspec.structs.replace(event, attempt=event.attempt + deliveries - 1)
         definition = self.definitions.get(event.task_name)
         if definition is None:
-            await self._fail(
+            await self.endings.fail(
                 entry,
                 event,
                 f"no handler for task {event.task_name!r} on queue {self.spec.queue_name!r} "
@@ -317,7 +255,7 @@ class Worker:
         try:
             context = definition.context_type.model_validate_json(bytes(event.context))
         except pydantic.ValidationError as e:
-            await self._fail(
+            await self.endings.fail(
                 entry,
                 event,
                 f"context does not validate as {definition.context_type.__name__}: {e}",
@@ -330,8 +268,11 @@ class Worker:
             message=CONF.activity_message_started,
             worker=self.spec.consumer,
         )
-        started_id = await self._start(entry, started_event, event.parent_id)
-        if started_id == 0:
+        start = await self.endings.persist(
+            lambda since: self.consumer.start(entry, started_event, event.parent_id, since),
+            appends=True,
+        )
+        if start is Start.TAKEN_OVER:
             logger.warning(
                 "worker %s: task %s (agent %s) was taken over before it started here",
                 self.spec.consumer,
@@ -339,7 +280,7 @@ class Worker:
                 event.agent_id,
             )
             return
-        if started_id == -1:
+        if start is Start.ENDED:
             logger.info(
                 "worker %s: task %s (agent %s) already ended; dropped its copy queued again",
                 self.spec.consumer,
@@ -347,21 +288,23 @@ class Worker:
                 event.agent_id,
             )
             return
-        if started_id == -2:
-            self._still_running(event, "another worker")
-            await self._defer(entry, event)
+        if start is Start.RUNNING_ELSEWHERE:
+            self.endings.still_running(event, "another worker")
+            await self.endings.defer(entry, event)
             return
-        if started_id is None:
-            await self._end_canceled(entry, event)
+        if start is Start.CANCELED:
+            await self.endings.end_canceled(entry, event)
             return
         started = time.perf_counter()
         timeout = event.timeout or definition.timeout
-        lease = TaskLease(entry[0], entry_id, WORKERS_GROUP, self.spec.consumer)
+        lease = self.consumer.lease(entry)
         running = RunningTask(event.agent_id, event.task_name, event.attempt, lease)
         token = set_running(running)
-        self._agents[event.agent_id] = asyncio.current_task()  # type: ignore[assignment]
-        if event.parent_id is not None:
-            self._parents[event.agent_id] = event.parent_id
+        self.cancellation.running(
+            event.agent_id,
+            event.parent_id,
+            asyncio.current_task(),  # type: ignore[arg-type]
+        )
         deadline = asyncio.timeout(timeout)
         try:
             async with deadline:
@@ -371,13 +314,15 @@ class Worker:
                     value = await asyncio.to_thread(definition.handler, event.agent_id, context)
             result = pydantic_core.to_json(value)
         except asyncio.CancelledError:
-            if event.agent_id not in self._cancel_requested:
+            if not self.cancellation.requested(event.agent_id):
                 raise  # shutdown or a lost lease: the entry stays for another worker
             asyncio.current_task().uncancel()  # type: ignore[union-attr]
-            await self._end_canceled(entry, event)
+            await self.endings.end_canceled(entry, event)
             return
         except pydantic_core.PydanticSerializationError as e:
-            await self._fail(entry, event, f"the handler's return value cannot be stored: {e}")
+            await self.endings.fail(
+                entry, event, f"the handler's return value cannot be stored: {e}"
+            )
             return
         except Exception as e:
             if running.reported_error:
@@ -387,7 +332,7 @@ class Worker:
                     event.agent_id,
                     describe_traceback(e),
                 )
-                await self._fail(entry, event, *reversed(running.reported_error[0]))
+                await self.endings.fail(entry, event, *reversed(running.reported_error[0]))
                 return
             if deadline.expired():
                 error = (
@@ -402,403 +347,17 @@ class Worker:
                     describe_traceback(e),
                 )
                 error = describe_exception(e)
-            await self._failed_attempt(entry, event, definition, e, error)
+            await self.endings.failed_attempt(entry, event, definition, e, error)
             return
         finally:
             self._free_slot(entry_id)
             reset_running(token)
-            self._agents.pop(event.agent_id, None)
-            self._parents.pop(event.agent_id, None)
-            self._cancel_requested.discard(event.agent_id)
+            self.cancellation.ended(event.agent_id)
         if running.reported_error:
             # The handler's own ax.activity.error() is its verdict, whatever it returned.
-            await self._fail(entry, event, *reversed(running.reported_error[0]))
+            await self.endings.fail(entry, event, *reversed(running.reported_error[0]))
             return
-        completed = TaskCompleted(
-            agent_id=event.agent_id,
-            task_name=event.task_name,
-            attempt=event.attempt,
-            message=CONF.activity_message_complete,
-            percentage=100,
-            result=msgspec.Raw(result),
-        )
-        await self._finish(
-            entry,
-            event,
-            completed,
-            Outcome(Ending.COMPLETE, event.task_name, result=completed.result),
-        )
-        logger.info(
-            "task %s (agent %s) complete in %.3fs",
-            event.task_name,
-            event.agent_id,
-            time.perf_counter() - started,
-        )
-
-    async def _start(self, entry: Entry, started: TaskStarted, parent_id: UUID | None) -> Any:
-        """Record the start: the event's id, or why not (see the START script)."""
-        aid = started.agent_id
-        keys = [
-            self.keys.events,
-            entry[0],
-            self.keys.result(aid),
-            self.keys.held(aid),
-            self.keys.cancel_marker(aid),
-        ]
-        if parent_id is not None:
-            keys.append(self.keys.cancel_marker(parent_id))
-        args = [events.encode(started), WORKERS_GROUP, entry[1], self.spec.consumer]
-        return await self._run_script(START, keys, args, appends=True)
-
-    async def _run_script(
-        self,
-        script: Script,
-        keys: list[Any],
-        args: list[Any],
-        ending: bytes | None = None,
-        appends: bool = False,
-    ) -> Any:
-        """Run a script of this worker's, retrying while Redis is unreachable. `ending`: the
-        entry the script removes from the stream (lease renewal leaves it alone from now).
-        `appends`: the script appends an event, and takes the time of the first try when it
-        runs again, so that a retry after a lost reply does not append it twice."""
-        if ending is not None:
-            self._ending.add(ending)
-        # Stream ids come from Redis's clock: allow for some skew.
-        first_try = int(time.time() * 1000) - 5000
-        sent = args
-        while True:
-            try:
-                reply = await get_batcher().run_script(script, keys, sent)
-                self._reconnect.succeeded()
-                if ending is not None:
-                    self._ended.add(ending)
-                    self._release_hand(ending)  # a retry's next entry may start here at once
-                return reply
-            except REDIS_ERRORS as e:
-                if appends:
-                    sent = [*args, first_try]
-                await self._reconnect.failed(e)
-
-    def _still_running(self, event: TaskQueued, where: str) -> None:
-        logger.info(
-            "worker %s: task %s (agent %s) still runs in %s; checking again in %.0fs",
-            self.spec.consumer,
-            event.task_name,
-            event.agent_id,
-            where,
-            CONF.lease_seconds,
-        )
-
-    async def _defer(self, entry: Entry, event: TaskQueued) -> None:
-        """Park an entry whose task another worker still runs (START's -2) for a lease."""
-        stream, entry_id, fields = entry
-        member = delayed_member(event.priority, bytes(fields[events.EVENT_FIELD]))
-        due_ms = int((time.time() + CONF.lease_seconds) * 1000)
-        keys = [stream, self.keys.delayed(self.spec.queue_name)]
-        args = [WORKERS_GROUP, entry_id, self.spec.consumer, member, due_ms]
-        await self._run_script(DEFER, keys, args, ending=entry_id)
-        self._promoter.schedule()
-
-    async def _check_cancel_markers(self) -> None:
-        """Catch cancel requests whose notice this worker missed (published during an outage)."""
-        agents = list({*self._agents, *self._parents.values()})
-        if not agents:
-            return
-        markers = await get_redis().mget([self.keys.cancel_marker(a) for a in agents])
-        for agent_id, marker in zip(agents, markers, strict=True):
-            if marker is not None:
-                self._on_cancel(agent_id)
-
-    def _on_cancel(self, agent_id: UUID) -> None:
-        """Stop the task of `agent_id`, and its children (a pipeline run's step), if they
-        run here."""
-        children = [child for child, parent in self._parents.items() if parent == agent_id]
-        for target in (agent_id, *children):
-            task = self._agents.get(target)
-            if task is not None and target not in self._cancel_requested:
-                logger.info("worker %s: canceling task of agent %s", self.spec.consumer, target)
-                self._cancel_requested.add(target)
-                task.cancel()
-
-    async def _end_canceled(self, entry: Entry, event: TaskQueued) -> None:
-        canceled = TaskCanceled(
-            agent_id=event.agent_id,
-            task_name=event.task_name,
-            attempt=event.attempt,
-            message="Task canceled.",
-        )
-        await self._finish(
-            entry, event, canceled, Outcome(Ending.CANCELED, event.task_name, error="canceled")
-        )
-        logger.info("task %s (agent %s) canceled", event.task_name, event.agent_id)
-
-    async def _failed_attempt(
-        self,
-        entry: Entry,
-        event: TaskQueued,
-        definition: TaskDefinition,
-        exc: Exception,
-        error: str,
-    ) -> None:
-        """Retry after a backoff when the policy allows, else fail the task for good."""
-        max_retries = (
-            CONF.max_task_retries if definition.max_retries is None else definition.max_retries
-        )
-        if not isinstance(exc, definition.retry_on) or event.attempt > max_retries:
-            await self._fail(entry, event, error)
-            return
-        stream, entry_id, _ = entry
-        await flush_events(event.agent_id)
-        delay = backoff_delay(event.attempt, CONF.retry_backoff, CONF.retry_backoff_max)
-        retried = TaskRetried(
-            agent_id=event.agent_id,
-            task_name=event.task_name,
-            attempt=event.attempt,
-            error=error,
-            delay=round(delay, 3),
-            message=f"Attempt {event.attempt} failed ({error}); retrying in {delay:.1f}s.",
-        )
-        again = msgspec.structs.replace(event, attempt=event.attempt + 1, ts=events.utcnow())
-        member = delayed_member(event.priority, events.encode(again))
-        keys = [stream, self.keys.delayed(self.spec.queue_name), self.keys.events]
-        due_ms = int((time.time() + delay) * 1000)
-        args = [WORKERS_GROUP, entry_id, self.spec.consumer, member, due_ms, events.encode(retried)]
-        await self._run_script(RETRY, keys, args, ending=entry_id, appends=True)
-        self._promoter.schedule()
-        logger.warning(
-            "task %s (agent %s) attempt %d failed: %s; retrying in %.1fs",
-            event.task_name,
-            event.agent_id,
-            event.attempt,
-            error,
-            delay,
-        )
-
-    async def _fail(
-        self, entry: Entry, event: TaskQueued, error: str, message: str | None = None
-    ) -> None:
-        error = recordable(error)
-        failed = TaskFailed(
-            agent_id=event.agent_id,
-            task_name=event.task_name,
-            attempt=event.attempt,
-            message=message or CONF.activity_message_error.replace("{error}", error),
-            error=error,
-        )
-        await self._finish(
-            entry, event, failed, Outcome(Ending.ERROR, event.task_name, error=error)
-        )
-        logger.warning("task %s (agent %s) failed: %s", event.task_name, event.agent_id, error)
-
-    def _transition(self, queued: TaskQueued, outcome: Outcome) -> Sequence[Write]:
-        """The writes the task's definition commits with its outcome, if it has a hook."""
-        definition = self.definitions.get(queued.task_name)
-        if definition is None or definition.transition is None:
-            return ()
-        try:
-            return definition.transition(queued, outcome)
-        except Exception as e:
-            logger.error(
-                "transition of task %s (agent %s) raised; its outcome is recorded without it\n%s",
-                queued.task_name,
-                queued.agent_id,
-                describe_traceback(e),
-            )
-            return ()
-
-    async def _finish(
-        self,
-        entry: Entry,
-        queued: TaskQueued,
-        event: TaskCompleted | TaskFailed | TaskCanceled,
-        outcome: Outcome,
-    ) -> None:
-        """Append the terminal event, store and publish the outcome, ack, and apply the task's
-        transition, atomically, if this worker still holds the entry; a worker that lost it
-        cannot end the task."""
-        stream, entry_id, _ = entry
-        await flush_events(event.agent_id)  # what the handler wrote comes before its outcome
-        data = encode_outcome(outcome)
-        keys: list[Any] = [self.keys.events, self.keys.result(event.agent_id), stream]
-        args: list[Any] = [
-            events.encode(event),
-            data,
-            CONF.result_ttl,
-            self.keys.result_channel(event.agent_id),
-            WORKERS_GROUP,
-            entry_id,
-            self.spec.consumer,
-        ]
-        args += script_args(self._transition(queued, outcome), self.keys, keys)
-        ended = await self._run_script(FINISH, keys, args, ending=entry_id)
-        if ended is None:
-            logger.warning(
-                "worker %s: task %s (agent %s) was taken over by another worker; "
-                "this worker's outcome is discarded",
-                self.spec.consumer,
-                event.task_name,
-                event.agent_id,
-            )
-
-    async def _append(self, event: events.Event) -> None:
-        while True:
-            try:
-                await get_batcher().execute(
-                    "XADD", self.keys.events, "*", events.EVENT_FIELD, events.encode(event)
-                )
-                self._reconnect.succeeded()
-                return
-            except REDIS_ERRORS as e:
-                await self._reconnect.failed(e)
-
-    async def _dead_letter(self, entry: Entry, reason: str) -> None:
-        """Move an entry that cannot run to the dead-letter stream; when its agent id can be
-        read, the task ends ERROR so that its activity and waiters learn why."""
-        stream, entry_id, fields = entry
-        reason = recordable(reason)
-        logger.error(
-            "worker %s: dead-lettering %s %s: %s", self.spec.consumer, stream, entry_id, reason
-        )
-        ident = _identify(fields)
-        letter: list[Any] = []
-        for name, value in {
-            **fields,
-            b"stream": stream,
-            b"id": entry_id,
-            b"reason": reason,
-        }.items():
-            letter += [name, value]
-        known: list[Any] = ["0", "", "", 0, ""]
-        result_key = self.keys.result("unknown")
-        if ident is not None:
-            error = f"dead-lettered: {reason}"
-            failed = TaskFailed(
-                agent_id=ident[0],
-                task_name=ident[1],
-                message=CONF.activity_message_error.replace("{error}", error),
-                error=error,
-            )
-            data = encode_outcome(Outcome(Ending.ERROR, ident[1], error=error))
-            known = [
-                "1",
-                events.encode(failed),
-                data,
-                CONF.result_ttl,
-                self.keys.result_channel(ident[0]),
-            ]
-            result_key = self.keys.result(ident[0])
-        keys = [stream, self.keys.dead_letters, self.keys.events, result_key]
-        args = [WORKERS_GROUP, entry_id, self.spec.consumer, *known, *letter]
-        done = await self._run_script(DEAD_LETTER, keys, args, ending=entry_id)
-        if not done:
-            logger.warning(
-                "worker %s: %s %s was taken over or had ended; not dead-lettered here",
-                self.spec.consumer,
-                stream,
-                entry_id,
-            )
-            return
-        queued = _queued(fields) if ident is not None else None
-        if queued is not None:
-            # The task's transition (a pipeline run ending ERROR) follows the dead letter that
-            # stood; not in its script, whose arguments end with the entry's variable fields.
-            error = f"dead-lettered: {reason}"
-            writes = self._transition(queued, Outcome(Ending.ERROR, queued.task_name, error=error))
-            if writes:
-                touched: list[Any] = []
-                ops = script_args(writes, self.keys, touched)
-                await get_batcher().run_script(TRANSITION, touched, ops)
-
-    async def _renew_leases(self) -> None:
-        """Reset the idle time of every entry this worker holds, and claim expired ones."""
-        self._claim_after = 0.0
-        await supervise(Reconnect(f"lease renewal of worker {self.spec.consumer}"), self._renew)
-
-    async def _renew(self) -> None:
-        lease_ms = int(CONF.lease_seconds * 1000)
-        await asyncio.sleep(CONF.lease_seconds / 3)
-        held: dict[str, list[tuple[bytes, str]]] = {}
-        known, self._agent_of = self._agent_of, {}
-        # Entries being ended too: an end script retried through an outage (Redis out of
-        # memory refuses it, not the renewal) must not lose its lease meanwhile.
-        for stream, entry_id, fields in [*self._running.values(), *self._backlog]:
-            if entry_id in self._ended:
-                continue
-            agent = known.get(entry_id)
-            if agent is None:
-                ident = _identify(fields)
-                agent = str(ident[0]) if ident else "unknown"
-            self._agent_of[entry_id] = agent
-            held.setdefault(stream, []).append((entry_id, agent))
-        try:
-            client = get_redis()
-            for stream, entries in held.items():
-                keys = [stream, *(self.keys.result(a) for _, a in entries)]
-                keys += [self.keys.held(a) for _, a in entries]
-                lost = await get_batcher().run_script(
-                    RENEW,
-                    keys,
-                    [WORKERS_GROUP, self.spec.consumer, lease_ms, *(i for i, _ in entries)],
-                )
-                # An entry whose end script ran meanwhile is gone: not a loss.
-                lost = set(lost or ()) - self._ending
-                if lost:
-                    self._abandon(stream, lost)
-            await self._check_cancel_markers()
-            # After an outage, leases look expired to Redis although their workers lived
-            # through it: claim only once every live worker has had a lease period to
-            # renew its own.
-            if len(self._backlog) < self.spec.concurrency and time.monotonic() > self._claim_after:
-                for stream in self.streams:
-                    _, claimed, _ = await client.xautoclaim(
-                        stream, WORKERS_GROUP, self.spec.consumer, lease_ms, count=10
-                    )
-                    if claimed:
-                        logger.warning(
-                            "worker %s: took over %d task(s) whose lease expired on %s",
-                            self.spec.consumer,
-                            len(claimed),
-                            stream,
-                        )
-                        self._backlog.extend((stream, i, f) for i, f in claimed if f)
-                        await self._count_deliveries(client, stream, [i for i, _ in claimed])
-        except redis.ResponseError as e:
-            if isinstance(e, REDIS_ERRORS) or not is_missing_group(e):
-                self._claim_after = time.monotonic() + CONF.lease_seconds
-                raise
-        except Exception:
-            self._claim_after = time.monotonic() + CONF.lease_seconds
-            raise
-
-    async def _count_deliveries(self, client: Any, stream: str, ids: list[bytes]) -> None:
-        if not ids:
-            return
-        pending = await client.xpending_range(
-            stream,
-            WORKERS_GROUP,
-            min(ids),
-            max(ids),
-            len(ids) + 100,
-            consumername=self.spec.consumer,
-        )
-        wanted = set(ids)
-        for item in pending:
-            if item["message_id"] in wanted:
-                self._deliveries[item["message_id"]] = int(item["times_delivered"])
-
-    def _abandon(self, stream: str, lost: set[bytes]) -> None:
-        """Stop work on entries another worker took over: their outcome would be rejected."""
-        for task, (entry_stream, entry_id, _) in list(self._running.items()):
-            if entry_stream == stream and entry_id in lost:
-                logger.warning(
-                    "worker %s: lost the lease on %s %s; stopping its handler",
-                    self.spec.consumer,
-                    stream,
-                    entry_id,
-                )
-                task.cancel()
-        self._backlog = deque(e for e in self._backlog if not (e[0] == stream and e[1] in lost))
+        await self.endings.complete(entry, event, result, time.perf_counter() - started)
 
     async def _drain(self) -> None:
         if not self._running:
@@ -814,68 +373,6 @@ class Worker:
             task.cancel()
         if pending:
             await asyncio.wait(pending)
-
-    async def _release_unfinished(self) -> None:
-        """Hand back every entry still held, so that another worker runs it at once."""
-        client = get_redis()
-        released = 0
-        try:
-            for stream in self.streams:
-                pending = await client.xpending_range(
-                    stream, WORKERS_GROUP, "-", "+", 10_000, consumername=self.spec.consumer
-                )
-                for item in pending:
-                    entry_id = item["message_id"]
-                    found = await client.xrange(stream, entry_id, entry_id)
-                    async with client.pipeline(transaction=True) as pipe:
-                        if found:
-                            fields: Any = found[0][1]
-                            pipe.xadd(stream, fields)
-                        pipe.xack(stream, WORKERS_GROUP, entry_id)
-                        pipe.xdel(stream, entry_id)
-                        await pipe.execute()
-                    released += 1
-        except (*REDIS_ERRORS, redis.ResponseError) as e:
-            logger.warning("worker %s: could not release held tasks (%s)", self.spec.consumer, e)
-        if released:
-            logger.info(
-                "worker %s: handed back %d unfinished task(s)", self.spec.consumer, released
-            )
-
-
-def _entries(reply: Any) -> list[Entry]:
-    entries: list[Entry] = []
-    for stream, items in reply or ():
-        name = stream.decode() if isinstance(stream, bytes) else stream
-        # Entries deleted while pending come back with no fields: nothing to run. A script's
-        # reply (READ) has the fields as a flat list.
-        entries.extend(
-            (name, entry_id, fields if isinstance(fields, dict) else _pairs(fields))
-            for entry_id, fields in items
-            if fields
-        )
-    return entries
-
-
-def _pairs(flat: list[bytes]) -> dict[bytes, bytes]:
-    return dict(zip(flat[::2], flat[1::2], strict=True))
-
-
-def _identify(fields: dict[bytes, bytes]) -> tuple[UUID, str] | None:
-    """The agent id and task name of an entry that does not decode as an event, if readable."""
-    try:
-        data = msgspec.json.decode(fields.get(events.EVENT_FIELD, b""))
-        return UUID(str(data["agent_id"])), str(data.get("task_name", ""))
-    except (msgspec.DecodeError, KeyError, TypeError, ValueError, AttributeError):
-        return None
-
-
-def _queued(fields: dict[bytes, bytes]) -> TaskQueued | None:
-    try:
-        event = events.decode_entry(fields)
-    except EventDecodeError:
-        return None
-    return event if isinstance(event, TaskQueued) else None
 
 
 def run_worker(

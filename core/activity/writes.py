@@ -15,6 +15,7 @@ from uuid import UUID, uuid4
 import msgspec
 
 from agentexec import events
+from agentexec.broker import Broker
 from agentexec.config import CONF
 from agentexec.connection import REDIS_ERRORS, get_sync_redis
 from agentexec.credentials import redact_url
@@ -44,16 +45,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 CANCELED_MESSAGE = "Task canceled."
-
-# Append only if the agent id is known (its marker or its stored result exists), and keep
-# the marker alive: one round trip, atomic.
-_APPEND = """
-if ARGV[3] == '1' and redis.call('EXISTS', KEYS[2], KEYS[3]) == 0 then
-  return false
-end
-redis.call('SET', KEYS[2], '1', 'EX', ARGV[2])
-return redis.call('XADD', KEYS[1], '*', 'event', ARGV[1])
-"""
 
 
 def _agent_id(value: UUID | str) -> UUID:
@@ -94,12 +85,8 @@ def append(event: Event, *, check: bool = True) -> str:
             queue_held(keys, event, lease)
             return ""
         return append_held(keys, event, lease)
-    client = get_sync_redis()
     try:
-        entry_id: Any = client.register_script(_APPEND)(
-            keys=[keys.events, keys.agent(event.agent_id), keys.result(event.agent_id)],
-            args=[events.encode(event), AGENT_TTL, "1" if check and not own else "0"],
-        )
+        entry_id = Broker(keys).append_known(event, check=check and not own)
     except REDIS_ERRORS as e:
         raise RedisUnavailableError(
             f"could not record {type(event).__name__} for agent {event.agent_id}: Redis at "
@@ -112,7 +99,7 @@ def append(event: Event, *, check: bool = True) -> str:
             f"{CONF.key_prefix!r}); pass the agent_id your task received, or start tracking "
             "with ax.activity.create(...)."
         )
-    return str(entry_id.decode())
+    return entry_id
 
 
 def create(

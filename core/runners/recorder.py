@@ -5,8 +5,7 @@ from __future__ import annotations
 import logging
 from uuid import UUID
 
-from agentexec import events
-from agentexec.batcher import get_batcher
+from agentexec.broker import Broker
 from agentexec.config import CONF
 from agentexec.connection import REDIS_ERRORS
 from agentexec.credentials import redact_url
@@ -19,9 +18,7 @@ from agentexec.events import (
     Event,
     TaskProgress,
 )
-from agentexec.outbox import held_call, log_discarded
-from agentexec.scripts import APPEND_HELD
-from agentexec.streams import Keys
+from agentexec.outbox import held_dedup, log_discarded
 from agentexec.tasks import event_identity, running_task
 
 from .redaction import Redactor, redact_secrets, summarize_arguments, truncate
@@ -166,20 +163,16 @@ class EventRecorder:
         """Append `event`; "" when the worker running the task lost it (the event is then
         discarded: a worker that comes back late cannot write into the run that replaced it).
         """
-        keys = Keys(CONF.key_prefix)
+        broker = Broker()
         run = running_task()
         if run is None or run.lease is None or run.agent_id != event.agent_id:
-            entry_id = await get_batcher().execute(
-                "XADD", keys.events, "*", events.EVENT_FIELD, events.encode(event)
-            )
-        else:
-            # In the task's own handler: fenced by its lease, like its activity writes.
-            script_keys, args = held_call(keys, event, run.lease)
-            entry_id = await get_batcher().run_script(APPEND_HELD, script_keys, args)
-            if entry_id is None:
-                log_discarded(event)
-                return ""
-        return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+            return await broker.append(event)
+        # In the task's own handler: fenced by its lease, like its activity writes.
+        entry_id = await broker.append_held(event, run.lease, held_dedup())
+        if entry_id is None:
+            log_discarded(event)
+            return ""
+        return entry_id
 
     def _name(self, name: str) -> str:
         return truncate(name, self.limit)

@@ -1,0 +1,343 @@
+"""`Broker`: the one home of the Redis client, the key names and the Lua scripts.
+
+Callers speak in verbs (`enqueue`, `cancel`, `promote`, `track`, `append_held`, ...; a worker's
+`read`, `start`, `finish`, `retry`, `renew`, ... on `Broker.consumer`, see
+`agentexec.consumer`) and get typed results; only these two modules know the scripts' KEYS/ARGV
+layouts (documented in the header of each `lua/<name>.lua`) and decode their replies. Verbs go
+through the `Batcher`, so that many of them share one round trip.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import redis
+import redis.asyncio as aioredis
+
+from . import events
+from .batcher import Batcher, get_batcher
+from .config import CONF
+from .connection import REDIS_ERRORS, Reconnect, check_eviction_policy, get_redis, get_sync_redis
+from .consumer import Consumer
+from .credentials import redact_url
+from .errors import RedisOutOfMemoryError, RedisUnavailableError
+from .events import Event, TaskCancelRequested, TaskQueued
+from .scripts import (
+    APPEND_HELD,
+    APPEND_KNOWN,
+    CANCEL,
+    ENQUEUE,
+    ENQUEUE_LATER,
+    ENQUEUE_PIPELINE,
+    PROMOTE,
+    REMOVE_IDLE_CONSUMERS,
+    REQUEUE_HELD,
+    TRACK,
+    Script,
+)
+from .streams import AGENT_TTL, WORKERS_GROUP, Keys, delayed_member
+from .tasks import TaskLease
+
+__all__ = ["Broker", "Count", "Queued"]
+
+
+@dataclass(frozen=True)
+class Queued:
+    """An enqueue's event id and agent id: the first enqueue's when it was deduplicated."""
+
+    event_id: str
+    agent_id: UUID
+
+
+@dataclass(frozen=True)
+class Count:
+    """A tracker's counts after a change."""
+
+    pending: int
+    total: int
+    counted: bool
+    """False when the change's key had been counted before."""
+    fan_in_id: UUID | None
+    """Agent id of the fan-in, once one is registered."""
+
+
+_outage = Reconnect("enqueue")
+_fan_ins: dict[str, list[str]] = {}
+"""Queue stream and agent marker of trackers' registered fan-ins, so that TRACK declares them
+from the first try (bounded: a forgotten one costs one more round trip)."""
+_FAN_INS_KEPT = 1024
+
+
+class Broker:
+    """Verbs over one namespace's keys (default `AGENTEXEC_KEY_PREFIX`) and one client (default
+    the running loop's `get_redis()`; blocking verbs use `get_sync_redis()`)."""
+
+    def __init__(self, keys: Keys | None = None, client: aioredis.Redis | None = None) -> None:
+        self.keys = keys or Keys(CONF.key_prefix)
+        self._client = client
+
+    @property
+    def client(self) -> aioredis.Redis:
+        return self._client or get_redis()
+
+    def _batcher(self) -> Batcher:
+        return get_batcher(self._client)
+
+    async def _run(self, script: Script, keys: list[Any], args: list[Any]) -> Any:
+        return await self._batcher().run_script(script, keys, args)
+
+    def _run_sync(self, script: Script, keys: list[Any], args: list[Any]) -> Any:
+        client = get_sync_redis()
+        try:
+            return client.evalsha(script.sha, len(keys), *keys, *args)
+        except redis.exceptions.NoScriptError:
+            client.script_load(script.source)
+            return client.evalsha(script.sha, len(keys), *keys, *args)
+
+    # Queueing.
+
+    def _enqueue_call(
+        self, event: TaskQueued, target: str, dedup: str | None
+    ) -> tuple[list[Any], list[Any]]:
+        """KEYS and ARGV shared by every enqueue script. The agent marker (which lets activity
+        writes tell known agent ids) doubles as the guard that makes a retry safe; a `dedup`
+        name guards longer (`AGENTEXEC_IDEMPOTENCY_WINDOW`)."""
+        marker = self.keys.agent(event.agent_id)
+        if dedup is not None:
+            key, window = self.keys.dedup(dedup), CONF.idempotency_window
+        else:
+            key, window = marker, AGENT_TTL
+        return (
+            [self.keys.events, target, key, marker],
+            [events.encode(event), window, str(event.agent_id), AGENT_TTL],
+        )
+
+    async def enqueue(
+        self,
+        event: TaskQueued,
+        *,
+        due: datetime | None = None,
+        dedup: str | None = None,
+        what: str | None = None,
+        consequence: str = "",
+    ) -> Queued:
+        """Append `event` to the log and its task to its queue (to the delayed set until
+        `due`), at most once per agent id, and per `dedup` name (under `Keys.dedup`) when given.
+
+        With `what`, retries while Redis is unreachable for up to `AGENTEXEC_ENQUEUE_TIMEOUT`
+        seconds (safe: deduplicated), then raises `RedisUnavailableError` (or
+        `RedisOutOfMemoryError`) naming `what` and its `consequence`."""
+        if event.queue is None:
+            raise ValueError(f"cannot queue {event.task_name!r}: its event has no queue")
+        if due is None:
+            keys, args = self._enqueue_call(
+                event, self.keys.queue(event.queue, event.priority), dedup
+            )
+            script = ENQUEUE
+        else:
+            keys, args = self._enqueue_call(event, self.keys.delayed(event.queue), dedup)
+            due_ms = int(due.timestamp() * 1000)
+            member = delayed_member(event.priority, args[0])
+            args += [due_ms, member, self.keys.schedule_channel(event.queue)]
+            script = ENQUEUE_LATER
+        return _queued(await self._enqueue(script, keys, args, what, consequence))
+
+    async def enqueue_pipeline(
+        self, run: TaskQueued, first: TaskQueued, *, dedup: str | None, what: str, consequence: str
+    ) -> Queued:
+        """Record pipeline run `run` and queue its first step `first`, like `enqueue`."""
+        assert first.queue is not None
+        keys, args = self._enqueue_call(run, self.keys.queue(first.queue, first.priority), dedup)
+        keys.append(self.keys.agent(first.agent_id))
+        args.append(events.encode(first))
+        return _queued(await self._enqueue(ENQUEUE_PIPELINE, keys, args, what, consequence))
+
+    async def _enqueue(
+        self, script: Script, keys: list[Any], args: list[Any], what: str | None, consequence: str
+    ) -> Any:
+        if what is None:
+            return await self._run(script, keys, args)
+        deadline = time.monotonic() + CONF.enqueue_timeout
+        while True:
+            try:
+                await check_eviction_policy(self.client, what)
+                reply = await self._run(script, keys, args)
+                _outage.succeeded()
+                return reply
+            except REDIS_ERRORS as e:
+                if time.monotonic() >= deadline and isinstance(
+                    e, redis.exceptions.OutOfMemoryError
+                ):
+                    # Refused as a whole: the script's first write failed, nothing was stored.
+                    raise RedisOutOfMemoryError(
+                        f"{what}: Redis is out of memory (maxmemory reached, so it refuses "
+                        f"writes) and stayed so for {CONF.enqueue_timeout}s "
+                        f"(AGENTEXEC_ENQUEUE_TIMEOUT): {e}. {consequence} Free memory in Redis "
+                        "(let the projector and workers catch up, lower AGENTEXEC_RESULT_TTL) "
+                        "or raise maxmemory: redis-cli CONFIG SET maxmemory <bytes>."
+                    ) from e
+                if time.monotonic() >= deadline:
+                    raise RedisUnavailableError(
+                        f"{what}: Redis at {redact_url(CONF.redis_url)} was unreachable for "
+                        f"{CONF.enqueue_timeout}s (AGENTEXEC_ENQUEUE_TIMEOUT): {e}. {consequence}"
+                    ) from e
+                await _outage.failed(e)
+
+    async def requeue_held(self, event: TaskQueued, dedup: str, due_ms: int) -> bool:
+        """Park a task that ran when Redis lost its data in its delayed set until `due_ms`,
+        once per `dedup` name, without an event; False when it was parked before."""
+        assert event.queue is not None
+        member = delayed_member(event.priority, events.encode(event))
+        reply = await self._run(
+            REQUEUE_HELD,
+            [self.keys.dedup(dedup), self.keys.delayed(event.queue)],
+            [CONF.idempotency_window, due_ms, member],
+        )
+        return bool(reply)
+
+    async def restore_results(self, results: Sequence[tuple[UUID, bytes, int]]) -> None:
+        """Store (agent id, encoded outcome, TTL) results unless one is stored, and wake their
+        waiters as a finish does."""
+        for start in range(0, len(results), 1000):
+            async with self.client.pipeline(transaction=False) as pipe:
+                for agent_id, outcome, ttl in results[start : start + 1000]:
+                    pipe.set(self.keys.result(agent_id), outcome, ex=ttl, nx=True)
+                    pipe.publish(self.keys.result_channel(agent_id), outcome)
+                await pipe.execute()
+
+    async def promote(self, queue_name: str, now_ms: int, limit: int = 100) -> float | None:
+        """Move up to `limit` due tasks of `queue_name`'s delayed set to their streams; returns
+        the next due time (ms) of those left, None when none is."""
+        keys = [self.keys.delayed(queue_name), *self.keys.queues(queue_name)]
+        due = await self._run(PROMOTE, keys, [now_ms, limit])
+        return None if due is None else float(due)
+
+    async def cancel(self, requested: TaskCancelRequested) -> bool:
+        """Record the cancel request of a task and tell the workers; False when it ended."""
+        aid = requested.agent_id
+        reply = await self._run(
+            CANCEL,
+            [self.keys.result(aid), self.keys.cancel_marker(aid), self.keys.events],
+            [
+                CONF.idempotency_window,
+                events.encode(requested),
+                self.keys.cancel_channel,
+                str(aid),
+            ],
+        )
+        return reply is not None
+
+    async def canceled(self, agent_ids: Sequence[UUID]) -> list[UUID]:
+        """Those of `agent_ids` whose cancel was requested."""
+        markers = await self.client.mget([self.keys.cancel_marker(a) for a in agent_ids])
+        return [a for a, m in zip(agent_ids, markers, strict=True) if m is not None]
+
+    def track(
+        self,
+        name: str,
+        batch_id: str,
+        op: str,
+        dedup: str | None,
+        event: Event,
+        completed: Event,
+        ttls: tuple[int, int],
+        fan_in: TaskQueued | None = None,
+    ) -> Count:
+        """Apply tracker op `op` ('incr', 'decr' or 'fan_in', with the fan-in `fan_in`),
+        counted once per `dedup` key when given; `ttls`: seconds the state lives while open
+        and once complete. Blocking."""
+        state = self.keys.tracker(name, batch_id)
+        keys = [state, self.keys.tracker_counted(name, batch_id), self.keys.events]
+        args: list[Any] = [op, dedup or "", events.encode(event), events.encode(completed), *ttls]
+        if fan_in is not None:
+            assert fan_in.queue is not None
+            declared = [
+                self.keys.queue(fan_in.queue, fan_in.priority),
+                self.keys.agent(fan_in.agent_id),
+            ]
+            args += [events.encode(fan_in), str(fan_in.agent_id), AGENT_TTL]
+        else:
+            declared = _fan_ins.get(state, [])
+        while True:
+            reply = self._run_sync(TRACK, [*keys, *declared], args)
+            if len(reply) == 4:
+                break
+            # The registered fan-in is not the one declared: declare it and run again.
+            declared = [reply[0].decode(), reply[1].decode()]
+            _fan_ins[state] = declared
+            if len(_fan_ins) > _FAN_INS_KEPT:
+                del _fan_ins[next(iter(_fan_ins))]
+        fan_in_id = UUID(reply[3].decode()) if reply[3] else None
+        return Count(int(reply[0]), int(reply[1]), bool(reply[2]), fan_in_id)
+
+    async def remove_idle_consumers(self, queue_name: str, idle_ms: int) -> list[str]:
+        """Remove the consumers of `queue_name` idle for `idle_ms` with nothing pending;
+        returns their names."""
+        reply: Any = await self._run(
+            REMOVE_IDLE_CONSUMERS, self.keys.queues(queue_name), [WORKERS_GROUP, idle_ms]
+        )
+        return [_text(name) for name in reply[1::2]]
+
+    # Appends.
+
+    async def append(self, event: Event) -> str:
+        """Append `event` to the log, unfenced; returns its id."""
+        entry_id = await self._batcher().execute(
+            "XADD", self.keys.events, "*", events.EVENT_FIELD, events.encode(event)
+        )
+        return _text(entry_id)
+
+    def append_known(self, event: Event, *, check: bool) -> str | None:
+        """Append an activity event and keep its agent id known; with `check`, only if it is
+        known already (None if not). Blocking."""
+        aid = event.agent_id
+        reply = self._run_sync(
+            APPEND_KNOWN,
+            [self.keys.events, self.keys.agent(aid), self.keys.result(aid)],
+            [events.encode(event), AGENT_TTL, "1" if check else "0"],
+        )
+        return None if reply is None else _text(reply)
+
+    def _held_call(self, event: Event, lease: TaskLease, dedup: str) -> tuple[list[Any], list[Any]]:
+        aid = event.agent_id
+        keys = [
+            self.keys.events,
+            self.keys.agent(aid),
+            self.keys.result(aid),
+            lease.stream,
+            self.keys.dedup(dedup),
+        ]
+        args = [events.encode(event), AGENT_TTL, lease.group, lease.entry_id, lease.consumer, 600]
+        return keys, args
+
+    async def append_held(self, event: Event, lease: TaskLease, dedup: str) -> str | None:
+        """Append an event of the task holding `lease`, from its handler; None once that
+        worker lost the task or the task ended. Runs again with the same `dedup` name (one per
+        event) return the first append's id."""
+        keys, args = self._held_call(event, lease, dedup)
+        reply = await self._run(APPEND_HELD, keys, args)
+        return None if reply is None else _text(reply)
+
+    def append_held_sync(self, event: Event, lease: TaskLease, dedup: str) -> str | None:
+        """`append_held`, blocking."""
+        keys, args = self._held_call(event, lease, dedup)
+        reply = self._run_sync(APPEND_HELD, keys, args)
+        return None if reply is None else _text(reply)
+
+    def consumer(self, queue_name: str, name: str) -> Consumer:
+        """The verbs of worker `name` (its consumer name) reading `queue_name`."""
+        return Consumer(self, queue_name, name)
+
+
+def _queued(reply: Any) -> Queued:
+    event_id, agent_id = reply
+    return Queued(event_id=_text(event_id), agent_id=UUID(_text(agent_id)))
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

@@ -1,0 +1,281 @@
+"""How a worker's entries end: complete, failed for good, retried after a backoff, canceled,
+deferred while another worker runs their task, or dead-lettered when they cannot run.
+
+Every end goes through `persist`, which retries while Redis is unreachable; an end that another
+worker's takeover made moot is rejected by the Broker and logged here. A task's transition
+(`TaskDefinition.transition`) commits with its outcome.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
+
+import msgspec
+
+from agentexec import events
+from agentexec.config import CONF
+from agentexec.connection import REDIS_ERRORS, Reconnect
+from agentexec.consumer import Consumer, Entry
+from agentexec.errors import EventDecodeError
+from agentexec.events import (
+    Ending,
+    TaskCanceled,
+    TaskCompleted,
+    TaskFailed,
+    TaskQueued,
+    TaskRetried,
+)
+from agentexec.limits import describe_traceback, recordable
+from agentexec.outbox import flush_events
+from agentexec.results import Outcome
+from agentexec.tasks import TaskDefinition
+from agentexec.transitions import Write
+
+from .leases import Leases, identify
+from .retries import Promoter, backoff_delay
+
+__all__ = ["Endings"]
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class Endings:
+    def __init__(
+        self,
+        consumer: Consumer,
+        leases: Leases,
+        definitions: dict[str, TaskDefinition],
+        promoter: Promoter,
+        reconnect: Reconnect,
+    ) -> None:
+        self._consumer = consumer
+        self._leases = leases
+        self._definitions = definitions
+        self._promoter = promoter
+        self._reconnect = reconnect
+
+    async def complete(self, entry: Entry, event: TaskQueued, result: bytes, took: float) -> None:
+        """End the task with the handler's return value `result` (JSON), after `took` seconds."""
+        completed = TaskCompleted(
+            agent_id=event.agent_id,
+            task_name=event.task_name,
+            attempt=event.attempt,
+            message=CONF.activity_message_complete,
+            percentage=100,
+            result=msgspec.Raw(result),
+        )
+        await self._finish(
+            entry,
+            event,
+            completed,
+            Outcome(Ending.COMPLETE, event.task_name, result=completed.result),
+        )
+        logger.info("task %s (agent %s) complete in %.3fs", event.task_name, event.agent_id, took)
+
+    async def persist(
+        self,
+        verb: Callable[[int | None], Awaitable[T]],
+        ending: bytes | None = None,
+        appends: bool = False,
+    ) -> T:
+        """Run a verb of this worker's, retrying while Redis is unreachable. `ending`: the
+        entry the verb removes from the stream (lease renewal leaves it alone from now).
+        `appends`: the verb appends an event, and takes the time of the first try when it
+        runs again, so that a retry after a lost reply does not append it twice."""
+        if ending is not None:
+            self._leases.ending(ending)
+        # Stream ids come from Redis's clock: allow for some skew.
+        first_try = int(time.time() * 1000) - 5000
+        since: int | None = None
+        while True:
+            try:
+                reply = await verb(since)
+                self._reconnect.succeeded()
+                if ending is not None:
+                    self._leases.ended(ending)
+                return reply
+            except REDIS_ERRORS as e:
+                if appends:
+                    since = first_try
+                await self._reconnect.failed(e)
+
+    def still_running(self, event: TaskQueued, where: str) -> None:
+        logger.info(
+            "worker %s: task %s (agent %s) still runs in %s; checking again in %.0fs",
+            self._consumer.name,
+            event.task_name,
+            event.agent_id,
+            where,
+            CONF.lease_seconds,
+        )
+
+    async def defer(self, entry: Entry, event: TaskQueued) -> None:
+        """Park an entry whose task another worker still runs (START's -2) for a lease."""
+        due_ms = int((time.time() + CONF.lease_seconds) * 1000)
+        await self.persist(
+            lambda _: self._consumer.defer(entry, event.priority, due_ms), ending=entry[1]
+        )
+        self._promoter.schedule()
+
+    async def end_canceled(self, entry: Entry, event: TaskQueued) -> None:
+        canceled = TaskCanceled(
+            agent_id=event.agent_id,
+            task_name=event.task_name,
+            attempt=event.attempt,
+            message="Task canceled.",
+        )
+        await self._finish(
+            entry, event, canceled, Outcome(Ending.CANCELED, event.task_name, error="canceled")
+        )
+        logger.info("task %s (agent %s) canceled", event.task_name, event.agent_id)
+
+    async def failed_attempt(
+        self,
+        entry: Entry,
+        event: TaskQueued,
+        definition: TaskDefinition,
+        exc: Exception,
+        error: str,
+    ) -> None:
+        """Retry after a backoff when the policy allows, else fail the task for good."""
+        max_retries = (
+            CONF.max_task_retries if definition.max_retries is None else definition.max_retries
+        )
+        if not isinstance(exc, definition.retry_on) or event.attempt > max_retries:
+            await self.fail(entry, event, error)
+            return
+        await flush_events(event.agent_id)
+        delay = backoff_delay(event.attempt, CONF.retry_backoff, CONF.retry_backoff_max)
+        retried = TaskRetried(
+            agent_id=event.agent_id,
+            task_name=event.task_name,
+            attempt=event.attempt,
+            error=error,
+            delay=round(delay, 3),
+            message=f"Attempt {event.attempt} failed ({error}); retrying in {delay:.1f}s.",
+        )
+        again = msgspec.structs.replace(event, attempt=event.attempt + 1, ts=events.utcnow())
+        due_ms = int((time.time() + delay) * 1000)
+        await self.persist(
+            lambda since: self._consumer.retry(entry, again, retried, due_ms, since),
+            ending=entry[1],
+            appends=True,
+        )
+        self._promoter.schedule()
+        logger.warning(
+            "task %s (agent %s) attempt %d failed: %s; retrying in %.1fs",
+            event.task_name,
+            event.agent_id,
+            event.attempt,
+            error,
+            delay,
+        )
+
+    async def fail(
+        self, entry: Entry, event: TaskQueued, error: str, message: str | None = None
+    ) -> None:
+        error = recordable(error)
+        failed = TaskFailed(
+            agent_id=event.agent_id,
+            task_name=event.task_name,
+            attempt=event.attempt,
+            message=message or CONF.activity_message_error.replace("{error}", error),
+            error=error,
+        )
+        await self._finish(
+            entry, event, failed, Outcome(Ending.ERROR, event.task_name, error=error)
+        )
+        logger.warning("task %s (agent %s) failed: %s", event.task_name, event.agent_id, error)
+
+    def _transition(self, queued: TaskQueued, outcome: Outcome) -> Sequence[Write]:
+        """The writes the task's definition commits with its outcome, if it has a hook."""
+        definition = self._definitions.get(queued.task_name)
+        if definition is None or definition.transition is None:
+            return ()
+        try:
+            return definition.transition(queued, outcome)
+        except Exception as e:
+            logger.error(
+                "transition of task %s (agent %s) raised; its outcome is recorded without it\n%s",
+                queued.task_name,
+                queued.agent_id,
+                describe_traceback(e),
+            )
+            return ()
+
+    async def _finish(
+        self,
+        entry: Entry,
+        queued: TaskQueued,
+        event: TaskCompleted | TaskFailed | TaskCanceled,
+        outcome: Outcome,
+    ) -> None:
+        """Append the terminal event, store and publish the outcome, ack, and apply the task's
+        transition, atomically, if this worker still holds the entry; a worker that lost it
+        cannot end the task."""
+        await flush_events(event.agent_id)  # what the handler wrote comes before its outcome
+        writes = self._transition(queued, outcome)
+        ended = await self.persist(
+            lambda _: self._consumer.finish(entry, event, outcome, writes), ending=entry[1]
+        )
+        if not ended:
+            logger.warning(
+                "worker %s: task %s (agent %s) was taken over by another worker; "
+                "this worker's outcome is discarded",
+                self._consumer.name,
+                event.task_name,
+                event.agent_id,
+            )
+
+    async def dead_letter(self, entry: Entry, reason: str) -> None:
+        """Move an entry that cannot run to the dead-letter stream; when its agent id can be
+        read, the task ends ERROR so that its activity and waiters learn why."""
+        stream, entry_id, fields = entry
+        reason = recordable(reason)
+        logger.error(
+            "worker %s: dead-lettering %s %s: %s", self._consumer.name, stream, entry_id, reason
+        )
+        ident = identify(fields)
+        failed: TaskFailed | None = None
+        outcome: Outcome | None = None
+        if ident is not None:
+            error = f"dead-lettered: {reason}"
+            failed = TaskFailed(
+                agent_id=ident[0],
+                task_name=ident[1],
+                message=CONF.activity_message_error.replace("{error}", error),
+                error=error,
+            )
+            outcome = Outcome(Ending.ERROR, ident[1], error=error)
+        done = await self.persist(
+            lambda _: self._consumer.dead_letter(entry, reason, failed, outcome), ending=entry_id
+        )
+        if not done:
+            logger.warning(
+                "worker %s: %s %s was taken over or had ended; not dead-lettered here",
+                self._consumer.name,
+                stream,
+                entry_id,
+            )
+            return
+        queued = _queued(fields) if ident is not None else None
+        if queued is not None:
+            # The task's transition (a pipeline run ending ERROR) follows the dead letter that
+            # stood; not in its script, whose arguments end with the entry's variable fields.
+            error = f"dead-lettered: {reason}"
+            writes = self._transition(queued, Outcome(Ending.ERROR, queued.task_name, error=error))
+            if writes:
+                await self._consumer.transition(writes)
+
+
+def _queued(fields: dict[bytes, bytes]) -> TaskQueued | None:
+    try:
+        event = events.decode_entry(fields)
+    except EventDecodeError:
+        return None
+    return event if isinstance(event, TaskQueued) else None

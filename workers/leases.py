@@ -1,0 +1,195 @@
+"""Leases: what a worker knows of each entry it holds, their renewal, the takeover of expired
+ones, and their release when the worker stops.
+
+While a task runs, its entry's idle time is reset every third of a lease (`renew`); an entry
+another worker took over meanwhile is abandoned: its handler is stopped, since its outcome
+would be rejected. Entries whose lease expired (a dead host, a frozen process) are claimed by
+any live worker, once it has room.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from uuid import UUID
+
+import msgspec
+import redis
+
+from agentexec import events
+from agentexec.config import CONF
+from agentexec.connection import REDIS_ERRORS, Reconnect, supervise
+from agentexec.consumer import Claim, Consumer, Entry
+from agentexec.streams import is_missing_group
+
+__all__ = ["Held", "Leases", "identify"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Held:
+    """What this worker knows of one entry it holds, until its task is done here."""
+
+    deliveries: int = 1
+    """Times delivered: more than once when taken over or resumed."""
+    agent: str | None = None
+    """Agent id of its task, for its renewal, once looked up."""
+    in_hand: UUID | None = None
+    """The task this entry runs here, once it was given a hand (see `Leases.take_hand`)."""
+    ending: bool = False
+    """Its end script (finish, retry, dead letter, defer) is under way."""
+    ended: bool = False
+    """Its end script ran: gone from the stream, no lease left to renew."""
+
+
+class Leases:
+    def __init__(
+        self,
+        consumer: Consumer,
+        running: dict[asyncio.Task[None], Entry],
+        backlog: deque[Entry],
+        concurrency: int,
+        on_renewed: Callable[[], Awaitable[None]],
+    ) -> None:
+        self._consumer = consumer
+        self._running = running
+        self._backlog = backlog
+        self._concurrency = concurrency
+        self._on_renewed = on_renewed
+        self._held: dict[bytes, Held] = {}
+        self._hands: dict[UUID, bytes] = {}
+        """Entry of each task this process is starting, running or ending: a copy of it (queued
+        again after Redis lost its data) must not start here meanwhile, which START cannot
+        tell, since the task's held key names this worker's consumer."""
+        self._claim_after = 0.0
+        """No expired lease is claimed before this (monotonic): see `_renew`."""
+
+    def held(self, entry_id: bytes) -> Held:
+        return self._held.setdefault(entry_id, Held())
+
+    def take(self, claim: Claim) -> None:
+        """Queue the entries of `claim` to run here."""
+        self._backlog.extend(claim.entries)
+        for entry_id, deliveries in claim.deliveries.items():
+            self.held(entry_id).deliveries = deliveries
+
+    def take_hand(self, agent_id: UUID, entry_id: bytes) -> bool:
+        """Mark `entry_id` as the one running task `agent_id` here; False when another entry
+        of the same task does."""
+        if self._hands.setdefault(agent_id, entry_id) != entry_id:
+            return False
+        self.held(entry_id).in_hand = agent_id
+        return True
+
+    def release_hand(self, entry_id: bytes) -> None:
+        held = self._held.get(entry_id)
+        if held is None or held.in_hand is None:
+            return
+        if self._hands.get(held.in_hand) == entry_id:
+            del self._hands[held.in_hand]
+        held.in_hand = None
+
+    def ending(self, entry_id: bytes) -> None:
+        self.held(entry_id).ending = True
+
+    def ended(self, entry_id: bytes) -> None:
+        self.held(entry_id).ended = True
+        self.release_hand(entry_id)  # a retry's next entry may start here at once
+
+    def done(self, entry_id: bytes) -> None:
+        """The task of `entry_id` is done here: forget the entry."""
+        self.release_hand(entry_id)
+        self._held.pop(entry_id, None)
+
+    async def run(self) -> None:
+        """Reset the idle time of every entry this worker holds, and claim expired ones."""
+        self._claim_after = 0.0
+        await supervise(Reconnect(f"lease renewal of worker {self._consumer.name}"), self._renew)
+
+    async def _renew(self) -> None:
+        lease_ms = int(CONF.lease_seconds * 1000)
+        await asyncio.sleep(CONF.lease_seconds / 3)
+        by_stream: dict[str, list[tuple[bytes, str]]] = {}
+        # Entries being ended too: an end script retried through an outage (Redis out of
+        # memory refuses it, not the renewal) must not lose its lease meanwhile.
+        for stream, entry_id, fields in [*self._running.values(), *self._backlog]:
+            held = self.held(entry_id)
+            if held.ended:
+                continue
+            if held.agent is None:
+                ident = identify(fields)
+                held.agent = str(ident[0]) if ident else "unknown"
+            by_stream.setdefault(stream, []).append((entry_id, held.agent))
+        try:
+            for stream, entries in by_stream.items():
+                lost = await self._consumer.renew(stream, entries, lease_ms)
+                # An entry whose end script ran meanwhile is gone: not a loss.
+                lost = {i for i in lost if not (i in self._held and self._held[i].ending)}
+                if lost:
+                    self._abandon(stream, lost)
+            await self._on_renewed()
+            # After an outage, leases look expired to Redis although their workers lived
+            # through it: claim only once every live worker has had a lease period to
+            # renew its own.
+            if len(self._backlog) < self._concurrency and time.monotonic() > self._claim_after:
+                for stream in self._consumer.streams:
+                    claim = await self._consumer.claim_expired(stream, lease_ms)
+                    if claim.deliveries or claim.entries:
+                        logger.warning(
+                            "worker %s: took over %d task(s) whose lease expired on %s",
+                            self._consumer.name,
+                            len(claim.deliveries),
+                            stream,
+                        )
+                        self.take(claim)
+        except redis.ResponseError as e:
+            if isinstance(e, REDIS_ERRORS) or not is_missing_group(e):
+                self._claim_after = time.monotonic() + CONF.lease_seconds
+                raise
+        except Exception:
+            self._claim_after = time.monotonic() + CONF.lease_seconds
+            raise
+
+    def _abandon(self, stream: str, lost: set[bytes]) -> None:
+        """Stop work on entries another worker took over: their outcome would be rejected."""
+        for task, (entry_stream, entry_id, _) in list(self._running.items()):
+            if entry_stream == stream and entry_id in lost:
+                logger.warning(
+                    "worker %s: lost the lease on %s %s; stopping its handler",
+                    self._consumer.name,
+                    stream,
+                    entry_id,
+                )
+                task.cancel()
+        kept = [e for e in self._backlog if not (e[0] == stream and e[1] in lost)]
+        for _, entry_id, _ in [e for e in self._backlog if e[0] == stream and e[1] in lost]:
+            self._held.pop(entry_id, None)
+        self._backlog.clear()
+        self._backlog.extend(kept)
+
+    async def release(self) -> None:
+        """Hand back every entry still held, so that another worker runs it at once."""
+        released = 0
+        try:
+            for stream in self._consumer.streams:
+                released += await self._consumer.release(stream)
+        except (*REDIS_ERRORS, redis.ResponseError) as e:
+            logger.warning("worker %s: could not release held tasks (%s)", self._consumer.name, e)
+        if released:
+            logger.info(
+                "worker %s: handed back %d unfinished task(s)", self._consumer.name, released
+            )
+
+
+def identify(fields: dict[bytes, bytes]) -> tuple[UUID, str] | None:
+    """The agent id and task name of an entry that does not decode as an event, if readable."""
+    try:
+        data = msgspec.json.decode(fields.get(events.EVENT_FIELD, b""))
+        return UUID(str(data["agent_id"])), str(data.get("task_name", ""))
+    except (msgspec.DecodeError, KeyError, TypeError, ValueError, AttributeError):
+        return None
