@@ -23,9 +23,9 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import Connection, Table, select, tuple_
+from sqlalchemy import Connection, Table, select
 
-from agentexec.activity.models import Activity, ActivityLog, ArchivedEvent, activity_row_id
+from agentexec.activity.models import Activity, ActivityLog, activity_row_id
 from agentexec.events import (
     TERMINAL,
     AgentEvent,
@@ -39,13 +39,13 @@ from agentexec.events import (
 )
 
 from . import bulk
+from .archive import Archive
 from .checkpoints import parse_id
 
-__all__ = ["Applied", "apply", "unarchived"]
+__all__ = ["Applied", "apply"]
 
 _activity: Table = Activity.__table__  # type: ignore[assignment]
 _log: Table = ActivityLog.__table__  # type: ignore[assignment]
-_archive: Table = ArchivedEvent.__table__  # type: ignore[assignment]
 
 
 @dataclass(frozen=True)
@@ -71,12 +71,12 @@ class Applied:
 def apply(conn: Connection, batch: Sequence[Applied], *, archive: bool = True) -> None:
     """Apply `batch` (in stream order) to the read model; `archive=False` when replaying the
     archive itself. The events must be new to the read model (the checkpoint says so, or
-    `unarchived` picked them): an event applied before raises IntegrityError on its archive
+    `Archive.unarchived` picked them): an event applied before raises IntegrityError on its archive
     row."""
     if not batch:
         return
     if archive:
-        bulk.insert_new(conn, _archive, [_archive_row(a) for a in batch])
+        Archive(conn).insert(batch)
     agents = {a.event.agent_id for a in batch}
     current = _load(conn, agents)
     row_ids = {agent_id: activity_row_id(agent_id) for agent_id in agents}
@@ -89,23 +89,6 @@ def apply(conn: Connection, batch: Sequence[Applied], *, archive: bool = True) -
         if type(a.event).status is not None or isinstance(a.event, AgentEvent)
     ]
     bulk.insert_new(conn, _log, logs)
-
-
-def unarchived(conn: Connection, batch: Sequence[Applied]) -> list[Applied]:
-    """The events of `batch` that are not in the archive yet."""
-    if not batch:
-        return []
-    key = tuple_(_archive.c.stream_ms, _archive.c.stream_seq)
-    first, last = batch[0].position, batch[-1].position
-    found = {
-        f"{ms}-{seq}"
-        for ms, seq in conn.execute(
-            select(_archive.c.stream_ms, _archive.c.stream_seq).where(
-                key >= tuple_(*first), key <= tuple_(*last)
-            )
-        )
-    }
-    return [a for a in batch if a.event_id not in found]
 
 
 def _load(conn: Connection, agent_ids: Iterable[UUID]) -> dict[UUID, dict[str, Any]]:
@@ -199,20 +182,6 @@ def _evolve(row: dict[str, Any], applied: Applied) -> bool:
         if isinstance(event, TaskFailed):
             row["error"] = event.error
     return True
-
-
-def _archive_row(applied: Applied) -> dict[str, Any]:
-    ms, seq = applied.position
-    event = applied.event
-    return {
-        "stream_ms": ms,
-        "stream_seq": seq,
-        "type": type(event).__struct_config__.tag,
-        "agent_id": event.agent_id,
-        "task_name": event.task_name,
-        "ts": applied.ts,
-        "data": applied.data.decode(),
-    }
 
 
 def _log_row(applied: Applied, row_ids: dict[UUID, UUID]) -> dict[str, Any]:

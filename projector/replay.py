@@ -14,16 +14,16 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import Engine, or_, select, tuple_
+from sqlalchemy import Engine
 
 from agentexec import events
-from agentexec.activity.models import ArchivedEvent
 from agentexec.config import CONF
 from agentexec.connection import get_sync_redis
 from agentexec.errors import EventDecodeError
 from agentexec.events import AnyEvent
 from agentexec.streams import Keys
 
+from .archive import Archive
 from .checkpoints import parse_id
 
 __all__ = ["Replayed", "replay"]
@@ -75,10 +75,14 @@ def replay(
     agents: set[UUID] = {agent_id} if agent_id else set()
     after = (-1, -1)
     if engine is not None:
-        for item in _from_archive(engine, agent_id, task_name, low, high):
-            agents.add(item.event.agent_id)
-            yield item
-        after = _last_archived(engine)
+        archive = Archive(engine, page=_PAGE)
+        # From `low` on: every sequence number is >= 0.
+        pages = archive.read((low[0], low[1] - 1), high, agent_id=agent_id, task_name=task_name)
+        for archived in pages:
+            for applied in archived:
+                agents.add(applied.event.agent_id)
+                yield Replayed(applied.event_id, applied.event, "archive")
+        after = archive.last() or (-1, -1)
     start = max(low, (after[0], after[1] + 1))
     client = get_sync_redis()
     cursor = f"{start[0]}-{start[1]}"
@@ -98,40 +102,6 @@ def replay(
             return
         ms, seq = parse_id(page[-1][0].decode())
         cursor = f"{ms}-{seq + 1}"
-
-
-def _from_archive(
-    engine: Engine,
-    agent_id: UUID | None,
-    task_name: str | None,
-    low: tuple[int, int],
-    high: tuple[int, int] | None,
-) -> Iterator[Replayed]:
-    table = ArchivedEvent.__table__.c
-    key = tuple_(table.stream_ms, table.stream_seq)
-    query = select(table.stream_ms, table.stream_seq, table.data).where(key >= tuple_(*low))
-    if high is not None:
-        query = query.where(key <= tuple_(*high))
-    if agent_id is not None:
-        query = query.where(table.agent_id == agent_id)
-    if task_name is not None:
-        of_task = select(table.agent_id).where(table.task_name == task_name).distinct()
-        query = query.where(or_(table.task_name == task_name, table.agent_id.in_(of_task)))
-    query = query.order_by(table.stream_ms, table.stream_seq)
-    with engine.connect() as conn:
-        for ms, seq, data in conn.execute(query):
-            yield Replayed(f"{ms}-{seq}", events.decode(data.encode()), "archive")
-
-
-def _last_archived(engine: Engine) -> tuple[int, int]:
-    table = ArchivedEvent.__table__.c
-    with engine.connect() as conn:
-        row = conn.execute(
-            select(table.stream_ms, table.stream_seq)
-            .order_by(table.stream_ms.desc(), table.stream_seq.desc())
-            .limit(1)
-        ).first()
-    return (row[0], row[1]) if row else (-1, -1)
 
 
 def _ms(when: datetime) -> int:

@@ -27,14 +27,13 @@ import logging
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
 from uuid import UUID
 
 import msgspec
-from sqlalchemy import Engine, Table, select
+from sqlalchemy import Connection, Engine, Table, select
 
 from agentexec import events
-from agentexec.activity.models import Activity, ArchivedEvent
+from agentexec.activity.models import Activity
 from agentexec.batcher import get_batcher
 from agentexec.config import CONF
 from agentexec.connection import get_redis
@@ -54,6 +53,7 @@ from agentexec.results import Outcome, outcome_encoder
 from agentexec.scripts import REQUEUE_HELD
 from agentexec.streams import Keys, delayed_member
 
+from .archive import Archive
 from .checkpoints import parse_id
 
 __all__ = ["Restorable", "restorable", "restore"]
@@ -61,7 +61,6 @@ __all__ = ["Restorable", "restorable", "restore"]
 logger = logging.getLogger(__name__)
 
 _activity: Table = Activity.__table__  # type: ignore[assignment]
-_archive: Table = ArchivedEvent.__table__  # type: ignore[assignment]
 
 REQUEUED_MESSAGE = "Queued again: Redis lost the queued task."
 
@@ -170,25 +169,15 @@ _ENTRY_EVENTS = (TaskQueued, TaskRetried, TaskStarted)
 
 
 def _histories(
-    conn: Any, agent_ids: list[UUID]
+    conn: Connection, agent_ids: list[UUID]
 ) -> dict[UUID, list[tuple[tuple[int, int], AnyEvent]]]:
     """The archived events of `agent_ids` that restoring needs, with their stream position,
     in log order."""
     out: dict[UUID, list[tuple[tuple[int, int], AnyEvent]]] = {}
-    kinds = [
-        kind.__struct_config__.tag
-        for kind in (*_ENTRY_EVENTS, TaskCompleted, TaskFailed, TaskCanceled)
-    ]
-    for start in range(0, len(agent_ids), 1000):
-        part = agent_ids[start : start + 1000]
-        query = (
-            select(_archive.c.stream_ms, _archive.c.stream_seq, _archive.c.data)
-            .where(_archive.c.agent_id.in_(part), _archive.c.type.in_(kinds))
-            .order_by(_archive.c.stream_ms, _archive.c.stream_seq)
-        )
-        for ms, seq, data in conn.execute(query):
-            event = events.decode(data.encode())
-            out.setdefault(event.agent_id, []).append(((ms, seq), event))
+    kinds = (*_ENTRY_EVENTS, TaskCompleted, TaskFailed, TaskCanceled)
+    for page in Archive(conn).read_agents(agent_ids, kinds):
+        for applied in page:
+            out.setdefault(applied.event.agent_id, []).append((applied.position, applied.event))
     return out
 
 
