@@ -1,8 +1,8 @@
 """Projector: builds the SQL read model from the event log (see docs/projector.md), and keeps
 the `Archive` of every event it applied.
 
-`Projector` and `Archive` are imported on first use: `agentexec.projector.commands` (loaded by every
-`agentexec` command) does not pull in the SQL models and SQLAlchemy's ORM.
+`Projector` and `Archive` are imported on first use: `agentexec.projector.commands` (loaded
+by every `agentexec` command) does not pull in the SQL models and SQLAlchemy's ORM.
 """
 
 from typing import TYPE_CHECKING, Any
