@@ -28,11 +28,11 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 import redis
-from sqlalchemy import Engine, select, tuple_
+from sqlalchemy import Engine
 
 from agentexec.connection import get_redis
 from agentexec.errors import EventDecodeError
@@ -41,6 +41,9 @@ from agentexec.positions import ORIGIN, Position
 from agentexec.streams import Keys
 
 from .messages import Delivery, TaskNames, reset_frame
+
+if TYPE_CHECKING:
+    from agentexec.projector.archive import Archive
 
 __all__ = ["Bounds", "Gap", "History"]
 
@@ -134,6 +137,12 @@ class History:
         self.names = names
         self.redis_url = redis_url
         self.page = page
+        self.archive: Archive | None = None
+        if engine is not None:
+            # Imported on use: an API without a read model loads no SQL models.
+            from agentexec.projector.archive import Archive
+
+            self.archive = Archive(engine, page=page)
 
     async def tail(self) -> Position:
         """The position of the latest event appended (ORIGIN when the log is empty)."""
@@ -221,25 +230,10 @@ class History:
         )
 
     def _archive_bounds(self) -> tuple[Position, Position] | None:
-        if self.engine is None:
+        bounds = self.archive.bounds() if self.archive is not None else None
+        if bounds is None:
             return None
-        from agentexec.activity.models import ArchivedEvent
-
-        table = ArchivedEvent.__table__.c
-        with self.engine.connect() as conn:
-            first = conn.execute(
-                select(table.stream_ms, table.stream_seq)
-                .order_by(table.stream_ms, table.stream_seq)
-                .limit(1)
-            ).first()
-            last = conn.execute(
-                select(table.stream_ms, table.stream_seq)
-                .order_by(table.stream_ms.desc(), table.stream_seq.desc())
-                .limit(1)
-            ).first()
-        if first is None or last is None:
-            return None
-        return Position(first[0], first[1]), Position(last[0], last[1])
+        return Position(*bounds[0]), Position(*bounds[1])
 
     async def _from_redis(
         self, after: Position, agent_id: UUID | None
@@ -264,32 +258,9 @@ class History:
     async def _from_archive(
         self, after: Position, last: Position, agent_id: UUID | None
     ) -> AsyncIterator[Delivery | Gap]:
-        cursor = after
-        while True:
-            rows = await asyncio.to_thread(self._archive_page, cursor, last, agent_id)
-            for ms, seq, data in rows:
-                cursor = Position(ms, seq)
-                try:
-                    recorded = Recorded.from_archive(ms, seq, data)
-                except EventDecodeError:
-                    continue
+        assert self.archive is not None
+        pages = self.archive.read(after, last, agent_id=agent_id, skip_undecodable=True)
+        # One page per thread hop; the archive gives its connection back before each page.
+        while (page := await asyncio.to_thread(next, pages, None)) is not None:
+            for recorded in page:
                 yield Delivery.of(recorded, await self.names.resolve(recorded.event))
-            if len(rows) < self.page:
-                return
-
-    def _archive_page(
-        self, after: Position, last: Position, agent_id: UUID | None
-    ) -> list[tuple[int, int, str]]:
-        from agentexec.activity.models import ArchivedEvent
-
-        assert self.engine is not None
-        table = ArchivedEvent.__table__.c
-        key = tuple_(table.stream_ms, table.stream_seq)
-        query = select(table.stream_ms, table.stream_seq, table.data).where(
-            key > tuple_(after.ms, after.seq), key <= tuple_(last.ms, last.seq)
-        )
-        if agent_id is not None:
-            query = query.where(table.agent_id == agent_id)
-        query = query.order_by(table.stream_ms, table.stream_seq).limit(self.page)
-        with self.engine.connect() as conn:
-            return [(int(ms), int(seq), str(data)) for ms, seq, data in conn.execute(query)]

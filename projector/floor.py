@@ -23,14 +23,13 @@ import asyncio
 from typing import Any
 
 import redis.asyncio as aioredis
-from sqlalchemy import Engine, Table, select
+from sqlalchemy import Engine
 
-from agentexec.activity.models import ArchivedEvent
-from agentexec.positions import ORIGIN, Position
+from agentexec.positions import ORIGIN
 
-__all__ = ["archived", "lift"]
+from .archive import Archive
 
-_archive: Table = ArchivedEvent.__table__  # type: ignore[assignment]
+__all__ = ["lift"]
 
 _PAGE = 10_000
 
@@ -107,7 +106,7 @@ async def lift(
             found = [entry_id.decode() for entry_id, _ in page]
             if not found:
                 break
-            known = await asyncio.to_thread(archived, engine, found)
+            known = await asyncio.to_thread(Archive(engine).archived, found)
             moves += [i for i in found if i not in known]
             since = found[-1]
     else:
@@ -116,22 +115,6 @@ async def lift(
     reply: Any = await script(keys=[stream], args=[group, floor, since, *moves])
     pairs = [(_text(reply[i]), _text(reply[i + 1])) for i in range(1, len(reply), 2)]
     return bool(reply[0]), pairs
-
-
-def archived(engine: Engine, ids: list[str]) -> set[str]:
-    """The ids of `ids` that the archive holds."""
-    wanted = {Position.parse(i) for i in ids}
-    millis = sorted({ms for ms, _ in wanted})
-    found: set[str] = set()
-    with engine.connect() as conn:
-        for start in range(0, len(millis), 1000):
-            rows = conn.execute(
-                select(_archive.c.stream_ms, _archive.c.stream_seq).where(
-                    _archive.c.stream_ms.in_(millis[start : start + 1000])
-                )
-            )
-            found |= {f"{ms}-{seq}" for ms, seq in rows if (ms, seq) in wanted}
-    return found
 
 
 def _text(value: Any) -> str:

@@ -18,31 +18,31 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import Connection, Table, select, tuple_
+from sqlalchemy import Connection, Table, select
 
-from agentexec.activity.models import Activity, ActivityLog, ArchivedEvent, activity_row_id
+from agentexec.activity.models import Activity, ActivityLog, activity_row_id
 from agentexec.activity.state import ActivityState, evolve
 from agentexec.eventlog import Recorded
 from agentexec.events import AgentEvent, Status
 
 from . import bulk
+from .archive import Archive
 
-__all__ = ["apply", "unarchived"]
+__all__ = ["apply"]
 
 _activity: Table = Activity.__table__  # type: ignore[assignment]
 _log: Table = ActivityLog.__table__  # type: ignore[assignment]
-_archive: Table = ArchivedEvent.__table__  # type: ignore[assignment]
 
 
 def apply(conn: Connection, batch: Sequence[Recorded], *, archive: bool = True) -> None:
     """Apply `batch` (in stream order) to the read model; `archive=False` when replaying the
     archive itself. The events must be new to the read model (the checkpoint says so, or
-    `unarchived` picked them): an event applied before raises IntegrityError on its archive
+    `Archive.unarchived` picked them): an event applied before raises IntegrityError on its archive
     row."""
     if not batch:
         return
     if archive:
-        bulk.insert_new(conn, _archive, [_archive_row(a) for a in batch])
+        Archive(conn).insert(batch)
     agents = {a.event.agent_id for a in batch}
     current = _load(conn, agents)
     row_ids = {agent_id: activity_row_id(agent_id) for agent_id in agents}
@@ -54,23 +54,6 @@ def apply(conn: Connection, batch: Sequence[Recorded], *, archive: bool = True) 
         if type(a.event).status is not None or isinstance(a.event, AgentEvent)
     ]
     bulk.insert_new(conn, _log, logs)
-
-
-def unarchived(conn: Connection, batch: Sequence[Recorded]) -> list[Recorded]:
-    """The events of `batch` that are not in the archive yet."""
-    if not batch:
-        return []
-    key = tuple_(_archive.c.stream_ms, _archive.c.stream_seq)
-    first, last = batch[0].position, batch[-1].position
-    found = {
-        (ms, seq)
-        for ms, seq in conn.execute(
-            select(_archive.c.stream_ms, _archive.c.stream_seq).where(
-                key >= tuple_(*first), key <= tuple_(*last)
-            )
-        )
-    }
-    return [a for a in batch if a.position not in found]
 
 
 def _load(conn: Connection, agent_ids: Iterable[UUID]) -> dict[UUID, ActivityState]:
@@ -135,20 +118,6 @@ def _row(state: ActivityState, row_id: UUID) -> dict[str, Any]:
         "started_at": state.started_at,
         "finished_at": state.finished_at,
         "last_event_id": state.last_event_id,
-    }
-
-
-def _archive_row(recorded: Recorded) -> dict[str, Any]:
-    ms, seq = recorded.position
-    event = recorded.event
-    return {
-        "stream_ms": ms,
-        "stream_seq": seq,
-        "type": type(event).__struct_config__.tag,
-        "agent_id": event.agent_id,
-        "task_name": event.task_name,
-        "ts": recorded.ts,
-        "data": recorded.data.decode(),
     }
 
 

@@ -34,6 +34,7 @@ from agentexec.limits import check_name
 from agentexec.streams import PROJECTOR_GROUP, Keys, ensure_group, is_missing_group
 
 from . import checkpoints, floor, projection, refusals, restore
+from .archive import Archive
 from .ownership import Entries, Lease
 from .retention import LogRetention
 
@@ -277,7 +278,7 @@ class Projector:
         if stale:
             # Delivered again after a crash, and archived; or appended below the checkpoint
             # after Redis lost the log, and never seen: those are lifted above it.
-            known = await asyncio.to_thread(floor.archived, self.engine, stale)
+            known = await asyncio.to_thread(Archive(self.engine).archived, stale)
             lifted = await self._lift(ids=[i for i in stale if i not in known])
             batch = [a for a in batch if a.event_id not in lifted]
         fresh = [u for u in undecodable if checkpoints.after(u[0], self.position)]
@@ -504,7 +505,7 @@ def commit(
         logger.warning("projector %s: batch up to %s was partly applied before", owner, last)
         with engine.begin() as conn:
             checkpoints.advance(conn, stream, position, target, owner)
-            fresh = projection.unarchived(conn, fresh)
+            fresh = Archive(conn).unarchived(fresh)
             projection.apply(conn, fresh)
     return len(fresh)
 

@@ -14,15 +14,15 @@ import logging
 import os
 import socket
 
-from sqlalchemy import Engine, delete, select, tuple_
+from sqlalchemy import Engine, delete
 
-from agentexec.activity.models import Activity, ActivityLog, ArchivedEvent
+from agentexec.activity.models import Activity, ActivityLog
 from agentexec.config import CONF
 from agentexec.connection import get_redis
-from agentexec.eventlog import Recorded
 from agentexec.streams import Keys
 
 from . import projection
+from .archive import Archive
 from .ownership import Lease
 
 __all__ = ["rebuild"]
@@ -70,22 +70,11 @@ async def _keep(lease: Lease) -> None:
 
 
 def _replay_archive(engine: Engine) -> int:
-    archive = ArchivedEvent.__table__.c
     count = 0
     with engine.begin() as conn:
         conn.execute(delete(ActivityLog))
         conn.execute(delete(Activity))
-        position = (-1, -1)
-        while True:
-            page = conn.execute(
-                select(archive.stream_ms, archive.stream_seq, archive.data)
-                .where(tuple_(archive.stream_ms, archive.stream_seq) > tuple_(*position))
-                .order_by(archive.stream_ms, archive.stream_seq)
-                .limit(_PAGE)
-            ).all()
-            if not page:
-                return count
-            batch = [Recorded.from_archive(ms, seq, data) for ms, seq, data in page]
+        for batch in Archive(conn, page=_PAGE).read():
             projection.apply(conn, batch, archive=False)
             count += len(batch)
-            position = (page[-1][0], page[-1][1])
+    return count

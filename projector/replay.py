@@ -13,16 +13,17 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import Engine, or_, select, tuple_
+from sqlalchemy import Engine
 
 from agentexec import events
-from agentexec.activity.models import ArchivedEvent
 from agentexec.config import CONF
 from agentexec.connection import get_sync_redis
 from agentexec.errors import EventDecodeError
 from agentexec.eventlog import Recorded
 from agentexec.positions import ORIGIN, Position
 from agentexec.streams import Keys
+
+from .archive import Archive
 
 __all__ = ["as_json", "as_text", "replay"]
 
@@ -68,10 +69,13 @@ def replay(
     agents: set[UUID] = {agent_id} if agent_id else set()
     start = low
     if engine is not None:
-        for item in _from_archive(engine, agent_id, task_name, low, high):
-            agents.add(item.event.agent_id)
-            yield item
-        last = _last_archived(engine)
+        archive = Archive(engine, page=_PAGE)
+        pages = archive.read(low.before(), high, agent_id=agent_id, task_name=task_name)
+        for archived in pages:
+            for item in archived:
+                agents.add(item.event.agent_id)
+                yield item
+        last = archive.last()
         if last is not None:
             start = max(low, last.after())
     client = get_sync_redis()
@@ -92,37 +96,3 @@ def replay(
         if len(page) < _PAGE:
             return
         cursor = str(Position.parse(page[-1][0]).after())
-
-
-def _from_archive(
-    engine: Engine,
-    agent_id: UUID | None,
-    task_name: str | None,
-    low: Position,
-    high: Position | None,
-) -> Iterator[Recorded]:
-    table = ArchivedEvent.__table__.c
-    key = tuple_(table.stream_ms, table.stream_seq)
-    query = select(table.stream_ms, table.stream_seq, table.data).where(key >= tuple_(*low))
-    if high is not None:
-        query = query.where(key <= tuple_(*high))
-    if agent_id is not None:
-        query = query.where(table.agent_id == agent_id)
-    if task_name is not None:
-        of_task = select(table.agent_id).where(table.task_name == task_name).distinct()
-        query = query.where(or_(table.task_name == task_name, table.agent_id.in_(of_task)))
-    query = query.order_by(table.stream_ms, table.stream_seq)
-    with engine.connect() as conn:
-        for ms, seq, data in conn.execute(query):
-            yield Recorded.from_archive(ms, seq, data)
-
-
-def _last_archived(engine: Engine) -> Position | None:
-    table = ArchivedEvent.__table__.c
-    with engine.connect() as conn:
-        row = conn.execute(
-            select(table.stream_ms, table.stream_seq)
-            .order_by(table.stream_ms.desc(), table.stream_seq.desc())
-            .limit(1)
-        ).first()
-    return Position(row[0], row[1]) if row else None

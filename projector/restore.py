@@ -27,13 +27,12 @@ import logging
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
 from uuid import UUID
 
 import msgspec
-from sqlalchemy import Engine, Table, select
+from sqlalchemy import Connection, Engine, Table, select
 
-from agentexec.activity.models import Activity, ArchivedEvent
+from agentexec.activity.models import Activity
 from agentexec.broker import Broker
 from agentexec.config import CONF
 from agentexec.eventlog import Recorded
@@ -52,6 +51,7 @@ from agentexec.events import (
 from agentexec.results import Outcome, outcome_encoder
 from agentexec.streams import Keys
 
+from .archive import Archive
 from .checkpoints import parse_id
 
 __all__ = ["Restorable", "restorable", "restore"]
@@ -59,7 +59,6 @@ __all__ = ["Restorable", "restorable", "restore"]
 logger = logging.getLogger(__name__)
 
 _activity: Table = Activity.__table__  # type: ignore[assignment]
-_archive: Table = ArchivedEvent.__table__  # type: ignore[assignment]
 
 REQUEUED_MESSAGE = "Queued again: Redis lost the queued task."
 
@@ -157,22 +156,12 @@ _ENTRY_EVENTS = (TaskQueued, TaskRetried, TaskStarted)
 """Events that go with a task's entry being created or moved in Redis."""
 
 
-def _histories(conn: Any, agent_ids: list[UUID]) -> dict[UUID, list[Recorded]]:
+def _histories(conn: Connection, agent_ids: list[UUID]) -> dict[UUID, list[Recorded]]:
     """The archived events of `agent_ids` that restoring needs, in log order."""
     out: dict[UUID, list[Recorded]] = {}
-    kinds = [
-        kind.__struct_config__.tag
-        for kind in (*_ENTRY_EVENTS, TaskCompleted, TaskFailed, TaskCanceled)
-    ]
-    for start in range(0, len(agent_ids), 1000):
-        part = agent_ids[start : start + 1000]
-        query = (
-            select(_archive.c.stream_ms, _archive.c.stream_seq, _archive.c.data)
-            .where(_archive.c.agent_id.in_(part), _archive.c.type.in_(kinds))
-            .order_by(_archive.c.stream_ms, _archive.c.stream_seq)
-        )
-        for ms, seq, data in conn.execute(query):
-            recorded = Recorded.from_archive(ms, seq, data)
+    kinds = (*_ENTRY_EVENTS, TaskCompleted, TaskFailed, TaskCanceled)
+    for page in Archive(conn).read_agents(agent_ids, kinds):
+        for recorded in page:
             out.setdefault(recorded.event.agent_id, []).append(recorded)
     return out
 

@@ -22,23 +22,21 @@ from typing import Any
 
 import redis
 import redis.asyncio as aioredis
-from sqlalchemy import Engine, Table, and_, delete, select, tuple_
+from sqlalchemy import Engine, Table, select
 
-from agentexec.activity.models import Activity, ArchivedEvent, Checkpoint
+from agentexec.activity.models import Checkpoint
 from agentexec.config import CONF
 from agentexec.errors import ConfigurationError
-from agentexec.events import TERMINAL
 from agentexec.positions import Position
 from agentexec.streams import PROJECTOR_GROUP, Keys
 
+from .archive import Archive
 from .checkpoints import ORIGIN, parse_id
 
 __all__ = ["LogRetention", "prune_archive", "trim_bound"]
 
 logger = logging.getLogger(__name__)
 
-_archive: Table = ArchivedEvent.__table__  # type: ignore[assignment]
-_activity: Table = Activity.__table__  # type: ignore[assignment]
 _checkpoints: Table = Checkpoint.__table__  # type: ignore[assignment]
 
 
@@ -151,27 +149,9 @@ def prune_archive(
     age = max(older_than, timedelta(seconds=CONF.result_ttl))
     cutoff = int((datetime.now(UTC) - age).timestamp() * 1000)
     bound = min(parse_id(str(checkpoint)).after(), Position(cutoff, 0))
-    key = tuple_(_archive.c.stream_ms, _archive.c.stream_seq)
-    removable = and_(
-        key < tuple_(*bound),
-        _archive.c.agent_id.not_in(
-            select(_activity.c.agent_id).where(_activity.c.status.not_in(list(TERMINAL)))
-        ),
-    )
     removed = 0
-    while True:
-        with engine.begin() as conn:
-            last = conn.execute(
-                select(_archive.c.stream_ms, _archive.c.stream_seq)
-                .where(removable)
-                .order_by(_archive.c.stream_ms, _archive.c.stream_seq)
-                .offset(batch_size - 1)
-                .limit(1)
-            ).first()
-            upto = removable if last is None else and_(removable, key <= tuple_(*last))
-            count = conn.execute(delete(_archive).where(upto)).rowcount
+    for count in Archive(engine).prune(bound, batch_size=batch_size):
         removed += count
         if count:
             logger.info("prune: %d archived events removed so far (below %s-%s)", removed, *bound)
-        if last is None or not count:
-            return removed
+    return removed
