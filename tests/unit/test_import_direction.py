@@ -29,7 +29,8 @@ MAY_IMPORT: dict[str, frozenset[str]] = {
     # `pool.run()` starts a projector in the pool's process when given a database.
     "workers": frozenset({"core", "projector"}),
     "projector": frozenset({"core"}),
-    "api": frozenset({"core"}),
+    # The SSE history serves positions Redis no longer holds from the projector's Archive.
+    "api": frozenset({"core", "projector"}),
 }
 
 # The two modules of core that may import other rooms, lazily (inside a function).
