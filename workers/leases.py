@@ -68,6 +68,8 @@ class Leases:
         tell, since the task's held key names this worker's consumer."""
         self._claim_after = 0.0
         """No expired lease is claimed before this (monotonic): see `_renew`."""
+        self._outage = False
+        self._reconnect = Reconnect(f"lease renewal of worker {consumer.name}")
 
     def held(self, entry_id: bytes) -> Held:
         return self._held.setdefault(entry_id, Held())
@@ -109,7 +111,7 @@ class Leases:
     async def run(self) -> None:
         """Reset the idle time of every entry this worker holds, and claim expired ones."""
         self._claim_after = 0.0
-        await supervise(Reconnect(f"lease renewal of worker {self._consumer.name}"), self._renew)
+        await supervise(self._reconnect, self._renew)
 
     async def _renew(self) -> None:
         lease_ms = int(CONF.lease_seconds * 1000)
@@ -135,7 +137,12 @@ class Leases:
             await self._on_renewed()
             # After an outage, leases look expired to Redis although their workers lived
             # through it: claim only once every live worker has had a lease period to
-            # renew its own.
+            # renew its own, counted from when this worker found Redis back (each worker
+            # retries on its own backoff, up to `maximum` seconds apart), not from its last
+            # failure, which may be older than a lease when Redis comes back.
+            if self._outage:
+                self._outage = False
+                self._claim_after = time.monotonic() + CONF.lease_seconds + self._reconnect.maximum
             if len(self._backlog) < self._concurrency and time.monotonic() > self._claim_after:
                 for stream in self._consumer.streams:
                     claim = await self._consumer.claim_expired(stream, lease_ms)
@@ -150,9 +157,11 @@ class Leases:
         except redis.ResponseError as e:
             if isinstance(e, REDIS_ERRORS) or not is_missing_group(e):
                 self._claim_after = time.monotonic() + CONF.lease_seconds
+                self._outage = True
                 raise
         except Exception:
             self._claim_after = time.monotonic() + CONF.lease_seconds
+            self._outage = True
             raise
 
     def _abandon(self, stream: str, lost: set[bytes]) -> None:
