@@ -36,6 +36,11 @@ async def test_idle_consumers_go_unless_they_hold_a_task(redis_conf: str) -> Non
     assert set(await consumers("q")) == {"exited:0", "holds-a-task:1"}
 
     assert await remove_idle_consumers("q", idle_seconds=3600) == []
+
+    async def idle() -> bool:  # Redis counts idle time in whole milliseconds
+        return bool((await consumers("q"))["exited:0"]["idle"] >= 1)
+
+    await async_wait_for(idle, what="'exited:0' to be idle for a millisecond")
     assert await remove_idle_consumers("q", idle_seconds=0.001) == ["exited:0"]
     # The one with a pending entry stays, for the lease logic to take its task over.
     assert set(await consumers("q")) == {"holds-a-task:1"}
