@@ -156,11 +156,9 @@ class Leases:
                         self.take(claim)
         except redis.ResponseError as e:
             if isinstance(e, REDIS_ERRORS) or not is_missing_group(e):
-                self._claim_after = time.monotonic() + CONF.lease_seconds
                 self._outage = True
                 raise
         except Exception:
-            self._claim_after = time.monotonic() + CONF.lease_seconds
             self._outage = True
             raise
 
