@@ -7,7 +7,8 @@ backoff of each one's lease renewal is held by the test instead of drawn at rand
 the order in which they find Redis back is fixed: the claimer finds it back at once, the
 holder of a running task only after its longest backoff (`maximum`), the worst case the
 guard allows for. Before the guard counted from the first good renewal after the outage, the
-claimer took the task over at once and it ran twice (fault 5 found it by chance).
+claimer took the task over at once and it ran twice (fault 5 found it by chance); with a guard
+of a lease alone (without the longest backoff), it takes it over before the holder renews.
 """
 
 from __future__ import annotations
@@ -35,8 +36,10 @@ pytestmark = pytest.mark.timeout(60)
 
 LEASE = 1.0
 """`lease_seconds` of this test: long enough for a renewal round on a busy machine."""
-MAXIMUM = 1.0
-"""The longest backoff of the lease renewals (the default, 5 s, would make a slow test)."""
+MAXIMUM = 1.5
+"""The longest backoff of the lease renewals (the default, 5 s, would make a slow test).
+Longer than a lease, as by default, so that a guard of a lease alone lets the claimer in
+before the holder renews."""
 
 
 class Runs(BaseModel):
@@ -139,6 +142,9 @@ async def test_no_live_lease_is_claimed_while_its_holder_is_in_backoff_after_an_
         await asyncio.sleep(LEASE * 1.5)
         EmbeddedRedis.start(server)
         back = time.monotonic()
+        # Idle connections the kill left in the pool the two workers share here fail once
+        # each when next used: drop them, so that no renewal or claim is delayed by one.
+        await get_redis().connection_pool.disconnect(inuse_connections=False)
         before = len(claims)
         claimer_backoff.over.set()  # the claimer finds Redis back at once
         # The holder in its longest backoff when Redis came back (the behaviour under test).
@@ -159,7 +165,8 @@ async def test_no_live_lease_is_claimed_while_its_holder_is_in_backoff_after_an_
         )
         taken = [(at - back, c.deliveries) for at, c in claims[before:] if c.deliveries]
         assert not taken, f"the claimer took over the live holder's task: {taken}"
-        assert claims[before][0] >= back + LEASE + MAXIMUM
+        first = claims[before][0] - back
+        assert first >= LEASE + MAXIMUM, f"first claim {first:.2f}s after Redis came back"
 
         _release[str(runs)].set()
         assert await ax.get_result(task, timeout=30) == "done"
