@@ -128,9 +128,10 @@ class Event(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, tag_f
 
     agent_id: UUID
     task_name: str
-    """The name the task was enqueued under; "" where the writer did not know it (a write
-    from outside the task's handler, `ax.cancel`): readers then take it from the agent's
-    earlier events (see `agentexec.activity.state`)."""
+    """The name the task was enqueued under. A writer that does not know it (a write from
+    outside the task's handler, `ax.cancel`) leaves it "" and the append fills it in (see
+    `agentexec.eventlog.EventLog`); only events recorded by older versions lack it (see
+    `agentexec.activity.state`)."""
     ts: datetime = msgspec.field(default_factory=utcnow)
     attempt: int = 1
     v: int = SCHEMA_VERSION

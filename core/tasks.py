@@ -63,7 +63,8 @@ def reset_running(token: Token[RunningTask | None]) -> None:
 
 def event_identity(agent_id: UUID | str) -> dict[str, Any]:
     """`task_name` and `attempt` for an event about `agent_id`: those of the task running in
-    this context when it is that task, else an empty task name (the projector fills it in)."""
+    this context when it is that task, else an empty task name (the append fills it in, see
+    `agentexec.eventlog.EventLog`)."""
     run = _running.get()
     if run is not None and str(run.agent_id) == str(agent_id):
         return {"task_name": run.task_name, "attempt": run.attempt}
