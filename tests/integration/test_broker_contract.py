@@ -280,6 +280,12 @@ async def test_appends_fill_in_the_task_name_the_agent_marker_holds() -> None:
     found = [events.decode_entry(f) for _, f in await client.xrange(broker.keys.events)]
     assert [e.task_name for e in found] == ["t"] * 6
     assert [e.message for e in found[1:3]] == ['"task_name":""'] * 2
+    # A name that JSON escapes is copied as it is encoded.
+    odd = TaskQueued(agent_id=uuid.uuid4(), task_name='say "hi" \\ é', queue="q")
+    await broker.enqueue(odd)
+    await broker.append_known(events.TaskProgress(agent_id=odd.agent_id, task_name=""), check=True)
+    [(_, last)] = await client.xrevrange(broker.keys.events, count=1)
+    assert events.decode_entry(last).task_name == odd.task_name
     # An agent id the marker does not name (unknown, or marked by an older version) stays "".
     stranger = events.TaskProgress(agent_id=uuid.uuid4(), task_name="")
     await client.set(broker.keys.agent(stranger.agent_id), "1")
