@@ -218,7 +218,8 @@ class Broker:
         return None if due is None else float(due)
 
     async def cancel(self, requested: TaskCancelRequested) -> bool:
-        """Record the cancel request of a task and tell the workers; False when it ended."""
+        """Record the cancel request of a task (named after its agent marker) and tell the
+        workers; False when it ended."""
         aid = requested.agent_id
         reply = await self._run(
             CANCEL,

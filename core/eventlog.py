@@ -176,6 +176,6 @@ class Recorded:
 
     @property
     def task_name(self) -> str:
-        """The event's task name; "" only for an event recorded by an older version without
-        one (see `agentexec.activity.state`)."""
+        """The event's task name; "" only for an event recorded without one (see
+        `agentexec.events.Event.task_name`)."""
         return self.event.task_name

@@ -130,8 +130,9 @@ class Event(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, tag_f
     task_name: str
     """The name the task was enqueued under. A writer that does not know it (a write from
     outside the task's handler, `ax.cancel`) leaves it "" and the append fills it in (see
-    `agentexec.eventlog.EventLog`); only events recorded by older versions lack it (see
-    `agentexec.activity.state`)."""
+    `agentexec.eventlog.EventLog`) from the agent marker its enqueue wrote. Only events
+    recorded by older versions, or after the marker expired (`AGENT_TTL` after the task's
+    latest event), lack it (see `agentexec.activity.state`)."""
     ts: datetime = msgspec.field(default_factory=utcnow)
     attempt: int = 1
     v: int = SCHEMA_VERSION

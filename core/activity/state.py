@@ -11,7 +11,8 @@ the `activity` table with it and the monitor its table, so both show the same th
 - `attempts` counts `task.started` events; `updated_at` is the latest event time folded;
 - an event recorded without a task name keeps the name the state learnt from the task's
   earlier events. Every append names its event (`agentexec.eventlog.EventLog`): only events
-  recorded by versions before that lack one, and this is the one place that fills it in.
+  recorded by older versions lack one (or written after the agent's marker expired, see
+  `agentexec.events.Event.task_name`), and this is the one place that fills it in.
 """
 
 from __future__ import annotations
