@@ -32,7 +32,7 @@ from agentexec.events import (
 )
 from agentexec.limits import check_name
 from agentexec.streams import Keys
-from agentexec.tasks import event_identity, running_task
+from agentexec.tasks import event_identity, own_task, running_task
 
 from .schemas import parse_agent_id
 
@@ -74,11 +74,9 @@ def append(event: Event, *, check: bool = True) -> str:
     Raises `RedisUnavailableError` when Redis is unreachable, inside the task's own handler
     only after `AGENTEXEC_ENQUEUE_TIMEOUT`.
     """
-    run = running_task()
-    own = run is not None and run.agent_id == event.agent_id
-    lease = run.lease if run is not None and own else None
+    run = own_task(event.agent_id)
     return EventLog(Broker(Keys(CONF.key_prefix))).append_sync(
-        event, lease, check=check and not own
+        event, run.lease if run is not None else None, check=check and run is None
     )
 
 

@@ -16,7 +16,7 @@ from agentexec.events import (
     Event,
     TaskProgress,
 )
-from agentexec.tasks import event_identity, running_task
+from agentexec.tasks import event_identity, own_task
 
 from .redaction import Redactor, redact_secrets, summarize_arguments, truncate
 
@@ -153,10 +153,8 @@ class EventRecorder:
     async def _xadd(self, event: Event) -> str:
         """Append `event`; in the task's own handler fenced by its lease, like its activity
         writes ("" when the worker running the task lost it)."""
-        run = running_task()
-        own = run is not None and run.agent_id == event.agent_id
-        lease = run.lease if run is not None and own else None
-        return await EventLog().append(event, lease, check=False)
+        run = own_task(event.agent_id)
+        return await EventLog().append(event, run.lease if run is not None else None, check=False)
 
     def _name(self, name: str) -> str:
         return truncate(name, self.limit)
