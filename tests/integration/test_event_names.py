@@ -5,17 +5,13 @@ processes)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from uuid import UUID
-
-import pytest
 
 import agentexec as ax
 from agentexec import events
 from agentexec.connection import get_redis
 from agentexec.runners import EventRecorder
 from agentexec.streams import Keys
-from tests.apps import workflows
 from tests.apps.basic import Echo
 from tests.apps.workflows import InputContext, pipeline, runs_file
 from tests.support.waiting import scaled
@@ -78,15 +74,6 @@ async def test_every_door_names_its_events(running_pool: ax.Pool) -> None:
         "recorded",
         "queued again",
     ]
-
-
-@pytest.fixture
-def pipeline_pool(redis_conf: str) -> Iterator[ax.Pool]:
-    workflows.pipeline_pool.start()
-    try:
-        yield workflows.pipeline_pool
-    finally:
-        workflows.pipeline_pool.shutdown()
 
 
 async def test_pipeline_events_carry_their_names(pipeline_pool: ax.Pool) -> None:
