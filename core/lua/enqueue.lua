@@ -17,5 +17,5 @@ local first = already_queued(KEYS[3])
 if first then
   return first
 end
-local id = queue(KEYS[1], KEYS[2], KEYS[4], ARGV[4], ARGV[1])
-return remember(KEYS[3], ARGV[2], ARGV[3], id)
+local id, name = queue(KEYS[1], KEYS[2], KEYS[4], ARGV[4], ARGV[1])
+return remember(KEYS[3], ARGV[2], ARGV[3], id, name)

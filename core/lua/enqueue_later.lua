@@ -21,5 +21,4 @@ end
 local id = redis.call('XADD', KEYS[1], '*', 'event', ARGV[1])
 redis.call('ZADD', KEYS[2], ARGV[5], ARGV[6])
 redis.call('PUBLISH', ARGV[7], ARGV[5])
-mark(KEYS[4], ARGV[4], ARGV[1])
-return remember(KEYS[3], ARGV[2], ARGV[3], id)
+return remember(KEYS[3], ARGV[2], ARGV[3], id, name_task(KEYS[4], ARGV[4], ARGV[1]))

@@ -19,6 +19,6 @@ if first then
   return first
 end
 local id = redis.call('XADD', KEYS[1], '*', 'event', ARGV[1])
-mark(KEYS[4], ARGV[4], ARGV[1])
+local name = name_task(KEYS[4], ARGV[4], ARGV[1])
 queue(KEYS[1], KEYS[2], KEYS[5], ARGV[4], ARGV[5])
-return remember(KEYS[3], ARGV[2], ARGV[3], id)
+return remember(KEYS[3], ARGV[2], ARGV[3], id, name)

@@ -1,9 +1,9 @@
 -- The dedup prelude of every enqueue. A dedup key holds "agent_id event_id" of the first
--- enqueue under it; when it is the agent marker itself, followed by " " and the task name
--- (see `names`), which is kept.
+-- enqueue under it, then " " and its task name (see `names`: the dedup key may be the agent
+-- marker itself).
 -- already_queued(dedup): {event id, agent id} of the first enqueue under `dedup`, or nil.
--- remember(dedup, window, agent_id, id): records this enqueue as the first for `window`
--- seconds and returns its {event id, agent id}.
+-- remember(dedup, window, agent_id, id, name): records this enqueue (of task `name`, as
+-- JSON) as the first for `window` seconds and returns its {event id, agent id}.
 -- Key parameters: dedup.
 local function already_queued(dedup)
   local first = redis.call('GET', dedup)
@@ -17,13 +17,7 @@ local function already_queued(dedup)
     return {id, string.sub(first, 1, sep - 1)}
   end
 end
-local function remember(dedup, window, agent_id, id)
-  local value = agent_id .. ' ' .. id
-  local current = redis.call('GET', dedup)
-  local quote = current and string.find(current, '"', 1, true)
-  if quote then
-    value = value .. ' ' .. string.sub(current, quote)
-  end
-  redis.call('SET', dedup, value, 'EX', window)
+local function remember(dedup, window, agent_id, id, name)
+  redis.call('SET', dedup, agent_id .. ' ' .. id .. ' ' .. (name or '""'), 'EX', window)
   return {id, agent_id}
 end

@@ -10,6 +10,8 @@
 -- named(event, marker): `event`, with the name `marker` holds when it has none.
 -- mark(marker, ttl, event): `named`, and sets `marker` to the name for `ttl` seconds,
 -- keeping its dedup record.
+-- name_task(marker, ttl, event): sets `marker` to the name of `event`, a task.queued, for
+-- `ttl` seconds; returns the name.
 -- Key parameters: marker.
 local function name_of(event)
   local _, quote = string.find(event, '"task_name":"', 1, true)
@@ -18,16 +20,13 @@ local function name_of(event)
   end
   local i = quote + 1
   while true do
-    local c = string.byte(event, i)
-    if c == nil then
+    local at = string.find(event, '["\\]', i)
+    if not at then
       return nil
-    elseif c == 92 then
-      i = i + 2
-    elseif c == 34 then
-      return string.sub(event, quote, i), quote, i
-    else
-      i = i + 1
+    elseif string.byte(event, at) == 34 then
+      return string.sub(event, quote, at), quote, at
     end
+    i = at + 2
   end
 end
 local function name_in(value)
@@ -61,4 +60,9 @@ local function mark(marker, ttl, event)
   event, name = name_from(event, value)
   redis.call('SET', marker, (record or '') .. (name or '""'), 'EX', ttl)
   return event
+end
+local function name_task(marker, ttl, event)
+  local name = name_of(event) or '""'
+  redis.call('SET', marker, name, 'EX', ttl)
+  return name
 end
