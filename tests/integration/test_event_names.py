@@ -5,13 +5,18 @@ processes)."""
 
 from __future__ import annotations
 
-from uuid import UUID
+from uuid import UUID, uuid4
+
+import pytest
 
 import agentexec as ax
 from agentexec import events
+from agentexec.broker import Broker
 from agentexec.connection import get_redis
+from agentexec.eventlog import EventLog
 from agentexec.runners import EventRecorder
-from agentexec.streams import Keys
+from agentexec.streams import WORKERS_GROUP, Keys
+from agentexec.tasks import TaskLease
 from tests.apps.basic import Echo
 from tests.apps.workflows import InputContext, pipeline, runs_file
 from tests.support.waiting import scaled
@@ -87,3 +92,22 @@ async def test_pipeline_events_carry_their_names(pipeline_pool: ax.Pool) -> None
     assert len(started) == 3
     assert all(name and "" not in names for names in names_by_agent(log).values() for name in names)
     assert {e.task_name for e in log if e.agent_id == run.agent_id} == {"ResearchPipeline"}
+
+
+async def test_a_lost_lease_discards_the_append_and_an_unknown_agent_is_refused(
+    redis_conf: str,
+) -> None:
+    broker = Broker()
+    consumer = broker.consumer("q", "w:0")
+    await consumer.ensure_groups()
+    queued = events.TaskQueued(agent_id=uuid4(), task_name="fenced", queue="q")
+    await broker.enqueue(queued)
+    [entry] = await consumer.read(10)
+    lost = TaskLease(entry[0], entry[1], WORKERS_GROUP, "w:1")
+    step = events.PipelineStepStarted(
+        agent_id=queued.agent_id, task_name="fenced", step=0, steps=1, step_agent_id=uuid4()
+    )
+    assert await EventLog(broker).append(step, lost) == ""
+    with pytest.raises(ax.UnknownActivityError, match="is not known"):
+        await EventLog(broker).append(events.TaskProgress(agent_id=uuid4(), task_name=""))
+    assert [type(e) for e in await event_log()] == [events.TaskQueued]
