@@ -40,7 +40,7 @@ from agentexec.eventlog import Recorded
 from agentexec.positions import ORIGIN, Position
 from agentexec.streams import Keys
 
-from .messages import Delivery, TaskNames, reset_frame
+from .messages import Delivery, reset_frame
 
 if TYPE_CHECKING:
     from agentexec.projector.archive import Archive
@@ -127,14 +127,12 @@ class History:
         self,
         keys: Keys,
         engine: Engine | None,
-        names: TaskNames,
         *,
         redis_url: str | None = None,
         page: int = 500,
     ) -> None:
         self.keys = keys
         self.engine = engine
-        self.names = names
         self.redis_url = redis_url
         self.page = page
         self.archive: Archive | None = None
@@ -249,9 +247,7 @@ class History:
                 except EventDecodeError:
                     continue
                 if agent_id is None or recorded.event.agent_id == agent_id:
-                    yield Delivery.of(recorded, await self.names.resolve(recorded.event))
-                else:
-                    self.names.known(recorded.event)
+                    yield Delivery.of(recorded)
             if len(page) < self.page:
                 return
 
@@ -263,4 +259,4 @@ class History:
         # One page per thread hop; the archive gives its connection back before each page.
         while (page := await asyncio.to_thread(next, pages, None)) is not None:
             for recorded in page:
-                yield Delivery.of(recorded, await self.names.resolve(recorded.event))
+                yield Delivery.of(recorded)

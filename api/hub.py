@@ -237,12 +237,9 @@ class Hub:
                 except EventDecodeError:
                     self.position = Position.parse(raw_id)
                     continue
-                name = self.history.names.known(recorded.event)
-                if name is None:
-                    name = await self.history.names.resolve(recorded.event)
                 # Only now: a step that fails before this reads the event again.
                 self.position = recorded.position
-                self._dispatch(Delivery.of(recorded, name))
+                self._dispatch(Delivery.of(recorded))
 
     def _dispatch(self, delivery: Delivery) -> None:
         agents = self._by_agent.get(delivery.event.agent_id)

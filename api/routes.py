@@ -24,7 +24,6 @@ from . import activities, dashboard, events
 from .authorization import BearerToken
 from .history import History
 from .hub import Hub
-from .messages import TaskNames
 from .responses import OpenFeeds
 from .schemas import ActiveCountSchema, ActivityStatusSchema, ProblemSchema
 from .state import LiveState
@@ -132,7 +131,7 @@ def router(
             )
         engine = create_engine(CONF.database_url)
     keys = Keys(CONF.key_prefix)
-    history = History(keys, engine, TaskNames(engine), redis_url=redis_url)
+    history = History(keys, engine, redis_url=redis_url)
     live = LiveState(
         hub=Hub(keys, history, redis_url=redis_url, buffer=buffer),
         history=history,

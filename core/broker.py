@@ -218,11 +218,17 @@ class Broker:
         return None if due is None else float(due)
 
     async def cancel(self, requested: TaskCancelRequested) -> bool:
-        """Record the cancel request of a task and tell the workers; False when it ended."""
+        """Record the cancel request of a task (named after its agent marker) and tell the
+        workers; False when it ended."""
         aid = requested.agent_id
         reply = await self._run(
             CANCEL,
-            [self.keys.result(aid), self.keys.cancel_marker(aid), self.keys.events],
+            [
+                self.keys.result(aid),
+                self.keys.cancel_marker(aid),
+                self.keys.events,
+                self.keys.agent(aid),
+            ],
             [
                 CONF.idempotency_window,
                 events.encode(requested),
@@ -283,24 +289,23 @@ class Broker:
         )
         return [_text(name) for name in reply[1::2]]
 
-    # Appends.
+    # Appends (the writer is `agentexec.eventlog.EventLog`). An event without a task name
+    # gets the one its agent marker holds (see lua/lib/names.lua).
 
-    async def append(self, event: Event) -> str:
-        """Append `event` to the log, unfenced; returns its id."""
-        entry_id = await self._batcher().execute(
-            "XADD", self.keys.events, "*", events.EVENT_FIELD, events.encode(event)
-        )
-        return _text(entry_id)
-
-    def append_known(self, event: Event, *, check: bool) -> str | None:
-        """Append an activity event and keep its agent id known; with `check`, only if it is
-        known already (None if not). Blocking."""
+    def _known_call(self, event: Event, check: bool) -> tuple[list[Any], list[Any]]:
         aid = event.agent_id
-        reply = self._run_sync(
-            APPEND_KNOWN,
-            [self.keys.events, self.keys.agent(aid), self.keys.result(aid)],
-            [events.encode(event), AGENT_TTL, "1" if check else "0"],
-        )
+        keys = [self.keys.events, self.keys.agent(aid), self.keys.result(aid)]
+        return keys, [events.encode(event), AGENT_TTL, "1" if check else "0"]
+
+    async def append_known(self, event: Event, *, check: bool) -> str | None:
+        """Append an event from outside its task's handler and keep its agent id known; with
+        `check`, only if it is known already (None if not)."""
+        reply = await self._run(APPEND_KNOWN, *self._known_call(event, check))
+        return None if reply is None else _text(reply)
+
+    def append_known_sync(self, event: Event, *, check: bool) -> str | None:
+        """`append_known`, blocking."""
+        reply = self._run_sync(APPEND_KNOWN, *self._known_call(event, check))
         return None if reply is None else _text(reply)
 
     def _held_call(self, event: Event, lease: TaskLease, dedup: str) -> tuple[list[Any], list[Any]]:

@@ -16,6 +16,8 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
+import msgspec
+
 from . import events
 from .config import CONF
 from .events import (
@@ -306,7 +308,9 @@ class Consumer:
                     data = events.encode(queued)
                     args += ["x", key(self.keys.events), data]
                     args += ["x", key(self.keys.queue(queued.queue, queued.priority)), data]
-                    args += ["s", key(self.keys.agent(queued.agent_id)), "1", AGENT_TTL]
+                    # The marker holds the task name (see lua/lib/names.lua).
+                    name = msgspec.json.encode(queued.task_name)
+                    args += ["s", key(self.keys.agent(queued.agent_id)), name, AGENT_TTL]
                 elif isinstance(write, Store):
                     data = encode_outcome(write.outcome)
                     args += ["s", key(self.keys.result(write.agent_id)), data, CONF.result_ttl]

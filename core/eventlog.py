@@ -1,4 +1,9 @@
-"""The event log as its readers see it: a `Recorded` event is one event at its position.
+"""The event log: `EventLog.append` is its one writer, and a `Recorded` event is one event at
+its position, as every reader gets it.
+
+Every event appended carries its task's name: inside a handler the handler's context gives it
+(`agentexec.tasks.event_identity`); elsewhere the append takes it from the agent marker the
+task's enqueue wrote (`lua/lib/names.lua`), in the same script.
 
 Every reader gets the same shape, whether it read the Redis stream (the projector, the SSE
 hub, the monitor, replay) or the SQL archive (rebuild, restore, replay, feeds that resume
@@ -14,14 +19,83 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import msgspec
-
-from . import events
-from .errors import EventDecodeError
-from .events import TERMINAL, AnyEvent, Status
+from . import events, outbox
+from .broker import Broker
+from .config import CONF
+from .connection import REDIS_ERRORS
+from .credentials import redact_url
+from .errors import EventDecodeError, RedisUnavailableError, UnknownActivityError
+from .events import TERMINAL, AnyEvent, Event, Status
 from .positions import Position
+from .streams import AGENT_TTL
+from .tasks import TaskLease
 
-__all__ = ["Recorded", "Source"]
+__all__ = ["EventLog", "Recorded", "Source"]
+
+
+class EventLog:
+    """The one writer of the event log of `broker`'s namespace (default: a new `Broker()`).
+
+    With a `lease` (a task's handler writing, the lease its worker holds, see
+    `agentexec.tasks.RunningTask`), the append is fenced by it through the outbox
+    (`agentexec.outbox`): the events of one agent keep their order, and once the worker lost
+    the task to another (its lease expired, as after a freeze) the event is discarded with a
+    warning and "" returned. Without, with `check`, the agent id must be known: a task was
+    enqueued or an activity created with it within `AGENT_TTL` of its latest event, else
+    `UnknownActivityError`; an event without a task name gets its task's.
+
+    Returns the event's stream id. Raises `RedisUnavailableError` when Redis is unreachable.
+    """
+
+    def __init__(self, broker: Broker | None = None) -> None:
+        self.broker = broker or Broker()
+
+    async def append(
+        self, event: Event, lease: TaskLease | None = None, *, check: bool = True
+    ) -> str:
+        """Append `event` (see the class); from async code. Fenced appends go after the
+        agent's queued ones; a single try."""
+        try:
+            if lease is not None:
+                return await outbox.append(self.broker, event, lease)
+            return self._known(event, await self.broker.append_known(event, check=check))
+        except REDIS_ERRORS as e:
+            raise self._unreachable(event, e) from e
+
+    def append_sync(
+        self, event: Event, lease: TaskLease | None = None, *, check: bool = True
+    ) -> str:
+        """Append `event` (see the class); from sync code. On a running event loop (an async
+        handler calling the sync activity API) a fenced append is queued and "" returned at
+        once: waiting would stall the loop, its other tasks and its lease renewals. On a sync
+        handler's thread it is retried while Redis is unreachable, for up to
+        `AGENTEXEC_ENQUEUE_TIMEOUT` seconds."""
+        if lease is not None:
+            if outbox.on_event_loop():
+                outbox.queue(self.broker, event, lease)
+                return ""
+            return outbox.append_sync(self.broker, event, lease)
+        try:
+            return self._known(event, self.broker.append_known_sync(event, check=check))
+        except REDIS_ERRORS as e:
+            raise self._unreachable(event, e) from e
+
+    def _known(self, event: Event, entry_id: str | None) -> str:
+        if entry_id is None:
+            raise UnknownActivityError(
+                f"agent id {event.agent_id} is not known: no task was enqueued and no activity "
+                f"created with it in the last {AGENT_TTL // 3600} hours (namespace "
+                f"{self.broker.keys.prefix!r}); pass the agent_id your task received, or start "
+                "tracking with ax.activity.create(...)."
+            )
+        return entry_id
+
+    @staticmethod
+    def _unreachable(event: Event, e: Exception) -> RedisUnavailableError:
+        return RedisUnavailableError(
+            f"could not record {type(event).__name__} for agent {event.agent_id}: Redis at "
+            f"{redact_url(CONF.redis_url)} is unreachable ({e})"
+        )
 
 
 class Source(enum.StrEnum):
@@ -102,13 +176,6 @@ class Recorded:
 
     @property
     def task_name(self) -> str:
-        """The event's task name; "" for an event recorded without one (see `named`)."""
+        """The event's task name; "" only for an event recorded without one (see
+        `agentexec.events.Event.task_name`)."""
         return self.event.task_name
-
-    def named(self, task_name: str) -> Recorded:
-        """This event carrying `task_name`, for an event recorded without one (older events,
-        and writes from outside the task's handler that did not know it)."""
-        if not task_name or self.event.task_name == task_name:
-            return self
-        event = msgspec.structs.replace(self.event, task_name=task_name)
-        return Recorded(self.position, event, self.data, self.source)

@@ -128,9 +128,11 @@ class Event(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, tag_f
 
     agent_id: UUID
     task_name: str
-    """The name the task was enqueued under; "" where the writer did not know it (a write
-    from outside the task's handler, `ax.cancel`): readers then take it from the agent's
-    earlier events (see `agentexec.activity.state`)."""
+    """The name the task was enqueued under. A writer that does not know it (a write from
+    outside the task's handler, `ax.cancel`) leaves it "" and the append fills it in (see
+    `agentexec.eventlog.EventLog`) from the agent marker its enqueue wrote. Only events
+    recorded by older versions, or after the marker expired (`AGENT_TTL` after the task's
+    latest event), lack it (see `agentexec.activity.state`)."""
     ts: datetime = msgspec.field(default_factory=utcnow)
     attempt: int = 1
     v: int = SCHEMA_VERSION

@@ -1,9 +1,12 @@
-"""The events a task's handler appends while its worker holds the task's lease.
+"""The outbox: how the events written inside a task's handler reach the log.
 
-Each append is fenced by the lease (`Broker.append_held`): once another worker has taken the task
-over, a late worker's events are discarded. An async handler's appends are queued in order
-and appended by the worker's event loop; the worker waits for them (`flush_events`) before it
-records the task's outcome.
+Each append is fenced by the task's lease (`Broker.append_held`): once another worker has taken
+the task over, a late worker's events are discarded. The appends of one agent id go through
+one chain, in the order they were written: an async handler calling the sync activity API
+queues its events (`queue`) and the worker's event loop appends them; an async writer (a
+runner, a pipeline) awaits its own append after those (`append`); the worker waits for the
+chain (`flush_events`) before it records the task's outcome. A sync handler's thread appends
+at once (`append_sync`). Callers go through `agentexec.eventlog.EventLog`.
 """
 
 from __future__ import annotations
@@ -19,17 +22,9 @@ from .connection import REDIS_ERRORS, Reconnect
 from .credentials import redact_url
 from .errors import RedisUnavailableError
 from .events import Event
-from .streams import Keys
 from .tasks import TaskLease
 
-__all__ = [
-    "append_held",
-    "flush_events",
-    "held_dedup",
-    "log_discarded",
-    "on_event_loop",
-    "queue_held",
-]
+__all__ = ["append", "append_sync", "flush_events", "on_event_loop", "queue"]
 
 logger = logging.getLogger(__name__)
 
@@ -42,84 +37,83 @@ def on_event_loop() -> bool:
     return True
 
 
-_outbox: dict[UUID, asyncio.Task[None]] = {}
-"""The last queued append of each task whose async handler wrote events; each waits for the
-one before it, so a task's events keep their order."""
+_chains: dict[UUID, asyncio.Task[str]] = {}
+"""The last append of each agent id written from async code; each waits for the one before
+it, so an agent's events keep their order."""
 
 
-def queue_held(keys: Keys, event: Event, lease: TaskLease) -> None:
+def _chain(event: Event, append: asyncio.Task[str]) -> None:
     agent_id = event.agent_id
-    task = asyncio.get_running_loop().create_task(
-        _append_held_async(keys, event, lease, _outbox.get(agent_id))
-    )
-    _outbox[agent_id] = task
+    _chains[agent_id] = append
 
-    def forget(done: asyncio.Task[None]) -> None:
-        if _outbox.get(agent_id) is done:
-            del _outbox[agent_id]
+    def forget(done: asyncio.Task[str]) -> None:
+        if _chains.get(agent_id) is done:
+            del _chains[agent_id]
 
-    task.add_done_callback(forget)
+    append.add_done_callback(forget)
+
+
+def queue(broker: Broker, event: Event, lease: TaskLease) -> None:
+    """Append `event` after the agent's earlier ones, from the running event loop, without
+    waiting: retried while Redis is unreachable, for as long as it takes (the worker keeps the
+    task's lease meanwhile, and records its outcome only after this event)."""
+    previous = _chains.get(event.agent_id)
+    _chain(event, asyncio.get_running_loop().create_task(_queued(broker, event, lease, previous)))
+
+
+async def append(broker: Broker, event: Event, lease: TaskLease) -> str:
+    """Append `event` after the agent's earlier ones and wait for it; "" when the worker lost
+    the task. Redis errors are raised (one try)."""
+    previous = _chains.get(event.agent_id)
+    task = asyncio.get_running_loop().create_task(_once(broker, event, lease, previous))
+    _chain(event, task)
+    return await task
 
 
 async def flush_events(agent_id: UUID) -> None:
     """Wait until the events a task's async handler wrote are appended; the worker calls it
     before it records the task's outcome, so that they come before it in the log."""
-    task = _outbox.get(agent_id)
+    task = _chains.get(agent_id)
     if task is not None:
         await asyncio.wait([task])
 
 
-async def _append_held_async(
-    keys: Keys, event: Event, lease: TaskLease, previous: asyncio.Task[None] | None
-) -> None:
+async def _once(
+    broker: Broker, event: Event, lease: TaskLease, previous: asyncio.Task[str] | None
+) -> str:
     if previous is not None:
         await asyncio.wait([previous])
-    broker, dedup = Broker(keys), held_dedup()
-    # No deadline: the worker keeps the task's lease meanwhile, and records its outcome only
-    # after this event (see `flush_events`), so nothing the handler reported is dropped.
+    return _appended(event, await broker.append_held(event, lease, _dedup()))
+
+
+async def _queued(
+    broker: Broker, event: Event, lease: TaskLease, previous: asyncio.Task[str] | None
+) -> str:
+    if previous is not None:
+        await asyncio.wait([previous])
+    dedup = _dedup()
+    # No deadline: see `queue`; nothing the handler reported is dropped.
     outage = Reconnect(f"events of agent {event.agent_id}")
     while True:
         try:
-            entry_id = await broker.append_held(event, lease, dedup)
-            break
+            return _appended(event, await broker.append_held(event, lease, dedup))
         except REDIS_ERRORS as e:
             await outage.failed(e)
-    if entry_id is None:
-        log_discarded(event)
 
 
-def log_discarded(event: Event) -> None:
-    """Say that a handler's event was refused: its worker lost the task to another."""
-    logger.warning(
-        "agent %s: this worker lost the task to another one; %s discarded",
-        event.agent_id,
-        type(event).__name__,
-    )
-
-
-def held_dedup() -> str:
-    """A new dedup name for one append of a handler's event (see `Broker.append_held`): its
-    retries after a lost reply share it."""
-    return f"event:{uuid4()}"
-
-
-def append_held(keys: Keys, event: Event, lease: TaskLease) -> str:
-    """Append an event of a task from inside its handler, in a worker.
+def append_sync(broker: Broker, event: Event, lease: TaskLease) -> str:
+    """Append `event` from a sync handler's thread; "" when the worker lost the task.
 
     While Redis is unreachable this waits and retries (the handler is paused, not failed),
     for up to `AGENTEXEC_ENQUEUE_TIMEOUT` seconds, then raises `RedisUnavailableError`; a
-    retry after a lost reply never appends twice. Once the worker has lost the task (another
-    worker took it over after the lease expired, as after a freeze) the event is discarded
-    with a warning and "" is returned: a late worker cannot write into the run that
-    replaced it.
+    retry after a lost reply never appends twice.
     """
-    broker, dedup = Broker(keys), held_dedup()
+    dedup = _dedup()
     deadline = time.monotonic() + CONF.enqueue_timeout
     delay = 0.05
     while True:
         try:
-            entry_id = broker.append_held_sync(event, lease, dedup)
-            break
+            return _appended(event, broker.append_held_sync(event, lease, dedup))
         except REDIS_ERRORS as e:
             if time.monotonic() >= deadline:
                 raise RedisUnavailableError(
@@ -132,7 +126,22 @@ def append_held(keys: Keys, event: Event, lease: TaskLease) -> str:
             # Only a sync handler's own thread waits here, never the worker's event loop.
             time.sleep(delay)
             delay = min(delay * 2, 0.25)
+
+
+def _appended(event: Event, entry_id: str | None) -> str:
     if entry_id is None:
-        log_discarded(event)
+        # Another worker took the task over after this one's lease expired (as after a
+        # freeze): a late worker cannot write into the run that replaced it.
+        logger.warning(
+            "agent %s: this worker lost the task to another one; %s discarded",
+            event.agent_id,
+            type(event).__name__,
+        )
         return ""
     return entry_id
+
+
+def _dedup() -> str:
+    """A new dedup name for one append (see `Broker.append_held`): its retries after a lost
+    reply share it."""
+    return f"event:{uuid4()}"

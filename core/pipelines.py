@@ -41,6 +41,7 @@ from pydantic import BaseModel, TypeAdapter
 from .broker import Broker
 from .config import CONF
 from .errors import ConfigurationError, ContextError, InvalidNameError, TaskDefinitionError
+from .eventlog import EventLog
 from .events import (
     Ending,
     PipelineStepFinished,
@@ -54,7 +55,7 @@ from .events import (
 from .limits import check_name, describe_exception, describe_traceback
 from .queue import serialise_context
 from .results import Outcome
-from .tasks import Task, TaskDefinition, TaskRegistry
+from .tasks import Task, TaskDefinition, TaskRegistry, running_task
 from .transitions import Append, IfCanceled, Queue, Store, Write
 
 __all__ = ["Pipeline", "PipelineBase", "Step", "StepContext"]
@@ -301,7 +302,9 @@ class Pipeline:
             message=f"Step {step.index + 1}/{count}: {step.description}",
             percentage=step.index * 100 // count,
         )
-        await Broker().append(started)
+        # Fenced by the step's lease: a worker that lost the step records nothing of it.
+        run = running_task()
+        await EventLog().append(started, run.lease if run is not None else None, check=False)
         arguments = step.arguments(context.input)
         instance = self._cls()
         instance.run_id, instance.agent_id = context.run_id, agent_id

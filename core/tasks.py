@@ -53,6 +53,13 @@ def running_task() -> RunningTask | None:
     return _running.get()
 
 
+def own_task(agent_id: UUID | str) -> RunningTask | None:
+    """The task running in this context when it is `agent_id`'s: its handler's appends about
+    it are fenced by its lease (see `agentexec.eventlog.EventLog`)."""
+    run = _running.get()
+    return run if run is not None and str(run.agent_id) == str(agent_id) else None
+
+
 def set_running(task: RunningTask) -> Token[RunningTask | None]:
     return _running.set(task)
 
@@ -63,9 +70,10 @@ def reset_running(token: Token[RunningTask | None]) -> None:
 
 def event_identity(agent_id: UUID | str) -> dict[str, Any]:
     """`task_name` and `attempt` for an event about `agent_id`: those of the task running in
-    this context when it is that task, else an empty task name (the projector fills it in)."""
-    run = _running.get()
-    if run is not None and str(run.agent_id) == str(agent_id):
+    this context when it is that task, else an empty task name (the append fills it in, see
+    `agentexec.eventlog.EventLog`)."""
+    run = own_task(agent_id)
+    if run is not None:
         return {"task_name": run.task_name, "attempt": run.attempt}
     return {"task_name": ""}
 

@@ -9,8 +9,10 @@ the `activity` table with it and the monitor its table, so both show the same th
 - agent events (turns, tool calls, handoffs, usage) change no status: a running task's
   latest message is what its agent did last;
 - `attempts` counts `task.started` events; `updated_at` is the latest event time folded;
-- an event recorded without a task name (older events, and writes from outside the task's
-  handler) keeps the name the state learnt from the task's earlier events.
+- an event recorded without a task name keeps the name the state learnt from the task's
+  earlier events. Every append names its event (`agentexec.eventlog.EventLog`): only events
+  recorded by older versions lack one (or written after the agent's marker expired, see
+  `agentexec.events.Event.task_name`), and this is the one place that fills it in.
 """
 
 from __future__ import annotations

@@ -19,7 +19,8 @@ from agentexec.broker import Broker
 from agentexec.config import CONF
 from agentexec.connection import REDIS_ERRORS, get_sync_redis
 from agentexec.credentials import redact_url
-from agentexec.errors import RedisUnavailableError, UnknownActivityError
+from agentexec.errors import RedisUnavailableError
+from agentexec.eventlog import EventLog
 from agentexec.events import (
     ACTIVE,
     Event,
@@ -30,9 +31,8 @@ from agentexec.events import (
     TaskQueued,
 )
 from agentexec.limits import check_name
-from agentexec.outbox import append_held, on_event_loop, queue_held
-from agentexec.streams import AGENT_TTL, Keys
-from agentexec.tasks import event_identity, running_task
+from agentexec.streams import Keys
+from agentexec.tasks import event_identity, own_task, running_task
 
 from .schemas import parse_agent_id
 
@@ -67,39 +67,17 @@ def _message(value: str, what: str = "message") -> str:
 
 
 def append(event: Event, *, check: bool = True) -> str:
-    """Append one event to the log; returns its stream id.
+    """Append one event to the log (`EventLog.append_sync`); returns its stream id, "" when
+    queued by an async handler or discarded (see there).
 
     With `check`, raises `UnknownActivityError` unless the agent id is known (see above).
-    Raises `RedisUnavailableError` when Redis is unreachable, except inside the task's own
-    handler (see `agentexec.outbox.append_held`).
+    Raises `RedisUnavailableError` when Redis is unreachable, inside the task's own handler
+    only after `AGENTEXEC_ENQUEUE_TIMEOUT`.
     """
-    keys = Keys(CONF.key_prefix)
-    run = running_task()
-    own = run is not None and run.agent_id == event.agent_id
-    lease = run.lease if run is not None and own else None
-    if lease is not None:
-        if on_event_loop():
-            # An async handler calling the sync API: waiting here would stall the worker's
-            # event loop, its other tasks and its lease renewals (during a Redis outage, long
-            # enough for the leases to expire). The worker appends the event, in order.
-            queue_held(keys, event, lease)
-            return ""
-        return append_held(keys, event, lease)
-    try:
-        entry_id = Broker(keys).append_known(event, check=check and not own)
-    except REDIS_ERRORS as e:
-        raise RedisUnavailableError(
-            f"could not record {type(event).__name__} for agent {event.agent_id}: Redis at "
-            f"{redact_url(CONF.redis_url)} is unreachable ({e})"
-        ) from e
-    if entry_id is None:
-        raise UnknownActivityError(
-            f"agent id {event.agent_id} is not known: no task was enqueued and no activity "
-            f"created with it in the last {AGENT_TTL // 3600} hours (namespace "
-            f"{CONF.key_prefix!r}); pass the agent_id your task received, or start tracking "
-            "with ax.activity.create(...)."
-        )
-    return entry_id
+    run = own_task(event.agent_id)
+    return EventLog(Broker(Keys(CONF.key_prefix))).append_sync(
+        event, run.lease if run is not None else None, check=check and run is None
+    )
 
 
 def create(
@@ -227,18 +205,17 @@ def _cancel(rows: Any) -> int:
                     pipe.exists(keys.held(agent_id))
                 running = pipe.execute()
             orphans = [o for o, r in zip(orphans, running, strict=True) if not r]
-        with client.pipeline(transaction=False) as pipe:
-            for agent_id, task_name in orphans:
-                event = TaskCanceled(
-                    agent_id=agent_id, task_name=task_name, message=CANCELED_MESSAGE
-                )
-                pipe.xadd(keys.events, events.entry(event))
-            pipe.execute()
     except REDIS_ERRORS as e:
         raise RedisUnavailableError(
             f"cancel_pending: Redis at {redact_url(CONF.redis_url)} is unreachable ({e}); "
             "nothing canceled"
         ) from e
+    log = EventLog(Broker(keys))
+    for agent_id, task_name in orphans:
+        log.append_sync(
+            TaskCanceled(agent_id=agent_id, task_name=task_name, message=CANCELED_MESSAGE),
+            check=False,
+        )
     if orphans:
         logger.info("canceled %d pending activities that no queue holds", len(orphans))
     if len(orphans) < len(rows):

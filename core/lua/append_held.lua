@@ -1,9 +1,10 @@
 -- append_held: appends an event written by a task's own handler: rejected once the worker
 -- running it lost the entry (taken over after its lease expired) or the task ended, so that a
--- worker that comes back late cannot write into the history of the run that replaced it.
+-- worker that comes back late cannot write into the history of the run that replaced it. An
+-- event recorded without a task name gets the one the agent marker holds.
 -- KEYS[1] event log
--- KEYS[2] agent marker of the task
--- KEYS[3] result key of the task
+-- KEYS[2] agent marker of the event's agent
+-- KEYS[3] result key of the event's agent
 -- KEYS[4] queue stream holding the task's entry
 -- KEYS[5] dedup key of this event (a retry after a lost reply returns the first append's id)
 -- ARGV[1] event JSON
@@ -13,6 +14,7 @@
 -- ARGV[5] consumer
 -- ARGV[6] dedup key TTL (s)
 -- Returns the event's id, or false when rejected.
+--@include names
 --@include ownership
 local first = redis.call('GET', KEYS[5])
 if first then
@@ -21,7 +23,6 @@ end
 if not may_end(KEYS[4], ARGV[3], ARGV[4], ARGV[5]) or redis.call('EXISTS', KEYS[3]) == 1 then
   return false
 end
-redis.call('SET', KEYS[2], '1', 'EX', ARGV[2])
-local id = redis.call('XADD', KEYS[1], '*', 'event', ARGV[1])
+local id = redis.call('XADD', KEYS[1], '*', 'event', mark(KEYS[2], ARGV[2], ARGV[1]))
 redis.call('SET', KEYS[5], id, 'EX', ARGV[6])
 return id

@@ -13,6 +13,7 @@
 -- ARGV[7] schedule channel of the queue
 -- Returns {event id, agent id}: those of the first enqueue when the dedup key was taken.
 --@include dedup
+--@include names
 local first = already_queued(KEYS[3])
 if first then
   return first
@@ -20,5 +21,4 @@ end
 local id = redis.call('XADD', KEYS[1], '*', 'event', ARGV[1])
 redis.call('ZADD', KEYS[2], ARGV[5], ARGV[6])
 redis.call('PUBLISH', ARGV[7], ARGV[5])
-redis.call('SET', KEYS[4], '1', 'EX', ARGV[4])
-return remember(KEYS[3], ARGV[2], ARGV[3], id)
+return remember(KEYS[3], ARGV[2], ARGV[3], id, name_task(KEYS[4], ARGV[4], ARGV[1]))

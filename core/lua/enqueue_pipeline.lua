@@ -12,12 +12,13 @@
 -- ARGV[5] the first step's task.queued event JSON
 -- Returns {event id, run id} of the run: those of the first call when the dedup key was taken.
 --@include dedup
+--@include names
 --@include queue
 local first = already_queued(KEYS[3])
 if first then
   return first
 end
 local id = redis.call('XADD', KEYS[1], '*', 'event', ARGV[1])
-redis.call('SET', KEYS[4], '1', 'EX', ARGV[4])
+local name = name_task(KEYS[4], ARGV[4], ARGV[1])
 queue(KEYS[1], KEYS[2], KEYS[5], ARGV[4], ARGV[5])
-return remember(KEYS[3], ARGV[2], ARGV[3], id)
+return remember(KEYS[3], ARGV[2], ARGV[3], id, name)

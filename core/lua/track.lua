@@ -19,6 +19,7 @@
 -- Returns {pending, total, 1 if counted else 0, fan-in agent id or false}; or, changing
 -- nothing, {queue stream, agent marker} of the registered fan-in when it is still to be
 -- queued and KEYS[4] and KEYS[5] do not name them: run it again declaring those.
+--@include names
 --@include queue
 local state = KEYS[1]
 local registered = redis.call('HMGET', state, 'fan_in_stream', 'fan_in_marker', 'fired')

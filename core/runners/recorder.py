@@ -5,11 +5,9 @@ from __future__ import annotations
 import logging
 from uuid import UUID
 
-from agentexec.broker import Broker
 from agentexec.config import CONF
-from agentexec.connection import REDIS_ERRORS
-from agentexec.credentials import redact_url
 from agentexec.errors import RedisUnavailableError
+from agentexec.eventlog import EventLog
 from agentexec.events import (
     AgentHandoff,
     AgentToolCall,
@@ -18,8 +16,7 @@ from agentexec.events import (
     Event,
     TaskProgress,
 )
-from agentexec.outbox import held_dedup, log_discarded
-from agentexec.tasks import event_identity, running_task
+from agentexec.tasks import event_identity, own_task
 
 from .redaction import Redactor, redact_secrets, summarize_arguments, truncate
 
@@ -65,13 +62,7 @@ class EventRecorder:
             message=truncate(message.strip(), self.limit),
             percentage=percentage,
         )
-        try:
-            return await self._xadd(event)
-        except REDIS_ERRORS as e:
-            raise RedisUnavailableError(
-                f"could not record progress for agent {self.agent_id}: Redis at "
-                f"{redact_url(CONF.redis_url)} is unreachable ({e})"
-            ) from e
+        return await self._xadd(event)
 
     async def turn(self, agent: str, turn: int, max_turns: int | None = None) -> None:
         of = f" of {max_turns}" if max_turns else ""
@@ -145,7 +136,7 @@ class EventRecorder:
         unreachable and the event was dropped."""
         try:
             entry_id = await self._xadd(event)
-        except REDIS_ERRORS as e:
+        except RedisUnavailableError as e:
             if not self._dropping:
                 logger.warning(
                     "agent %s: Redis unreachable (%s); agent events are dropped until it is back",
@@ -160,19 +151,10 @@ class EventRecorder:
         return entry_id
 
     async def _xadd(self, event: Event) -> str:
-        """Append `event`; "" when the worker running the task lost it (the event is then
-        discarded: a worker that comes back late cannot write into the run that replaced it).
-        """
-        broker = Broker()
-        run = running_task()
-        if run is None or run.lease is None or run.agent_id != event.agent_id:
-            return await broker.append(event)
-        # In the task's own handler: fenced by its lease, like its activity writes.
-        entry_id = await broker.append_held(event, run.lease, held_dedup())
-        if entry_id is None:
-            log_discarded(event)
-            return ""
-        return entry_id
+        """Append `event`; in the task's own handler fenced by its lease, like its activity
+        writes ("" when the worker running the task lost it)."""
+        run = own_task(event.agent_id)
+        return await EventLog().append(event, run.lease if run is not None else None, check=False)
 
     def _name(self, name: str) -> str:
         return truncate(name, self.limit)

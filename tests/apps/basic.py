@@ -130,3 +130,26 @@ async def slow(agent_id: UUID, context: Echo) -> str:
 @pool.task("always_dies")
 async def always_dies(agent_id: UUID, context: Echo) -> None:
     os._exit(17)
+
+
+@pool.task("sync_writes")
+def sync_writes(agent_id: UUID, context: Echo) -> str:
+    """Activity writes from a sync handler's thread."""
+    ax.activity.update(agent_id, "from a sync handler", percentage=10)
+    return context.text
+
+
+@pool.task("agent_writes")
+async def agent_writes(agent_id: UUID, context: Echo) -> str:
+    """Runner events and sync activity writes from an async handler."""
+    from agentexec.runners import EventRecorder
+
+    recorder = EventRecorder(agent_id)
+    ax.activity.update(agent_id, "queued by an async handler", percentage=5)
+    await recorder.progress("recorded", 20)
+    await recorder.turn("agent", 1)
+    await recorder.tool_call("agent", 1, "search", '{"q": "x"}')
+    await recorder.handoff("agent", "other", 1)
+    await recorder.usage("agent", 1, requests=1, input_tokens=1, output_tokens=1, total_tokens=2)
+    ax.activity.update(agent_id, "queued again", percentage=90)
+    return context.text

@@ -16,3 +16,15 @@ def running_pool(redis_conf: str) -> Iterator[ax.Pool]:
         yield basic.pool
     finally:
         basic.pool.shutdown()
+
+
+@pytest.fixture
+def pipeline_pool(redis_conf: str) -> Iterator[ax.Pool]:
+    """The pipelines' pool (queue "pipelines"), running against the test Redis."""
+    from tests.apps import workflows  # defines pipelines: only for the tests that run them
+
+    workflows.pipeline_pool.start()
+    try:
+        yield workflows.pipeline_pool
+    finally:
+        workflows.pipeline_pool.shutdown()

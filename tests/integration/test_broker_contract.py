@@ -249,12 +249,49 @@ async def test_append_known_refuses_unknown_agent_ids_when_checking() -> None:
     broker, client = Broker(), get_redis()
     aid = uuid.uuid4()
     progress = events.TaskProgress(agent_id=aid, task_name="t", message="m")
-    assert broker.append_known(progress, check=True) is None
-    assert broker.append_known(progress, check=False)
+    assert broker.append_known_sync(progress, check=True) is None
+    assert broker.append_known_sync(progress, check=False)
     assert await client.exists(broker.keys.agent(aid))
-    assert broker.append_known(progress, check=True)
-    assert await broker.append(progress)
+    assert broker.append_known_sync(progress, check=True)
+    assert await broker.append_known(progress, check=True)
     assert await client.xlen(broker.keys.events) == 3
+
+
+async def test_appends_fill_in_the_task_name_the_agent_marker_holds() -> None:
+    broker, client = Broker(), get_redis()
+    _consumer, entry, event = await held(broker, event=queued(queue="q"))
+    assert (await client.get(broker.keys.agent(event.agent_id))).endswith(b' "t"')
+    lease = TaskLease(entry[0], entry[1], WORKERS_GROUP, "w:0")
+    aid = event.agent_id
+    unnamed = events.TaskProgress(agent_id=aid, task_name="", message='"task_name":""')
+    await broker.append_held(unnamed, lease, "event:n")
+    broker.append_known_sync(unnamed, check=True)
+    # The marker still deduplicates the task's enqueue (a retry after a lost reply).
+    assert (await broker.enqueue(event)).event_id == (await client.xrange(broker.keys.events))[0][
+        0
+    ].decode()
+    await broker.cancel(events.TaskCancelRequested(agent_id=aid, task_name=""))
+    later = datetime.now(UTC) + timedelta(hours=1)
+    delayed = queued(queue="q")
+    await broker.enqueue(delayed, due=later)
+    await broker.append_known(
+        events.TaskProgress(agent_id=delayed.agent_id, task_name=""), check=True
+    )
+    found = [events.decode_entry(f) for _, f in await client.xrange(broker.keys.events)]
+    assert [e.task_name for e in found] == ["t"] * 6
+    assert [e.message for e in found[1:3]] == ['"task_name":""'] * 2
+    # A name that JSON escapes is copied as it is encoded.
+    odd = TaskQueued(agent_id=uuid.uuid4(), task_name='say "hi" \\ é', queue="q")
+    await broker.enqueue(odd)
+    await broker.append_known(events.TaskProgress(agent_id=odd.agent_id, task_name=""), check=True)
+    [(_, last)] = await client.xrevrange(broker.keys.events, count=1)
+    assert events.decode_entry(last).task_name == odd.task_name
+    # An agent id the marker does not name (unknown, or marked by an older version) stays "".
+    stranger = events.TaskProgress(agent_id=uuid.uuid4(), task_name="")
+    await client.set(broker.keys.agent(stranger.agent_id), "1")
+    await broker.append_known(stranger, check=True)
+    [(_, last)] = await client.xrevrange(broker.keys.events, count=1)
+    assert events.decode_entry(last).task_name == ""
 
 
 async def test_renew_keeps_held_entries_and_reports_lost_ones() -> None:

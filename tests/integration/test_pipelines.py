@@ -28,15 +28,6 @@ from tests.support.waiting import async_wait_for, scaled
 engine, postgres = readmodel.engine, readmodel.postgres
 
 
-@pytest.fixture
-def pipeline_pool(redis_conf: str) -> Iterator[ax.Pool]:
-    workflows.pipeline_pool.start()
-    try:
-        yield workflows.pipeline_pool
-    finally:
-        workflows.pipeline_pool.shutdown()
-
-
 @contextlib.contextmanager
 def started(pool: ax.Pool) -> Iterator[ax.Pool]:
     """Start `pool` now (its workers take the settings as they are), stop it afterwards."""

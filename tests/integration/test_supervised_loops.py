@@ -18,7 +18,6 @@ import redis.asyncio
 import agentexec as ax
 from agentexec.api.history import History
 from agentexec.api.hub import Hub
-from agentexec.api.messages import TaskNames
 from agentexec.batcher import Batcher, get_batcher
 from agentexec.connection import Reconnect, get_redis, supervise
 from agentexec.projector import Projector
@@ -145,7 +144,7 @@ async def test_sse_hub_reader(
 ) -> None:
     keys = Keys(ax.CONF.key_prefix)
     engine = sqlite_engine(tmp_path / "rm.db")
-    hub = Hub(keys, History(keys, engine, TaskNames(engine)))
+    hub = Hub(keys, History(keys, engine))
     failing = Failing(monkeypatch, redis.asyncio.Redis, "xread")
     try:
         subscription = await hub.subscribe()

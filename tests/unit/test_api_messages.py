@@ -23,7 +23,7 @@ def test_context_and_result_stay_out_of_the_feed() -> None:
     queued = TaskQueued(agent_id=agent, task_name="t", context=msgspec.Raw(b'{"secret":1}'))
     done = TaskCompleted(agent_id=agent, task_name="t", percentage=100, result=msgspec.Raw(b"2"))
     for event in (queued, done):
-        frame = parse(Delivery(Position(5, 1), event, "t").frame)
+        frame = parse(Delivery(Position(5, 1), event).frame)
         data = json.loads(frame["data"])
         assert frame["id"] == data["id"] == "5-1"
         assert frame["event"] == data["type"]
@@ -33,7 +33,7 @@ def test_context_and_result_stay_out_of_the_feed() -> None:
 
 def test_agent_events_have_no_status() -> None:
     event = AgentToolCall(agent_id=uuid.uuid4(), task_name="t", tool="search", arguments="q")
-    data = json.loads(parse(Delivery(Position(1, 0), event, "t").frame)["data"])
+    data = json.loads(parse(Delivery(Position(1, 0), event).frame)["data"])
     assert (data["type"], data["status"], data["tool"]) == ("agent.tool_call", None, "search")
 
 
@@ -69,9 +69,7 @@ def test_a_feed_behind_sends_its_batch_in_bounded_chunks() -> None:
 
     agent = uuid.uuid4()
     batch = [
-        Delivery(
-            Position(10, i), TaskProgress(agent_id=agent, task_name="t", message="x" * 2000), "t"
-        )
+        Delivery(Position(10, i), TaskProgress(agent_id=agent, task_name="t", message="x" * 2000))
         for i in range(1000)
     ]
     feed = _Feed(None, ORIGIN, None, None)  # type: ignore[arg-type]
