@@ -154,6 +154,16 @@ def _list_item(activity: Activity) -> ActivityListItemSchema:
         status=activity.status,
         latest_log=activity.latest_message,
         latest_percentage=activity.latest_percentage,
+        queued_at=activity.queued_at,
+        started_at=activity.started_at,
+        finished_at=activity.finished_at,
+        attempts=activity.attempts,
+        retries=activity.retries or 0,
+        worker=activity.worker,
+        queue_wait_seconds=activity.queue_wait_seconds,
+        run_seconds=activity.run_seconds,
+        error=activity.error,
+        parent_id=activity.parent_id,
     )
 
 
