@@ -28,6 +28,8 @@ from agentexec.events import Status
 
 __all__ = [
     "ActivityAttemptSchema",
+    "ActivityChildSchema",
+    "ActivityChildrenSchema",
     "ActivityDetailSchema",
     "ActivityListItemSchema",
     "ActivityListSchema",
@@ -177,6 +179,28 @@ class ActivityListSchema(_Schema):
         return self.pages
 
 
+class ActivityChildSchema(_Schema):
+    """A child task of an activity, as its `detail` lists it."""
+
+    agent_id: UUID
+    agent_type: str
+    status: StatusField
+
+
+class ActivityChildrenSchema(_Schema):
+    """A page of an activity's children, oldest first (`ax.activity.children`)."""
+
+    parent_id: UUID
+    parent_status: StatusField | None = None
+    """None when the parent itself is not in the read model (only its children are)."""
+    items: list[ActivityListItemSchema]
+    counts: dict[str, int]
+    """How many children are in each status (every status, lower-case)."""
+    total: int
+    page: int
+    page_size: int
+
+
 class ActivityDetailSchema(_Timing):
     """An activity with its whole log, oldest entry first, and its attempts."""
 
@@ -190,6 +214,10 @@ class ActivityDetailSchema(_Timing):
     latest_log: str | None = None
     attempt_history: list[ActivityAttemptSchema] = []
     """Every attempt, first first."""
+    children: list[ActivityChildSchema] = []
+    """The tasks queued with this one as their parent, oldest first (at most 1,000)."""
+    children_counts: dict[str, int] = {}
+    """How many children are in each status (every status, lower-case; all 0 for none)."""
     logs: list[ActivityLogSchema] = []
 
     @field_validator("attempt_history", mode="before")
