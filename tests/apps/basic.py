@@ -130,3 +130,26 @@ async def slow(agent_id: UUID, context: Echo) -> str:
 @pool.task("always_dies")
 async def always_dies(agent_id: UUID, context: Echo) -> None:
     os._exit(17)
+
+
+class Spawn(BaseModel):
+    """Queues `children` echo tasks from inside its handler (children of it by default), and
+    one with `parent_id=None` when `orphan`; then waits `wait` seconds."""
+
+    children: int
+    child_delay: float = 0.0
+    wait: float = 0.0
+    orphan: bool = False
+
+
+@pool.task("spawn")
+async def spawn(agent_id: UUID, context: Spawn) -> list[str]:
+    ids = []
+    for i in range(context.children):
+        child = await ax.enqueue("echo", Echo(text=f"child {i}", delay=context.child_delay))
+        ids.append(str(child.agent_id))
+    if context.orphan:
+        orphan = await ax.enqueue("echo", Echo(text="orphan"), parent_id=None)
+        ids.append(str(orphan.agent_id))
+    await asyncio.sleep(context.wait)
+    return ids
