@@ -5,7 +5,7 @@ Revision ID: agentexec_0002
 Revises: agentexec_0001
 Table names carry AGENTEXEC_TABLE_PREFIX as set when the migration runs. Rows projected
 before this revision keep NULL timing until the read model is rebuilt from the archive
-(`agentexec rebuild`).
+(`agentexec projector --rebuild`).
 """
 
 from __future__ import annotations
