@@ -216,3 +216,18 @@ async def test_a_tracker_fan_in_is_a_child_of_the_task_that_registered_it(
     assert parents[fan_in.agent_id] == orchestrator
     assert parents[sibling.agent_id] == orchestrator
     assert parents[loose.agent_id] is None
+
+
+async def test_a_pipeline_run_started_by_a_handler_is_its_child(redis_conf: str) -> None:
+    orchestrator = ax.activity.create("orchestrator")
+    token = set_running(RunningTask(orchestrator, "orchestrator"))
+    try:
+        run = await pipeline.enqueue(context=InputContext(company="Acme"))
+        alone = await pipeline.enqueue(context=InputContext(company="Acme"), parent_id=None)
+    finally:
+        reset_running(token)
+    parents = {e.agent_id: e.parent_id for e in await queued_events()}
+    assert parents[run.agent_id] == orchestrator
+    assert parents[alone.agent_id] is None
+    steps = [a for a, p in parents.items() if p == run.agent_id]
+    assert len(steps) == 1  # its first step, a child of the run
