@@ -15,7 +15,11 @@ from fastapi import APIRouter, Depends, FastAPI
 from sqlalchemy import Engine, create_engine
 from sse_starlette import EventSourceResponse
 
-from agentexec.activity.schemas import ActivityDetailSchema, ActivityListSchema
+from agentexec.activity.schemas import (
+    ActivityChildrenSchema,
+    ActivityDetailSchema,
+    ActivityListSchema,
+)
 from agentexec.config import CONF
 from agentexec.errors import ConfigurationError
 from agentexec.streams import Keys
@@ -177,6 +181,13 @@ def router(
         "/api/activities/{agent_id}/status",
         activities.get_status,
         response_model=ActivityStatusSchema,
+        responses={**_NOT_FOUND, **_PROBLEMS},
+        tags=["activities"],
+    )
+    add(
+        "/api/activities/{agent_id}/children",
+        activities.get_children,
+        response_model=ActivityChildrenSchema,
         responses={**_NOT_FOUND, **_PROBLEMS},
         tags=["activities"],
     )

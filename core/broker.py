@@ -217,6 +217,17 @@ class Broker:
         due = await self._run(PROMOTE, keys, [now_ms, limit])
         return None if due is None else float(due)
 
+    async def known(self, agent_id: UUID) -> bool:
+        """Whether a task or activity used `agent_id` lately: its agent marker (see
+        `Keys.agent`) or its stored result exists."""
+        found = await self.client.exists(self.keys.agent(agent_id), self.keys.result(agent_id))
+        return bool(found)
+
+    def known_sync(self, agent_id: UUID) -> bool:
+        """`known`, blocking."""
+        client = get_sync_redis()
+        return bool(client.exists(self.keys.agent(agent_id), self.keys.result(agent_id)))
+
     async def cancel(self, requested: TaskCancelRequested) -> bool:
         """Record the cancel request of a task (named after its agent marker) and tell the
         workers; False when it ended."""

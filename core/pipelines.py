@@ -53,9 +53,9 @@ from .events import (
     TaskQueued,
 )
 from .limits import check_name, describe_exception, describe_traceback
-from .queue import serialise_context
+from .queue import check_parent, serialise_context
 from .results import Outcome
-from .tasks import Task, TaskDefinition, TaskRegistry, running_task
+from .tasks import RUNNING_TASK, ParentId, Task, TaskDefinition, TaskRegistry, running_task
 from .transitions import Append, IfCanceled, Queue, Store, Write
 
 __all__ = ["Pipeline", "PipelineBase", "Step", "StepContext"]
@@ -218,10 +218,13 @@ class Pipeline:
         priority: Priority | str = Priority.LOW,
         idempotency_key: str | None = None,
         metadata: dict[str, Any] | None = None,
+        parent_id: ParentId = RUNNING_TASK,
     ) -> Task:
         """Start a run with `context` and return its `Task` (the run's agent id).
 
-        The run's activity and its first step are recorded in one transaction.
+        The run's activity and its first step are recorded in one transaction. Each step's
+        task is a child of the run; the run itself is a child of `parent_id`, by default of
+        the task whose handler starts it (see `ax.enqueue`).
         `ax.get_result(task)` returns the last step's output, or raises `TaskFailedError`
         when a step fails for good. `idempotency_key` and Redis outages behave as in
         `ax.enqueue`. Raises `ContextError` when `context` is not the first step's model.
@@ -243,6 +246,7 @@ class Pipeline:
             priority=priority,
             message=CONF.activity_message_create,
             metadata=metadata,
+            parent_id=await check_parent(parent_id, f"{name}: enqueue"),
         )
         first = _step_queued(self.steps[0], run.agent_id, name, self.pool.queue_name, run, data)
         dedup = None if idempotency_key is None else f"pipeline:{name}:{idempotency_key}"

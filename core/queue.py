@@ -15,10 +15,11 @@ from .broker import Broker
 from .config import CONF
 from .connection import REDIS_ERRORS
 from .credentials import redact_url
-from .errors import ContextError, RedisUnavailableError
+from .errors import ContextError, RedisUnavailableError, UnknownActivityError
 from .events import Priority, TaskCancelRequested, TaskQueued
 from .limits import check_name, check_queue_name
-from .tasks import Task
+from .streams import AGENT_TTL
+from .tasks import RUNNING_TASK, ParentId, Task, parent_of
 
 
 def _resolve_queue(task_name: str, context: Any, queue_name: str | None) -> str:
@@ -75,6 +76,7 @@ async def enqueue(
     timeout: float | None = None,
     delay: float | timedelta | datetime | None = None,
     metadata: dict[str, Any] | None = None,
+    parent_id: ParentId = RUNNING_TASK,
 ) -> Task:
     """Queue `task_name` with `context` and return its `Task` (carrying the new `agent_id`).
 
@@ -85,6 +87,12 @@ async def enqueue(
     `timeout` (seconds) bounds each attempt of the handler, overriding the task's own.
     `delay` (seconds, a timedelta, or a timezone-aware datetime to run at) parks the task
     until it is due; no worker holds it meanwhile.
+
+    `parent_id` places the task in a tree (see `ax.activity.children`): by default the task
+    whose handler calls `enqueue`, if any; `parent_id=None` for none. Canceling a task also
+    cancels its children that have not ended. Raises `InvalidAgentIdError` for a parent id
+    that is not a UUID, and `UnknownActivityError` for one no task or activity used lately
+    (as `ax.activity.update` does).
 
     While Redis is unreachable the call retries with backoff for up to
     `AGENTEXEC_ENQUEUE_TIMEOUT` seconds (safely: a task is never queued twice), then raises
@@ -107,6 +115,7 @@ async def enqueue(
         )
     due = _due(task_name, delay)
     queue = _resolve_queue(task_name, context, queue_name)
+    parent = await check_parent(parent_id, f"enqueue({task_name!r}, ...)")
     event = TaskQueued(
         agent_id=uuid4(),
         task_name=task_name,
@@ -117,6 +126,7 @@ async def enqueue(
         timeout=timeout,
         not_before=due,
         metadata=metadata,
+        parent_id=parent,
     )
     return await queue_event(
         event,
@@ -145,6 +155,31 @@ async def queue_event(
         queue_name=event.queue,
         priority=event.priority,
         event_id=queued.event_id,
+    )
+
+
+async def check_parent(parent_id: ParentId, what: str) -> UUID | None:
+    """The parent a task queued by `what` records (see `enqueue`), checked."""
+    parent, explicit = parent_of(parent_id, what)
+    if parent is None or not explicit:
+        return parent
+    try:
+        known = await Broker().known(parent)
+    except REDIS_ERRORS as e:
+        raise RedisUnavailableError(
+            f"{what}: Redis at {redact_url(CONF.redis_url)} is unreachable: {e}; nothing was "
+            "queued."
+        ) from e
+    if not known:
+        raise unknown_parent(parent, what)
+    return parent
+
+
+def unknown_parent(parent: UUID, what: str) -> UnknownActivityError:
+    return UnknownActivityError(
+        f"{what}: parent_id {parent} is not known: no task was enqueued and no activity "
+        f"created with it in the last {AGENT_TTL // 3600} hours (namespace "
+        f"{CONF.key_prefix!r}); pass the agent_id of the parent task, or parent_id=None."
     )
 
 

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import enum
 import inspect
 import typing
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Final, Literal, Protocol, runtime_checkable
 from uuid import UUID
 
 from pydantic import BaseModel, TypeAdapter
 
-from .errors import InvalidNameError, TaskDefinitionError
+from .errors import InvalidAgentIdError, InvalidNameError, TaskDefinitionError
 from .events import Priority
 from .limits import check_name
 
@@ -66,6 +67,43 @@ def set_running(task: RunningTask) -> Token[RunningTask | None]:
 
 def reset_running(token: Token[RunningTask | None]) -> None:
     _running.reset(token)
+
+
+class _Parent(enum.Enum):
+    RUNNING_TASK = "the running task"
+
+    def __repr__(self) -> str:
+        return "RUNNING_TASK"
+
+
+RUNNING_TASK: Final = _Parent.RUNNING_TASK
+"""The default `parent_id` of `enqueue`, `Pipeline.enqueue` and `Tracker.on_complete`: the
+task whose handler makes the call, if any (else no parent)."""
+
+ParentId = UUID | str | None | Literal[_Parent.RUNNING_TASK]
+
+
+def parent_of(parent_id: ParentId, what: str) -> tuple[UUID | None, bool]:
+    """The parent a new task records, and whether it was named explicitly (then it is worth
+    checking that it exists: the running task's own id needs no check). Raises
+    `InvalidAgentIdError` for a string that is not a UUID."""
+    if parent_id is RUNNING_TASK:
+        run = _running.get()
+        return (run.agent_id if run is not None else None), False
+    if parent_id is None:
+        return None, False
+    if isinstance(parent_id, UUID):
+        parent = parent_id
+    else:
+        try:
+            parent = UUID(str(parent_id))
+        except ValueError:
+            raise InvalidAgentIdError(
+                f"{what}: parent_id {parent_id!r} is not a UUID; pass the agent_id of the "
+                "parent task, or parent_id=None for a task without a parent."
+            ) from None
+    run = _running.get()
+    return parent, run is None or run.agent_id != parent
 
 
 def event_identity(agent_id: UUID | str) -> dict[str, Any]:

@@ -38,9 +38,9 @@ from .events import (
     TrackerIncremented,
 )
 from .limits import check_name
-from .queue import _resolve_queue, serialise_context
+from .queue import _resolve_queue, serialise_context, unknown_parent
 from .streams import AGENT_TTL, Keys
-from .tasks import Task, running_task
+from .tasks import RUNNING_TASK, ParentId, Task, parent_of, running_task
 
 __all__ = ["Tracker"]
 
@@ -105,12 +105,23 @@ class Tracker:
         priority: Priority | str = Priority.LOW,
         queue_name: str | None = None,
         metadata: dict[str, Any] | None = None,
+        parent_id: ParentId = RUNNING_TASK,
     ) -> Task:
         """Queue task `task_name` with `context` exactly once, when the batch completes (at
         once if it already has). Returns the fan-in's `Task`; only the first registration
-        counts, later ones return the first fan-in's agent id."""
+        counts, later ones return the first fan-in's agent id. The fan-in is a child of
+        `parent_id`, by default of the task whose handler registers it (see `ax.enqueue`)."""
         priority = Priority(priority)
         queue = _resolve_queue(task_name, context, queue_name)
+        what = f"{self!r}.on_complete({task_name!r}, ...)"
+        parent, explicit = parent_of(parent_id, what)
+        if parent is not None and explicit:
+            try:
+                known = Broker().known_sync(parent)
+            except (redis.ConnectionError, redis.TimeoutError) as e:
+                raise self._unavailable("on_complete", e) from e
+            if not known:
+                raise unknown_parent(parent, what)
         queued = TaskQueued(
             agent_id=uuid.uuid4(),
             task_name=task_name,
@@ -119,6 +130,7 @@ class Tracker:
             context=msgspec.Raw(serialise_context(task_name, context)),
             message=CONF.activity_message_create,
             metadata=metadata,
+            parent_id=parent,
         )
         count = self._run("fan_in", None, TrackerCompleted, "", queued)
         assert count.fan_in_id is not None

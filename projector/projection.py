@@ -18,10 +18,11 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 from uuid import UUID
 
+import msgspec
 from sqlalchemy import Connection, Table, select
 
 from agentexec.activity.models import Activity, ActivityLog, activity_row_id
-from agentexec.activity.state import ActivityState, evolve
+from agentexec.activity.state import ActivityState, Attempt, evolve
 from agentexec.eventlog import Recorded
 from agentexec.events import AgentEvent, Status
 
@@ -32,6 +33,7 @@ __all__ = ["apply"]
 
 _activity: Table = Activity.__table__  # type: ignore[assignment]
 _log: Table = ActivityLog.__table__  # type: ignore[assignment]
+_History = tuple[Attempt, ...]
 
 
 def apply(conn: Connection, batch: Sequence[Recorded], *, archive: bool = True) -> None:
@@ -95,6 +97,13 @@ def _state(row: Any) -> ActivityState:
         metadata=row["metadata"],
         started_at=row["started_at"],
         finished_at=row["finished_at"],
+        queued_at=row["queued_at"],
+        due_at=row["due_at"],
+        worker=row["worker"],
+        retries=row["retries"] or 0,
+        queue_wait_seconds=row["queue_wait_seconds"],
+        run_seconds=row["run_seconds"],
+        attempt_history=msgspec.convert(row["attempt_history"] or (), _History),
     )
 
 
@@ -117,6 +126,13 @@ def _row(state: ActivityState, row_id: UUID) -> dict[str, Any]:
         "updated_at": state.updated_at,
         "started_at": state.started_at,
         "finished_at": state.finished_at,
+        "queued_at": state.queued_at,
+        "due_at": state.due_at,
+        "worker": state.worker,
+        "retries": state.retries,
+        "queue_wait_seconds": state.queue_wait_seconds,
+        "run_seconds": state.run_seconds,
+        "attempt_history": msgspec.to_builtins(state.attempt_history) or None,
         "last_event_id": state.last_event_id,
     }
 

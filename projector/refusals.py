@@ -41,6 +41,7 @@ def _length(*columns: Column[Any]) -> int:
 _BOUNDED = {
     "task_name": _length(_activity.c.agent_type, _archive.c.task_name),
     "queue": _length(_activity.c.queue),
+    "worker": _length(_activity.c.worker),
 }
 """Event fields stored in columns of bounded length, and the length."""
 

@@ -14,10 +14,13 @@ from typing import TYPE_CHECKING, Any
 from .writes import cancel_pending, complete, create, error, update
 
 if TYPE_CHECKING:
-    from .reads import active_count, detail
+    from .reads import active_count, children, detail
     from .reads import list_activities as list
     from .retention import prune
     from .schemas import (
+        ActivityAttemptSchema,
+        ActivityChildrenSchema,
+        ActivityChildSchema,
         ActivityDetailSchema,
         ActivityListItemSchema,
         ActivityListSchema,
@@ -25,12 +28,16 @@ if TYPE_CHECKING:
     )
 
 __all__ = [
+    "ActivityAttemptSchema",
+    "ActivityChildSchema",
+    "ActivityChildrenSchema",
     "ActivityDetailSchema",
     "ActivityListItemSchema",
     "ActivityListSchema",
     "ActivityLogSchema",
     "active_count",
     "cancel_pending",
+    "children",
     "complete",
     "create",
     "detail",
@@ -42,9 +49,13 @@ __all__ = [
 
 _LAZY = {
     "active_count": ("reads", "active_count"),
+    "children": ("reads", "children"),
     "detail": ("reads", "detail"),
     "list": ("reads", "list_activities"),
     "prune": ("retention", "prune"),
+    "ActivityAttemptSchema": ("schemas", "ActivityAttemptSchema"),
+    "ActivityChildSchema": ("schemas", "ActivityChildSchema"),
+    "ActivityChildrenSchema": ("schemas", "ActivityChildrenSchema"),
     "ActivityDetailSchema": ("schemas", "ActivityDetailSchema"),
     "ActivityListItemSchema": ("schemas", "ActivityListItemSchema"),
     "ActivityListSchema": ("schemas", "ActivityListSchema"),

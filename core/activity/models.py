@@ -22,6 +22,7 @@ from sqlalchemy import (
     ColumnElement,
     DateTime,
     Enum,
+    Float,
     Integer,
     MetaData,
     String,
@@ -132,7 +133,18 @@ class Activity(Base):
     latest_percentage: Mapped[int | None] = mapped_column(Integer)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     """How many times a worker started the task."""
+    retries: Mapped[int] = mapped_column(Integer, default=0)
+    """How many attempts failed and were retried."""
     error: Mapped[str | None] = mapped_column(Text)
+    """The error the task failed with (ERROR only); each attempt's is in `attempt_history`."""
+    worker: Mapped[str | None] = mapped_column(String(255))
+    """The consumer name of the worker that ran the latest attempt."""
+    queue_wait_seconds: Mapped[float | None] = mapped_column(Float)
+    """Seconds the task waited for a worker, summed over its attempts."""
+    run_seconds: Mapped[float | None] = mapped_column(Float)
+    """Seconds its handler ran, summed over the attempts that recorded an end."""
+    attempt_history: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
+    """One object per attempt (see `agentexec.activity.state.Attempt`)."""
     parent_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, index=True)
     queue: Mapped[str | None] = mapped_column(String(255))
     priority: Mapped[str | None] = mapped_column(String(16))
@@ -140,7 +152,12 @@ class Activity(Base):
     created_at: Mapped[datetime] = _utc_column(index=True)
     updated_at: Mapped[datetime] = _utc_column(index=True)
     started_at: Mapped[datetime | None] = _utc_column(nullable=True)
+    """When the latest attempt started."""
     finished_at: Mapped[datetime | None] = _utc_column(nullable=True)
+    queued_at: Mapped[datetime | None] = _utc_column(nullable=True)
+    """When the task was first queued."""
+    due_at: Mapped[datetime | None] = _utc_column(nullable=True)
+    """When the current attempt (or the next one, while a retry waits) was due to start."""
     last_event_id: Mapped[str] = mapped_column(String(41))
     """Stream id of the last event applied to this row."""
 

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar, overload
 from uuid import UUID
 
-from sqlalchemy import Select, case, func, select
+from sqlalchemy import Executable, Select, case, func, select
 from sqlalchemy.orm import Session, selectinload
 from typing_extensions import TypeIs
 
@@ -20,6 +20,8 @@ from agentexec.events import ACTIVE, Status
 
 from .freshness import check_projected
 from .schemas import (
+    ActivityChildrenSchema,
+    ActivityChildSchema,
     ActivityDetailSchema,
     ActivityListItemSchema,
     ActivityListSchema,
@@ -37,23 +39,33 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 MAX_PAGE_SIZE = 1000
+MAX_CHILDREN_SHOWN = 1000
+"""Children listed in a `detail` (oldest first; its counts cover them all)."""
 
 
-@overload
-def list_activities(session: Session, page: int = 1, page_size: int = 20) -> ActivityListSchema: ...
 @overload
 def list_activities(
-    session: AsyncSession, page: int = 1, page_size: int = 20
+    session: Session, page: int = 1, page_size: int = 20, *, parent_id: UUID | str | None = None
+) -> ActivityListSchema: ...
+@overload
+def list_activities(
+    session: AsyncSession,
+    page: int = 1,
+    page_size: int = 20,
+    *,
+    parent_id: UUID | str | None = None,
 ) -> Awaitable[ActivityListSchema]: ...
 def list_activities(
-    session: Session | AsyncSession, page: int = 1, page_size: int = 20
+    session: Session | AsyncSession,
+    page: int = 1,
+    page_size: int = 20,
+    *,
+    parent_id: UUID | str | None = None,
 ) -> ActivityListSchema | Awaitable[ActivityListSchema]:
     """One page of activities (`page` counts from 1): QUEUED and RUNNING ones first, then
-    the rest, each newest first. `ax.activity.list`."""
-    if isinstance(page, bool) or not isinstance(page, int) or page < 1:
-        raise ValueError(f"page {page!r} is not a whole number >= 1.")
-    if not isinstance(page_size, int) or not 1 <= page_size <= MAX_PAGE_SIZE:
-        raise ValueError(f"page_size {page_size!r} is not a whole number from 1 to 1000.")
+    the rest, each newest first. With `parent_id`, only the children of that task.
+    `ax.activity.list`. Raises `InvalidAgentIdError` for a parent id that is not a UUID."""
+    _check_page(page, page_size)
     from .models import Activity
 
     active_first = case((Activity.status.in_(ACTIVE), 0), else_=1)
@@ -64,6 +76,10 @@ def list_activities(
         .offset((page - 1) * page_size)
     )
     count = select(func.count()).select_from(Activity)
+    if parent_id is not None:
+        parent = parse_agent_id(parent_id)
+        query = query.where(Activity.parent_id == parent)
+        count = count.where(Activity.parent_id == parent)
 
     def build(total: Any, rows: Any) -> ActivityListSchema:
         return ActivityListSchema(
@@ -92,11 +108,85 @@ def detail(
     from .models import Activity
 
     query = select(Activity).where(Activity.agent_id == aid).options(selectinload(Activity.logs))
+    children_query = (
+        select(Activity.agent_id, Activity.agent_type, Activity.status)
+        .where(Activity.parent_id == aid)
+        .order_by(Activity.created_at, Activity.id)
+        .limit(MAX_CHILDREN_SHOWN)
+    )
 
-    def build(activity: Activity | None) -> ActivityDetailSchema | None:
-        return None if activity is None else ActivityDetailSchema.model_validate(activity)
+    def build(values: list[Any]) -> ActivityDetailSchema | None:
+        activity, kid_rows, counts = values
+        if activity is None:
+            return None
+        detail = ActivityDetailSchema.model_validate(activity)
+        kids = [ActivityChildSchema(agent_id=a, agent_type=t, status=s) for a, t, s in kid_rows]
+        return detail.model_copy(update={"children": kids, "children_counts": counts})
 
-    return _run(session, query, lambda result: build(result.scalar_one_or_none()))
+    return _run_all(
+        session,
+        [
+            (query, lambda r: r.scalar_one_or_none()),
+            (children_query, lambda r: r.all()),
+            (_count_by_status(aid), _counts),
+        ],
+        build,
+    )
+
+
+@overload
+def children(
+    session: Session, agent_id: UUID | str, page: int = 1, page_size: int = 100
+) -> ActivityChildrenSchema | None: ...
+@overload
+def children(
+    session: AsyncSession, agent_id: UUID | str, page: int = 1, page_size: int = 100
+) -> Awaitable[ActivityChildrenSchema | None]: ...
+def children(
+    session: Session | AsyncSession, agent_id: UUID | str, page: int = 1, page_size: int = 100
+) -> ActivityChildrenSchema | Awaitable[ActivityChildrenSchema | None] | None:
+    """The children of task `agent_id` (the tasks queued with it as `parent_id`), oldest
+    first, one page of them (`page` counts from 1), with how many there are in each status.
+    None when the read model has neither that activity nor any child of it (unknown, or not
+    projected yet). Raises `InvalidAgentIdError` (a `ValueError`) for a string that is not
+    a UUID. `ax.activity.children`."""
+    aid = parse_agent_id(agent_id)
+    _check_page(page, page_size)
+    from .models import Activity
+
+    parent = select(Activity.status).where(Activity.agent_id == aid)
+    items = (
+        select(Activity)
+        .where(Activity.parent_id == aid)
+        .order_by(Activity.created_at, Activity.id)
+        .limit(page_size)
+        .offset((page - 1) * page_size)
+    )
+
+    def build(values: list[Any]) -> ActivityChildrenSchema | None:
+        status, rows, counts = values
+        total = sum(counts.values())
+        if status is None and not total:
+            return None
+        return ActivityChildrenSchema(
+            parent_id=aid,
+            parent_status=status,
+            items=[_list_item(a) for a in rows],
+            counts=counts,
+            total=total,
+            page=page,
+            page_size=page_size,
+        )
+
+    return _run_all(
+        session,
+        [
+            (parent, lambda r: r.scalar_one_or_none()),
+            (items, lambda r: r.scalars().all()),
+            (_count_by_status(aid), _counts),
+        ],
+        build,
+    )
 
 
 @overload
@@ -145,6 +235,29 @@ def is_async(session: Session | AsyncSession) -> TypeIs[AsyncSession]:
     return inspect.iscoroutinefunction(getattr(session, "execute", None))
 
 
+def _check_page(page: int, page_size: int) -> None:
+    if isinstance(page, bool) or not isinstance(page, int) or page < 1:
+        raise ValueError(f"page {page!r} is not a whole number >= 1.")
+    if not isinstance(page_size, int) or not 1 <= page_size <= MAX_PAGE_SIZE:
+        raise ValueError(f"page_size {page_size!r} is not a whole number from 1 to 1000.")
+
+
+def _count_by_status(parent: UUID) -> Select[Status, int]:
+    from .models import Activity
+
+    return (
+        select(Activity.status, func.count())
+        .where(Activity.parent_id == parent)
+        .group_by(Activity.status)
+    )
+
+
+def _counts(result: Any) -> dict[str, int]:
+    """Children by status, every status present (0 for none), in `Status` order."""
+    found = {Status(status): int(n) for status, n in result}
+    return {status.wire: found.get(status, 0) for status in Status}
+
+
 def _list_item(activity: Activity) -> ActivityListItemSchema:
     return ActivityListItemSchema(
         agent_id=activity.agent_id,
@@ -154,6 +267,16 @@ def _list_item(activity: Activity) -> ActivityListItemSchema:
         status=activity.status,
         latest_log=activity.latest_message,
         latest_percentage=activity.latest_percentage,
+        queued_at=activity.queued_at,
+        started_at=activity.started_at,
+        finished_at=activity.finished_at,
+        attempts=activity.attempts,
+        retries=activity.retries or 0,
+        worker=activity.worker,
+        queue_wait_seconds=activity.queue_wait_seconds,
+        run_seconds=activity.run_seconds,
+        error=activity.error,
+        parent_id=activity.parent_id,
     )
 
 
@@ -168,6 +291,23 @@ def _run(
 
         return run()
     return build(session.execute(query))
+
+
+def _run_all(
+    session: Session | AsyncSession,
+    queries: list[tuple[Executable, Callable[[Any], Any]]],
+    build: Callable[[list[Any]], T],
+) -> T | Awaitable[T]:
+    """Run each query in order in one session and take its values with its function (at
+    once: an ORM result may load more); `build` gets the values."""
+    check_projected()
+    if is_async(session):
+
+        async def run() -> T:
+            return build([take(await session.execute(query)) for query, take in queries])
+
+        return run()
+    return build([take(session.execute(query)) for query, take in queries])
 
 
 def _run2(

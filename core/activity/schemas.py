@@ -13,12 +13,23 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 from uuid import UUID
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, PlainSerializer, computed_field
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    PlainSerializer,
+    computed_field,
+    field_validator,
+)
 
 from agentexec.errors import InvalidAgentIdError
 from agentexec.events import Status
 
 __all__ = [
+    "ActivityAttemptSchema",
+    "ActivityChildSchema",
+    "ActivityChildrenSchema",
     "ActivityDetailSchema",
     "ActivityListItemSchema",
     "ActivityListSchema",
@@ -59,6 +70,9 @@ StatusField = Annotated[
 """A `Status` that is written lower-case in JSON."""
 
 UTCTime = Annotated[datetime, BeforeValidator(_utc)]
+OptionalUTCTime = Annotated[datetime | None, AfterValidator(_utc)]
+AnyUTCTime = Annotated[datetime, AfterValidator(_utc)]
+"""Also from an ISO string without offset (the attempt history is JSON)."""
 
 
 class _Schema(BaseModel):
@@ -77,7 +91,52 @@ class ActivityLogSchema(_Schema):
     """Stream id of the event this entry records (the SSE `id:` of the same event)."""
 
 
-class ActivityListItemSchema(_Schema):
+class ActivityAttemptSchema(_Schema):
+    """One attempt of a task: a worker's run of its handler. Durations are seconds; None
+    where the events do not tell (an attempt still running, or redelivered after its worker
+    died: `outcome` "lost")."""
+
+    attempt: int
+    """1 for the first run."""
+    worker: str | None = None
+    due_at: OptionalUTCTime = None
+    """When it could have started: when the task was queued, or its retry became due."""
+    started_at: AnyUTCTime
+    finished_at: OptionalUTCTime = None
+    queue_wait_seconds: float | None = None
+    """From `due_at` to `started_at`."""
+    run_seconds: float | None = None
+    """From `started_at` to `finished_at`."""
+    outcome: str | None = None
+    """retried, complete, error, canceled or lost; None while it runs."""
+    error: str | None = None
+
+
+class _Timing(_Schema):
+    """The timing of a task, maintained by the projector from its events (see
+    docs/activity.md, "Timing"). Durations are seconds."""
+
+    queued_at: OptionalUTCTime = None
+    """When the task was first queued."""
+    started_at: OptionalUTCTime = None
+    """When its latest attempt started."""
+    finished_at: OptionalUTCTime = None
+    attempts: int = 0
+    """How many times a worker started it."""
+    retries: int = 0
+    """How many attempts failed and were retried."""
+    worker: str | None = None
+    """The worker that ran the latest attempt."""
+    queue_wait_seconds: float | None = None
+    """Time spent waiting for a worker, summed over the attempts."""
+    run_seconds: float | None = None
+    """Time the handler ran, summed over the attempts that recorded an end."""
+    error: str | None = None
+    """The error it failed with, when it ended ERROR."""
+    parent_id: UUID | None = None
+
+
+class ActivityListItemSchema(_Timing):
     """One activity in a list; `latest_log` is its most recent message."""
 
     agent_id: UUID
@@ -120,8 +179,30 @@ class ActivityListSchema(_Schema):
         return self.pages
 
 
-class ActivityDetailSchema(_Schema):
-    """An activity with its whole log, oldest entry first."""
+class ActivityChildSchema(_Schema):
+    """A child task of an activity, as its `detail` lists it."""
+
+    agent_id: UUID
+    agent_type: str
+    status: StatusField
+
+
+class ActivityChildrenSchema(_Schema):
+    """A page of an activity's children, oldest first (`ax.activity.children`)."""
+
+    parent_id: UUID
+    parent_status: StatusField | None = None
+    """None when the parent itself is not in the read model (only its children are)."""
+    items: list[ActivityListItemSchema]
+    counts: dict[str, int]
+    """How many children are in each status (every status, lower-case)."""
+    total: int
+    page: int
+    page_size: int
+
+
+class ActivityDetailSchema(_Timing):
+    """An activity with its whole log, oldest entry first, and its attempts."""
 
     id: UUID
     agent_id: UUID
@@ -131,9 +212,15 @@ class ActivityDetailSchema(_Schema):
     status: StatusField
     latest_percentage: int | None = None
     latest_log: str | None = None
-    attempts: int = 0
-    error: str | None = None
-    parent_id: UUID | None = None
-    started_at: Annotated[datetime | None, BeforeValidator(_utc)] = None
-    finished_at: Annotated[datetime | None, BeforeValidator(_utc)] = None
+    attempt_history: list[ActivityAttemptSchema] = []
+    """Every attempt, first first."""
+    children: list[ActivityChildSchema] = []
+    """The tasks queued with this one as their parent, oldest first (at most 1,000)."""
+    children_counts: dict[str, int] = {}
+    """How many children are in each status (every status, lower-case; all 0 for none)."""
     logs: list[ActivityLogSchema] = []
+
+    @field_validator("attempt_history", mode="before")
+    @classmethod
+    def _no_history(cls, value: Any) -> Any:
+        return [] if value is None else value

@@ -9,6 +9,14 @@ the `activity` table with it and the monitor its table, so both show the same th
 - agent events (turns, tool calls, handoffs, usage) change no status: a running task's
   latest message is what its agent did last;
 - `attempts` counts `task.started` events; `updated_at` is the latest event time folded;
+- timing: each `task.started` opens an `Attempt`, which the next `task.retried` or terminal
+  event closes; its queue wait runs from when it was due (the `task.queued` time, its
+  `not_before`, or a retry's time plus its delay) to its start, its run from its start to
+  its end. A start while the previous attempt is open is a redelivery (its worker died):
+  that attempt ends LOST, without an end time or run duration, and the redelivered attempt's
+  due time is unknown. Durations are whole differences of the events' own timestamps,
+  floored at 0 (clocks of different hosts may disagree by a little), so a replay or rebuild
+  computes the same values;
 - an event recorded without a task name keeps the name the state learnt from the task's
   earlier events. Every append names its event (`agentexec.eventlog.EventLog`): only events
   recorded by older versions lack one (or written after the agent's marker expired, see
@@ -17,7 +25,8 @@ the `activity` table with it and the monitor its table, so both show the same th
 
 from __future__ import annotations
 
-from datetime import datetime
+import enum
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -32,10 +41,51 @@ from agentexec.events import (
     TaskCompleted,
     TaskFailed,
     TaskQueued,
+    TaskRetried,
     TaskStarted,
 )
 
-__all__ = ["ActivityState", "evolve"]
+__all__ = ["ActivityState", "Attempt", "AttemptOutcome", "evolve"]
+
+
+class AttemptOutcome(enum.StrEnum):
+    """How one attempt of a task ended."""
+
+    RETRIED = "retried"
+    COMPLETE = "complete"
+    ERROR = "error"
+    CANCELED = "canceled"
+    LOST = "lost"
+    """Its worker died (or lost its lease) before it recorded an end: the task was
+    redelivered as a new attempt."""
+
+
+class Attempt(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """One run of a task's handler by a worker, from its `task.started` event. Times are
+    naive UTC, durations seconds; None where the events do not tell."""
+
+    attempt: int
+    """1 for the first run."""
+    started_at: datetime
+    worker: str | None = None
+    due_at: datetime | None = None
+    """When the attempt could have started: when it was queued, or became due."""
+    queue_wait_seconds: float | None = None
+    finished_at: datetime | None = None
+    run_seconds: float | None = None
+    outcome: AttemptOutcome | None = None
+    """None while it runs."""
+    error: str | None = None
+
+
+def _seconds(since: datetime, until: datetime) -> float:
+    return max((until - since) / timedelta(microseconds=1), 0) / 1_000_000
+
+
+def _plus(total: float | None, seconds: float | None) -> float | None:
+    if seconds is None:
+        return total
+    return seconds if total is None else round(total + seconds, 6)
 
 
 class ActivityState(msgspec.Struct, frozen=True, kw_only=True):
@@ -57,11 +107,30 @@ class ActivityState(msgspec.Struct, frozen=True, kw_only=True):
     priority: str | None = None
     metadata: dict[str, Any] | None = None
     started_at: datetime | None = None
+    """When the latest attempt started."""
     finished_at: datetime | None = None
+    queued_at: datetime | None = None
+    """The time of the task's first `task.queued` event."""
+    due_at: datetime | None = None
+    """When the current (or, while it waits for a retry, the next) attempt was due."""
+    worker: str | None = None
+    """The worker that ran the latest attempt."""
+    retries: int = 0
+    """How many attempts failed and were retried (`task.retried` events)."""
+    queue_wait_seconds: float | None = None
+    """Total over the attempts whose wait is known."""
+    run_seconds: float | None = None
+    """Total over the attempts that recorded an end."""
+    attempt_history: tuple[Attempt, ...] = ()
 
     @property
     def terminal(self) -> bool:
         return self.status in TERMINAL
+
+    @property
+    def current(self) -> Attempt | None:
+        """The latest attempt, if one started."""
+        return self.attempt_history[-1] if self.attempt_history else None
 
 
 def evolve(state: ActivityState | None, recorded: Recorded) -> ActivityState | None:
@@ -109,10 +178,70 @@ def evolve(state: ActivityState | None, recorded: Recorded) -> ActivityState | N
         changes["metadata"] = {**(state.metadata or {}), **event.metadata}
     if isinstance(event, TaskQueued):
         changes.update(queue=event.queue, priority=event.priority.value, parent_id=event.parent_id)
+        if state.queued_at is None:
+            due = _naive(event.not_before)
+            changes.update(queued_at=ts, due_at=ts if due is None else max(ts, due))
     elif isinstance(event, TaskStarted):
         changes.update(attempts=state.attempts + 1, started_at=ts, finished_at=None)
+        changes.update(_start(state, event, ts))
+    elif isinstance(event, TaskRetried):
+        changes.update(_end(state, ts, AttemptOutcome.RETRIED, event.error))
+        changes.update(retries=state.retries + 1, due_at=ts + timedelta(seconds=event.delay))
     elif isinstance(event, TaskCompleted | TaskCanceled):
         changes["finished_at"] = ts
+        outcome = AttemptOutcome(type(event).status.wire)
+        changes.update(_end(state, ts, outcome, None))
     elif isinstance(event, TaskFailed):
         changes.update(finished_at=ts, error=event.error)
+        changes.update(_end(state, ts, AttemptOutcome.ERROR, event.error))
     return msgspec.structs.replace(state, **changes)
+
+
+def _naive(value: datetime | None) -> datetime | None:
+    if value is not None and value.tzinfo is not None:
+        return value.astimezone(UTC).replace(tzinfo=None)
+    return value
+
+
+def _start(state: ActivityState, event: TaskStarted, ts: datetime) -> dict[str, Any]:
+    history = list(state.attempt_history)
+    due = state.due_at
+    current = state.current
+    if current is not None and current.outcome is None:
+        # Started again while the last attempt is open: its worker died, and when the task
+        # became due again (its lease expired) is not recorded.
+        history[-1] = msgspec.structs.replace(current, outcome=AttemptOutcome.LOST)
+        due = None
+    wait = None if due is None else _seconds(due, ts)
+    history.append(
+        Attempt(
+            attempt=state.attempts + 1,
+            started_at=ts,
+            worker=event.worker or None,
+            due_at=due,
+            queue_wait_seconds=wait,
+        )
+    )
+    return {
+        "attempt_history": tuple(history),
+        "due_at": due,
+        "worker": event.worker or None,
+        "queue_wait_seconds": _plus(state.queue_wait_seconds, wait),
+    }
+
+
+def _end(
+    state: ActivityState, ts: datetime, outcome: AttemptOutcome, error: str | None
+) -> dict[str, Any]:
+    """Close the open attempt, if one runs (a task may also end before it started)."""
+    current = state.current
+    if current is None or current.outcome is not None:
+        return {}
+    run = _seconds(current.started_at, ts)
+    ended = msgspec.structs.replace(
+        current, finished_at=ts, run_seconds=run, outcome=outcome, error=error
+    )
+    return {
+        "attempt_history": (*state.attempt_history[:-1], ended),
+        "run_seconds": _plus(state.run_seconds, run),
+    }

@@ -153,3 +153,26 @@ async def agent_writes(agent_id: UUID, context: Echo) -> str:
     await recorder.usage("agent", 1, requests=1, input_tokens=1, output_tokens=1, total_tokens=2)
     ax.activity.update(agent_id, "queued again", percentage=90)
     return context.text
+
+
+class Spawn(BaseModel):
+    """Queues `children` echo tasks from inside its handler (children of it by default), and
+    one with `parent_id=None` when `orphan`; then waits `wait` seconds."""
+
+    children: int
+    child_delay: float = 0.0
+    wait: float = 0.0
+    orphan: bool = False
+
+
+@pool.task("spawn")
+async def spawn(agent_id: UUID, context: Spawn) -> list[str]:
+    ids = []
+    for i in range(context.children):
+        child = await ax.enqueue("echo", Echo(text=f"child {i}", delay=context.child_delay))
+        ids.append(str(child.agent_id))
+    if context.orphan:
+        orphan = await ax.enqueue("echo", Echo(text="orphan"), parent_id=None)
+        ids.append(str(orphan.agent_id))
+    await asyncio.sleep(context.wait)
+    return ids

@@ -68,3 +68,10 @@ def test_storable_escapes_nul_and_cuts_bounded_names() -> None:
 def test_storable_is_none_when_nothing_would_change() -> None:
     event = TaskProgress(agent_id=uuid.uuid4(), task_name="t", message="ok", percentage=2**63)
     assert storable(applied(event)) is None
+
+
+def test_storable_cuts_a_worker_name_to_its_column() -> None:
+    event = events.TaskStarted(agent_id=uuid.uuid4(), task_name="t", worker="w" * 300)
+    safe = storable(applied(event))
+    assert safe is not None and isinstance(safe.event, events.TaskStarted)
+    assert len(safe.event.worker) == 255 and safe.event.worker.endswith(TRUNCATED)

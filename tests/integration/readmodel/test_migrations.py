@@ -184,3 +184,50 @@ def test_prefix_changed_after_the_models_were_built_is_refused(tmp_path: Path) -
     ax.CONF.table_prefix = "other_"
     with pytest.raises(ax.ConfigurationError, match="AGENTEXEC_TABLE_PREFIX is 'other_'"):
         Projector(create_engine(f"sqlite:///{tmp_path / 'c.db'}"))
+
+
+def test_timing_revision_upgrades_a_database_with_activities(
+    database: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """agentexec_0002 adds the timing columns to a table that already holds rows (NULL
+    until a rebuild, retries 0), and its downgrade removes them again."""
+    project = tmp_path / "project"
+    (project / "myapp").mkdir(parents=True)
+    (project / "myapp" / "__init__.py").write_text("")
+    (project / "myapp" / "models.py").write_text(APP_MODELS)
+    (project / "alembic" / "versions").mkdir(parents=True)
+    (project / "alembic" / "env.py").write_text(SEED_ENV)
+    (project / "alembic" / "script.py.mako").write_text("")
+    monkeypatch.syspath_prepend(str(project))
+    monkeypatch.setenv("DATABASE_URL", database)
+    config = Config()
+    config.set_main_option("script_location", str(project / "alembic"))
+    config.set_main_option("version_locations", f"{project}/alembic/versions agentexec:migrations")
+    config.set_main_option("path_separator", "space")
+
+    command.upgrade(config, "agentexec_0001")
+    engine = create_engine(database)
+    table = f"{ax.CONF.table_prefix}activity"
+    agent = uuid.uuid4()
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                f"INSERT INTO {table} (id, agent_id, agent_type, status, attempts, created_at, "
+                "updated_at, last_event_id) VALUES (:id, :agent, 'old', 'COMPLETE', 1, "
+                "'2026-01-01 00:00:00', '2026-01-01 00:00:01', '1-0')"
+            ),
+            {"id": uuid.uuid4().hex, "agent": agent.hex},
+        )
+    command.upgrade(config, "heads")
+    with engine.connect() as conn:
+        row = conn.execute(text(f"SELECT retries, worker, run_seconds FROM {table}")).one()
+    assert tuple(row) == (0, None, None)
+    columns = {c["name"] for c in inspect(engine).get_columns(table)}
+    assert {"queued_at", "due_at", "queue_wait_seconds", "attempt_history"} <= columns
+
+    command.downgrade(config, "agentexec_0001")
+    columns = {c["name"] for c in inspect(engine).get_columns(table)}
+    assert "retries" not in columns and "attempt_history" not in columns
+    with engine.connect() as conn:
+        assert conn.execute(text(f"SELECT count(*) FROM {table}")).scalar() == 1
+    engine.dispose()
