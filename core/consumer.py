@@ -263,6 +263,12 @@ class Consumer:
         args = [WORKERS_GROUP, self.name, lease_ms, *(i for i, _ in held)]
         return set(await self._broker._run(RENEW, keys, args) or ())
 
+    async def uptime(self) -> float:
+        """Seconds since the Redis server started, as `INFO` reports them: a difference of
+        whole seconds of the wall clock, so up to one second more than has elapsed."""
+        info = await self._broker.client.info("server")
+        return float(info["uptime_in_seconds"])
+
     async def release(self, stream: str) -> int:
         """Hand back every entry of `stream` this worker holds, at the end of its stream, so
         that another worker runs it at once; returns how many."""

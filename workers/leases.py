@@ -143,7 +143,11 @@ class Leases:
             if self._outage:
                 self._outage = False
                 self._claim_after = time.monotonic() + CONF.lease_seconds + self._reconnect.maximum
-            if len(self._backlog) < self._concurrency and time.monotonic() > self._claim_after:
+            if (
+                len(self._backlog) < self._concurrency
+                and time.monotonic() > self._claim_after
+                and await self._redis_up_long_enough()
+            ):
                 for stream in self._consumer.streams:
                     claim = await self._consumer.claim_expired(stream, lease_ms)
                     if claim.deliveries or claim.entries:
@@ -161,6 +165,18 @@ class Leases:
         except Exception:
             self._outage = True
             raise
+
+    async def _redis_up_long_enough(self) -> bool:
+        """False while Redis has been up for less than a lease plus the longest backoff.
+
+        A restarted Redis (with its data) shows every lease held before the restart as
+        expired, while their workers, alive, are still in backoff. A worker that saw the
+        outage waits by `_claim_after`; this covers one that did not, such as a worker
+        started after Redis came back. Asked at each claim round, as a restart can come at
+        any time (one `INFO` a third of a lease)."""
+        # `INFO` counts whole seconds of the wall clock: up to one second more than elapsed.
+        uptime = await self._consumer.uptime() - 1
+        return uptime >= CONF.lease_seconds + self._reconnect.maximum
 
     def _abandon(self, stream: str, lost: set[bytes]) -> None:
         """Stop work on entries another worker took over: their outcome would be rejected."""

@@ -94,8 +94,17 @@ def _lines(path: Path) -> int:
     return len(path.read_text().splitlines()) if path.exists() else 0
 
 
+@pytest.mark.parametrize(
+    "claimer_starts",
+    [
+        pytest.param("before", id="claimer-lived-through-the-outage"),
+        # It never saw the outage: only Redis's uptime tells it that leases look expired
+        # because Redis was down, not because their holders died.
+        pytest.param("after", id="claimer-started-after-redis-came-back"),
+    ],
+)
 async def test_no_live_lease_is_claimed_while_its_holder_is_in_backoff_after_an_outage(
-    server: EmbeddedRedis, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    server: EmbeddedRedis, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, claimer_starts: str
 ) -> None:
     ax.CONF.lease_seconds = LEASE
     runs = tmp_path / "runs"
@@ -122,21 +131,29 @@ async def test_no_live_lease_is_claimed_while_its_holder_is_in_backoff_after_an_
     claimer.consumer.claim_expired = recorded  # type: ignore[method-assign]
 
     running = [asyncio.create_task(holder.run())]
-    try:
-        task = await ax.enqueue("held_through_outage", Runs(path=str(runs)))
-        await async_wait_for(
-            lambda: _true(_lines(runs) == 1), timeout=10, what="the holder to start the task"
-        )
+
+    async def start_claimer() -> None:
         running.append(asyncio.create_task(claimer.run()))
         await async_wait_for(
             lambda: _true(claimer.serving.is_set()), timeout=10, what="the claimer to serve"
         )
 
+    try:
+        task = await ax.enqueue("held_through_outage", Runs(path=str(runs)))
+        await async_wait_for(
+            lambda: _true(_lines(runs) == 1), timeout=10, what="the holder to start the task"
+        )
+        if claimer_starts == "before":
+            await start_claimer()
+
         server.kill()
         await async_wait_for(
-            lambda: _true(holder_backoff.failures > 0 and claimer_backoff.failures > 0),
+            lambda: _true(
+                holder_backoff.failures > 0
+                and (claimer_starts == "after" or claimer_backoff.failures > 0)
+            ),
             timeout=10,
-            what="both lease renewals to fail",
+            what="the lease renewals to fail",
         )
         # The outage itself, longer than a lease: the task's entry looks expired to Redis.
         await asyncio.sleep(LEASE * 1.5)
@@ -147,6 +164,8 @@ async def test_no_live_lease_is_claimed_while_its_holder_is_in_backoff_after_an_
         await get_redis().connection_pool.disconnect(inuse_connections=False)
         before = len(claims)
         claimer_backoff.over.set()  # the claimer finds Redis back at once
+        if claimer_starts == "after":
+            await start_claimer()
         # The holder in its longest backoff when Redis came back (the behaviour under test).
         await asyncio.sleep(MAXIMUM)
         holder_backoff.over.set()
