@@ -11,16 +11,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import TYPE_CHECKING
 from uuid import UUID, uuid4
 
-from .broker import Broker
-from .config import CONF
 from .connection import REDIS_ERRORS, Reconnect
 from .credentials import redact_url
 from .errors import RedisUnavailableError
 from .events import Event
-from .streams import Keys
 from .tasks import TaskLease
+
+if TYPE_CHECKING:
+    from .runtime import Runtime
 
 __all__ = [
     "append_held",
@@ -47,10 +48,10 @@ _outbox: dict[UUID, asyncio.Task[None]] = {}
 one before it, so a task's events keep their order."""
 
 
-def queue_held(keys: Keys, event: Event, lease: TaskLease) -> None:
+def queue_held(runtime: Runtime, event: Event, lease: TaskLease) -> None:
     agent_id = event.agent_id
     task = asyncio.get_running_loop().create_task(
-        _append_held_async(keys, event, lease, _outbox.get(agent_id))
+        _append_held_async(runtime, event, lease, _outbox.get(agent_id))
     )
     _outbox[agent_id] = task
 
@@ -70,11 +71,11 @@ async def flush_events(agent_id: UUID) -> None:
 
 
 async def _append_held_async(
-    keys: Keys, event: Event, lease: TaskLease, previous: asyncio.Task[None] | None
+    runtime: Runtime, event: Event, lease: TaskLease, previous: asyncio.Task[None] | None
 ) -> None:
     if previous is not None:
         await asyncio.wait([previous])
-    broker, dedup = Broker(keys), held_dedup()
+    broker, dedup = runtime.broker, held_dedup()
     # No deadline: the worker keeps the task's lease meanwhile, and records its outcome only
     # after this event (see `flush_events`), so nothing the handler reported is dropped.
     outage = Reconnect(f"events of agent {event.agent_id}")
@@ -103,7 +104,7 @@ def held_dedup() -> str:
     return f"event:{uuid4()}"
 
 
-def append_held(keys: Keys, event: Event, lease: TaskLease) -> str:
+def append_held(runtime: Runtime, event: Event, lease: TaskLease) -> str:
     """Append an event of a task from inside its handler, in a worker.
 
     While Redis is unreachable this waits and retries (the handler is paused, not failed),
@@ -113,8 +114,8 @@ def append_held(keys: Keys, event: Event, lease: TaskLease) -> str:
     with a warning and "" is returned: a late worker cannot write into the run that
     replaced it.
     """
-    broker, dedup = Broker(keys), held_dedup()
-    deadline = time.monotonic() + CONF.enqueue_timeout
+    broker, dedup, settings = runtime.broker, held_dedup(), runtime.settings
+    deadline = time.monotonic() + settings.enqueue_timeout
     delay = 0.05
     while True:
         try:
@@ -124,8 +125,8 @@ def append_held(keys: Keys, event: Event, lease: TaskLease) -> str:
             if time.monotonic() >= deadline:
                 raise RedisUnavailableError(
                     f"could not record {type(event).__name__} for agent {event.agent_id}: "
-                    f"Redis at {redact_url(CONF.redis_url)} was unreachable for "
-                    f"{CONF.enqueue_timeout}s (AGENTEXEC_ENQUEUE_TIMEOUT): {e}"
+                    f"Redis at {redact_url(settings.redis_url)} was unreachable for "
+                    f"{settings.enqueue_timeout}s (AGENTEXEC_ENQUEUE_TIMEOUT): {e}"
                 ) from e
             if delay == 0.05:
                 logger.warning("agent %s: Redis unreachable (%s); retrying", event.agent_id, e)

@@ -15,9 +15,7 @@ from uuid import UUID, uuid4
 import msgspec
 
 from agentexec import events
-from agentexec.broker import Broker
-from agentexec.config import CONF
-from agentexec.connection import REDIS_ERRORS, get_sync_redis
+from agentexec.connection import REDIS_ERRORS
 from agentexec.credentials import redact_url
 from agentexec.errors import RedisUnavailableError, UnknownActivityError
 from agentexec.events import (
@@ -31,6 +29,7 @@ from agentexec.events import (
 )
 from agentexec.limits import check_name
 from agentexec.outbox import append_held, on_event_loop, queue_held
+from agentexec.runtime import current
 from agentexec.streams import AGENT_TTL, Keys
 from agentexec.tasks import event_identity, running_task
 
@@ -73,7 +72,7 @@ def append(event: Event, *, check: bool = True) -> str:
     Raises `RedisUnavailableError` when Redis is unreachable, except inside the task's own
     handler (see `agentexec.outbox.append_held`).
     """
-    keys = Keys(CONF.key_prefix)
+    runtime = current()
     run = running_task()
     own = run is not None and run.agent_id == event.agent_id
     lease = run.lease if run is not None and own else None
@@ -82,21 +81,21 @@ def append(event: Event, *, check: bool = True) -> str:
             # An async handler calling the sync API: waiting here would stall the worker's
             # event loop, its other tasks and its lease renewals (during a Redis outage, long
             # enough for the leases to expire). The worker appends the event, in order.
-            queue_held(keys, event, lease)
+            queue_held(runtime, event, lease)
             return ""
-        return append_held(keys, event, lease)
+        return append_held(runtime, event, lease)
     try:
-        entry_id = Broker(keys).append_known(event, check=check and not own)
+        entry_id = runtime.broker.append_known(event, check=check and not own)
     except REDIS_ERRORS as e:
         raise RedisUnavailableError(
             f"could not record {type(event).__name__} for agent {event.agent_id}: Redis at "
-            f"{redact_url(CONF.redis_url)} is unreachable ({e})"
+            f"{redact_url(runtime.settings.redis_url)} is unreachable ({e})"
         ) from e
     if entry_id is None:
         raise UnknownActivityError(
             f"agent id {event.agent_id} is not known: no task was enqueued and no activity "
             f"created with it in the last {AGENT_TTL // 3600} hours (namespace "
-            f"{CONF.key_prefix!r}); pass the agent_id your task received, or start tracking "
+            f"{runtime.keys.prefix!r}); pass the agent_id your task received, or start tracking "
             "with ax.activity.create(...)."
         )
     return entry_id
@@ -119,7 +118,9 @@ def create(
         TaskQueued(
             agent_id=aid,
             task_name=check_name(task_name, "task name"),
-            message=_message(message) if message is not None else CONF.activity_message_create,
+            message=_message(message)
+            if message is not None
+            else current().settings.activity_message_create,
         ),
         check=False,
     )
@@ -148,7 +149,9 @@ def complete(agent_id: UUID | str, message: str | None = None, percentage: int =
         TaskCompleted(
             agent_id=_agent_id(agent_id),
             **event_identity(_agent_id(agent_id)),
-            message=_message(message) if message is not None else CONF.activity_message_complete,
+            message=_message(message)
+            if message is not None
+            else current().settings.activity_message_complete,
             percentage=_percentage(percentage),
         )
     )
@@ -165,7 +168,7 @@ def error(agent_id: UUID | str, message: str | None = None, *, error: str | None
     when the handler ends) and returns `""` here. Anywhere else the event is appended at once
     and its stream id returned."""
     text = _message(message if message is not None else error or "", "error message")
-    shown = CONF.activity_message_error.replace("{error}", text) if error else text
+    shown = current().settings.activity_message_error.replace("{error}", text) if error else text
     run = running_task()
     if run is not None and run.lease is not None and str(run.agent_id) == str(agent_id):
         if not run.reported_error:
@@ -215,9 +218,10 @@ def cancel_pending(session: Session | AsyncSession) -> int | Awaitable[int]:
 
 
 def _cancel(rows: Any) -> int:
-    keys = Keys(CONF.key_prefix)
+    runtime = current()
+    keys = runtime.keys
     try:
-        client = get_sync_redis()
+        client = runtime.sync_redis()
         held = _held_by_queues(client, keys, {queue for _, _, queue in rows if queue})
         orphans = [(a, name) for a, name, _ in rows if a not in held]
         if orphans:
@@ -236,8 +240,8 @@ def _cancel(rows: Any) -> int:
             pipe.execute()
     except REDIS_ERRORS as e:
         raise RedisUnavailableError(
-            f"cancel_pending: Redis at {redact_url(CONF.redis_url)} is unreachable ({e}); "
-            "nothing canceled"
+            f"cancel_pending: Redis at {redact_url(runtime.settings.redis_url)} is unreachable "
+            f"({e}); nothing canceled"
         ) from e
     if orphans:
         logger.info("canceled %d pending activities that no queue holds", len(orphans))

@@ -5,8 +5,6 @@ from __future__ import annotations
 import logging
 from uuid import UUID
 
-from agentexec.broker import Broker
-from agentexec.config import CONF
 from agentexec.connection import REDIS_ERRORS
 from agentexec.credentials import redact_url
 from agentexec.errors import RedisUnavailableError
@@ -19,6 +17,7 @@ from agentexec.events import (
     TaskProgress,
 )
 from agentexec.outbox import held_dedup, log_discarded
+from agentexec.runtime import Runtime, current
 from agentexec.tasks import event_identity, running_task
 
 from .redaction import Redactor, redact_secrets, summarize_arguments, truncate
@@ -36,14 +35,23 @@ class EventRecorder:
     the agent or the task asked to record: `progress` raises `RedisUnavailableError`.
     """
 
-    def __init__(self, agent_id: UUID, *, redact: Redactor | None = None) -> None:
+    def __init__(
+        self, agent_id: UUID, *, redact: Redactor | None = None, runtime: Runtime | None = None
+    ) -> None:
         self.agent_id = agent_id
+        self._runtime = runtime
         self.redact: Redactor = redact or redact_secrets
         self._dropping = False
 
     @property
+    def runtime(self) -> Runtime:
+        """The given runtime, else the edge's at each call (`agentexec.runtime.current()`):
+        a runner made before `ax.CONF` changed follows the change."""
+        return self._runtime or current()
+
+    @property
     def limit(self) -> int:
-        return CONF.max_event_summary_chars
+        return self.runtime.settings.max_event_summary_chars
 
     async def progress(self, message: str, percentage: int | None = None) -> str:
         """Record progress (a `task.progress` event); returns its stream id.
@@ -70,7 +78,7 @@ class EventRecorder:
         except REDIS_ERRORS as e:
             raise RedisUnavailableError(
                 f"could not record progress for agent {self.agent_id}: Redis at "
-                f"{redact_url(CONF.redis_url)} is unreachable ({e})"
+                f"{redact_url(self.runtime.settings.redis_url)} is unreachable ({e})"
             ) from e
 
     async def turn(self, agent: str, turn: int, max_turns: int | None = None) -> None:
@@ -163,7 +171,7 @@ class EventRecorder:
         """Append `event`; "" when the worker running the task lost it (the event is then
         discarded: a worker that comes back late cannot write into the run that replaced it).
         """
-        broker = Broker()
+        broker = self.runtime.broker
         run = running_task()
         if run is None or run.lease is None or run.agent_id != event.agent_id:
             return await broker.append(event)
