@@ -121,7 +121,11 @@ class Worker:
             self.spec.concurrency,
         )
         notices = NoticeListener(
-            self.keys, self.spec.queue_name, self.cancellation.cancel, self._promoter.schedule
+            self.keys,
+            self.spec.queue_name,
+            self.cancellation.cancel,
+            self._promoter.schedule,
+            self.runtime,
         )
         helpers = [
             asyncio.create_task(self.leases.run()),
