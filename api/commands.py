@@ -8,8 +8,8 @@ from typing import Any
 
 import click
 
-from agentexec.config import CONF
 from agentexec.errors import ConfigurationError
+from agentexec.runtime import current
 
 __all__ = ["api"]
 
@@ -59,7 +59,8 @@ def api(
         raise click.UsageError(
             f"the API needs its extra ({e}); install it with `pip install agentexec[api]`"
         ) from e
-    database_url = database_url or CONF.database_url  # falls back to a plain DATABASE_URL
+    settings = current().settings
+    database_url = database_url or settings.database_url  # falls back to a plain DATABASE_URL
     if not database_url:
         raise click.UsageError(
             "no database: pass --database-url or set AGENTEXEC_DATABASE_URL, e.g. "
@@ -68,7 +69,7 @@ def api(
     from agentexec.connection import check_eviction_policy_at_start
 
     try:
-        check_eviction_policy_at_start("api")
+        check_eviction_policy_at_start("api", settings)
     except ConfigurationError as e:  # a refused setup: its message says the fix
         raise click.ClickException(str(e)) from e
     token = token or None

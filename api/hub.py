@@ -22,11 +22,11 @@ from uuid import UUID
 
 import redis
 
-from agentexec.config import CONF
 from agentexec.connection import REDIS_ERRORS, Reconnect, get_redis, supervise
 from agentexec.errors import EventDecodeError
 from agentexec.eventlog import Recorded
 from agentexec.positions import Position
+from agentexec.runtime import Runtime, current
 from agentexec.streams import Keys, is_missing_group
 
 from .history import History
@@ -115,7 +115,9 @@ class Hub:
         redis_url: str | None = None,
         buffer: int = 1000,
         batch: int = 1000,
+        runtime: Runtime | None = None,
     ) -> None:
+        self.block_ms = (runtime or current()).settings.block_ms
         self.keys = keys
         self.history = history
         self.redis_url = redis_url
@@ -221,7 +223,7 @@ class Hub:
         client = get_redis(self.redis_url)
         try:
             reply: Any = await client.xread(
-                {self.keys.events: str(self.position)}, count=self.batch, block=CONF.block_ms
+                {self.keys.events: str(self.position)}, count=self.batch, block=self.block_ms
             )
         except redis.ResponseError as e:
             if isinstance(e, REDIS_ERRORS) or not is_missing_group(e):

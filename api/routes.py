@@ -20,9 +20,8 @@ from agentexec.activity.schemas import (
     ActivityDetailSchema,
     ActivityListSchema,
 )
-from agentexec.config import CONF
 from agentexec.errors import ConfigurationError
-from agentexec.streams import Keys
+from agentexec.runtime import Runtime, current
 
 from . import activities, dashboard, events
 from .authorization import BearerToken
@@ -89,6 +88,7 @@ def router(
     keepalive: float = 15.0,
     max_feeds: int | None = None,
     send_buffer: int | None = 64 * 1024,
+    runtime: Runtime | None = None,
 ) -> LiveRouter:
     """The agentexec API as a FastAPI router: `app.include_router(agentexec.api.router(...))`.
 
@@ -100,8 +100,8 @@ def router(
       <token>`; the dashboard is signed in by opening it once with `?token=<token>`); with
       `authorize` too, a request must pass both. Raises `ConfigurationError` for a token
       shorter than 16 characters.
-    - `redis_url`: default `AGENTEXEC_REDIS_URL`; the key namespace is `AGENTEXEC_KEY_PREFIX`
-      as set when this is called.
+    - `runtime`: the settings, key namespace and Redis (default: `ax.CONF` as it is when
+      this is called, see `agentexec.runtime`); `redis_url` overrides its Redis URL.
     - `dashboard_page`: serve the dashboard at `/`.
     - `buffer`: events a feed may fall behind the live tail before it is cut off (the client
       then resumes from its last event id); `send_timeout`: seconds one send to a client
@@ -111,8 +111,11 @@ def router(
       1000); one more is answered 503. `send_buffer`: each feed connection's kernel send
       buffer in bytes (None: the system's default, which grows to megabytes).
     """
+    runtime = runtime or current()
+    settings = runtime.settings
+    redis_url = redis_url or settings.redis_url
     if max_feeds is None:
-        max_feeds = CONF.api_max_feeds
+        max_feeds = settings.api_max_feeds
     if (
         buffer < 1
         or send_timeout <= 0
@@ -128,16 +131,16 @@ def router(
         )
     bearer = BearerToken(token) if token is not None else None
     if engine is None:
-        if CONF.database_url is None:
+        if settings.database_url is None:
             raise ConfigurationError(
                 "agentexec.api.router() needs the read model: pass engine=create_engine(...) "
                 "or set AGENTEXEC_DATABASE_URL (e.g. sqlite:///agents.db)."
             )
-        engine = create_engine(CONF.database_url)
-    keys = Keys(CONF.key_prefix)
+        engine = create_engine(settings.database_url)
+    keys = runtime.keys
     history = History(keys, engine, redis_url=redis_url)
     live = LiveState(
-        hub=Hub(keys, history, redis_url=redis_url, buffer=buffer),
+        hub=Hub(keys, history, redis_url=redis_url, buffer=buffer, runtime=runtime),
         history=history,
         feeds=OpenFeeds(max_feeds),
         engine=engine,

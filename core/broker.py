@@ -13,7 +13,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 import redis
@@ -21,8 +21,7 @@ import redis.asyncio as aioredis
 
 from . import events
 from .batcher import Batcher, get_batcher
-from .config import CONF
-from .connection import REDIS_ERRORS, Reconnect, check_eviction_policy, get_redis, get_sync_redis
+from .connection import REDIS_ERRORS, Reconnect, check_eviction_policy
 from .consumer import Consumer
 from .credentials import redact_url
 from .errors import RedisOutOfMemoryError, RedisUnavailableError
@@ -42,6 +41,9 @@ from .scripts import (
 )
 from .streams import AGENT_TTL, WORKERS_GROUP, Keys, delayed_member
 from .tasks import TaskLease
+
+if TYPE_CHECKING:
+    from .runtime import Runtime
 
 __all__ = ["Broker", "Count", "Queued"]
 
@@ -74,25 +76,34 @@ _FAN_INS_KEPT = 1024
 
 
 class Broker:
-    """Verbs over one namespace's keys (default `AGENTEXEC_KEY_PREFIX`) and one client (default
-    the running loop's `get_redis()`; blocking verbs use `get_sync_redis()`)."""
+    """Verbs over one runtime's keys and client (default the edge's runtime,
+    `agentexec.runtime.current()`; `client` overrides the running loop's client of it; blocking
+    verbs use the runtime's blocking client)."""
 
-    def __init__(self, keys: Keys | None = None, client: aioredis.Redis | None = None) -> None:
-        self.keys = keys or Keys(CONF.key_prefix)
+    def __init__(
+        self, runtime: Runtime | None = None, client: aioredis.Redis | None = None
+    ) -> None:
+        if runtime is None:
+            from .runtime import current
+
+            runtime = current()
+        self.runtime = runtime
+        self.settings = runtime.settings
+        self.keys: Keys = runtime.keys
         self._client = client
 
     @property
     def client(self) -> aioredis.Redis:
-        return self._client or get_redis()
+        return self._client or self.runtime.redis()
 
     def _batcher(self) -> Batcher:
-        return get_batcher(self._client)
+        return get_batcher(self.client)
 
     async def _run(self, script: Script, keys: list[Any], args: list[Any]) -> Any:
         return await self._batcher().run_script(script, keys, args)
 
     def _run_sync(self, script: Script, keys: list[Any], args: list[Any]) -> Any:
-        client = get_sync_redis()
+        client = self.runtime.sync_redis()
         try:
             return client.evalsha(script.sha, len(keys), *keys, *args)
         except redis.exceptions.NoScriptError:
@@ -109,7 +120,7 @@ class Broker:
         name guards longer (`AGENTEXEC_IDEMPOTENCY_WINDOW`)."""
         marker = self.keys.agent(event.agent_id)
         if dedup is not None:
-            key, window = self.keys.dedup(dedup), CONF.idempotency_window
+            key, window = self.keys.dedup(dedup), self.settings.idempotency_window
         else:
             key, window = marker, AGENT_TTL
         return (
@@ -162,10 +173,12 @@ class Broker:
     ) -> Any:
         if what is None:
             return await self._run(script, keys, args)
-        deadline = time.monotonic() + CONF.enqueue_timeout
+        deadline = time.monotonic() + self.settings.enqueue_timeout
         while True:
             try:
-                await check_eviction_policy(self.client, what)
+                await check_eviction_policy(
+                    self.client, what, allow_eviction=self.settings.allow_eviction
+                )
                 reply = await self._run(script, keys, args)
                 _outage.succeeded()
                 return reply
@@ -176,15 +189,17 @@ class Broker:
                     # Refused as a whole: the script's first write failed, nothing was stored.
                     raise RedisOutOfMemoryError(
                         f"{what}: Redis is out of memory (maxmemory reached, so it refuses "
-                        f"writes) and stayed so for {CONF.enqueue_timeout}s "
+                        f"writes) and stayed so for {self.settings.enqueue_timeout}s "
                         f"(AGENTEXEC_ENQUEUE_TIMEOUT): {e}. {consequence} Free memory in Redis "
                         "(let the projector and workers catch up, lower AGENTEXEC_RESULT_TTL) "
                         "or raise maxmemory: redis-cli CONFIG SET maxmemory <bytes>."
                     ) from e
                 if time.monotonic() >= deadline:
+                    url = redact_url(self.settings.redis_url)
+                    timeout = self.settings.enqueue_timeout
                     raise RedisUnavailableError(
-                        f"{what}: Redis at {redact_url(CONF.redis_url)} was unreachable for "
-                        f"{CONF.enqueue_timeout}s (AGENTEXEC_ENQUEUE_TIMEOUT): {e}. {consequence}"
+                        f"{what}: Redis at {url} was unreachable for {timeout}s "
+                        f"(AGENTEXEC_ENQUEUE_TIMEOUT): {e}. {consequence}"
                     ) from e
                 await _outage.failed(e)
 
@@ -196,7 +211,7 @@ class Broker:
         reply = await self._run(
             REQUEUE_HELD,
             [self.keys.dedup(dedup), self.keys.delayed(event.queue)],
-            [CONF.idempotency_window, due_ms, member],
+            [self.settings.idempotency_window, due_ms, member],
         )
         return bool(reply)
 
@@ -225,7 +240,7 @@ class Broker:
 
     def known_sync(self, agent_id: UUID) -> bool:
         """`known`, blocking."""
-        client = get_sync_redis()
+        client = self.runtime.sync_redis()
         return bool(client.exists(self.keys.agent(agent_id), self.keys.result(agent_id)))
 
     async def cancel(self, requested: TaskCancelRequested) -> bool:
@@ -241,7 +256,7 @@ class Broker:
                 self.keys.agent(aid),
             ],
             [
-                CONF.idempotency_window,
+                self.settings.idempotency_window,
                 events.encode(requested),
                 self.keys.cancel_channel,
                 str(aid),

@@ -7,11 +7,21 @@ Values are read once at import and may be reassigned in code before the first co
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REDIS_STATE_BACKEND = "agentexec.state.redis_backend"
+
+_assignments = 0
+"""Assignments to any `Settings` so far: `agentexec.runtime.current()` rebuilds its snapshot of
+`CONF` when this moved, so that a setting assigned in code applies to the next call."""
+
+
+def assignments() -> int:
+    """How many times a `Settings` field was assigned in this process."""
+    return _assignments
 
 
 class Settings(BaseSettings):
@@ -111,6 +121,11 @@ class Settings(BaseSettings):
     activity_message_started: str = "Task started."
     activity_message_complete: str = "Task completed successfully."
     activity_message_error: str = "Task failed with error: {error}"
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        global _assignments
+        super().__setattr__(name, value)
+        _assignments += 1
 
     @field_validator("state_backend")
     @classmethod

@@ -17,7 +17,7 @@ import re
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import redis
@@ -26,8 +26,10 @@ from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from .config import CONF
 from .errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from .config import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -54,10 +56,17 @@ def _announce(url: str) -> None:
         logger.info("Redis at %s", redacted(url))
 
 
-def client_options() -> dict[str, Any]:
+def _edge_settings() -> Settings:
+    # Callers that name no settings (scripts, tests) get the edge's: see `agentexec.runtime`.
+    from .runtime import current
+
+    return current().settings
+
+
+def client_options(settings: Settings) -> dict[str, Any]:
     """Options shared by every client: socket timeouts above the longest blocking read."""
     return {
-        "socket_timeout": CONF.block_ms / 1000 + 10,
+        "socket_timeout": settings.block_ms / 1000 + 10,
         "socket_connect_timeout": 5,
         "socket_keepalive": True,
         "health_check_interval": 30,
@@ -65,9 +74,12 @@ def client_options() -> dict[str, Any]:
     }
 
 
-def get_redis(url: str | None = None) -> aioredis.Redis:
-    """The asyncio client of the running event loop for `url` (default `CONF.redis_url`)."""
-    url = url or CONF.redis_url
+def get_redis(url: str | None = None, settings: Settings | None = None) -> aioredis.Redis:
+    """The asyncio client of the running event loop for `url` (default the settings'
+    `redis_url`), made with `settings` (default the edge's, `agentexec.runtime.current()`)."""
+    if url is None or settings is None:
+        settings = settings or _edge_settings()
+        url = url or settings.redis_url
     clients = _async_clients.setdefault(asyncio.get_running_loop(), {})
     client = clients.get(url)
     if client is None:
@@ -75,10 +87,10 @@ def get_redis(url: str | None = None) -> aioredis.Redis:
         # connections" (the non-blocking pool's behaviour).
         pool = aioredis.BlockingConnectionPool.from_url(
             url,
-            max_connections=CONF.redis_max_connections,
+            max_connections=settings.redis_max_connections,
             timeout=None,
             retry=AsyncRetry(NoBackoff(), 0),
-            **client_options(),
+            **client_options(settings),
         )
         client = aioredis.Redis(connection_pool=pool)
         clients[url] = client
@@ -86,12 +98,15 @@ def get_redis(url: str | None = None) -> aioredis.Redis:
     return client
 
 
-def get_sync_redis(url: str | None = None) -> redis.Redis:
-    """The blocking client for `url` (default `CONF.redis_url`), shared by the process."""
-    url = url or CONF.redis_url
+def get_sync_redis(url: str | None = None, settings: Settings | None = None) -> redis.Redis:
+    """The blocking client for `url`, shared by the process (defaults as `get_redis`)."""
+    if url is None or settings is None:
+        settings = settings or _edge_settings()
+        url = url or settings.redis_url
     client = _sync_clients.get(url)
     if client is None:
-        client = redis.Redis.from_url(url, retry=Retry(NoBackoff(), 0), **client_options())
+        options = client_options(settings)
+        client = redis.Redis.from_url(url, retry=Retry(NoBackoff(), 0), **options)
         _sync_clients[url] = client
         _announce(url)
     return client
@@ -244,11 +259,11 @@ def _policy_problem(reply: Any) -> str | None:
     )
 
 
-def _judge(what: str, reply: Any) -> None:
+def _judge(what: str, reply: Any, allow_eviction: bool) -> None:
     problem = _policy_problem(reply)
     if problem is None:
         return
-    if CONF.allow_eviction:
+    if allow_eviction:
         logger.warning("%s: %s (allowed by AGENTEXEC_ALLOW_EVICTION)", what, problem)
         return
     raise ConfigurationError(f"{what}: {problem}.")
@@ -266,7 +281,7 @@ def _unchecked(what: str, error: Exception) -> None:
 _checked: set[str] = set()
 
 
-async def check_eviction_policy(client: aioredis.Redis, what: str) -> None:
+async def check_eviction_policy(client: aioredis.Redis, what: str, *, allow_eviction: bool) -> None:
     """Raise `ConfigurationError` unless Redis runs with `maxmemory-policy noeviction`
     (a warning instead with `AGENTEXEC_ALLOW_EVICTION`). Checked once per URL and process;
     a server that refuses CONFIG (managed services often do) is logged as unchecked. Lets
@@ -279,16 +294,16 @@ async def check_eviction_policy(client: aioredis.Redis, what: str) -> None:
     except redis.ResponseError as e:
         _unchecked(what, e)
     else:
-        _judge(what, reply)
+        _judge(what, reply, allow_eviction)
     _checked.add(key)
 
 
-def check_eviction_policy_at_start(what: str, url: str | None = None) -> None:
-    """`check_eviction_policy` for a process starting (blocking): a Redis that cannot be
-    reached now is logged as unchecked, since the process waits for it anyway."""
+def check_eviction_policy_at_start(what: str, settings: Settings) -> None:
+    """`check_eviction_policy` for a process starting with `settings` (blocking): a Redis that
+    cannot be reached now is logged as unchecked, since the process waits for it anyway."""
     try:
-        reply = get_sync_redis(url).config_get("maxmemory-policy")
+        reply = get_sync_redis(settings.redis_url, settings).config_get("maxmemory-policy")
     except (*REDIS_ERRORS, redis.ResponseError) as e:
         _unchecked(what, e)
         return
-    _judge(what, reply)
+    _judge(what, reply, settings.allow_eviction)

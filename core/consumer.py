@@ -19,7 +19,6 @@ from uuid import UUID
 import msgspec
 
 from . import events
-from .config import CONF
 from .events import (
     Priority,
     TaskCanceled,
@@ -73,6 +72,7 @@ class Consumer:
     def __init__(self, broker: Broker, queue_name: str, name: str) -> None:
         self._broker = broker
         self.keys = broker.keys
+        self.settings = broker.settings
         self.queue_name = queue_name
         self.name = name
         self.streams = self.keys.queues(queue_name)
@@ -289,7 +289,11 @@ class Consumer:
         return len(pending)
 
     def _outcome(self, agent_id: UUID, outcome: Outcome) -> list[Any]:
-        return [encode_outcome(outcome), CONF.result_ttl, self.keys.result_channel(agent_id)]
+        return [
+            encode_outcome(outcome),
+            self.settings.result_ttl,
+            self.keys.result_channel(agent_id),
+        ]
 
     def _transition(self, writes: Sequence[Write], keys: list[Any]) -> list[Any]:
         """ARGV of `writes` for lua/lib/apply.lua, adding the keys they touch to `keys` (each
@@ -319,7 +323,12 @@ class Consumer:
                     args += ["s", key(self.keys.agent(queued.agent_id)), name, AGENT_TTL]
                 elif isinstance(write, Store):
                     data = encode_outcome(write.outcome)
-                    args += ["s", key(self.keys.result(write.agent_id)), data, CONF.result_ttl]
+                    args += [
+                        "s",
+                        key(self.keys.result(write.agent_id)),
+                        data,
+                        self.settings.result_ttl,
+                    ]
                     args += ["p", self.keys.result_channel(write.agent_id), data]
                 else:
                     assert isinstance(write, IfCanceled)

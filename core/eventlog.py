@@ -21,7 +21,6 @@ from typing import Any
 
 from . import events, outbox
 from .broker import Broker
-from .config import CONF
 from .connection import REDIS_ERRORS
 from .credentials import redact_url
 from .errors import EventDecodeError, RedisUnavailableError, UnknownActivityError
@@ -90,11 +89,10 @@ class EventLog:
             )
         return entry_id
 
-    @staticmethod
-    def _unreachable(event: Event, e: Exception) -> RedisUnavailableError:
+    def _unreachable(self, event: Event, e: Exception) -> RedisUnavailableError:
         return RedisUnavailableError(
             f"could not record {type(event).__name__} for agent {event.agent_id}: Redis at "
-            f"{redact_url(CONF.redis_url)} is unreachable ({e})"
+            f"{redact_url(self.broker.settings.redis_url)} is unreachable ({e})"
         )
 
 

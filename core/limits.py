@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import traceback
 
-from .config import CONF
 from .credentials import redact_text
 from .errors import InvalidNameError
+from .runtime import current
 
 __all__ = [
     "NAME_MAX_CHARS",
@@ -82,7 +82,9 @@ def recordable(text: str) -> str:
     """`text` as an event records it: credentials redacted (see `agentexec.credentials`),
     made `storable`, and at most `AGENTEXEC_MAX_MESSAGE_BYTES` long in UTF-8, a longer text
     cut and ending with a marker that says so. `text` itself when it needs none of that."""
-    limit = CONF.max_message_bytes
+    # The limit of the calling code's runtime: `recordable` runs inside `events.encode`, too
+    # deep to pass the settings down.
+    limit = current().settings.max_message_bytes
     # Characters take 1 to 4 bytes: cut a long text cheaply before the regex work.
     whole = len(text) <= limit + 1024
     shown = storable(redact_text(text if whole else text[: limit + 1024]))

@@ -21,13 +21,11 @@ from rich.table import Table
 from rich.text import Text
 
 from .activity.state import ActivityState, evolve
-from .config import CONF
-from .connection import get_sync_redis
 from .errors import EventDecodeError
 from .eventlog import Recorded
 from .events import ACTIVE, TERMINAL, Status
 from .positions import ORIGIN
-from .streams import Keys
+from .runtime import Runtime, current
 
 __all__ = ["Board", "Row", "run_monitor"]
 
@@ -198,10 +196,16 @@ def _apply_entries(board: Board, items: Iterable[tuple[Any, Any]]) -> None:
             continue  # the projector dead-letters it; the monitor just skips it
 
 
-def load_board(board: Board, database_url: str | None = None, history: int = 10_000) -> str:
+def load_board(
+    board: Board,
+    database_url: str | None = None,
+    history: int = 10_000,
+    runtime: Runtime | None = None,
+) -> str:
     """Fill `board` with the current state; returns the stream id to follow the log from."""
-    client = get_sync_redis()
-    stream = Keys(CONF.key_prefix).events
+    runtime = runtime or current()
+    client = runtime.sync_redis()
+    stream = runtime.keys.events
     if database_url:
         position = _load_database(board, database_url, stream)
         while True:
@@ -222,18 +226,20 @@ def run_monitor(
     duration: float | None = None,
     once: bool = False,
     console: Console | None = None,
+    runtime: Runtime | None = None,
 ) -> Board:
     """Show the table until interrupted (or for `duration` seconds; `once`: print it once)."""
+    runtime = runtime or current()
     console = console or Console()
     board = Board(limit)
-    last = load_board(board, database_url)
+    last = load_board(board, database_url, runtime=runtime)
     if once:
         console.print(board.table())
         return board
-    client = get_sync_redis()
-    stream = Keys(CONF.key_prefix).events
+    client = runtime.sync_redis()
+    stream = runtime.keys.events
     deadline = None if duration is None else time.monotonic() + duration
-    block_ms = min(CONF.block_ms, 500)
+    block_ms = min(runtime.settings.block_ms, 500)
     with Live(Group(board.table()), console=console, refresh_per_second=4) as live:
         while deadline is None or time.monotonic() < deadline:
             reply: Any = client.xread({stream: last}, count=500, block=block_ms)

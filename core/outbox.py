@@ -14,15 +14,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import TYPE_CHECKING
 from uuid import UUID, uuid4
 
-from .broker import Broker
-from .config import CONF
 from .connection import REDIS_ERRORS, Reconnect
 from .credentials import redact_url
 from .errors import RedisUnavailableError
 from .events import Event
 from .tasks import TaskLease
+
+if TYPE_CHECKING:
+    from .broker import Broker
 
 __all__ = ["append", "append_sync", "flush_events", "on_event_loop", "queue"]
 
@@ -108,8 +110,8 @@ def append_sync(broker: Broker, event: Event, lease: TaskLease) -> str:
     for up to `AGENTEXEC_ENQUEUE_TIMEOUT` seconds, then raises `RedisUnavailableError`; a
     retry after a lost reply never appends twice.
     """
-    dedup = _dedup()
-    deadline = time.monotonic() + CONF.enqueue_timeout
+    dedup, settings = _dedup(), broker.settings
+    deadline = time.monotonic() + settings.enqueue_timeout
     delay = 0.05
     while True:
         try:
@@ -118,8 +120,8 @@ def append_sync(broker: Broker, event: Event, lease: TaskLease) -> str:
             if time.monotonic() >= deadline:
                 raise RedisUnavailableError(
                     f"could not record {type(event).__name__} for agent {event.agent_id}: "
-                    f"Redis at {redact_url(CONF.redis_url)} was unreachable for "
-                    f"{CONF.enqueue_timeout}s (AGENTEXEC_ENQUEUE_TIMEOUT): {e}"
+                    f"Redis at {redact_url(settings.redis_url)} was unreachable for "
+                    f"{settings.enqueue_timeout}s (AGENTEXEC_ENQUEUE_TIMEOUT): {e}"
                 ) from e
             if delay == 0.05:
                 logger.warning("agent %s: Redis unreachable (%s); retrying", event.agent_id, e)

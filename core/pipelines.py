@@ -38,8 +38,7 @@ from uuid import UUID, uuid4
 import msgspec
 from pydantic import BaseModel, TypeAdapter
 
-from .broker import Broker
-from .config import CONF
+from .config import Settings
 from .errors import ConfigurationError, ContextError, InvalidNameError, TaskDefinitionError
 from .eventlog import EventLog
 from .events import (
@@ -55,6 +54,7 @@ from .events import (
 from .limits import check_name, describe_exception, describe_traceback
 from .queue import check_parent, serialise_context
 from .results import Outcome
+from .runtime import current
 from .tasks import RUNNING_TASK, ParentId, Task, TaskDefinition, TaskRegistry, running_task
 from .transitions import Append, IfCanceled, Queue, Store, Write
 
@@ -239,18 +239,21 @@ class Pipeline:
                 f"{expected.__name__}(...)."
             )
         priority = Priority(priority)
-        data = serialise_context(name, context)
+        runtime = current()
+        settings = runtime.settings
+        data = serialise_context(name, context, settings)
         run = TaskQueued(
             agent_id=uuid4(),
             task_name=name,
             priority=priority,
-            message=CONF.activity_message_create,
+            message=settings.activity_message_create,
             metadata=metadata,
-            parent_id=await check_parent(parent_id, f"{name}: enqueue"),
+            parent_id=await check_parent(parent_id, f"{name}: enqueue", runtime),
         )
-        first = _step_queued(self.steps[0], run.agent_id, name, self.pool.queue_name, run, data)
+        queue = self.pool.queue_name
+        first = _step_queued(self.steps[0], run.agent_id, name, queue, run, data, settings)
         dedup = None if idempotency_key is None else f"pipeline:{name}:{idempotency_key}"
-        queued = await Broker().enqueue_pipeline(
+        queued = await runtime.broker.enqueue_pipeline(
             run,
             first,
             dedup=dedup,
@@ -308,7 +311,9 @@ class Pipeline:
         )
         # Fenced by the step's lease: a worker that lost the step records nothing of it.
         run = running_task()
-        await EventLog().append(started, run.lease if run is not None else None, check=False)
+        await EventLog(current().broker).append(
+            started, run.lease if run is not None else None, check=False
+        )
         arguments = step.arguments(context.input)
         instance = self._cls()
         instance.run_id, instance.agent_id = context.run_id, agent_id
@@ -316,7 +321,9 @@ class Pipeline:
             return await step.method(instance, *arguments)
         return await asyncio.to_thread(step.method, instance, *arguments)
 
-    def _transition(self, ref: _StepRef, queued: TaskQueued, outcome: Outcome) -> list[Write]:
+    def _transition(
+        self, ref: _StepRef, queued: TaskQueued, outcome: Outcome, settings: Settings
+    ) -> list[Write]:
         count, name = len(self.steps), str(self.name)
         step = self.steps[ref.step]
         label = f"Step {step.index + 1}/{count} ({step.description})"
@@ -334,7 +341,7 @@ class Pipeline:
         )
         where = f"step {step.index} ({step.method_name})"
         if outcome.status is Ending.COMPLETE and step.index + 1 < count:
-            nxt = self._next_step(step, ref.run_id, queued, outcome.result)
+            nxt = self._next_step(step, ref.run_id, queued, outcome.result, settings)
             # A cancel of the run that came while this step finished its work still stops the
             # run here; decided inside the transaction that records the step's outcome.
             return [
@@ -342,7 +349,13 @@ class Pipeline:
                     ref.run_id,
                     then=(
                         Append(finished),
-                        *_end_run(ref, name, Ending.CANCELED, f"canceled after {where} completed"),
+                        *_end_run(
+                            ref,
+                            name,
+                            Ending.CANCELED,
+                            f"canceled after {where} completed",
+                            settings,
+                        ),
                     ),
                     otherwise=(
                         Append(msgspec.structs.replace(finished, next_agent_id=nxt.agent_id)),
@@ -354,7 +367,7 @@ class Pipeline:
             end = TaskCompleted(
                 agent_id=ref.run_id,
                 task_name=name,
-                message=CONF.activity_message_complete,
+                message=settings.activity_message_complete,
                 percentage=100,
                 result=outcome.result,
             )
@@ -362,24 +375,26 @@ class Pipeline:
             stored = Outcome(Ending.COMPLETE, step.task_name, result=outcome.result)
             return [Append(finished), Append(end), Store(ref.run_id, stored)]
         if outcome.status is Ending.CANCELED:
-            return [Append(finished), *_end_run(ref, name, Ending.CANCELED, f"canceled at {where}")]
+            canceled = _end_run(ref, name, Ending.CANCELED, f"canceled at {where}", settings)
+            return [Append(finished), *canceled]
         error = f"{where} {outcome.status}: {outcome.error}"
-        return [Append(finished), *_end_run(ref, name, Ending.ERROR, error)]
+        return [Append(finished), *_end_run(ref, name, Ending.ERROR, error, settings)]
 
     def _next_step(
-        self, step: Step, run_id: UUID, queued: TaskQueued, output: msgspec.Raw
+        self, step: Step, run_id: UUID, queued: TaskQueued, output: msgspec.Raw, settings: Settings
     ) -> TaskQueued:
         """The next step's task with `output` as its input; raises `ContextError` when the
         output makes a context larger than `ax.enqueue` accepts, or does not validate as the
         next step's inputs."""
         nxt = self.steps[step.index + 1]
         queue = queued.queue or self.pool.queue_name
-        event = _step_queued(nxt, run_id, str(self.name), queue, queued, bytes(output))
+        name = str(self.name)
+        event = _step_queued(nxt, run_id, name, queue, queued, bytes(output), settings)
         size = len(event.context)
-        if size > CONF.max_context_bytes:
+        if size > settings.max_context_bytes:
             raise ContextError(
                 f"its output makes the context of step {nxt.index} ({nxt.method_name}) "
-                f"{size:,} bytes, above the {CONF.max_context_bytes:,}-byte limit "
+                f"{size:,} bytes, above the {settings.max_context_bytes:,}-byte limit "
                 "(AGENTEXEC_MAX_CONTEXT_BYTES); return a reference to large data stored "
                 "elsewhere, or raise AGENTEXEC_MAX_CONTEXT_BYTES."
             )
@@ -405,10 +420,11 @@ def advance(queued: TaskQueued, outcome: Outcome) -> Sequence[Write]:
     """
     ref = _step_ref.decode(queued.context)
     pipeline = _pipelines.get(ref.pipeline)
+    settings = current().settings  # the worker's (it runs the transition)
     try:
         if pipeline is None:
             raise LookupError(f"pipeline {ref.pipeline!r} is not defined in this process")
-        return pipeline._transition(ref, queued, outcome)
+        return pipeline._transition(ref, queued, outcome, settings)
     except ContextError as e:
         cause = str(e)
         logger.warning("pipeline %s, run %s: %s", ref.pipeline, ref.run_id, cause)
@@ -420,11 +436,16 @@ def advance(queued: TaskQueued, outcome: Outcome) -> Sequence[Write]:
             ref.run_id,
             describe_traceback(e),
         )
-    return _cannot_go_on(pipeline, ref, queued, outcome, cause)
+    return _cannot_go_on(pipeline, ref, queued, outcome, cause, settings)
 
 
 def _cannot_go_on(
-    pipeline: Pipeline | None, ref: _StepRef, queued: TaskQueued, outcome: Outcome, cause: str
+    pipeline: Pipeline | None,
+    ref: _StepRef,
+    queued: TaskQueued,
+    outcome: Outcome,
+    cause: str,
+    settings: Settings,
 ) -> list[Write]:
     """End the run ERROR after step `ref.step`, whose own outcome stands."""
     method = queued.task_name.rpartition(".")[2]
@@ -443,22 +464,30 @@ def _cannot_go_on(
             f"{outcome.status}; the run cannot go on",
         )
         writes.append(Append(finished))
-    return [*writes, *_end_run(ref, ref.pipeline, Ending.ERROR, error)]
+    return [*writes, *_end_run(ref, ref.pipeline, Ending.ERROR, error, settings)]
 
 
-def _end_run(ref: _StepRef, name: str, status: Ending, error: str) -> list[Write]:
+def _end_run(
+    ref: _StepRef, name: str, status: Ending, error: str, settings: Settings
+) -> list[Write]:
     """End the run ERROR or CANCELED with `error`: its terminal event and stored outcome."""
     end: TaskFailed | TaskCanceled
     if status is Ending.CANCELED:
         end = TaskCanceled(agent_id=ref.run_id, task_name=name, message=f"Run {error}.")
     else:
-        message = CONF.activity_message_error.replace("{error}", error)
+        message = settings.activity_message_error.replace("{error}", error)
         end = TaskFailed(agent_id=ref.run_id, task_name=name, message=message, error=error)
     return [Append(end), Store(ref.run_id, Outcome(status, name, error=error))]
 
 
 def _step_queued(
-    step: Step, run_id: UUID, name: str, queue: str, parent: TaskQueued, data: bytes
+    step: Step,
+    run_id: UUID,
+    name: str,
+    queue: str,
+    parent: TaskQueued,
+    data: bytes,
+    settings: Settings,
 ) -> TaskQueued:
     context = {"run_id": run_id, "pipeline": name, "step": step.index, "input": msgspec.Raw(data)}
     return TaskQueued(
@@ -468,7 +497,7 @@ def _step_queued(
         priority=parent.priority,
         context=msgspec.Raw(msgspec.json.encode(context)),
         parent_id=run_id,
-        message=CONF.activity_message_create,
+        message=settings.activity_message_create,
         metadata=parent.metadata,
     )
 

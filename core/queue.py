@@ -11,18 +11,18 @@ from pydantic import BaseModel
 from pydantic_core import PydanticSerializationError
 
 from . import tasks
-from .broker import Broker
-from .config import CONF
+from .config import Settings
 from .connection import REDIS_ERRORS
 from .credentials import redact_url
 from .errors import ContextError, RedisUnavailableError, UnknownActivityError
 from .events import Priority, TaskCancelRequested, TaskQueued
 from .limits import check_name, check_queue_name
+from .runtime import Runtime, current
 from .streams import AGENT_TTL
 from .tasks import RUNNING_TASK, ParentId, Task, parent_of
 
 
-def _resolve_queue(task_name: str, context: Any, queue_name: str | None) -> str:
+def _resolve_queue(task_name: str, context: Any, queue_name: str | None, settings: Settings) -> str:
     check_name(task_name, "task name")
     if queue_name is not None:
         check_queue_name(queue_name)
@@ -34,7 +34,7 @@ def _resolve_queue(task_name: str, context: Any, queue_name: str | None) -> str:
     definitions = tasks.known(task_name)
     if queue_name is None:
         queues = {d.queue_name for d in definitions}
-        queue_name = queues.pop() if len(queues) == 1 else CONF.queue_name
+        queue_name = queues.pop() if len(queues) == 1 else settings.queue_name
     # Check against the handlers that serve the queue the task goes to; a name may be
     # registered on several queues with different context types.
     expected = {d.context_type for d in definitions if d.queue_name == queue_name}
@@ -48,7 +48,7 @@ def _resolve_queue(task_name: str, context: Any, queue_name: str | None) -> str:
     return queue_name
 
 
-def serialise_context(task_name: str, context: BaseModel) -> bytes:
+def serialise_context(task_name: str, context: BaseModel, settings: Settings) -> bytes:
     """The context's JSON, checked against `AGENTEXEC_MAX_CONTEXT_BYTES`."""
     try:
         data = context.model_dump_json().encode()
@@ -57,10 +57,10 @@ def serialise_context(task_name: str, context: BaseModel) -> bytes:
             f"enqueue({task_name!r}, ...): the {type(context).__name__} context cannot be "
             f"serialised to JSON ({e}); use JSON-compatible field types."
         ) from e
-    if len(data) > CONF.max_context_bytes:
+    if len(data) > settings.max_context_bytes:
         raise ContextError(
             f"enqueue({task_name!r}, ...): the context is {len(data):,} bytes, above the "
-            f"{CONF.max_context_bytes:,}-byte limit (AGENTEXEC_MAX_CONTEXT_BYTES); store large "
+            f"{settings.max_context_bytes:,}-byte limit (AGENTEXEC_MAX_CONTEXT_BYTES); store large "
             "data elsewhere and pass a reference to it."
         )
     return data
@@ -114,21 +114,24 @@ async def enqueue(
             "non-empty string."
         )
     due = _due(task_name, delay)
-    queue = _resolve_queue(task_name, context, queue_name)
-    parent = await check_parent(parent_id, f"enqueue({task_name!r}, ...)")
+    runtime = current()
+    settings = runtime.settings
+    queue = _resolve_queue(task_name, context, queue_name, settings)
+    parent = await check_parent(parent_id, f"enqueue({task_name!r}, ...)", runtime)
     event = TaskQueued(
         agent_id=uuid4(),
         task_name=task_name,
         queue=queue,
         priority=priority,
-        context=msgspec.Raw(serialise_context(task_name, context)),
-        message=CONF.activity_message_create,
+        context=msgspec.Raw(serialise_context(task_name, context, settings)),
+        message=settings.activity_message_create,
         timeout=timeout,
         not_before=due,
         metadata=metadata,
         parent_id=parent,
     )
     return await queue_event(
+        runtime,
         event,
         due,
         idempotency_key,
@@ -138,6 +141,7 @@ async def enqueue(
 
 
 async def queue_event(
+    runtime: Runtime,
     event: TaskQueued,
     due: datetime | None,
     idempotency_key: str | None,
@@ -148,7 +152,9 @@ async def queue_event(
     at most once per agent id (and per `idempotency_key` when given)."""
     assert event.queue is not None
     dedup = None if idempotency_key is None else f"key:{idempotency_key}"
-    queued = await Broker().enqueue(event, due=due, dedup=dedup, what=what, consequence=consequence)
+    queued = await runtime.broker.enqueue(
+        event, due=due, dedup=dedup, what=what, consequence=consequence
+    )
     return Task(
         agent_id=queued.agent_id,
         task_name=event.task_name,
@@ -158,28 +164,28 @@ async def queue_event(
     )
 
 
-async def check_parent(parent_id: ParentId, what: str) -> UUID | None:
+async def check_parent(parent_id: ParentId, what: str, runtime: Runtime) -> UUID | None:
     """The parent a task queued by `what` records (see `enqueue`), checked."""
     parent, explicit = parent_of(parent_id, what)
     if parent is None or not explicit:
         return parent
     try:
-        known = await Broker().known(parent)
+        known = await runtime.broker.known(parent)
     except REDIS_ERRORS as e:
         raise RedisUnavailableError(
-            f"{what}: Redis at {redact_url(CONF.redis_url)} is unreachable: {e}; nothing was "
-            "queued."
+            f"{what}: Redis at {redact_url(runtime.settings.redis_url)} is unreachable: {e}; "
+            "nothing was queued."
         ) from e
     if not known:
-        raise unknown_parent(parent, what)
+        raise unknown_parent(parent, what, runtime)
     return parent
 
 
-def unknown_parent(parent: UUID, what: str) -> UnknownActivityError:
+def unknown_parent(parent: UUID, what: str, runtime: Runtime) -> UnknownActivityError:
     return UnknownActivityError(
         f"{what}: parent_id {parent} is not known: no task was enqueued and no activity "
         f"created with it in the last {AGENT_TTL // 3600} hours (namespace "
-        f"{CONF.key_prefix!r}); pass the agent_id of the parent task, or parent_id=None."
+        f"{runtime.keys.prefix!r}); pass the agent_id of the parent task, or parent_id=None."
     )
 
 
@@ -212,9 +218,10 @@ async def cancel(agent_id: UUID | str) -> bool:
     except ValueError:
         raise ValueError(f"cancel({agent_id!r}): not a UUID; pass the task's agent_id.") from None
     requested = TaskCancelRequested(agent_id=aid, task_name="", message="Cancel requested.")
+    runtime = current()
     try:
-        return await Broker().cancel(requested)
+        return await runtime.broker.cancel(requested)
     except REDIS_ERRORS as e:
         raise RedisUnavailableError(
-            f"cancel({aid}): Redis at {redact_url(CONF.redis_url)} is unreachable: {e}"
+            f"cancel({aid}): Redis at {redact_url(runtime.settings.redis_url)} is unreachable: {e}"
         ) from e

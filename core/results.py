@@ -21,11 +21,11 @@ import redis.asyncio as aioredis
 
 from . import tasks
 from .batcher import get_batcher
-from .config import CONF
-from .connection import Reconnect, get_redis, spawn
+from .connection import Reconnect, spawn
 from .errors import TaskFailedError
 from .events import NULL, Ending
 from .limits import recordable
+from .runtime import Runtime, current
 from .streams import Keys
 from .tasks import Task
 
@@ -193,12 +193,12 @@ _waiters: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, s
 )
 
 
-def _waiter() -> _Waiter:
+def _waiter(runtime: Runtime) -> _Waiter:
     per_loop = _waiters.setdefault(asyncio.get_running_loop(), {})
-    key = (CONF.redis_url, CONF.key_prefix)
+    key = (runtime.settings.redis_url, runtime.keys.prefix)
     waiter = per_loop.get(key)
     if waiter is None:
-        waiter = per_loop[key] = _Waiter(get_redis(), Keys(CONF.key_prefix))
+        waiter = per_loop[key] = _Waiter(runtime.redis(), runtime.keys)
     return waiter
 
 
@@ -229,7 +229,7 @@ async def get_result(task: Task | UUID | str, timeout: float | None = None) -> A
     queue_name = task.queue_name if isinstance(task, Task) else None
     try:
         async with asyncio.timeout(timeout):
-            data = await _waiter().wait(agent_id)
+            data = await _waiter(current()).wait(agent_id)
     except TimeoutError:
         raise TimeoutError(f"no result for agent {agent_id} after {timeout}s") from None
     except redis.RedisError as e:  # pragma: no cover - wrapped for the public API

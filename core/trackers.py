@@ -24,9 +24,7 @@ import msgspec
 import redis
 from pydantic import BaseModel
 
-from .broker import Broker, Count
-from .config import CONF
-from .connection import get_sync_redis
+from .broker import Count
 from .credentials import redact_url
 from .errors import ConfigurationError, RedisUnavailableError
 from .events import (
@@ -39,7 +37,8 @@ from .events import (
 )
 from .limits import check_name
 from .queue import _resolve_queue, serialise_context, unknown_parent
-from .streams import AGENT_TTL, Keys
+from .runtime import Runtime, current
+from .streams import AGENT_TTL
 from .tasks import RUNNING_TASK, ParentId, Task, parent_of, running_task
 
 __all__ = ["Tracker"]
@@ -112,27 +111,29 @@ class Tracker:
         counts, later ones return the first fan-in's agent id. The fan-in is a child of
         `parent_id`, by default of the task whose handler registers it (see `ax.enqueue`)."""
         priority = Priority(priority)
-        queue = _resolve_queue(task_name, context, queue_name)
+        runtime = current()
+        settings = runtime.settings
+        queue = _resolve_queue(task_name, context, queue_name, settings)
         what = f"{self!r}.on_complete({task_name!r}, ...)"
         parent, explicit = parent_of(parent_id, what)
         if parent is not None and explicit:
             try:
-                known = Broker().known_sync(parent)
+                known = runtime.broker.known_sync(parent)
             except (redis.ConnectionError, redis.TimeoutError) as e:
-                raise self._unavailable("on_complete", e) from e
+                raise self._unavailable("on_complete", e, runtime) from e
             if not known:
-                raise unknown_parent(parent, what)
+                raise unknown_parent(parent, what, runtime)
         queued = TaskQueued(
             agent_id=uuid.uuid4(),
             task_name=task_name,
             queue=queue,
             priority=priority,
-            context=msgspec.Raw(serialise_context(task_name, context)),
-            message=CONF.activity_message_create,
+            context=msgspec.Raw(serialise_context(task_name, context, settings)),
+            message=settings.activity_message_create,
             metadata=metadata,
             parent_id=parent,
         )
-        count = self._run("fan_in", None, TrackerCompleted, "", queued)
+        count = self._run("fan_in", None, TrackerCompleted, "", queued, runtime)
         assert count.fan_in_id is not None
         return Task(
             agent_id=count.fan_in_id, task_name=task_name, queue_name=queue, priority=priority
@@ -155,13 +156,13 @@ class Tracker:
         return total > 0 and pending <= 0
 
     def _counts(self) -> tuple[int, int]:
-        keys = Keys(CONF.key_prefix)
+        runtime = current()
         try:
-            pending, total = get_sync_redis().hmget(
-                keys.tracker(self.name, self.batch_id), ["pending", "total"]
+            pending, total = runtime.sync_redis().hmget(
+                runtime.keys.tracker(self.name, self.batch_id), ["pending", "total"]
             )
         except (redis.ConnectionError, redis.TimeoutError) as e:
-            raise self._unavailable("read", e) from e
+            raise self._unavailable("read", e, runtime) from e
         return int(pending or 0), int(total or 0)
 
     def _run(
@@ -171,7 +172,9 @@ class Tracker:
         kind: type[TrackerEvent],
         message: str,
         fan_in: TaskQueued | None = None,
+        runtime: Runtime | None = None,
     ) -> Count:
+        runtime = runtime or current()
         running = running_task()
         child = running.agent_id if running is not None else None
         event = kind(
@@ -190,9 +193,9 @@ class Tracker:
             child_id=child,
             message="Every task finished.",
         )
-        done_ttl = self.ttl or CONF.result_ttl
+        done_ttl = self.ttl or runtime.settings.result_ttl
         try:
-            return Broker().track(
+            return runtime.broker.track(
                 self.name,
                 self.batch_id,
                 op,
@@ -203,10 +206,11 @@ class Tracker:
                 fan_in,
             )
         except (redis.ConnectionError, redis.TimeoutError) as e:
-            raise self._unavailable(op, e) from e
+            raise self._unavailable(op, e, runtime) from e
 
-    def _unavailable(self, what: str, error: Exception) -> RedisUnavailableError:
+    def _unavailable(self, what: str, error: Exception, runtime: Runtime) -> RedisUnavailableError:
+        url = runtime.settings.redis_url
         return RedisUnavailableError(
-            f"{self!r}.{what}: Redis at {redact_url(CONF.redis_url)} is unreachable ({error}); "
+            f"{self!r}.{what}: Redis at {redact_url(url)} is unreachable ({error}); "
             "nothing was counted."
         )

@@ -17,7 +17,6 @@ import os
 import sys
 import threading
 
-from agentexec.config import CONF
 from agentexec.connection import close_redis
 
 from .projector import Projector
@@ -28,7 +27,8 @@ logger = logging.getLogger(__name__)
 class ProjectorThread:
     def __init__(self, projector: Projector, niceness: int | None = None) -> None:
         self.projector = projector
-        self.niceness = CONF.projector_niceness if niceness is None else niceness
+        settings = projector.runtime.settings
+        self.niceness = settings.projector_niceness if niceness is None else niceness
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
         self._running = threading.Event()

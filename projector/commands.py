@@ -25,9 +25,9 @@ _DATABASE_URL = click.option(
 def _engine(database_url: str | None, required: bool = True) -> Engine | None:
     from sqlalchemy import create_engine
 
-    from agentexec.config import CONF
+    from agentexec.runtime import current
 
-    url = database_url or CONF.database_url
+    url = database_url or current().settings.database_url
     if url is None:
         if required:
             raise click.UsageError(
@@ -41,9 +41,10 @@ def _engine(database_url: str | None, required: bool = True) -> Engine | None:
 def _check_redis(what: str) -> None:
     from agentexec.connection import check_eviction_policy_at_start
     from agentexec.errors import ConfigurationError
+    from agentexec.runtime import current
 
     try:
-        check_eviction_policy_at_start(what)
+        check_eviction_policy_at_start(what, current().settings)
     except ConfigurationError as e:  # a refused setup: its message says the fix
         raise click.ClickException(str(e)) from e
 

@@ -26,12 +26,12 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from agentexec import events
 from agentexec.activity import models
-from agentexec.config import CONF
-from agentexec.connection import REDIS_ERRORS, Reconnect, get_redis
+from agentexec.connection import REDIS_ERRORS, Reconnect
 from agentexec.errors import ConfigurationError, EventDecodeError, FencedError
 from agentexec.eventlog import Recorded
 from agentexec.limits import check_name
-from agentexec.streams import PROJECTOR_GROUP, Keys, ensure_group, is_missing_group
+from agentexec.runtime import Runtime, current
+from agentexec.streams import PROJECTOR_GROUP, ensure_group, is_missing_group
 
 from . import checkpoints, floor, projection, refusals, restore
 from .archive import Archive
@@ -44,7 +44,8 @@ logger = logging.getLogger(__name__)
 
 
 class Projector:
-    """Projects the event log of the `AGENTEXEC_KEY_PREFIX` namespace into `engine`.
+    """Projects the event log of `runtime`'s namespace (default: the edge's, see
+    `agentexec.runtime.current`) into `engine`.
 
     Reads up to `batch_size` entries at a time. Only one projector of a namespace works at a
     time; others wait and take over within `lease_seconds` when it dies.
@@ -57,10 +58,13 @@ class Projector:
         batch_size: int = 5000,
         lease_seconds: float = 10.0,
         name: str | None = None,
+        runtime: Runtime | None = None,
     ) -> None:
-        if models.TABLE_PREFIX != CONF.table_prefix:
+        self.runtime = runtime = runtime or current()
+        settings = runtime.settings
+        if models.TABLE_PREFIX != settings.table_prefix:
             raise ConfigurationError(
-                f"AGENTEXEC_TABLE_PREFIX is {CONF.table_prefix!r} but the models were built "
+                f"AGENTEXEC_TABLE_PREFIX is {settings.table_prefix!r} but the models were built "
                 f"with {models.TABLE_PREFIX!r}; set it before agentexec.activity.models is "
                 "first imported (before using ax.Base)."
             )
@@ -70,7 +74,7 @@ class Projector:
                 "use a batch size >= 1 and a lease longer than 0 seconds."
             )
         self.engine = engine
-        self.keys = Keys(CONF.key_prefix)
+        self.keys = runtime.keys
         self.batch_size = batch_size
         self.lease_seconds = lease_seconds
         self.name = (
@@ -87,7 +91,7 @@ class Projector:
         """The checkpoint as this projector last committed or read it."""
         self.applied = 0
         """Events applied by this projector since it started."""
-        self.retention = LogRetention(self.keys.events, CONF.log_hot_window)
+        self.retention = LogRetention(self.keys.events, settings.log_hot_window)
         """Trims the log below the checkpoint after commits (docs/projector.md)."""
         self._lease: Lease | None = None
         self._owner = False
@@ -202,7 +206,7 @@ class Projector:
         return "retry"
 
     async def _take_over(self) -> bool:
-        client = get_redis()
+        client = self.runtime.redis()
         if self._lease is None or self._lease.client is not client:
             self._lease = Lease(client, self.keys.projector_lease, self.name, self.lease_seconds)
         if not await self._lease.acquire():
@@ -312,8 +316,8 @@ class Projector:
                 await self._database_failed(e, stop)
                 if stop.is_set() or not self._owner:
                     return False
-        await get_redis().xack(self.keys.events, PROJECTOR_GROUP, *[i for i, _ in entries])
-        await self.retention.after_commit(get_redis(), self.position)
+        await self.runtime.redis().xack(self.keys.events, PROJECTOR_GROUP, *[i for i, _ in entries])
+        await self.retention.after_commit(self.runtime.redis(), self.position)
         return True
 
     async def _isolate(
@@ -356,7 +360,7 @@ class Projector:
         if ids is not None and not ids:
             return set()
         raised, moved = await floor.lift(
-            get_redis(),
+            self.runtime.redis(),
             self.engine,
             self.keys.events,
             PROJECTOR_GROUP,
@@ -388,9 +392,9 @@ class Projector:
         return {old for old, _ in moved}
 
     async def _restore(self) -> None:
-        client = get_redis()
+        client = self.runtime.redis()
         lost_at = _text(await client.get(self.keys.restore_due) or self.position)
-        found = await restore.restore(self.engine, self.keys, self.name, lost_at)
+        found = await restore.restore(self.engine, self.runtime, self.name, lost_at)
         await client.delete(self.keys.restore_due)
         self._restore_due = False
         logger.info(
@@ -407,7 +411,7 @@ class Projector:
             return checkpoints.load(conn, self.keys.events, self.name)
 
     async def _dead_letter(self, undecodable: list[tuple[str, dict[bytes, bytes], str]]) -> None:
-        async with get_redis().pipeline(transaction=True) as pipe:
+        async with self.runtime.redis().pipeline(transaction=True) as pipe:
             for entry_id, fields, reason in undecodable:
                 logger.error(
                     "projector %s: dead-lettering %s %s: %s",
@@ -424,7 +428,9 @@ class Projector:
     async def _wait_for_entries(self, stop: asyncio.Event) -> None:
         # A plain XREAD only wakes us; the entries are then taken through the fenced read.
         read = asyncio.ensure_future(
-            get_redis().xread({self.keys.events: self._last_seen}, count=1, block=CONF.block_ms)
+            self.runtime.redis().xread(
+                {self.keys.events: self._last_seen}, count=1, block=self.runtime.settings.block_ms
+            )
         )
         halt = asyncio.ensure_future(stop.wait())
         done, _ = await asyncio.wait({read, halt}, return_when=asyncio.FIRST_COMPLETED)

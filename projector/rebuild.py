@@ -17,9 +17,7 @@ import socket
 from sqlalchemy import Engine, delete
 
 from agentexec.activity.models import Activity, ActivityLog
-from agentexec.config import CONF
-from agentexec.connection import get_redis
-from agentexec.streams import Keys
+from agentexec.runtime import Runtime, current
 
 from . import projection
 from .archive import Archive
@@ -32,15 +30,22 @@ logger = logging.getLogger(__name__)
 _PAGE = 5000
 
 
-async def rebuild(engine: Engine, *, timeout: float = 60.0, lease_seconds: float = 10.0) -> int:
+async def rebuild(
+    engine: Engine,
+    *,
+    timeout: float = 60.0,
+    lease_seconds: float = 10.0,
+    runtime: Runtime | None = None,
+) -> int:
     """Rebuild the read model of the `AGENTEXEC_KEY_PREFIX` namespace in `engine` from its
     archive; returns how many events were applied.
 
     Waits up to `timeout` seconds for the lease held by a running projector (TimeoutError).
     """
-    keys = Keys(CONF.key_prefix)
+    runtime = runtime or current()
+    keys = runtime.keys
     lease = Lease(
-        get_redis(),
+        runtime.redis(),
         keys.projector_lease,
         f"rebuild:{socket.gethostname()}:{os.getpid()}",
         lease_seconds,

@@ -16,12 +16,10 @@ from uuid import UUID
 from sqlalchemy import Engine
 
 from agentexec import events
-from agentexec.config import CONF
-from agentexec.connection import get_sync_redis
 from agentexec.errors import EventDecodeError
 from agentexec.eventlog import Recorded
 from agentexec.positions import ORIGIN, Position
-from agentexec.streams import Keys
+from agentexec.runtime import Runtime, current
 
 from .archive import Archive
 
@@ -60,6 +58,7 @@ def replay(
     task_name: str | None = None,
     since: datetime | None = None,
     until: datetime | None = None,
+    runtime: Runtime | None = None,
 ) -> Iterator[Recorded]:
     """Yield the matching events in log order, each with the `source` it was read from.
     With `engine` None, only the Redis log is read. A task name matches every event of the
@@ -78,11 +77,12 @@ def replay(
         last = archive.last()
         if last is not None:
             start = max(low, last.after())
-    client = get_sync_redis()
+    runtime = runtime or current()
+    client, stream = runtime.sync_redis(), runtime.keys.events
     cursor = str(start)
     end = str(high) if high else "+"
     while True:
-        page: Any = client.xrange(Keys(CONF.key_prefix).events, cursor, end, count=_PAGE)
+        page: Any = client.xrange(stream, cursor, end, count=_PAGE)
         for raw_id, fields in page:
             try:
                 recorded = Recorded.from_entry(raw_id, fields)

@@ -33,8 +33,7 @@ import msgspec
 from sqlalchemy import Connection, Engine, Table, select
 
 from agentexec.activity.models import Activity
-from agentexec.broker import Broker
-from agentexec.config import CONF
+from agentexec.config import Settings
 from agentexec.eventlog import Recorded
 from agentexec.events import (
     TERMINAL,
@@ -49,7 +48,7 @@ from agentexec.events import (
     TaskStarted,
 )
 from agentexec.results import Outcome, outcome_encoder
-from agentexec.streams import Keys
+from agentexec.runtime import Runtime
 
 from .archive import Archive
 from .checkpoints import parse_id
@@ -75,14 +74,16 @@ class Restorable:
     """Agent id, stored outcome and seconds left to live of each result to store again."""
 
 
-def restorable(engine: Engine, lost_at: str, now: datetime | None = None) -> Restorable:
+def restorable(
+    engine: Engine, lost_at: str, settings: Settings, now: datetime | None = None
+) -> Restorable:
     """Read from the read model and the archive what a Redis that lost its data needs back.
 
     `lost_at` is the last entry of the log that was lost: a task queued, retried or started
     after it has its entry in the new Redis, and is left alone."""
     lost = parse_id(lost_at)
     now = now or datetime.now(UTC)
-    cutoff = (now - timedelta(seconds=CONF.result_ttl)).replace(tzinfo=None)
+    cutoff = (now - timedelta(seconds=settings.result_ttl)).replace(tzinfo=None)
     with engine.connect() as conn:
         active = {
             (row.agent_id): (row.status, row.attempts)
@@ -115,18 +116,18 @@ def restorable(engine: Engine, lost_at: str, now: datetime | None = None) -> Res
             end = next((r.event for r in reversed(history) if _is_terminal(r.event)), None)
             if end is None:
                 continue
-            left = CONF.result_ttl - int((now - end.ts).total_seconds())
+            left = settings.result_ttl - int((now - end.ts).total_seconds())
             if left > 0:
                 results.append((agent_id, outcome_encoder.encode(_outcome(end)), left))
     return Restorable(queued, running, results)
 
 
-async def restore(engine: Engine, keys: Keys, owner: str, lost_at: str) -> Restorable:
+async def restore(engine: Engine, runtime: Runtime, owner: str, lost_at: str) -> Restorable:
     """Queue the lost tasks again and store the lost results (see the module's docstring).
     `lost_at` (the checkpoint when the loss was noticed) names this restore: doing it again
     queues nothing twice."""
-    found = await asyncio.to_thread(restorable, engine, lost_at)
-    broker = Broker(keys)
+    found = await asyncio.to_thread(restorable, engine, lost_at, runtime.settings)
+    broker = runtime.broker
     await asyncio.gather(
         *(
             broker.enqueue(
@@ -140,7 +141,7 @@ async def restore(engine: Engine, keys: Keys, owner: str, lost_at: str) -> Resto
             for event, due in found.queued
         )
     )
-    due_ms = int((time.time() + CONF.lease_seconds) * 1000)
+    due_ms = int((time.time() + runtime.settings.lease_seconds) * 1000)
     await asyncio.gather(
         *(
             broker.requeue_held(event, f"key:restore:{lost_at}:{event.agent_id}", due_ms)

@@ -25,10 +25,10 @@ import redis.asyncio as aioredis
 from sqlalchemy import Engine, Table, select
 
 from agentexec.activity.models import Checkpoint
-from agentexec.config import CONF
 from agentexec.errors import ConfigurationError
 from agentexec.positions import Position
-from agentexec.streams import PROJECTOR_GROUP, Keys
+from agentexec.runtime import Runtime, current
+from agentexec.streams import PROJECTOR_GROUP
 
 from .archive import Archive
 from .checkpoints import ORIGIN, parse_id
@@ -123,6 +123,7 @@ def prune_archive(
     *,
     batch_size: int = 5000,
     stream: str | None = None,
+    runtime: Runtime | None = None,
 ) -> int:
     """Delete archived events older than `older_than` that the projector no longer needs
     (see the module's docstring); returns how many. Deletes `batch_size` rows per
@@ -138,7 +139,8 @@ def prune_archive(
             f"prune_archive(older_than={older_than!r}, batch_size={batch_size!r}): use a "
             "duration >= 0 and a batch size >= 1."
         )
-    stream = stream or Keys(CONF.key_prefix).events
+    runtime = runtime or current()
+    stream = stream or runtime.keys.events
     with engine.connect() as conn:
         checkpoint = conn.execute(
             select(_checkpoints.c.position).where(_checkpoints.c.name == stream)
@@ -146,7 +148,7 @@ def prune_archive(
     if checkpoint is None or checkpoint == ORIGIN:
         logger.info("prune: no checkpoint of %s; no archived event removed", stream)
         return 0
-    age = max(older_than, timedelta(seconds=CONF.result_ttl))
+    age = max(older_than, timedelta(seconds=runtime.settings.result_ttl))
     cutoff = int((datetime.now(UTC) - age).timestamp() * 1000)
     bound = min(parse_id(str(checkpoint)).after(), Position(cutoff, 0))
     removed = 0

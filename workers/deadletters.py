@@ -10,12 +10,9 @@ from uuid import uuid4
 import msgspec
 
 from agentexec import events
-from agentexec.broker import Broker
-from agentexec.config import CONF
-from agentexec.connection import get_redis
 from agentexec.errors import AgentexecError, EventDecodeError
 from agentexec.events import TaskQueued
-from agentexec.streams import Keys
+from agentexec.runtime import Runtime, current
 
 logger = logging.getLogger(__name__)
 
@@ -33,25 +30,24 @@ class DeadLetter:
     raw: bytes
 
 
-async def list_dead_letters(count: int = 100) -> list[DeadLetter]:
+async def list_dead_letters(count: int = 100, runtime: Runtime | None = None) -> list[DeadLetter]:
     """The oldest `count` dead letters."""
-    keys = Keys(CONF.key_prefix)
-    entries: Any = await get_redis().xrange(keys.dead_letters, count=count)
+    runtime = runtime or current()
+    entries: Any = await runtime.redis().xrange(runtime.keys.dead_letters, count=count)
     return [_parse(entry_id, fields) for entry_id, fields in entries]
 
 
-async def trim_dead_letters(retention: float) -> int:
+async def trim_dead_letters(retention: float, runtime: Runtime | None = None) -> int:
     """Delete the dead letters older than `retention` seconds (0: keep them all); returns how
     many. Trimmed by id (`XTRIM MINID`): a dead letter's id is the time it was written."""
     if retention <= 0:
         return 0
-    client = get_redis()
+    runtime = runtime or current()
+    client = runtime.redis()
     seconds, micros = await client.time()
     now_ms = int(seconds) * 1000 + int(micros) // 1000
     minid = f"{max(0, now_ms - int(retention * 1000))}-0"
-    removed = int(
-        await client.xtrim(Keys(CONF.key_prefix).dead_letters, minid=minid, approximate=False)
-    )
+    removed = int(await client.xtrim(runtime.keys.dead_letters, minid=minid, approximate=False))
     if removed:
         logger.info("removed %d dead letter(s) older than %.0f seconds", removed, retention)
     return removed
@@ -75,11 +71,12 @@ def _parse(entry_id: bytes, fields: dict[bytes, bytes]) -> DeadLetter:
     )
 
 
-async def redrive(dead_letter_id: str) -> TaskQueued:
+async def redrive(dead_letter_id: str, runtime: Runtime | None = None) -> TaskQueued:
     """Queue a dead-lettered task again, as a new task (new agent id, `redriven_from` in its
     metadata): the old one's history stays as it ended. Removes the dead letter."""
-    keys = Keys(CONF.key_prefix)
-    found: Any = await get_redis().xrange(keys.dead_letters, dead_letter_id, dead_letter_id)
+    runtime = runtime or current()
+    keys, client = runtime.keys, runtime.redis()
+    found: Any = await client.xrange(keys.dead_letters, dead_letter_id, dead_letter_id)
     if not found:
         raise AgentexecError(f"no dead letter {dead_letter_id!r}; `agentexec dead list` shows them")
     letter = _parse(*found[0])
@@ -93,7 +90,7 @@ async def redrive(dead_letter_id: str) -> TaskQueued:
     new = msgspec.structs.replace(
         old, agent_id=uuid4(), attempt=1, ts=events.utcnow(), metadata=metadata
     )
-    await Broker(keys).enqueue(new)
-    await get_redis().xdel(keys.dead_letters, dead_letter_id)
+    await runtime.broker.enqueue(new)
+    await client.xdel(keys.dead_letters, dead_letter_id)
     logger.info("re-drove dead letter %s as agent %s", dead_letter_id, new.agent_id)
     return new

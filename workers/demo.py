@@ -24,11 +24,11 @@ from sqlalchemy.orm import Session
 
 from agentexec import activity, events
 from agentexec.config import CONF
-from agentexec.connection import close_redis, get_redis
+from agentexec.connection import close_redis
 from agentexec.credentials import redact_url
 from agentexec.embedded import EmbeddedRedis
 from agentexec.queue import enqueue
-from agentexec.streams import Keys
+from agentexec.runtime import current
 
 from .pool import Pool
 
@@ -65,7 +65,8 @@ async def research_company(agent_id: UUID, context: ResearchContext) -> dict[str
 
 
 async def _watch(console: Console, count: int) -> list[Any]:
-    keys = Keys(CONF.key_prefix)
+    runtime = current()
+    keys = runtime.keys
     companies = (COMPANIES * (count // len(COMPANIES) + 1))[:count]
     tasks = [
         await enqueue("research_company", ResearchContext(company=c, fail=i == count - 1))
@@ -95,9 +96,10 @@ async def _watch(console: Console, count: int) -> list[Any]:
         }
         open_tasks = set(bars)
         last_id = "0-0"
-        client = get_redis()
+        client = runtime.redis()
         while open_tasks:
-            reply: Any = await client.xread({keys.events: last_id}, block=CONF.block_ms)
+            block_ms = runtime.settings.block_ms
+            reply: Any = await client.xread({keys.events: last_id}, block=block_ms)
             for _, items in reply or ():
                 for entry_id, fields in items:
                     last_id = entry_id
@@ -134,6 +136,8 @@ def run_demo(count: int = 6, database: str = "agentexec-demo.db") -> None:
     The pool runs a projector into the SQLite file `database`; at the end the demo prints the
     activity read model from it, as an application would query it.
     """
+    # The demo is an application: like a user's script, it sets `CONF` (its own Redis and
+    # namespace) before anything runs; the calls below read it at the edge.
     console = Console()
     server = None
     if not os.environ.get("AGENTEXEC_REDIS_URL"):

@@ -16,7 +16,6 @@ from typing import TypeVar
 import msgspec
 
 from agentexec import events
-from agentexec.config import CONF
 from agentexec.connection import REDIS_ERRORS, Reconnect
 from agentexec.consumer import Consumer, Entry
 from agentexec.errors import EventDecodeError
@@ -54,6 +53,7 @@ class Endings:
         reconnect: Reconnect,
     ) -> None:
         self._consumer = consumer
+        self._settings = consumer.settings
         self._leases = leases
         self._definitions = definitions
         self._promoter = promoter
@@ -65,7 +65,7 @@ class Endings:
             agent_id=event.agent_id,
             task_name=event.task_name,
             attempt=event.attempt,
-            message=CONF.activity_message_complete,
+            message=self._settings.activity_message_complete,
             percentage=100,
             result=msgspec.Raw(result),
         )
@@ -111,12 +111,12 @@ class Endings:
             event.task_name,
             event.agent_id,
             where,
-            CONF.lease_seconds,
+            self._settings.lease_seconds,
         )
 
     async def defer(self, entry: Entry, event: TaskQueued) -> None:
         """Park an entry whose task another worker still runs (START's -2) for a lease."""
-        due_ms = int((time.time() + CONF.lease_seconds) * 1000)
+        due_ms = int((time.time() + self._settings.lease_seconds) * 1000)
         await self.persist(
             lambda _: self._consumer.defer(entry, event.priority, due_ms), ending=entry[1]
         )
@@ -144,13 +144,17 @@ class Endings:
     ) -> None:
         """Retry after a backoff when the policy allows, else fail the task for good."""
         max_retries = (
-            CONF.max_task_retries if definition.max_retries is None else definition.max_retries
+            self._settings.max_task_retries
+            if definition.max_retries is None
+            else definition.max_retries
         )
         if not isinstance(exc, definition.retry_on) or event.attempt > max_retries:
             await self.fail(entry, event, error)
             return
         await flush_events(event.agent_id)
-        delay = backoff_delay(event.attempt, CONF.retry_backoff, CONF.retry_backoff_max)
+        delay = backoff_delay(
+            event.attempt, self._settings.retry_backoff, self._settings.retry_backoff_max
+        )
         retried = TaskRetried(
             agent_id=event.agent_id,
             task_name=event.task_name,
@@ -184,7 +188,7 @@ class Endings:
             agent_id=event.agent_id,
             task_name=event.task_name,
             attempt=event.attempt,
-            message=message or CONF.activity_message_error.replace("{error}", error),
+            message=message or self._settings.activity_message_error.replace("{error}", error),
             error=error,
         )
         await self._finish(
@@ -248,7 +252,7 @@ class Endings:
             failed = TaskFailed(
                 agent_id=ident[0],
                 task_name=ident[1],
-                message=CONF.activity_message_error.replace("{error}", error),
+                message=self._settings.activity_message_error.replace("{error}", error),
                 error=error,
             )
             outcome = Outcome(Ending.ERROR, ident[1], error=error)

@@ -14,9 +14,8 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from agentexec.broker import Broker
-from agentexec.config import CONF
 from agentexec.connection import REDIS_ERRORS
+from agentexec.runtime import Runtime, current
 
 from .deadletters import trim_dead_letters
 
@@ -28,10 +27,13 @@ HOUSEKEEPING_INTERVAL = 600.0
 """Seconds between two passes of a running pool."""
 
 
-async def remove_idle_consumers(queue_name: str, idle_seconds: float) -> list[str]:
+async def remove_idle_consumers(
+    queue_name: str, idle_seconds: float, runtime: Runtime | None = None
+) -> list[str]:
     """Remove the consumers of `queue_name`'s groups idle for `idle_seconds` with no pending
     entry; returns their names."""
-    names = await Broker().remove_idle_consumers(queue_name, int(idle_seconds * 1000))
+    broker = (runtime or current()).broker
+    names = await broker.remove_idle_consumers(queue_name, int(idle_seconds * 1000))
     if names:
         logger.info(
             "housekeeping: removed %d idle consumer(s) of queue %r: %s",
@@ -42,13 +44,16 @@ async def remove_idle_consumers(queue_name: str, idle_seconds: float) -> list[st
     return names
 
 
-async def keep_house(queue_name: str, every: float = HOUSEKEEPING_INTERVAL) -> None:
+async def keep_house(
+    runtime: Runtime, queue_name: str, every: float = HOUSEKEEPING_INTERVAL
+) -> None:
     """Run a pass now and every `every` seconds until cancelled; a failed pass (Redis
     unreachable, say) is logged and the next one tries again."""
+    settings = runtime.settings
     while True:
         try:
-            await remove_idle_consumers(queue_name, CONF.idle_consumer_seconds)
-            await trim_dead_letters(CONF.dead_letter_retention)
+            await remove_idle_consumers(queue_name, settings.idle_consumer_seconds, runtime)
+            await trim_dead_letters(settings.dead_letter_retention, runtime)
         except REDIS_ERRORS as e:
             logger.warning("housekeeping: skipped a pass, Redis unreachable (%s)", e)
         except Exception:

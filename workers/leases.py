@@ -21,7 +21,6 @@ import msgspec
 import redis
 
 from agentexec import events
-from agentexec.config import CONF
 from agentexec.connection import REDIS_ERRORS, Reconnect, supervise
 from agentexec.consumer import Claim, Consumer, Entry
 from agentexec.streams import is_missing_group
@@ -57,6 +56,7 @@ class Leases:
         on_renewed: Callable[[], Awaitable[None]],
     ) -> None:
         self._consumer = consumer
+        self._settings = consumer.settings
         self._running = running
         self._backlog = backlog
         self._concurrency = concurrency
@@ -114,8 +114,8 @@ class Leases:
         await supervise(self._reconnect, self._renew)
 
     async def _renew(self) -> None:
-        lease_ms = int(CONF.lease_seconds * 1000)
-        await asyncio.sleep(CONF.lease_seconds / 3)
+        lease_ms = int(self._settings.lease_seconds * 1000)
+        await asyncio.sleep(self._settings.lease_seconds / 3)
         by_stream: dict[str, list[tuple[bytes, str]]] = {}
         # Entries being ended too: an end script retried through an outage (Redis out of
         # memory refuses it, not the renewal) must not lose its lease meanwhile.
@@ -142,7 +142,9 @@ class Leases:
             # failure, which may be older than a lease when Redis comes back.
             if self._outage:
                 self._outage = False
-                self._claim_after = time.monotonic() + CONF.lease_seconds + self._reconnect.maximum
+                self._claim_after = (
+                    time.monotonic() + self._settings.lease_seconds + self._reconnect.maximum
+                )
             if (
                 len(self._backlog) < self._concurrency
                 and time.monotonic() > self._claim_after
@@ -176,7 +178,7 @@ class Leases:
         any time (one `INFO` a third of a lease)."""
         # `INFO` counts whole seconds of the wall clock: up to one second more than elapsed.
         uptime = await self._consumer.uptime() - 1
-        return uptime >= CONF.lease_seconds + self._reconnect.maximum
+        return uptime >= self._settings.lease_seconds + self._reconnect.maximum
 
     def _abandon(self, stream: str, lost: set[bytes]) -> None:
         """Stop work on entries another worker took over: their outcome would be rejected."""

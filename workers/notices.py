@@ -11,7 +11,8 @@ import logging
 from collections.abc import Callable
 from uuid import UUID
 
-from agentexec.connection import Reconnect, get_redis, supervise
+from agentexec.connection import Reconnect, supervise
+from agentexec.runtime import Runtime, current
 from agentexec.streams import Keys
 
 logger = logging.getLogger(__name__)
@@ -24,7 +25,9 @@ class NoticeListener:
         queue_name: str,
         on_cancel: Callable[[UUID], None],
         on_schedule: Callable[[], None],
+        runtime: Runtime | None = None,
     ) -> None:
+        self._runtime = runtime or current()
         self.channels: dict[bytes, Callable[[bytes], None]] = {
             keys.cancel_channel.encode(): self._cancel,
             keys.schedule_channel(queue_name).encode(): lambda _: on_schedule(),
@@ -48,7 +51,7 @@ class NoticeListener:
     async def _listen(self) -> None:
         # A fresh connection each time: redis-py's reconnect of a pub/sub connection can fail
         # with errors that are not connection errors.
-        pubsub = get_redis().pubsub()
+        pubsub = self._runtime.redis().pubsub()
         try:
             await pubsub.subscribe(*self.channels)
             self.ready.set()

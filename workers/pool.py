@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from pydantic import BaseModel
 
 from agentexec import tasks
-from agentexec.config import CONF
 from agentexec.connection import check_eviction_policy_at_start, close_redis
 from agentexec.errors import ConfigurationError, PoolStartError, TaskDefinitionError
 from agentexec.limits import check_queue_name
+from agentexec.runtime import Runtime, current, using
 from agentexec.tasks import TaskDefinition
 
 from . import processes
@@ -51,6 +51,9 @@ class Pool:
     `AGENTEXEC_WORKER_CONCURRENCY`). With a database, `run()` and `start()` also run a
     projector that keeps the read model up to date; `projector=False` leaves that to
     separately run `agentexec projector` processes.
+
+    Settings come from `runtime` when given, else from `ax.CONF` as it is when the pool
+    starts (`run()`, `start()`): its worker processes and projector get that snapshot.
     """
 
     def __init__(
@@ -62,6 +65,7 @@ class Pool:
         num_workers: int | None = None,
         concurrency: int | None = None,
         projector: bool = True,
+        runtime: Runtime | None = None,
     ) -> None:
         if engine is not None and not _is_engine(engine):
             raise ConfigurationError(
@@ -77,7 +81,8 @@ class Pool:
             check_queue_name(queue_name)
         self.engine = engine
         self.database_url = database_url
-        self.queue_name = queue_name or CONF.queue_name
+        self.queue_name = queue_name or (runtime or current()).settings.queue_name
+        self._given_runtime = runtime
         self.num_workers = num_workers
         self.concurrency = concurrency
         self.projector = projector
@@ -160,13 +165,18 @@ class Pool:
     def definitions(self) -> dict[str, TaskDefinition]:
         return dict(self._definitions)
 
-    def worker_spec(self, consumer: str) -> WorkerSpec:
+    def runtime(self) -> Runtime:
+        """The runtime the pool starts with: the one it was given, else `CONF`'s now."""
+        return self._given_runtime or current()
+
+    def worker_spec(self, consumer: str, runtime: Runtime | None = None) -> WorkerSpec:
+        settings = (runtime or self.runtime()).settings
         return WorkerSpec(
             queue_name=self.queue_name,
             definitions=tuple(self._definitions.values()),
             consumer=consumer,
-            concurrency=self.concurrency or CONF.worker_concurrency,
-            settings=CONF.model_dump(),
+            concurrency=self.concurrency or settings.worker_concurrency,
+            settings=settings,
             log_level=logging.getLogger().getEffectiveLevel(),
         )
 
@@ -183,12 +193,13 @@ class Pool:
         if threading.current_thread() is not threading.main_thread():
             raise ConfigurationError("pool.run() must be called from the main thread; use start().")
         processes.check_main_guard("pool.run()")
-        check_eviction_policy_at_start(f"pool on queue {self.queue_name!r}")
+        runtime = self.runtime()
+        check_eviction_policy_at_start(f"pool on queue {self.queue_name!r}", runtime.settings)
         if not logging.getLogger().handlers:
             logging.basicConfig(
                 level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
             )
-        supervisor = self._supervisor = _Supervisor(self)
+        supervisor = self._supervisor = _Supervisor(self, runtime)
         asyncio.run(supervisor.run(install_signals=True))
         if supervisor.signal == signal.SIGINT:
             raise KeyboardInterrupt
@@ -205,8 +216,9 @@ class Pool:
         if self._thread is not None and self._thread.is_alive():
             raise ConfigurationError("pool.start(): this pool is already running.")
         processes.check_main_guard("pool.start()")
-        check_eviction_policy_at_start(f"pool on queue {self.queue_name!r}")
-        supervisor = self._supervisor = _Supervisor(self, fail_fast=True)
+        runtime = self.runtime()
+        check_eviction_policy_at_start(f"pool on queue {self.queue_name!r}", runtime.settings)
+        supervisor = self._supervisor = _Supervisor(self, runtime, fail_fast=True)
         self._thread = threading.Thread(
             target=supervisor.run_in_thread,
             name=f"agentexec-pool-{self.queue_name}",
@@ -231,7 +243,7 @@ class Pool:
             self._thread.join(timeout)
             self._thread = None
 
-    def _projector(self) -> ProjectorThread | None:
+    def _projector(self, runtime: Runtime) -> ProjectorThread | None:
         if not self.projector or (self.engine is None and self.database_url is None):
             return None
         from sqlalchemy import create_engine
@@ -240,7 +252,7 @@ class Pool:
         from agentexec.projector.background import ProjectorThread
 
         engine = self.engine or create_engine(str(self.database_url))
-        return ProjectorThread(Projector(engine))
+        return ProjectorThread(Projector(engine, runtime=runtime))
 
     @property
     def worker_pids(self) -> list[int]:
@@ -265,8 +277,10 @@ class _Supervisor:
     pool and sets `start_error`, instead of being replaced.
     """
 
-    def __init__(self, pool: Pool, *, fail_fast: bool = False) -> None:
+    def __init__(self, pool: Pool, runtime: Runtime, *, fail_fast: bool = False) -> None:
         self.pool = pool
+        self.runtime = runtime
+        self.settings = runtime.settings
         self.fail_fast = fail_fast
         self.pool_id = f"{socket.gethostname()}:{uuid.uuid4().hex[:8]}"
         self.processes: dict[int, multiprocessing.process.BaseProcess] = {}
@@ -314,14 +328,14 @@ class _Supervisor:
         if install_signals:
             for signum in (signal.SIGINT, signal.SIGTERM):
                 self._loop.add_signal_handler(signum, self._on_signal, signum)
-        num = self.pool.num_workers or CONF.num_workers
+        num = self.pool.num_workers or self.settings.num_workers
         logger.info(
             "pool %s: starting %d worker process(es) on queue %r",
             self.pool_id,
             num,
             self.pool.queue_name,
         )
-        projector = self.pool._projector()
+        projector = self.pool._projector(self.runtime)
         processes.preload(
             getattr(d.handler, "__module__", None) or "__main__"
             for d in self.pool._definitions.values()
@@ -338,12 +352,13 @@ class _Supervisor:
         if self._stop_requested:
             self._stop.set()
         if self.pool._schedules:
-            scheduler = asyncio.ensure_future(
-                run_schedules(self.pool._schedules, self.pool.queue_name)
-            )
+            with using(self.runtime):  # the task enqueues with the pool's settings
+                scheduler = asyncio.ensure_future(
+                    run_schedules(self.pool._schedules, self.pool.queue_name)
+                )
             scheduler.add_done_callback(self._log_crash)
             self._stop_tasks.append(scheduler)
-        housekeeping = asyncio.ensure_future(keep_house(self.pool.queue_name))
+        housekeeping = asyncio.ensure_future(keep_house(self.runtime, self.pool.queue_name))
         housekeeping.add_done_callback(self._log_crash)
         self._stop_tasks.append(housekeeping)
         failures: dict[int, tuple[int, float]] = {}
@@ -407,7 +422,7 @@ class _Supervisor:
 
     def _spawn(self, slot: int) -> None:
         assert self._loop is not None and self._exits is not None
-        spec = self.pool.worker_spec(consumer=f"{self.pool_id}:{slot}")
+        spec = self.pool.worker_spec(f"{self.pool_id}:{slot}", self.runtime)
         reader, writer = processes.context.Pipe(duplex=False)
         assert self._lifeline is not None
         process = processes.context.Process(
@@ -469,7 +484,7 @@ class _Supervisor:
                     process.terminate()
                 except ProcessLookupError:
                     pass
-        deadline = CONF.graceful_shutdown_timeout + 10
+        deadline = self.settings.graceful_shutdown_timeout + 10
         for process in live:
             await asyncio.to_thread(process.join, deadline)
             if process.is_alive():

@@ -16,10 +16,8 @@ import time
 
 import redis
 
-from agentexec.broker import Broker
-from agentexec.config import CONF
 from agentexec.connection import REDIS_ERRORS, Reconnect
-from agentexec.streams import Keys
+from agentexec.runtime import Runtime
 
 logger = logging.getLogger(__name__)
 
@@ -34,8 +32,9 @@ def backoff_delay(attempt: int, base: float, maximum: float) -> float:
 class Promoter:
     """Moves due delayed tasks of one queue back to their streams."""
 
-    def __init__(self, keys: Keys, queue_name: str) -> None:
-        self.broker = Broker(keys)
+    def __init__(self, runtime: Runtime, queue_name: str) -> None:
+        self.broker = runtime.broker
+        self.settings = runtime.settings
         self.queue_name = queue_name
         self.woken = asyncio.Event()
         self._reconnect = Reconnect(f"promoter of {queue_name!r}")
@@ -46,7 +45,7 @@ class Promoter:
 
     async def run(self) -> None:
         while True:
-            wait = CONF.lease_seconds
+            wait = self.settings.lease_seconds
             try:
                 nxt = await self.broker.promote(self.queue_name, _now_ms(), 100)
                 self._reconnect.succeeded()

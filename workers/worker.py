@@ -17,7 +17,7 @@ import signal
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import msgspec
 import pydantic
@@ -25,8 +25,7 @@ import pydantic_core
 import redis
 
 from agentexec import events
-from agentexec.broker import Broker
-from agentexec.config import CONF
+from agentexec.config import CONF, Settings
 from agentexec.connection import REDIS_ERRORS, Reconnect, close_redis
 from agentexec.consumer import Entry, Start
 from agentexec.errors import EventDecodeError
@@ -35,7 +34,8 @@ from agentexec.events import (
     TaskStarted,
 )
 from agentexec.limits import describe_exception, describe_traceback
-from agentexec.streams import Keys, is_missing_group
+from agentexec.runtime import Runtime, using
+from agentexec.streams import is_missing_group
 from agentexec.tasks import (
     RunningTask,
     TaskDefinition,
@@ -65,15 +65,19 @@ class WorkerSpec:
     definitions: tuple[TaskDefinition, ...]
     consumer: str
     concurrency: int
-    settings: dict[str, Any] = field(default_factory=dict)
+    settings: Settings = field(default_factory=Settings)
+    """The pool's settings when it started (a snapshot): the worker's runtime is built from
+    them, never from the worker process's own environment or `CONF`."""
     log_level: int = logging.INFO
 
 
 class Worker:
     def __init__(self, spec: WorkerSpec) -> None:
         self.spec = spec
-        self.keys = Keys(CONF.key_prefix)
-        self.broker = Broker(self.keys)
+        self.runtime = Runtime.from_settings(spec.settings)
+        self.settings = self.runtime.settings
+        self.keys = self.runtime.keys
+        self.broker = self.runtime.broker
         self.consumer = self.broker.consumer(spec.queue_name, spec.consumer)
         self.streams = self.consumer.streams
         self.definitions = {d.name: d for d in spec.definitions}
@@ -94,14 +98,21 @@ class Worker:
             spec.concurrency,
             self.cancellation.check_markers,
         )
-        self._promoter = Promoter(self.keys, spec.queue_name)
+        self._promoter = Promoter(self.runtime, spec.queue_name)
         self._reconnect = Reconnect(f"worker {spec.consumer}")
         self.endings = Endings(
             self.consumer, self.leases, self.definitions, self._promoter, self._reconnect
         )
 
     async def run(self) -> None:
-        """Run until `stopping` is set, then drain within the graceful-shutdown timeout."""
+        """Run until `stopping` is set, then drain within the graceful-shutdown timeout.
+
+        Runs with the worker's runtime as `agentexec.runtime.current()`, so that the handlers
+        (and the tasks they start) use the pool's settings, not the process's `CONF`."""
+        with using(self.runtime):
+            await self._run()
+
+    async def _run(self) -> None:
         logger.info(
             "worker %s: serving queue %r (tasks: %s), %d at a time",
             self.spec.consumer,
@@ -110,7 +121,11 @@ class Worker:
             self.spec.concurrency,
         )
         notices = NoticeListener(
-            self.keys, self.spec.queue_name, self.cancellation.cancel, self._promoter.schedule
+            self.keys,
+            self.spec.queue_name,
+            self.cancellation.cancel,
+            self._promoter.schedule,
+            self.runtime,
         )
         helpers = [
             asyncio.create_task(self.leases.run()),
@@ -208,7 +223,7 @@ class Worker:
             return entries
         # Nothing queued: block on every priority at once until something arrives. Stopping
         # cancels this read; entries it delivered then are released by `_release_unfinished`.
-        read = asyncio.create_task(self.consumer.wait(count, CONF.block_ms))
+        read = asyncio.create_task(self.consumer.wait(count, self.settings.block_ms))
         stop = asyncio.create_task(self.stopping.wait())
         done, _ = await asyncio.wait({read, stop}, return_when=asyncio.FIRST_COMPLETED)
         stop.cancel()
@@ -229,11 +244,11 @@ class Worker:
         except EventDecodeError as e:
             await self.endings.dead_letter(entry, str(e))
             return
-        if deliveries > CONF.max_deliveries:
+        if deliveries > self.settings.max_deliveries:
             await self.endings.dead_letter(
                 entry,
                 f"delivered {deliveries} times, more than AGENTEXEC_MAX_DELIVERIES="
-                f"{CONF.max_deliveries}: its handler may be killing the worker process",
+                f"{self.settings.max_deliveries}: its handler may be killing the worker process",
             )
             return
         if not self.leases.take_hand(event.agent_id, entry_id):
@@ -265,7 +280,7 @@ class Worker:
             agent_id=event.agent_id,
             task_name=event.task_name,
             attempt=event.attempt,
-            message=CONF.activity_message_started,
+            message=self.settings.activity_message_started,
             worker=self.spec.consumer,
         )
         start = await self.endings.persist(
@@ -365,10 +380,12 @@ class Worker:
         logger.info(
             "worker %s: waiting up to %.0fs for %d running task(s)",
             self.spec.consumer,
-            CONF.graceful_shutdown_timeout,
+            self.settings.graceful_shutdown_timeout,
             len(self._running),
         )
-        _, pending = await asyncio.wait(self._running, timeout=CONF.graceful_shutdown_timeout)
+        _, pending = await asyncio.wait(
+            self._running, timeout=self.settings.graceful_shutdown_timeout
+        )
         for task in pending:
             task.cancel()
         if pending:
@@ -387,8 +404,12 @@ def run_worker(
     # The user's module, imported to find the handlers, may register exit hooks meant for the
     # application process (seed 001's `cancel_pending` cleanup): a worker must not run them.
     atexit._clear()
-    for name, value in spec.settings.items():
-        setattr(CONF, name, value)
+    # The edge of a worker process: handler code that reads `ax.CONF` sees the pool's
+    # settings. Nothing below reads `CONF`; the worker runs with its runtime (`Worker.run`).
+    for name in type(spec.settings).model_fields:
+        value = getattr(spec.settings, name)
+        if getattr(CONF, name) != value:
+            setattr(CONF, name, value)
     if not logging.getLogger().handlers:
         logging.basicConfig(
             level=spec.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"

@@ -17,9 +17,8 @@ from typing import Any
 
 import redis
 
-from agentexec.config import CONF
-from agentexec.connection import get_sync_redis
 from agentexec.positions import Position
+from agentexec.runtime import current
 from agentexec.streams import PROJECTOR_GROUP, Keys
 
 __all__ = ["STALE_AFTER", "check_projected"]
@@ -43,9 +42,10 @@ def check_projected() -> None:
         if _done or now < _next_look:
             return
         _next_look = now + _EVERY
-    keys = Keys(CONF.key_prefix)
+    runtime = current()
+    keys = runtime.keys
     try:
-        waiting = _oldest_unprojected_ms(keys)
+        waiting = _oldest_unprojected_ms(keys, runtime.sync_redis())
     except (redis.RedisError, OSError) as e:
         logger.debug("read model freshness: Redis not reachable (%s); not checking again", e)
         _done = True
@@ -64,9 +64,8 @@ def check_projected() -> None:
     )
 
 
-def _oldest_unprojected_ms(keys: Keys) -> int | None:
+def _oldest_unprojected_ms(keys: Keys, client: redis.Redis) -> int | None:
     """The time (ms) of the oldest event no projector has taken, if none holds the lease."""
-    client = get_sync_redis()
     if client.exists(keys.projector_lease):
         return None
     after = "-"

@@ -39,8 +39,8 @@ from sqlalchemy.orm import (
 )
 from sqlalchemy.sql.operators import OperatorType
 
-from agentexec.config import CONF
 from agentexec.events import Status
+from agentexec.runtime import current
 
 __all__ = [
     "TABLE_PREFIX",
@@ -53,8 +53,9 @@ __all__ = [
     "activity_row_id",
 ]
 
-TABLE_PREFIX = CONF.table_prefix
-"""The table prefix these models were built with."""
+TABLE_PREFIX = current().settings.table_prefix
+"""The table prefix these models were built with: the settings of the code that first imported
+this module (`ax.CONF` as it was then, see `agentexec.runtime.current`)."""
 
 _ROW_NAMESPACE = uuid.UUID("5b0c0a4e-6f1e-4c53-9d55-2f5c0f3c7a11")
 

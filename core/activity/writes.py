@@ -15,9 +15,7 @@ from uuid import UUID, uuid4
 import msgspec
 
 from agentexec import events
-from agentexec.broker import Broker
-from agentexec.config import CONF
-from agentexec.connection import REDIS_ERRORS, get_sync_redis
+from agentexec.connection import REDIS_ERRORS
 from agentexec.credentials import redact_url
 from agentexec.errors import RedisUnavailableError
 from agentexec.eventlog import EventLog
@@ -31,6 +29,7 @@ from agentexec.events import (
     TaskQueued,
 )
 from agentexec.limits import check_name
+from agentexec.runtime import current
 from agentexec.streams import Keys
 from agentexec.tasks import event_identity, own_task, running_task
 
@@ -75,7 +74,7 @@ def append(event: Event, *, check: bool = True) -> str:
     only after `AGENTEXEC_ENQUEUE_TIMEOUT`.
     """
     run = own_task(event.agent_id)
-    return EventLog(Broker(Keys(CONF.key_prefix))).append_sync(
+    return EventLog(current().broker).append_sync(
         event, run.lease if run is not None else None, check=check and run is None
     )
 
@@ -97,7 +96,9 @@ def create(
         TaskQueued(
             agent_id=aid,
             task_name=check_name(task_name, "task name"),
-            message=_message(message) if message is not None else CONF.activity_message_create,
+            message=_message(message)
+            if message is not None
+            else current().settings.activity_message_create,
         ),
         check=False,
     )
@@ -126,7 +127,9 @@ def complete(agent_id: UUID | str, message: str | None = None, percentage: int =
         TaskCompleted(
             agent_id=_agent_id(agent_id),
             **event_identity(_agent_id(agent_id)),
-            message=_message(message) if message is not None else CONF.activity_message_complete,
+            message=_message(message)
+            if message is not None
+            else current().settings.activity_message_complete,
             percentage=_percentage(percentage),
         )
     )
@@ -143,7 +146,7 @@ def error(agent_id: UUID | str, message: str | None = None, *, error: str | None
     when the handler ends) and returns `""` here. Anywhere else the event is appended at once
     and its stream id returned."""
     text = _message(message if message is not None else error or "", "error message")
-    shown = CONF.activity_message_error.replace("{error}", text) if error else text
+    shown = current().settings.activity_message_error.replace("{error}", text) if error else text
     run = running_task()
     if run is not None and run.lease is not None and str(run.agent_id) == str(agent_id):
         if not run.reported_error:
@@ -193,9 +196,10 @@ def cancel_pending(session: Session | AsyncSession) -> int | Awaitable[int]:
 
 
 def _cancel(rows: Any) -> int:
-    keys = Keys(CONF.key_prefix)
+    runtime = current()
+    keys = runtime.keys
     try:
-        client = get_sync_redis()
+        client = runtime.sync_redis()
         held = _held_by_queues(client, keys, {queue for _, _, queue in rows if queue})
         orphans = [(a, name) for a, name, _ in rows if a not in held]
         if orphans:
@@ -207,10 +211,10 @@ def _cancel(rows: Any) -> int:
             orphans = [o for o, r in zip(orphans, running, strict=True) if not r]
     except REDIS_ERRORS as e:
         raise RedisUnavailableError(
-            f"cancel_pending: Redis at {redact_url(CONF.redis_url)} is unreachable ({e}); "
-            "nothing canceled"
+            f"cancel_pending: Redis at {redact_url(runtime.settings.redis_url)} is unreachable "
+            f"({e}); nothing canceled"
         ) from e
-    log = EventLog(Broker(keys))
+    log = EventLog(runtime.broker)
     for agent_id, task_name in orphans:
         log.append_sync(
             TaskCanceled(agent_id=agent_id, task_name=task_name, message=CANCELED_MESSAGE),

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-from agentexec.config import CONF
+from agentexec.runtime import current
 
 revision = "agentexec_0001"
 down_revision = None
@@ -19,7 +19,7 @@ depends_on = None
 
 
 def upgrade() -> None:
-    p = CONF.table_prefix
+    p = current().settings.table_prefix
     op.create_table(
         f"{p}activity",
         sa.Column("id", sa.Uuid(), nullable=False),
@@ -85,7 +85,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    p = CONF.table_prefix
+    p = current().settings.table_prefix
     op.drop_table(f"{p}events")
     op.drop_table(f"{p}checkpoints")
     op.drop_table(f"{p}activity_log")

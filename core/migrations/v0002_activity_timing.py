@@ -13,7 +13,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-from agentexec.config import CONF
+from agentexec.runtime import current
 
 revision = "agentexec_0002"
 down_revision = "agentexec_0001"
@@ -32,7 +32,7 @@ _COLUMNS = (
 
 
 def upgrade() -> None:
-    table = f"{CONF.table_prefix}activity"
+    table = f"{current().settings.table_prefix}activity"
     with op.batch_alter_table(table) as batch:
         for name, type_, nullable in _COLUMNS:
             default = None if nullable else sa.text("0")
@@ -40,7 +40,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    table = f"{CONF.table_prefix}activity"
+    table = f"{current().settings.table_prefix}activity"
     with op.batch_alter_table(table) as batch:
         for name, _, _ in reversed(_COLUMNS):
             batch.drop_column(name)

@@ -38,7 +38,6 @@ from agents.run import DEFAULT_MAX_TURNS
 from agents.stream_events import StreamEvent
 from agents.tool import Tool
 
-from agentexec.config import CONF
 from agentexec.errors import ConfigurationError, RedisUnavailableError
 from agentexec.events import TaskProgress
 from agentexec.tasks import event_identity
@@ -165,7 +164,7 @@ class OpenAIRunner(BaseAgentRunner):
         turns, unless recovery is on and the agent answers the wrap-up prompt.
         """
         recording = _RecordingHooks(self, max_turns, hooks)
-        config = _configure(run_config)
+        config = _configure(run_config, self.recorder.runtime.settings.model_override)
         try:
             return await Runner.run(
                 agent, input, max_turns=max_turns, hooks=recording, run_config=config, **kwargs
@@ -300,7 +299,8 @@ class StreamedRun:
         self._input = input
         self._max_turns = max_turns
         self._hooks = _RecordingHooks(runner, max_turns, hooks)
-        self._config = _configure(run_config)
+        override = runner.recorder.runtime.settings.model_override
+        self._config = _configure(run_config, override)
         self._kwargs = kwargs
         self._events = self._stream()
         self.result: RunResultStreaming | None = None
@@ -462,9 +462,8 @@ def _hosted_arguments(item: Any) -> str:
 _loaded_overrides: dict[str, Model | ModelProvider] = {}
 
 
-def _configured_override() -> Model | ModelProvider | None:
-    """The model named by `AGENTEXEC_MODEL_OVERRIDE`, imported once per process."""
-    path = CONF.model_override
+def _configured_override(path: str | None) -> Model | ModelProvider | None:
+    """The model named by `AGENTEXEC_MODEL_OVERRIDE` (`path`), imported once per process."""
     if not path:
         return None
     loaded = _loaded_overrides.get(path)
@@ -487,10 +486,10 @@ def _configured_override() -> Model | ModelProvider | None:
     return loaded
 
 
-def _configure(run_config: RunConfig | None) -> RunConfig | None:
+def _configure(run_config: RunConfig | None, configured: str | None) -> RunConfig | None:
     """`run_config` with the model override applied, if any: `use_model`/`override_model` in
-    this process first, else `AGENTEXEC_MODEL_OVERRIDE`."""
-    override = _model_override or _configured_override()
+    this process first, else `AGENTEXEC_MODEL_OVERRIDE` (`configured`)."""
+    override = _model_override or _configured_override(configured)
     if override is None:
         return run_config
     provider = override if isinstance(override, ModelProvider) else _EveryName(override)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from uuid import UUID
 
-from agentexec.config import CONF
 from agentexec.errors import RedisUnavailableError
 from agentexec.eventlog import EventLog
 from agentexec.events import (
@@ -16,6 +15,7 @@ from agentexec.events import (
     Event,
     TaskProgress,
 )
+from agentexec.runtime import Runtime, current
 from agentexec.tasks import event_identity, own_task
 
 from .redaction import Redactor, redact_secrets, summarize_arguments, truncate
@@ -33,14 +33,23 @@ class EventRecorder:
     the agent or the task asked to record: `progress` raises `RedisUnavailableError`.
     """
 
-    def __init__(self, agent_id: UUID, *, redact: Redactor | None = None) -> None:
+    def __init__(
+        self, agent_id: UUID, *, redact: Redactor | None = None, runtime: Runtime | None = None
+    ) -> None:
         self.agent_id = agent_id
+        self._runtime = runtime
         self.redact: Redactor = redact or redact_secrets
         self._dropping = False
 
     @property
+    def runtime(self) -> Runtime:
+        """The given runtime, else the edge's at each call (`agentexec.runtime.current()`):
+        a runner made before `ax.CONF` changed follows the change."""
+        return self._runtime or current()
+
+    @property
     def limit(self) -> int:
-        return CONF.max_event_summary_chars
+        return self.runtime.settings.max_event_summary_chars
 
     async def progress(self, message: str, percentage: int | None = None) -> str:
         """Record progress (a `task.progress` event); returns its stream id.
@@ -154,7 +163,8 @@ class EventRecorder:
         """Append `event`; in the task's own handler fenced by its lease, like its activity
         writes ("" when the worker running the task lost it)."""
         run = own_task(event.agent_id)
-        return await EventLog().append(event, run.lease if run is not None else None, check=False)
+        log = EventLog(self.runtime.broker)
+        return await log.append(event, run.lease if run is not None else None, check=False)
 
     def _name(self, name: str) -> str:
         return truncate(name, self.limit)

@@ -23,6 +23,7 @@ from agentexec.connection import Reconnect, get_redis, supervise
 from agentexec.projector import Projector
 from agentexec.projector.ownership import Lease
 from agentexec.results import Outcome, outcome_encoder
+from agentexec.runtime import current
 from agentexec.scripts import PROMOTE, RENEW
 from agentexec.streams import Keys
 from agentexec.workers.notices import NoticeListener
@@ -179,7 +180,7 @@ async def test_promoter(redis_conf: str, monkeypatch: pytest.MonkeyPatch) -> Non
     failing = Failing(
         monkeypatch, Batcher, "run_script", when=lambda _self, script, *_: script is PROMOTE
     )
-    promoter = Promoter(Keys(ax.CONF.key_prefix), "q")
+    promoter = Promoter(current(), "q")
     running = asyncio.create_task(promoter.run())
     try:
         await failing.until(4, "the promoter to look again")

@@ -294,3 +294,55 @@ def test_a_process_of_a_room_loads_no_room_it_may_not_import(room: str) -> None:
     ).stdout.split()
     wrong = sorted(m for m in loaded if room_of(m) not in MAY_IMPORT[room] | {room})
     assert not wrong, f"importing {', '.join(ENTRY_MODULES[room])} loads {wrong}"
+
+
+# Configuration at the edge (issue #13): `ax.CONF` is read by these modules only; everything
+# else gets a `Runtime` (or its settings, keys, broker) passed in, see `agentexec.runtime`.
+CONF_READERS = {
+    "agentexec.config": "defines it",
+    "agentexec.runtime": "the edge: `current()` snapshots it",
+    "agentexec": "the facade re-exports it as `ax.CONF`",
+    "agentexec.cli": "the command line sets it from its options",
+    "agentexec.workers.worker": "a worker process's entry mirrors the pool's settings into it",
+    "agentexec.workers.demo": "the demo is an application: it sets its Redis and namespace",
+}
+
+
+def conf_references(source: str) -> list[int]:
+    """Lines of `source` that name `CONF`: an import of it, the bare name, or `x.CONF`."""
+    lines = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom) and any(a.name == "CONF" for a in node.names):
+            lines.append(node.lineno)
+        elif (isinstance(node, ast.Name) and node.id == "CONF") or (
+            isinstance(node, ast.Attribute) and node.attr == "CONF"
+        ):
+            lines.append(node.lineno)
+    return sorted(set(lines))
+
+
+def test_only_the_edge_reads_conf() -> None:
+    wrong = [
+        f"{path.relative_to(ROOT)}:{line}: {module} references CONF"
+        for module, path in sorted(modules(ROOT).items())
+        if module not in CONF_READERS
+        for line in conf_references(path.read_text())
+    ]
+    assert not wrong, (
+        "modules below the edge read `CONF`; take a `Runtime` (agentexec.runtime) as a "
+        "parameter or attribute instead, or call `current()` at a public entry point:\n"
+        + "\n".join(wrong)
+    )
+
+
+@pytest.mark.parametrize(
+    ("source", "found"),
+    [
+        ("from agentexec.config import CONF\n", [1]),
+        ("import agentexec as ax\nx = ax.CONF.key_prefix\n", [2]),
+        ("def f():\n    return CONF.block_ms\n", [2]),
+        ('"""CONF in a docstring, CONFIG."""\nCONFIG = 1\n', []),
+    ],
+)
+def test_the_conf_scan_sees_each_form(source: str, found: list[int]) -> None:
+    assert conf_references(source) == found
