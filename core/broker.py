@@ -10,12 +10,13 @@ through the `Batcher`, so that many of them share one round trip.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from uuid import UUID
 
+import msgspec
 import redis
 import redis.asyncio as aioredis
 
@@ -25,8 +26,10 @@ from .config import CONF
 from .connection import REDIS_ERRORS, Reconnect, check_eviction_policy, get_redis, get_sync_redis
 from .consumer import Consumer
 from .credentials import redact_url
-from .errors import RedisOutOfMemoryError, RedisUnavailableError
-from .events import Event, TaskCancelRequested, TaskQueued
+from .errors import EventDecodeError, RedisOutOfMemoryError, RedisUnavailableError
+from .eventlog import Recorded
+from .events import Event, TaskCanceled, TaskCancelRequested, TaskQueued
+from .positions import Position
 from .scripts import (
     APPEND_HELD,
     APPEND_KNOWN,
@@ -40,10 +43,17 @@ from .scripts import (
     TRACK,
     Script,
 )
-from .streams import AGENT_TTL, WORKERS_GROUP, Keys, delayed_member
+from .streams import (
+    AGENT_TTL,
+    PROJECTOR_GROUP,
+    WORKERS_GROUP,
+    Keys,
+    delayed_member,
+    is_missing_group,
+)
 from .tasks import TaskLease
 
-__all__ = ["Broker", "Count", "Queued"]
+__all__ = ["Broker", "Count", "DeadLetter", "LogPage", "Queued"]
 
 
 @dataclass(frozen=True)
@@ -64,6 +74,63 @@ class Count:
     """False when the change's key had been counted before."""
     fan_in_id: UUID | None
     """Agent id of the fan-in, once one is registered."""
+
+
+@dataclass(frozen=True)
+class LogPage:
+    """Log entries read in one call: the events, in log order, and where the read ended."""
+
+    recorded: list[Recorded]
+    """The entries that decode; the others (no agentexec event, which the projector
+    dead-letters) are skipped."""
+    last: Position | None
+    """The position of the last entry read, decodable or not; None when none was read."""
+    size: int
+    """How many entries were read, decodable or not."""
+
+    @classmethod
+    def of(cls, entries: Sequence[tuple[Any, Any]]) -> LogPage:
+        recorded = []
+        for entry_id, fields in entries:
+            try:
+                recorded.append(Recorded.from_entry(entry_id, fields))
+            except EventDecodeError:
+                continue
+        last = Position.parse(entries[-1][0]) if entries else None
+        return cls(recorded, last, len(entries))
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """An entry that could not run (or a log entry that is no event), with the reason."""
+
+    id: str
+    """Its id in the dead-letter stream."""
+    stream: str
+    """The stream the entry came from."""
+    entry_id: str
+    reason: str
+    event: TaskQueued | None
+    """The task, when the entry decodes."""
+    raw: bytes
+
+    @classmethod
+    def of(cls, entry_id: bytes, fields: dict[bytes, bytes]) -> DeadLetter:
+        raw = fields.get(events.EVENT_FIELD, b"")
+        event: TaskQueued | None = None
+        try:
+            decoded = events.decode(raw)
+            event = decoded if isinstance(decoded, TaskQueued) else None
+        except EventDecodeError:
+            pass
+        return cls(
+            id=entry_id.decode(),
+            stream=fields.get(b"stream", b"").decode(),
+            entry_id=fields.get(b"id", b"").decode(),
+            reason=fields.get(b"reason", b"").decode(errors="replace"),
+            event=event,
+            raw=raw,
+        )
 
 
 _outage = Reconnect("enqueue")
@@ -333,10 +400,181 @@ class Broker:
         """The verbs of worker `name` (its consumer name) reading `queue_name`."""
         return Consumer(self, queue_name, name)
 
+    # Reading the log.
+
+    async def read_log(
+        self, after: Position | None = None, *, until: Position | None = None, count: int
+    ) -> LogPage:
+        """Up to `count` log entries after `after` (None: from the first), up to `until`."""
+        reply: Any = await self.client.xrange(
+            self.keys.events, _after(after), "+" if until is None else str(until), count=count
+        )
+        return LogPage.of(reply)
+
+    def read_log_sync(
+        self, after: Position | None = None, *, until: Position | None = None, count: int
+    ) -> LogPage:
+        """`read_log`, blocking."""
+        reply: Any = get_sync_redis().xrange(
+            self.keys.events, _after(after), "+" if until is None else str(until), count=count
+        )
+        return LogPage.of(reply)
+
+    def tail_log_sync(self, count: int) -> LogPage:
+        """The last `count` log entries, in log order. Blocking."""
+        reply: Any = get_sync_redis().xrevrange(self.keys.events, "+", "-", count=count)
+        return LogPage.of(list(reversed(reply)))
+
+    async def wait_log(self, after: Position, *, count: int, block_ms: int) -> LogPage:
+        """Up to `count` log entries after `after`, waiting up to `block_ms` for the first;
+        empty when none came, or when the log was deleted under the wait."""
+        try:
+            reply: Any = await self.client.xread(
+                {self.keys.events: str(after)}, count=count, block=block_ms
+            )
+        except redis.ResponseError as e:
+            if isinstance(e, REDIS_ERRORS) or not is_missing_group(e):
+                raise
+            return LogPage.of([])
+        return LogPage.of([entry for _, entries in reply or () for entry in entries])
+
+    def wait_log_sync(self, after: Position, *, count: int, block_ms: int) -> LogPage:
+        """`wait_log`, blocking."""
+        try:
+            reply: Any = get_sync_redis().xread(
+                {self.keys.events: str(after)}, count=count, block=block_ms
+            )
+        except redis.ResponseError as e:
+            if isinstance(e, REDIS_ERRORS) or not is_missing_group(e):
+                raise
+            return LogPage.of([])
+        return LogPage.of([entry for _, entries in reply or () for entry in entries])
+
+    def unprojected_since_ms(self) -> int | None:
+        """The time (ms) of the oldest log event no projector has taken, while no projector
+        holds the log's lease; None when one does, or nothing waits. Blocking."""
+        client = get_sync_redis()
+        if client.exists(self.keys.projector_lease):
+            return None
+        after: Position | None = None
+        try:
+            groups: Any = client.xinfo_groups(self.keys.events)
+        except redis.ResponseError as e:
+            if isinstance(e, REDIS_ERRORS):
+                raise
+            return None  # no log yet: nothing waits
+        for group in groups:
+            if _text(group["name"]) == PROJECTOR_GROUP:
+                after = Position.parse(group["last-delivered-id"])
+        entries: Any = client.xrange(self.keys.events, _after(after), "+", count=1)
+        return Position.parse(entries[0][0]).ms if entries else None
+
+    # Reading state.
+
+    async def known(self, agent_id: UUID) -> bool:
+        """True while `agent_id` is known: its task was queued, or its activity written, in
+        the last `AGENT_TTL` seconds, or its result is stored."""
+        return bool(await self.client.exists(self.keys.agent(agent_id), self.keys.result(agent_id)))
+
+    async def result(self, agent_id: UUID | str) -> bytes | None:
+        """The stored outcome of `agent_id`'s task (see `agentexec.results`), None before it
+        ended or after `AGENTEXEC_RESULT_TTL`."""
+        data: Any = await self._batcher().execute("GET", self.keys.result(agent_id))
+        return None if data is None else bytes(data)
+
+    def tracker_counts(self, name: str, batch_id: str) -> tuple[int, int]:
+        """A tracker's (pending, total); (0, 0) before its first change. Blocking."""
+        pending, total = get_sync_redis().hmget(
+            self.keys.tracker(name, batch_id), ["pending", "total"]
+        )
+        return int(pending or 0), int(total or 0)
+
+    def held_by_queues(self, queues: Iterable[str]) -> set[UUID]:
+        """Agent ids of the tasks these queues hold: in a stream (waiting, running, or handed
+        back) or in the delayed set (waiting for a retry). One transaction per queue, so that
+        a task moving between the delayed set and a stream is seen in one of them. Blocking."""
+        client = get_sync_redis()
+        held: set[UUID] = set()
+        for queue in queues:
+            with client.pipeline(transaction=True) as pipe:
+                for stream in self.keys.queues(queue):
+                    pipe.xrange(stream)
+                pipe.zrange(self.keys.delayed(queue), 0, -1)
+                *entries, delayed = pipe.execute()
+            payloads = [f.get(events.EVENT_FIELD, b"") for found in entries for _, f in found]
+            payloads += [member[2:] for member in delayed]
+            for payload in payloads:
+                try:
+                    held.add(UUID(str(msgspec.json.decode(payload)["agent_id"])))
+                except (msgspec.DecodeError, KeyError, TypeError, ValueError):
+                    continue  # not a task event: nothing a worker will run
+        return held
+
+    def running_unqueued(self, agent_ids: Sequence[UUID]) -> set[UUID]:
+        """Those of `agent_ids` a worker runs on an entry Redis lost (see `Keys.held`).
+        Blocking."""
+        with get_sync_redis().pipeline(transaction=False) as pipe:
+            for agent_id in agent_ids:
+                pipe.exists(self.keys.held(agent_id))
+            running = pipe.execute()
+        return {a for a, r in zip(agent_ids, running, strict=True) if r}
+
+    def record_canceled(self, canceled: Sequence[TaskCanceled]) -> None:
+        """Append the cancel of tasks no queue holds (unfenced: no worker runs them).
+        Blocking."""
+        with get_sync_redis().pipeline(transaction=False) as pipe:
+            for event in canceled:
+                pipe.xadd(self.keys.events, events.entry(event))
+            pipe.execute()
+
+    # Dead letters (see `agentexec.workers.deadletters`; a worker's are written by
+    # `Consumer.dead_letter`).
+
+    async def dead_letters(self, count: int) -> list[DeadLetter]:
+        """The oldest `count` dead letters."""
+        entries: Any = await self.client.xrange(self.keys.dead_letters, count=count)
+        return [DeadLetter.of(entry_id, fields) for entry_id, fields in entries]
+
+    async def dead_letter_at(self, dead_letter_id: str) -> DeadLetter | None:
+        """The dead letter `dead_letter_id`, None when there is none."""
+        found: Any = await self.client.xrange(
+            self.keys.dead_letters, dead_letter_id, dead_letter_id
+        )
+        return DeadLetter.of(*found[0]) if found else None
+
+    async def remove_dead_letter(self, dead_letter_id: str) -> None:
+        await self.client.xdel(self.keys.dead_letters, dead_letter_id)
+
+    async def trim_dead_letters(self, retention_ms: int) -> int:
+        """Delete the dead letters older than `retention_ms` by the server's clock; returns
+        how many. Trimmed by id (`XTRIM MINID`): a dead letter's id is the time it was
+        written."""
+        seconds, micros = await self.client.time()
+        now_ms = int(seconds) * 1000 + int(micros) // 1000
+        minid = f"{max(0, now_ms - retention_ms)}-0"
+        return int(await self.client.xtrim(self.keys.dead_letters, minid=minid, approximate=False))
+
+    async def dead_letter_log_entries(
+        self, undecodable: Sequence[tuple[str, Mapping[Any, Any], str]]
+    ) -> None:
+        """Keep log entries that are no agentexec event, (entry id, fields, reason) each, as
+        dead letters, in one transaction."""
+        async with self.client.pipeline(transaction=True) as pipe:
+            for entry_id, fields, reason in undecodable:
+                letter: dict[Any, Any] = {**fields, b"stream": self.keys.events}
+                letter.update({b"id": entry_id, b"reason": reason})
+                pipe.xadd(self.keys.dead_letters, letter)
+            await pipe.execute()
+
 
 def _queued(reply: Any) -> Queued:
     event_id, agent_id = reply
     return Queued(event_id=_text(event_id), agent_id=UUID(_text(agent_id)))
+
+
+def _after(position: Position | None) -> str:
+    """XRANGE's start for the entries after `position` (None: from the first)."""
+    return "-" if position is None else f"({position}"
 
 
 def _text(value: Any) -> str:

@@ -20,7 +20,6 @@ import redis
 import redis.asyncio as aioredis
 
 from . import tasks
-from .batcher import get_batcher
 from .config import CONF
 from .connection import Reconnect, get_redis, spawn
 from .errors import TaskFailedError
@@ -84,6 +83,9 @@ class _Waiter:
         self._listener: asyncio.Task[None] | None = None
         self._broken: BaseException | None = None
         self._reconnect = Reconnect("result waiter")
+        from .broker import Broker  # the Broker's consumer verbs encode outcomes from here
+
+        self._broker = Broker(keys, client)
 
     async def wait(self, agent_id: UUID) -> bytes:
         channel = self._keys.result_channel(agent_id).encode()
@@ -174,13 +176,13 @@ class _Waiter:
     async def _check_stored(self, channel: bytes, pubsub: aioredis.client.PubSub) -> None:
         agent_id = channel[len(self._keys.result_channel_prefix) :].decode()
         try:
-            data: Any = await get_batcher(self._client).execute("GET", self._keys.result(agent_id))
+            data = await self._broker.result(agent_id)
         except Exception as e:
             # Subscribing again after the reconnect checks again.
             self._break(e, pubsub)
             return
         if data is not None:
-            self._resolve(channel, bytes(data))
+            self._resolve(channel, data)
 
     def _resolve(self, channel: bytes, data: bytes) -> None:
         for future in self._futures.get(channel, ()):

@@ -26,7 +26,6 @@ from pydantic import BaseModel
 
 from .broker import Broker, Count
 from .config import CONF
-from .connection import get_sync_redis
 from .credentials import redact_url
 from .errors import ConfigurationError, RedisUnavailableError
 from .events import (
@@ -39,7 +38,7 @@ from .events import (
 )
 from .limits import check_name
 from .queue import _resolve_queue, serialise_context
-from .streams import AGENT_TTL, Keys
+from .streams import AGENT_TTL
 from .tasks import Task, running_task
 
 __all__ = ["Tracker"]
@@ -143,14 +142,10 @@ class Tracker:
         return total > 0 and pending <= 0
 
     def _counts(self) -> tuple[int, int]:
-        keys = Keys(CONF.key_prefix)
         try:
-            pending, total = get_sync_redis().hmget(
-                keys.tracker(self.name, self.batch_id), ["pending", "total"]
-            )
+            return Broker().tracker_counts(self.name, self.batch_id)
         except (redis.ConnectionError, redis.TimeoutError) as e:
             raise self._unavailable("read", e) from e
-        return int(pending or 0), int(total or 0)
 
     def _run(
         self,

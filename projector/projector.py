@@ -26,6 +26,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from agentexec import events
 from agentexec.activity import models
+from agentexec.broker import Broker
 from agentexec.config import CONF
 from agentexec.connection import REDIS_ERRORS, Reconnect, get_redis
 from agentexec.errors import ConfigurationError, EventDecodeError, FencedError
@@ -407,19 +408,15 @@ class Projector:
             return checkpoints.load(conn, self.keys.events, self.name)
 
     async def _dead_letter(self, undecodable: list[tuple[str, dict[bytes, bytes], str]]) -> None:
-        async with get_redis().pipeline(transaction=True) as pipe:
-            for entry_id, fields, reason in undecodable:
-                logger.error(
-                    "projector %s: dead-lettering %s %s: %s",
-                    self.name,
-                    self.keys.events,
-                    entry_id,
-                    reason,
-                )
-                letter: dict[Any, Any] = {**fields, b"stream": self.keys.events}
-                letter.update({b"id": entry_id, b"reason": reason})
-                pipe.xadd(self.keys.dead_letters, letter)
-            await pipe.execute()
+        for entry_id, _, reason in undecodable:
+            logger.error(
+                "projector %s: dead-lettering %s %s: %s",
+                self.name,
+                self.keys.events,
+                entry_id,
+                reason,
+            )
+        await Broker(self.keys).dead_letter_log_entries(undecodable)
 
     async def _wait_for_entries(self, stop: asyncio.Event) -> None:
         # A plain XREAD only wakes us; the entries are then taken through the fenced read.

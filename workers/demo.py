@@ -23,12 +23,13 @@ from sqlalchemy import create_engine
 from sqlalchemy.orm import Session
 
 from agentexec import activity, events
+from agentexec.broker import Broker
 from agentexec.config import CONF
-from agentexec.connection import close_redis, get_redis
+from agentexec.connection import close_redis
 from agentexec.credentials import redact_url
 from agentexec.embedded import EmbeddedRedis
+from agentexec.positions import ORIGIN
 from agentexec.queue import enqueue
-from agentexec.streams import Keys
 
 from .pool import Pool
 
@@ -65,7 +66,6 @@ async def research_company(agent_id: UUID, context: ResearchContext) -> dict[str
 
 
 async def _watch(console: Console, count: int) -> list[Any]:
-    keys = Keys(CONF.key_prefix)
     companies = (COMPANIES * (count // len(COMPANIES) + 1))[:count]
     tasks = [
         await enqueue("research_company", ResearchContext(company=c, fail=i == count - 1))
@@ -94,25 +94,24 @@ async def _watch(console: Console, count: int) -> list[Any]:
             for t in tasks
         }
         open_tasks = set(bars)
-        last_id = "0-0"
-        client = get_redis()
+        last = ORIGIN
+        broker = Broker()
         while open_tasks:
-            reply: Any = await client.xread({keys.events: last_id}, block=CONF.block_ms)
-            for _, items in reply or ():
-                for entry_id, fields in items:
-                    last_id = entry_id
-                    event = events.decode_entry(fields)
-                    bar = bars.get(event.agent_id)
-                    if bar is None or event.status is None:
-                        continue
-                    update: dict[str, Any] = {"status": event.status.wire}
-                    if event.message:
-                        update["description"] = event.message
-                    if event.percentage is not None:
-                        update["completed"] = event.percentage
-                    progress.update(bar, **update)
-                    if event.status in events.TERMINAL:
-                        open_tasks.discard(event.agent_id)
+            page = await broker.wait_log(last, count=1000, block_ms=CONF.block_ms)
+            last = page.last or last
+            for recorded in page.recorded:
+                event = recorded.event
+                bar = bars.get(event.agent_id)
+                if bar is None or event.status is None:
+                    continue
+                update: dict[str, Any] = {"status": event.status.wire}
+                if event.message:
+                    update["description"] = event.message
+                if event.percentage is not None:
+                    update["completed"] = event.percentage
+                progress.update(bar, **update)
+                if event.status in events.TERMINAL:
+                    open_tasks.discard(event.agent_id)
     results = await asyncio.gather(*(_result(t) for t in tasks))
     await close_redis()
     return results

@@ -12,12 +12,9 @@ import logging
 from typing import TYPE_CHECKING, Any, overload
 from uuid import UUID, uuid4
 
-import msgspec
-
-from agentexec import events
 from agentexec.broker import Broker
 from agentexec.config import CONF
-from agentexec.connection import REDIS_ERRORS, get_sync_redis
+from agentexec.connection import REDIS_ERRORS
 from agentexec.credentials import redact_url
 from agentexec.errors import RedisUnavailableError, UnknownActivityError
 from agentexec.events import (
@@ -215,25 +212,17 @@ def cancel_pending(session: Session | AsyncSession) -> int | Awaitable[int]:
 
 
 def _cancel(rows: Any) -> int:
-    keys = Keys(CONF.key_prefix)
+    broker = Broker()
     try:
-        client = get_sync_redis()
-        held = _held_by_queues(client, keys, {queue for _, _, queue in rows if queue})
+        held = broker.held_by_queues({queue for _, _, queue in rows if queue})
         orphans = [(a, name) for a, name, _ in rows if a not in held]
         if orphans:
             # A worker that runs a task whose entry Redis lost holds its held key instead.
-            with client.pipeline(transaction=False) as pipe:
-                for agent_id, _ in orphans:
-                    pipe.exists(keys.held(agent_id))
-                running = pipe.execute()
-            orphans = [o for o, r in zip(orphans, running, strict=True) if not r]
-        with client.pipeline(transaction=False) as pipe:
-            for agent_id, task_name in orphans:
-                event = TaskCanceled(
-                    agent_id=agent_id, task_name=task_name, message=CANCELED_MESSAGE
-                )
-                pipe.xadd(keys.events, events.entry(event))
-            pipe.execute()
+            running = broker.running_unqueued([a for a, _ in orphans])
+            orphans = [o for o in orphans if o[0] not in running]
+        broker.record_canceled(
+            [TaskCanceled(agent_id=a, task_name=n, message=CANCELED_MESSAGE) for a, n in orphans]
+        )
     except REDIS_ERRORS as e:
         raise RedisUnavailableError(
             f"cancel_pending: Redis at {redact_url(CONF.redis_url)} is unreachable ({e}); "
@@ -247,25 +236,3 @@ def _cancel(rows: Any) -> int:
             len(rows) - len(orphans),
         )
     return len(orphans)
-
-
-def _held_by_queues(client: Any, keys: Keys, queues: set[str]) -> set[UUID]:
-    """Agent ids of the tasks these queues hold: in a stream (waiting, running, or handed
-    back) or in the delayed set (waiting for a retry). One transaction per queue, so that a
-    task moving between the delayed set and a stream is seen in one of them."""
-    held: set[UUID] = set()
-    for queue in queues:
-        with client.pipeline(transaction=True) as pipe:
-            streams = keys.queues(queue)
-            for stream in streams:
-                pipe.xrange(stream)
-            pipe.zrange(keys.delayed(queue), 0, -1)
-            *entries, delayed = pipe.execute()
-        payloads = [f.get(events.EVENT_FIELD, b"") for found in entries for _, f in found]
-        payloads += [member[2:] for member in delayed]
-        for payload in payloads:
-            try:
-                held.add(UUID(str(msgspec.json.decode(payload)["agent_id"])))
-            except (msgspec.DecodeError, KeyError, TypeError, ValueError):
-                continue  # not a task event: nothing a worker will run
-    return held

@@ -3,6 +3,7 @@ script at a time, against a real redis-server; and the scripts' headers, checked
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 import uuid
@@ -15,14 +16,16 @@ import pytest
 
 import agentexec as ax
 from agentexec import events, scripts
-from agentexec.broker import Broker
+from agentexec.broker import Broker, LogPage
 from agentexec.connection import get_redis
 from agentexec.consumer import Claim, Consumer, Entry, Start
 from agentexec.events import Priority, TaskQueued
+from agentexec.positions import Position
 from agentexec.results import Outcome
 from agentexec.streams import WORKERS_GROUP, delayed_member
 from agentexec.tasks import TaskLease
 from agentexec.transitions import Append, IfCanceled, Queue, Store
+from tests.support.waiting import async_wait_for, scaled
 
 pytestmark = pytest.mark.usefixtures("redis_conf")
 
@@ -348,6 +351,122 @@ async def test_track_counts_completes_and_queues_the_fan_in_once() -> None:
     assert events.decode_entry(fields).agent_id == fan_in.agent_id
     assert await client.exists(broker.keys.agent(fan_in.agent_id))
     assert await client.ttl(broker.keys.tracker("r", "b")) <= 60
+
+
+async def test_tracker_counts_reads_pending_and_total() -> None:
+    broker = Broker()
+    assert broker.tracker_counts("r", "b") == (0, 0)
+    aid = uuid.uuid4()
+    event = events.TrackerIncremented(agent_id=aid, task_name="r", tracker="r", batch_id="b")
+    done = events.TrackerCompleted(agent_id=aid, task_name="r", tracker="r", batch_id="b")
+    broker.track("r", "b", "incr", None, event, done, (600, 60))
+    broker.track("r", "b", "incr", None, event, done, (600, 60))
+    assert broker.tracker_counts("r", "b") == (2, 2)
+
+
+async def test_log_reads_return_recorded_events_and_skip_foreign_entries() -> None:
+    broker, client = Broker(), get_redis()
+    assert await broker.read_log(count=10) == LogPage([], None, 0)
+    first = queued()
+    ids = [Position.parse(await broker.append(first))]
+    ids.append(Position.parse(await client.xadd(broker.keys.events, {b"other": b"x"})))
+    progress = events.TaskProgress(agent_id=first.agent_id, task_name="t", message="m")
+    ids.append(Position.parse(await broker.append(progress)))
+    page = await broker.read_log(count=10)
+    assert [r.position for r in page.recorded] == [ids[0], ids[2]]
+    assert (page.last, page.size) == (ids[2], 3)
+    assert page.recorded[1].event == progress
+    assert broker.read_log_sync(count=10) == page
+    # After a position, up to another, in pages.
+    assert broker.read_log_sync(ids[0], count=10).size == 2
+    assert (await broker.read_log(until=ids[1], count=10)).last == ids[1]
+    assert (await broker.read_log(count=2)).last == ids[1]
+    tail = broker.tail_log_sync(2)
+    assert (tail.size, tail.last, [r.position for r in tail.recorded]) == (2, ids[2], [ids[2]])
+    assert (await broker.wait_log(ids[0], count=10, block_ms=10)).last == ids[2]
+    assert broker.wait_log_sync(ids[2], count=10, block_ms=10).size == 0
+    # A blocked read ended by Redis (the log deleted under it): an empty page, not an error.
+    waiting = asyncio.ensure_future(broker.wait_log(ids[2], count=10, block_ms=5000))
+
+    async def blocked() -> list[Any]:
+        found: list[Any] = await client.client_list()
+        return [c["id"] for c in found if c.get("cmd") == "xread" and "b" in c["flags"]]
+
+    [reader] = await async_wait_for(blocked, what="the read to block")
+    await client.client_unblock(reader, error=True)
+    assert (await asyncio.wait_for(waiting, scaled(10))).size == 0
+
+
+def test_unprojected_since_is_the_oldest_event_no_projector_took() -> None:
+    import redis
+
+    broker = Broker()
+    client = redis.Redis.from_url(ax.CONF.redis_url)
+    assert broker.unprojected_since_ms() is None  # no log
+    first = client.xadd(broker.keys.events, {b"event": b"{}"})
+    second = client.xadd(broker.keys.events, {b"event": b"{}"})
+    assert broker.unprojected_since_ms() == Position.parse(first).ms
+    client.xgroup_create(broker.keys.events, "projector", id=first)
+    assert broker.unprojected_since_ms() == Position.parse(second).ms
+    client.xgroup_setid(broker.keys.events, "projector", id=second)
+    assert broker.unprojected_since_ms() is None  # all taken
+    client.xgroup_setid(broker.keys.events, "projector", id=first)
+    client.set(broker.keys.projector_lease, "owner")
+    assert broker.unprojected_since_ms() is None  # a projector holds the lease
+
+
+async def test_known_and_result_read_an_agent_s_keys() -> None:
+    broker, client = Broker(), get_redis()
+    event = queued()
+    assert not await broker.known(event.agent_id)
+    assert await broker.result(event.agent_id) is None
+    await broker.enqueue(event)
+    assert await broker.known(event.agent_id)
+    stored = uuid.uuid4()
+    await client.set(broker.keys.result(stored), b"outcome")
+    assert await broker.known(stored)
+    assert await broker.result(stored) == b"outcome"
+
+
+async def test_held_running_and_record_canceled_for_cancel_pending() -> None:
+    broker, client = Broker(), get_redis()
+    waiting, parked, running = queued(), queued(), queued()
+    await broker.enqueue(waiting)
+    await broker.enqueue(parked, due=datetime.now(UTC) + timedelta(hours=1))
+    await client.xadd(broker.keys.queue("q", Priority.HIGH), {b"event": b"not json"})
+    assert broker.held_by_queues(["q", "empty"]) == {waiting.agent_id, parked.agent_id}
+    await client.set(broker.keys.held(running.agent_id), "w:0")
+    other = uuid.uuid4()
+    assert broker.running_unqueued([running.agent_id, other]) == {running.agent_id}
+    canceled = events.TaskCanceled(agent_id=other, task_name="t", message="m")
+    broker.record_canceled([canceled])
+    broker.record_canceled([])
+    found = await client.xrange(broker.keys.events)
+    assert events.decode_entry(found[-1][1]) == canceled
+    assert len(found) == 3
+
+
+async def test_dead_letters_list_find_trim_and_remove() -> None:
+    broker, client = Broker(), get_redis()
+    assert await broker.dead_letters(10) == []
+    await client.xadd(broker.keys.dead_letters, {b"reason": b"old"}, id="1-0")
+    consumer, entry, event = await held(broker)
+    assert await consumer.dead_letter(entry, "bad", None, None)
+    await broker.dead_letter_log_entries([("1-1", {b"other": b"x"}, "not an event")])
+    old, task, other = await broker.dead_letters(10)
+    assert (old.id, old.reason, old.event, old.raw) == ("1-0", "old", None, b"")
+    assert (task.stream, task.entry_id, task.reason) == (entry[0], entry[1].decode(), "bad")
+    assert task.event == event
+    assert (other.stream, other.entry_id) == (broker.keys.events, "1-1")
+    assert (other.reason, other.event) == ("not an event", None)
+    assert [d.id for d in await broker.dead_letters(1)] == ["1-0"]
+    assert await broker.dead_letter_at(other.id) == other
+    assert await broker.dead_letter_at("2-0") is None
+    await broker.remove_dead_letter(other.id)
+    assert await broker.trim_dead_letters(3_600_000) == 1  # the old one
+    assert [d.id for d in await broker.dead_letters(10)] == [task.id]
+    assert await broker.trim_dead_letters(0) == 1
+    assert await client.xlen(broker.keys.dead_letters) == 0
 
 
 def test_track_refuses_to_write_undeclared_fan_in_keys(redis_url: str) -> None:
