@@ -24,7 +24,7 @@ from . import events
 from .batcher import Batcher, get_batcher
 from .config import CONF
 from .connection import REDIS_ERRORS, Reconnect, check_eviction_policy, get_redis, get_sync_redis
-from .consumer import Consumer
+from .consumer import Consumer, translated
 from .credentials import redact_url
 from .errors import EventDecodeError, RedisOutOfMemoryError, RedisUnavailableError
 from .eventlog import Recorded
@@ -277,6 +277,7 @@ class Broker:
                     pipe.publish(self.keys.result_channel(agent_id), outcome)
                 await pipe.execute()
 
+    @translated
     async def promote(self, queue_name: str, now_ms: int, limit: int = 100) -> float | None:
         """Move up to `limit` due tasks of `queue_name`'s delayed set to their streams; returns
         the next due time (ms) of those left, None when none is."""

@@ -10,14 +10,18 @@ append twice.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import functools
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 from uuid import UUID
+
+import redis
 
 from . import events
 from .config import CONF
+from .connection import REDIS_ERRORS
 from .events import (
     Priority,
     TaskCanceled,
@@ -29,7 +33,7 @@ from .events import (
 )
 from .results import Outcome, encode_outcome
 from .scripts import DEAD_LETTER, DEFER, FINISH, READ, RENEW, RETRY, START, TRANSITION
-from .streams import AGENT_TTL, WORKERS_GROUP, delayed_member, ensure_group
+from .streams import AGENT_TTL, WORKERS_GROUP, delayed_member, ensure_group, refusal
 from .tasks import TaskLease
 from .transitions import Append, IfCanceled, Queue, Store, Write
 
@@ -54,6 +58,26 @@ class Start(StrEnum):
     """Another worker still runs the task, on an entry Redis lost: defer this copy."""
     CANCELED = "canceled"
     """The task, or its parent, was canceled before it started."""
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def translated(verb: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutine[Any, Any, R]]:
+    """Raise Redis's refusals of `verb` as `GroupMissingError` or `BrokerError`; outages
+    (`REDIS_ERRORS`) pass as they are, for supervised loops to wait out."""
+
+    @functools.wraps(verb)
+    async def run(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return await verb(*args, **kwargs)
+        except redis.ResponseError as e:
+            if isinstance(e, REDIS_ERRORS):
+                raise
+            raise refusal(e, verb.__name__) from e
+
+    return run
 
 
 _START_REFUSALS = {0: Start.TAKEN_OVER, -1: Start.ENDED, -2: Start.RUNNING_ELSEWHERE}
@@ -81,6 +105,7 @@ class Consumer:
         for stream in self.streams:
             await ensure_group(self._broker.client, stream, WORKERS_GROUP)
 
+    @translated
     async def own_pending(self) -> Claim:
         """The entries a previous process with this consumer name held when it died."""
         client: Any = self._broker.client
@@ -99,12 +124,14 @@ class Consumer:
                 claim.deliveries.update(await self._deliveries(stream, [i for i, _ in items]))
         return claim
 
+    @translated
     async def read(self, count: int) -> list[Entry]:
         """Up to `count` new entries of the highest priority stream that has any, without
         blocking, in one round trip."""
         reply = await self._broker._run(READ, self.streams, [WORKERS_GROUP, self.name, count])
         return _entries(reply)
 
+    @translated
     async def wait(self, count: int, block_ms: int) -> list[Entry]:
         """Up to `count` new entries of any priority, blocking up to `block_ms` until one
         arrives; higher priorities first."""
@@ -115,6 +142,7 @@ class Consumer:
         entries.sort(key=lambda e: self.streams.index(e[0]))
         return entries
 
+    @translated
     async def claim_expired(self, stream: str, lease_ms: int, count: int = 10) -> Claim:
         """Take over up to `count` entries of `stream` whose lease expired."""
         client = self._broker.client
@@ -251,6 +279,7 @@ class Consumer:
         args = self._transition(writes, keys)
         await self._broker._run(TRANSITION, keys, args)
 
+    @translated
     async def renew(
         self, stream: str, held: Sequence[tuple[bytes, str]], lease_ms: int
     ) -> set[bytes]:
@@ -261,6 +290,7 @@ class Consumer:
         args = [WORKERS_GROUP, self.name, lease_ms, *(i for i, _ in held)]
         return set(await self._broker._run(RENEW, keys, args) or ())
 
+    @translated
     async def release(self, stream: str) -> int:
         """Hand back every entry of `stream` this worker holds, at the end of its stream, so
         that another worker runs it at once; returns how many."""

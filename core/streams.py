@@ -10,6 +10,7 @@ from uuid import UUID
 import redis
 import redis.asyncio as aioredis
 
+from .errors import BrokerError, GroupMissingError
 from .events import Priority
 
 WORKERS_GROUP = "workers"
@@ -91,6 +92,13 @@ async def ensure_group(client: aioredis.Redis, stream: str, group: str, start: s
     except redis.ResponseError as e:
         if "BUSYGROUP" not in str(e):
             raise
+
+
+def refusal(error: redis.ResponseError, what: str) -> BrokerError:
+    """The agentexec error for Redis refusing `what` (not an outage: see `REDIS_ERRORS`)."""
+    if is_missing_group(error):
+        return GroupMissingError(f"{what}: the stream or its consumer group is gone ({error})")
+    return BrokerError(f"{what}: Redis refused it ({error})")
 
 
 def is_missing_group(error: redis.ResponseError) -> bool:

@@ -22,20 +22,19 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import msgspec
 import pydantic
 import pydantic_core
-import redis
 
 from agentexec import events
 from agentexec.broker import Broker
 from agentexec.config import CONF
 from agentexec.connection import REDIS_ERRORS, Reconnect, close_redis
 from agentexec.consumer import Entry, Start
-from agentexec.errors import EventDecodeError
+from agentexec.errors import EventDecodeError, GroupMissingError
 from agentexec.events import (
     TaskQueued,
     TaskStarted,
 )
 from agentexec.limits import describe_exception, describe_traceback
-from agentexec.streams import Keys, is_missing_group
+from agentexec.streams import Keys
 from agentexec.tasks import (
     RunningTask,
     TaskDefinition,
@@ -153,10 +152,7 @@ class Worker:
                 try:
                     self._backlog.extend(await self._read_new(free))
                     self._reconnect.succeeded()
-                except redis.ResponseError as e:
-                    if isinstance(e, REDIS_ERRORS) or not is_missing_group(e):
-                        await self._reconnect.failed(e)
-                        continue
+                except GroupMissingError:
                     logger.warning("worker %s: consumer group gone; recreating", self.spec.consumer)
                     await self._ensure_groups()
                     continue

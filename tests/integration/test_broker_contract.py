@@ -19,6 +19,7 @@ from agentexec import events, scripts
 from agentexec.broker import Broker, LogPage
 from agentexec.connection import get_redis
 from agentexec.consumer import Claim, Consumer, Entry, Start
+from agentexec.errors import BrokerError, GroupMissingError
 from agentexec.events import Priority, TaskQueued
 from agentexec.positions import Position
 from agentexec.results import Outcome
@@ -467,6 +468,21 @@ async def test_dead_letters_list_find_trim_and_remove() -> None:
     assert [d.id for d in await broker.dead_letters(10)] == [task.id]
     assert await broker.trim_dead_letters(0) == 1
     assert await client.xlen(broker.keys.dead_letters) == 0
+
+
+async def test_refusals_are_agentexec_errors_and_outages_pass() -> None:
+    broker, client = Broker(), get_redis()
+    consumer = broker.consumer("q", "w:0")  # no groups yet
+    with pytest.raises(GroupMissingError, match="read"):
+        await consumer.read(10)
+    with pytest.raises(GroupMissingError, match="claim_expired"):
+        await consumer.claim_expired(broker.keys.queue("q", Priority.LOW), 0)
+    await consumer.ensure_groups()
+    assert await consumer.read(10) == []
+    await client.set(broker.keys.delayed("q"), "not a sorted set")
+    with pytest.raises(BrokerError, match="promote") as refused:
+        await broker.promote("q", 0)
+    assert not isinstance(refused.value, GroupMissingError)
 
 
 def test_track_refuses_to_write_undeclared_fan_in_keys(redis_url: str) -> None:
