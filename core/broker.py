@@ -9,8 +9,9 @@ through the `Batcher`, so that many of them share one round trip.
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -429,26 +430,20 @@ class Broker:
     async def wait_log(self, after: Position, *, count: int, block_ms: int) -> LogPage:
         """Up to `count` log entries after `after`, waiting up to `block_ms` for the first;
         empty when none came, or when the log was deleted under the wait."""
-        try:
-            reply: Any = await self.client.xread(
+        reply: Any = None
+        with _deleted_under_read():
+            reply = await self.client.xread(
                 {self.keys.events: str(after)}, count=count, block=block_ms
             )
-        except redis.ResponseError as e:
-            if isinstance(e, REDIS_ERRORS) or not is_missing_group(e):
-                raise
-            return LogPage.of([])
         return LogPage.of([entry for _, entries in reply or () for entry in entries])
 
     def wait_log_sync(self, after: Position, *, count: int, block_ms: int) -> LogPage:
         """`wait_log`, blocking."""
-        try:
-            reply: Any = get_sync_redis().xread(
+        reply: Any = None
+        with _deleted_under_read():
+            reply = get_sync_redis().xread(
                 {self.keys.events: str(after)}, count=count, block=block_ms
             )
-        except redis.ResponseError as e:
-            if isinstance(e, REDIS_ERRORS) or not is_missing_group(e):
-                raise
-            return LogPage.of([])
         return LogPage.of([entry for _, entries in reply or () for entry in entries])
 
     def unprojected_since_ms(self) -> int | None:
@@ -571,6 +566,16 @@ class Broker:
 def _queued(reply: Any) -> Queued:
     event_id, agent_id = reply
     return Queued(event_id=_text(event_id), agent_id=UUID(_text(agent_id)))
+
+
+@contextlib.contextmanager
+def _deleted_under_read() -> Iterator[None]:
+    """Let a blocked read end empty when the stream was deleted under it."""
+    try:
+        yield
+    except redis.ResponseError as e:
+        if isinstance(e, REDIS_ERRORS) or not is_missing_group(e):
+            raise
 
 
 def _after(position: Position | None) -> str:
