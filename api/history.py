@@ -28,15 +28,13 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 from uuid import UUID
 
-import redis
 from sqlalchemy import Engine
 
+from agentexec.broker import Broker
 from agentexec.connection import get_redis
-from agentexec.errors import EventDecodeError
-from agentexec.eventlog import Recorded
 from agentexec.positions import ORIGIN, Position
 from agentexec.streams import Keys
 
@@ -213,21 +211,8 @@ class History:
         return not in_redis or lacking or one_agent
 
     async def _redis_bounds(self) -> tuple[Position, bool, Position | None, Position]:
-        client = get_redis(self.redis_url)
-        try:
-            info: dict[str, Any] = await client.xinfo_stream(self.keys.events)
-        except redis.ResponseError as e:
-            if "no such key" not in str(e):
-                raise
-            return ORIGIN, False, None, ORIGIN
-        first = info.get("first-entry")
-        added = info.get("entries-added")
-        return (
-            Position.parse(info.get("max-deleted-entry-id") or str(ORIGIN)),
-            added is None or int(added) > int(info["length"]),
-            Position.parse(first[0]) if first else None,
-            Position.parse(info["last-generated-id"]),
-        )
+        b = await Broker(self.keys, get_redis(self.redis_url)).log_bounds()
+        return b.deleted, b.removed, b.first, b.tail
 
     def _archive_bounds(self) -> tuple[Position, Position] | None:
         bounds = self.archive.bounds() if self.archive is not None else None
@@ -238,22 +223,18 @@ class History:
     async def _from_redis(
         self, after: Position, agent_id: UUID | None
     ) -> AsyncIterator[Delivery | Gap]:
-        client = get_redis(self.redis_url)
-        cursor = after
+        broker = Broker(self.keys, get_redis(self.redis_url))
+        cursor: Position | None = after
         while True:
-            page: Any = await client.xrange(self.keys.events, f"({cursor}", "+", count=self.page)
-            for raw_id, fields in page:
-                cursor = Position.parse(raw_id)
-                try:
-                    recorded = Recorded.from_entry(raw_id, fields)
-                except EventDecodeError:
-                    continue
+            page = await broker.read_log(cursor, count=self.page)
+            for recorded in page.recorded:
                 if agent_id is None or recorded.event.agent_id == agent_id:
                     yield Delivery.of(recorded, await self.names.resolve(recorded.event))
                 else:
                     self.names.known(recorded.event)
-            if len(page) < self.page:
+            if page.size < self.page:
                 return
+            cursor = page.last
 
     async def _from_archive(
         self, after: Position, last: Position, agent_id: UUID | None

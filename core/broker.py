@@ -30,7 +30,7 @@ from .credentials import redact_url
 from .errors import EventDecodeError, RedisOutOfMemoryError, RedisUnavailableError
 from .eventlog import Recorded
 from .events import Event, TaskCanceled, TaskCancelRequested, TaskQueued
-from .positions import Position
+from .positions import ORIGIN, Position
 from .scripts import (
     APPEND_HELD,
     APPEND_KNOWN,
@@ -54,7 +54,7 @@ from .streams import (
 )
 from .tasks import TaskLease
 
-__all__ = ["Broker", "Count", "DeadLetter", "LogPage", "Queued"]
+__all__ = ["EMPTY_LOG", "Broker", "Count", "DeadLetter", "LogBounds", "LogPage", "Queued"]
 
 
 @dataclass(frozen=True)
@@ -99,6 +99,23 @@ class LogPage:
                 continue
         last = Position.parse(entries[-1][0]) if entries else None
         return cls(recorded, last, len(entries))
+
+
+@dataclass(frozen=True)
+class LogBounds:
+    """What the Redis log holds, at one moment."""
+
+    deleted: Position
+    """The latest entry deleted with XDEL (ORIGIN: none)."""
+    removed: bool
+    """Whether any entry was ever deleted or trimmed."""
+    first: Position | None
+    """The first entry held; None when the log is empty."""
+    tail: Position
+    """The last id Redis generated (ORIGIN for a log never written)."""
+
+
+EMPTY_LOG = LogBounds(ORIGIN, False, None, ORIGIN)
 
 
 @dataclass(frozen=True)
@@ -445,6 +462,23 @@ class Broker:
                 {self.keys.events: str(after)}, count=count, block=block_ms
             )
         return LogPage.of([entry for _, entries in reply or () for entry in entries])
+
+    async def log_bounds(self) -> LogBounds:
+        """What the log holds now (`EMPTY_LOG` before its first append)."""
+        try:
+            info: dict[str, Any] = await self.client.xinfo_stream(self.keys.events)
+        except redis.ResponseError as e:
+            if isinstance(e, REDIS_ERRORS) or "no such key" not in str(e):
+                raise
+            return EMPTY_LOG
+        first = info.get("first-entry")
+        added = info.get("entries-added")
+        return LogBounds(
+            Position.parse(info.get("max-deleted-entry-id") or str(ORIGIN)),
+            added is None or int(added) > int(info["length"]),
+            Position.parse(first[0]) if first else None,
+            Position.parse(info["last-generated-id"]),
+        )
 
     def unprojected_since_ms(self) -> int | None:
         """The time (ms) of the oldest log event no projector has taken, while no projector

@@ -16,12 +16,12 @@ import pytest
 
 import agentexec as ax
 from agentexec import events, scripts
-from agentexec.broker import Broker, LogPage
+from agentexec.broker import EMPTY_LOG, Broker, LogBounds, LogPage
 from agentexec.connection import get_redis
 from agentexec.consumer import Claim, Consumer, Entry, Start
 from agentexec.errors import BrokerError, GroupMissingError
 from agentexec.events import Priority, TaskQueued
-from agentexec.positions import Position
+from agentexec.positions import ORIGIN, Position
 from agentexec.results import Outcome
 from agentexec.streams import WORKERS_GROUP, delayed_member
 from agentexec.tasks import TaskLease
@@ -396,6 +396,17 @@ async def test_log_reads_return_recorded_events_and_skip_foreign_entries() -> No
     [reader] = await async_wait_for(blocked, what="the read to block")
     await client.client_unblock(reader, error=True)
     assert (await asyncio.wait_for(waiting, scaled(10))).size == 0
+
+
+async def test_log_bounds_say_what_the_log_holds() -> None:
+    broker, client = Broker(), get_redis()
+    assert await broker.log_bounds() == EMPTY_LOG
+    ids = [Position.parse(await broker.append(queued())) for _ in range(3)]
+    assert await broker.log_bounds() == LogBounds(ORIGIN, False, ids[0], ids[2])
+    await client.xdel(broker.keys.events, str(ids[1]))
+    assert await broker.log_bounds() == LogBounds(ids[1], True, ids[0], ids[2])
+    await client.xtrim(broker.keys.events, maxlen=0)
+    assert await broker.log_bounds() == LogBounds(ids[1], True, None, ids[2])
 
 
 def test_unprojected_since_is_the_oldest_event_no_projector_took() -> None:
