@@ -38,6 +38,9 @@ from .scripts import (
     ENQUEUE,
     ENQUEUE_LATER,
     ENQUEUE_PIPELINE,
+    PROJECTOR_READ,
+    PROJECTOR_RELEASE,
+    PROJECTOR_RENEW,
     PROMOTE,
     REMOVE_IDLE_CONSUMERS,
     REQUEUE_HELD,
@@ -46,6 +49,7 @@ from .scripts import (
 )
 from .streams import (
     AGENT_TTL,
+    PROJECTOR_CONSUMER,
     PROJECTOR_GROUP,
     WORKERS_GROUP,
     Keys,
@@ -54,7 +58,17 @@ from .streams import (
 )
 from .tasks import TaskLease
 
-__all__ = ["EMPTY_LOG", "Broker", "Count", "DeadLetter", "LogBounds", "LogPage", "Queued"]
+__all__ = [
+    "EMPTY_LOG",
+    "Broker",
+    "Count",
+    "DeadLetter",
+    "LogBounds",
+    "LogEntries",
+    "LogLease",
+    "LogPage",
+    "Queued",
+]
 
 
 @dataclass(frozen=True)
@@ -149,6 +163,53 @@ class DeadLetter:
             event=event,
             raw=raw,
         )
+
+
+LogEntries = list[tuple[str, dict[bytes, bytes] | None]]
+"""(stream id, fields); fields are None for an entry deleted while pending."""
+
+
+class LogLease:
+    """The lease `key` held as `owner` for `seconds` at a time: a projector's ownership of
+    the log (see `agentexec.projector.ownership`), and reads fenced by it."""
+
+    def __init__(self, client: aioredis.Redis, key: str, owner: str, seconds: float) -> None:
+        self.client = client
+        self.key = key
+        self.owner = owner
+        self.ms = max(1, int(seconds * 1000))
+        self._renew = client.register_script(PROJECTOR_RENEW.source)
+        self._release = client.register_script(PROJECTOR_RELEASE.source)
+        self._read = client.register_script(PROJECTOR_READ.source)
+
+    async def acquire(self) -> bool:
+        """Take the lease if it is free (or already ours); True when we hold it."""
+        if await self.client.set(self.key, self.owner, nx=True, px=self.ms):
+            return True
+        return bool(await self.renew())
+
+    async def renew(self) -> bool:
+        """Extend the lease; False when it is not ours any more."""
+        return bool(await self._renew(keys=[self.key], args=[self.owner, self.ms]))
+
+    async def release(self) -> None:
+        await self._release(keys=[self.key], args=[self.owner])
+
+    async def read(self, stream: str, group: str, cursor: str, count: int) -> LogEntries | None:
+        """XREADGROUP `cursor` (`">"` new entries, `"0"` pending ones) as
+        `PROJECTOR_CONSUMER`, only while we hold the lease; None when we do not."""
+        reply: Any = await self._read(
+            keys=[self.key, stream], args=[self.owner, group, PROJECTOR_CONSUMER, count, cursor]
+        )
+        if not reply or reply[0] != 1:
+            return None
+        entries: LogEntries = []
+        if len(reply) < 2 or not reply[1]:
+            return entries
+        for entry_id, flat in reply[1][0][1]:
+            fields = dict(zip(flat[::2], flat[1::2], strict=True)) if flat else None
+            entries.append((entry_id.decode(), fields))
+        return entries
 
 
 _outage = Reconnect("enqueue")
@@ -486,18 +547,46 @@ class Broker:
         client = get_sync_redis()
         if client.exists(self.keys.projector_lease):
             return None
-        after: Position | None = None
         try:
             groups: Any = client.xinfo_groups(self.keys.events)
         except redis.ResponseError as e:
             if isinstance(e, REDIS_ERRORS):
                 raise
             return None  # no log yet: nothing waits
-        for group in groups:
-            if _text(group["name"]) == PROJECTOR_GROUP:
-                after = Position.parse(group["last-delivered-id"])
+        delivered = _projector_delivered(groups)
+        after = None if delivered is None else Position.parse(delivered)
         entries: Any = client.xrange(self.keys.events, _after(after), "+", count=1)
         return Position.parse(entries[0][0]).ms if entries else None
+
+    # The projector's ownership of the log.
+
+    def log_lease(self, owner: str, seconds: float) -> LogLease:
+        """The lease on the log that one projector (or a rebuild) holds at a time."""
+        return LogLease(self.client, self.keys.projector_lease, owner, seconds)
+
+    async def projector_delivered(self) -> str | None:
+        """The last id delivered to the projector's group of the log; None when there is
+        none (no group, or no log)."""
+        try:
+            groups: Any = await self.client.xinfo_groups(self.keys.events)
+        except redis.ResponseError as e:
+            if isinstance(e, REDIS_ERRORS) or "no such key" not in str(e).lower():
+                raise
+            return None
+        return _projector_delivered(groups)
+
+    async def mark_restore_due(self, position: str) -> None:
+        """Note that Redis lost the data the read model was built from, at checkpoint
+        `position`: queued tasks and results are to be restored from the archive."""
+        await self.client.set(self.keys.restore_due, position)
+
+    async def restore_due(self) -> str | None:
+        """The checkpoint at which Redis lost its data, while it is not restored yet."""
+        found: Any = await self.client.get(self.keys.restore_due)
+        return None if found is None else _text(found)
+
+    async def restored(self) -> None:
+        await self.client.delete(self.keys.restore_due)
 
     # Reading state.
 
@@ -600,6 +689,14 @@ class Broker:
 def _queued(reply: Any) -> Queued:
     event_id, agent_id = reply
     return Queued(event_id=_text(event_id), agent_id=UUID(_text(agent_id)))
+
+
+def _projector_delivered(groups: Any) -> str | None:
+    """The last id delivered to the projector's group, from XINFO GROUPS's reply."""
+    for group in groups:
+        if _text(group["name"]) == PROJECTOR_GROUP:
+            return _text(group["last-delivered-id"])
+    return None
 
 
 @contextlib.contextmanager

@@ -15,6 +15,8 @@ from .events import Priority
 
 WORKERS_GROUP = "workers"
 PROJECTOR_GROUP = "projector"
+PROJECTOR_CONSUMER = "projector"
+"""Every projector reads as this one consumer, so pending entries outlive their reader."""
 AGENT_TTL = 24 * 3600
 """Seconds an agent id stays known to `ax.activity` writes after its latest write (see
 `Keys.agent`); the check is skipped inside the task's own handler."""

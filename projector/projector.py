@@ -18,7 +18,6 @@ import socket
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any
 
 import redis
 from sqlalchemy import Engine
@@ -32,6 +31,7 @@ from agentexec.connection import REDIS_ERRORS, Reconnect, get_redis
 from agentexec.errors import ConfigurationError, EventDecodeError, FencedError
 from agentexec.eventlog import Recorded
 from agentexec.limits import check_name
+from agentexec.positions import Position
 from agentexec.streams import PROJECTOR_GROUP, Keys, ensure_group, is_missing_group
 
 from . import checkpoints, floor, projection, refusals, restore
@@ -204,13 +204,14 @@ class Projector:
 
     async def _take_over(self) -> bool:
         client = get_redis()
+        broker = Broker(self.keys, client)
         if self._lease is None or self._lease.client is not client:
-            self._lease = Lease(client, self.keys.projector_lease, self.name, self.lease_seconds)
+            self._lease = broker.log_lease(self.name, self.lease_seconds)
         if not await self._lease.acquire():
             return False
         self.position = await asyncio.to_thread(self._load_checkpoint)
         self._database_recovered()
-        delivered = await _delivered(client, self.keys.events)
+        delivered = await broker.projector_delivered()
         if delivered is None and self.position != checkpoints.ORIGIN:
             # The group goes only with the stream: Redis lost the log this database was
             # built from, and with it the queued tasks and results.
@@ -222,14 +223,14 @@ class Projector:
                 PROJECTOR_GROUP,
                 self.position,
             )
-            await client.set(self.keys.restore_due, self.position)
+            await broker.mark_restore_due(self.position)
         if self.position != checkpoints.ORIGIN and (
             delivered is None or checkpoints.after(self.position, delivered)
         ):
             await self._lift(after=delivered)
         await ensure_group(client, self.keys.events, PROJECTOR_GROUP, start=self.position)
         self._last_seen = delivered or self.position
-        self._restore_due = bool(await client.exists(self.keys.restore_due))
+        self._restore_due = await broker.restore_due() is not None
         self._owner, self._pending = True, True
         logger.info("projector %s: owns %s from %s", self.name, self.keys.events, self.position)
         return True
@@ -389,10 +390,10 @@ class Projector:
         return {old for old, _ in moved}
 
     async def _restore(self) -> None:
-        client = get_redis()
-        lost_at = _text(await client.get(self.keys.restore_due) or self.position)
+        broker = Broker(self.keys)
+        lost_at = await broker.restore_due() or self.position
         found = await restore.restore(self.engine, self.keys, self.name, lost_at)
-        await client.delete(self.keys.restore_due)
+        await broker.restored()
         self._restore_due = False
         logger.info(
             "projector %s: restored from the archive: %d queued tasks queued again, %d running "
@@ -420,8 +421,9 @@ class Projector:
 
     async def _wait_for_entries(self, stop: asyncio.Event) -> None:
         # A plain XREAD only wakes us; the entries are then taken through the fenced read.
+        after = Position.parse(self._last_seen)
         read = asyncio.ensure_future(
-            get_redis().xread({self.keys.events: self._last_seen}, count=1, block=CONF.block_ms)
+            Broker(self.keys).wait_log(after, count=1, block_ms=CONF.block_ms)
         )
         halt = asyncio.ensure_future(stop.wait())
         done, _ = await asyncio.wait({read, halt}, return_when=asyncio.FIRST_COMPLETED)
@@ -514,20 +516,6 @@ async def _wait(stop: asyncio.Event, seconds: float) -> None:
             await stop.wait()
 
 
-async def _delivered(client: Any, stream: str) -> str | None:
-    """The last id delivered to the projector group of `stream`; None when there is none."""
-    try:
-        groups = await client.xinfo_groups(stream)
-    except redis.ResponseError as e:
-        if "no such key" in str(e).lower():
-            return None
-        raise
-    for group in groups:
-        if group["name"] in (PROJECTOR_GROUP, PROJECTOR_GROUP.encode()):
-            return _text(group["last-delivered-id"])
-    return None
-
-
 @dataclass(frozen=True)
 class _Part:
     """Events to commit together, moving the checkpoint to `last`."""
@@ -543,7 +531,3 @@ class _Part:
 def _reason(error: BaseException) -> str:
     lines = str(error).strip().splitlines()
     return f"{type(error).__name__}: {lines[0] if lines else ''}"
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)

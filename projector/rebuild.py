@@ -17,13 +17,10 @@ import socket
 from sqlalchemy import Engine, delete
 
 from agentexec.activity.models import Activity, ActivityLog
-from agentexec.config import CONF
-from agentexec.connection import get_redis
-from agentexec.streams import Keys
+from agentexec.broker import Broker, LogLease
 
 from . import projection
 from .archive import Archive
-from .ownership import Lease
 
 __all__ = ["rebuild"]
 
@@ -38,13 +35,8 @@ async def rebuild(engine: Engine, *, timeout: float = 60.0, lease_seconds: float
 
     Waits up to `timeout` seconds for the lease held by a running projector (TimeoutError).
     """
-    keys = Keys(CONF.key_prefix)
-    lease = Lease(
-        get_redis(),
-        keys.projector_lease,
-        f"rebuild:{socket.gethostname()}:{os.getpid()}",
-        lease_seconds,
-    )
+    broker = Broker()
+    lease = broker.log_lease(f"rebuild:{socket.gethostname()}:{os.getpid()}", lease_seconds)
     async with asyncio.timeout(timeout):
         # The holder renews its lease, or it expires: poll for it.
         while True:
@@ -59,11 +51,11 @@ async def rebuild(engine: Engine, *, timeout: float = 60.0, lease_seconds: float
         with contextlib.suppress(asyncio.CancelledError):
             await keeper
         await lease.release()
-    logger.info("rebuilt the read model of %s from %d archived events", keys.events, count)
+    logger.info("rebuilt the read model of %s from %d archived events", broker.keys.events, count)
     return count
 
 
-async def _keep(lease: Lease) -> None:
+async def _keep(lease: LogLease) -> None:
     while True:
         await asyncio.sleep(lease.ms / 3000)
         await lease.renew()

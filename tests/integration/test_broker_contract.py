@@ -23,7 +23,7 @@ from agentexec.errors import BrokerError, GroupMissingError
 from agentexec.events import Priority, TaskQueued
 from agentexec.positions import ORIGIN, Position
 from agentexec.results import Outcome
-from agentexec.streams import WORKERS_GROUP, delayed_member
+from agentexec.streams import PROJECTOR_GROUP, WORKERS_GROUP, delayed_member
 from agentexec.tasks import TaskLease
 from agentexec.transitions import Append, IfCanceled, Queue, Store
 from tests.support.waiting import async_wait_for, scaled
@@ -425,6 +425,46 @@ def test_unprojected_since_is_the_oldest_event_no_projector_took() -> None:
     client.xgroup_setid(broker.keys.events, "projector", id=first)
     client.set(broker.keys.projector_lease, "owner")
     assert broker.unprojected_since_ms() is None  # a projector holds the lease
+
+
+async def test_log_lease_fences_reads_and_is_held_by_one_owner() -> None:
+    broker, client = Broker(), get_redis()
+    first, second = broker.log_lease("p:1", 10), broker.log_lease("p:2", 10)
+    assert await first.acquire() and await first.acquire()
+    assert not await second.acquire()
+    await client.xgroup_create(broker.keys.events, PROJECTOR_GROUP, id="0", mkstream=True)
+    entry_id = await broker.append(queued())
+    assert await second.read(broker.keys.events, PROJECTOR_GROUP, ">", 10) is None
+    [(read_id, fields)] = await first.read(broker.keys.events, PROJECTOR_GROUP, ">", 10) or []
+    assert read_id == entry_id and fields is not None
+    assert await first.read(broker.keys.events, PROJECTOR_GROUP, ">", 10) == []
+    # Pending under the one consumer name, so that the next owner reads it again.
+    await client.xdel(broker.keys.events, entry_id)
+    assert await first.read(broker.keys.events, PROJECTOR_GROUP, "0", 10) == [(entry_id, None)]
+    assert await first.renew() and not await second.renew()
+    await second.release()
+    assert await first.renew()
+    await first.release()
+    assert await second.acquire()
+
+
+async def test_projector_delivered_is_its_group_s_last_delivered_id() -> None:
+    broker, client = Broker(), get_redis()
+    assert await broker.projector_delivered() is None  # no log
+    entry_id = await broker.append(queued())
+    assert await broker.projector_delivered() is None  # no group
+    await client.xgroup_create(broker.keys.events, "audit", id="0")
+    await client.xgroup_create(broker.keys.events, PROJECTOR_GROUP, id=entry_id)
+    assert await broker.projector_delivered() == entry_id
+
+
+async def test_restore_marker_is_set_read_and_cleared() -> None:
+    broker = Broker()
+    assert await broker.restore_due() is None
+    await broker.mark_restore_due("5-0")
+    assert await broker.restore_due() == "5-0"
+    await broker.restored()
+    assert await broker.restore_due() is None
 
 
 async def test_known_and_result_read_an_agent_s_keys() -> None:
