@@ -38,6 +38,7 @@ from .scripts import (
     ENQUEUE,
     ENQUEUE_LATER,
     ENQUEUE_PIPELINE,
+    LIFT_LOG,
     PROJECTOR_READ,
     PROJECTOR_RELEASE,
     PROJECTOR_RENEW,
@@ -574,6 +575,24 @@ class Broker:
                 raise
             return None
         return _projector_delivered(groups)
+
+    async def log_ids(self, after: str, until: str, count: int) -> list[str]:
+        """The ids of up to `count` log entries after `after`, up to `until`, events or not."""
+        page: Any = await self.client.xrange(self.keys.events, f"({after}", until, count=count)
+        return [_text(entry_id) for entry_id, _ in page]
+
+    async def lift_log(
+        self, floor: str, after: str, ids: Sequence[str]
+    ) -> tuple[bool, list[tuple[str, str]]]:
+        """Raise the log's last id to `floor` (creating the log and the projector's group at
+        it when missing), and append again above it, in order, the entries after `after` up
+        to it (none when `after` is "") and those of `ids`, deleting the originals. Returns
+        whether the last id was raised, and the (old, new) ids of the entries moved."""
+        reply: Any = await self._run(
+            LIFT_LOG, [self.keys.events], [PROJECTOR_GROUP, floor, after, *ids]
+        )
+        pairs = [(_text(reply[i]), _text(reply[i + 1])) for i in range(1, len(reply), 2)]
+        return bool(reply[0]), pairs
 
     async def mark_restore_due(self, position: str) -> None:
         """Note that Redis lost the data the read model was built from, at checkpoint

@@ -358,13 +358,7 @@ class Projector:
         if ids is not None and not ids:
             return set()
         raised, moved = await floor.lift(
-            get_redis(),
-            self.engine,
-            self.keys.events,
-            PROJECTOR_GROUP,
-            self.position,
-            after=after,
-            ids=ids,
+            Broker(self.keys), self.engine, self.position, after=after, ids=ids
         )
         if raised:
             logger.warning(

@@ -458,6 +458,25 @@ async def test_projector_delivered_is_its_group_s_last_delivered_id() -> None:
     assert await broker.projector_delivered() == entry_id
 
 
+async def test_lift_log_raises_the_last_id_and_moves_entries_above_the_floor() -> None:
+    broker, client = Broker(), get_redis()
+    ids = [
+        (await client.xadd(broker.keys.events, {b"n": b"%d" % n}, id=f"{n}-0")).decode()
+        for n in (1, 2, 3, 4)
+    ]
+    assert await broker.log_ids("0-0", "3-0", 10) == ids[:3]
+    assert await broker.log_ids(ids[0], "+", 2) == ids[1:3]
+    raised, moved = await broker.lift_log("100-0", ids[1], [ids[0]])
+    assert raised and [old for old, _ in moved] == [ids[0], ids[2], ids[3]]
+    found = await client.xrange(broker.keys.events)
+    assert [f[b"n"] for _, f in found] == [b"2", b"1", b"3", b"4"]
+    assert all(Position.parse(new) > Position(100, 0) for _, new in moved)
+    assert [i.decode() for i, _ in found[1:]] == [new for _, new in moved]
+    assert await broker.projector_delivered() == "100-0"  # the group, created at the floor
+    # Above the floor already: nothing raised, nothing moved.
+    assert await broker.lift_log("50-0", "", []) == (False, [])
+
+
 async def test_restore_marker_is_set_read_and_cleared() -> None:
     broker = Broker()
     assert await broker.restore_due() is None
@@ -687,4 +706,4 @@ def test_shared_functions_are_called_with_keys_for_key_parameters(lib: str) -> N
 def test_scripts_ship_in_the_package() -> None:
     assert ax.__name__ == "agentexec"
     assert all(_LUA.joinpath(f"{name}.lua").is_file() for name in _SCRIPTS)
-    assert len(_SCRIPTS) == 21
+    assert len(_SCRIPTS) == 22  # lift_log: the floor's script, inline in projector/floor.py before
