@@ -25,7 +25,7 @@ from . import events
 from .batcher import Batcher, get_batcher
 from .config import CONF
 from .connection import REDIS_ERRORS, Reconnect, check_eviction_policy, get_redis, get_sync_redis
-from .consumer import Consumer, translated
+from .consumer import Consumer, refusals, translated
 from .credentials import redact_url
 from .errors import EventDecodeError, RedisOutOfMemoryError, RedisUnavailableError
 from .eventlog import Recorded
@@ -55,6 +55,7 @@ from .streams import (
     WORKERS_GROUP,
     Keys,
     delayed_member,
+    ensure_group,
     is_missing_group,
 )
 from .tasks import TaskLease
@@ -183,19 +184,23 @@ class LogLease:
         self._release = client.register_script(PROJECTOR_RELEASE.source)
         self._read = client.register_script(PROJECTOR_READ.source)
 
+    @translated
     async def acquire(self) -> bool:
         """Take the lease if it is free (or already ours); True when we hold it."""
         if await self.client.set(self.key, self.owner, nx=True, px=self.ms):
             return True
         return bool(await self.renew())
 
+    @translated
     async def renew(self) -> bool:
         """Extend the lease; False when it is not ours any more."""
         return bool(await self._renew(keys=[self.key], args=[self.owner, self.ms]))
 
+    @translated
     async def release(self) -> None:
         await self._release(keys=[self.key], args=[self.owner])
 
+    @translated
     async def read(self, stream: str, group: str, cursor: str, count: int) -> LogEntries | None:
         """XREADGROUP `cursor` (`">"` new entries, `"0"` pending ones) as
         `PROJECTOR_CONSUMER`, only while we hold the lease; None when we do not."""
@@ -236,15 +241,17 @@ class Broker:
         return get_batcher(self._client)
 
     async def _run(self, script: Script, keys: list[Any], args: list[Any]) -> Any:
-        return await self._batcher().run_script(script, keys, args)
+        with refusals(script.name):
+            return await self._batcher().run_script(script, keys, args)
 
     def _run_sync(self, script: Script, keys: list[Any], args: list[Any]) -> Any:
         client = get_sync_redis()
-        try:
-            return client.evalsha(script.sha, len(keys), *keys, *args)
-        except redis.exceptions.NoScriptError:
-            client.script_load(script.source)
-            return client.evalsha(script.sha, len(keys), *keys, *args)
+        with refusals(script.name):
+            try:
+                return client.evalsha(script.sha, len(keys), *keys, *args)
+            except redis.exceptions.NoScriptError:
+                client.script_load(script.source)
+                return client.evalsha(script.sha, len(keys), *keys, *args)
 
     # Queueing.
 
@@ -347,6 +354,7 @@ class Broker:
         )
         return bool(reply)
 
+    @translated
     async def restore_results(self, results: Sequence[tuple[UUID, bytes, int]]) -> None:
         """Store (agent id, encoded outcome, TTL) results unless one is stored, and wake their
         waiters as a finish does."""
@@ -506,6 +514,7 @@ class Broker:
         reply: Any = get_sync_redis().xrevrange(self.keys.events, "+", "-", count=count)
         return LogPage.of(list(reversed(reply)))
 
+    @translated
     async def wait_log(self, after: Position, *, count: int, block_ms: int) -> LogPage:
         """Up to `count` log entries after `after`, waiting up to `block_ms` for the first;
         empty when none came, or when the log was deleted under the wait."""
@@ -565,6 +574,7 @@ class Broker:
         """The lease on the log that one projector (or a rebuild) holds at a time."""
         return LogLease(self.client, self.keys.projector_lease, owner, seconds)
 
+    @translated
     async def projector_delivered(self) -> str | None:
         """The last id delivered to the projector's group of the log; None when there is
         none (no group, or no log)."""
@@ -576,6 +586,7 @@ class Broker:
             return None
         return _projector_delivered(groups)
 
+    @translated
     async def log_ids(self, after: str, until: str, count: int) -> list[str]:
         """The ids of up to `count` log entries after `after`, up to `until`, events or not."""
         page: Any = await self.client.xrange(self.keys.events, f"({after}", until, count=count)
@@ -594,16 +605,30 @@ class Broker:
         pairs = [(_text(reply[i]), _text(reply[i + 1])) for i in range(1, len(reply), 2)]
         return bool(reply[0]), pairs
 
+    async def ensure_log_group(self, start: str) -> None:
+        """Create the projector's group on the log (and the log) at `start` unless it
+        exists."""
+        with refusals("ensure_log_group"):
+            await ensure_group(self.client, self.keys.events, PROJECTOR_GROUP, start=start)
+
+    @translated
+    async def ack_log(self, ids: Sequence[str]) -> None:
+        """Acknowledge the projector's entries `ids`: committed, they are not read again."""
+        await self.client.xack(self.keys.events, PROJECTOR_GROUP, *ids)
+
+    @translated
     async def mark_restore_due(self, position: str) -> None:
         """Note that Redis lost the data the read model was built from, at checkpoint
         `position`: queued tasks and results are to be restored from the archive."""
         await self.client.set(self.keys.restore_due, position)
 
+    @translated
     async def restore_due(self) -> str | None:
         """The checkpoint at which Redis lost its data, while it is not restored yet."""
         found: Any = await self.client.get(self.keys.restore_due)
         return None if found is None else _text(found)
 
+    @translated
     async def restored(self) -> None:
         await self.client.delete(self.keys.restore_due)
 
@@ -692,6 +717,7 @@ class Broker:
         minid = f"{max(0, now_ms - retention_ms)}-0"
         return int(await self.client.xtrim(self.keys.dead_letters, minid=minid, approximate=False))
 
+    @translated
     async def dead_letter_log_entries(
         self, undecodable: Sequence[tuple[str, Mapping[Any, Any], str]]
     ) -> None:

@@ -10,8 +10,9 @@ append twice.
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from collections.abc import Callable, Coroutine, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
@@ -64,18 +65,25 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
-def translated(verb: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutine[Any, Any, R]]:
-    """Raise Redis's refusals of `verb` as `GroupMissingError` or `BrokerError`; outages
+@contextlib.contextmanager
+def refusals(what: str) -> Iterator[None]:
+    """Raise Redis's refusals of `what` as `GroupMissingError` or `BrokerError`; outages
     (`REDIS_ERRORS`) pass as they are, for supervised loops to wait out."""
+    try:
+        yield
+    except redis.ResponseError as e:
+        if isinstance(e, REDIS_ERRORS):
+            raise
+        raise refusal(e, what) from e
+
+
+def translated(verb: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutine[Any, Any, R]]:
+    """`verb`, with Redis's refusals raised as agentexec errors (see `refusals`)."""
 
     @functools.wraps(verb)
     async def run(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
+        with refusals(verb.__name__):
             return await verb(*args, **kwargs)
-        except redis.ResponseError as e:
-            if isinstance(e, REDIS_ERRORS):
-                raise
-            raise refusal(e, verb.__name__) from e
 
     return run
 

@@ -19,7 +19,6 @@ import time
 import uuid
 from dataclasses import dataclass
 
-import redis
 from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
@@ -28,11 +27,17 @@ from agentexec.activity import models
 from agentexec.broker import Broker
 from agentexec.config import CONF
 from agentexec.connection import REDIS_ERRORS, Reconnect, get_redis
-from agentexec.errors import ConfigurationError, EventDecodeError, FencedError
+from agentexec.errors import (
+    BrokerError,
+    ConfigurationError,
+    EventDecodeError,
+    FencedError,
+    GroupMissingError,
+)
 from agentexec.eventlog import Recorded
 from agentexec.limits import check_name
 from agentexec.positions import Position
-from agentexec.streams import PROJECTOR_GROUP, Keys, ensure_group, is_missing_group
+from agentexec.streams import PROJECTOR_GROUP, Keys
 
 from . import checkpoints, floor, projection, refusals, restore
 from .archive import Archive
@@ -186,14 +191,14 @@ class Projector:
             # pending to us, and must be read again before anything newer is committed.
             self._pending = True
             await self._reconnect.failed(e)
-        except redis.ResponseError as e:
-            if not is_missing_group(e):
-                # Any other refusal (a script error, a busy server): an outage, not an exit.
-                self._pending = True
-                await self._reconnect.failed(e)
-                return "retry"
+        except GroupMissingError:
             logger.warning("projector %s: consumer group gone; recreating it", self.name)
             self._owner = False
+        except BrokerError as e:
+            # Any other refusal (a script error, a busy server): an outage, not an exit.
+            self._pending = True
+            await self._reconnect.failed(e)
+            return "retry"
         except SQLAlchemyError as e:
             await self._database_failed(e, stop)
         except Exception:
@@ -228,7 +233,7 @@ class Projector:
             delivered is None or checkpoints.after(self.position, delivered)
         ):
             await self._lift(after=delivered)
-        await ensure_group(client, self.keys.events, PROJECTOR_GROUP, start=self.position)
+        await broker.ensure_log_group(self.position)
         self._last_seen = delivered or self.position
         self._restore_due = await broker.restore_due() is not None
         self._owner, self._pending = True, True
@@ -314,7 +319,7 @@ class Projector:
                 await self._database_failed(e, stop)
                 if stop.is_set() or not self._owner:
                     return False
-        await get_redis().xack(self.keys.events, PROJECTOR_GROUP, *[i for i, _ in entries])
+        await Broker(self.keys).ack_log([i for i, _ in entries])
         await self.retention.after_commit(get_redis(), self.position)
         return True
 

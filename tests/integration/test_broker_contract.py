@@ -477,6 +477,20 @@ async def test_lift_log_raises_the_last_id_and_moves_entries_above_the_floor() -
     assert await broker.lift_log("50-0", "", []) == (False, [])
 
 
+async def test_ensure_log_group_and_ack_log() -> None:
+    broker, client = Broker(), get_redis()
+    await broker.ensure_log_group("0-0")
+    await broker.ensure_log_group("5-0")  # exists: left as it is
+    assert await broker.projector_delivered() == "0-0"
+    entry_id = await broker.append(queued())
+    lease = broker.log_lease("p:1", 10)
+    assert await lease.acquire()
+    assert await lease.read(broker.keys.events, PROJECTOR_GROUP, ">", 10)
+    assert (await client.xpending(broker.keys.events, PROJECTOR_GROUP))["pending"] == 1
+    await broker.ack_log([entry_id])
+    assert (await client.xpending(broker.keys.events, PROJECTOR_GROUP))["pending"] == 0
+
+
 async def test_restore_marker_is_set_read_and_cleared() -> None:
     broker = Broker()
     assert await broker.restore_due() is None
@@ -553,6 +567,17 @@ async def test_refusals_are_agentexec_errors_and_outages_pass() -> None:
     with pytest.raises(BrokerError, match="promote") as refused:
         await broker.promote("q", 0)
     assert not isinstance(refused.value, GroupMissingError)
+    # Scripts run blocking, too; and the projector's fenced read of a log without its group.
+    await client.set(broker.keys.tracker_counted("r", "b"), "not a set")
+    aid = uuid.uuid4()
+    event = events.TrackerIncremented(agent_id=aid, task_name="r", tracker="r", batch_id="b")
+    done = events.TrackerCompleted(agent_id=aid, task_name="r", tracker="r", batch_id="b")
+    with pytest.raises(BrokerError, match="track"):
+        broker.track("r", "b", "incr", "k", event, done, (600, 60))
+    lease = broker.log_lease("p:1", 10)
+    assert await lease.acquire()
+    with pytest.raises(GroupMissingError, match="read"):
+        await lease.read(broker.keys.events, PROJECTOR_GROUP, ">", 10)
 
 
 def test_track_refuses_to_write_undeclared_fan_in_keys(redis_url: str) -> None:
