@@ -10,13 +10,7 @@
 -- Returns {entries removed, the bound ('' when nothing could go)}: every entry below the
 -- least of the checkpoint, the start of the hot window and each group's oldest pending entry
 -- (else the one after its last delivered entry) is removed.
-local function id(s)
-  local ms, seq = string.match(s, '^(%d+)-(%d+)$')
-  return {tonumber(ms), tonumber(seq)}
-end
-local function below(a, b)
-  return a[1] < b[1] or (a[1] == b[1] and a[2] < b[2])
-end
+--@include ids
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return {0, ''}
 end
