@@ -14,7 +14,7 @@ from agentexec.results import get_result
 from agentexec.tasks import RUNNING_TASK, ParentId, running_task
 
 from .context import AgentContext
-from .registry import Agents, current_agents
+from .registry import Agents, Guardrail, Stage, caller_module, current_agents
 from .runs import AgentOutcome, enqueue_agent
 
 logger = logging.getLogger(__name__)
@@ -51,6 +51,12 @@ class AgentOrchestrator:
         self.parent_id = parent_id
         self.outcomes: list[AgentOutcome] = []
         """The outcome of every run of this orchestrator, in order."""
+
+    def register_guardrail(self, name: str, check: Guardrail, *, stage: Stage = "input") -> None:
+        """Register a guardrail in the orchestrator's registry (`Agents.register_guardrail`);
+        agents name it in their `guardrails`."""
+        self.agents.register_guardrail(name, check, stage=stage)
+        self.agents.modules.add(caller_module(1))
 
     def setup_session(self, session_id: str | None = None) -> Any:
         """A session for a new conversation (`session_id` default: a new UUID), opened with the
