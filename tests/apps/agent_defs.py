@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import tempfile
+import uuid
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -111,6 +112,33 @@ flaky = _agent("flaky_assistant")
 looping = _agent("looping_assistant", tools=["get_weather"], max_turns=1)
 
 
+# Seed: "guardrails/ - Input Validation", "Register in orchestrator".
+def validate_query(ctx: Any, query: str) -> tuple[bool, str]:
+    """Validate SQL/Cypher query.
+
+    Returns:
+        (is_valid, error_message)
+    """
+    # Check for dangerous patterns
+    if "DROP" in query.upper() or "DELETE" in query.upper():
+        return False, "Destructive queries not allowed"
+    return True, ""
+
+
+ax.AgentOrchestrator(app).register_guardrail("validate_query", validate_query)
+
+
+class RouteIntent(BaseModel):
+    intent: str
+
+
+# Seed: pattern 2's and pattern 4's agents.
+for _name in ("planner", "executor", "analysis_specialist", "report_generator"):
+    _agent(_name)
+router = _agent("router", output_type=RouteIntent)
+query_specialist = _agent("query_specialist", guardrails=["validate_query"])
+
+
 # -- The scripted model: each agent's turns ------------------------------------------------
 
 
@@ -137,6 +165,21 @@ SCRIPTS: dict[str, list[Step]] = {
     "general_assistant": [reply("Happy to help.")],
     "synthesizer": [lambda call: reply(f"Summary for: {call.last_user_message}")],
     "flaky_assistant": [_flaky],
+    "planner": [reply("1. look up 2. summarise")],
+    "executor": [reply("looked up")],
+    "analysis_specialist": [reply("analysed")],
+    "report_generator": [reply("report attached")],
+    "query_specialist": [reply("SELECT region, sum(sales) FROM sales GROUP BY region")],
+    "router": [
+        lambda call: reply(
+            RouteIntent(
+                intent=next(
+                    (w for w in ("query", "analysis", "report") if w in call.last_user_message),
+                    "other",
+                )
+            ).model_dump_json()
+        )
+    ],
     "looping_assistant": [
         tool_call("get_weather", city="Oslo"),
         tool_call("get_weather", city="Rome"),
@@ -193,6 +236,95 @@ class MyOrchestrator(ax.AgentOrchestrator):
         }
 
 
+class SequentialOrchestrator(ax.AgentOrchestrator):
+    """Seed: "Pattern 2: Multi-Agent Sequential Workflow"."""
+
+    async def run(self, user_query: str, context_data: dict[str, Any]) -> dict[str, Any]:
+        session = self.setup_session(str(uuid.uuid4()))
+        context = ax.AgentContext(**context_data, user_query=user_query)
+
+        # Step 1: Analyze intent
+        intent_result = await self.run_agent("intent_analyzer", session, context)
+
+        # Step 2: Generate plan
+        plan_result = await self.run_agent("planner", session, context)
+
+        # Step 3: Execute plan
+        execution_result = await self.run_agent("executor", session, context)
+
+        # Step 4: Synthesize response
+        final_result = await self.run_agent("synthesizer", session, context)
+
+        assert (intent_result.category, plan_result, execution_result) == (
+            "analysis",
+            "1. look up 2. summarise",
+            "looked up",
+        )
+        return {"success": True, "response": final_result}
+
+
+class DynamicOrchestrator(ax.AgentOrchestrator):
+    """Seed: "Pattern 4: Dynamic Routing Based on Agent Output"."""
+
+    async def run(self, user_query: str, context_data: dict[str, Any]) -> dict[str, Any]:
+        session = self.setup_session(str(uuid.uuid4()))
+        context = ax.AgentContext(**context_data, user_query=user_query)
+
+        # Initial routing agent
+        routing_result = await self.run_agent("router", session, context)
+
+        # Route based on output
+        if routing_result.intent == "query":
+            result = await self.run_agent("query_specialist", session, context)
+        elif routing_result.intent == "analysis":
+            result = await self.run_agent("analysis_specialist", session, context)
+        elif routing_result.intent == "report":
+            result = await self.run_agent("report_generator", session, context)
+        else:
+            result = await self.run_agent("general_assistant", session, context)
+
+        return {"success": True, "result": result}
+
+
+class RoutingHelper:
+    """Seed: "services/ - Helper Services" (routing_helper.py)."""
+
+    def get_next_agent(self, context: ax.AgentContext, last_output: Any) -> str:
+        """Route to next agent based on workflow state."""
+        if context.query_results:
+            return "synthesizer"
+        elif context.filters:
+            return "data_analyzer"
+        else:
+            return "intent_analyzer"
+
+
+class HelperOrchestrator(ax.AgentOrchestrator):
+    """Runs agents in the order `RoutingHelper` picks, until the synthesizer answered."""
+
+    async def run(self, user_query: str, context_data: dict[str, Any]) -> dict[str, Any]:
+        context = self.setup_context(**context_data, user_query=user_query)
+        helper, ran, output = RoutingHelper(), [], None
+        while "synthesizer" not in ran:
+            name = helper.get_next_agent(context, output)
+            output = await self.run_agent(name, None, context)
+            ran.append(name)
+        return {"ran": ran, "response": output}
+
+
+ORCHESTRATORS: dict[str, type[ax.AgentOrchestrator]] = {
+    "sequential": SequentialOrchestrator,
+    "dynamic": DynamicOrchestrator,
+    "helper": HelperOrchestrator,
+}
+
+
+class FlowRequest(BaseModel):
+    pattern: str
+    query: str
+    filters: dict[str, Any] = Field(default_factory=dict)
+
+
 pool = ax.Pool(queue_name="agent_defs", num_workers=1, concurrency=6)
 for definition in app.agents.list():
     pool.agent(definition)
@@ -202,3 +334,9 @@ for definition in app.agents.list():
 async def support_flow(agent_id: UUID, context: SupportRequest) -> dict[str, Any]:
     orchestrator = MyOrchestrator(app, queue_name="agent_defs", timeout=120)
     return await orchestrator.run(context.query, {"filters": context.filters, "schema": "sales"})
+
+
+@pool.task("seed_flow")
+async def seed_flow(agent_id: UUID, context: FlowRequest) -> dict[str, Any]:
+    orchestrator = ORCHESTRATORS[context.pattern](app, queue_name="agent_defs", timeout=120)
+    return await orchestrator.run(context.query, {"filters": context.filters})

@@ -17,7 +17,7 @@ from agentexec import events
 from agentexec.connection import get_redis
 from agentexec.streams import Keys
 from tests.apps import agent_defs
-from tests.apps.agent_defs import SupportRequest
+from tests.apps.agent_defs import FlowRequest, SupportRequest
 from tests.integration.readmodel.conftest import sqlite_engine
 from tests.support.waiting import async_wait_for, scaled
 
@@ -138,3 +138,70 @@ async def test_the_orchestrator_routes_and_runs_each_agent_as_a_child_task(
         (specialist, "COMPLETE"),
         ("synthesizer", "COMPLETE"),
     ]
+
+
+async def _children(engine: Engine, parent: Any, count: int) -> list[str]:
+    async def names() -> list[str] | None:
+        with Session(engine) as db:
+            children = ax.activity.children(db, parent)
+            if children is None or children.total < count:
+                return None
+            if any(c.status != "COMPLETE" for c in children.items):
+                return None
+            return [c.agent_type for c in children.items]
+
+    return await async_wait_for(names, timeout=30, what=f"{count} agent runs projected")
+
+
+@pytest.mark.parametrize(
+    ("request_", "output", "children"),
+    [
+        (
+            FlowRequest(pattern="sequential", query="Analyze sales"),
+            {"success": True, "response": "Summary for: Analyze sales"},
+            ["intent_analyzer", "planner", "executor", "synthesizer"],
+        ),
+        (
+            FlowRequest(pattern="dynamic", query="a report please"),
+            {"success": True, "result": "report attached"},
+            ["router", "report_generator"],
+        ),
+        (
+            FlowRequest(pattern="dynamic", query="write a query"),
+            {"success": True, "result": "SELECT region, sum(sales) FROM sales GROUP BY region"},
+            ["router", "query_specialist"],
+        ),
+        (
+            FlowRequest(pattern="helper", query="sales by region", filters={"year": 2024}),
+            {
+                "ran": ["data_analyzer", "synthesizer"],
+                "response": "Summary for: sales by region",
+            },
+            ["data_analyzer", "synthesizer"],
+        ),
+    ],
+    ids=["sequential", "routing-report", "routing-query", "routing-helper"],
+)
+async def test_the_seed_orchestration_patterns(
+    agent_pool: ax.Pool,
+    engine: Engine,
+    request_: FlowRequest,
+    output: dict[str, Any],
+    children: list[str],
+) -> None:
+    flow = await ax.enqueue("seed_flow", request_, queue_name="agent_defs")
+    assert await ax.get_result(flow, timeout=scaled(90)) == output
+    assert await _children(engine, flow.agent_id, len(children)) == children
+
+
+async def test_the_orchestrators_guardrail_refuses_a_destructive_query(
+    agent_pool: ax.Pool,
+) -> None:
+    # Seed: `orchestrator.register_guardrail("validate_query", validate_query)`.
+    flow = await ax.enqueue(
+        "seed_flow",
+        FlowRequest(pattern="dynamic", query="query: DELETE FROM sales"),
+        queue_name="agent_defs",
+    )
+    with pytest.raises(ax.TaskFailedError, match=r"validate_query.*Destructive queries"):
+        await ax.get_result(flow, timeout=scaled(90))
