@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel, Field
+from pydantic_core import PydanticSerializationError
 
 from agentexec.errors import ContextError
 from agentexec.events import Priority
@@ -85,9 +86,24 @@ async def enqueue_agent(
         raise ValueError(
             f"enqueue_agent({name!r}, ...): session_id={session_id!r}; use a non-empty string."
         )
+    if max_turns is not None and (
+        isinstance(max_turns, bool) or not isinstance(max_turns, int) or max_turns < 1
+    ):
+        raise ValueError(
+            f"enqueue_agent({name!r}, ...): max_turns={max_turns!r}; use a whole number >= 1, "
+            "or None for the agent's own."
+        )
+    try:
+        data = None if context is None else context.model_dump(mode="json")
+    except PydanticSerializationError as e:
+        raise ContextError(
+            f"enqueue_agent({name!r}, ...): the {type(context).__name__} context cannot be "
+            f"serialised to JSON ({e}); exclude process-local fields (Field(exclude=True)) or "
+            "use JSON-compatible types."
+        ) from e
     run = AgentRun(
         input=input,
-        context=None if context is None else context.model_dump(mode="json"),
+        context=data,
         context_type=None if context is None else type_path(type(context)),
         session_id=session_id,
         max_turns=max_turns,

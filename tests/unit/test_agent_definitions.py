@@ -294,3 +294,30 @@ def test_definitions_are_checked_when_declared() -> None:
         ax.AgentDefinition(name="a", context_type=_NotAContext)  # type: ignore[arg-type]
     with pytest.raises(ax.AgentDefinitionError, match="max_turns"):
         ax.AgentDefinition(name="a", max_turns=0)
+
+
+def test_agent_tasks_pickle_to_workers_by_reference_to_their_registry() -> None:
+    import pickle
+
+    from agentexec.declarative.registry import current_agents
+
+    pool = ax.Pool(queue_name="agent_pickles")
+    pool.agent(_module_app().agents.get("plain"))
+    handler = pickle.loads(pickle.dumps(pool.definitions["plain"])).handler
+    assert handler.__self__.agents is MODULE_APP and handler.__self__.name == "plain"
+    default = current_agents()
+    assert pickle.loads(pickle.dumps(default)) is default
+    assert __name__ in MODULE_APP.modules  # a worker imports this module to refill it
+
+
+class _Opaque(ax.AgentContext):
+    handle: Any = None
+
+
+async def test_enqueue_agent_refuses_what_cannot_cross_to_a_worker() -> None:
+    with pytest.raises(ax.ContextError, match="cannot be serialised"):
+        await ax.enqueue_agent("a", context=_Opaque(handle=object()))
+    with pytest.raises(ValueError, match="max_turns=0"):
+        await ax.enqueue_agent("a", max_turns=0)
+    with pytest.raises(ax.ContextError, match="not a Pydantic|pass an ax.AgentContext"):
+        await ax.enqueue_agent("a", context={"x": 1})  # type: ignore[arg-type]
