@@ -319,5 +319,5 @@ async def test_enqueue_agent_refuses_what_cannot_cross_to_a_worker() -> None:
         await ax.enqueue_agent("a", context=_Opaque(handle=object()))
     with pytest.raises(ValueError, match="max_turns=0"):
         await ax.enqueue_agent("a", max_turns=0)
-    with pytest.raises(ax.ContextError, match="not a Pydantic|pass an ax.AgentContext"):
+    with pytest.raises(ax.ContextError, match=r"pass an ax\.AgentContext"):
         await ax.enqueue_agent("a", context={"x": 1})  # type: ignore[arg-type]
