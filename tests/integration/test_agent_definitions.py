@@ -4,6 +4,7 @@ orchestrator, end to end."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -205,3 +206,24 @@ async def test_the_orchestrators_guardrail_refuses_a_destructive_query(
     )
     with pytest.raises(ax.TaskFailedError, match=r"validate_query.*Destructive queries"):
         await ax.get_result(flow, timeout=scaled(90))
+
+
+async def test_an_orchestration_outside_a_task_groups_its_runs_under_an_activity(
+    agent_pool: ax.Pool, engine: Engine
+) -> None:
+    parent = await asyncio.to_thread(ax.activity.create, "support_session")
+    orchestrator = agent_defs.MyOrchestrator(
+        agent_defs.app, queue_name="agent_defs", timeout=scaled(60), parent_id=parent
+    )
+    output = await orchestrator.run("What's the weather in Paris?", {"schema": "sales"})
+    assert (output["intent"], output["result"]) == ("weather", "It is sunny and 72F.")
+    assert [o.agent for o in orchestrator.outcomes] == [
+        "intent_analyzer",
+        "weather_assistant",
+        "synthesizer",
+    ]
+    assert await _children(engine, parent, 3) == [
+        "intent_analyzer",
+        "weather_assistant",
+        "synthesizer",
+    ]
