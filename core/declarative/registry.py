@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import dataclasses
 import inspect
 import logging
 import sys
@@ -194,29 +195,34 @@ class Agents:
         def decorate(tool: T) -> T:
             module = caller_module(1)
             sdk_tool: Any = tool
-            if not hasattr(sdk_tool, "on_invoke_tool") and not hasattr(sdk_tool, "tool_config"):
-                if not callable(sdk_tool):
-                    raise AgentDefinitionError(
-                        f"register_tool({name!r}): {tool!r} is not a tool; decorate an "
-                        "@function_tool or a function."
-                    )
+            if inspect.isroutine(sdk_tool):
                 from agents import function_tool
 
                 sdk_tool = function_tool(sdk_tool)
-            tool_name: str = name or str(getattr(sdk_tool, "name", ""))
+            elif not isinstance(getattr(sdk_tool, "name", None), str):
+                raise AgentDefinitionError(
+                    f"register_tool({name!r}): {tool!r} is not a tool; decorate an "
+                    "@function_tool (or any SDK tool), or a function."
+                )
+            tool_name: str = name or sdk_tool.name
             try:
                 check_name(tool_name, "tool name")
             except ConfigurationError as e:
                 raise AgentDefinitionError(f"register_tool(...): {e}") from None
             changes = {}
-            if tool_name != getattr(sdk_tool, "name", tool_name):
+            if tool_name != sdk_tool.name:
                 changes["name"] = tool_name
             if description and description != getattr(sdk_tool, "description", description):
                 changes["description"] = description
             if changes:
-                import dataclasses
-
-                sdk_tool = dataclasses.replace(sdk_tool, **changes)
+                try:
+                    sdk_tool = dataclasses.replace(sdk_tool, **changes)
+                except TypeError as e:
+                    raise AgentDefinitionError(
+                        f"register_tool({name!r}): the {type(sdk_tool).__name__} "
+                        f"{sdk_tool.name!r} cannot be renamed or re-described ({e}); register "
+                        "it under its own name."
+                    ) from None
             entry = ToolEntry(
                 name=tool_name,
                 tool=sdk_tool,

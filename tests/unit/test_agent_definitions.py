@@ -321,3 +321,25 @@ async def test_enqueue_agent_refuses_what_cannot_cross_to_a_worker() -> None:
         await ax.enqueue_agent("a", max_turns=0)
     with pytest.raises(ax.ContextError, match=r"pass an ax\.AgentContext"):
         await ax.enqueue_agent("a", context={"x": 1})  # type: ignore[arg-type]
+
+
+async def test_register_tool_takes_plain_functions_and_hosted_tools(app: ax.Agents) -> None:
+    from agents import WebSearchTool
+
+    @ax.register_tool(name="add", category="math")
+    def add(a: int, b: int) -> int:
+        """Add two numbers."""
+        return a + b
+
+    ax.register_tool(category="api")(WebSearchTool())
+    assert [(t.name, t.category) for t in ax.tools.list()] == [
+        ("add", "math"),
+        ("web_search", "api"),
+    ]
+    with pytest.raises(ax.AgentDefinitionError, match="is not a tool"):
+        ax.register_tool(name="x")(42)
+    definition = ax.register_agent(ax.AgentDefinition(name="calc", tools=["add"]))
+    model = ScriptedModel([tool_call("add", a=2, b=3), reply("5")])
+    result = await Runner.run(definition.build(), "2+3?", run_config=RunConfig(model=model))
+    outputs = [i for i in model.calls[1].input if i.get("type") == "function_call_output"]
+    assert (result.final_output, outputs[0]["output"]) == ("5", "5")
