@@ -11,10 +11,12 @@ from typing import TYPE_CHECKING, Any
 
 from .config import CONF, Settings
 from .errors import (
+    AgentDefinitionError,
     AgentexecError,
     ConfigurationError,
     ContextError,
     EventDecodeError,
+    GuardrailTrippedError,
     InvalidAgentIdError,
     InvalidNameError,
     PoolStartError,
@@ -31,6 +33,24 @@ if TYPE_CHECKING:
     from . import activity as activity
     from . import testing as testing
     from .activity.models import Base
+    from .declarative import (
+        AgentContext,
+        AgentDefinition,
+        AgentOrchestrator,
+        AgentOutcome,
+        AgentRun,
+        Agents,
+        agents,
+        current_agents,
+        enqueue_agent,
+        guardrails,
+        register_agent,
+        register_guardrail,
+        register_tool,
+        tools,
+        transient_errors,
+        use_agents,
+    )
     from .pipelines import Pipeline
     from .queue import cancel, enqueue
     from .results import gather, get_result
@@ -41,12 +61,20 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CONF",
+    "AgentContext",
+    "AgentDefinition",
+    "AgentDefinitionError",
+    "AgentOrchestrator",
+    "AgentOutcome",
+    "AgentRun",
     "AgentexecError",
+    "Agents",
     "Base",
     "BaseAgentRunner",
     "ConfigurationError",
     "ContextError",
     "EventDecodeError",
+    "GuardrailTrippedError",
     "InvalidAgentIdError",
     "InvalidNameError",
     "OpenAIRunner",
@@ -65,10 +93,20 @@ __all__ = [
     "UnknownActivityError",
     "UnknownTaskError",
     "activity",
+    "agents",
     "cancel",
+    "current_agents",
     "enqueue",
+    "enqueue_agent",
     "gather",
     "get_result",
+    "guardrails",
+    "register_agent",
+    "register_guardrail",
+    "register_tool",
+    "tools",
+    "transient_errors",
+    "use_agents",
 ]
 
 
@@ -81,6 +119,22 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "activity": ("agentexec.activity", None),
     "testing": ("agentexec.testing", None),
     "Base": ("agentexec.activity.models", "Base"),
+    "AgentContext": ("agentexec.declarative", "AgentContext"),
+    "AgentDefinition": ("agentexec.declarative", "AgentDefinition"),
+    "AgentOrchestrator": ("agentexec.declarative", "AgentOrchestrator"),
+    "AgentOutcome": ("agentexec.declarative", "AgentOutcome"),
+    "AgentRun": ("agentexec.declarative", "AgentRun"),
+    "Agents": ("agentexec.declarative", "Agents"),
+    "agents": ("agentexec.declarative", "agents"),
+    "current_agents": ("agentexec.declarative", "current_agents"),
+    "enqueue_agent": ("agentexec.declarative", "enqueue_agent"),
+    "guardrails": ("agentexec.declarative", "guardrails"),
+    "register_agent": ("agentexec.declarative", "register_agent"),
+    "register_guardrail": ("agentexec.declarative", "register_guardrail"),
+    "register_tool": ("agentexec.declarative", "register_tool"),
+    "tools": ("agentexec.declarative", "tools"),
+    "transient_errors": ("agentexec.declarative", "transient_errors"),
+    "use_agents": ("agentexec.declarative", "use_agents"),
     "BaseAgentRunner": ("agentexec.runners", "BaseAgentRunner"),
     "OpenAIRunner": ("agentexec.runners", "OpenAIRunner"),
     "Pipeline": ("agentexec.pipelines", "Pipeline"),

@@ -19,6 +19,11 @@ class TaskDefinitionError(ConfigurationError):
     """A `@pool.task` handler does not have the shape agentexec needs."""
 
 
+class AgentDefinitionError(ConfigurationError, LookupError):
+    """An agent definition names a tool, guardrail or agent its registry does not have, or
+    repeats a registered name; raised when it is registered (`ax.register_agent`)."""
+
+
 class InvalidNameError(ConfigurationError, ValueError):
     """A task, queue, pipeline or tracker name the read model cannot store: empty, longer than
     its column, or holding a NUL or an unencodable character; raised where it is declared."""
@@ -94,6 +99,16 @@ class FencedError(AgentexecError):
 class ScriptError(AgentexecError):
     """A scripted model (`agentexec.testing.ScriptedModel`) was asked for a turn its script does
     not have, or a step names a tool or agent the calling agent does not offer."""
+
+
+class GuardrailTrippedError(AgentexecError):
+    """A guardrail of an agent run refused its input or output: not retried (the same input
+    trips it again). `guardrail` is its name, `reason` what it said."""
+
+    def __init__(self, message: str, *, guardrail: str = "", reason: str = "") -> None:
+        super().__init__(message)
+        self.guardrail = guardrail
+        self.reason = reason
 
 
 class BrokerError(AgentexecError):

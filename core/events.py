@@ -243,6 +243,17 @@ class AgentUsage(AgentEvent, frozen=True, kw_only=True, omit_defaults=True, tag=
     total_tokens: int = 0
 
 
+class AgentGuardrailTripped(
+    AgentEvent, frozen=True, kw_only=True, omit_defaults=True, tag="agent.guardrail_tripped"
+):
+    """Guardrail `guardrail` of agent `agent` refused the run's input (`stage` "input") or the
+    agent's final output ("output"); `reason` is what it said. The run stops."""
+
+    guardrail: str = ""
+    stage: str = ""
+    reason: str = ""
+
+
 class PipelineStepStarted(
     Event, frozen=True, kw_only=True, omit_defaults=True, tag="pipeline.step_started"
 ):
@@ -319,6 +330,7 @@ AnyEvent = (
     | AgentToolCall
     | AgentHandoff
     | AgentUsage
+    | AgentGuardrailTripped
     | PipelineStepStarted
     | PipelineStepFinished
     | TrackerIncremented

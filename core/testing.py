@@ -16,9 +16,16 @@ which leaves task code that names a real model (`model="gpt-4o"`) unchanged:
 For a pool's worker processes, name the model in a setting they receive:
 `ax.CONF.model_override = "tests.scripts:RESEARCH"` (or `AGENTEXEC_MODEL_OVERRIDE`).
 
-Each run reads the script from its first step: the model finds its place from the
-conversation it is given (the ids of the items it produced), so one `ScriptedModel` serves any
-number of runs, one after another or at once. Importing this module imports the Agents SDK.
+Each run reads the script from its first step, and its place in the script comes from what
+the current run produced: the model marks the items it outputs with their step, and a call
+plays the step after the latest one in its input, unless that latest output was a final
+reply (a message with no tool call or handoff), which ended an earlier run: a conversation
+replayed into a new run (an SDK session, `result.to_input_list()` plus a new message) starts
+the script again. A run that continues a conversation stopped mid-run (the runner's wrap-up
+after the turn limit) continues the script. So one `ScriptedModel` serves any number of runs,
+one after another, at once, or on one session; to answer a conversation's second message
+differently from its first, make the step a function of the call (`call.last_user_message`).
+Importing this module imports the Agents SDK.
 """
 
 from __future__ import annotations
@@ -147,7 +154,7 @@ def handoff(agent: str, /, **arguments: Any) -> Handoff:
     return Handoff(agent, arguments)
 
 
-_ID = re.compile(r"^axs_(\d+)_")
+_ID = re.compile(r"^axs_(\d+)_\d+_(\w+)$")
 
 
 class ScriptedModel(Model):
@@ -356,13 +363,26 @@ class ScriptedModel(Model):
 
 
 def _position(items: list[Any]) -> int:
-    """The script step for a conversation: one past the last step it holds an output of."""
-    steps = [
-        int(m.group(1))
+    """The script step for a call given `items`: one past the step of the latest output of
+    the model among them, or 0 when there is none or it was a final reply (the run that
+    produced it ended; this is a new run over the same conversation)."""
+    latest: tuple[int, str] | None = None
+    for item in items:
+        if isinstance(item, dict) and (m := _ID.match(str(item.get("id") or ""))):
+            latest = (int(m.group(1)), m.group(2))
+    if latest is None:
+        return 0
+    step, token = latest
+    of_that_call = [
+        item
         for item in items
-        if isinstance(item, dict) and (m := _ID.match(str(item.get("id") or "")))
+        if isinstance(item, dict)
+        and (m := _ID.match(str(item.get("id") or "")))
+        and m.group(2) == token
     ]
-    return max(steps) + 1 if steps else 0
+    if all(item.get("type", "message") == "message" for item in of_that_call):
+        return 0
+    return step + 1
 
 
 def use_model(model: Model | ModelProvider | None) -> contextlib.AbstractContextManager[None]:

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
     from sqlalchemy import Engine
 
+    from agentexec.declarative import AgentDefinition, Agents
     from agentexec.projector.background import ProjectorThread
 
 from .worker import WorkerSpec, run_worker
@@ -117,6 +118,42 @@ class Pool:
             return handler
 
         return decorate
+
+    def agent(
+        self,
+        definition: AgentDefinition,
+        *,
+        name: str | None = None,
+        agents: Agents | None = None,
+        max_retries: int | None = None,
+        retry_on: tuple[type[BaseException], ...] | None = None,
+        timeout: float | None = None,
+    ) -> AgentDefinition:
+        """Register a task (named `name`, default the agent's name) that runs `definition`
+        with an `OpenAIRunner`; queue runs with `ax.enqueue_agent`. The definition is
+        registered in `agents` (default: its registry, else the current one) if it is not yet.
+
+        Unlike `task`, only transient errors are retried by default
+        (`ax.transient_errors()`: connection errors, timeouts, rate limits, provider 5xx);
+        `retry_on` replaces that set. Returns the definition. Raises `AgentDefinitionError`
+        for names the registry does not know, `TaskDefinitionError` for a taken task name.
+        """
+        from agentexec.declarative.registry import caller_module
+        from agentexec.declarative.task import agent_task_definition
+
+        self.add(
+            agent_task_definition(
+                definition,
+                self.queue_name,
+                agents=agents,
+                name=name,
+                max_retries=max_retries,
+                retry_on=retry_on,
+                timeout=timeout,
+                caller=caller_module(1),
+            )
+        )
+        return definition
 
     def add(self, definition: TaskDefinition) -> None:
         """Register a checked definition (what `@pool.task` and pipelines do). Raises

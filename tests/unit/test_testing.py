@@ -83,12 +83,49 @@ async def test_each_run_reads_the_script_from_the_start_even_concurrently() -> N
     assert len(model.calls) == 10
 
 
-async def test_a_continued_conversation_picks_up_where_it_left_off() -> None:
-    model = ScriptedModel([reply("first"), reply("second")])
-    agent = Agent(name="A", model=model)
+async def test_a_continued_conversation_starts_the_script_again() -> None:
+    # The place in the script comes from what the current run produced: the replayed history
+    # ended with a final reply, so the follow-up is a new run, from the first step.
+    model = ScriptedModel([tool_call("lookup", company="A"), reply("first")])
+    agent = Agent(name="A", tools=[lookup], model=model)
     first = await Runner.run(agent, "one")
     follow_up = [*first.to_input_list(), {"role": "user", "content": "two"}]
-    assert (await Runner.run(agent, follow_up)).final_output == "second"
+    assert (await Runner.run(agent, follow_up)).final_output == "first"
+    assert [c.step for c in model.calls] == [0, 1, 0, 1]
+
+
+async def test_runs_on_one_session_each_play_the_script_from_its_start() -> None:
+    from agents import SQLiteSession
+
+    def answer(call: ScriptedCall) -> object:
+        return reply(f"re: {call.last_user_message}")
+
+    model = ScriptedModel([tool_call("lookup", company="A"), answer])
+    agent = Agent(name="A", tools=[lookup], model=model)
+    session = SQLiteSession("conversation")
+    outputs = [
+        (await Runner.run(agent, message, session=session)).final_output
+        for message in ("one", "two", "three")
+    ]
+    assert outputs == ["re: one", "re: two", "re: three"]
+    assert [c.step for c in model.calls] == [0, 1] * 3
+    # Each later run was given the whole conversation so far.
+    assert len(model.calls[4].input) > len(model.calls[2].input) > len(model.calls[0].input)
+
+
+async def test_a_conversation_stopped_mid_run_continues_the_script() -> None:
+    model = ScriptedModel([tool_call("lookup", company="A"), reply("done")])
+    agent = Agent(name="A", tools=[lookup], model=model)
+    first = await Runner.run(agent, "go")
+    # Only the tool call and its output, as a run stopped by its turn limit leaves them.
+    midway = [
+        i
+        for i in first.to_input_list()
+        if i.get("type") in ("function_call", "function_call_output")
+    ]
+    again = [{"role": "user", "content": "go"}, *midway, {"role": "user", "content": "wrap up"}]
+    assert (await Runner.run(agent, again)).final_output == "done"
+    assert model.calls[-1].step == 1
 
 
 async def test_running_past_the_script_names_the_problem() -> None:

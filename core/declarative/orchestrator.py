@@ -1,0 +1,133 @@
+"""`AgentOrchestrator`: code that runs agents one after another, or picks the next from an
+agent's output, each run a child task of the orchestration."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+from pydantic import BaseModel, TypeAdapter
+
+from agentexec.errors import ConfigurationError
+from agentexec.results import get_result
+from agentexec.tasks import RUNNING_TASK, ParentId, running_task
+
+from .context import AgentContext
+from .registry import Agents, Guardrail, Stage, caller_module, current_agents
+from .runs import AgentOutcome, enqueue_agent
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT = 600.0
+
+
+class AgentOrchestrator:
+    """Runs registered agents from code (the seed's code orchestration, not SDK handoffs).
+
+    `run_agent(name, session, context)` queues the agent as a task (`ax.enqueue_agent`),
+    a child of `parent_id` (default: the task whose handler runs the orchestration, so that
+    its runs form a tree under it, see `ax.activity.children`), waits up to `timeout`
+    seconds for it, copies what the run left in the shared context back into `context`, and
+    returns the agent's output, as its `output_type` when the registry knows the agent.
+    Subclass it and write the workflow in `run` (sequential steps, routing on outputs).
+    """
+
+    context_type: type[AgentContext] = AgentContext
+
+    def __init__(
+        self,
+        agents: Agents | None = None,
+        *,
+        queue_name: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        parent_id: ParentId = RUNNING_TASK,
+    ) -> None:
+        if not timeout > 0:
+            raise ConfigurationError(f"AgentOrchestrator(timeout={timeout!r}): use seconds > 0.")
+        self.agents = agents or current_agents()
+        self.queue_name = queue_name
+        self.timeout = timeout
+        self.parent_id = parent_id
+        self.outcomes: list[AgentOutcome] = []
+        """The outcome of every run of this orchestrator, in order."""
+
+    def register_guardrail(self, name: str, check: Guardrail, *, stage: Stage = "input") -> None:
+        """Register a guardrail in the orchestrator's registry (`Agents.register_guardrail`);
+        agents name it in their `guardrails`."""
+        self.agents.register_guardrail(name, check, stage=stage)
+        self.agents.modules.add(caller_module(1))
+
+    def setup_session(self, session_id: str | None = None) -> Any:
+        """A session for a new conversation (`session_id` default: a new UUID), opened with the
+        registry's session factory."""
+        return self.agents.open_session(session_id or str(uuid.uuid4()))
+
+    def setup_context(self, **data: Any) -> AgentContext:
+        """The shared context for a workflow: `context_type(**data)`."""
+        return self.context_type(**data)
+
+    async def run(self, user_query: str, context_data: dict[str, Any]) -> dict[str, Any]:
+        """The workflow; subclasses write it with `run_agent`. This one runs no agent."""
+        raise NotImplementedError(
+            f"{type(self).__name__}.run: subclass AgentOrchestrator and write the workflow "
+            "in run(), calling self.run_agent(name, session, context)."
+        )
+
+    async def run_agent(
+        self,
+        name: str,
+        session: Any = None,
+        context: BaseModel | None = None,
+        *,
+        input: str | list[dict[str, Any]] | None = None,
+        max_turns: int | None = None,
+    ) -> Any:
+        """Run agent `name` as a child task and return its output.
+
+        `input` defaults to `context.user_query`. `session` is any SDK `Session` with a
+        `session_id`: the worker reopens it by id (`Agents.session_factory`). Raises
+        `AgentDefinitionError` for an agent the registry does not know, `TaskFailedError`
+        when the run fails, and `TimeoutError` after `timeout` seconds.
+        """
+        definition = self.agents.agents.get(name) if self.agents.agents.names() else None
+        if input is None:
+            input = getattr(context, "user_query", "") or ""
+            if not input:
+                raise ConfigurationError(
+                    f"run_agent({name!r}, ...): no input; pass input=... or set the context's "
+                    "user_query."
+                )
+        session_id = None if session is None else getattr(session, "session_id", None)
+        if session is not None and not isinstance(session_id, str):
+            raise ConfigurationError(
+                f"run_agent({name!r}, ...): the session {session!r} has no session_id; pass "
+                "an SDK Session (such as ax.AgentSession) or None."
+            )
+        task = await enqueue_agent(
+            name,
+            input,
+            context=context,
+            session_id=session_id,
+            max_turns=max_turns,
+            queue_name=self.queue_name,
+            parent_id=self.parent_id,
+        )
+        run = running_task()
+        logger.info(
+            "orchestration %s: agent %r runs as task %s",
+            run.agent_id if run is not None else "-",
+            name,
+            task.agent_id,
+        )
+        value = await get_result(task, timeout=self.timeout)
+        outcome = value if isinstance(value, AgentOutcome) else AgentOutcome.model_validate(value)
+        self.outcomes.append(outcome)
+        if context is not None and outcome.context is not None:
+            returned = type(context).model_validate(outcome.context)
+            for field in type(context).model_fields:
+                if field in outcome.context:
+                    setattr(context, field, getattr(returned, field))
+        if definition is not None and definition.output_type is not None:
+            return TypeAdapter(definition.output_type).validate_python(outcome.output)
+        return outcome.output
