@@ -34,13 +34,14 @@ if TYPE_CHECKING:
     from .pipelines import Pipeline
     from .queue import cancel, enqueue
     from .results import gather, get_result
-    from .runners import BaseAgentRunner, OpenAIRunner
+    from .runners import AgentStream, BaseAgentRunner, OpenAIRunner
     from .tasks import Task
     from .trackers import Tracker
     from .workers import Pool
 
 __all__ = [
     "CONF",
+    "AgentStream",
     "AgentexecError",
     "Base",
     "BaseAgentRunner",
@@ -81,6 +82,7 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "activity": ("agentexec.activity", None),
     "testing": ("agentexec.testing", None),
     "Base": ("agentexec.activity.models", "Base"),
+    "AgentStream": ("agentexec.runners", "AgentStream"),
     "BaseAgentRunner": ("agentexec.runners", "BaseAgentRunner"),
     "OpenAIRunner": ("agentexec.runners", "OpenAIRunner"),
     "Pipeline": ("agentexec.pipelines", "Pipeline"),

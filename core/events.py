@@ -262,8 +262,9 @@ class AgentDelta(Event, frozen=True, kw_only=True, omit_defaults=True, tag="agen
     `agent` has said so far; `kind` says what it is: "text" (output text), "item" (a
     finished item such as a tool call, named in `item`), "start" (an agent starts, iteration
     `turn`), "answer" (a final answer, in `text`, with `sources`) or "error" (in `text`).
-    Every field is optional. No status change, and no activity log row: a run's text is
-    read from the log or the feed."""
+    Every field is optional, and a field at its default is left out of the JSON (a text
+    delta has no `kind`). No status change, and no activity log row: a run's text is read
+    from the log or the feed."""
 
     kind: str = "text"
     agent: str = ""

@@ -45,6 +45,7 @@ from agentexec.tasks import event_identity
 from .base import BaseAgentRunner
 from .checkpoints import RESUMABLE_WITHOUT, decode_run, encode_run, find_agent, run_name
 from .redaction import Redactor
+from .streaming import DEFAULT_DELTA_CHARS, DEFAULT_DELTA_INTERVAL, Deltas, check_delta_limits
 
 logger = logging.getLogger(__name__)
 
@@ -112,8 +113,15 @@ class OpenAIRunner(BaseAgentRunner):
     With `max_turns_recovery`, an agent that reaches its turn limit is given `wrap_up_prompt`
     and up to `wrap_up_turns` more turns, without tools, to answer with a summary; the run then
     returns normally. `redact` receives `(tool_name, arguments)` of every tool call and returns
-    what may be recorded (default: `redact_secrets`). Raises `ConfigurationError` at once for
-    an agent id that is not a UUID, an empty prompt or `wrap_up_turns` below 1.
+    what may be recorded (default: `redact_secrets`).
+
+    A streamed run (`run_streamed`) also records what the model writes, as it writes it, as
+    `agent.delta` events: its text coalesced to at most one event per `stream_interval`
+    seconds (or `stream_chars` characters), and its items (tool calls, handoffs) as they
+    finish. `stream_interval=None` records none.
+
+    Raises `ConfigurationError` at once for an agent id that is not a UUID, an empty prompt,
+    `wrap_up_turns` below 1, or a negative `stream_interval` or `stream_chars` below 1.
     """
 
     def __init__(
@@ -125,8 +133,13 @@ class OpenAIRunner(BaseAgentRunner):
         *,
         wrap_up_turns: int = DEFAULT_WRAP_UP_TURNS,
         redact: Redactor | None = None,
+        stream_interval: float | None = DEFAULT_DELTA_INTERVAL,
+        stream_chars: int = DEFAULT_DELTA_CHARS,
     ) -> None:
         super().__init__(agent_id, redact=redact)
+        check_delta_limits(stream_interval, stream_chars)
+        self.stream_interval = stream_interval
+        self.stream_chars = stream_chars
         for name, value in (
             ("wrap_up_prompt", wrap_up_prompt),
             ("report_status_prompt", report_status_prompt),
@@ -352,6 +365,11 @@ class StreamedRun:
         override = runner.recorder.runtime.settings.model_override
         self._config = _configure(run_config, override)
         self._kwargs = kwargs
+        self._deltas = (
+            None
+            if runner.stream_interval is None
+            else Deltas(runner.recorder, runner.stream_interval, runner.stream_chars)
+        )
         self._events = self._stream()
         self.result: RunResultStreaming | None = None
         """The SDK's streaming result of the run in progress (the wrap-up run after recovery);
@@ -383,6 +401,9 @@ class StreamedRun:
             if not runner.max_turns_recovery or e.run_data is None:
                 raise
             wrap_up = await runner._wrap_up(e.run_data, self._max_turns, self._kwargs)
+        finally:
+            if self._deltas is not None:
+                await self._deltas.flush()
         self._hooks.max_turns = self._max_turns + runner.wrap_up_turns
         self._hooks.run = ""
         try:
@@ -392,15 +413,22 @@ class StreamedRun:
                 yield event
         except MaxTurnsExceeded as e:
             raise runner._not_wrapped_up(self._max_turns, e) from e
+        finally:
+            if self._deltas is not None:
+                await self._deltas.flush()
 
-    def _pass(
+    async def _pass(
         self, agent: Agent[Any], input: Any, max_turns: int, kwargs: dict[str, Any]
     ) -> AsyncIterator[StreamEvent]:
-        """Start one streamed run of the SDK (the run, or its wrap-up) and stream its events."""
+        """Start one streamed run of the SDK (the run, or its wrap-up) and stream its events,
+        recording them as deltas."""
         self.result = Runner.run_streamed(
             agent, input, max_turns=max_turns, hooks=self._hooks, run_config=self._config, **kwargs
         )
-        return self.result.stream_events()
+        async for event in self.result.stream_events():
+            if self._deltas is not None:
+                await self._deltas.see(event, self._hooks.turn)
+            yield event
 
 
 class _RecordingHooks(RunHooks[Any]):
