@@ -157,7 +157,7 @@ class EventRecorder:
             agent=self._name(agent),
             turn=turn,
             run=run,
-            message=f"{self._name(agent)}: turn {turn} saved",
+            message=f"{self._name(agent)}: checkpoint {turn} saved",
         )
         try:
             saved = await EventLog(self.runtime.broker).checkpoint(
