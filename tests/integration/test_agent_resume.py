@@ -8,10 +8,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import create_engine
+from sqlalchemy.orm import Session
 
 import agentexec as ax
 from agentexec import events
 from agentexec.connection import get_redis
+from agentexec.projector import Projector
 from agentexec.streams import Keys
 from tests.apps import resumable
 from tests.support.waiting import scaled
@@ -77,6 +80,20 @@ async def test_a_run_taken_over_after_its_worker_died_resumes_after_the_last_tur
     assert any(isinstance(e, events.TaskProgress) and "after turn 2" in e.message for e in log), (
         "no event says the run resumed"
     )
+
+    # The read model tells the story: one activity, complete, whose log says where it resumed.
+    engine = create_engine(f"sqlite:///{tmp_path / 'agents.db'}")
+    ax.Base.metadata.create_all(engine)
+    await Projector(engine).catch_up()
+    with Session(engine) as db:
+        detail = ax.activity.detail(db, task.agent_id)
+        assert detail is not None and detail.status == "COMPLETE"
+        messages = [log.message for log in detail.logs]
+        assert sum("Resuming Resumable Agent after turn 2" in m for m in messages) == 1
+        assert [m for m in messages if "checkpoint" in m] == [
+            f"Resumable Agent: checkpoint {n} saved" for n in (1, 2, 3)
+        ]
+    engine.dispose()
 
 
 async def test_a_run_that_was_not_interrupted_saves_its_turns_and_runs_each_once(
