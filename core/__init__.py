@@ -54,7 +54,7 @@ if TYPE_CHECKING:
     from .pipelines import Pipeline
     from .queue import cancel, enqueue
     from .results import gather, get_result
-    from .runners import BaseAgentRunner, OpenAIRunner
+    from .runners import AgentStream, BaseAgentRunner, OpenAIRunner
     from .tasks import Task
     from .trackers import Tracker
     from .workers import Pool
@@ -67,6 +67,7 @@ __all__ = [
     "AgentOrchestrator",
     "AgentOutcome",
     "AgentRun",
+    "AgentStream",
     "AgentexecError",
     "Agents",
     "Base",
@@ -135,6 +136,7 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "tools": ("agentexec.declarative", "tools"),
     "transient_errors": ("agentexec.declarative", "transient_errors"),
     "use_agents": ("agentexec.declarative", "use_agents"),
+    "AgentStream": ("agentexec.runners", "AgentStream"),
     "BaseAgentRunner": ("agentexec.runners", "BaseAgentRunner"),
     "OpenAIRunner": ("agentexec.runners", "OpenAIRunner"),
     "Pipeline": ("agentexec.pipelines", "Pipeline"),

@@ -33,6 +33,7 @@ from .scripts import (
     APPEND_HELD,
     APPEND_KNOWN,
     CANCEL,
+    CHECKPOINT_HELD,
     ENQUEUE,
     ENQUEUE_LATER,
     ENQUEUE_PIPELINE,
@@ -519,6 +520,25 @@ class Broker:
         keys, args = self._held_call(event, lease, dedup)
         reply = self._run_sync(APPEND_HELD, keys, args)
         return None if reply is None else _text(reply)
+
+    async def checkpoint_held(
+        self, event: Event, lease: TaskLease, dedup: str, run: str, conversation: bytes
+    ) -> str | None:
+        """`append_held` for an `agent.checkpoint` event that also saves `conversation` as
+        run `run`'s latest checkpoint of the agent, in the same step: a checkpoint is saved
+        if and only if its event is in the log. Kept `AGENT_TTL` after the latest one."""
+        keys, args = self._held_call(event, lease, dedup)
+        keys.append(self.keys.checkpoints(event.agent_id))
+        args += [run, conversation]
+        reply = await self._run(CHECKPOINT_HELD, keys, args)
+        return None if reply is None else _text(reply)
+
+    async def checkpoint(self, agent_id: UUID, run: str) -> bytes | None:
+        """The conversation run `run` of agent `agent_id` saved last (see
+        `checkpoint_held`), or None."""
+        with refusals("checkpoint"):
+            saved = await self.client.hget(self.keys.checkpoints(agent_id), run)
+        return saved.encode() if isinstance(saved, str) else saved
 
     def consumer(self, queue_name: str, name: str) -> Consumer:
         """The verbs of worker `name` (its consumer name) reading `queue_name`."""

@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+from uuid import UUID
 
 from . import events, outbox
 from .broker import Broker
@@ -60,6 +61,29 @@ class EventLog:
             return self._known(event, await self.broker.append_known(event, check=check))
         except REDIS_ERRORS as e:
             raise self._unreachable(event, e) from e
+
+    async def checkpoint(
+        self, event: Event, lease: TaskLease, run: str, conversation: bytes
+    ) -> str:
+        """Append `event` (an `agent.checkpoint`) fenced by `lease`, after the agent's queued
+        events, and save `conversation` as run `run`'s checkpoint in the same step; "" when
+        the worker lost the task. A worker that takes the task over reads it with
+        `saved_checkpoint`."""
+        try:
+            return await outbox.append(self.broker, event, lease, (run, conversation))
+        except REDIS_ERRORS as e:
+            raise self._unreachable(event, e) from e
+
+    async def saved_checkpoint(self, agent_id: UUID, run: str) -> bytes | None:
+        """The conversation run `run` of `agent_id` saved with its latest `agent.checkpoint`
+        event, or None. Raises `RedisUnavailableError` when Redis is unreachable."""
+        try:
+            return await self.broker.checkpoint(agent_id, run)
+        except REDIS_ERRORS as e:
+            raise RedisUnavailableError(
+                f"could not read the checkpoint of agent {agent_id}: Redis at "
+                f"{redact_url(self.broker.settings.redis_url)} is unreachable ({e})"
+            ) from e
 
     def append_sync(
         self, event: Event, lease: TaskLease | None = None, *, check: bool = True

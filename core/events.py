@@ -254,6 +254,37 @@ class AgentGuardrailTripped(
     reason: str = ""
 
 
+class AgentCheckpoint(
+    AgentEvent, frozen=True, kw_only=True, omit_defaults=True, tag="agent.checkpoint"
+):
+    """Turn `turn` of run `run` (a fingerprint of the run's agent and input) completed: the
+    conversation so far, `items` items long, was saved with this event (in the same
+    lease-fenced append), so a worker that takes the task over resumes the run from here
+    instead of asking the model and calling the tools again for turns 1 to `turn`
+    (see docs/runner.md)."""
+
+    run: str = ""
+    items: int = 0
+
+
+class AgentDelta(Event, frozen=True, kw_only=True, omit_defaults=True, tag="agent.delta"):
+    """What a streamed run produced since the previous delta, coalesced (see
+    `agentexec.runners.streaming`): `text` is output text to append to what the run's
+    `agent` has said so far; `kind` says what it is: "text" (output text), "item" (a
+    finished item such as a tool call, named in `item`), "start" (an agent starts, iteration
+    `turn`), "answer" (a final answer, in `text`, with `sources`) or "error" (in `text`).
+    Every field is optional, and a field at its default is left out of the JSON (a text
+    delta has no `kind`). No status change, and no activity log row: a run's text is read
+    from the log or the feed."""
+
+    kind: str = "text"
+    agent: str = ""
+    turn: int = 0
+    text: str = ""
+    item: str = ""
+    sources: list[Any] | None = None
+
+
 class PipelineStepStarted(
     Event, frozen=True, kw_only=True, omit_defaults=True, tag="pipeline.step_started"
 ):
@@ -331,6 +362,8 @@ AnyEvent = (
     | AgentHandoff
     | AgentUsage
     | AgentGuardrailTripped
+    | AgentCheckpoint
+    | AgentDelta
     | PipelineStepStarted
     | PipelineStepFinished
     | TrackerIncremented

@@ -63,11 +63,15 @@ def queue(broker: Broker, event: Event, lease: TaskLease) -> None:
     _chain(event, asyncio.get_running_loop().create_task(_queued(broker, event, lease, previous)))
 
 
-async def append(broker: Broker, event: Event, lease: TaskLease) -> str:
+async def append(
+    broker: Broker, event: Event, lease: TaskLease, checkpoint: tuple[str, bytes] | None = None
+) -> str:
     """Append `event` after the agent's earlier ones and wait for it; "" when the worker lost
-    the task. Redis errors are raised (one try)."""
+    the task. With `checkpoint` (run name, conversation), save it in the same step (see
+    `Broker.checkpoint_held`). Redis errors are raised (one try)."""
     previous = _chains.get(event.agent_id)
-    task = asyncio.get_running_loop().create_task(_once(broker, event, lease, previous))
+    once = _once(broker, event, lease, previous, checkpoint)
+    task = asyncio.get_running_loop().create_task(once)
     _chain(event, task)
     return await task
 
@@ -81,10 +85,18 @@ async def flush_events(agent_id: UUID) -> None:
 
 
 async def _once(
-    broker: Broker, event: Event, lease: TaskLease, previous: asyncio.Task[str] | None
+    broker: Broker,
+    event: Event,
+    lease: TaskLease,
+    previous: asyncio.Task[str] | None,
+    checkpoint: tuple[str, bytes] | None = None,
 ) -> str:
     if previous is not None:
         await asyncio.wait([previous])
+    if checkpoint is not None:
+        run, conversation = checkpoint
+        saved = await broker.checkpoint_held(event, lease, _dedup(), run, conversation)
+        return _appended(event, saved)
     return _appended(event, await broker.append_held(event, lease, _dedup()))
 
 

@@ -65,6 +65,11 @@ class Keys:
     def result(self, agent_id: UUID | str) -> str:
         return f"{self.prefix}:result:{agent_id}"
 
+    def checkpoints(self, agent_id: UUID | str) -> str:
+        """Hash of the conversations an agent's runs saved after their latest completed
+        turn, by run name (see `Broker.checkpoint_held`)."""
+        return f"{self.prefix}:checkpoints:{agent_id}"
+
     def held(self, agent_id: UUID | str) -> str:
         """Who runs a task whose entry Redis lost (see the RENEW script), for a lease."""
         return f"{self.prefix}:held:{agent_id}"

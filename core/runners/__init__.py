@@ -13,12 +13,14 @@ from agentexec.credentials import REDACTED
 from .base import BaseAgentRunner
 from .recorder import EventRecorder
 from .redaction import Redactor, is_secret_key, redact_secrets
+from .streaming import AgentStream
 
 if TYPE_CHECKING:
     from .openai import OpenAIRunner, StreamedRun
 
 __all__ = [
     "REDACTED",
+    "AgentStream",
     "BaseAgentRunner",
     "EventRecorder",
     "OpenAIRunner",

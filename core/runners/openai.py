@@ -43,7 +43,9 @@ from agentexec.events import TaskProgress
 from agentexec.tasks import event_identity
 
 from .base import BaseAgentRunner
+from .checkpoints import RESUMABLE_WITHOUT, decode_run, encode_run, find_agent, run_name
 from .redaction import Redactor
+from .streaming import DEFAULT_DELTA_CHARS, DEFAULT_DELTA_INTERVAL, Deltas, check_delta_limits
 
 logger = logging.getLogger(__name__)
 
@@ -111,8 +113,15 @@ class OpenAIRunner(BaseAgentRunner):
     With `max_turns_recovery`, an agent that reaches its turn limit is given `wrap_up_prompt`
     and up to `wrap_up_turns` more turns, without tools, to answer with a summary; the run then
     returns normally. `redact` receives `(tool_name, arguments)` of every tool call and returns
-    what may be recorded (default: `redact_secrets`). Raises `ConfigurationError` at once for
-    an agent id that is not a UUID, an empty prompt or `wrap_up_turns` below 1.
+    what may be recorded (default: `redact_secrets`).
+
+    A streamed run (`run_streamed`) also records what the model writes, as it writes it, as
+    `agent.delta` events: its text coalesced to at most one event per `stream_interval`
+    seconds (or `stream_chars` characters), and its items (tool calls, handoffs) as they
+    finish. `stream_interval=None` records none.
+
+    Raises `ConfigurationError` at once for an agent id that is not a UUID, an empty prompt,
+    `wrap_up_turns` below 1, or a negative `stream_interval` or `stream_chars` below 1.
     """
 
     def __init__(
@@ -124,8 +133,13 @@ class OpenAIRunner(BaseAgentRunner):
         *,
         wrap_up_turns: int = DEFAULT_WRAP_UP_TURNS,
         redact: Redactor | None = None,
+        stream_interval: float | None = DEFAULT_DELTA_INTERVAL,
+        stream_chars: int = DEFAULT_DELTA_CHARS,
     ) -> None:
         super().__init__(agent_id, redact=redact)
+        check_delta_limits(stream_interval, stream_chars)
+        self.stream_interval = stream_interval
+        self.stream_chars = stream_chars
         for name, value in (
             ("wrap_up_prompt", wrap_up_prompt),
             ("report_status_prompt", report_status_prompt),
@@ -146,6 +160,7 @@ class OpenAIRunner(BaseAgentRunner):
         self.wrap_up_turns = wrap_up_turns
         self.prompts = Prompts(report_status=report_status_prompt, wrap_up=wrap_up_prompt)
         self.tools = Tools(report_status=self._report_status_tool())
+        self._runs: dict[str, int] = {}
 
     async def run(
         self,
@@ -162,18 +177,24 @@ class OpenAIRunner(BaseAgentRunner):
         Further keyword arguments (`context`, `session`...) go to `Runner.run`; `hooks` are
         called as well as the runner's own. Raises `MaxTurnsExceeded` after `max_turns` model
         turns, unless recovery is on and the agent answers the wrap-up prompt.
+
+        In a task's handler, the conversation is saved after each completed turn; when the
+        task is run again after its worker died (or after a retry), the run resumes after the
+        last saved turn with the turns it has left (see docs/runner.md).
         """
         recording = _RecordingHooks(self, max_turns, hooks)
         config = _configure(run_config, self.recorder.runtime.settings.model_override)
+        start, items, left = await self._resume(agent, input, max_turns, kwargs, recording)
         try:
             return await Runner.run(
-                agent, input, max_turns=max_turns, hooks=recording, run_config=config, **kwargs
+                start, items, max_turns=left, hooks=recording, run_config=config, **kwargs
             )
         except MaxTurnsExceeded as e:
             if not self.max_turns_recovery or e.run_data is None:
                 raise
             wrap_up = await self._wrap_up(e.run_data, max_turns, kwargs)
         recording.max_turns = max_turns + self.wrap_up_turns
+        recording.run = ""
         try:
             return await Runner.run(
                 wrap_up.agent,
@@ -205,6 +226,48 @@ class OpenAIRunner(BaseAgentRunner):
         iteration.
         """
         return StreamedRun(self, agent, input, max_turns, hooks, run_config, kwargs)
+
+    async def _resume(
+        self,
+        agent: Agent[Any],
+        input: Input,
+        max_turns: int,
+        kwargs: dict[str, Any],
+        hooks: _RecordingHooks,
+    ) -> tuple[Agent[Any], Input, int]:
+        """The agent, input and turn budget a run starts with: its own, or, when an earlier
+        attempt of the task saved a checkpoint of this run, the ones after its last completed
+        turn. Names the run for its checkpoints (none for a run whose conversation is kept in a
+        session or on the server: see `checkpoints.RESUMABLE_WITHOUT`)."""
+        if any(kwargs.get(option) for option in RESUMABLE_WITHOUT):
+            return agent, input, max_turns
+        hooks.run = run_name(agent.name, input, self._runs)
+        data = await self.recorder.saved_checkpoint(hooks.run)
+        saved = decode_run(data) if data else None
+        if saved is None:
+            return agent, input, max_turns
+        current = find_agent(agent, saved.agent)
+        if current is None or not 0 < saved.turn < max_turns:
+            logger.warning(
+                "agent %s: checkpoint of %s after turn %d does not fit this run (agent %s, "
+                "max_turns %d); the run starts over",
+                self.agent_id,
+                saved.agent,
+                saved.turn,
+                agent.name,
+                max_turns,
+            )
+            return agent, input, max_turns
+        hooks.turn = hooks.saved = saved.turn
+        message = (
+            f"Resuming {current.name} after turn {saved.turn}, saved by an earlier attempt; "
+            f"turns 1 to {saved.turn} are not run again."
+        )
+        await self.recorder.append(
+            TaskProgress(agent_id=self.agent_id, **event_identity(self.agent_id), message=message)
+        )
+        logger.info("agent %s: %s", self.agent_id, message)
+        return current, saved.items, max_turns - saved.turn
 
     def _report_status_tool(self) -> FunctionTool:
         recorder = self.recorder
@@ -302,6 +365,11 @@ class StreamedRun:
         override = runner.recorder.runtime.settings.model_override
         self._config = _configure(run_config, override)
         self._kwargs = kwargs
+        self._deltas = (
+            None
+            if runner.stream_interval is None
+            else Deltas(runner.recorder, runner.stream_interval, runner.stream_chars)
+        )
         self._events = self._stream()
         self.result: RunResultStreaming | None = None
         """The SDK's streaming result of the run in progress (the wrap-up run after recovery);
@@ -322,15 +390,22 @@ class StreamedRun:
 
     async def _stream(self) -> AsyncIterator[StreamEvent]:
         runner = self._runner
+        agent, items, left = await runner._resume(
+            self._agent, self._input, self._max_turns, self._kwargs, self._hooks
+        )
         try:
-            async for event in self._pass(self._agent, self._input, self._max_turns, self._kwargs):
+            async for event in self._pass(agent, items, left, self._kwargs):
                 yield event
             return
         except MaxTurnsExceeded as e:
             if not runner.max_turns_recovery or e.run_data is None:
                 raise
             wrap_up = await runner._wrap_up(e.run_data, self._max_turns, self._kwargs)
+        finally:
+            if self._deltas is not None:
+                await self._deltas.flush()
         self._hooks.max_turns = self._max_turns + runner.wrap_up_turns
+        self._hooks.run = ""
         try:
             async for event in self._pass(
                 wrap_up.agent, wrap_up.input, runner.wrap_up_turns, wrap_up.kwargs
@@ -338,15 +413,22 @@ class StreamedRun:
                 yield event
         except MaxTurnsExceeded as e:
             raise runner._not_wrapped_up(self._max_turns, e) from e
+        finally:
+            if self._deltas is not None:
+                await self._deltas.flush()
 
-    def _pass(
+    async def _pass(
         self, agent: Agent[Any], input: Any, max_turns: int, kwargs: dict[str, Any]
     ) -> AsyncIterator[StreamEvent]:
-        """Start one streamed run of the SDK (the run, or its wrap-up) and stream its events."""
+        """Start one streamed run of the SDK (the run, or its wrap-up) and stream its events,
+        recording them as deltas."""
         self.result = Runner.run_streamed(
             agent, input, max_turns=max_turns, hooks=self._hooks, run_config=self._config, **kwargs
         )
-        return self.result.stream_events()
+        async for event in self.result.stream_events():
+            if self._deltas is not None:
+                await self._deltas.see(event, self._hooks.turn)
+            yield event
 
 
 class _RecordingHooks(RunHooks[Any]):
@@ -359,6 +441,10 @@ class _RecordingHooks(RunHooks[Any]):
         self.max_turns = max_turns
         self.inner = inner
         self.turn = 0
+        self.run = ""
+        """The run's name for its checkpoints; "" saves none."""
+        self.saved = 0
+        """The latest turn saved (or resumed from)."""
 
     async def on_llm_start(
         self,
@@ -367,6 +453,14 @@ class _RecordingHooks(RunHooks[Any]):
         system_prompt: str | None,
         input_items: list[TResponseInputItem],
     ) -> None:
+        if self.run and self.turn > self.saved:
+            # The model is asked for the next turn: the turns so far are complete (their tool
+            # calls ran), and `input_items` is the whole conversation it is given.
+            conversation = encode_run(agent.name, self.turn, list(input_items))
+            if conversation is not None and await self.recorder.checkpoint(
+                agent.name, self.run, self.turn, conversation
+            ):
+                self.saved = self.turn
         self.turn += 1
         await self.recorder.turn(agent.name, self.turn, self.max_turns)
         if self.inner is not None:

@@ -8,6 +8,8 @@ from uuid import UUID
 from agentexec.errors import RedisUnavailableError
 from agentexec.eventlog import EventLog
 from agentexec.events import (
+    AgentCheckpoint,
+    AgentDelta,
     AgentHandoff,
     AgentToolCall,
     AgentTurn,
@@ -137,6 +139,68 @@ class EventRecorder:
                 output_tokens=output_tokens,
                 total_tokens=total_tokens,
                 message=f"{self._name(agent)} used {total_tokens} tokens",
+            )
+        )
+
+    async def checkpoint(self, agent: str, run: str, turn: int, conversation: bytes) -> bool:
+        """Save `conversation` (JSON) as run `run`'s state after its completed turn `turn`,
+        with an `agent.checkpoint` event, in the task's own handler (elsewhere no worker can
+        take the run over: nothing is saved). Returns whether it was saved; like the other
+        agent events, a checkpoint Redis cannot take is dropped with a warning (a takeover
+        then resumes from an earlier one)."""
+        task = own_task(self.agent_id)
+        if task is None or task.lease is None:
+            return False
+        event = AgentCheckpoint(
+            agent_id=self.agent_id,
+            **event_identity(self.agent_id),
+            agent=self._name(agent),
+            turn=turn,
+            run=run,
+            message=f"{self._name(agent)}: checkpoint {turn} saved",
+        )
+        try:
+            saved = await EventLog(self.runtime.broker).checkpoint(
+                event, task.lease, run, conversation
+            )
+        except RedisUnavailableError as e:
+            logger.warning("agent %s: checkpoint of turn %d not saved: %s", self.agent_id, turn, e)
+            return False
+        return bool(saved)
+
+    async def saved_checkpoint(self, run: str) -> bytes | None:
+        """The conversation run `run` saved last in an earlier attempt of this task, read in
+        the task's own handler (None elsewhere, when there is none, or when Redis is
+        unreachable: the run then starts from its beginning)."""
+        if own_task(self.agent_id) is None:
+            return None
+        try:
+            return await EventLog(self.runtime.broker).saved_checkpoint(self.agent_id, run)
+        except RedisUnavailableError as e:
+            logger.warning("agent %s: checkpoint not read, run starts over: %s", self.agent_id, e)
+            return None
+
+    async def delta(
+        self,
+        kind: str,
+        agent: str = "",
+        *,
+        text: str = "",
+        item: str = "",
+        turn: int = 0,
+        sources: list[object] | None = None,
+    ) -> None:
+        """Record what a streamed run produced (an `agent.delta`; see `AgentDelta`)."""
+        await self.append(
+            AgentDelta(
+                agent_id=self.agent_id,
+                **event_identity(self.agent_id),
+                kind=kind,
+                agent=self._name(agent),
+                turn=turn,
+                text=text,
+                item=self._name(item),
+                sources=sources,
             )
         )
 

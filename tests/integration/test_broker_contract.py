@@ -250,6 +250,28 @@ async def test_append_held_is_fenced_by_the_lease_and_deduplicated() -> None:
     assert await client.xlen(broker.keys.events) == 2
 
 
+async def test_checkpoint_held_saves_the_conversation_with_its_event_under_the_lease() -> None:
+    broker, client = Broker(), get_redis()
+    _consumer, entry, event = await held(broker)
+    lease = TaskLease(entry[0], entry[1], WORKERS_GROUP, "w:0")
+    saved = events.AgentCheckpoint(agent_id=event.agent_id, task_name="t", turn=2, run="r:1")
+    first = await broker.checkpoint_held(saved, lease, "event:a", "r:1", b'{"turn": 2}')
+    assert first is not None
+    assert await broker.checkpoint(event.agent_id, "r:1") == b'{"turn": 2}'
+    assert await client.ttl(broker.keys.checkpoints(event.agent_id)) > 0
+    again = await broker.checkpoint_held(saved, lease, "event:a", "r:1", b'{"turn": 9}')
+    assert again == first
+    other = TaskLease(entry[0], entry[1], WORKERS_GROUP, "w:1")
+    late = events.AgentCheckpoint(agent_id=event.agent_id, task_name="t", turn=3, run="r:1")
+    assert await broker.checkpoint_held(late, other, "event:b", "r:1", b'{"turn": 3}') is None
+    assert await broker.checkpoint(event.agent_id, "r:1") == b'{"turn": 2}'
+    assert await broker.checkpoint(event.agent_id, "r:2") is None
+    assert log_types(await client.xrange(broker.keys.events)) == [
+        TaskQueued,
+        events.AgentCheckpoint,
+    ]
+
+
 async def test_append_known_refuses_unknown_agent_ids_when_checking() -> None:
     broker, client = Broker(), get_redis()
     aid = uuid.uuid4()
@@ -792,6 +814,4 @@ def test_shared_functions_are_called_with_keys_for_key_parameters(lib: str) -> N
 def test_scripts_ship_in_the_package() -> None:
     assert ax.__name__ == "agentexec"
     assert all(_LUA.joinpath(f"{name}.lua").is_file() for name in _SCRIPTS)
-    assert (
-        len(_SCRIPTS) == 23
-    )  # lift_log and trim_log: inline or plain commands in projector/ before
+    assert len(_SCRIPTS) == 24  # lift_log and trim_log (projector/), checkpoint_held (agent runs)

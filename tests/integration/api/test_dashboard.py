@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,7 @@ from sqlalchemy import Engine
 
 import agentexec as ax
 from agentexec.projector import Projector
-from tests.apps import basic
+from tests.apps import basic, streaming
 from tests.support.waiting import scaled
 
 CHROMIUM = os.environ.get("AGENTEXEC_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
@@ -126,6 +126,46 @@ async def test_dashboard_lists_a_task_live_and_shows_its_log(
 
     await page.locator("#back").click()
     await expect(row).to_be_visible(timeout=ms(5))
+
+
+@pytest.fixture
+def streaming_pool(redis_conf: str) -> Iterator[ax.Pool]:
+    streaming.pool.start()
+    try:
+        yield streaming.pool
+    finally:
+        streaming.pool.shutdown()
+
+
+async def test_the_detail_view_shows_a_runs_text_as_it_is_written(
+    streaming_pool: ax.Pool,
+    db: Engine,
+    projector: Projector,
+    serve: Any,
+    browser_page: Any,
+    tmp_path: Path,
+) -> None:
+    page = browser_page
+    expect = playwright_api.expect
+    server = await serve(db)
+    seen = tmp_path / "seen"
+    task = await ax.enqueue("stream_story", streaming.Story(seen=str(seen)), queue_name="streaming")
+    await page.goto(f"{server.url}/#agent/{task.agent_id}")
+    output = page.locator("#output")
+    # The run waits in its tool until the test saw its opening sentence: on the page while
+    # the task still runs.
+    await expect(output.locator(".out-text")).to_have_text(streaming.OPENING, timeout=ms(20))
+    await expect(output.locator(".out-item").first).to_contain_text("wait_for_reader")
+    await expect(page.locator("#d-meta .badge")).not_to_have_text("complete")
+    seen.touch()
+    await expect(page.locator("#d-meta .badge")).to_have_text("complete", timeout=ms(20))
+    texts = await output.locator(".out-text").all_inner_texts()
+    assert "".join(texts) == streaming.OPENING + streaming.ANSWER
+    await expect(output.locator(".out-answer")).to_have_text(streaming.ANSWER)
+    await expect(output.locator(".out-start").first).to_contain_text("Storyteller")
+    # Deltas stay out of the timeline; the saved turn is in it.
+    types = await page.locator("#timeline li .type").all_inner_texts()
+    assert "agent.delta" not in types and "agent.checkpoint" in types
 
 
 async def screenshot(page: Any, path: Path) -> None:
