@@ -35,12 +35,14 @@ if TYPE_CHECKING:
     from .queue import cancel, enqueue
     from .results import gather, get_result
     from .runners import BaseAgentRunner, OpenAIRunner
+    from .sessions import AgentSession
     from .tasks import Task
     from .trackers import Tracker
     from .workers import Pool
 
 __all__ = [
     "CONF",
+    "AgentSession",
     "AgentexecError",
     "Base",
     "BaseAgentRunner",
@@ -80,6 +82,7 @@ __all__ = [
 _LAZY: dict[str, tuple[str, str | None]] = {
     "activity": ("agentexec.activity", None),
     "testing": ("agentexec.testing", None),
+    "AgentSession": ("agentexec.sessions", "AgentSession"),
     "Base": ("agentexec.activity.models", "Base"),
     "BaseAgentRunner": ("agentexec.runners", "BaseAgentRunner"),
     "OpenAIRunner": ("agentexec.runners", "OpenAIRunner"),

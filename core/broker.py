@@ -36,6 +36,7 @@ from .scripts import (
     PROMOTE,
     REMOVE_IDLE_CONSUMERS,
     REQUEUE_HELD,
+    SESSION_CHANGE,
     TRACK,
     Script,
 )
@@ -45,7 +46,7 @@ from .tasks import TaskLease
 if TYPE_CHECKING:
     from .runtime import Runtime
 
-__all__ = ["Broker", "Count", "Queued"]
+__all__ = ["Broker", "Count", "Queued", "SessionState"]
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,18 @@ class Count:
     """False when the change's key had been counted before."""
     fan_in_id: UUID | None
     """Agent id of the fan-in, once one is registered."""
+
+
+@dataclass(frozen=True)
+class SessionState:
+    """A conversation session's live state, read at one moment."""
+
+    version: int
+    """How many events changed the session so far (see `Broker.change_session`)."""
+    length: int
+    """How many items it holds."""
+    last: bytes | None
+    """Its latest item's JSON (None when empty)."""
 
 
 _outage = Reconnect("enqueue")
@@ -359,6 +372,46 @@ class Broker:
         keys, args = self._held_call(event, lease, dedup)
         reply = self._run_sync(APPEND_HELD, keys, args)
         return None if reply is None else _text(reply)
+
+    # Conversation sessions (see `agentexec.sessions`): a list of items per session, changed
+    # only together with the events that record the change.
+
+    async def session_state(self, key: UUID) -> SessionState:
+        """The version, item count and latest item of session `key` (its agent id)."""
+        items = self.keys.session_items(key)
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.get(self.keys.session_version(key))
+            pipe.llen(items)
+            pipe.lindex(items, -1)
+            version, length, last = await pipe.execute()
+        return SessionState(int(version or 0), int(length), last)
+
+    async def session_items(self, key: UUID, limit: int | None) -> tuple[list[bytes], int]:
+        """The latest `limit` items of session `key` (all of them with None), oldest first,
+        and how many it holds."""
+        items = self.keys.session_items(key)
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.lrange(items, 0 if limit is None else -limit, -1)
+            pipe.llen(items)
+            found, length = await pipe.execute()
+        return (list(found) if limit != 0 else []), int(length)
+
+    async def change_session(
+        self,
+        key: UUID,
+        version: int,
+        op: str,
+        changes: Sequence[bytes],
+        items: Sequence[bytes] = (),
+    ) -> tuple[int, list[str]] | None:
+        """Apply `op` ('add' with `items`, 'pop' or 'clear') to session `key` and append the
+        encoded events `changes`, atomically, if the session is still at `version`. Returns
+        the item count after the change and the events' ids; None when the version moved."""
+        keys = [self.keys.events, self.keys.session_items(key), self.keys.session_version(key)]
+        reply = await self._run(SESSION_CHANGE, keys, [version, op, len(changes), *changes, *items])
+        if not reply:
+            return None
+        return int(reply[0]), [_text(entry_id) for entry_id in reply[1:]]
 
     def consumer(self, queue_name: str, name: str) -> Consumer:
         """The verbs of worker `name` (its consumer name) reading `queue_name`."""

@@ -94,3 +94,16 @@ class FencedError(AgentexecError):
 class ScriptError(AgentexecError):
     """A scripted model (`agentexec.testing.ScriptedModel`) was asked for a turn its script does
     not have, or a step names a tool or agent the calling agent does not offer."""
+
+
+class SessionError(AgentexecError):
+    """A conversation session (`ax.AgentSession`) refused a change."""
+
+
+class SessionItemError(SessionError, ValueError):
+    """An item given to `AgentSession.add_items` cannot be stored: not JSON-serialisable,
+    or larger than the session's `max_item_bytes`."""
+
+
+class SessionConflictError(SessionError):
+    """Other writers kept changing a session while this change retried; nothing was stored."""

@@ -14,17 +14,18 @@ from, which is what the archive stores and what a dead letter keeps.
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+from uuid import UUID
 
 from . import events, outbox
 from .broker import Broker
 from .connection import REDIS_ERRORS
 from .credentials import redact_url
 from .errors import EventDecodeError, RedisUnavailableError, UnknownActivityError
-from .events import TERMINAL, AnyEvent, Event, Status
+from .events import TERMINAL, AnyEvent, Event, SessionEvent, Status
 from .positions import Position
 from .streams import AGENT_TTL
 from .tasks import TaskLease
@@ -78,6 +79,26 @@ class EventLog:
             return self._known(event, self.broker.append_known_sync(event, check=check))
         except REDIS_ERRORS as e:
             raise self._unreachable(event, e) from e
+
+    async def append_session(
+        self,
+        key: UUID,
+        version: int,
+        op: str,
+        changes: Sequence[SessionEvent],
+        items: Sequence[bytes] = (),
+    ) -> tuple[int, list[str]] | None:
+        """Append the events `changes` of one change `op` ('add' with `items`, 'pop',
+        'clear') of the conversation session `key` (its agent id, see `agentexec.sessions`)
+        together with the change of its live items, if the session is still at `version`.
+        Returns the item count after it and the events' ids; None when another writer changed
+        the session since `version` was read (read again and retry). Not fenced by a task's
+        lease: a session outlives the tasks that use it."""
+        encoded = [events.encode(change) for change in changes]
+        try:
+            return await self.broker.change_session(key, version, op, encoded, items)
+        except REDIS_ERRORS as e:
+            raise self._unreachable(changes[0], e) from e
 
     def _known(self, event: Event, entry_id: str | None) -> str:
         if entry_id is None:
