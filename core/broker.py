@@ -384,7 +384,7 @@ class Broker:
             pipe.llen(items)
             pipe.lindex(items, -1)
             version, length, last = await pipe.execute()
-        return SessionState(int(version or 0), int(length), last)
+        return SessionState(int((version or b"0").split(b":")[0]), int(length), last)
 
     async def session_items(self, key: UUID, limit: int | None) -> tuple[list[bytes], int]:
         """The latest `limit` items of session `key` (all of them with None), oldest first,
@@ -401,14 +401,18 @@ class Broker:
         key: UUID,
         version: int,
         op: str,
+        token: str,
         changes: Sequence[bytes],
         items: Sequence[bytes] = (),
     ) -> tuple[int, list[str]] | None:
         """Apply `op` ('add' with `items`, 'pop' or 'clear') to session `key` and append the
         encoded events `changes`, atomically, if the session is still at `version`. Returns
-        the item count after the change and the events' ids; None when the version moved."""
+        the item count after the change and the events' ids (none when the change with
+        `token`, one per change, had been applied: a run again after a lost reply); None
+        when the version moved."""
         keys = [self.keys.events, self.keys.session_items(key), self.keys.session_version(key)]
-        reply = await self._run(SESSION_CHANGE, keys, [version, op, len(changes), *changes, *items])
+        args = [version, op, token, len(changes), *changes, *items]
+        reply = await self._run(SESSION_CHANGE, keys, args)
         if not reply:
             return None
         return int(reply[0]), [_text(entry_id) for entry_id in reply[1:]]

@@ -85,6 +85,7 @@ class EventLog:
         key: UUID,
         version: int,
         op: str,
+        token: str,
         changes: Sequence[SessionEvent],
         items: Sequence[bytes] = (),
     ) -> tuple[int, list[str]] | None:
@@ -92,11 +93,13 @@ class EventLog:
         'clear') of the conversation session `key` (its agent id, see `agentexec.sessions`)
         together with the change of its live items, if the session is still at `version`.
         Returns the item count after it and the events' ids; None when another writer changed
-        the session since `version` was read (read again and retry). Not fenced by a task's
-        lease: a session outlives the tasks that use it."""
+        the session since `version` was read (read again and retry). `token` names the
+        change: appending it again after a lost reply does not apply it twice (unless another
+        change came in between). Not fenced by a task's lease: a session outlives the tasks
+        that use it."""
         encoded = [events.encode(change) for change in changes]
         try:
-            return await self.broker.change_session(key, version, op, encoded, items)
+            return await self.broker.change_session(key, version, op, token, encoded, items)
         except REDIS_ERRORS as e:
             raise self._unreachable(changes[0], e) from e
 

@@ -21,16 +21,21 @@ session id) and no task name: a session is not a task, so no activity row is mad
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+import time
 import uuid
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
 
 import msgspec
 
-from .errors import SessionConflictError, SessionItemError
+from .broker import SessionState
+from .connection import REDIS_ERRORS, Reconnect
+from .credentials import redact_url
+from .errors import RedisUnavailableError, SessionConflictError, SessionItemError
 from .eventlog import EventLog
-from .events import SessionCleared, SessionItemPopped, SessionItemsAdded
+from .events import SessionCleared, SessionEvent, SessionItemPopped, SessionItemsAdded
 from .limits import check_name
 from .runtime import Runtime, current
 from .tasks import running_task
@@ -38,6 +43,8 @@ from .tasks import running_task
 __all__ = ["DEFAULT_MAX_ITEM_BYTES", "EVENT_ITEMS_BYTES", "AgentSession", "session_agent_id"]
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 DEFAULT_MAX_ITEM_BYTES = 1024 * 1024
 """Largest item (its JSON, in bytes) a session stores unless told otherwise."""
@@ -119,7 +126,10 @@ class AgentSession:
             limit = getattr(self.session_settings, "limit", None)
         if limit is not None and limit < 0:
             raise ValueError(f"limit={limit!r}: give a number of items >= 0, or None for all")
-        found, self._length = await self._log().broker.session_items(self.agent_id, limit)
+        broker = self._log().broker
+        found, self._length = await self._outlasting(
+            "get_items", lambda: broker.session_items(self.agent_id, limit)
+        )
         return [msgspec.json.decode(item) for item in found]
 
     async def add_items(self, items: Sequence[Any]) -> None:
@@ -127,10 +137,9 @@ class AgentSession:
         encoded = [self._encode(i, item) for i, item in enumerate(items)]
         if not encoded:
             return
-        log = self._log()
-        for _ in range(_ATTEMPTS):
-            state = await log.broker.session_state(self.agent_id)
-            changes: list[SessionItemsAdded] = []
+
+        def change(state: SessionState) -> list[SessionEvent]:
+            changes: list[SessionEvent] = []
             index = state.length
             for part in _parts(encoded):
                 changes.append(
@@ -142,57 +151,105 @@ class AgentSession:
                     )
                 )
                 index += len(part)
-            done = await log.append_session(self.agent_id, state.version, "add", changes, encoded)
-            if done is not None:
-                self._length = done[0]
-                logger.info(
-                    "session %r: %d item(s) added (%d now)", self.session_id, len(encoded), done[0]
-                )
-                return
-            await _yield()
-        raise self._conflict("add_items")
+            return changes
+
+        length, _ = await self._change("add_items", "add", change, encoded)
+        logger.info("session %r: %d item(s) added (%d now)", self.session_id, len(encoded), length)
 
     async def pop_item(self) -> Any | None:
         """Remove and return the latest item; None when the session is empty. Atomic: of
         several callers at once, each gets a different item."""
-        log = self._log()
-        for _ in range(_ATTEMPTS):
-            state = await log.broker.session_state(self.agent_id)
+
+        def change(state: SessionState) -> list[SessionEvent]:
             if state.last is None:
-                self._length = 0
-                return None
+                return []
             index = state.length - 1
-            popped = SessionItemPopped(
-                index=index,
-                item=msgspec.Raw(state.last),
-                **self._identity(state.version + 1),
-                message=f"item {index} popped",
-            )
-            done = await log.append_session(self.agent_id, state.version, "pop", [popped])
-            if done is not None:
-                self._length = done[0]
-                logger.info("session %r: item %d popped", self.session_id, index)
-                return msgspec.json.decode(state.last)
-            await _yield()
-        raise self._conflict("pop_item")
+            return [
+                SessionItemPopped(
+                    index=index,
+                    item=msgspec.Raw(state.last),
+                    **self._identity(state.version + 1),
+                    message=f"item {index} popped",
+                )
+            ]
+
+        _, changes = await self._change("pop_item", "pop", change)
+        if not changes:
+            return None
+        popped = changes[0]
+        assert isinstance(popped, SessionItemPopped)
+        logger.info("session %r: item %d popped", self.session_id, popped.index)
+        return msgspec.json.decode(popped.item)
 
     async def clear_session(self) -> None:
         """Remove every item. The events keep them for audit (see `agentexec replay`)."""
+
+        def change(state: SessionState) -> list[SessionEvent]:
+            return [
+                SessionCleared(
+                    count=state.length,
+                    **self._identity(state.version + 1),
+                    message=f"{state.length} item(s) cleared",
+                )
+            ]
+
+        _, changes = await self._change("clear_session", "clear", change)
+        count = changes[0].count if isinstance(changes[0], SessionCleared) else 0
+        logger.info("session %r: %d item(s) cleared", self.session_id, count)
+
+    async def _change(
+        self,
+        what: str,
+        op: str,
+        change: Callable[[SessionState], list[SessionEvent]],
+        items: Sequence[bytes] = (),
+    ) -> tuple[int, list[SessionEvent]]:
+        """Read the session, make the events of `change` from what it holds, and append them
+        if nobody changed it meanwhile, else again: the length after and the events (none
+        when `change` made none)."""
         log = self._log()
+        token = uuid.uuid4().hex
         for _ in range(_ATTEMPTS):
-            state = await log.broker.session_state(self.agent_id)
-            cleared = SessionCleared(
-                count=state.length,
-                **self._identity(state.version + 1),
-                message=f"{state.length} item(s) cleared",
+            state = await self._outlasting(what, lambda: log.broker.session_state(self.agent_id))
+            changes = change(state)
+            if not changes:
+                self._length = state.length
+                return state.length, []
+            append = functools.partial(
+                log.append_session, self.agent_id, state.version, op, token, changes, items
             )
-            done = await log.append_session(self.agent_id, state.version, "clear", [cleared])
+            done = await self._outlasting(what, append)
             if done is not None:
-                self._length = 0
-                logger.info("session %r: %d item(s) cleared", self.session_id, state.length)
-                return
-            await _yield()
-        raise self._conflict("clear_session")
+                self._length = done[0]
+                return done[0], changes
+            await asyncio.sleep(0)  # let the writer that won go on before reading again
+        raise SessionConflictError(
+            f"session {self.session_id!r}: {what} gave up after {_ATTEMPTS} tries, as other "
+            "writers kept changing the session meanwhile; nothing was stored. Retry, or have "
+            "fewer writers change one session at once."
+        )
+
+    async def _outlasting(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
+        """`call()`, tried again while Redis is unreachable, for up to
+        `AGENTEXEC_ENQUEUE_TIMEOUT` seconds (a restart, a failover); then
+        `RedisUnavailableError`. Safe for changes: see the token of `_change`."""
+        runtime = self._runtime or current()
+        deadline = time.monotonic() + runtime.settings.enqueue_timeout
+        reconnect = Reconnect(f"session {self.session_id!r}: {what}")
+        while True:
+            try:
+                result = await call()
+            except (*REDIS_ERRORS, RedisUnavailableError) as e:
+                if time.monotonic() >= deadline:
+                    raise RedisUnavailableError(
+                        f"session {self.session_id!r}: {what} failed: Redis at "
+                        f"{redact_url(runtime.settings.redis_url)} was unreachable for "
+                        f"{runtime.settings.enqueue_timeout}s (AGENTEXEC_ENQUEUE_TIMEOUT): {e}"
+                    ) from e
+                await reconnect.failed(e)
+                continue
+            reconnect.succeeded()
+            return result
 
     async def count(self) -> int:
         """How many items the session holds now."""
@@ -234,13 +291,6 @@ class AgentSession:
             "by": run.agent_id if run is not None else None,
         }
 
-    def _conflict(self, what: str) -> SessionConflictError:
-        return SessionConflictError(
-            f"session {self.session_id!r}: {what} gave up after {_ATTEMPTS} tries, as other "
-            "writers kept changing the session meanwhile; nothing was stored. Retry, or have "
-            "fewer writers change one session at once."
-        )
-
 
 def _parts(encoded: list[bytes]) -> list[list[bytes]]:
     """`encoded` in runs of about `EVENT_ITEMS_BYTES`, at least one item each."""
@@ -253,8 +303,3 @@ def _parts(encoded: list[bytes]) -> list[list[bytes]]:
         parts[-1].append(item)
         size += len(item)
     return parts
-
-
-async def _yield() -> None:
-    # Let the writer that won run on before reading again.
-    await asyncio.sleep(0)
