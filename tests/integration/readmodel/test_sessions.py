@@ -5,6 +5,10 @@ limit, `needs_summarization`, and the session's events in replay."""
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -20,6 +24,7 @@ from agentexec.projector.rebuild import rebuild
 from agentexec.projector.replay import as_text, replay
 from agentexec.sessions import AgentSession, session_agent_id
 from agentexec.streams import Keys
+from tests.integration.readmodel.conftest import database_url
 from tests.integration.readmodel.workload import snapshot
 
 
@@ -200,6 +205,24 @@ async def test_replay_shows_the_session_history(projector: Projector, engine: En
     assert isinstance(popped, events.SessionItemPopped)
     assert popped.index == 1 and bytes(popped.item) == b'{"role":"assistant","content":"Hi"}'
     assert "session.item_popped" in as_text(history[1]) and "item 1 popped" in as_text(history[1])
+
+    env = {
+        **os.environ,
+        "AGENTEXEC_REDIS_URL": ax.CONF.redis_url,
+        "AGENTEXEC_KEY_PREFIX": ax.CONF.key_prefix,
+        "AGENTEXEC_DATABASE_URL": database_url(engine),
+    }
+    command = [sys.executable, "-m", "agentexec.cli", "--log-level", "WARNING", "replay"]
+    lines = subprocess.run(
+        [*command, "--session", "audited", "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+    shown = [json.loads(line) for line in lines]
+    assert [e["type"] for e in shown] == [r.type for r in history]
+    assert shown[0]["items"][1] == message("assistant", "Hi")
 
 
 async def test_every_reader_of_the_log_takes_session_events(redis_conf: str) -> None:
