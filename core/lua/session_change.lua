@@ -9,8 +9,8 @@
 -- ARGV[2] 'add', 'pop' or 'clear'
 -- ARGV[3] the change's token: a writer that lost the reply runs the script again with it
 -- ARGV[4] n, how many events follow
--- ARGV[5 .. 4+n] the events' JSON, each advancing the version by one
--- ARGV[5+n ..] for 'add': the items' JSON to push, in order
+-- ARGV[5..] the n events' JSON, each advancing the version by one; then, for 'add', the
+--          items' JSON to push, in order
 -- Returns {the number of items after the change, the id of each event}; {the number of
 -- items} alone when the change with this token was the latest applied (a run again); false
 -- when the version moved (the writer reads again and retries).
