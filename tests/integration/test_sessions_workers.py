@@ -84,7 +84,7 @@ async def turn(session_id: str, message: str) -> dict[str, Any]:
         "chat", Chat(session_id=session_id, message=message), queue_name="session_chat"
     )
     result: dict[str, Any] = await ax.get_result(task, timeout=scaled(60))
-    return result
+    return {**result, "agent_id": task.agent_id}
 
 
 async def test_a_conversation_continues_on_another_worker_process(
@@ -109,6 +109,12 @@ async def test_a_conversation_continues_on_another_worker_process(
         ("assistant", "message"),
     ]
     assert history[0]["content"] == "My name is Ada."
+    # Each change names the task whose handler made it.
+    log = await get_redis().xrange(Keys(ax.CONF.key_prefix).events)
+    changes = [
+        e for e in (events.decode_entry(f) for _, f in log) if isinstance(e, events.SessionEvent)
+    ]
+    assert {e.by for e in changes} == {first["agent_id"], second["agent_id"]}
 
     engine = create_engine(f"sqlite:///{tmp_path / 'agents.db'}")
     ax.Base.metadata.create_all(engine)
