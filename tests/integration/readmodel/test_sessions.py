@@ -128,7 +128,7 @@ async def test_the_table_equals_a_rebuild_from_the_archive(
     await a.pop_item()
     await a.add_items([message("assistant", "a3'")])
     await b.clear_session()
-    await b.add_items([message("user", "b-again")])
+    await b.add_items([message("user", "b-again"), message("user", "NUL \x00 and é")])
     await projector.catch_up()  # ...the rest in another
     before = snapshot(engine)
     assert table_items(engine, "a") == [
@@ -137,7 +137,11 @@ async def test_the_table_equals_a_rebuild_from_the_archive(
         message("user", "a2"),
         message("assistant", "a3'"),
     ]
-    assert table_items(engine, "b") == [message("user", "b-again")]
+    assert table_items(engine, "b") == [
+        message("user", "b-again"),
+        message("user", "NUL \x00 and é"),
+    ]
+    assert table_items(engine, "b") == await b.get_items()
     assert table_items(engine, "a") == await a.get_items()
 
     await rebuild(engine)
