@@ -57,9 +57,6 @@ _NAMESPACE = uuid.UUID("0f2a7a2e-4b1d-5c8e-9a63-5e55e0c1d0a7")
 _ATTEMPTS = 100
 """Tries of a change against writers that keep changing the session meanwhile."""
 
-_encoder = msgspec.json.Encoder(enc_hook=lambda value: _builtin(value))
-
-
 def session_agent_id(session_id: str) -> uuid.UUID:
     """The agent id a session's events carry: derived from `session_id`, the same everywhere."""
     return uuid.uuid5(_NAMESPACE, session_id)
@@ -71,6 +68,9 @@ def _builtin(value: Any) -> Any:
     if callable(dump):
         return dump(mode="json", exclude_unset=True)
     raise TypeError(f"{type(value).__name__} is not JSON-serialisable")
+
+
+_encoder = msgspec.json.Encoder(enc_hook=_builtin)
 
 
 class AgentSession:
