@@ -37,6 +37,7 @@ from .scripts import (
     REMOVE_IDLE_CONSUMERS,
     REQUEUE_HELD,
     SESSION_CHANGE,
+    SESSION_RESTORE,
     TRACK,
     Script,
 )
@@ -416,6 +417,12 @@ class Broker:
         if not reply:
             return None
         return int(reply[0]), [_text(entry_id) for entry_id in reply[1:]]
+
+    async def restore_session(self, key: UUID, version: int, items: Sequence[bytes]) -> bool:
+        """Put back the live `items` of session `key` at `version`, after Redis lost them;
+        False (nothing done) when the session was written since."""
+        keys = [self.keys.session_items(key), self.keys.session_version(key)]
+        return bool(await self._run(SESSION_RESTORE, keys, [version, *items]))
 
     def consumer(self, queue_name: str, name: str) -> Consumer:
         """The verbs of worker `name` (its consumer name) reading `queue_name`."""

@@ -57,6 +57,7 @@ _NAMESPACE = uuid.UUID("0f2a7a2e-4b1d-5c8e-9a63-5e55e0c1d0a7")
 _ATTEMPTS = 100
 """Tries of a change against writers that keep changing the session meanwhile."""
 
+
 def session_agent_id(session_id: str) -> uuid.UUID:
     """The agent id a session's events carry: derived from `session_id`, the same everywhere."""
     return uuid.uuid5(_NAMESPACE, session_id)

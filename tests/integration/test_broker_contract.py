@@ -538,4 +538,4 @@ def test_shared_functions_are_called_with_keys_for_key_parameters(lib: str) -> N
 def test_scripts_ship_in_the_package() -> None:
     assert ax.__name__ == "agentexec"
     assert all(_LUA.joinpath(f"{name}.lua").is_file() for name in _SCRIPTS)
-    assert len(_SCRIPTS) == 22  # with session_change
+    assert len(_SCRIPTS) == 23  # with session_change and session_restore

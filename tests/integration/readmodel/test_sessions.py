@@ -246,3 +246,29 @@ async def test_every_reader_of_the_log_takes_session_events(redis_conf: str) -> 
     frame = Delivery.of(recorded[-1]).frame
     assert b"session.items_added" in frame and b"secret-ish" not in frame
     assert sessions.session_agent_id("readers") == recorded[-1].event.agent_id
+
+
+async def test_sessions_that_redis_lost_are_put_back_from_the_table(
+    projector: Projector, engine: Engine
+) -> None:
+    kept = AgentSession("kept")
+    await kept.add_items([message("user", "1"), message("assistant", "2")])
+    await kept.pop_item()
+    await kept.add_items([message("assistant", "2'")])
+    await AgentSession("rewritten").add_items([message("user", "old")])
+    await projector.catch_up()
+    await get_redis().flushall()
+
+    # Written after the loss, before the projector noticed it: the new history stands.
+    await AgentSession("rewritten").add_items([message("user", "new")])
+    await Projector(projector.engine, lease_seconds=5).catch_up()
+
+    assert await kept.get_items() == [message("user", "1"), message("assistant", "2'")]
+    assert await AgentSession("rewritten").get_items() == [message("user", "new")]
+    assert table_items(engine, "rewritten") == [message("user", "new")]
+    # The kept session goes on from its version before the loss.
+    await kept.add_items([message("user", "3")])
+    log = await session_events("kept")
+    assert [e.version for e in log] == [4]  # type: ignore[union-attr]
+    await projector.catch_up()
+    assert table_items(engine, "kept") == await kept.get_items()
