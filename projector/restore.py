@@ -33,7 +33,7 @@ from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
 import msgspec
-from sqlalchemy import Connection, Engine, Table, select
+from sqlalchemy import Connection, Engine, Table, inspect, select
 
 from agentexec.activity.models import Activity, SessionItem
 from agentexec.config import Settings
@@ -171,6 +171,8 @@ async def restore(engine: Engine, runtime: Runtime, owner: str, lost_at: str) ->
 def _sessions(conn: Connection) -> list[tuple[UUID, int, list[bytes]]]:
     """Each session of the table: its agent id, the version of its latest archived change
     (its item count when the archive was pruned below it) and its items."""
+    if not inspect(conn).has_table(_session_items.name):
+        return []  # a database not migrated to agentexec_0003 yet holds no sessions
     items: dict[UUID, list[bytes]] = {}
     query = select(_session_items.c.session_id, _session_items.c.item).order_by(
         _session_items.c.session_id, _session_items.c.position
