@@ -1,6 +1,7 @@
-"""Contract of the `session_change` script (`Broker.change_session`): a change applies only at
-the version its writer read, and running it again with its token (after a lost reply) does
-not apply it twice."""
+"""Contracts of the session scripts. `session_change` (`Broker.change_session`): a change
+applies only at the version its writer read, and running it again with its token (after a
+lost reply) does not apply it twice. `session_restore` (`Broker.restore_session`): puts items
+back only into a session that has no version (not written since Redis lost its data)."""
 
 from __future__ import annotations
 
@@ -46,3 +47,16 @@ async def test_a_change_applies_at_its_version_and_once_per_token(redis_conf: st
     assert (await broker.session_state(key)).version == 2
     log = await get_redis().xrange(Keys(ax.CONF.key_prefix).events)
     assert len(log) == 2
+
+
+async def test_a_restore_puts_items_back_only_into_a_session_without_a_version(
+    redis_conf: str,
+) -> None:
+    broker, lost, written = Broker(), uuid.uuid4(), uuid.uuid4()
+    assert await broker.restore_session(lost, 7, [b"1", b"2"])
+    state = await broker.session_state(lost)
+    assert (state.version, state.length, state.last) == (7, 2, b"2")
+    assert not await broker.restore_session(lost, 9, [b"x"])  # restored once: left alone
+    await broker.change_session(written, 0, "add", "t", [added(written, 1, 0, b"new")], [b"new"])
+    assert not await broker.restore_session(written, 3, [b"old"])  # written since the loss
+    assert (await broker.session_items(written, None)) == ([b"new"], 1)
