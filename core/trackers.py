@@ -20,7 +20,6 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-import msgspec
 import redis
 from pydantic import BaseModel
 
@@ -36,7 +35,7 @@ from .events import (
     TrackerIncremented,
 )
 from .limits import check_name
-from .queue import _resolve_queue, serialise_context, unknown_parent
+from .queue import _resolve_queue, queued_event, unknown_parent
 from .runtime import Runtime, current
 from .streams import AGENT_TTL
 from .tasks import RUNNING_TASK, ParentId, Task, parent_of, running_task
@@ -123,13 +122,12 @@ class Tracker:
                 raise self._unavailable("on_complete", e, runtime) from e
             if not known:
                 raise unknown_parent(parent, what, runtime)
-        queued = TaskQueued(
-            agent_id=uuid.uuid4(),
-            task_name=task_name,
+        queued = queued_event(
+            task_name,
+            context,
+            settings,
             queue=queue,
             priority=priority,
-            context=msgspec.Raw(serialise_context(task_name, context, settings)),
-            message=settings.activity_message_create,
             metadata=metadata,
             parent_id=parent,
         )
@@ -158,12 +156,9 @@ class Tracker:
     def _counts(self) -> tuple[int, int]:
         runtime = current()
         try:
-            pending, total = runtime.sync_redis().hmget(
-                runtime.keys.tracker(self.name, self.batch_id), ["pending", "total"]
-            )
+            return runtime.broker.tracker_counts(self.name, self.batch_id)
         except (redis.ConnectionError, redis.TimeoutError) as e:
             raise self._unavailable("read", e, runtime) from e
-        return int(pending or 0), int(total or 0)
 
     def _run(
         self,
