@@ -27,7 +27,9 @@ logger = logging.getLogger(__name__)
 RESET = "reset"
 """The `event:` of the frame that declares a gap in the history."""
 
-_HIDDEN = ("context", "result")
+_HIDDEN = ("context", "result", "items", "item")
+"""Payloads a feed does not carry: task contexts and results, session items (large, and
+read through `ax.AgentSession`)."""
 _encoder = msgspec.json.Encoder()
 
 

@@ -22,6 +22,9 @@ from .errors import (
     PoolStartError,
     RedisOutOfMemoryError,
     RedisUnavailableError,
+    SessionConflictError,
+    SessionError,
+    SessionItemError,
     TaskDefinitionError,
     TaskFailedError,
     UnknownActivityError,
@@ -55,6 +58,7 @@ if TYPE_CHECKING:
     from .queue import cancel, enqueue
     from .results import gather, get_result
     from .runners import AgentStream, BaseAgentRunner, OpenAIRunner
+    from .sessions import AgentSession
     from .tasks import Task
     from .trackers import Tracker
     from .workers import Pool
@@ -67,6 +71,7 @@ __all__ = [
     "AgentOrchestrator",
     "AgentOutcome",
     "AgentRun",
+    "AgentSession",
     "AgentStream",
     "AgentexecError",
     "Agents",
@@ -85,6 +90,9 @@ __all__ = [
     "Priority",
     "RedisOutOfMemoryError",
     "RedisUnavailableError",
+    "SessionConflictError",
+    "SessionError",
+    "SessionItemError",
     "Settings",
     "Status",
     "Task",
@@ -119,6 +127,7 @@ __all__ = [
 _LAZY: dict[str, tuple[str, str | None]] = {
     "activity": ("agentexec.activity", None),
     "testing": ("agentexec.testing", None),
+    "AgentSession": ("agentexec.sessions", "AgentSession"),
     "Base": ("agentexec.activity.models", "Base"),
     "AgentContext": ("agentexec.declarative", "AgentContext"),
     "AgentDefinition": ("agentexec.declarative", "AgentDefinition"),

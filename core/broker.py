@@ -44,6 +44,8 @@ from .scripts import (
     PROMOTE,
     REMOVE_IDLE_CONSUMERS,
     REQUEUE_HELD,
+    SESSION_CHANGE,
+    SESSION_RESTORE,
     TRACK,
     TRIM_LOG,
     Script,
@@ -74,6 +76,7 @@ __all__ = [
     "LogLease",
     "LogPage",
     "Queued",
+    "SessionState",
 ]
 
 
@@ -95,6 +98,18 @@ class Count:
     """False when the change's key had been counted before."""
     fan_in_id: UUID | None
     """Agent id of the fan-in, once one is registered."""
+
+
+@dataclass(frozen=True)
+class SessionState:
+    """A conversation session's live state, read at one moment."""
+
+    version: int
+    """How many events changed the session so far (see `Broker.change_session`)."""
+    length: int
+    """How many items it holds."""
+    last: bytes | None
+    """Its latest item's JSON (None when empty)."""
 
 
 @dataclass(frozen=True)
@@ -539,6 +554,58 @@ class Broker:
         with refusals("checkpoint"):
             saved = await self.client.hget(self.keys.checkpoints(agent_id), run)
         return saved.encode() if isinstance(saved, str) else saved
+
+    # Conversation sessions (see `agentexec.sessions`): a list of items per session, changed
+    # only together with the events that record the change.
+
+    @translated
+    async def session_state(self, key: UUID) -> SessionState:
+        """The version, item count and latest item of session `key` (its agent id)."""
+        items = self.keys.session_items(key)
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.get(self.keys.session_version(key))
+            pipe.llen(items)
+            pipe.lindex(items, -1)
+            version, length, last = await pipe.execute()
+        return SessionState(int((version or b"0").split(b":")[0]), int(length), last)
+
+    @translated
+    async def session_items(self, key: UUID, limit: int | None) -> tuple[list[bytes], int]:
+        """The latest `limit` items of session `key` (all of them with None), oldest first,
+        and how many it holds."""
+        items = self.keys.session_items(key)
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.lrange(items, 0 if limit is None else -limit, -1)
+            pipe.llen(items)
+            found, length = await pipe.execute()
+        return (list(found) if limit != 0 else []), int(length)
+
+    async def change_session(
+        self,
+        key: UUID,
+        version: int,
+        op: str,
+        token: str,
+        changes: Sequence[bytes],
+        items: Sequence[bytes] = (),
+    ) -> tuple[int, list[str]] | None:
+        """Apply `op` ('add' with `items`, 'pop' or 'clear') to session `key` and append the
+        encoded events `changes`, atomically, if the session is still at `version`. Returns
+        the item count after the change and the events' ids (none when the change with
+        `token`, one per change, had been applied: a run again after a lost reply); None
+        when the version moved."""
+        keys = [self.keys.events, self.keys.session_items(key), self.keys.session_version(key)]
+        args = [version, op, token, len(changes), *changes, *items]
+        reply = await self._run(SESSION_CHANGE, keys, args)
+        if not reply:
+            return None
+        return int(reply[0]), [_text(entry_id) for entry_id in reply[1:]]
+
+    async def restore_session(self, key: UUID, version: int, items: Sequence[bytes]) -> bool:
+        """Put back the live `items` of session `key` at `version`, after Redis lost them;
+        False (nothing done) when the session was written since."""
+        keys = [self.keys.session_items(key), self.keys.session_version(key)]
+        return bool(await self._run(SESSION_RESTORE, keys, [version, *items]))
 
     def consumer(self, queue_name: str, name: str) -> Consumer:
         """The verbs of worker `name` (its consumer name) reading `queue_name`."""

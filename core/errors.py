@@ -119,3 +119,16 @@ class BrokerError(AgentexecError):
 class GroupMissingError(BrokerError):
     """A queue's stream or its consumer group is gone (Redis came back empty, or the stream
     was deleted under a blocked read): create the groups again."""
+
+
+class SessionError(AgentexecError):
+    """A conversation session (`ax.AgentSession`) refused a change."""
+
+
+class SessionItemError(SessionError, ValueError):
+    """An item given to `AgentSession.add_items` cannot be stored: not JSON-serialisable,
+    or larger than the session's `max_item_bytes`."""
+
+
+class SessionConflictError(SessionError):
+    """Other writers kept changing a session while this change retried; nothing was stored."""

@@ -14,7 +14,7 @@ from, which is what the archive stores and what a dead letter keeps.
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -25,7 +25,7 @@ from .broker import Broker
 from .connection import REDIS_ERRORS
 from .credentials import redact_url
 from .errors import EventDecodeError, RedisUnavailableError, UnknownActivityError
-from .events import TERMINAL, AnyEvent, Event, Status
+from .events import TERMINAL, AnyEvent, Event, SessionEvent, Status
 from .positions import Position
 from .streams import AGENT_TTL
 from .tasks import TaskLease
@@ -102,6 +102,29 @@ class EventLog:
             return self._known(event, self.broker.append_known_sync(event, check=check))
         except REDIS_ERRORS as e:
             raise self._unreachable(event, e) from e
+
+    async def append_session(
+        self,
+        key: UUID,
+        version: int,
+        op: str,
+        token: str,
+        changes: Sequence[SessionEvent],
+        items: Sequence[bytes] = (),
+    ) -> tuple[int, list[str]] | None:
+        """Append the events `changes` of one change `op` ('add' with `items`, 'pop',
+        'clear') of the conversation session `key` (its agent id, see `agentexec.sessions`)
+        together with the change of its live items, if the session is still at `version`.
+        Returns the item count after it and the events' ids; None when another writer changed
+        the session since `version` was read (read again and retry). `token` names the
+        change: appending it again after a lost reply does not apply it twice (unless another
+        change came in between). Not fenced by a task's lease: a session outlives the tasks
+        that use it."""
+        encoded = [events.encode(change) for change in changes]
+        try:
+            return await self.broker.change_session(key, version, op, token, encoded, items)
+        except REDIS_ERRORS as e:
+            raise self._unreachable(changes[0], e) from e
 
     def _known(self, event: Event, entry_id: str | None) -> str:
         if entry_id is None:

@@ -348,6 +348,44 @@ class TrackerCompleted(
     fan_in_id: UUID | None = None
 
 
+class SessionEvent(Event, frozen=True, kw_only=True, omit_defaults=True):
+    """A change of the conversation session `session_id` (see `ax.AgentSession`). A session is
+    not a task: `agent_id` is the session's own id (`agentexec.sessions.session_agent_id`),
+    `task_name` is "", and no activity row is made. `version` counts the session's changes
+    (this one included); `by` is the agent id of the task whose handler made the change, if
+    any. No activity status."""
+
+    session_id: str
+    version: int
+    by: UUID | None = None
+
+
+class SessionItemsAdded(
+    SessionEvent, frozen=True, kw_only=True, omit_defaults=True, tag="session.items_added"
+):
+    """`items` (each one item's JSON) were appended, the first at position `index`."""
+
+    index: int
+    items: list[msgspec.Raw]
+
+
+class SessionItemPopped(
+    SessionEvent, frozen=True, kw_only=True, omit_defaults=True, tag="session.item_popped"
+):
+    """The item at position `index`, the latest, was removed; `item` is its JSON."""
+
+    index: int
+    item: msgspec.Raw
+
+
+class SessionCleared(
+    SessionEvent, frozen=True, kw_only=True, omit_defaults=True, tag="session.cleared"
+):
+    """Every item (`count` of them) was removed."""
+
+    count: int
+
+
 AnyEvent = (
     TaskQueued
     | TaskStarted
@@ -369,6 +407,9 @@ AnyEvent = (
     | TrackerIncremented
     | TrackerDecremented
     | TrackerCompleted
+    | SessionItemsAdded
+    | SessionItemPopped
+    | SessionCleared
 )
 
 _encoder = msgspec.json.Encoder()

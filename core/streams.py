@@ -85,6 +85,15 @@ class Keys:
         """Set of the keys (child agent ids) a tracker has already counted."""
         return f"{self.tracker(name, batch_id)}:counted"
 
+    def session_items(self, session_key: UUID) -> str:
+        """List of a conversation session's items (their JSON, oldest first), by the session's
+        agent id (see `agentexec.sessions`)."""
+        return f"{self.prefix}:session:{{{session_key}}}:items"
+
+    def session_version(self, session_key: UUID) -> str:
+        """How many changes a session's items have had: the version its writers compare."""
+        return f"{self.prefix}:session:{{{session_key}}}:version"
+
 
 def delayed_member(priority: Priority, event_json: bytes) -> bytes:
     """A task's member in its queue's delayed set: the priority's stream ('h:' or 'l:', see

@@ -116,6 +116,7 @@ def projector(
 @_DATABASE_URL
 @click.option("--agent-id", type=click.UUID, help="Only this agent's events.")
 @click.option("--task", "task_name", help="Only the events of tasks with this name.")
+@click.option("--session", "session_id", help="Only this conversation session's events.")
 @click.option("--since", type=click.DateTime(), help="Appended at or after (UTC).")
 @click.option("--until", type=click.DateTime(), help="Appended at or before (UTC).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
@@ -123,6 +124,7 @@ def replay(
     database_url: str | None,
     agent_id: UUID | None,
     task_name: str | None,
+    session_id: str | None,
     since: datetime | None,
     until: datetime | None,
     as_json: bool,
@@ -131,9 +133,16 @@ def replay(
 
     Without a database, only the Redis log is read.
     """
+    from agentexec.sessions import session_agent_id
+
     from .replay import as_json as json_line
     from .replay import as_text
     from .replay import replay as replay_events
+
+    if session_id is not None:
+        if agent_id is not None:
+            raise click.UsageError("give --agent-id or --session, not both")
+        agent_id = session_agent_id(session_id)
 
     engine = _engine(database_url, required=False)
     for item in replay_events(

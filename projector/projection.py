@@ -8,6 +8,8 @@ dialect-specific SQL). Besides:
 
 - status events and agent events (turns, tool calls, handoffs, usage) are logged, agent
   events as RUNNING entries;
+- session events (`session.*`) maintain the session items (`agentexec.projector.sessions`);
+  they make no activity row;
 - every event is archived under its stream id, which is the table's key: an event cannot
   be applied twice (the checkpoint keeps applied events out of batches in the first place).
 """
@@ -28,6 +30,7 @@ from agentexec.events import AgentEvent, Status
 
 from . import bulk
 from .archive import Archive
+from .sessions import apply as apply_sessions
 
 __all__ = ["apply"]
 
@@ -56,6 +59,7 @@ def apply(conn: Connection, batch: Sequence[Recorded], *, archive: bool = True) 
         if type(a.event).status is not None or isinstance(a.event, AgentEvent)
     ]
     bulk.insert_new(conn, _log, logs)
+    apply_sessions(conn, batch)
 
 
 def _load(conn: Connection, agent_ids: Iterable[UUID]) -> dict[UUID, ActivityState]:

@@ -16,7 +16,7 @@ import socket
 
 from sqlalchemy import Engine, delete
 
-from agentexec.activity.models import Activity, ActivityLog
+from agentexec.activity.models import Activity, ActivityLog, SessionItem
 from agentexec.broker import LogLease
 from agentexec.runtime import Runtime, current
 
@@ -73,6 +73,7 @@ def _replay_archive(engine: Engine) -> int:
     with engine.begin() as conn:
         conn.execute(delete(ActivityLog))
         conn.execute(delete(Activity))
+        conn.execute(delete(SessionItem))
         for batch in Archive(conn, page=_PAGE).read():
             projection.apply(conn, batch, archive=False)
             count += len(batch)

@@ -14,7 +14,10 @@ namespace (`Keys.restore_due`), catches up with what was appended since, and res
   such a task holds its held key (`Keys.held`, renewed with its lease), and a copy that comes
   due meanwhile waits another lease; once the task has ended, the copy is dropped;
 - the result of every task that ended within `AGENTEXEC_RESULT_TTL` is stored again (unless
-  one exists) and published, so `get_result` still answers, waiting callers included.
+  one exists) and published, so `get_result` still answers, waiting callers included;
+- the live items of every conversation session (`ax.AgentSession`) are put back from the
+  `session_items` table, at the version of its latest archived change, unless the session
+  was written since the loss (its new items then stand, see docs/sessions.md).
 
 The mark is removed only when all of it is done: a projector that dies meanwhile leaves it to
 the next owner, and each task is queued again once per loss whatever the number of passes.
@@ -25,20 +28,24 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
 import msgspec
-from sqlalchemy import Connection, Engine, Table, select
+from sqlalchemy import Connection, Engine, Table, inspect, select
 
-from agentexec.activity.models import Activity
+from agentexec.activity.models import Activity, SessionItem
 from agentexec.config import Settings
 from agentexec.eventlog import Recorded
 from agentexec.events import (
     TERMINAL,
     AnyEvent,
     Ending,
+    SessionCleared,
+    SessionEvent,
+    SessionItemPopped,
+    SessionItemsAdded,
     Status,
     TaskCanceled,
     TaskCompleted,
@@ -49,6 +56,7 @@ from agentexec.events import (
 )
 from agentexec.results import Outcome, outcome_encoder
 from agentexec.runtime import Runtime
+from agentexec.sessions import session_agent_id
 
 from .archive import Archive
 from .checkpoints import parse_id
@@ -58,6 +66,7 @@ __all__ = ["Restorable", "restorable", "restore"]
 logger = logging.getLogger(__name__)
 
 _activity: Table = Activity.__table__  # type: ignore[assignment]
+_session_items: Table = SessionItem.__table__  # type: ignore[assignment]
 
 REQUEUED_MESSAGE = "Queued again: Redis lost the queued task."
 
@@ -72,6 +81,8 @@ class Restorable:
     """Tasks that were running, to queue again in case their worker dies."""
     results: list[tuple[UUID, bytes, int]]
     """Agent id, stored outcome and seconds left to live of each result to store again."""
+    sessions: list[tuple[UUID, int, list[bytes]]] = field(default_factory=list)
+    """Agent id, version and items (JSON, oldest first) of each session to put back."""
 
 
 def restorable(
@@ -119,7 +130,8 @@ def restorable(
             left = settings.result_ttl - int((now - end.ts).total_seconds())
             if left > 0:
                 results.append((agent_id, outcome_encoder.encode(_outcome(end)), left))
-    return Restorable(queued, running, results)
+        sessions = _sessions(conn)
+    return Restorable(queued, running, results, sessions)
 
 
 async def restore(engine: Engine, runtime: Runtime, owner: str, lost_at: str) -> Restorable:
@@ -150,7 +162,31 @@ async def restore(engine: Engine, runtime: Runtime, owner: str, lost_at: str) ->
     )
     # Waiters subscribed before the result was back are woken as a finish does.
     await broker.restore_results(found.results)
+    await asyncio.gather(
+        *(broker.restore_session(key, version, items) for key, version, items in found.sessions)
+    )
     return found
+
+
+def _sessions(conn: Connection) -> list[tuple[UUID, int, list[bytes]]]:
+    """Each session of the table: its agent id, the version of its latest archived change
+    (its item count when the archive was pruned below it) and its items."""
+    if not inspect(conn).has_table(_session_items.name):
+        return []  # a database not migrated to agentexec_0003 yet holds no sessions
+    items: dict[UUID, list[bytes]] = {}
+    query = select(_session_items.c.session_id, _session_items.c.item).order_by(
+        _session_items.c.session_id, _session_items.c.position
+    )
+    for row in conn.execute(query):
+        items.setdefault(session_agent_id(row.session_id), []).append(msgspec.json.encode(row.item))
+    versions: dict[UUID, int] = {}
+    kinds = (SessionItemsAdded, SessionItemPopped, SessionCleared)
+    for page in Archive(conn).read_agents(list(items), kinds):
+        for recorded in page:
+            event = recorded.event
+            if isinstance(event, SessionEvent):
+                versions[event.agent_id] = max(versions.get(event.agent_id, 0), event.version)
+    return [(key, versions.get(key, len(found)), found) for key, found in items.items()]
 
 
 _ENTRY_EVENTS = (TaskQueued, TaskRetried, TaskStarted)

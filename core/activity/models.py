@@ -49,6 +49,7 @@ __all__ = [
     "ArchivedEvent",
     "Base",
     "Checkpoint",
+    "SessionItem",
     "Status",
     "activity_row_id",
 ]
@@ -230,3 +231,23 @@ class Checkpoint(Base):
     position: Mapped[str] = mapped_column(String(41))
     owner: Mapped[str] = mapped_column(String(255))
     updated_at: Mapped[datetime] = _utc_column()
+
+
+class SessionItem(Base):
+    """One item of a conversation session (`ax.AgentSession`) as it stands: maintained by the
+    projector from the session's events, for listing and audit (live reads go to Redis)."""
+
+    __tablename__ = f"{TABLE_PREFIX}session_items"
+
+    session_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    position: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    """0 for the oldest item."""
+    item: Mapped[Any] = mapped_column(JSON, nullable=False)
+    """The item as the session stores it (what `get_items` returns)."""
+    event_id: Mapped[str] = mapped_column(String(41))
+    """Stream id of the `session.items_added` event that added it."""
+    created_at: Mapped[datetime] = _utc_column()
+    """The time of that event."""
+
+    def __repr__(self) -> str:
+        return f"<SessionItem {self.session_id!r} {self.position}>"

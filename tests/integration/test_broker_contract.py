@@ -814,4 +814,6 @@ def test_shared_functions_are_called_with_keys_for_key_parameters(lib: str) -> N
 def test_scripts_ship_in_the_package() -> None:
     assert ax.__name__ == "agentexec"
     assert all(_LUA.joinpath(f"{name}.lua").is_file() for name in _SCRIPTS)
-    assert len(_SCRIPTS) == 24  # lift_log and trim_log (projector/), checkpoint_held (agent runs)
+    # lift_log and trim_log (projector/), checkpoint_held (agent runs), session_change and
+    # session_restore (conversation sessions).
+    assert len(_SCRIPTS) == 26

@@ -68,6 +68,7 @@ TABLES = [
     "agentexec_activity_log",
     "agentexec_checkpoints",
     "agentexec_events",
+    "agentexec_session_items",
 ]
 
 
