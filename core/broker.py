@@ -39,13 +39,13 @@ from .scripts import (
     TRACK,
     Script,
 )
-from .streams import AGENT_TTL, WORKERS_GROUP, Keys, delayed_member
+from .streams import AGENT_TTL, PROJECTOR_GROUP, WORKERS_GROUP, Keys, delayed_member
 from .tasks import TaskLease
 
 if TYPE_CHECKING:
     from .runtime import Runtime
 
-__all__ = ["Broker", "Count", "Queued"]
+__all__ = ["Broker", "Count", "LogLag", "QueueDepth", "Queued"]
 
 
 @dataclass(frozen=True)
@@ -66,6 +66,29 @@ class Count:
     """False when the change's key had been counted before."""
     fan_in_id: UUID | None
     """Agent id of the fan-in, once one is registered."""
+
+
+@dataclass(frozen=True)
+class QueueDepth:
+    """The tasks of one queue (both priorities) at one moment."""
+
+    waiting: int
+    """In its streams, not yet read by a worker."""
+    pending: int
+    """Read by a worker and not ended yet: running, or held by a lease that expires."""
+    delayed: int
+    """Waiting for a retry's backoff or a later due time."""
+
+
+@dataclass(frozen=True)
+class LogLag:
+    """How far the read model is behind the event log."""
+
+    entries: int
+    """Entries of the log the projector has not committed (delivered ones not acknowledged,
+    and those not read yet)."""
+    oldest_ms: int | None
+    """The time (ms since the epoch, from its stream id) of the oldest such entry."""
 
 
 _outage = Reconnect("enqueue")
@@ -360,6 +383,54 @@ class Broker:
         reply = self._run_sync(APPEND_HELD, keys, args)
         return None if reply is None else _text(reply)
 
+    # Gauges, read at scrape time by `agentexec.metrics` (blocking: scrapes run on threads).
+
+    def queue_depth(self, queue_name: str) -> QueueDepth:
+        """The waiting, pending and delayed tasks of `queue_name`. Entries are deleted when
+        their task ends or moves (see lua/finish.lua, retry.lua...), so a stream holds the
+        waiting and pending ones only. Blocking."""
+        streams = self.keys.queues(queue_name)
+        with self.runtime.sync_redis().pipeline(transaction=False) as pipe:
+            for stream in streams:
+                pipe.xlen(stream)
+                pipe.xpending(stream, WORKERS_GROUP)
+            pipe.zcard(self.keys.delayed(queue_name))
+            replies = pipe.execute(raise_on_error=False)
+        lengths = [_count(r) for r in replies[0:-1:2]]
+        pending = [_pending(r) for r in replies[1:-1:2]]
+        return QueueDepth(sum(lengths) - sum(pending), sum(pending), _count(replies[-1]))
+
+    def log_lag(self) -> LogLag:
+        """How far the projector group is behind the event log. Blocking."""
+        client = self.runtime.sync_redis()
+        stream = self.keys.events
+        try:
+            groups: Any = client.xinfo_groups(stream)
+        except redis.ResponseError:
+            return LogLag(0, None)  # no log yet
+        group = next((g for g in groups if _text(g["name"]) == PROJECTOR_GROUP), None)
+        if group is None:  # no projector ever ran: the whole log is behind
+            first: Any = client.xrange(stream, "-", "+", count=1)
+            return LogLag(int(client.xlen(stream)), _ms(first[0][0]) if first else None)
+        pending = int(group["pending"])
+        last = _text(group["last-delivered-id"])
+        lag = group.get("lag")
+        if lag is None:  # unknown to Redis (entries were deleted): count, up to a bound
+            counted: Any = client.xrange(stream, f"({last}", "+", count=_LAG_COUNTED)
+            lag = len(counted)
+        oldest = None
+        if pending:
+            summary: Any = client.xpending(stream, PROJECTOR_GROUP)
+            oldest = summary["min"]
+        elif lag:
+            after: Any = client.xrange(stream, f"({last}", "+", count=1)
+            oldest = after[0][0] if after else None
+        return LogLag(pending + int(lag), None if oldest is None else _ms(oldest))
+
+    def dead_letter_count(self) -> int:
+        """How many dead letters are kept. Blocking."""
+        return int(self.runtime.sync_redis().xlen(self.keys.dead_letters))
+
     def consumer(self, queue_name: str, name: str) -> Consumer:
         """The verbs of worker `name` (its consumer name) reading `queue_name`."""
         return Consumer(self, queue_name, name)
@@ -368,6 +439,22 @@ class Broker:
 def _queued(reply: Any) -> Queued:
     event_id, agent_id = reply
     return Queued(event_id=_text(event_id), agent_id=UUID(_text(agent_id)))
+
+
+_LAG_COUNTED = 100_000
+
+
+def _count(reply: Any) -> int:
+    return 0 if isinstance(reply, Exception) else int(reply)
+
+
+def _pending(reply: Any) -> int:
+    # A stream without the workers' group yet (no worker read it) has nothing pending.
+    return 0 if isinstance(reply, Exception) else int(reply["pending"])
+
+
+def _ms(entry_id: Any) -> int:
+    return int(_text(entry_id).partition("-")[0])
 
 
 def _text(value: Any) -> str:
