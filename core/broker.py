@@ -398,7 +398,8 @@ class Broker:
             replies = pipe.execute(raise_on_error=False)
         lengths = [_count(r) for r in replies[0:-1:2]]
         pending = [_pending(r) for r in replies[1:-1:2]]
-        return QueueDepth(sum(lengths) - sum(pending), sum(pending), _count(replies[-1]))
+        waiting = max(sum(lengths) - sum(pending), 0)
+        return QueueDepth(waiting, sum(pending), _count(replies[-1]))
 
     def log_lag(self) -> LogLag:
         """How far the projector group is behind the event log. Blocking."""

@@ -108,7 +108,8 @@ class Board:
             return
         self.rows[agent_id] = Row(after)
         if before is not None:
-            self.counts[before.task_name][before.status] -= 1
+            counted = self.counts.setdefault(before.task_name, Counter())
+            counted[before.status] = max(counted[before.status] - 1, 0)
         self.counts.setdefault(after.task_name, Counter())[after.status] += 1
         if after.terminal:
             self.record_end(recorded.ts, after.task_name, after.status)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -215,3 +216,16 @@ async def test_the_lag_counts_what_the_read_model_lacks(redis_conf: str, tmp_pat
     ax.activity.update(agent, "later", percentage=60)
     assert registry.get_sample_value("agentexec_projector_lag_entries") == 1
     engine.dispose()
+
+
+def test_a_taken_metrics_port_is_refused_at_start(redis_conf: str) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        command = [AGENTEXEC, "worker", "tests.apps.metered:pool", "--metrics-port", str(port)]
+        done = subprocess.run(
+            command, env=cli_env(redis_conf), cwd=ROOT, capture_output=True, text=True, timeout=90
+        )
+    assert done.returncode != 0
+    assert f"Pool(metrics_port={port})" in done.stderr and "pick a free port" in done.stderr
