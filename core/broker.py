@@ -86,7 +86,8 @@ class LogLag:
 
     entries: int
     """Entries of the log the projector has not committed (delivered ones not acknowledged,
-    and those not read yet)."""
+    and those not read yet). Where Redis does not know how many are not read yet, they are
+    counted up to 10,000."""
     oldest_ms: int | None
     """The time (ms since the epoch, from its stream id) of the oldest such entry."""
 
@@ -416,7 +417,7 @@ class Broker:
         pending = int(group["pending"])
         last = _text(group["last-delivered-id"])
         lag = group.get("lag")
-        if lag is None:  # unknown to Redis (entries were deleted): count, up to a bound
+        if lag is None:  # unknown to Redis (entries deleted, or the group set by id): count
             counted: Any = client.xrange(stream, f"({last}", "+", count=_LAG_COUNTED)
             lag = len(counted)
         oldest = None
@@ -442,7 +443,7 @@ def _queued(reply: Any) -> Queued:
     return Queued(event_id=_text(event_id), agent_id=UUID(_text(agent_id)))
 
 
-_LAG_COUNTED = 100_000
+_LAG_COUNTED = 10_000
 
 
 def _count(reply: Any) -> int:

@@ -179,10 +179,12 @@ def _redis_up(runtime: Runtime, what: str, error: BaseException) -> GaugeMetricF
 
 
 def serve(registry: CollectorRegistry, port: int, host: str = "127.0.0.1") -> WSGIServer:
-    """Serve `registry` at http://host:port/metrics on a thread; stop it with
-    `server.shutdown()`. Raises `OSError` when the port is taken."""
-    from prometheus_client import start_http_server
+    """Serve `registry`, with the standard `process_*` metrics of this process, at
+    http://host:port/metrics on a thread; stop it with `server.shutdown()`. Raises `OSError`
+    when the port is taken."""
+    from prometheus_client import ProcessCollector, start_http_server
 
+    ProcessCollector(registry=registry)
     server, _ = start_http_server(port, addr=host, registry=registry)
     logger.info("metrics on http://%s:%d/metrics", host, server.server_port)
     return server

@@ -154,6 +154,7 @@ def test_a_worker_process_exports_its_queue_while_tasks_wait(
 
     samples = scraped(url, "3 waiting, 2 running and 1 delayed task", holding)
     assert samples.get("agentexec_pool_workers", **queue) == 1
+    assert samples.get("process_cpu_seconds_total") is not None  # the pool's own process
     # Task counters are the projector's: a worker pool exports none (no double counting).
     assert not any(name.startswith("agentexec_tasks") for name, _ in samples.values)
     gate.touch()
