@@ -408,7 +408,9 @@ class Broker:
         stream = self.keys.events
         try:
             groups: Any = client.xinfo_groups(stream)
-        except redis.ResponseError:
+        except redis.ResponseError as e:
+            if isinstance(e, REDIS_ERRORS) or "no such key" not in str(e).lower():
+                raise
             return LogLag(0, None)  # no log yet
         group = next((g for g in groups if _text(g["name"]) == PROJECTOR_GROUP), None)
         if group is None:  # no projector ever ran: the whole log is behind

@@ -20,11 +20,11 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
+import redis
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from .activity.state import Attempt, Transition
-from .connection import REDIS_ERRORS
 from .runtime import Runtime
 
 if TYPE_CHECKING:
@@ -124,8 +124,8 @@ class QueueCollector:
                 waiting.add_metric([name], depth.waiting)
                 pending.add_metric([name], depth.pending)
                 delayed.add_metric([name], depth.delayed)
-        except REDIS_ERRORS as e:
-            yield _redis_up(self.runtime, "queue", e)
+        except redis.RedisError as e:  # the scrape's boundary: the process still answers
+            yield _unavailable("queue", e)
             return
         yield from (waiting, pending, delayed)
 
@@ -143,8 +143,8 @@ class LogCollector:
         try:
             lag = broker.log_lag()
             dead = broker.dead_letter_count()
-        except REDIS_ERRORS as e:
-            yield _redis_up(self.runtime, "log", e)
+        except redis.RedisError as e:
+            yield _unavailable("log", e)
             return
         seconds = 0.0
         if lag.entries and lag.oldest_ms is not None:
@@ -168,7 +168,7 @@ def _gauge(name: str, documentation: str) -> GaugeMetricFamily:
     return GaugeMetricFamily(f"agentexec_{name}", documentation, labels=["queue"])
 
 
-def _redis_up(runtime: Runtime, what: str, error: BaseException) -> GaugeMetricFamily:
+def _unavailable(what: str, error: BaseException) -> GaugeMetricFamily:
     # A scrape must not fail for Redis being away: the process is up, its Redis is not.
     logger.warning("metrics: cannot read the %s gauges from Redis: %s", what, error)
     return GaugeMetricFamily(

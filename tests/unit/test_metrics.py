@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 from prometheus_client import CollectorRegistry
 
+import agentexec as ax
 from agentexec.activity.state import ActivityState, Transition, evolve
 from agentexec.eventlog import Recorded
 from agentexec.events import (
@@ -21,8 +22,10 @@ from agentexec.events import (
     TaskRetried,
     TaskStarted,
 )
-from agentexec.metrics import TaskMetrics
+from agentexec.metrics import LogCollector, QueueCollector, TaskMetrics
 from agentexec.positions import Position
+from agentexec.runtime import Runtime
+from tests.support.metrics import free_port
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -83,3 +86,14 @@ def test_importing_agentexec_to_enqueue_or_run_does_not_load_prometheus_client()
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False"]
+
+
+def test_a_scrape_without_redis_answers_and_says_so() -> None:
+    settings = ax.CONF.model_copy(update={"redis_url": f"redis://127.0.0.1:{free_port()}/0"})
+    runtime = Runtime.from_settings(settings)
+    registry = CollectorRegistry()
+    registry.register(QueueCollector(runtime, ["default"]))
+    registry.register(LogCollector(runtime))
+    assert registry.get_sample_value("agentexec_queue_gauges_unavailable") == 1
+    assert registry.get_sample_value("agentexec_log_gauges_unavailable") == 1
+    assert registry.get_sample_value("agentexec_queue_waiting", {"queue": "default"}) is None
