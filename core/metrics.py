@@ -25,6 +25,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from .activity.state import Attempt, Transition
+from .errors import BrokerError
 from .runtime import Runtime
 
 if TYPE_CHECKING:
@@ -124,7 +125,7 @@ class QueueCollector:
                 waiting.add_metric([name], depth.waiting)
                 pending.add_metric([name], depth.pending)
                 delayed.add_metric([name], depth.delayed)
-        except redis.RedisError as e:  # the scrape's boundary: the process still answers
+        except (redis.RedisError, BrokerError) as e:  # the scrape's boundary: it still answers
             yield _unavailable("queue", e)
             return
         yield from (waiting, pending, delayed)
@@ -143,7 +144,7 @@ class LogCollector:
         try:
             lag = broker.log_lag()
             dead = broker.dead_letter_count()
-        except redis.RedisError as e:
+        except (redis.RedisError, BrokerError) as e:
             yield _unavailable("log", e)
             return
         seconds = 0.0
