@@ -42,6 +42,11 @@ __all__ = ["api"]
     help="Serve beyond loopback without authorization (e.g. behind a proxy that "
     "authenticates every request).",
 )
+@click.option(
+    "--metrics",
+    is_flag=True,
+    help="Serve Prometheus metrics at /metrics, guarded as the API routes are (docs/metrics.md).",
+)
 def api(
     host: str,
     port: int,
@@ -49,6 +54,7 @@ def api(
     token: str | None,
     auth_reference: str | None,
     insecure_no_auth: bool,
+    metrics: bool,
 ) -> None:
     """Serve the REST API, the live feeds and the dashboard until SIGINT/SIGTERM."""
     try:
@@ -82,7 +88,9 @@ def api(
             "behind a proxy that authenticates every request."
         )
     try:
-        app = create_app(database_url=database_url, authorize=authorize, token=token)
+        app = create_app(
+            database_url=database_url, authorize=authorize, token=token, metrics=metrics
+        )
     except ConfigurationError as e:
         raise click.UsageError(str(e)) from e
     click.echo(f"agentexec API and dashboard on http://{host}:{port}/")

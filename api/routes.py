@@ -27,6 +27,7 @@ from . import activities, dashboard, events
 from .authorization import BearerToken
 from .history import History
 from .hub import Hub
+from .metrics import registry_of, scrape
 from .responses import OpenFeeds
 from .schemas import ActiveCountSchema, ActivityStatusSchema, ProblemSchema
 from .state import LiveState
@@ -88,6 +89,7 @@ def router(
     keepalive: float = 15.0,
     max_feeds: int | None = None,
     send_buffer: int | None = 64 * 1024,
+    metrics: bool = False,
     runtime: Runtime | None = None,
 ) -> LiveRouter:
     """The agentexec API as a FastAPI router: `app.include_router(agentexec.api.router(...))`.
@@ -110,6 +112,8 @@ def router(
     - `max_feeds`: feeds this process serves at once (default `AGENTEXEC_API_MAX_FEEDS`,
       1000); one more is answered 503. `send_buffer`: each feed connection's kernel send
       buffer in bytes (None: the system's default, which grows to megabytes).
+    - `metrics`: serve Prometheus metrics at `/metrics` (the router's open feeds; guarded as
+      the API routes are; see docs/metrics.md).
     """
     runtime = runtime or current()
     settings = runtime.settings
@@ -139,10 +143,11 @@ def router(
         engine = create_engine(settings.database_url)
     keys = runtime.keys
     history = History(keys, engine, redis_url=redis_url, runtime=runtime)
+    feeds = OpenFeeds(max_feeds)
     live = LiveState(
         hub=Hub(keys, history, redis_url=redis_url, buffer=buffer, runtime=runtime),
         history=history,
-        feeds=OpenFeeds(max_feeds),
+        feeds=feeds,
         engine=engine,
         keys=keys,
         redis_url=redis_url,
@@ -150,6 +155,7 @@ def router(
         keepalive=keepalive,
         send_timeout=send_timeout,
         send_buffer=send_buffer,
+        registry=registry_of(feeds) if metrics else None,
     )
     api = LiveRouter(live)
     # The state first: the guard of an application may run after it, never without it.
@@ -213,6 +219,8 @@ def router(
         },
         tags=["feeds"],
     )
+    if metrics:
+        api.add_api_route("/metrics", scrape, dependencies=guarded, include_in_schema=False)
     if dashboard_page:
         api.add_api_route("/", dashboard.page, dependencies=[state], include_in_schema=False)
     return api

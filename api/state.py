@@ -13,7 +13,7 @@ import contextlib
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Annotated, cast
+from typing import TYPE_CHECKING, Annotated, cast
 
 from fastapi import Depends, HTTPException, Request
 from sqlalchemy import Engine
@@ -27,6 +27,9 @@ from .history import History
 from .hub import Hub
 from .responses import OpenFeeds
 
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
 __all__ = ["Live", "LiveState", "live_state"]
 
 logger = logging.getLogger(__name__)
@@ -37,8 +40,8 @@ _SCOPE_KEY = "agentexec.live"
 @dataclass(frozen=True, eq=False)
 class LiveState:
     """One router's shared state: its SSE hub and the feeds it serves, the read model, the
-    Redis namespace, its bearer token, and the limits of each feed (`keepalive` and
-    `send_timeout` in seconds, `send_buffer` in bytes)."""
+    Redis namespace, its bearer token, the limits of each feed (`keepalive` and
+    `send_timeout` in seconds, `send_buffer` in bytes), and its metrics when it serves them."""
 
     hub: Hub
     history: History
@@ -50,6 +53,7 @@ class LiveState:
     keepalive: float
     send_timeout: float
     send_buffer: int | None
+    registry: CollectorRegistry | None = None
 
     async def __call__(self, request: Request) -> None:
         """Route dependency: mark `request` as served with this state."""

@@ -73,8 +73,10 @@ __all__ = [
     "DeadLetter",
     "LogBounds",
     "LogEntries",
+    "LogLag",
     "LogLease",
     "LogPage",
+    "QueueDepth",
     "Queued",
     "SessionState",
 ]
@@ -110,6 +112,30 @@ class SessionState:
     """How many items it holds."""
     last: bytes | None
     """Its latest item's JSON (None when empty)."""
+
+
+@dataclass(frozen=True)
+class QueueDepth:
+    """The tasks of one queue (both priorities) at one moment."""
+
+    waiting: int
+    """In its streams, not yet read by a worker."""
+    pending: int
+    """Read by a worker and not ended yet: running, or held by a lease that expires."""
+    delayed: int
+    """Waiting for a retry's backoff or a later due time."""
+
+
+@dataclass(frozen=True)
+class LogLag:
+    """How far the read model is behind the event log."""
+
+    entries: int
+    """Entries of the log the projector has not committed (delivered ones not acknowledged,
+    and those not read yet). Where Redis does not know how many are not read yet, they are
+    counted up to 10,000."""
+    oldest_ms: int | None
+    """The time (ms since the epoch, from its stream id) of the oldest such entry."""
 
 
 @dataclass(frozen=True)
@@ -607,6 +633,62 @@ class Broker:
         keys = [self.keys.session_items(key), self.keys.session_version(key)]
         return bool(await self._run(SESSION_RESTORE, keys, [version, *items]))
 
+    # Gauges, read at scrape time by `agentexec.metrics` (blocking: scrapes run on threads).
+
+    def queue_depth(self, queue_name: str) -> QueueDepth:
+        """The waiting, pending and delayed tasks of `queue_name`. Entries are deleted when
+        their task ends or moves (see lua/finish.lua, retry.lua...), so a stream holds the
+        waiting and pending ones only. Blocking."""
+        streams = self.keys.queues(queue_name)
+        with refusals("queue_depth"), self.runtime.sync_redis().pipeline(False) as pipe:
+            for stream in streams:
+                pipe.xlen(stream)
+                pipe.xpending(stream, WORKERS_GROUP)
+            pipe.zcard(self.keys.delayed(queue_name))
+            replies = pipe.execute(raise_on_error=False)
+        lengths = [_count(r) for r in replies[0:-1:2]]
+        pending = [_pending(r) for r in replies[1:-1:2]]
+        waiting = max(sum(lengths) - sum(pending), 0)
+        return QueueDepth(waiting, sum(pending), _count(replies[-1]))
+
+    def log_lag(self) -> LogLag:
+        """How far the projector group is behind the event log. Blocking."""
+        with refusals("log_lag"):
+            return self._log_lag()
+
+    def _log_lag(self) -> LogLag:
+        client = self.runtime.sync_redis()
+        stream = self.keys.events
+        try:
+            groups: Any = client.xinfo_groups(stream)
+        except redis.ResponseError as e:
+            if isinstance(e, REDIS_ERRORS) or "no such key" not in str(e).lower():
+                raise
+            return LogLag(0, None)  # no log yet
+        group = next((g for g in groups if _text(g["name"]) == PROJECTOR_GROUP), None)
+        if group is None:  # no projector ever ran: the whole log is behind
+            first: Any = client.xrange(stream, "-", "+", count=1)
+            return LogLag(int(client.xlen(stream)), _ms(first[0][0]) if first else None)
+        pending = int(group["pending"])
+        last = _text(group["last-delivered-id"])
+        lag = group.get("lag")
+        if lag is None:  # unknown to Redis (entries deleted, or the group set by id): count
+            counted: Any = client.xrange(stream, f"({last}", "+", count=_LAG_COUNTED)
+            lag = len(counted)
+        oldest = None
+        if pending:
+            summary: Any = client.xpending(stream, PROJECTOR_GROUP)
+            oldest = summary["min"]
+        elif lag:
+            after: Any = client.xrange(stream, f"({last}", "+", count=1)
+            oldest = after[0][0] if after else None
+        return LogLag(pending + int(lag), None if oldest is None else _ms(oldest))
+
+    def dead_letter_count(self) -> int:
+        """How many dead letters are kept. Blocking."""
+        with refusals("dead_letter_count"):
+            return int(self.runtime.sync_redis().xlen(self.keys.dead_letters))
+
     def consumer(self, queue_name: str, name: str) -> Consumer:
         """The verbs of worker `name` (its consumer name) reading `queue_name`."""
         return Consumer(self, queue_name, name)
@@ -854,6 +936,22 @@ class Broker:
 def _queued(reply: Any) -> Queued:
     event_id, agent_id = reply
     return Queued(event_id=_text(event_id), agent_id=UUID(_text(agent_id)))
+
+
+_LAG_COUNTED = 10_000
+
+
+def _count(reply: Any) -> int:
+    return 0 if isinstance(reply, Exception) else int(reply)
+
+
+def _pending(reply: Any) -> int:
+    # A stream without the workers' group yet (no worker read it) has nothing pending.
+    return 0 if isinstance(reply, Exception) else int(reply["pending"])
+
+
+def _ms(entry_id: Any) -> int:
+    return int(_text(entry_id).partition("-")[0])
 
 
 def _projector_delivered(groups: Any) -> str | None:

@@ -126,7 +126,21 @@ def main(redis_url: str | None, log_level: str) -> None:
     "--workers", "num_workers", type=int, help="Worker processes (AGENTEXEC_NUM_WORKERS)."
 )
 @click.option("--concurrency", type=int, help="Tasks per process (AGENTEXEC_WORKER_CONCURRENCY).")
-def worker(pool_reference: str | None, num_workers: int | None, concurrency: int | None) -> None:
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    help="Serve Prometheus metrics on this port at /metrics (docs/metrics.md).",
+)
+@click.option(
+    "--metrics-host", default="127.0.0.1", show_default=True, help="Interface of --metrics-port."
+)
+def worker(
+    pool_reference: str | None,
+    num_workers: int | None,
+    concurrency: int | None,
+    metrics_port: int | None,
+    metrics_host: str,
+) -> None:
     """Run the pool MODULE:POOL (e.g. myapp.worker:pool) until SIGINT/SIGTERM.
 
     Without an argument, AGENTEXEC_WORKER_MODULE names it. Without `:POOL`, the module's
@@ -145,6 +159,8 @@ def worker(pool_reference: str | None, num_workers: int | None, concurrency: int
         pool.num_workers = num_workers
     if concurrency is not None:
         pool.concurrency = concurrency
+    if metrics_port is not None:
+        pool.metrics_port, pool.metrics_host = metrics_port, metrics_host
     from .errors import ConfigurationError
 
     try:

@@ -1,16 +1,21 @@
 """The live terminal monitor behind `agentexec monitor`: a table of agents and their progress,
-updated from the event log as events arrive (XREAD BLOCK), not by polling the database.
+and one of task names with their counts by status and their rates (tasks completed and
+failed per second over the last minute), updated from the event log as events arrive (XREAD
+BLOCK), not by polling the database.
 
-The initial state comes from the read model when a database URL is given (its rows, then
-the events after the projector's checkpoint), else from the tail of the event log.
+The initial state comes from the read model when a database URL is given (its rows, its
+counts and the tasks ended in the last minute, then the events after the projector's
+checkpoint), else from the tail of the event log. Rates are measured on the events' own
+timestamps.
 """
 
 from __future__ import annotations
 
 import time
+from collections import Counter, deque
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -27,7 +32,10 @@ from .events import ACTIVE, TERMINAL, Status
 from .positions import ORIGIN, Position
 from .runtime import Runtime, current
 
-__all__ = ["Board", "Row", "run_monitor"]
+__all__ = ["RATE_WINDOW", "Board", "Row", "run_monitor"]
+
+RATE_WINDOW = 60.0
+"""Seconds over which the monitor measures rates."""
 
 _STYLES = {
     Status.QUEUED: "yellow",
@@ -79,13 +87,17 @@ class Board:
     (`agentexec.activity.state.evolve`).
 
     `limit` rows are shown (active agents first, then the most recently updated); at most
-    `keep` finished agents are remembered.
+    `keep` finished agents are remembered. `counts` holds, per task name, how many of the
+    agents the board has seen are in each status (whether remembered or not); `ended`, the
+    task name, status and time of each task ended within `RATE_WINDOW` seconds of the latest.
     """
 
     def __init__(self, limit: int = 10, keep: int = 1000) -> None:
         self.limit = limit
         self.keep = keep
         self.rows: dict[UUID, Row] = {}
+        self.counts: dict[str, Counter[Status]] = {}
+        self.ended: deque[tuple[datetime, str, Status]] = deque()
 
     def apply(self, recorded: Recorded) -> None:
         agent_id = recorded.event.agent_id
@@ -95,11 +107,39 @@ class Board:
         if after is None or after is before:
             return
         self.rows[agent_id] = Row(after)
-        if after.terminal and len(self.rows) > self.keep:
-            self._forget_finished()
+        if before is not None:
+            counted = self.counts.setdefault(before.task_name, Counter())
+            counted[before.status] = max(counted[before.status] - 1, 0)
+        self.counts.setdefault(after.task_name, Counter())[after.status] += 1
+        if after.terminal:
+            self.record_end(recorded.ts, after.task_name, after.status)
+            if len(self.rows) > self.keep:
+                self._forget_finished()
 
-    def load(self, activities: Iterable[Any]) -> None:
-        """Start from read-model rows (`agentexec.activity.models.Activity`)."""
+    def record_end(self, at: datetime, task_name: str, status: Status) -> None:
+        """Count a task ended at `at` (naive UTC) in the rates."""
+        self.ended.append((at, task_name, status))
+        horizon = at - timedelta(seconds=RATE_WINDOW)
+        while self.ended and self.ended[0][0] < horizon:
+            self.ended.popleft()
+
+    def rates(self, now: datetime | None = None) -> dict[str, tuple[float, float]]:
+        """Per task name: tasks completed and failed per second over the `RATE_WINDOW`
+        seconds before `now` (naive UTC; default the current time)."""
+        now = now or datetime.now(UTC).replace(tzinfo=None)
+        since = now - timedelta(seconds=RATE_WINDOW)
+        ended: dict[str, Counter[Status]] = {}
+        for at, name, status in self.ended:
+            if since < at <= now:
+                ended.setdefault(name, Counter())[status] += 1
+        return {
+            name: (c[Status.COMPLETE] / RATE_WINDOW, c[Status.ERROR] / RATE_WINDOW)
+            for name, c in ended.items()
+        }
+
+    def load(self, activities: Iterable[Any], *, counted: bool = False) -> None:
+        """Start from read-model rows (`agentexec.activity.models.Activity`); `counted`:
+        `counts` holds them already."""
         for a in activities:
             state = ActivityState(
                 agent_id=a.agent_id,
@@ -120,6 +160,8 @@ class Board:
                 finished_at=a.finished_at and _naive_utc(a.finished_at),
             )
             self.rows[a.agent_id] = Row(state)
+            if not counted:
+                self.counts.setdefault(state.task_name, Counter())[state.status] += 1
 
     @property
     def active(self) -> int:
@@ -152,6 +194,30 @@ class Board:
             )
         return table
 
+    def totals(self, now: datetime | None = None) -> Table:
+        """The task names' table: counts by status and rates."""
+        rates = self.rates(now)
+        table = Table(title=f"Tasks (rates over the last {RATE_WINDOW:.0f}s)", expand=False)
+        table.add_column("Task", max_width=36)
+        for status in Status:
+            table.add_column(status.wire.capitalize(), justify="right")
+        table.add_column("Completed/s", justify="right")
+        table.add_column("Failed/s", justify="right")
+        for name in sorted(self.counts):
+            counts = self.counts[name]
+            completed, failed = rates.get(name, (0.0, 0.0))
+            table.add_row(
+                _cell(name),
+                *(str(counts[status]) for status in Status),
+                f"{completed:.2f}",
+                Text(f"{failed:.2f}", style="red" if failed else ""),
+            )
+        return table
+
+    def view(self) -> Group:
+        """What the monitor shows: the agents' table, then the task names'."""
+        return Group(self.table(), self.totals())
+
     def _forget_finished(self) -> None:
         finished = sorted(
             (r for r in self.rows.values() if r.status in TERMINAL), key=lambda r: r.updated
@@ -171,7 +237,7 @@ def _naive_utc(ts: datetime) -> datetime:
 
 def _load_database(board: Board, database_url: str, stream: str) -> str:
     """Load the read model's latest rows; returns the checkpoint to read the log from."""
-    from sqlalchemy import create_engine, select
+    from sqlalchemy import create_engine, func, select
     from sqlalchemy.orm import Session
 
     from .activity.models import Activity, Checkpoint
@@ -180,9 +246,24 @@ def _load_database(board: Board, database_url: str, stream: str) -> str:
     try:
         with Session(engine) as db:
             position = db.scalar(select(Checkpoint.position).where(Checkpoint.name == stream))
+            counts = select(Activity.agent_type, Activity.status, func.count()).group_by(
+                Activity.agent_type, Activity.status
+            )
+            for name, status, count in db.execute(counts):
+                board.counts.setdefault(name, Counter())[Status(status)] += count
+            since = datetime.now(UTC).replace(tzinfo=None) - timedelta(seconds=RATE_WINDOW)
+            ended = (
+                select(Activity.finished_at, Activity.agent_type, Activity.status)
+                .where(Activity.finished_at >= since, Activity.status.in_(TERMINAL))
+                .order_by(Activity.finished_at)
+            )
+            for at, name, status in db.execute(ended):
+                if at is not None:
+                    board.record_end(_naive_utc(at), name, Status(status))
             recent = select(Activity).order_by(Activity.updated_at.desc())
-            board.load(db.scalars(recent.where(Activity.status.in_(ACTIVE)).limit(board.keep)))
-            board.load(db.scalars(recent.where(Activity.status.in_(TERMINAL)).limit(board.limit)))
+            for statuses, limit in ((ACTIVE, board.keep), (TERMINAL, board.limit)):
+                rows = db.scalars(recent.where(Activity.status.in_(statuses)).limit(limit))
+                board.load(rows, counted=True)
     finally:
         engine.dispose()
     return position or str(ORIGIN)
@@ -230,16 +311,15 @@ def run_monitor(
     board = Board(limit)
     last = load_board(board, database_url, runtime=runtime)
     if once:
-        console.print(board.table())
+        console.print(board.view())
         return board
     broker = runtime.broker
     deadline = None if duration is None else time.monotonic() + duration
     block_ms = min(runtime.settings.block_ms, 500)
-    with Live(Group(board.table()), console=console, refresh_per_second=4) as live:
+    with Live(board.view(), console=console, refresh_per_second=4) as live:
         while deadline is None or time.monotonic() < deadline:
             page = broker.wait_log_sync(Position.parse(last), count=500, block_ms=block_ms)
             _apply_page(board, page)
             last = str(page.last or last)
-            if page.size:
-                live.update(Group(board.table()))
+            live.update(board.view())  # each turn: the rates move with time too
     return board

@@ -64,12 +64,22 @@ def _check_redis(what: str) -> None:
     show_default=True,
     help="How soon another projector takes over when this one dies.",
 )
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    help="Serve Prometheus metrics on this port at /metrics (docs/metrics.md).",
+)
+@click.option(
+    "--metrics-host", default="127.0.0.1", show_default=True, help="Interface of --metrics-port."
+)
 def projector(
     database_url: str | None,
     create_tables: bool,
     rebuild: bool,
     batch_size: int,
     lease_seconds: float,
+    metrics_port: int | None,
+    metrics_host: str,
 ) -> None:
     """Project the event log into the SQL read model until SIGINT/SIGTERM.
 
@@ -99,7 +109,28 @@ def projector(
             loop.add_signal_handler(signum, stop.set)
         if rebuild:
             await rebuild_read_model(engine, timeout=lease_seconds * 6)
-        await Projector(engine, batch_size=batch_size, lease_seconds=lease_seconds).run(stop)
+        registry = None
+        if metrics_port is not None:
+            from prometheus_client import CollectorRegistry
+
+            from agentexec.metrics import serve
+
+            registry = CollectorRegistry()
+            try:
+                server = serve(registry, metrics_port, metrics_host)
+            except OSError as e:
+                raise click.ClickException(
+                    f"--metrics-port {metrics_port}: cannot serve metrics on "
+                    f"{metrics_host}:{metrics_port} ({e}); pick a free port"
+                ) from e
+        try:
+            await Projector(
+                engine, batch_size=batch_size, lease_seconds=lease_seconds, registry=registry
+            ).run(stop)
+        finally:
+            if registry is not None:
+                server.shutdown()
+                server.server_close()
 
     from agentexec.connection import close_redis
 

@@ -24,7 +24,7 @@ import msgspec
 from sqlalchemy import Connection, Table, select
 
 from agentexec.activity.models import Activity, ActivityLog, activity_row_id
-from agentexec.activity.state import ActivityState, Attempt, evolve
+from agentexec.activity.state import ActivityState, Attempt, Transition, evolve
 from agentexec.eventlog import Recorded
 from agentexec.events import AgentEvent, Status
 
@@ -32,18 +32,25 @@ from . import bulk
 from .archive import Archive
 from .sessions import apply as apply_sessions
 
-__all__ = ["apply"]
+__all__ = ["Transition", "apply"]
 
 _activity: Table = Activity.__table__  # type: ignore[assignment]
 _log: Table = ActivityLog.__table__  # type: ignore[assignment]
 _History = tuple[Attempt, ...]
 
 
-def apply(conn: Connection, batch: Sequence[Recorded], *, archive: bool = True) -> None:
+def apply(
+    conn: Connection,
+    batch: Sequence[Recorded],
+    *,
+    archive: bool = True,
+    transitions: list[Transition] | None = None,
+) -> None:
     """Apply `batch` (in stream order) to the read model; `archive=False` when replaying the
     archive itself. The events must be new to the read model (the checkpoint says so, or
     `Archive.unarchived` picked them): an event applied before raises IntegrityError on its archive
-    row."""
+    row. Each change of an activity is added to `transitions` when given (for metrics, once
+    the transaction commits)."""
     if not batch:
         return
     if archive:
@@ -51,7 +58,7 @@ def apply(conn: Connection, batch: Sequence[Recorded], *, archive: bool = True) 
     agents = {a.event.agent_id for a in batch}
     current = _load(conn, agents)
     row_ids = {agent_id: activity_row_id(agent_id) for agent_id in agents}
-    rows = [_row(state, row_ids[state.agent_id]) for state in _fold(current, batch)]
+    rows = [_row(s, row_ids[s.agent_id]) for s in _fold(current, batch, transitions)]
     bulk.upsert(conn, _activity, rows, "agent_id", set(current))
     logs = [
         _log_row(a, row_ids)
@@ -72,7 +79,11 @@ def _load(conn: Connection, agent_ids: Iterable[UUID]) -> dict[UUID, ActivitySta
     return found
 
 
-def _fold(current: dict[UUID, ActivityState], batch: Sequence[Recorded]) -> list[ActivityState]:
+def _fold(
+    current: dict[UUID, ActivityState],
+    batch: Sequence[Recorded],
+    transitions: list[Transition] | None,
+) -> list[ActivityState]:
     changed: dict[UUID, ActivityState] = {}
     for recorded in batch:
         agent_id = recorded.event.agent_id
@@ -80,6 +91,8 @@ def _fold(current: dict[UUID, ActivityState], batch: Sequence[Recorded]) -> list
         after = evolve(state, recorded)
         if after is not state and after is not None:
             changed[agent_id] = after
+            if transitions is not None:
+                transitions.append((state, after))
     return list(changed.values())
 
 

@@ -18,6 +18,7 @@ import socket
 import time
 import uuid
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
@@ -43,6 +44,11 @@ from .archive import Archive
 from .ownership import Entries, Lease
 from .retention import LogRetention
 
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
+    from agentexec.metrics import TaskMetrics
+
 __all__ = ["Projector", "commit"]
 
 logger = logging.getLogger(__name__)
@@ -54,6 +60,10 @@ class Projector:
 
     Reads up to `batch_size` entries at a time. Only one projector of a namespace works at a
     time; others wait and take over within `lease_seconds` when it dies.
+
+    With a Prometheus `registry`, the projector counts in it the tasks and attempts it
+    commits, with their queue waits and run durations, and registers the gauges of its lag and
+    of the dead letters (`agentexec.metrics`, docs/metrics.md).
     """
 
     def __init__(
@@ -64,6 +74,7 @@ class Projector:
         lease_seconds: float = 10.0,
         name: str | None = None,
         runtime: Runtime | None = None,
+        registry: CollectorRegistry | None = None,
     ) -> None:
         self.runtime = runtime = runtime or current()
         settings = runtime.settings
@@ -108,6 +119,12 @@ class Projector:
         self._db_down_since: float | None = None
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._metrics: TaskMetrics | None = None
+        if registry is not None:
+            from agentexec.metrics import LogCollector, TaskMetrics
+
+            self._metrics = TaskMetrics(registry)
+            registry.register(LogCollector(runtime))
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
         """Project until `stop` is set (forever when None). Survives Redis and database
@@ -299,6 +316,9 @@ class Projector:
             part = parts[0]
             try:
                 position = self.position
+                transitions: list[projection.Transition] | None = (
+                    None if self._metrics is None else []
+                )
                 applied = await asyncio.to_thread(
                     commit,
                     self.engine,
@@ -307,7 +327,10 @@ class Projector:
                     position,
                     part.batch,
                     part.last,
+                    transitions,
                 )
+                if self._metrics is not None and transitions:
+                    self._metrics.observe(transitions)
                 self.applied += applied
                 self.position = checkpoints.later(part.last, position)
                 self._database_recovered()
@@ -484,10 +507,17 @@ class Projector:
 
 
 def commit(
-    engine: Engine, stream: str, owner: str, position: str, batch: list[Recorded], last: str
+    engine: Engine,
+    stream: str,
+    owner: str,
+    position: str,
+    batch: list[Recorded],
+    last: str,
+    transitions: list[projection.Transition] | None = None,
 ) -> int:
     """Apply the events of `batch` after checkpoint `position` and move the checkpoint to
     `last` (the batch's last entry id), in one transaction; returns how many were applied.
+    The activities' changes that the transaction committed are added to `transitions`.
 
     Raises `FencedError` when the checkpoint is not at `position` any more.
     """
@@ -499,15 +529,17 @@ def commit(
     try:
         with engine.begin() as conn:
             checkpoints.advance(conn, stream, position, target, owner)
-            projection.apply(conn, fresh)
+            projection.apply(conn, fresh, transitions=transitions)
     except IntegrityError:
         # Some of these events are archived although the checkpoint is below them (it was
         # moved back by hand): apply the others only.
         logger.warning("projector %s: batch up to %s was partly applied before", owner, last)
+        if transitions is not None:
+            transitions.clear()  # of the transaction that rolled back
         with engine.begin() as conn:
             checkpoints.advance(conn, stream, position, target, owner)
             fresh = Archive(conn).unarchived(fresh)
-            projection.apply(conn, fresh)
+            projection.apply(conn, fresh, transitions=transitions)
     return len(fresh)
 
 

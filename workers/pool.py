@@ -28,7 +28,9 @@ from .schedules import Schedule, run_schedules
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
+    from wsgiref.simple_server import WSGIServer
 
+    from prometheus_client import CollectorRegistry
     from sqlalchemy import Engine
 
     from agentexec.declarative import AgentDefinition, Agents
@@ -55,6 +57,11 @@ class Pool:
 
     Settings come from `runtime` when given, else from `ax.CONF` as it is when the pool
     starts (`run()`, `start()`): its worker processes and projector get that snapshot.
+
+    With `metrics_port`, the pool's own process serves Prometheus metrics at
+    http://`metrics_host`:`metrics_port`/metrics while it runs (0: a free port, see
+    `metrics_url`): its queue's depth, its live worker processes and, when it runs the
+    projector, the projector's (docs/metrics.md). Worker processes export nothing themselves.
     """
 
     def __init__(
@@ -67,6 +74,8 @@ class Pool:
         concurrency: int | None = None,
         projector: bool = True,
         runtime: Runtime | None = None,
+        metrics_port: int | None = None,
+        metrics_host: str = "127.0.0.1",
     ) -> None:
         if engine is not None and not _is_engine(engine):
             raise ConfigurationError(
@@ -76,6 +85,11 @@ class Pool:
         for name, value in (("num_workers", num_workers), ("concurrency", concurrency)):
             if value is not None and value < 1:
                 raise ConfigurationError(f"Pool({name}={value!r}): use a whole number >= 1.")
+        if metrics_port is not None and not 0 <= metrics_port <= 65535:
+            raise ConfigurationError(
+                f"Pool(metrics_port={metrics_port!r}): use a TCP port from 0 (any free one) to "
+                "65535, or None for no metrics."
+            )
         if queue_name is not None and not queue_name:
             raise ConfigurationError("Pool(queue_name=''): use a non-empty queue name or None.")
         if queue_name is not None:
@@ -87,6 +101,8 @@ class Pool:
         self.num_workers = num_workers
         self.concurrency = concurrency
         self.projector = projector
+        self.metrics_port = metrics_port
+        self.metrics_host = metrics_host
         self._definitions: dict[str, TaskDefinition] = {}
         self._schedules: list[Schedule] = []
         self._thread: threading.Thread | None = None
@@ -280,7 +296,9 @@ class Pool:
             self._thread.join(timeout)
             self._thread = None
 
-    def _projector(self, runtime: Runtime) -> ProjectorThread | None:
+    def _projector(
+        self, runtime: Runtime, registry: CollectorRegistry | None = None
+    ) -> ProjectorThread | None:
         if not self.projector or (self.engine is None and self.database_url is None):
             return None
         from sqlalchemy import create_engine
@@ -289,7 +307,15 @@ class Pool:
         from agentexec.projector.background import ProjectorThread
 
         engine = self.engine or create_engine(str(self.database_url))
-        return ProjectorThread(Projector(engine, runtime=runtime))
+        return ProjectorThread(Projector(engine, runtime=runtime, registry=registry))
+
+    @property
+    def metrics_url(self) -> str | None:
+        """Where the running pool serves its metrics; None when it serves none."""
+        server = self._supervisor.metrics if self._supervisor is not None else None
+        if server is None:
+            return None
+        return f"http://{self.metrics_host}:{server.server_port}/metrics"
 
     @property
     def worker_pids(self) -> list[int]:
@@ -338,6 +364,7 @@ class _Supervisor:
         self._stop_requested = False
         self._stop_tasks: list[asyncio.Future[None]] = []
         """Background work of the supervisor, cancelled when it stops."""
+        self.metrics: WSGIServer | None = None
 
     def run_in_thread(self) -> None:
         try:
@@ -372,7 +399,8 @@ class _Supervisor:
             num,
             self.pool.queue_name,
         )
-        projector = self.pool._projector(self.runtime)
+        registry = self._serve_metrics() if self.pool.metrics_port is not None else None
+        projector = self.pool._projector(self.runtime, registry)
         processes.preload(
             getattr(d.handler, "__module__", None) or "__main__"
             for d in self.pool._definitions.values()
@@ -442,6 +470,35 @@ class _Supervisor:
             end.close()
         if projector is not None:
             await projector.stop()
+        if self.metrics is not None:
+            await asyncio.to_thread(self.metrics.shutdown)
+            self.metrics.server_close()
+            self.metrics = None
+
+    def _serve_metrics(self) -> CollectorRegistry:
+        from prometheus_client import CollectorRegistry, Gauge
+
+        from agentexec.metrics import QueueCollector, serve
+
+        pool = self.pool
+        registry = CollectorRegistry()
+        registry.register(QueueCollector(self.runtime, [pool.queue_name]))
+        workers = Gauge(
+            "agentexec_pool_workers",
+            "Live worker processes of this pool.",
+            ["queue"],
+            registry=registry,
+        )
+        workers.labels(pool.queue_name).set_function(lambda: len(pool.worker_pids))
+        assert pool.metrics_port is not None
+        try:
+            self.metrics = serve(registry, pool.metrics_port, pool.metrics_host)
+        except OSError as e:
+            raise ConfigurationError(
+                f"Pool(metrics_port={pool.metrics_port!r}): cannot serve metrics on "
+                f"{pool.metrics_host}:{pool.metrics_port} ({e}); pick a free port."
+            ) from e
+        return registry
 
     def _log_crash(self, task: asyncio.Future[None]) -> None:
         if not task.cancelled() and task.exception() is not None:

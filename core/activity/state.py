@@ -45,7 +45,7 @@ from agentexec.events import (
     TaskStarted,
 )
 
-__all__ = ["ActivityState", "Attempt", "AttemptOutcome", "evolve"]
+__all__ = ["ActivityState", "Attempt", "AttemptOutcome", "Transition", "evolve"]
 
 
 class AttemptOutcome(enum.StrEnum):
@@ -131,6 +131,10 @@ class ActivityState(msgspec.Struct, frozen=True, kw_only=True):
     def current(self) -> Attempt | None:
         """The latest attempt, if one started."""
         return self.attempt_history[-1] if self.attempt_history else None
+
+
+Transition = tuple[ActivityState | None, ActivityState]
+"""An activity's state before one event (None: the event created it) and after it."""
 
 
 def evolve(state: ActivityState | None, recorded: Recorded) -> ActivityState | None:

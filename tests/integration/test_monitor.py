@@ -3,10 +3,12 @@ and short runs of the command itself."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import subprocess
 import sys
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from rich.console import Console
@@ -14,8 +16,10 @@ from sqlalchemy import create_engine
 
 import agentexec as ax
 from agentexec.activity.models import Base
+from agentexec.events import Status
 from agentexec.monitor import Board, load_board
 from agentexec.projector import Projector
+from tests.apps import basic
 from tests.apps.workflows import InputContext, pipeline
 from tests.support.waiting import scaled
 
@@ -101,3 +105,46 @@ async def test_the_command_runs_once_and_for_a_duration(redis_conf: str) -> None
     )
     assert timed.returncode == 0, timed.stderr
     assert "Active Agents: 3" in timed.stdout
+
+
+async def run_tasks(pool: ax.Pool) -> None:
+    """5 echo tasks complete and 2 boom tasks fail, on the running pool."""
+    tasks = [await ax.enqueue("echo", basic.Echo(text=f"echo {i}")) for i in range(5)]
+    tasks += [await ax.enqueue("boom", basic.Echo(text=f"boom {i}")) for i in range(2)]
+    for task in tasks:
+        with contextlib.suppress(ax.TaskFailedError):
+            await ax.get_result(task, timeout=scaled(30))
+
+
+def last_end(board: Board) -> datetime:
+    return max(at for at, _, _ in board.ended)
+
+
+async def test_counts_and_rates_per_task_name(
+    running_pool: ax.Pool, redis_conf: str, tmp_path: Path
+) -> None:
+    await run_tasks(running_pool)
+    engine = create_engine(f"sqlite:///{tmp_path / 'agents.db'}")
+    Base.metadata.create_all(engine)
+    await Projector(engine, lease_seconds=5).catch_up()
+    from_log, from_database = Board(), Board()
+    load_board(from_log)
+    load_board(from_database, database_url=str(engine.url))
+    engine.dispose()
+    for board in (from_log, from_database):
+        assert board.counts["echo"][Status.COMPLETE] == 5
+        assert board.counts["boom"][Status.ERROR] == 2
+        assert board.counts["boom"][Status.COMPLETE] == 0
+        assert board.counts["echo"][Status.RUNNING] == 0
+        now = last_end(board) + timedelta(seconds=1)
+        assert board.rates(now) == {"echo": (5 / 60, 0.0), "boom": (0.0, 2 / 60)}
+        # A minute later, nothing ended in the last minute.
+        assert board.rates(now + timedelta(seconds=61)) == {}
+    console = Console(width=160, record=True, file=io.StringIO())
+    console.print(from_log.totals(now=last_end(from_log)))
+    text = console.export_text()
+    assert "Completed/s" in text and "Failed/s" in text
+    echo = next(line for line in text.splitlines() if "echo" in line)
+    assert echo.split("│")[4].strip() == "5" and "0.08" in echo  # complete, 5 per minute
+    boom = next(line for line in text.splitlines() if "boom" in line)
+    assert boom.split("│")[5].strip() == "2" and "0.03" in boom  # error, 2 per minute
