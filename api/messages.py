@@ -17,7 +17,7 @@ import msgspec
 from sse_starlette import ServerSentEvent
 
 from agentexec.eventlog import Recorded, Source
-from agentexec.events import AnyEvent
+from agentexec.events import AnyEvent, SessionEvent
 from agentexec.positions import Position
 
 __all__ = ["RESET", "Delivery", "reset_frame", "retry_frame"]
@@ -27,9 +27,11 @@ logger = logging.getLogger(__name__)
 RESET = "reset"
 """The `event:` of the frame that declares a gap in the history."""
 
-_HIDDEN = ("context", "result", "items", "item")
-"""Payloads a feed does not carry: task contexts and results, session items (large, and
-read through `ax.AgentSession`)."""
+_HIDDEN = ("context", "result")
+"""Payloads a feed does not carry: task contexts and results."""
+_HIDDEN_SESSION = ("items", "item")
+"""Nor the items of a session's events (large, and read through `ax.AgentSession`); other
+events' fields of those names (an `agent.delta`'s `item`, a name) stay."""
 _encoder = msgspec.json.Encoder()
 
 
@@ -83,7 +85,8 @@ class Delivery(Recorded):
         """The JSON of the frame's `data:` line."""
         event = self.event
         fields: dict[str, Any] = msgspec.to_builtins(event, builtin_types=(msgspec.Raw,))
-        for name in _HIDDEN:
+        hidden = _HIDDEN + _HIDDEN_SESSION if isinstance(event, SessionEvent) else _HIDDEN
+        for name in hidden:
             fields.pop(name, None)
         status = type(event).status
         fields.update(
