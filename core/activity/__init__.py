@@ -31,7 +31,7 @@ if TYPE_CHECKING:
         StatsBucketSchema,
         TaskStatsSchema,
     )
-    from .stats import stats
+    from .statistics import stats
 
 __all__ = [
     "ActivityAttemptSchema",
@@ -65,7 +65,7 @@ _LAZY = {
     "detail": ("reads", "detail"),
     "list": ("reads", "list_activities"),
     "prune": ("retention", "prune"),
-    "stats": ("stats", "stats"),
+    "stats": ("statistics", "stats"),
     "ActivityAttemptSchema": ("schemas", "ActivityAttemptSchema"),
     "ActivityChildSchema": ("schemas", "ActivityChildSchema"),
     "ActivityChildrenSchema": ("schemas", "ActivityChildrenSchema"),

@@ -7,14 +7,13 @@ are taken as UTC.
 
 from __future__ import annotations
 
-import base64
-import binascii
+import re
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, NamedTuple, TypedDict
 from uuid import UUID
 
-from sqlalchemy import ColumnElement, String, cast, literal_column, tuple_
+from sqlalchemy import ColumnElement, String, cast, false, literal_column, tuple_
 
 from agentexec.events import Status
 
@@ -25,6 +24,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ACTIVE_NAMES",
+    "CURSOR_PATTERN",
     "Cursor",
     "ListFilters",
     "MetadataFilter",
@@ -50,10 +50,19 @@ def active(model: type[Activity]) -> ColumnElement[bool]:
 
 
 def naive_utc(value: datetime) -> datetime:
-    """`value` as stored: naive UTC (a naive value is taken as UTC already)."""
+    """`value` as stored: naive UTC (a naive value is taken as UTC already); a time whose
+    UTC falls outside the years 1-9999 is clamped to them."""
     if value.tzinfo is not None:
-        return value.astimezone(UTC).replace(tzinfo=None)
+        try:
+            return value.astimezone(UTC).replace(tzinfo=None)
+        except OverflowError:
+            return datetime.min if value.year == 1 else datetime.max
     return value
+
+
+def _storable(text: str) -> bool:
+    """False for a string no database stores (a NUL character): it matches nothing."""
+    return "\x00" not in text
 
 
 def statuses(value: Status | str | Iterable[Status | str]) -> list[Status]:
@@ -83,15 +92,13 @@ def conditions(
     now: datetime | None = None,
 ) -> list[ColumnElement[bool]]:
     """The SQL conditions of these filters (all must hold). Raises ValueError for a bad
-    status, a `since` not before `until`, or a negative `running_longer_than`."""
+    status or a negative `running_longer_than`."""
     found: list[ColumnElement[bool]] = []
     if status is not None:
         found.append(model.status.in_(statuses(status)))
     if task_name is not None:
         names = [task_name] if isinstance(task_name, str) else list(task_name)
-        found.append(model.agent_type.in_(names))
-    if since is not None and until is not None and naive_utc(since) >= naive_utc(until):
-        raise ValueError(f"since {since.isoformat()} is not before until {until.isoformat()}.")
+        found.append(model.agent_type.in_([n for n in names if _storable(n)]))
     if since is not None:
         found.append(model.created_at >= naive_utc(since))
     if until is not None:
@@ -121,13 +128,19 @@ def _metadata_equals(model: type[Activity], key: str, value: Any) -> ColumnEleme
     elif isinstance(value, float):
         found = field.as_float() == value
     elif isinstance(value, str):
-        found = cast(field.as_string(), String) == value
+        found = cast(field.as_string(), String) == value if _storable(value) else false()
     else:
         raise ValueError(
             f"metadata filter {key}={value!r}: the value is a {type(value).__name__}; give a "
             "str, int, float or bool."
         )
     return found
+
+
+CURSOR_PATTERN = r"^[01]_[0-9]{1,17}_[0-9a-f]{32}$"
+"""What a cursor looks like: `<segment>_<created_at in microseconds since 1970>_<row id>`."""
+
+_EPOCH = datetime(1970, 1, 1)
 
 
 class Cursor(NamedTuple):
@@ -139,24 +152,23 @@ class Cursor(NamedTuple):
     row_id: UUID
 
     def encode(self) -> str:
-        text = f"{self.segment}|{self.created_at.isoformat()}|{self.row_id.hex}"
-        return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+        micros = (self.created_at - _EPOCH) // timedelta(microseconds=1)
+        return f"{self.segment}_{micros}_{self.row_id.hex}"
 
     @classmethod
     def decode(cls, value: str) -> Cursor:
-        """Raises ValueError naming the value when it is not a cursor a list returned."""
+        """Raises ValueError naming the value when it is not a cursor a list returns."""
         try:
-            raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)).decode()
-            segment, created, row = raw.split("|")
-            cursor = cls(int(segment), datetime.fromisoformat(created), UUID(row))
-        except (ValueError, binascii.Error, UnicodeDecodeError):
+            if not re.fullmatch(CURSOR_PATTERN, value):
+                raise ValueError(value)
+            segment, micros, row = value.split("_")
+            at = _EPOCH + timedelta(microseconds=int(micros))
+            return cls(int(segment), at, UUID(row))
+        except (ValueError, OverflowError):
             raise ValueError(
-                f"cursor {value!r} is not one a list returned; pass the `next_cursor` of the "
+                f"cursor {value!r} is not one a list returns; pass the `next_cursor` of the "
                 "previous page, or no cursor for the first page."
             ) from None
-        if cursor.segment not in (0, 1):
-            raise ValueError(f"cursor {value!r} names no segment of the list.")
-        return cursor
 
     def after(self, model: type[Activity]) -> ColumnElement[bool]:
         """The rows after this one, newest first: `(created_at, id) < (..., ...)`, a range

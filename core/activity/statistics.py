@@ -184,9 +184,8 @@ def stats(
 
     With `bucket` (a timedelta of at least a second), also the same per bucket of creation
     time, buckets aligned on multiples of `bucket` since 1970-01-01 UTC, from the one holding
-    `since` (or the first task) to the one before `until` (or holding the last task), empty
-    ones included. Raises ValueError for a bucket under a second, more than `MAX_BUCKETS`
-    buckets, or `since` not before `until`.
+    the first task selected to the one holding the last, empty ones between included. Raises
+    ValueError for a bucket under a second, or for more than `MAX_BUCKETS` buckets.
 
     Durations are per task, summed over its attempts (see docs/activity.md, "Timing");
     percentile and mean definitions are in this module's docstring. Reads every task of the
@@ -217,7 +216,7 @@ def stats(
         for name, status, retries, wait, run, error, _ in rows:
             group.add(name, Status(status), retries or 0, wait, run, error)
         overall, tasks = group.schemas()
-        buckets = [] if width is None else _buckets(rows, width, low, high)
+        buckets = [] if width is None else _buckets(rows, width)
         return ActivityStatsSchema(
             since=low,
             until=high,
@@ -230,24 +229,18 @@ def stats(
     return _run(session, query, build)
 
 
-def _buckets(
-    rows: list[Any], width: float, low: datetime | None, high: datetime | None
-) -> list[StatsBucketSchema]:
-    if not rows and (low is None or high is None):
+def _buckets(rows: list[Any], width: float) -> list[StatsBucketSchema]:
+    if not rows:
         return []
 
     def index(at: datetime) -> int:
         return math.floor((at - _EPOCH).total_seconds() / width)
 
-    first = index(low) if low is not None else min(index(r[6]) for r in rows)
-    last = (
-        index(high - timedelta(microseconds=1))
-        if high is not None
-        else max(index(r[6]) for r in rows)
-    )
+    first = min(index(r[6]) for r in rows)
+    last = max(index(r[6]) for r in rows)
     if last - first + 1 > MAX_BUCKETS:
         raise ValueError(
-            f"a bucket of {timedelta(seconds=width)} splits the window into "
+            f"a bucket of {timedelta(seconds=width)} splits the tasks into "
             f"{last - first + 1} buckets, more than {MAX_BUCKETS}; use a bigger bucket or "
             "a shorter window (since/until)."
         )
