@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
+from click.testing import CliRunner
 from sqlalchemy import Engine, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 from sqlalchemy.orm import Session
@@ -23,6 +24,7 @@ from agentexec import events
 from agentexec.activity.models import ArchivedEvent
 from agentexec.activity.statistics import normalise_error, percentile
 from agentexec.api import create_app
+from agentexec.cli import main
 from agentexec.connection import get_redis
 from agentexec.projector import Projector
 from agentexec.projector.rebuild import rebuild
@@ -30,9 +32,9 @@ from agentexec.streams import Keys
 from tests.apps.basic import Echo, Flaky
 from tests.support.waiting import scaled
 
-from .conftest import PostgresSchema, sqlite_engine
+from .conftest import PostgresSchema, database_url, sqlite_engine
 from .test_async_reads import async_url
-from .workload import append_all
+from .workload import append_all, lifecycle
 
 
 @pytest.fixture
@@ -307,3 +309,33 @@ def test_errors_are_normalised() -> None:
         "no agent <id> (sha <hex>)"
     )
     assert normalise_error("") == ""
+
+
+async def test_the_stats_command_prints_a_table(
+    projector: Projector, engine: Engine, tmp_path: Path
+) -> None:
+    append_all(
+        [e for i in range(10) for e in lifecycle(uuid.UUID(int=i + 1, version=4), "research")]
+    )
+    await projector.catch_up()
+    url = database_url(engine)
+    wide = CliRunner(env={"COLUMNS": "200"})
+    shown = wide.invoke(main, ["stats", "--database-url", url])
+    assert shown.exit_code == 0, shown.output
+    assert "10 tasks, since" in shown.output
+    rows = [line.replace("│", " ").split() for line in shown.output.splitlines()]
+    research, everything, error = [r for r in rows if r[:1] in (["research"], ["(all)"])]
+    # Agent ids 5 and 10 fail (see `lifecycle`).
+    assert research[:9] == ["research", "10", "0", "0", "8", "2", "0", "80.0%", "0.0%"]
+    assert everything[1:9] == research[1:9]
+    assert error == ["research", "2", "x"]
+
+    as_json = CliRunner().invoke(main, ["stats", "--database-url", url, "--all-time", "--json"])
+    assert as_json.exit_code == 0, as_json.output
+    with Session(engine) as s:
+        assert ax.activity.ActivityStatsSchema.model_validate_json(as_json.output) == (
+            ax.activity.stats(s)
+        )
+
+    bad = CliRunner().invoke(main, ["stats", "--database-url", url, "--since", "soon"])
+    assert bad.exit_code == 2 and "is not a duration" in bad.output
