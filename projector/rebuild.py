@@ -16,7 +16,7 @@ import socket
 
 from sqlalchemy import Engine, delete
 
-from agentexec.activity.models import Activity, ActivityLog
+from agentexec.activity.models import Activity, ActivityCount, ActivityLog
 from agentexec.runtime import Runtime, current
 
 from . import projection
@@ -79,6 +79,7 @@ def _replay_archive(engine: Engine) -> int:
     with engine.begin() as conn:
         conn.execute(delete(ActivityLog))
         conn.execute(delete(Activity))
+        conn.execute(delete(ActivityCount))
         for batch in Archive(conn, page=_PAGE).read():
             projection.apply(conn, batch, archive=False)
             count += len(batch)

@@ -47,6 +47,7 @@ from agentexec.runtime import current
 __all__ = [
     "TABLE_PREFIX",
     "Activity",
+    "ActivityCount",
     "ActivityLog",
     "ArchivedEvent",
     "Base",
@@ -223,6 +224,18 @@ class ActivityLog(Base):
 
     def __repr__(self) -> str:
         return f"<ActivityLog {self.event_id} {self.status} {self.message!r}>"
+
+
+class ActivityCount(Base):
+    """How many activities each task name has in each status: kept by the projector in the
+    transaction that changes the rows (and by `prune`), so that a list's total needs no
+    count over the table. Rows at 0 are deleted: a rebuild gives the same rows."""
+
+    __tablename__ = f"{TABLE_PREFIX}activity_counts"
+
+    agent_type: Mapped[str] = mapped_column(String(255), primary_key=True)
+    status: Mapped[Status] = mapped_column(_status_type(), primary_key=True)
+    count: Mapped[int] = mapped_column(Integer)
 
 
 class ArchivedEvent(Base):

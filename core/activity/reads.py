@@ -16,9 +16,10 @@ from sqlalchemy import Executable, Select, func, not_, select
 from sqlalchemy.orm import Session, selectinload
 from typing_extensions import TypeIs, Unpack
 
-from agentexec.events import Status
+from agentexec.events import ACTIVE, Status
 
-from .filters import Cursor, ListFilters, active, conditions
+from . import counts
+from .filters import Cursor, ListFilters, active, conditions, statuses
 from .freshness import check_projected
 from .schemas import (
     ActivityChildrenSchema,
@@ -104,11 +105,11 @@ def list_activities(
             .limit(limit)
         )
 
-    def plan() -> Generator[Executable, Any, ActivityListSchema]:
-        counts = []
-        for where in segments:
-            counts.append(int((yield select(func.count()).select_from(Activity).where(*where))))
-        n_active, total = counts[0], sum(counts)
+    def plan() -> Generator[Step, Any, ActivityListSchema]:
+        found_counts = []
+        for query in _count_queries(Activity, segments, filters):
+            found_counts.append(int((yield query, _scalar)))
+        n_active, total = found_counts[0], sum(found_counts)
         offset = (page - 1) * page_size
         got: list[tuple[int, Activity]] = []
         first = 0 if after is None else after.segment
@@ -121,7 +122,7 @@ def list_activities(
                 skip -= n_active
                 continue
             start = after if after is not None and segment == after.segment else None
-            found_rows = yield rows(segment, skip, wanted, start)
+            found_rows = yield rows(segment, skip, wanted, start), _objects
             got.extend((segment, a) for a in found_rows)
             skip = 0
         page_rows = got[:page_size]
@@ -138,6 +139,23 @@ def list_activities(
         )
 
     return _drive(session, plan())
+
+
+def _count_queries(
+    model: type[Activity], segments: list[list[Any]], filters: ListFilters
+) -> list[Select[Any]]:
+    """How many rows each segment has: from the activity counts when the filters are only
+    statuses and task names (no scan), else by counting the rows."""
+    given = {k for k, v in filters.items() if v is not None}
+    status, names = filters.get("status"), filters.get("task_name")
+    names = [names] if isinstance(names, str) else names
+    if given <= {"status", "task_name"} and all("\x00" not in n for n in names or ()):
+        chosen = set(Status) if status is None else set(statuses(status))
+        return [
+            counts.total(chosen & part, None if names is None else list(names))
+            for part in (set(ACTIVE), set(Status) - set(ACTIVE))
+        ]
+    return [select(func.count()).select_from(model).where(*where) for where in segments]
 
 
 @overload
@@ -328,33 +346,38 @@ def _list_item(activity: Activity) -> ActivityListItemSchema:
     )
 
 
-def _drive(
-    session: Session | AsyncSession, plan: Generator[Executable, Any, T]
-) -> T | Awaitable[T]:
-    """Run the queries `plan` yields, one after the other, sending each back its values: a
-    count's number, or a select's ORM rows (taken at once). Returns what `plan` returns."""
+Step = tuple[Executable, Callable[[Any], Any]]
+"""A query and the function that takes its values from its result (at once: an ORM result
+may load more)."""
+
+
+def _scalar(result: Any) -> Any:
+    return result.scalar_one()
+
+
+def _objects(result: Any) -> Any:
+    return result.scalars().all()
+
+
+def _drive(session: Session | AsyncSession, plan: Generator[Step, Any, T]) -> T | Awaitable[T]:
+    """Run the queries `plan` yields, one after the other, sending each back its values.
+    Returns what `plan` returns."""
     check_projected()
-
-    def take(result: Any, query: Executable) -> Any:
-        if isinstance(query, Select) and query.column_descriptions[0]["entity"] is None:
-            return result.scalar_one()
-        return result.scalars().all()
-
     if is_async(session):
 
         async def run() -> T:
-            query = next(plan)
+            query, take = next(plan)
             try:
                 while True:
-                    query = plan.send(take(await session.execute(query), query))
+                    query, take = plan.send(take(await session.execute(query)))
             except StopIteration as stop:
                 return stop.value  # type: ignore[no-any-return]
 
         return run()
-    query = next(plan)
+    query, take = next(plan)
     try:
         while True:
-            query = plan.send(take(session.execute(query), query))
+            query, take = plan.send(take(session.execute(query)))
     except StopIteration as stop:
         return stop.value  # type: ignore[no-any-return]
 

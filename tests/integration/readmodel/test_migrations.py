@@ -166,7 +166,13 @@ def test_custom_table_prefix(tmp_path: Path) -> None:
         [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True
     ).stdout
     assert out.strip() == str(
-        ["myapp_activity", "myapp_activity_log", "myapp_checkpoints", "myapp_events"]
+        [
+            "myapp_activity",
+            "myapp_activity_counts",
+            "myapp_activity_log",
+            "myapp_checkpoints",
+            "myapp_events",
+        ]
     )
     # Set in code after `import agentexec`, before the models are first used.
     in_code = script.replace(

@@ -15,17 +15,18 @@ from typing import Any
 import httpx
 import pytest
 from click.testing import CliRunner
-from sqlalchemy import Engine, insert, select
+from sqlalchemy import Engine, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 from sqlalchemy.orm import Session
 
 import agentexec as ax
 from agentexec import events
-from agentexec.activity.models import ArchivedEvent
+from agentexec.activity.models import Activity, ActivityCount, ArchivedEvent
 from agentexec.activity.statistics import normalise_error, percentile
 from agentexec.api import create_app
 from agentexec.cli import main
 from agentexec.connection import get_redis
+from agentexec.events import Status
 from agentexec.projector import Projector
 from agentexec.projector.rebuild import rebuild
 from agentexec.streams import Keys
@@ -34,7 +35,7 @@ from tests.support.waiting import scaled
 
 from .conftest import PostgresSchema, database_url, sqlite_engine
 from .test_async_reads import async_url
-from .workload import append_all, lifecycle
+from .workload import append_all, lifecycle, traffic
 
 
 @pytest.fixture
@@ -339,3 +340,44 @@ async def test_the_stats_command_prints_a_table(
 
     bad = CliRunner().invoke(main, ["stats", "--database-url", url, "--since", "soon"])
     assert bad.exit_code == 2 and "is not a duration" in bad.output
+
+
+def counted(engine: Engine) -> tuple[dict[tuple[str, str], int], dict[tuple[str, str], int]]:
+    """The activity counts table, and the same counted from the activity rows."""
+    with engine.connect() as conn:
+        kept = conn.execute(
+            select(ActivityCount.agent_type, ActivityCount.status, ActivityCount.count)
+        )
+        rows = conn.execute(
+            select(Activity.agent_type, Activity.status, func.count()).group_by(
+                Activity.agent_type, Activity.status
+            )
+        )
+        return (
+            {(t, Status(s).name): n for t, s, n in kept},
+            {(t, Status(s).name): n for t, s, n in rows},
+        )
+
+
+async def test_counts_follow_the_rows_through_batches_rebuild_and_prune(
+    projector: Projector, engine: Engine
+) -> None:
+    append_all(traffic(3000, seed=3))
+    projector.batch_size = 7  # statuses change across batches
+    await projector.catch_up()
+    kept, rows = counted(engine)
+    assert kept == rows and sum(kept.values()) > 100
+    with Session(engine) as s:
+        assert ax.activity.list(s).total == sum(rows.values())
+        errors = sum(n for (_, status), n in rows.items() if status == "ERROR")
+        assert ax.activity.list(s, status="error", task_name="research").total == errors
+        assert ax.activity.list(s, status=["queued", "running"]).total == ax.activity.active_count(
+            s
+        )
+
+    await rebuild(engine)
+    assert counted(engine) == (kept, rows)
+    with Session(engine) as s:
+        ax.activity.prune(s, older_than=timedelta(0), batch_size=50)
+    kept, rows = counted(engine)
+    assert kept == rows and all(status in ("QUEUED", "RUNNING") for _, status in kept)
