@@ -1,9 +1,9 @@
 """Statistics of the activity read model: per task name, counts by status, success and retry
 rates, queue wait and run durations, the most frequent errors, and the same per time bucket.
 
-One indexed query selects the few columns of the tasks in the window (`created_at` in
-[since, until)); the figures are computed here, in Python, the same way whatever the
-database, so SQLite and PostgreSQL give identical results:
+Two indexed queries select the few columns of the tasks in the window (`created_at` in
+[since, until)), and the errors of those that ended ERROR; the figures are computed here, in
+Python, the same way whatever the database, so SQLite and PostgreSQL give identical results:
 
 - percentiles are nearest-rank: p = the value at rank ceil(p/100 * n) of the n values in
   ascending order (a value that occurred; no interpolation);
@@ -15,19 +15,18 @@ from __future__ import annotations
 
 import math
 import re
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Awaitable, Iterable, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, overload
 
-from sqlalchemy import select
+from sqlalchemy import String, select, type_coerce
 from sqlalchemy.orm import Session
 
 from agentexec.events import Status
 
 from .filters import MetadataFilter, conditions, naive_utc
-from .reads import _run
+from .reads import _run_all
 from .schemas import (
     ActivityStatsSchema,
     DurationStatsSchema,
@@ -46,16 +45,13 @@ MAX_BUCKETS = 10_000
 
 TOP_ERRORS = 5
 
-_ENDED = (Status.COMPLETE, Status.ERROR, Status.CANCELED)
-_PATTERNS = [
-    (
-        re.compile(r"\b[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}\b", re.I),
-        "<id>",
-    ),
-    (re.compile(r"\b0x[0-9a-f]+\b", re.I), "<hex>"),
-    (re.compile(r"\b(?=[0-9a-f]*[0-9])(?=[0-9a-f]*[a-f])[0-9a-f]{8,}\b", re.I), "<hex>"),
-    (re.compile(r"\d+(?:\.\d+)?"), "<n>"),
-]
+_ENDED = ("COMPLETE", "ERROR", "CANCELED")
+_VARIABLE = re.compile(
+    r"(?P<id>\b[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}\b)"
+    r"|(?P<hex>\b0x[0-9a-f]+\b|\b(?=[0-9a-f]*[0-9])(?=[0-9a-f]*[a-f])[0-9a-f]{8,}\b)"
+    r"|(?P<n>\d+(?:\.\d+)?)",
+    re.IGNORECASE,
+)
 _MAX_ERROR = 200
 
 
@@ -63,10 +59,9 @@ def normalise_error(message: str) -> str:
     """`message`'s first line with its variable parts replaced: UUIDs by `<id>`, hex
     numbers and digests by `<hex>`, numbers by `<n>`; cut at 200 characters. Errors that
     differ only in those parts count as one."""
-    line = message.strip().splitlines()[0] if message.strip() else ""
-    for pattern, placeholder in _PATTERNS:
-        line = pattern.sub(placeholder, line)
-    return line[:_MAX_ERROR]
+    text = message.strip()
+    line = text.splitlines()[0] if text else ""
+    return _VARIABLE.sub(lambda m: f"<{m.lastgroup}>", line)[:_MAX_ERROR]
 
 
 def percentile(ordered: Sequence[float], p: float) -> float:
@@ -89,61 +84,48 @@ def _durations(values: list[float]) -> DurationStatsSchema:
     )
 
 
-@dataclass
-class _Tally:
-    """What the statistics of one group of tasks are computed from."""
-
-    counts: Counter[Status] = field(default_factory=Counter)
-    retried: int = 0
-    retries: int = 0
-    waits: list[float] = field(default_factory=list)
-    runs: list[float] = field(default_factory=list)
-    errors: Counter[str] = field(default_factory=Counter)
-    examples: dict[str, str] = field(default_factory=dict)
-
-    def add(self, status: Status, retries: int, wait: Any, run: Any, error: Any) -> None:
-        self.counts[status] += 1
-        if retries:
-            self.retried += 1
-            self.retries += retries
-        if wait is not None:
-            self.waits.append(float(wait))
-        if run is not None:
-            self.runs.append(float(run))
-        if status is Status.ERROR and error:
-            key = normalise_error(error)
-            self.errors[key] += 1
-            self.examples.setdefault(key, error)
-
-    def schema(self, task_name: str | None) -> TaskStatsSchema:
-        total = sum(self.counts.values())
-        ended = sum(self.counts[s] for s in _ENDED)
-        # Most frequent first, ties by message: the same order on every database.
-        top = sorted(self.errors.items(), key=lambda kv: (-kv[1], kv[0]))[:TOP_ERRORS]
-        return TaskStatsSchema(
-            task_name=task_name,
-            total=total,
-            counts={s.wire: self.counts[s] for s in Status},
-            success_rate=round(self.counts[Status.COMPLETE] / ended, 6) if ended else None,
-            retry_rate=round(self.retried / total, 6) if total else None,
-            retries=self.retries,
-            queue_wait=_durations(self.waits),
-            run=_durations(self.runs),
-            errors=[ErrorCountSchema(message=m, count=n, example=self.examples[m]) for m, n in top],
-        )
+def _errors(messages: list[str]) -> list[ErrorCountSchema]:
+    counted: Counter[str] = Counter()
+    examples: dict[str, str] = {}
+    for message in messages:
+        key = normalise_error(message)
+        counted[key] += 1
+        examples.setdefault(key, message)
+    # Most frequent first, ties by message: the same order on every database.
+    top = sorted(counted.items(), key=lambda kv: (-kv[1], kv[0]))[:TOP_ERRORS]
+    return [ErrorCountSchema(message=m, count=n, example=examples[m]) for m, n in top]
 
 
-class _Group:
-    def __init__(self) -> None:
-        self.overall = _Tally()
-        self.tasks: dict[str, _Tally] = {}
+def _figures(task_name: str | None, rows: list[Any], errors: list[str]) -> TaskStatsSchema:
+    """Rows are (task name, status name, retries, queue wait, run) of the tasks; errors
+    their ERROR messages (oldest first, so the example is the same on every database)."""
+    statuses = Counter(r[1] for r in rows)
+    retries = [r[2] for r in rows if r[2]]
+    total = len(rows)
+    ended = sum(statuses[s] for s in _ENDED)
+    return TaskStatsSchema(
+        task_name=task_name,
+        total=total,
+        counts={s.wire: statuses[s.name] for s in Status},
+        success_rate=round(statuses["COMPLETE"] / ended, 6) if ended else None,
+        retry_rate=round(len(retries) / total, 6) if total else None,
+        retries=sum(retries),
+        queue_wait=_durations([r[3] for r in rows if r[3] is not None]),
+        run=_durations([r[4] for r in rows if r[4] is not None]),
+        errors=_errors(errors),
+    )
 
-    def add(self, name: str, *values: Any) -> None:
-        self.overall.add(*values)
-        self.tasks.setdefault(name, _Tally()).add(*values)
 
-    def schemas(self) -> tuple[TaskStatsSchema, list[TaskStatsSchema]]:
-        return self.overall.schema(None), [self.tasks[n].schema(n) for n in sorted(self.tasks)]
+def _summary(rows: list[Any], errors: list[Any]) -> tuple[TaskStatsSchema, list[TaskStatsSchema]]:
+    """Overall and per task name; `errors` are (task name, message) pairs."""
+    by_name: defaultdict[str, list[Any]] = defaultdict(list)
+    for row in rows:
+        by_name[row[0]].append(row)
+    errors_by_name: defaultdict[str, list[str]] = defaultdict(list)
+    for name, message in errors:
+        errors_by_name[name].append(message)
+    overall = _figures(None, rows, [m for _, m in errors])
+    return overall, [_figures(n, by_name[n], errors_by_name[n]) for n in sorted(by_name)]
 
 
 _EPOCH = datetime(1970, 1, 1)
@@ -188,8 +170,8 @@ def stats(
     ValueError for a bucket under a second, or for more than `MAX_BUCKETS` buckets.
 
     Durations are per task, summed over its attempts (see docs/activity.md, "Timing");
-    percentile and mean definitions are in this module's docstring. Reads every task of the
-    window: keep windows bounded on large tables (a day of 40,000 tasks reads in ~50 ms)."""
+    percentile and mean definitions are in this module's docstring. Reads the tasks of the
+    window: keep windows bounded on large tables (docs/benchmarks.md has the times)."""
     from .models import Activity
 
     width = None
@@ -198,59 +180,69 @@ def stats(
         if width < 1:
             raise ValueError(f"bucket {bucket} is under a second; use e.g. timedelta(hours=1).")
     found = conditions(Activity, task_name=task_name, since=since, until=until, metadata=metadata)
-    query = select(
+    # The stored name, without the enum's per-row conversion.
+    status = type_coerce(Activity.status, String)
+    when = [Activity.created_at] if width is not None else []
+    rows_query = select(
         Activity.agent_type,
-        Activity.status,
+        status,
         Activity.retries,
         Activity.queue_wait_seconds,
         Activity.run_seconds,
-        Activity.error,
-        Activity.created_at,
+        *when,
     ).where(*found)
+    errors_query = (
+        select(Activity.agent_type, Activity.error, *when)
+        .where(*found, Activity.status == Status.ERROR, Activity.error.is_not(None))
+        .order_by(Activity.created_at, Activity.id)
+    )
     low = None if since is None else naive_utc(since)
     high = None if until is None else naive_utc(until)
 
-    def build(result: Any) -> ActivityStatsSchema:
-        rows = result.all()
-        group = _Group()
-        for name, status, retries, wait, run, error, _ in rows:
-            group.add(name, Status(status), retries or 0, wait, run, error)
-        overall, tasks = group.schemas()
-        buckets = [] if width is None else _buckets(rows, width)
+    def build(values: list[Any]) -> ActivityStatsSchema:
+        rows, errors = values
+        overall, tasks = _summary(rows, [e[:2] for e in errors])
         return ActivityStatsSchema(
             since=low,
             until=high,
             bucket_seconds=width,
             overall=overall,
             tasks=tasks,
-            buckets=buckets,
+            buckets=[] if width is None else _buckets(rows, errors, width),
         )
 
-    return _run(session, query, build)
+    return _run_all(
+        session,
+        [(rows_query, lambda r: r.all()), (errors_query, lambda r: r.all())],
+        build,
+    )
 
 
-def _buckets(rows: list[Any], width: float) -> list[StatsBucketSchema]:
+def _buckets(rows: list[Any], errors: list[Any], width: float) -> list[StatsBucketSchema]:
+    """Rows and errors carry their `created_at` last."""
     if not rows:
         return []
 
     def index(at: datetime) -> int:
         return math.floor((at - _EPOCH).total_seconds() / width)
 
-    first = min(index(r[6]) for r in rows)
-    last = max(index(r[6]) for r in rows)
+    row_buckets: defaultdict[int, list[Any]] = defaultdict(list)
+    for row in rows:
+        row_buckets[index(row[-1])].append(row)
+    error_buckets: defaultdict[int, list[Any]] = defaultdict(list)
+    for name, message, at in errors:
+        error_buckets[index(at)].append((name, message))
+    first, last = min(row_buckets), max(row_buckets)
     if last - first + 1 > MAX_BUCKETS:
         raise ValueError(
             f"a bucket of {timedelta(seconds=width)} splits the tasks into "
             f"{last - first + 1} buckets, more than {MAX_BUCKETS}; use a bigger bucket or "
             "a shorter window (since/until)."
         )
-    groups = [_Group() for _ in range(first, last + 1)]
-    for name, status, retries, wait, run, error, created in rows:
-        groups[index(created) - first].add(name, Status(status), retries or 0, wait, run, error)
     found = []
-    for offset, group in enumerate(groups):
-        start = _EPOCH + timedelta(seconds=(first + offset) * width)
-        overall, tasks = group.schemas()
+    for number in range(first, last + 1):
+        start = _EPOCH + timedelta(seconds=number * width)
+        overall, tasks = _summary(row_buckets.get(number, []), error_buckets.get(number, []))
         found.append(
             StatsBucketSchema(
                 start=start.replace(tzinfo=UTC),

@@ -25,11 +25,17 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, Table, create_engine, event, text
+from sqlalchemy import Engine, Table, create_engine, event, func, insert, select, text
 from sqlalchemy.orm import Session
 
 import agentexec as ax
-from agentexec.activity.models import Activity, ActivityLog, Base, activity_row_id
+from agentexec.activity.models import (
+    Activity,
+    ActivityCount,
+    ActivityLog,
+    Base,
+    activity_row_id,
+)
 
 POSTGRES_URL = os.environ.get(
     "AGENTEXEC_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -156,6 +162,11 @@ def load(engine: Engine, n: int, days: int, now: datetime) -> float:
     with engine.begin() as conn:
         for index in indexes:
             index.create(conn)
+        # What the projector keeps as it applies events (agentexec.activity.counts).
+        by_kind = select(Activity.agent_type, Activity.status, func.count()).group_by(
+            Activity.agent_type, Activity.status
+        )
+        conn.execute(insert(ActivityCount).from_select(["agent_type", "status", "count"], by_kind))
     if engine.dialect.name == "postgresql":
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             conn.execute(text("VACUUM ANALYZE"))
