@@ -7,8 +7,8 @@ list's total needs no count over the table.
 Revision ID: agentexec_0004
 Revises: agentexec_0002
 Table names carry AGENTEXEC_TABLE_PREFIX as set when the migration runs. The single-column
-indexes these composite ones begin with are dropped. On a large PostgreSQL table, build the
-indexes beforehand with CREATE INDEX CONCURRENTLY under the same names to avoid a long lock.
+indexes these composite ones begin with are dropped. Building the indexes blocks writes to
+the table for a few seconds per million rows.
 """
 
 from __future__ import annotations
