@@ -26,7 +26,8 @@ from sqlalchemy.orm import Session
 from agentexec.events import Status
 
 from .filters import MetadataFilter, conditions, naive_utc
-from .reads import _run_all
+from .freshness import check_projected
+from .reads import is_async
 from .schemas import (
     ActivityStatsSchema,
     DurationStatsSchema,
@@ -84,47 +85,50 @@ def _durations(values: list[float]) -> DurationStatsSchema:
     )
 
 
-def _errors(messages: list[str]) -> list[ErrorCountSchema]:
-    counted: Counter[str] = Counter()
+def _errors(errors: list[tuple[str, str]]) -> list[ErrorCountSchema]:
+    """`errors` are (normalised, as written) pairs, oldest first."""
+    counted = Counter(key for key, _ in errors)
     examples: dict[str, str] = {}
-    for message in messages:
-        key = normalise_error(message)
-        counted[key] += 1
+    for key, message in errors:
         examples.setdefault(key, message)
     # Most frequent first, ties by message: the same order on every database.
     top = sorted(counted.items(), key=lambda kv: (-kv[1], kv[0]))[:TOP_ERRORS]
     return [ErrorCountSchema(message=m, count=n, example=examples[m]) for m, n in top]
 
 
-def _figures(task_name: str | None, rows: list[Any], errors: list[str]) -> TaskStatsSchema:
-    """Rows are (task name, status name, retries, queue wait, run) of the tasks; errors
-    their ERROR messages (oldest first, so the example is the same on every database)."""
-    statuses = Counter(r[1] for r in rows)
-    retries = [r[2] for r in rows if r[2]]
+def _figures(task_name: str | None, rows: Sequence[Any], errors: list[Any]) -> TaskStatsSchema:
+    """Rows are (task name, status name, retries, queue wait, run, ...) of the tasks; errors
+    (task name, normalised, as written) of those that ended ERROR, oldest first (so the
+    example is the same on every database). Column-wise, for speed on large windows."""
+    _, statuses, retries, waits, runs = list(zip(*rows, strict=True))[:5] if rows else ((),) * 5
+    counted = Counter(statuses)
     total = len(rows)
-    ended = sum(statuses[s] for s in _ENDED)
+    retried = total - retries.count(0) - retries.count(None)
+    ended = sum(counted[s] for s in _ENDED)
     return TaskStatsSchema(
         task_name=task_name,
         total=total,
-        counts={s.wire: statuses[s.name] for s in Status},
-        success_rate=round(statuses["COMPLETE"] / ended, 6) if ended else None,
-        retry_rate=round(len(retries) / total, 6) if total else None,
-        retries=sum(retries),
-        queue_wait=_durations([r[3] for r in rows if r[3] is not None]),
-        run=_durations([r[4] for r in rows if r[4] is not None]),
-        errors=_errors(errors),
+        counts={s.wire: counted[s.name] for s in Status},
+        success_rate=round(counted["COMPLETE"] / ended, 6) if ended else None,
+        retry_rate=round(retried / total, 6) if total else None,
+        retries=sum(filter(None, retries)),
+        queue_wait=_durations([w for w in waits if w is not None]),
+        run=_durations([r for r in runs if r is not None]),
+        errors=_errors([e[1:3] for e in errors]),
     )
 
 
-def _summary(rows: list[Any], errors: list[Any]) -> tuple[TaskStatsSchema, list[TaskStatsSchema]]:
-    """Overall and per task name; `errors` are (task name, message) pairs."""
+def _summary(
+    rows: Sequence[Any], errors: list[Any]
+) -> tuple[TaskStatsSchema, list[TaskStatsSchema]]:
+    """Overall and per task name (see `_figures`)."""
     by_name: defaultdict[str, list[Any]] = defaultdict(list)
     for row in rows:
         by_name[row[0]].append(row)
-    errors_by_name: defaultdict[str, list[str]] = defaultdict(list)
-    for name, message in errors:
-        errors_by_name[name].append(message)
-    overall = _figures(None, rows, [m for _, m in errors])
+    errors_by_name: defaultdict[str, list[Any]] = defaultdict(list)
+    for error in errors:
+        errors_by_name[error[0]].append(error)
+    overall = _figures(None, rows, errors)
     return overall, [_figures(n, by_name[n], errors_by_name[n]) for n in sorted(by_name)]
 
 
@@ -199,9 +203,15 @@ def stats(
     low = None if since is None else naive_utc(since)
     high = None if until is None else naive_utc(until)
 
-    def build(values: list[Any]) -> ActivityStatsSchema:
-        rows, errors = values
-        overall, tasks = _summary(rows, [e[:2] for e in errors])
+    def build(rows: Sequence[Any], found_errors: Sequence[Any]) -> ActivityStatsSchema:
+        normalised: dict[str, str] = {}
+        errors = []
+        for name, message, *rest in found_errors:
+            key = normalised.get(message)
+            if key is None:
+                key = normalised[message] = normalise_error(message)
+            errors.append((name, key, message, *rest))
+        overall, tasks = _summary(rows, errors)
         return ActivityStatsSchema(
             since=low,
             until=high,
@@ -211,14 +221,21 @@ def stats(
             buckets=[] if width is None else _buckets(rows, errors, width),
         )
 
-    return _run_all(
-        session,
-        [(rows_query, lambda r: r.all()), (errors_query, lambda r: r.all())],
-        build,
-    )
+    check_projected()
+    # On the session's connection, not through the ORM: plain rows load several times faster.
+    if is_async(session):
+
+        async def run() -> ActivityStatsSchema:
+            conn = await session.connection()
+            rows = (await conn.execute(rows_query)).all()
+            return build(rows, (await conn.execute(errors_query)).all())
+
+        return run()
+    conn = session.connection()
+    return build(conn.execute(rows_query).all(), conn.execute(errors_query).all())
 
 
-def _buckets(rows: list[Any], errors: list[Any], width: float) -> list[StatsBucketSchema]:
+def _buckets(rows: Sequence[Any], errors: list[Any], width: float) -> list[StatsBucketSchema]:
     """Rows and errors carry their `created_at` last."""
     if not rows:
         return []
@@ -230,8 +247,8 @@ def _buckets(rows: list[Any], errors: list[Any], width: float) -> list[StatsBuck
     for row in rows:
         row_buckets[index(row[-1])].append(row)
     error_buckets: defaultdict[int, list[Any]] = defaultdict(list)
-    for name, message, at in errors:
-        error_buckets[index(at)].append((name, message))
+    for error in errors:
+        error_buckets[index(error[-1])].append(error)
     first, last = min(row_buckets), max(row_buckets)
     if last - first + 1 > MAX_BUCKETS:
         raise ValueError(
