@@ -78,7 +78,10 @@ def list_activities(
     ] = None,
     cursor: Annotated[
         str | None,
-        Query(pattern=CURSOR_PATTERN, description="`next_cursor` of the page before (page 1)"),
+        Query(
+            pattern=CURSOR_PATTERN,
+            description="`next_cursor` of the page before (then `page` is not used)",
+        ),
     ] = None,
 ) -> ActivityListSchema:
     """One page of activities: queued and running ones first, then the rest, newest first,

@@ -80,7 +80,7 @@ def list_activities(
     timedelta: RUNNING tasks whose latest attempt started longer ago), `retried` (True:
     retried at least once; False: never). `total` counts the matching activities.
 
-    `next_cursor` of a page, passed back as `cursor` (with `page` left at 1), gives the next
+    `next_cursor` of a page, passed back as `cursor` (`page` is then not used), gives the next
     page by keyset: as fast deep in the list as at its start, and without the rows shifting
     under you as new tasks come in. Raises ValueError for a bad page, page size, filter or
     cursor, `InvalidAgentIdError` for a parent id that is not a UUID."""
@@ -88,8 +88,6 @@ def list_activities(
     from .models import Activity
 
     after = None if cursor is None else Cursor.decode(cursor)
-    if after is not None and page != 1:
-        raise ValueError(f"page {page} with a cursor: a cursor says where the page starts.")
     found = conditions(Activity, **filters)
     segments = [[*found, active(Activity)], [*found, not_(active(Activity))]]
 
@@ -110,7 +108,8 @@ def list_activities(
         for query in _count_queries(Activity, segments, filters):
             found_counts.append(int((yield query, _scalar)))
         n_active, total = found_counts[0], sum(found_counts)
-        offset = (page - 1) * page_size
+        # A cursor says where the page starts: `page` only counts pages without one.
+        offset = (page - 1) * page_size if after is None else 0
         got: list[tuple[int, Activity]] = []
         first = 0 if after is None else after.segment
         skip = offset
