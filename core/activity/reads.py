@@ -90,6 +90,12 @@ def list_activities(
     after = None if cursor is None else Cursor.decode(cursor)
     found = conditions(Activity, **filters)
     segments = [[*found, active(Activity)], [*found, not_(active(Activity))]]
+    # A segment no status asked for can hold no row: neither count nor read it.
+    asked = filters.get("status")
+    possible = set(Status) if asked is None else set(statuses(asked))
+    if filters.get("running_longer_than") is not None:
+        possible &= {Status.RUNNING}
+    wanted_segments = [bool(possible & set(ACTIVE)), bool(possible - set(ACTIVE))]
 
     def rows(segment: int, offset: int, limit: int, start: Cursor | None) -> Select[Any]:
         where = list(segments[segment])
@@ -105,8 +111,9 @@ def list_activities(
 
     def plan() -> Generator[Step, Any, ActivityListSchema]:
         found_counts = []
-        for query in _count_queries(Activity, segments, filters):
-            found_counts.append(int((yield query, _scalar)))
+        counts_of = _count_queries(Activity, segments, filters)
+        for query, needed in zip(counts_of, wanted_segments, strict=True):
+            found_counts.append(int((yield query, _scalar)) if needed else 0)
         n_active, total = found_counts[0], sum(found_counts)
         # A cursor says where the page starts: `page` only counts pages without one.
         offset = (page - 1) * page_size if after is None else 0
@@ -117,6 +124,8 @@ def list_activities(
             wanted = page_size + 1 - len(got)
             if wanted <= 0:
                 break
+            if not wanted_segments[segment]:
+                continue
             if after is None and segment == 0 and skip >= n_active:
                 skip -= n_active
                 continue
@@ -365,18 +374,20 @@ def _drive(session: Session | AsyncSession, plan: Generator[Step, Any, T]) -> T 
     if is_async(session):
 
         async def run() -> T:
-            query, take = next(plan)
+            sent = None
             try:
                 while True:
-                    query, take = plan.send(take(await session.execute(query)))
+                    query, take = plan.send(sent)
+                    sent = take(await session.execute(query))
             except StopIteration as stop:
                 return stop.value  # type: ignore[no-any-return]
 
         return run()
-    query, take = next(plan)
+    sent = None
     try:
         while True:
-            query, take = plan.send(take(session.execute(query)))
+            query, take = plan.send(sent)
+            sent = take(session.execute(query))
     except StopIteration as stop:
         return stop.value  # type: ignore[no-any-return]
 

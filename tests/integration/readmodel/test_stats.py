@@ -381,3 +381,9 @@ async def test_counts_follow_the_rows_through_batches_rebuild_and_prune(
         ax.activity.prune(s, older_than=timedelta(0), batch_size=50)
     kept, rows = counted(engine)
     assert kept == rows and all(status in ("QUEUED", "RUNNING") for _, status in kept)
+
+
+def test_a_list_no_status_can_match_reads_nothing(engine: Engine) -> None:
+    with Session(engine) as s:
+        page = ax.activity.list(s, status="error", running_longer_than=timedelta(0))
+    assert (page.items, page.total, page.next_cursor) == ([], 0, None)
