@@ -18,7 +18,7 @@ from pydantic import AfterValidator
 from starlette.concurrency import run_in_threadpool
 
 from agentexec.activity import reads
-from agentexec.connection import REDIS_ERRORS, get_redis
+from agentexec.connection import REDIS_ERRORS
 from agentexec.events import TERMINAL, Status
 from agentexec.positions import ORIGIN, Position
 
@@ -85,11 +85,8 @@ async def agent_feed(
     after = _resume_from(last_event_id, last_event_id_header) or ORIGIN
     last = await run_in_threadpool(_last_event, live, agent_id)
     if last is None:
-        client = get_redis(live.redis_url)
-        known = await _redis_call(
-            "cannot open the feed",
-            lambda: client.exists(live.keys.agent(agent_id), live.keys.result(agent_id)),
-        )
+        broker = live.history.broker()
+        known = await _redis_call("cannot open the feed", lambda: broker.known(agent_id))
         if not known:
             raise HTTPException(404, f"no activity with agent id {agent_id}")
     elif last.status in TERMINAL and after >= Position.parse(last.event_id):

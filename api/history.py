@@ -28,16 +28,15 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 from uuid import UUID
 
-import redis
 from sqlalchemy import Engine
 
+from agentexec.broker import Broker
 from agentexec.connection import get_redis
-from agentexec.errors import EventDecodeError
-from agentexec.eventlog import Recorded
 from agentexec.positions import ORIGIN, Position
+from agentexec.runtime import Runtime, current
 from agentexec.streams import Keys
 
 from .messages import Delivery, reset_frame
@@ -121,7 +120,8 @@ class Bounds:
 
 
 class History:
-    """Reads the log of `keys` and the archive in `engine` (optional) in pages of `page`."""
+    """Reads the log of `keys` and the archive in `engine` (optional) in pages of `page`,
+    with `runtime`'s settings (default the edge's)."""
 
     def __init__(
         self,
@@ -130,8 +130,10 @@ class History:
         *,
         redis_url: str | None = None,
         page: int = 500,
+        runtime: Runtime | None = None,
     ) -> None:
         self.keys = keys
+        self.runtime = Runtime((runtime or current()).settings, keys)
         self.engine = engine
         self.redis_url = redis_url
         self.page = page
@@ -210,22 +212,13 @@ class History:
         # One agent's history is an indexed query in the archive, in Redis a scan.
         return not in_redis or lacking or one_agent
 
+    def broker(self) -> Broker:
+        """The Broker of the log of `keys`, over the running loop's client of `redis_url`."""
+        return Broker(self.runtime, get_redis(self.redis_url, self.runtime.settings))
+
     async def _redis_bounds(self) -> tuple[Position, bool, Position | None, Position]:
-        client = get_redis(self.redis_url)
-        try:
-            info: dict[str, Any] = await client.xinfo_stream(self.keys.events)
-        except redis.ResponseError as e:
-            if "no such key" not in str(e):
-                raise
-            return ORIGIN, False, None, ORIGIN
-        first = info.get("first-entry")
-        added = info.get("entries-added")
-        return (
-            Position.parse(info.get("max-deleted-entry-id") or str(ORIGIN)),
-            added is None or int(added) > int(info["length"]),
-            Position.parse(first[0]) if first else None,
-            Position.parse(info["last-generated-id"]),
-        )
+        b = await self.broker().log_bounds()
+        return b.deleted, b.removed, b.first, b.tail
 
     def _archive_bounds(self) -> tuple[Position, Position] | None:
         bounds = self.archive.bounds() if self.archive is not None else None
@@ -236,20 +229,16 @@ class History:
     async def _from_redis(
         self, after: Position, agent_id: UUID | None
     ) -> AsyncIterator[Delivery | Gap]:
-        client = get_redis(self.redis_url)
-        cursor = after
+        broker = self.broker()
+        cursor: Position | None = after
         while True:
-            page: Any = await client.xrange(self.keys.events, f"({cursor}", "+", count=self.page)
-            for raw_id, fields in page:
-                cursor = Position.parse(raw_id)
-                try:
-                    recorded = Recorded.from_entry(raw_id, fields)
-                except EventDecodeError:
-                    continue
+            page = await broker.read_log(cursor, count=self.page)
+            for recorded in page.recorded:
                 if agent_id is None or recorded.event.agent_id == agent_id:
                     yield Delivery.of(recorded)
-            if len(page) < self.page:
+            if page.size < self.page:
                 return
+            cursor = page.last
 
     async def _from_archive(
         self, after: Position, last: Position, agent_id: UUID | None

@@ -17,17 +17,12 @@ import contextlib
 import logging
 from collections import deque
 from collections.abc import Callable
-from typing import Any
 from uuid import UUID
 
-import redis
-
-from agentexec.connection import REDIS_ERRORS, Reconnect, get_redis, supervise
-from agentexec.errors import EventDecodeError
-from agentexec.eventlog import Recorded
+from agentexec.connection import Reconnect, supervise
 from agentexec.positions import Position
 from agentexec.runtime import Runtime, current
-from agentexec.streams import Keys, is_missing_group
+from agentexec.streams import Keys
 
 from .history import History
 from .messages import Delivery
@@ -220,28 +215,19 @@ class Hub:
 
     async def _step(self) -> None:
         assert self.position is not None
-        client = get_redis(self.redis_url)
-        try:
-            reply: Any = await client.xread(
-                {self.keys.events: str(self.position)}, count=self.batch, block=self.block_ms
-            )
-        except redis.ResponseError as e:
-            if isinstance(e, REDIS_ERRORS) or not is_missing_group(e):
-                raise
-            return  # the stream was deleted under the read
+        # The history's Broker: the hub reads the log the history bounds (`_check_deleted`).
+        broker = self.history.broker()
+        # Empty, too, when the stream was deleted under the read.
+        page = await broker.wait_log(self.position, count=self.batch, block_ms=self.block_ms)
         if self._reconnect.down:
             self._reconnect.succeeded()
             await self._check_deleted()
-        for _stream, entries in reply:
-            for raw_id, fields in entries:
-                try:
-                    recorded = Recorded.from_entry(raw_id, fields)
-                except EventDecodeError:
-                    self.position = Position.parse(raw_id)
-                    continue
-                # Only now: a step that fails before this reads the event again.
-                self.position = recorded.position
-                self._dispatch(Delivery.of(recorded))
+        for recorded in page.recorded:
+            # Only now: a step that fails before this reads the event again.
+            self.position = recorded.position
+            self._dispatch(Delivery.of(recorded))
+        if page.last is not None:
+            self.position = page.last
 
     def _dispatch(self, delivery: Delivery) -> None:
         agents = self._by_agent.get(delivery.event.agent_id)

@@ -142,7 +142,7 @@ def router(
             )
         engine = create_engine(settings.database_url)
     keys = runtime.keys
-    history = History(keys, engine, redis_url=redis_url)
+    history = History(keys, engine, redis_url=redis_url, runtime=runtime)
     live = LiveState(
         hub=Hub(keys, history, redis_url=redis_url, buffer=buffer, runtime=runtime),
         history=history,

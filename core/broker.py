@@ -9,23 +9,26 @@ through the `Batcher`, so that many of them share one round trip.
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
+import msgspec
 import redis
 import redis.asyncio as aioredis
 
 from . import events
 from .batcher import Batcher, get_batcher
 from .connection import REDIS_ERRORS, Reconnect, check_eviction_policy
-from .consumer import Consumer
+from .consumer import Consumer, refusals, translated
 from .credentials import redact_url
-from .errors import RedisOutOfMemoryError, RedisUnavailableError
+from .errors import EventDecodeError, RedisOutOfMemoryError, RedisUnavailableError
 from .events import Event, TaskCancelRequested, TaskQueued
+from .positions import ORIGIN, Position
 from .scripts import (
     APPEND_HELD,
     APPEND_KNOWN,
@@ -33,19 +36,43 @@ from .scripts import (
     ENQUEUE,
     ENQUEUE_LATER,
     ENQUEUE_PIPELINE,
+    LIFT_LOG,
+    PROJECTOR_READ,
+    PROJECTOR_RELEASE,
+    PROJECTOR_RENEW,
     PROMOTE,
     REMOVE_IDLE_CONSUMERS,
     REQUEUE_HELD,
     TRACK,
     Script,
 )
-from .streams import AGENT_TTL, WORKERS_GROUP, Keys, delayed_member
+from .streams import (
+    AGENT_TTL,
+    PROJECTOR_CONSUMER,
+    PROJECTOR_GROUP,
+    WORKERS_GROUP,
+    Keys,
+    delayed_member,
+    ensure_group,
+    is_missing_group,
+)
 from .tasks import TaskLease
 
 if TYPE_CHECKING:
+    from .eventlog import Recorded
     from .runtime import Runtime
 
-__all__ = ["Broker", "Count", "Queued"]
+__all__ = [
+    "EMPTY_LOG",
+    "Broker",
+    "Count",
+    "DeadLetter",
+    "LogBounds",
+    "LogEntries",
+    "LogLease",
+    "LogPage",
+    "Queued",
+]
 
 
 @dataclass(frozen=True)
@@ -66,6 +93,134 @@ class Count:
     """False when the change's key had been counted before."""
     fan_in_id: UUID | None
     """Agent id of the fan-in, once one is registered."""
+
+
+@dataclass(frozen=True)
+class LogPage:
+    """Log entries read in one call: the events, in log order, and where the read ended."""
+
+    recorded: list[Recorded]
+    """The entries that decode; the others (no agentexec event, which the projector
+    dead-letters) are skipped."""
+    last: Position | None
+    """The position of the last entry read, decodable or not; None when none was read."""
+    size: int
+    """How many entries were read, decodable or not."""
+
+    @classmethod
+    def of(cls, entries: Sequence[tuple[Any, Any]]) -> LogPage:
+        # Imported here: the event log appends through the Broker.
+        from .eventlog import Recorded
+
+        recorded = []
+        for entry_id, fields in entries:
+            try:
+                recorded.append(Recorded.from_entry(entry_id, fields))
+            except EventDecodeError:
+                continue
+        last = Position.parse(entries[-1][0]) if entries else None
+        return cls(recorded, last, len(entries))
+
+
+@dataclass(frozen=True)
+class LogBounds:
+    """What the Redis log holds, at one moment."""
+
+    deleted: Position
+    """The latest entry deleted with XDEL (ORIGIN: none)."""
+    removed: bool
+    """Whether any entry was ever deleted or trimmed."""
+    first: Position | None
+    """The first entry held; None when the log is empty."""
+    tail: Position
+    """The last id Redis generated (ORIGIN for a log never written)."""
+
+
+EMPTY_LOG = LogBounds(ORIGIN, False, None, ORIGIN)
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """An entry that could not run (or a log entry that is no event), with the reason."""
+
+    id: str
+    """Its id in the dead-letter stream."""
+    stream: str
+    """The stream the entry came from."""
+    entry_id: str
+    reason: str
+    event: TaskQueued | None
+    """The task, when the entry decodes."""
+    raw: bytes
+
+    @classmethod
+    def of(cls, entry_id: bytes, fields: dict[bytes, bytes]) -> DeadLetter:
+        raw = fields.get(events.EVENT_FIELD, b"")
+        event: TaskQueued | None = None
+        try:
+            decoded = events.decode(raw)
+            event = decoded if isinstance(decoded, TaskQueued) else None
+        except EventDecodeError:
+            pass
+        return cls(
+            id=entry_id.decode(),
+            stream=fields.get(b"stream", b"").decode(),
+            entry_id=fields.get(b"id", b"").decode(),
+            reason=fields.get(b"reason", b"").decode(errors="replace"),
+            event=event,
+            raw=raw,
+        )
+
+
+LogEntries = list[tuple[str, dict[bytes, bytes] | None]]
+"""(stream id, fields); fields are None for an entry deleted while pending."""
+
+
+class LogLease:
+    """The lease `key` held as `owner` for `seconds` at a time: a projector's ownership of
+    the log (see `agentexec.projector.ownership`), and reads fenced by it."""
+
+    def __init__(self, client: aioredis.Redis, key: str, owner: str, seconds: float) -> None:
+        self.client = client
+        self.key = key
+        self.owner = owner
+        self.ms = max(1, int(seconds * 1000))
+        self._renew = client.register_script(PROJECTOR_RENEW.source)
+        self._release = client.register_script(PROJECTOR_RELEASE.source)
+        self._read = client.register_script(PROJECTOR_READ.source)
+
+    @translated
+    async def acquire(self) -> bool:
+        """Take the lease if it is free (or already ours); True when we hold it."""
+        if await self.client.set(self.key, self.owner, nx=True, px=self.ms):
+            return True
+        return bool(await self.renew())
+
+    @translated
+    async def renew(self) -> bool:
+        """Extend the lease; False when it is not ours any more."""
+        return bool(await self._renew(keys=[self.key], args=[self.owner, self.ms]))
+
+    @translated
+    async def release(self) -> None:
+        await self._release(keys=[self.key], args=[self.owner])
+
+    @translated
+    async def read(self, stream: str, group: str, cursor: str, count: int) -> LogEntries | None:
+        """XREADGROUP `cursor` (`">"` new entries, `"0"` pending ones) as
+        `PROJECTOR_CONSUMER`, only while we hold the lease; None when we do not."""
+        reply: Any = await self._read(
+            keys=[self.key, stream], args=[self.owner, group, PROJECTOR_CONSUMER, count, cursor]
+        )
+        if not reply or reply[0] != 1:
+            return None
+        entries: LogEntries = []
+        if len(reply) < 2 or not reply[1]:
+            return entries
+        for entry_id, flat in reply[1][0][1]:
+            fields = dict(zip(flat[::2], flat[1::2], strict=True)) if flat else None
+            entries.append((entry_id.decode(), fields))
+        return entries
 
 
 _outage = Reconnect("enqueue")
@@ -100,15 +255,17 @@ class Broker:
         return get_batcher(self.client)
 
     async def _run(self, script: Script, keys: list[Any], args: list[Any]) -> Any:
-        return await self._batcher().run_script(script, keys, args)
+        with refusals(script.name):
+            return await self._batcher().run_script(script, keys, args)
 
     def _run_sync(self, script: Script, keys: list[Any], args: list[Any]) -> Any:
         client = self.runtime.sync_redis()
-        try:
-            return client.evalsha(script.sha, len(keys), *keys, *args)
-        except redis.exceptions.NoScriptError:
-            client.script_load(script.source)
-            return client.evalsha(script.sha, len(keys), *keys, *args)
+        with refusals(script.name):
+            try:
+                return client.evalsha(script.sha, len(keys), *keys, *args)
+            except redis.exceptions.NoScriptError:
+                client.script_load(script.source)
+                return client.evalsha(script.sha, len(keys), *keys, *args)
 
     # Queueing.
 
@@ -215,6 +372,7 @@ class Broker:
         )
         return bool(reply)
 
+    @translated
     async def restore_results(self, results: Sequence[tuple[UUID, bytes, int]]) -> None:
         """Store (agent id, encoded outcome, TTL) results unless one is stored, and wake their
         waiters as a finish does."""
@@ -225,6 +383,7 @@ class Broker:
                     pipe.publish(self.keys.result_channel(agent_id), outcome)
                 await pipe.execute()
 
+    @translated
     async def promote(self, queue_name: str, now_ms: int, limit: int = 100) -> float | None:
         """Move up to `limit` due tasks of `queue_name`'s delayed set to their streams; returns
         the next due time (ms) of those left, None when none is."""
@@ -364,10 +523,261 @@ class Broker:
         """The verbs of worker `name` (its consumer name) reading `queue_name`."""
         return Consumer(self, queue_name, name)
 
+    # Reading the log.
+
+    async def read_log(
+        self, after: Position | None = None, *, until: Position | None = None, count: int
+    ) -> LogPage:
+        """Up to `count` log entries after `after` (None: from the first), up to `until`."""
+        reply: Any = await self.client.xrange(
+            self.keys.events, _after(after), "+" if until is None else str(until), count=count
+        )
+        return LogPage.of(reply)
+
+    def read_log_sync(
+        self, after: Position | None = None, *, until: Position | None = None, count: int
+    ) -> LogPage:
+        """`read_log`, blocking."""
+        reply: Any = self.runtime.sync_redis().xrange(
+            self.keys.events, _after(after), "+" if until is None else str(until), count=count
+        )
+        return LogPage.of(reply)
+
+    def tail_log_sync(self, count: int) -> LogPage:
+        """The last `count` log entries, in log order. Blocking."""
+        reply: Any = self.runtime.sync_redis().xrevrange(self.keys.events, "+", "-", count=count)
+        return LogPage.of(list(reversed(reply)))
+
+    @translated
+    async def wait_log(self, after: Position, *, count: int, block_ms: int) -> LogPage:
+        """Up to `count` log entries after `after`, waiting up to `block_ms` for the first;
+        empty when none came, or when the log was deleted under the wait."""
+        reply: Any = None
+        with _deleted_under_read():
+            reply = await self.client.xread(
+                {self.keys.events: str(after)}, count=count, block=block_ms
+            )
+        return LogPage.of([entry for _, entries in reply or () for entry in entries])
+
+    def wait_log_sync(self, after: Position, *, count: int, block_ms: int) -> LogPage:
+        """`wait_log`, blocking."""
+        reply: Any = None
+        with _deleted_under_read():
+            reply = self.runtime.sync_redis().xread(
+                {self.keys.events: str(after)}, count=count, block=block_ms
+            )
+        return LogPage.of([entry for _, entries in reply or () for entry in entries])
+
+    async def log_bounds(self) -> LogBounds:
+        """What the log holds now (`EMPTY_LOG` before its first append)."""
+        try:
+            info: dict[str, Any] = await self.client.xinfo_stream(self.keys.events)
+        except redis.ResponseError as e:
+            if isinstance(e, REDIS_ERRORS) or "no such key" not in str(e):
+                raise
+            return EMPTY_LOG
+        first = info.get("first-entry")
+        added = info.get("entries-added")
+        return LogBounds(
+            Position.parse(info.get("max-deleted-entry-id") or str(ORIGIN)),
+            added is None or int(added) > int(info["length"]),
+            Position.parse(first[0]) if first else None,
+            Position.parse(info["last-generated-id"]),
+        )
+
+    def unprojected_since_ms(self) -> int | None:
+        """The time (ms) of the oldest log event no projector has taken, while no projector
+        holds the log's lease; None when one does, or nothing waits. Blocking."""
+        client = self.runtime.sync_redis()
+        if client.exists(self.keys.projector_lease):
+            return None
+        try:
+            groups: Any = client.xinfo_groups(self.keys.events)
+        except redis.ResponseError as e:
+            if isinstance(e, REDIS_ERRORS):
+                raise
+            return None  # no log yet: nothing waits
+        delivered = _projector_delivered(groups)
+        after = None if delivered is None else Position.parse(delivered)
+        entries: Any = client.xrange(self.keys.events, _after(after), "+", count=1)
+        return Position.parse(entries[0][0]).ms if entries else None
+
+    # The projector's ownership of the log.
+
+    def log_lease(self, owner: str, seconds: float) -> LogLease:
+        """The lease on the log that one projector (or a rebuild) holds at a time."""
+        return LogLease(self.client, self.keys.projector_lease, owner, seconds)
+
+    @translated
+    async def projector_delivered(self) -> str | None:
+        """The last id delivered to the projector's group of the log; None when there is
+        none (no group, or no log)."""
+        try:
+            groups: Any = await self.client.xinfo_groups(self.keys.events)
+        except redis.ResponseError as e:
+            if isinstance(e, REDIS_ERRORS) or "no such key" not in str(e).lower():
+                raise
+            return None
+        return _projector_delivered(groups)
+
+    @translated
+    async def log_ids(self, after: str, until: str, count: int) -> list[str]:
+        """The ids of up to `count` log entries after `after`, up to `until`, events or not."""
+        page: Any = await self.client.xrange(self.keys.events, f"({after}", until, count=count)
+        return [_text(entry_id) for entry_id, _ in page]
+
+    async def lift_log(
+        self, floor: str, after: str, ids: Sequence[str]
+    ) -> tuple[bool, list[tuple[str, str]]]:
+        """Raise the log's last id to `floor` (creating the log and the projector's group at
+        it when missing), and append again above it, in order, the entries after `after` up
+        to it (none when `after` is "") and those of `ids`, deleting the originals. Returns
+        whether the last id was raised, and the (old, new) ids of the entries moved."""
+        reply: Any = await self._run(
+            LIFT_LOG, [self.keys.events], [PROJECTOR_GROUP, floor, after, *ids]
+        )
+        pairs = [(_text(reply[i]), _text(reply[i + 1])) for i in range(1, len(reply), 2)]
+        return bool(reply[0]), pairs
+
+    async def ensure_log_group(self, start: str) -> None:
+        """Create the projector's group on the log (and the log) at `start` unless it
+        exists."""
+        with refusals("ensure_log_group"):
+            await ensure_group(self.client, self.keys.events, PROJECTOR_GROUP, start=start)
+
+    @translated
+    async def ack_log(self, ids: Sequence[str]) -> None:
+        """Acknowledge the projector's entries `ids`: committed, they are not read again."""
+        await self.client.xack(self.keys.events, PROJECTOR_GROUP, *ids)
+
+    @translated
+    async def mark_restore_due(self, position: str) -> None:
+        """Note that Redis lost the data the read model was built from, at checkpoint
+        `position`: queued tasks and results are to be restored from the archive."""
+        await self.client.set(self.keys.restore_due, position)
+
+    @translated
+    async def restore_due(self) -> str | None:
+        """The checkpoint at which Redis lost its data, while it is not restored yet."""
+        found: Any = await self.client.get(self.keys.restore_due)
+        return None if found is None else _text(found)
+
+    @translated
+    async def restored(self) -> None:
+        await self.client.delete(self.keys.restore_due)
+
+    # Reading state.
+
+    async def result(self, agent_id: UUID | str) -> bytes | None:
+        """The stored outcome of `agent_id`'s task (see `agentexec.results`), None before it
+        ended or after `AGENTEXEC_RESULT_TTL`."""
+        data: Any = await self._batcher().execute("GET", self.keys.result(agent_id))
+        return None if data is None else bytes(data)
+
+    def tracker_counts(self, name: str, batch_id: str) -> tuple[int, int]:
+        """A tracker's (pending, total); (0, 0) before its first change. Blocking."""
+        pending, total = self.runtime.sync_redis().hmget(
+            self.keys.tracker(name, batch_id), ["pending", "total"]
+        )
+        return int(pending or 0), int(total or 0)
+
+    def held_by_queues(self, queues: Iterable[str]) -> set[UUID]:
+        """Agent ids of the tasks these queues hold: in a stream (waiting, running, or handed
+        back) or in the delayed set (waiting for a retry). One transaction per queue, so that
+        a task moving between the delayed set and a stream is seen in one of them. Blocking."""
+        client = self.runtime.sync_redis()
+        held: set[UUID] = set()
+        for queue in queues:
+            with client.pipeline(transaction=True) as pipe:
+                for stream in self.keys.queues(queue):
+                    pipe.xrange(stream)
+                pipe.zrange(self.keys.delayed(queue), 0, -1)
+                *entries, delayed = pipe.execute()
+            payloads = [f.get(events.EVENT_FIELD, b"") for found in entries for _, f in found]
+            payloads += [member[2:] for member in delayed]
+            for payload in payloads:
+                try:
+                    held.add(UUID(str(msgspec.json.decode(payload)["agent_id"])))
+                except (msgspec.DecodeError, KeyError, TypeError, ValueError):
+                    continue  # not a task event: nothing a worker will run
+        return held
+
+    def running_unqueued(self, agent_ids: Sequence[UUID]) -> set[UUID]:
+        """Those of `agent_ids` a worker runs on an entry Redis lost (see `Keys.held`).
+        Blocking."""
+        with self.runtime.sync_redis().pipeline(transaction=False) as pipe:
+            for agent_id in agent_ids:
+                pipe.exists(self.keys.held(agent_id))
+            running = pipe.execute()
+        return {a for a, r in zip(agent_ids, running, strict=True) if r}
+
+    # Dead letters (see `agentexec.workers.deadletters`; a worker's are written by
+    # `Consumer.dead_letter`).
+
+    async def dead_letters(self, count: int) -> list[DeadLetter]:
+        """The oldest `count` dead letters."""
+        entries: Any = await self.client.xrange(self.keys.dead_letters, count=count)
+        return [DeadLetter.of(entry_id, fields) for entry_id, fields in entries]
+
+    async def dead_letter_at(self, dead_letter_id: str) -> DeadLetter | None:
+        """The dead letter `dead_letter_id`, None when there is none."""
+        found: Any = await self.client.xrange(
+            self.keys.dead_letters, dead_letter_id, dead_letter_id
+        )
+        return DeadLetter.of(*found[0]) if found else None
+
+    async def remove_dead_letter(self, dead_letter_id: str) -> None:
+        await self.client.xdel(self.keys.dead_letters, dead_letter_id)
+
+    async def trim_dead_letters(self, retention_ms: int) -> int:
+        """Delete the dead letters older than `retention_ms` by the server's clock; returns
+        how many. Trimmed by id (`XTRIM MINID`): a dead letter's id is the time it was
+        written."""
+        seconds, micros = await self.client.time()
+        now_ms = int(seconds) * 1000 + int(micros) // 1000
+        minid = f"{max(0, now_ms - retention_ms)}-0"
+        return int(await self.client.xtrim(self.keys.dead_letters, minid=minid, approximate=False))
+
+    @translated
+    async def dead_letter_log_entries(
+        self, undecodable: Sequence[tuple[str, Mapping[Any, Any], str]]
+    ) -> None:
+        """Keep log entries that are no agentexec event, (entry id, fields, reason) each, as
+        dead letters, in one transaction."""
+        async with self.client.pipeline(transaction=True) as pipe:
+            for entry_id, fields, reason in undecodable:
+                letter: dict[Any, Any] = {**fields, b"stream": self.keys.events}
+                letter.update({b"id": entry_id, b"reason": reason})
+                pipe.xadd(self.keys.dead_letters, letter)
+            await pipe.execute()
+
 
 def _queued(reply: Any) -> Queued:
     event_id, agent_id = reply
     return Queued(event_id=_text(event_id), agent_id=UUID(_text(agent_id)))
+
+
+def _projector_delivered(groups: Any) -> str | None:
+    """The last id delivered to the projector's group, from XINFO GROUPS's reply."""
+    for group in groups:
+        if _text(group["name"]) == PROJECTOR_GROUP:
+            return _text(group["last-delivered-id"])
+    return None
+
+
+@contextlib.contextmanager
+def _deleted_under_read() -> Iterator[None]:
+    """Let a blocked read end empty when the stream was deleted under it."""
+    try:
+        yield
+    except redis.ResponseError as e:
+        if isinstance(e, REDIS_ERRORS) or not is_missing_group(e):
+            raise
+
+
+def _after(position: Position | None) -> str:
+    """XRANGE's start for the entries after `position` (None: from the first)."""
+    return "-" if position is None else f"({position}"
 
 
 def _text(value: Any) -> str:

@@ -10,15 +10,19 @@ append twice.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import contextlib
+import functools
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 from uuid import UUID
 
 import msgspec
+import redis
 
 from . import events
+from .connection import REDIS_ERRORS
 from .events import (
     Priority,
     TaskCanceled,
@@ -30,7 +34,7 @@ from .events import (
 )
 from .results import Outcome, encode_outcome
 from .scripts import DEAD_LETTER, DEFER, FINISH, READ, RENEW, RETRY, START, TRANSITION
-from .streams import AGENT_TTL, WORKERS_GROUP, delayed_member, ensure_group
+from .streams import AGENT_TTL, WORKERS_GROUP, delayed_member, ensure_group, refusal
 from .tasks import TaskLease
 from .transitions import Append, IfCanceled, Queue, Store, Write
 
@@ -55,6 +59,33 @@ class Start(StrEnum):
     """Another worker still runs the task, on an entry Redis lost: defer this copy."""
     CANCELED = "canceled"
     """The task, or its parent, was canceled before it started."""
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+@contextlib.contextmanager
+def refusals(what: str) -> Iterator[None]:
+    """Raise Redis's refusals of `what` as `GroupMissingError` or `BrokerError`; outages
+    (`REDIS_ERRORS`) pass as they are, for supervised loops to wait out."""
+    try:
+        yield
+    except redis.ResponseError as e:
+        if isinstance(e, REDIS_ERRORS):
+            raise
+        raise refusal(e, what) from e
+
+
+def translated(verb: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutine[Any, Any, R]]:
+    """`verb`, with Redis's refusals raised as agentexec errors (see `refusals`)."""
+
+    @functools.wraps(verb)
+    async def run(*args: P.args, **kwargs: P.kwargs) -> R:
+        with refusals(verb.__name__):
+            return await verb(*args, **kwargs)
+
+    return run
 
 
 _START_REFUSALS = {0: Start.TAKEN_OVER, -1: Start.ENDED, -2: Start.RUNNING_ELSEWHERE}
@@ -83,6 +114,7 @@ class Consumer:
         for stream in self.streams:
             await ensure_group(self._broker.client, stream, WORKERS_GROUP)
 
+    @translated
     async def own_pending(self) -> Claim:
         """The entries a previous process with this consumer name held when it died."""
         client: Any = self._broker.client
@@ -101,12 +133,14 @@ class Consumer:
                 claim.deliveries.update(await self._deliveries(stream, [i for i, _ in items]))
         return claim
 
+    @translated
     async def read(self, count: int) -> list[Entry]:
         """Up to `count` new entries of the highest priority stream that has any, without
         blocking, in one round trip."""
         reply = await self._broker._run(READ, self.streams, [WORKERS_GROUP, self.name, count])
         return _entries(reply)
 
+    @translated
     async def wait(self, count: int, block_ms: int) -> list[Entry]:
         """Up to `count` new entries of any priority, blocking up to `block_ms` until one
         arrives; higher priorities first."""
@@ -117,6 +151,7 @@ class Consumer:
         entries.sort(key=lambda e: self.streams.index(e[0]))
         return entries
 
+    @translated
     async def claim_expired(self, stream: str, lease_ms: int, count: int = 10) -> Claim:
         """Take over up to `count` entries of `stream` whose lease expired."""
         client = self._broker.client
@@ -253,6 +288,7 @@ class Consumer:
         args = self._transition(writes, keys)
         await self._broker._run(TRANSITION, keys, args)
 
+    @translated
     async def renew(
         self, stream: str, held: Sequence[tuple[bytes, str]], lease_ms: int
     ) -> set[bytes]:
@@ -269,6 +305,7 @@ class Consumer:
         info = await self._broker.client.info("server")
         return float(info["uptime_in_seconds"])
 
+    @translated
     async def release(self, stream: str) -> int:
         """Hand back every entry of `stream` this worker holds, at the end of its stream, so
         that another worker runs it at once; returns how many."""

@@ -94,3 +94,13 @@ class FencedError(AgentexecError):
 class ScriptError(AgentexecError):
     """A scripted model (`agentexec.testing.ScriptedModel`) was asked for a turn its script does
     not have, or a step names a tool or agent the calling agent does not offer."""
+
+
+class BrokerError(AgentexecError):
+    """Redis refused a command of the Broker's for a reason other than an outage (a script's
+    error, a wrong key type, a busy server); the message says which verb and Redis's words."""
+
+
+class GroupMissingError(BrokerError):
+    """A queue's stream or its consumer group is gone (Redis came back empty, or the stream
+    was deleted under a blocked read): create the groups again."""

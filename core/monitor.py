@@ -21,10 +21,10 @@ from rich.table import Table
 from rich.text import Text
 
 from .activity.state import ActivityState, evolve
-from .errors import EventDecodeError
+from .broker import LogPage
 from .eventlog import Recorded
 from .events import ACTIVE, TERMINAL, Status
-from .positions import ORIGIN
+from .positions import ORIGIN, Position
 from .runtime import Runtime, current
 
 __all__ = ["Board", "Row", "run_monitor"]
@@ -188,12 +188,10 @@ def _load_database(board: Board, database_url: str, stream: str) -> str:
     return position or str(ORIGIN)
 
 
-def _apply_entries(board: Board, items: Iterable[tuple[Any, Any]]) -> None:
-    for entry_id, fields in items:
-        try:
-            board.apply(Recorded.from_entry(entry_id, fields))
-        except EventDecodeError:
-            continue  # the projector dead-letters it; the monitor just skips it
+def _apply_page(board: Board, page: LogPage) -> None:
+    # An entry that is no event is not in the page: the projector dead-letters it.
+    for recorded in page.recorded:
+        board.apply(recorded)
 
 
 def load_board(
@@ -203,20 +201,18 @@ def load_board(
     runtime: Runtime | None = None,
 ) -> str:
     """Fill `board` with the current state; returns the stream id to follow the log from."""
-    runtime = runtime or current()
-    client = runtime.sync_redis()
-    stream = runtime.keys.events
+    broker = (runtime or current()).broker
     if database_url:
-        position = _load_database(board, database_url, stream)
+        position = _load_database(board, database_url, broker.keys.events)
         while True:
-            items: Any = client.xrange(stream, f"({position}", "+", count=1000)
-            if not items:
+            page = broker.read_log_sync(Position.parse(position), count=1000)
+            if page.last is None:
                 return position
-            _apply_entries(board, items)
-            position = items[-1][0].decode()
-    tail: Any = client.xrevrange(stream, "+", "-", count=history)
-    _apply_entries(board, reversed(tail))
-    return tail[0][0].decode() if tail else str(ORIGIN)
+            _apply_page(board, page)
+            position = str(page.last)
+    tail = broker.tail_log_sync(history)
+    _apply_page(board, tail)
+    return str(tail.last or ORIGIN)
 
 
 def run_monitor(
@@ -236,16 +232,14 @@ def run_monitor(
     if once:
         console.print(board.table())
         return board
-    client = runtime.sync_redis()
-    stream = runtime.keys.events
+    broker = runtime.broker
     deadline = None if duration is None else time.monotonic() + duration
     block_ms = min(runtime.settings.block_ms, 500)
     with Live(Group(board.table()), console=console, refresh_per_second=4) as live:
         while deadline is None or time.monotonic() < deadline:
-            reply: Any = client.xread({stream: last}, count=500, block=block_ms)
-            for _, items in reply or ():
-                _apply_entries(board, items)
-                last = items[-1][0]
-            if reply:
+            page = broker.wait_log_sync(Position.parse(last), count=500, block_ms=block_ms)
+            _apply_page(board, page)
+            last = str(page.last or last)
+            if page.size:
                 live.update(Group(board.table()))
     return board

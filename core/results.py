@@ -20,13 +20,11 @@ import redis
 import redis.asyncio as aioredis
 
 from . import tasks
-from .batcher import get_batcher
 from .connection import Reconnect, spawn
 from .errors import TaskFailedError
 from .events import NULL, Ending
 from .limits import recordable
 from .runtime import Runtime, current
-from .streams import Keys
 from .tasks import Task
 
 logger = logging.getLogger(__name__)
@@ -73,9 +71,9 @@ class _Waiter:
     not connection errors.
     """
 
-    def __init__(self, client: aioredis.Redis, keys: Keys) -> None:
+    def __init__(self, runtime: Runtime, client: aioredis.Redis) -> None:
         self._client = client
-        self._keys = keys
+        self._keys = runtime.keys
         self._pubsub = client.pubsub()
         self._futures: dict[bytes, set[asyncio.Future[bytes]]] = {}
         self._subscribe: set[bytes] = set()
@@ -84,6 +82,9 @@ class _Waiter:
         self._listener: asyncio.Task[None] | None = None
         self._broken: BaseException | None = None
         self._reconnect = Reconnect("result waiter")
+        from .broker import Broker  # the Broker's consumer verbs encode outcomes from here
+
+        self._broker = Broker(runtime, client)
 
     async def wait(self, agent_id: UUID) -> bytes:
         channel = self._keys.result_channel(agent_id).encode()
@@ -174,13 +175,13 @@ class _Waiter:
     async def _check_stored(self, channel: bytes, pubsub: aioredis.client.PubSub) -> None:
         agent_id = channel[len(self._keys.result_channel_prefix) :].decode()
         try:
-            data: Any = await get_batcher(self._client).execute("GET", self._keys.result(agent_id))
+            data = await self._broker.result(agent_id)
         except Exception as e:
             # Subscribing again after the reconnect checks again.
             self._break(e, pubsub)
             return
         if data is not None:
-            self._resolve(channel, bytes(data))
+            self._resolve(channel, data)
 
     def _resolve(self, channel: bytes, data: bytes) -> None:
         for future in self._futures.get(channel, ()):
@@ -198,7 +199,7 @@ def _waiter(runtime: Runtime) -> _Waiter:
     key = (runtime.settings.redis_url, runtime.keys.prefix)
     waiter = per_loop.get(key)
     if waiter is None:
-        waiter = per_loop[key] = _Waiter(runtime.redis(), runtime.keys)
+        waiter = per_loop[key] = _Waiter(runtime, runtime.redis())
     return waiter
 
 

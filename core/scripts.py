@@ -3,8 +3,7 @@
 Each script makes a multi-key step atomic without MULTI, so that many of them can share one
 pipeline round trip (see `Batcher`). A script's header documents every KEYS[n] and ARGV[n] it
 uses and what it returns; a line `--@include <name>` is replaced by the shared functions of
-`lua/lib/<name>.lua`. The Broker (`agentexec.broker`, `agentexec.consumer`) runs them, except
-the projector's lease scripts, run by `agentexec.projector.ownership`.
+`lua/lib/<name>.lua`. The Broker (`agentexec.broker`, `agentexec.consumer`) runs them.
 """
 
 from __future__ import annotations
@@ -62,3 +61,4 @@ REMOVE_IDLE_CONSUMERS = load("remove_idle_consumers")
 PROJECTOR_RENEW = load("projector_renew")
 PROJECTOR_RELEASE = load("projector_release")
 PROJECTOR_READ = load("projector_read")
+LIFT_LOG = load("lift_log")

@@ -10,10 +10,13 @@ from uuid import UUID
 import redis
 import redis.asyncio as aioredis
 
+from .errors import BrokerError, GroupMissingError
 from .events import Priority
 
 WORKERS_GROUP = "workers"
 PROJECTOR_GROUP = "projector"
+PROJECTOR_CONSUMER = "projector"
+"""Every projector reads as this one consumer, so pending entries outlive their reader."""
 AGENT_TTL = 24 * 3600
 """Seconds an agent id stays known to `ax.activity` writes after its latest write (see
 `Keys.agent`); the check is skipped inside the task's own handler."""
@@ -91,6 +94,13 @@ async def ensure_group(client: aioredis.Redis, stream: str, group: str, start: s
     except redis.ResponseError as e:
         if "BUSYGROUP" not in str(e):
             raise
+
+
+def refusal(error: redis.ResponseError, what: str) -> BrokerError:
+    """The agentexec error for Redis refusing `what` (not an outage: see `REDIS_ERRORS`)."""
+    if is_missing_group(error):
+        return GroupMissingError(f"{what}: the stream or its consumer group is gone ({error})")
+    return BrokerError(f"{what}: Redis refused it ({error})")
 
 
 def is_missing_group(error: redis.ResponseError) -> bool:

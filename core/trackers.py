@@ -158,12 +158,9 @@ class Tracker:
     def _counts(self) -> tuple[int, int]:
         runtime = current()
         try:
-            pending, total = runtime.sync_redis().hmget(
-                runtime.keys.tracker(self.name, self.batch_id), ["pending", "total"]
-            )
+            return runtime.broker.tracker_counts(self.name, self.batch_id)
         except (redis.ConnectionError, redis.TimeoutError) as e:
             raise self._unavailable("read", e, runtime) from e
-        return int(pending or 0), int(total or 0)
 
     def _run(
         self,

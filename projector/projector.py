@@ -18,20 +18,25 @@ import socket
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any
 
-import redis
 from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from agentexec import events
 from agentexec.activity import models
 from agentexec.connection import REDIS_ERRORS, Reconnect
-from agentexec.errors import ConfigurationError, EventDecodeError, FencedError
+from agentexec.errors import (
+    BrokerError,
+    ConfigurationError,
+    EventDecodeError,
+    FencedError,
+    GroupMissingError,
+)
 from agentexec.eventlog import Recorded
 from agentexec.limits import check_name
+from agentexec.positions import Position
 from agentexec.runtime import Runtime, current
-from agentexec.streams import PROJECTOR_GROUP, ensure_group, is_missing_group
+from agentexec.streams import PROJECTOR_GROUP
 
 from . import checkpoints, floor, projection, refusals, restore
 from .archive import Archive
@@ -189,14 +194,14 @@ class Projector:
             # pending to us, and must be read again before anything newer is committed.
             self._pending = True
             await self._reconnect.failed(e)
-        except redis.ResponseError as e:
-            if not is_missing_group(e):
-                # Any other refusal (a script error, a busy server): an outage, not an exit.
-                self._pending = True
-                await self._reconnect.failed(e)
-                return "retry"
+        except GroupMissingError:
             logger.warning("projector %s: consumer group gone; recreating it", self.name)
             self._owner = False
+        except BrokerError as e:
+            # Any other refusal (a script error, a busy server): an outage, not an exit.
+            self._pending = True
+            await self._reconnect.failed(e)
+            return "retry"
         except SQLAlchemyError as e:
             await self._database_failed(e, stop)
         except Exception:
@@ -207,13 +212,14 @@ class Projector:
 
     async def _take_over(self) -> bool:
         client = self.runtime.redis()
+        broker = self.runtime.broker
         if self._lease is None or self._lease.client is not client:
-            self._lease = Lease(client, self.keys.projector_lease, self.name, self.lease_seconds)
+            self._lease = broker.log_lease(self.name, self.lease_seconds)
         if not await self._lease.acquire():
             return False
         self.position = await asyncio.to_thread(self._load_checkpoint)
         self._database_recovered()
-        delivered = await _delivered(client, self.keys.events)
+        delivered = await broker.projector_delivered()
         if delivered is None and self.position != checkpoints.ORIGIN:
             # The group goes only with the stream: Redis lost the log this database was
             # built from, and with it the queued tasks and results.
@@ -225,14 +231,14 @@ class Projector:
                 PROJECTOR_GROUP,
                 self.position,
             )
-            await client.set(self.keys.restore_due, self.position)
+            await broker.mark_restore_due(self.position)
         if self.position != checkpoints.ORIGIN and (
             delivered is None or checkpoints.after(self.position, delivered)
         ):
             await self._lift(after=delivered)
-        await ensure_group(client, self.keys.events, PROJECTOR_GROUP, start=self.position)
+        await broker.ensure_log_group(self.position)
         self._last_seen = delivered or self.position
-        self._restore_due = bool(await client.exists(self.keys.restore_due))
+        self._restore_due = await broker.restore_due() is not None
         self._owner, self._pending = True, True
         logger.info("projector %s: owns %s from %s", self.name, self.keys.events, self.position)
         return True
@@ -316,7 +322,7 @@ class Projector:
                 await self._database_failed(e, stop)
                 if stop.is_set() or not self._owner:
                     return False
-        await self.runtime.redis().xack(self.keys.events, PROJECTOR_GROUP, *[i for i, _ in entries])
+        await self.runtime.broker.ack_log([i for i, _ in entries])
         await self.retention.after_commit(self.runtime.redis(), self.position)
         return True
 
@@ -360,13 +366,7 @@ class Projector:
         if ids is not None and not ids:
             return set()
         raised, moved = await floor.lift(
-            self.runtime.redis(),
-            self.engine,
-            self.keys.events,
-            PROJECTOR_GROUP,
-            self.position,
-            after=after,
-            ids=ids,
+            self.runtime.broker, self.engine, self.position, after=after, ids=ids
         )
         if raised:
             logger.warning(
@@ -392,10 +392,10 @@ class Projector:
         return {old for old, _ in moved}
 
     async def _restore(self) -> None:
-        client = self.runtime.redis()
-        lost_at = _text(await client.get(self.keys.restore_due) or self.position)
+        broker = self.runtime.broker
+        lost_at = await broker.restore_due() or self.position
         found = await restore.restore(self.engine, self.runtime, self.name, lost_at)
-        await client.delete(self.keys.restore_due)
+        await broker.restored()
         self._restore_due = False
         logger.info(
             "projector %s: restored from the archive: %d queued tasks queued again, %d running "
@@ -411,26 +411,21 @@ class Projector:
             return checkpoints.load(conn, self.keys.events, self.name)
 
     async def _dead_letter(self, undecodable: list[tuple[str, dict[bytes, bytes], str]]) -> None:
-        async with self.runtime.redis().pipeline(transaction=True) as pipe:
-            for entry_id, fields, reason in undecodable:
-                logger.error(
-                    "projector %s: dead-lettering %s %s: %s",
-                    self.name,
-                    self.keys.events,
-                    entry_id,
-                    reason,
-                )
-                letter: dict[Any, Any] = {**fields, b"stream": self.keys.events}
-                letter.update({b"id": entry_id, b"reason": reason})
-                pipe.xadd(self.keys.dead_letters, letter)
-            await pipe.execute()
+        for entry_id, _, reason in undecodable:
+            logger.error(
+                "projector %s: dead-lettering %s %s: %s",
+                self.name,
+                self.keys.events,
+                entry_id,
+                reason,
+            )
+        await self.runtime.broker.dead_letter_log_entries(undecodable)
 
     async def _wait_for_entries(self, stop: asyncio.Event) -> None:
         # A plain XREAD only wakes us; the entries are then taken through the fenced read.
+        after = Position.parse(self._last_seen)
         read = asyncio.ensure_future(
-            self.runtime.redis().xread(
-                {self.keys.events: self._last_seen}, count=1, block=self.runtime.settings.block_ms
-            )
+            self.runtime.broker.wait_log(after, count=1, block_ms=self.runtime.settings.block_ms)
         )
         halt = asyncio.ensure_future(stop.wait())
         done, _ = await asyncio.wait({read, halt}, return_when=asyncio.FIRST_COMPLETED)
@@ -523,20 +518,6 @@ async def _wait(stop: asyncio.Event, seconds: float) -> None:
             await stop.wait()
 
 
-async def _delivered(client: Any, stream: str) -> str | None:
-    """The last id delivered to the projector group of `stream`; None when there is none."""
-    try:
-        groups = await client.xinfo_groups(stream)
-    except redis.ResponseError as e:
-        if "no such key" in str(e).lower():
-            return None
-        raise
-    for group in groups:
-        if group["name"] in (PROJECTOR_GROUP, PROJECTOR_GROUP.encode()):
-            return _text(group["last-delivered-id"])
-    return None
-
-
 @dataclass(frozen=True)
 class _Part:
     """Events to commit together, moving the checkpoint to `last`."""
@@ -552,7 +533,3 @@ class _Part:
 def _reason(error: BaseException) -> str:
     lines = str(error).strip().splitlines()
     return f"{type(error).__name__}: {lines[0] if lines else ''}"
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)

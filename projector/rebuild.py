@@ -17,11 +17,11 @@ import socket
 from sqlalchemy import Engine, delete
 
 from agentexec.activity.models import Activity, ActivityCount, ActivityLog
+from agentexec.broker import LogLease
 from agentexec.runtime import Runtime, current
 
 from . import projection
 from .archive import Archive
-from .ownership import Lease
 
 __all__ = ["rebuild"]
 
@@ -43,13 +43,7 @@ async def rebuild(
     Waits up to `timeout` seconds for the lease held by a running projector (TimeoutError).
     """
     runtime = runtime or current()
-    keys = runtime.keys
-    lease = Lease(
-        runtime.redis(),
-        keys.projector_lease,
-        f"rebuild:{socket.gethostname()}:{os.getpid()}",
-        lease_seconds,
-    )
+    lease = runtime.broker.log_lease(f"rebuild:{socket.gethostname()}:{os.getpid()}", lease_seconds)
     async with asyncio.timeout(timeout):
         # The holder renews its lease, or it expires: poll for it.
         while True:
@@ -64,11 +58,11 @@ async def rebuild(
         with contextlib.suppress(asyncio.CancelledError):
             await keeper
         await lease.release()
-    logger.info("rebuilt the read model of %s from %d archived events", keys.events, count)
+    logger.info("rebuilt the read model of %s from %d archived events", runtime.keys.events, count)
     return count
 
 
-async def _keep(lease: Lease) -> None:
+async def _keep(lease: LogLease) -> None:
     while True:
         await asyncio.sleep(lease.ms / 3000)
         await lease.renew()

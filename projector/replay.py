@@ -16,7 +16,6 @@ from uuid import UUID
 from sqlalchemy import Engine
 
 from agentexec import events
-from agentexec.errors import EventDecodeError
 from agentexec.eventlog import Recorded
 from agentexec.positions import ORIGIN, Position
 from agentexec.runtime import Runtime, current
@@ -77,22 +76,16 @@ def replay(
         last = archive.last()
         if last is not None:
             start = max(low, last.after())
-    runtime = runtime or current()
-    client, stream = runtime.sync_redis(), runtime.keys.events
-    cursor = str(start)
-    end = str(high) if high else "+"
+    broker = (runtime or current()).broker
+    after = start.before() if start > ORIGIN else None
     while True:
-        page: Any = client.xrange(stream, cursor, end, count=_PAGE)
-        for raw_id, fields in page:
-            try:
-                recorded = Recorded.from_entry(raw_id, fields)
-            except EventDecodeError:
-                continue
+        page = broker.read_log_sync(after, until=high, count=_PAGE)
+        for recorded in page.recorded:
             event = recorded.event
             if task_name is not None and event.task_name == task_name:
                 agents.add(event.agent_id)
             if (agent_id is None and task_name is None) or event.agent_id in agents:
                 yield recorded
-        if len(page) < _PAGE:
+        if page.size < _PAGE:
             return
-        cursor = str(Position.parse(page[-1][0]).after())
+        after = page.last

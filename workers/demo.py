@@ -27,6 +27,7 @@ from agentexec.config import CONF
 from agentexec.connection import close_redis
 from agentexec.credentials import redact_url
 from agentexec.embedded import EmbeddedRedis
+from agentexec.positions import ORIGIN
 from agentexec.queue import enqueue
 from agentexec.runtime import current
 
@@ -66,7 +67,6 @@ async def research_company(agent_id: UUID, context: ResearchContext) -> dict[str
 
 async def _watch(console: Console, count: int) -> list[Any]:
     runtime = current()
-    keys = runtime.keys
     companies = (COMPANIES * (count // len(COMPANIES) + 1))[:count]
     tasks = [
         await enqueue("research_company", ResearchContext(company=c, fail=i == count - 1))
@@ -95,26 +95,24 @@ async def _watch(console: Console, count: int) -> list[Any]:
             for t in tasks
         }
         open_tasks = set(bars)
-        last_id = "0-0"
-        client = runtime.redis()
+        last = ORIGIN
+        broker = runtime.broker
         while open_tasks:
-            block_ms = runtime.settings.block_ms
-            reply: Any = await client.xread({keys.events: last_id}, block=block_ms)
-            for _, items in reply or ():
-                for entry_id, fields in items:
-                    last_id = entry_id
-                    event = events.decode_entry(fields)
-                    bar = bars.get(event.agent_id)
-                    if bar is None or event.status is None:
-                        continue
-                    update: dict[str, Any] = {"status": event.status.wire}
-                    if event.message:
-                        update["description"] = event.message
-                    if event.percentage is not None:
-                        update["completed"] = event.percentage
-                    progress.update(bar, **update)
-                    if event.status in events.TERMINAL:
-                        open_tasks.discard(event.agent_id)
+            page = await broker.wait_log(last, count=1000, block_ms=runtime.settings.block_ms)
+            last = page.last or last
+            for recorded in page.recorded:
+                event = recorded.event
+                bar = bars.get(event.agent_id)
+                if bar is None or event.status is None:
+                    continue
+                update: dict[str, Any] = {"status": event.status.wire}
+                if event.message:
+                    update["description"] = event.message
+                if event.percentage is not None:
+                    update["completed"] = event.percentage
+                progress.update(bar, **update)
+                if event.status in events.TERMINAL:
+                    open_tasks.discard(event.agent_id)
     results = await asyncio.gather(*(_result(t) for t in tasks))
     await close_redis()
     return results

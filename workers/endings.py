@@ -18,7 +18,6 @@ import msgspec
 from agentexec import events
 from agentexec.connection import REDIS_ERRORS, Reconnect
 from agentexec.consumer import Consumer, Entry
-from agentexec.errors import EventDecodeError
 from agentexec.events import (
     Ending,
     TaskCanceled,
@@ -33,7 +32,8 @@ from agentexec.results import Outcome
 from agentexec.tasks import TaskDefinition
 from agentexec.transitions import Write
 
-from .leases import Leases, identify
+from . import deadletters
+from .leases import Leases
 from .retries import Promoter, backoff_delay
 
 __all__ = ["Endings"]
@@ -58,6 +58,10 @@ class Endings:
         self._definitions = definitions
         self._promoter = promoter
         self._reconnect = reconnect
+
+    @property
+    def consumer(self) -> Consumer:
+        return self._consumer
 
     async def complete(self, entry: Entry, event: TaskQueued, result: bytes, took: float) -> None:
         """End the task with the handler's return value `result` (JSON), after `took` seconds."""
@@ -196,7 +200,7 @@ class Endings:
         )
         logger.warning("task %s (agent %s) failed: %s", event.task_name, event.agent_id, error)
 
-    def _transition(self, queued: TaskQueued, outcome: Outcome) -> Sequence[Write]:
+    def transition(self, queued: TaskQueued, outcome: Outcome) -> Sequence[Write]:
         """The writes the task's definition commits with its outcome, if it has a hook."""
         definition = self._definitions.get(queued.task_name)
         if definition is None or definition.transition is None:
@@ -223,7 +227,7 @@ class Endings:
         transition, atomically, if this worker still holds the entry; a worker that lost it
         cannot end the task."""
         await flush_events(event.agent_id)  # what the handler wrote comes before its outcome
-        writes = self._transition(queued, outcome)
+        writes = self.transition(queued, outcome)
         ended = await self.persist(
             lambda _: self._consumer.finish(entry, event, outcome, writes), ending=entry[1]
         )
@@ -237,49 +241,6 @@ class Endings:
             )
 
     async def dead_letter(self, entry: Entry, reason: str) -> None:
-        """Move an entry that cannot run to the dead-letter stream; when its agent id can be
-        read, the task ends ERROR so that its activity and waiters learn why."""
-        stream, entry_id, fields = entry
-        reason = recordable(reason)
-        logger.error(
-            "worker %s: dead-lettering %s %s: %s", self._consumer.name, stream, entry_id, reason
-        )
-        ident = identify(fields)
-        failed: TaskFailed | None = None
-        outcome: Outcome | None = None
-        if ident is not None:
-            error = f"dead-lettered: {reason}"
-            failed = TaskFailed(
-                agent_id=ident[0],
-                task_name=ident[1],
-                message=self._settings.activity_message_error.replace("{error}", error),
-                error=error,
-            )
-            outcome = Outcome(Ending.ERROR, ident[1], error=error)
-        done = await self.persist(
-            lambda _: self._consumer.dead_letter(entry, reason, failed, outcome), ending=entry_id
-        )
-        if not done:
-            logger.warning(
-                "worker %s: %s %s was taken over or had ended; not dead-lettered here",
-                self._consumer.name,
-                stream,
-                entry_id,
-            )
-            return
-        queued = _queued(fields) if ident is not None else None
-        if queued is not None:
-            # The task's transition (a pipeline run ending ERROR) follows the dead letter that
-            # stood; not in its script, whose arguments end with the entry's variable fields.
-            error = f"dead-lettered: {reason}"
-            writes = self._transition(queued, Outcome(Ending.ERROR, queued.task_name, error=error))
-            if writes:
-                await self._consumer.transition(writes)
-
-
-def _queued(fields: dict[bytes, bytes]) -> TaskQueued | None:
-    try:
-        event = events.decode_entry(fields)
-    except EventDecodeError:
-        return None
-    return event if isinstance(event, TaskQueued) else None
+        """Move an entry that cannot run to the dead-letter stream (see
+        `workers.deadletters`)."""
+        await deadletters.dead_letter(self, entry, reason)

@@ -18,12 +18,11 @@ from dataclasses import dataclass
 from uuid import UUID
 
 import msgspec
-import redis
 
 from agentexec import events
 from agentexec.connection import REDIS_ERRORS, Reconnect, supervise
 from agentexec.consumer import Claim, Consumer, Entry
-from agentexec.streams import is_missing_group
+from agentexec.errors import BrokerError, GroupMissingError
 
 __all__ = ["Held", "Leases", "identify"]
 
@@ -160,10 +159,8 @@ class Leases:
                             stream,
                         )
                         self.take(claim)
-        except redis.ResponseError as e:
-            if isinstance(e, REDIS_ERRORS) or not is_missing_group(e):
-                self._outage = True
-                raise
+        except GroupMissingError:
+            pass  # the worker's read finds it gone and creates the groups again
         except Exception:
             self._outage = True
             raise
@@ -203,7 +200,7 @@ class Leases:
         try:
             for stream in self._consumer.streams:
                 released += await self._consumer.release(stream)
-        except (*REDIS_ERRORS, redis.ResponseError) as e:
+        except (*REDIS_ERRORS, BrokerError) as e:
             logger.warning("worker %s: could not release held tasks (%s)", self._consumer.name, e)
         if released:
             logger.info(

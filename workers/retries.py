@@ -14,9 +14,8 @@ import logging
 import random
 import time
 
-import redis
-
 from agentexec.connection import REDIS_ERRORS, Reconnect
+from agentexec.errors import BrokerError
 from agentexec.runtime import Runtime
 
 logger = logging.getLogger(__name__)
@@ -54,7 +53,7 @@ class Promoter:
             except REDIS_ERRORS as e:
                 await self._reconnect.failed(e)
                 continue
-            except redis.ResponseError as e:
+            except BrokerError as e:
                 logger.error("promoter: %s", e)
             except Exception as e:  # any error of the client library: an outage
                 await self._reconnect.failed(e)

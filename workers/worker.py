@@ -22,20 +22,18 @@ from typing import TYPE_CHECKING, TypeVar
 import msgspec
 import pydantic
 import pydantic_core
-import redis
 
 from agentexec import events
 from agentexec.config import CONF, Settings
 from agentexec.connection import REDIS_ERRORS, Reconnect, close_redis
 from agentexec.consumer import Entry, Start
-from agentexec.errors import EventDecodeError
+from agentexec.errors import EventDecodeError, GroupMissingError
 from agentexec.events import (
     TaskQueued,
     TaskStarted,
 )
 from agentexec.limits import describe_exception, describe_traceback
 from agentexec.runtime import Runtime, using
-from agentexec.streams import is_missing_group
 from agentexec.tasks import (
     RunningTask,
     TaskDefinition,
@@ -168,10 +166,7 @@ class Worker:
                 try:
                     self._backlog.extend(await self._read_new(free))
                     self._reconnect.succeeded()
-                except redis.ResponseError as e:
-                    if isinstance(e, REDIS_ERRORS) or not is_missing_group(e):
-                        await self._reconnect.failed(e)
-                        continue
+                except GroupMissingError:
                     logger.warning("worker %s: consumer group gone; recreating", self.spec.consumer)
                     await self._ensure_groups()
                     continue

@@ -13,13 +13,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any
 
 import redis
 
-from agentexec.positions import Position
 from agentexec.runtime import current
-from agentexec.streams import PROJECTOR_GROUP, Keys
 
 __all__ = ["STALE_AFTER", "check_projected"]
 
@@ -42,10 +39,9 @@ def check_projected() -> None:
         if _done or now < _next_look:
             return
         _next_look = now + _EVERY
-    runtime = current()
-    keys = runtime.keys
+    broker = current().broker
     try:
-        waiting = _oldest_unprojected_ms(keys, runtime.sync_redis())
+        waiting = broker.unprojected_since_ms()
     except (redis.RedisError, OSError) as e:
         logger.debug("read model freshness: Redis not reachable (%s); not checking again", e)
         _done = True
@@ -59,27 +55,6 @@ def check_projected() -> None:
         "no projector is running, so reads show old (or no) activity. Start one with "
         "`agentexec projector --database-url <this database>` (add --create-tables on an "
         "empty database), or give the pool the engine: ax.Pool(engine=engine).",
-        keys.prefix,
+        broker.keys.prefix,
         age,
     )
-
-
-def _oldest_unprojected_ms(keys: Keys, client: redis.Redis) -> int | None:
-    """The time (ms) of the oldest event no projector has taken, if none holds the lease."""
-    if client.exists(keys.projector_lease):
-        return None
-    after = "-"
-    try:
-        groups = client.xinfo_groups(keys.events)
-    except redis.ResponseError:
-        return None  # no log yet: nothing waits
-    for group in groups:
-        name = group["name"]
-        if name in (PROJECTOR_GROUP, PROJECTOR_GROUP.encode()):
-            last = group["last-delivered-id"]
-            after = "(" + (last.decode() if isinstance(last, bytes) else str(last))
-    entries = client.xrange(keys.events, after, "+", count=1)
-    if not entries:
-        return None
-    entry_id: Any = entries[0][0]
-    return Position.parse(entry_id).ms

@@ -12,9 +12,6 @@ import logging
 from typing import TYPE_CHECKING, Any, overload
 from uuid import UUID, uuid4
 
-import msgspec
-
-from agentexec import events
 from agentexec.connection import REDIS_ERRORS
 from agentexec.credentials import redact_url
 from agentexec.errors import RedisUnavailableError
@@ -30,7 +27,6 @@ from agentexec.events import (
 )
 from agentexec.limits import check_name
 from agentexec.runtime import current
-from agentexec.streams import Keys
 from agentexec.tasks import event_identity, own_task, running_task
 
 from .schemas import parse_agent_id
@@ -197,24 +193,20 @@ def cancel_pending(session: Session | AsyncSession) -> int | Awaitable[int]:
 
 def _cancel(rows: Any) -> int:
     runtime = current()
-    keys = runtime.keys
+    broker = runtime.broker
     try:
-        client = runtime.sync_redis()
-        held = _held_by_queues(client, keys, {queue for _, _, queue in rows if queue})
+        held = broker.held_by_queues({queue for _, _, queue in rows if queue})
         orphans = [(a, name) for a, name, _ in rows if a not in held]
         if orphans:
             # A worker that runs a task whose entry Redis lost holds its held key instead.
-            with client.pipeline(transaction=False) as pipe:
-                for agent_id, _ in orphans:
-                    pipe.exists(keys.held(agent_id))
-                running = pipe.execute()
-            orphans = [o for o, r in zip(orphans, running, strict=True) if not r]
+            running = broker.running_unqueued([a for a, _ in orphans])
+            orphans = [o for o in orphans if o[0] not in running]
     except REDIS_ERRORS as e:
         raise RedisUnavailableError(
             f"cancel_pending: Redis at {redact_url(runtime.settings.redis_url)} is unreachable "
             f"({e}); nothing canceled"
         ) from e
-    log = EventLog(runtime.broker)
+    log = EventLog(broker)
     for agent_id, task_name in orphans:
         log.append_sync(
             TaskCanceled(agent_id=agent_id, task_name=task_name, message=CANCELED_MESSAGE),
@@ -228,25 +220,3 @@ def _cancel(rows: Any) -> int:
             len(rows) - len(orphans),
         )
     return len(orphans)
-
-
-def _held_by_queues(client: Any, keys: Keys, queues: set[str]) -> set[UUID]:
-    """Agent ids of the tasks these queues hold: in a stream (waiting, running, or handed
-    back) or in the delayed set (waiting for a retry). One transaction per queue, so that a
-    task moving between the delayed set and a stream is seen in one of them."""
-    held: set[UUID] = set()
-    for queue in queues:
-        with client.pipeline(transaction=True) as pipe:
-            streams = keys.queues(queue)
-            for stream in streams:
-                pipe.xrange(stream)
-            pipe.zrange(keys.delayed(queue), 0, -1)
-            *entries, delayed = pipe.execute()
-        payloads = [f.get(events.EVENT_FIELD, b"") for found in entries for _, f in found]
-        payloads += [member[2:] for member in delayed]
-        for payload in payloads:
-            try:
-                held.add(UUID(str(msgspec.json.decode(payload)["agent_id"])))
-            except (msgspec.DecodeError, KeyError, TypeError, ValueError):
-                continue  # not a task event: nothing a worker will run
-    return held

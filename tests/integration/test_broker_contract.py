@@ -3,6 +3,7 @@ script at a time, against a real redis-server; and the scripts' headers, checked
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 import uuid
@@ -15,14 +16,18 @@ import pytest
 
 import agentexec as ax
 from agentexec import events, scripts
-from agentexec.broker import Broker
+from agentexec.broker import EMPTY_LOG, Broker, LogBounds, LogPage
 from agentexec.connection import get_redis
 from agentexec.consumer import Claim, Consumer, Entry, Start
+from agentexec.errors import BrokerError, GroupMissingError
+from agentexec.eventlog import EventLog
 from agentexec.events import Priority, TaskQueued
+from agentexec.positions import ORIGIN, Position
 from agentexec.results import Outcome
-from agentexec.streams import WORKERS_GROUP, delayed_member
+from agentexec.streams import PROJECTOR_GROUP, WORKERS_GROUP, delayed_member
 from agentexec.tasks import TaskLease
 from agentexec.transitions import Append, IfCanceled, Queue, Store
+from tests.support.waiting import async_wait_for, scaled
 
 pytestmark = pytest.mark.usefixtures("redis_conf")
 
@@ -387,6 +392,231 @@ async def test_track_counts_completes_and_queues_the_fan_in_once() -> None:
     assert await client.ttl(broker.keys.tracker("r", "b")) <= 60
 
 
+async def test_tracker_counts_reads_pending_and_total() -> None:
+    broker = Broker()
+    assert broker.tracker_counts("r", "b") == (0, 0)
+    aid = uuid.uuid4()
+    event = events.TrackerIncremented(agent_id=aid, task_name="r", tracker="r", batch_id="b")
+    done = events.TrackerCompleted(agent_id=aid, task_name="r", tracker="r", batch_id="b")
+    broker.track("r", "b", "incr", None, event, done, (600, 60))
+    broker.track("r", "b", "incr", None, event, done, (600, 60))
+    assert broker.tracker_counts("r", "b") == (2, 2)
+
+
+async def test_log_reads_return_recorded_events_and_skip_foreign_entries() -> None:
+    broker, client = Broker(), get_redis()
+    assert await broker.read_log(count=10) == LogPage([], None, 0)
+    first = queued()
+    ids = [Position.parse(await EventLog(broker).append(first, check=False))]
+    ids.append(Position.parse(await client.xadd(broker.keys.events, {b"other": b"x"})))
+    progress = events.TaskProgress(agent_id=first.agent_id, task_name="t", message="m")
+    ids.append(Position.parse(await EventLog(broker).append(progress, check=False)))
+    page = await broker.read_log(count=10)
+    assert [r.position for r in page.recorded] == [ids[0], ids[2]]
+    assert (page.last, page.size) == (ids[2], 3)
+    assert page.recorded[1].event == progress
+    assert broker.read_log_sync(count=10) == page
+    # After a position, up to another, in pages.
+    assert broker.read_log_sync(ids[0], count=10).size == 2
+    assert (await broker.read_log(until=ids[1], count=10)).last == ids[1]
+    assert (await broker.read_log(count=2)).last == ids[1]
+    tail = broker.tail_log_sync(2)
+    assert (tail.size, tail.last, [r.position for r in tail.recorded]) == (2, ids[2], [ids[2]])
+    assert (await broker.wait_log(ids[0], count=10, block_ms=10)).last == ids[2]
+    assert broker.wait_log_sync(ids[2], count=10, block_ms=10).size == 0
+    # A blocked read ended by Redis (the log deleted under it): an empty page, not an error.
+    waiting = asyncio.ensure_future(broker.wait_log(ids[2], count=10, block_ms=5000))
+
+    async def blocked() -> list[Any]:
+        found: list[Any] = await client.client_list()
+        return [c["id"] for c in found if c.get("cmd") == "xread" and "b" in c["flags"]]
+
+    [reader] = await async_wait_for(blocked, what="the read to block")
+    await client.client_unblock(reader, error=True)
+    assert (await asyncio.wait_for(waiting, scaled(10))).size == 0
+
+
+async def test_log_bounds_say_what_the_log_holds() -> None:
+    broker, client = Broker(), get_redis()
+    assert await broker.log_bounds() == EMPTY_LOG
+    ids = [Position.parse(await EventLog(broker).append(queued(), check=False)) for _ in range(3)]
+    assert await broker.log_bounds() == LogBounds(ORIGIN, False, ids[0], ids[2])
+    await client.xdel(broker.keys.events, str(ids[1]))
+    assert await broker.log_bounds() == LogBounds(ids[1], True, ids[0], ids[2])
+    await client.xtrim(broker.keys.events, maxlen=0)
+    assert await broker.log_bounds() == LogBounds(ids[1], True, None, ids[2])
+
+
+def test_unprojected_since_is_the_oldest_event_no_projector_took() -> None:
+    import redis
+
+    broker = Broker()
+    client = redis.Redis.from_url(ax.CONF.redis_url)
+    assert broker.unprojected_since_ms() is None  # no log
+    first = client.xadd(broker.keys.events, {b"event": b"{}"})
+    second = client.xadd(broker.keys.events, {b"event": b"{}"})
+    assert broker.unprojected_since_ms() == Position.parse(first).ms
+    client.xgroup_create(broker.keys.events, "projector", id=first)
+    assert broker.unprojected_since_ms() == Position.parse(second).ms
+    client.xgroup_setid(broker.keys.events, "projector", id=second)
+    assert broker.unprojected_since_ms() is None  # all taken
+    client.xgroup_setid(broker.keys.events, "projector", id=first)
+    client.set(broker.keys.projector_lease, "owner")
+    assert broker.unprojected_since_ms() is None  # a projector holds the lease
+
+
+async def test_log_lease_fences_reads_and_is_held_by_one_owner() -> None:
+    broker, client = Broker(), get_redis()
+    first, second = broker.log_lease("p:1", 10), broker.log_lease("p:2", 10)
+    assert await first.acquire() and await first.acquire()
+    assert not await second.acquire()
+    await client.xgroup_create(broker.keys.events, PROJECTOR_GROUP, id="0", mkstream=True)
+    entry_id = await EventLog(broker).append(queued(), check=False)
+    assert await second.read(broker.keys.events, PROJECTOR_GROUP, ">", 10) is None
+    [(read_id, fields)] = await first.read(broker.keys.events, PROJECTOR_GROUP, ">", 10) or []
+    assert read_id == entry_id and fields is not None
+    assert await first.read(broker.keys.events, PROJECTOR_GROUP, ">", 10) == []
+    # Pending under the one consumer name, so that the next owner reads it again.
+    await client.xdel(broker.keys.events, entry_id)
+    assert await first.read(broker.keys.events, PROJECTOR_GROUP, "0", 10) == [(entry_id, None)]
+    assert await first.renew() and not await second.renew()
+    await second.release()
+    assert await first.renew()
+    await first.release()
+    assert await second.acquire()
+
+
+async def test_projector_delivered_is_its_group_s_last_delivered_id() -> None:
+    broker, client = Broker(), get_redis()
+    assert await broker.projector_delivered() is None  # no log
+    entry_id = await EventLog(broker).append(queued(), check=False)
+    assert await broker.projector_delivered() is None  # no group
+    await client.xgroup_create(broker.keys.events, "audit", id="0")
+    await client.xgroup_create(broker.keys.events, PROJECTOR_GROUP, id=entry_id)
+    assert await broker.projector_delivered() == entry_id
+
+
+async def test_lift_log_raises_the_last_id_and_moves_entries_above_the_floor() -> None:
+    broker, client = Broker(), get_redis()
+    ids = [
+        (await client.xadd(broker.keys.events, {b"n": b"%d" % n}, id=f"{n}-0")).decode()
+        for n in (1, 2, 3, 4)
+    ]
+    assert await broker.log_ids("0-0", "3-0", 10) == ids[:3]
+    assert await broker.log_ids(ids[0], "+", 2) == ids[1:3]
+    raised, moved = await broker.lift_log("100-0", ids[1], [ids[0]])
+    assert raised and [old for old, _ in moved] == [ids[0], ids[2], ids[3]]
+    found = await client.xrange(broker.keys.events)
+    assert [f[b"n"] for _, f in found] == [b"2", b"1", b"3", b"4"]
+    assert all(Position.parse(new) > Position(100, 0) for _, new in moved)
+    assert [i.decode() for i, _ in found[1:]] == [new for _, new in moved]
+    assert await broker.projector_delivered() == "100-0"  # the group, created at the floor
+    # Above the floor already: nothing raised, nothing moved.
+    assert await broker.lift_log("50-0", "", []) == (False, [])
+
+
+async def test_ensure_log_group_and_ack_log() -> None:
+    broker, client = Broker(), get_redis()
+    await broker.ensure_log_group("0-0")
+    await broker.ensure_log_group("5-0")  # exists: left as it is
+    assert await broker.projector_delivered() == "0-0"
+    entry_id = await EventLog(broker).append(queued(), check=False)
+    lease = broker.log_lease("p:1", 10)
+    assert await lease.acquire()
+    assert await lease.read(broker.keys.events, PROJECTOR_GROUP, ">", 10)
+    assert (await client.xpending(broker.keys.events, PROJECTOR_GROUP))["pending"] == 1
+    await broker.ack_log([entry_id])
+    assert (await client.xpending(broker.keys.events, PROJECTOR_GROUP))["pending"] == 0
+
+
+async def test_restore_marker_is_set_read_and_cleared() -> None:
+    broker = Broker()
+    assert await broker.restore_due() is None
+    await broker.mark_restore_due("5-0")
+    assert await broker.restore_due() == "5-0"
+    await broker.restored()
+    assert await broker.restore_due() is None
+
+
+async def test_known_and_result_read_an_agent_s_keys() -> None:
+    broker, client = Broker(), get_redis()
+    event = queued()
+    assert not await broker.known(event.agent_id)
+    assert await broker.result(event.agent_id) is None
+    await broker.enqueue(event)
+    assert await broker.known(event.agent_id)
+    stored = uuid.uuid4()
+    await client.set(broker.keys.result(stored), b"outcome")
+    assert await broker.known(stored)
+    assert await broker.result(stored) == b"outcome"
+
+
+async def test_held_and_running_for_cancel_pending() -> None:
+    broker, client = Broker(), get_redis()
+    waiting, parked, running = queued(), queued(), queued()
+    await broker.enqueue(waiting)
+    await broker.enqueue(parked, due=datetime.now(UTC) + timedelta(hours=1))
+    await client.xadd(broker.keys.queue("q", Priority.HIGH), {b"event": b"not json"})
+    assert broker.held_by_queues(["q", "empty"]) == {waiting.agent_id, parked.agent_id}
+    await client.set(broker.keys.held(running.agent_id), "w:0")
+    other = uuid.uuid4()
+    assert broker.running_unqueued([running.agent_id, other]) == {running.agent_id}
+    canceled = events.TaskCanceled(agent_id=other, task_name="t", message="m")
+    EventLog(broker).append_sync(canceled, check=False)  # as cancel_pending records it
+    found = await client.xrange(broker.keys.events)
+    assert events.decode_entry(found[-1][1]) == canceled
+    assert len(found) == 3
+
+
+async def test_dead_letters_list_find_trim_and_remove() -> None:
+    broker, client = Broker(), get_redis()
+    assert await broker.dead_letters(10) == []
+    await client.xadd(broker.keys.dead_letters, {b"reason": b"old"}, id="1-0")
+    consumer, entry, event = await held(broker)
+    assert await consumer.dead_letter(entry, "bad", None, None)
+    await broker.dead_letter_log_entries([("1-1", {b"other": b"x"}, "not an event")])
+    old, task, other = await broker.dead_letters(10)
+    assert (old.id, old.reason, old.event, old.raw) == ("1-0", "old", None, b"")
+    assert (task.stream, task.entry_id, task.reason) == (entry[0], entry[1].decode(), "bad")
+    assert task.event == event
+    assert (other.stream, other.entry_id) == (broker.keys.events, "1-1")
+    assert (other.reason, other.event) == ("not an event", None)
+    assert [d.id for d in await broker.dead_letters(1)] == ["1-0"]
+    assert await broker.dead_letter_at(other.id) == other
+    assert await broker.dead_letter_at("2-0") is None
+    await broker.remove_dead_letter(other.id)
+    assert await broker.trim_dead_letters(3_600_000) == 1  # the old one
+    assert [d.id for d in await broker.dead_letters(10)] == [task.id]
+    assert await broker.trim_dead_letters(0) == 1
+    assert await client.xlen(broker.keys.dead_letters) == 0
+
+
+async def test_refusals_are_agentexec_errors_and_outages_pass() -> None:
+    broker, client = Broker(), get_redis()
+    consumer = broker.consumer("q", "w:0")  # no groups yet
+    with pytest.raises(GroupMissingError, match="read"):
+        await consumer.read(10)
+    with pytest.raises(GroupMissingError, match="claim_expired"):
+        await consumer.claim_expired(broker.keys.queue("q", Priority.LOW), 0)
+    await consumer.ensure_groups()
+    assert await consumer.read(10) == []
+    await client.set(broker.keys.delayed("q"), "not a sorted set")
+    with pytest.raises(BrokerError, match="promote") as refused:
+        await broker.promote("q", 0)
+    assert not isinstance(refused.value, GroupMissingError)
+    # Scripts run blocking, too; and the projector's fenced read of a log without its group.
+    await client.set(broker.keys.tracker_counted("r", "b"), "not a set")
+    aid = uuid.uuid4()
+    event = events.TrackerIncremented(agent_id=aid, task_name="r", tracker="r", batch_id="b")
+    done = events.TrackerCompleted(agent_id=aid, task_name="r", tracker="r", batch_id="b")
+    with pytest.raises(BrokerError, match="track"):
+        broker.track("r", "b", "incr", "k", event, done, (600, 60))
+    lease = broker.log_lease("p:1", 10)
+    assert await lease.acquire()
+    with pytest.raises(GroupMissingError, match="read"):
+        await lease.read(broker.keys.events, PROJECTOR_GROUP, ">", 10)
+
+
 def test_track_refuses_to_write_undeclared_fan_in_keys(redis_url: str) -> None:
     import redis
 
@@ -538,4 +768,4 @@ def test_shared_functions_are_called_with_keys_for_key_parameters(lib: str) -> N
 def test_scripts_ship_in_the_package() -> None:
     assert ax.__name__ == "agentexec"
     assert all(_LUA.joinpath(f"{name}.lua").is_file() for name in _SCRIPTS)
-    assert len(_SCRIPTS) == 21
+    assert len(_SCRIPTS) == 22  # lift_log: the floor's script, inline in projector/floor.py before
