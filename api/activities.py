@@ -5,12 +5,13 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timedelta
 from typing import Annotated
 from uuid import UUID
 
 from fastapi import HTTPException, Query, Response
-from pydantic import StringConstraints
+from pydantic import BeforeValidator, StringConstraints
 
 from agentexec.activity import reads, statistics
 from agentexec.activity.filters import CURSOR_PATTERN
@@ -50,8 +51,18 @@ Metadata = Annotated[
     Query(description="key=value the task's metadata must hold (compared as text); repeatable"),
 ]
 TaskNames = Annotated[list[str] | None, Query(description="Only tasks of these names")]
-Since = Annotated[datetime | None, Query(description="Created at or after (default UTC)")]
-Until = Annotated[datetime | None, Query(description="Created before (default UTC)")]
+
+
+def _iso_time(value: object) -> object:
+    # Pydantic also takes a number of seconds for a datetime; the schema says ISO 8601.
+    if isinstance(value, str) and not re.match(r"\d{4}-\d{2}-\d{2}", value):
+        raise ValueError(f"{value!r} is not an ISO 8601 time such as 2026-12-06T10:00:00Z")
+    return value
+
+
+IsoTime = Annotated[datetime, BeforeValidator(_iso_time)]
+Since = Annotated[IsoTime | None, Query(description="Created at or after (default UTC)")]
+Until = Annotated[IsoTime | None, Query(description="Created before (default UTC)")]
 
 
 def _metadata(pairs: list[str] | None) -> dict[str, str] | None:
