@@ -50,7 +50,7 @@ Metadata = Annotated[
     list[MetadataPair] | None,
     Query(description="key=value the task's metadata must hold (compared as text); repeatable"),
 ]
-TaskNames = Annotated[list[str] | None, Query(description="Only tasks of these names")]
+TaskNames = Annotated[str | None, Query(max_length=255, description="Only tasks of this name")]
 
 
 def _iso_time(value: object) -> object:
