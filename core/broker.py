@@ -44,6 +44,7 @@ from .scripts import (
     REMOVE_IDLE_CONSUMERS,
     REQUEUE_HELD,
     TRACK,
+    TRIM_LOG,
     Script,
 )
 from .streams import (
@@ -638,6 +639,17 @@ class Broker:
         )
         pairs = [(_text(reply[i]), _text(reply[i + 1])) for i in range(1, len(reply), 2)]
         return bool(reply[0]), pairs
+
+    async def trim_log(self, checkpoint: str, hot_window_ms: int) -> tuple[int, Position | None]:
+        """Remove the log's entries below the least of `checkpoint`, the start of the hot
+        window (`hot_window_ms` back by Redis's clock) and every consumer group's oldest
+        pending entry (or the entry after its last delivered one); nothing while the log has
+        no projector group. Returns how many went and the bound (None: nothing could go)."""
+        reply: Any = await self._run(
+            TRIM_LOG, [self.keys.events], [PROJECTOR_GROUP, checkpoint, hot_window_ms]
+        )
+        bound = _text(reply[1])
+        return int(reply[0]), Position.parse(bound) if bound else None
 
     async def ensure_log_group(self, start: str) -> None:
         """Create the projector's group on the log (and the log) at `start` unless it

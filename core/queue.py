@@ -118,13 +118,12 @@ async def enqueue(
     settings = runtime.settings
     queue = _resolve_queue(task_name, context, queue_name, settings)
     parent = await check_parent(parent_id, f"enqueue({task_name!r}, ...)", runtime)
-    event = TaskQueued(
-        agent_id=uuid4(),
-        task_name=task_name,
+    event = queued_event(
+        task_name,
+        context,
+        settings,
         queue=queue,
         priority=priority,
-        context=msgspec.Raw(serialise_context(task_name, context, settings)),
-        message=settings.activity_message_create,
         timeout=timeout,
         not_before=due,
         metadata=metadata,
@@ -161,6 +160,21 @@ async def queue_event(
         queue_name=event.queue,
         priority=event.priority,
         event_id=queued.event_id,
+    )
+
+
+def queued_event(
+    task_name: str, context: BaseModel, settings: Settings, **fields: Any
+) -> TaskQueued:
+    """The `task.queued` event of a new task (a new agent id, the serialised `context`, the
+    configured first message), with `fields` (queue, priority, parent_id, ...): one shape for
+    `enqueue` and a tracker's fan-in."""
+    return TaskQueued(
+        agent_id=uuid4(),
+        task_name=task_name,
+        context=msgspec.Raw(serialise_context(task_name, context, settings)),
+        message=settings.activity_message_create,
+        **fields,
     )
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-import msgspec
 import redis
 from pydantic import BaseModel
 
@@ -36,7 +35,7 @@ from .events import (
     TrackerIncremented,
 )
 from .limits import check_name
-from .queue import _resolve_queue, serialise_context, unknown_parent
+from .queue import _resolve_queue, queued_event, unknown_parent
 from .runtime import Runtime, current
 from .streams import AGENT_TTL
 from .tasks import RUNNING_TASK, ParentId, Task, parent_of, running_task
@@ -123,13 +122,12 @@ class Tracker:
                 raise self._unavailable("on_complete", e, runtime) from e
             if not known:
                 raise unknown_parent(parent, what, runtime)
-        queued = TaskQueued(
-            agent_id=uuid.uuid4(),
-            task_name=task_name,
+        queued = queued_event(
+            task_name,
+            context,
+            settings,
             queue=queue,
             priority=priority,
-            context=msgspec.Raw(serialise_context(task_name, context, settings)),
-            message=settings.activity_message_create,
             metadata=metadata,
             parent_id=parent,
         )

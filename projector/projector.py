@@ -96,7 +96,7 @@ class Projector:
         """The checkpoint as this projector last committed or read it."""
         self.applied = 0
         """Events applied by this projector since it started."""
-        self.retention = LogRetention(self.keys.events, settings.log_hot_window)
+        self.retention = LogRetention(settings.log_hot_window)
         """Trims the log below the checkpoint after commits (docs/projector.md)."""
         self._lease: Lease | None = None
         self._owner = False
@@ -323,7 +323,7 @@ class Projector:
                 if stop.is_set() or not self._owner:
                     return False
         await self.runtime.broker.ack_log([i for i, _ in entries])
-        await self.retention.after_commit(self.runtime.redis(), self.position)
+        await self.retention.after_commit(self.runtime.broker, self.position)
         return True
 
     async def _isolate(

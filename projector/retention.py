@@ -18,22 +18,19 @@ from __future__ import annotations
 import logging
 import time
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
-import redis
-import redis.asyncio as aioredis
 from sqlalchemy import Engine, Table, select
 
 from agentexec.activity.models import Checkpoint
-from agentexec.errors import ConfigurationError
+from agentexec.broker import Broker
+from agentexec.errors import BrokerError, ConfigurationError
 from agentexec.positions import Position
 from agentexec.runtime import Runtime, current
-from agentexec.streams import PROJECTOR_GROUP
 
 from .archive import Archive
 from .checkpoints import ORIGIN, parse_id
 
-__all__ = ["LogRetention", "prune_archive", "trim_bound"]
+__all__ = ["LogRetention", "prune_archive"]
 
 logger = logging.getLogger(__name__)
 
@@ -41,80 +38,41 @@ _checkpoints: Table = Checkpoint.__table__  # type: ignore[assignment]
 
 
 class LogRetention:
-    """Trims `stream` to what the projector committed, keeping `hot_window` seconds."""
+    """Trims the event log to what the projector committed, keeping `hot_window` seconds."""
 
-    def __init__(self, stream: str, hot_window: float, *, interval: float = 5.0) -> None:
-        self.stream = stream
+    def __init__(self, hot_window: float, *, interval: float = 5.0) -> None:
         self.hot_window = hot_window
         self.interval = interval
-        """Seconds between trims: a trim costs a few round trips, so it follows commits in
-        batches rather than each of them."""
+        """Seconds between trims: a trim reads every consumer group of the log, so it follows
+        commits in batches rather than each of them."""
         self.trimmed = 0
         """Entries this object trimmed so far."""
         self._last = -float("inf")
 
-    async def after_commit(self, client: aioredis.Redis, checkpoint: str) -> int:
+    async def after_commit(self, broker: Broker, checkpoint: str) -> int:
         """Trim if the last trim is `interval` seconds old; returns how many entries went."""
         if time.monotonic() - self._last < self.interval:
             return 0
         self._last = time.monotonic()
         try:
-            return await self.trim(client, checkpoint)
-        except redis.ResponseError as e:
+            return await self.trim(broker, checkpoint)
+        except BrokerError as e:
             # Trimming is housekeeping: the next one tries again, projection goes on.
-            logger.warning("log retention: could not trim %s: %s", self.stream, e)
+            logger.warning("log retention: could not trim %s: %s", broker.keys.events, e)
             return 0
 
-    async def trim(self, client: aioredis.Redis, checkpoint: str) -> int:
-        """Trim now, below `trim_bound`; returns how many entries were removed."""
-        bound = await trim_bound(client, self.stream, checkpoint, self.hot_window)
-        if bound <= Position(0, 1):
-            return 0
-        removed = int(await client.xtrim(self.stream, minid=str(bound), approximate=False))
+    async def trim(self, broker: Broker, checkpoint: str) -> int:
+        """Trim now (`Broker.trim_log`); returns how many entries were removed."""
+        removed, bound = await broker.trim_log(checkpoint, int(self.hot_window * 1000))
         if removed:
             self.trimmed += removed
             logger.debug(
-                "log retention: trimmed %d entries of %s below %s", removed, self.stream, bound
+                "log retention: trimmed %d entries of %s below %s",
+                removed,
+                broker.keys.events,
+                bound,
             )
         return removed
-
-
-async def trim_bound(
-    client: aioredis.Redis,
-    stream: str,
-    checkpoint: str,
-    hot_window: float,
-    *,
-    owner: str = PROJECTOR_GROUP,
-) -> Position:
-    """The lowest id the log must keep (entries below it may go): the least of the
-    checkpoint, every consumer group's oldest pending entry (or the entry after the last one
-    it was given) and the start of the hot window.
-
-    Nothing may go while the log has no `owner` group: Redis lost the log and the projector
-    has not taken it over again, so entries there may sit below the checkpoint without being
-    archived (see `floor`); taking over lifts them above it and creates the group at once.
-    """
-    seconds, micros = await client.time()
-    now_ms = int(seconds) * 1000 + int(micros) // 1000
-    bound = min(parse_id(checkpoint), Position(now_ms - int(hot_window * 1000), 0))
-    try:
-        groups: Any = await client.xinfo_groups(stream)
-    except redis.ResponseError as e:
-        if "no such key" in str(e).lower():
-            return Position(0, 0)
-        raise
-    if not any(group["name"] in (owner, owner.encode()) for group in groups):
-        return Position(0, 0)
-    for group in groups:
-        if int(group["pending"]):
-            summary: Any = await client.xpending(stream, group["name"])
-            floor = Position.parse(summary["min"])
-        else:
-            # All it was given is acknowledged.
-            floor = Position.parse(group["last-delivered-id"]).after()
-        bound = min(bound, floor)
-    return bound
 
 
 def prune_archive(

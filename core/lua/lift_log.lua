@@ -8,13 +8,7 @@
 -- ARGV[3] an id or '': every entry after it up to the floor is appended again
 -- ARGV[4..] more ids of entries to append again
 -- Returns {raised (1 or 0), old id, new id, old id, new id...}.
-local function id(s)
-  local ms, seq = string.match(s, '^(%d+)-(%d+)$')
-  return {tonumber(ms), tonumber(seq)}
-end
-local function below(a, b)
-  return a[1] < b[1] or (a[1] == b[1] and a[2] < b[2])
-end
+--@include ids
 redis.pcall('XGROUP', 'CREATE', KEYS[1], ARGV[1], ARGV[2], 'MKSTREAM')
 local floor = id(ARGV[2])
 local info = redis.call('XINFO', 'STREAM', KEYS[1])

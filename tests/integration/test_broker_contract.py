@@ -515,6 +515,30 @@ async def test_lift_log_raises_the_last_id_and_moves_entries_above_the_floor() -
     assert await broker.lift_log("50-0", "", []) == (False, [])
 
 
+async def test_trim_log_keeps_what_the_checkpoint_the_hot_window_and_groups_need() -> None:
+    broker, client = Broker(), get_redis()
+    assert await broker.trim_log("5-0", 0) == (0, None)  # no log
+    ids = [
+        (await client.xadd(broker.keys.events, {b"n": b"%d" % n}, id=f"{n}-0")).decode()
+        for n in range(1, 11)
+    ]
+    # No projector group yet (a lost log not taken over): nothing goes.
+    assert await broker.trim_log("8-0", 0) == (0, None)
+    await client.xgroup_create(broker.keys.events, PROJECTOR_GROUP, id=ids[-1])
+    # Below the checkpoint, not below it: entries 1 to 3 go.
+    assert await broker.trim_log("4-0", 0) == (3, Position(4, 0))
+    # Another group's oldest pending entry holds the trim back, then the entry after its
+    # last delivered one once all is acknowledged.
+    await client.xgroup_create(broker.keys.events, "audit", id=ids[4])
+    await client.xreadgroup("audit", "reader", {broker.keys.events: ">"}, count=2)
+    assert await broker.trim_log("9-0", 0) == (2, Position(6, 0))
+    await client.xack(broker.keys.events, "audit", ids[5], ids[6])
+    assert await broker.trim_log("9-0", 0) == (2, Position(7, 1))
+    # The hot window keeps entries newer than its start by Redis's clock (these are from 1970).
+    assert await broker.trim_log("10-0", 10**13) == (0, None)
+    assert [i.decode() for i, _ in await client.xrange(broker.keys.events)] == ids[7:]
+
+
 async def test_ensure_log_group_and_ack_log() -> None:
     broker, client = Broker(), get_redis()
     await broker.ensure_log_group("0-0")
@@ -768,4 +792,6 @@ def test_shared_functions_are_called_with_keys_for_key_parameters(lib: str) -> N
 def test_scripts_ship_in_the_package() -> None:
     assert ax.__name__ == "agentexec"
     assert all(_LUA.joinpath(f"{name}.lua").is_file() for name in _SCRIPTS)
-    assert len(_SCRIPTS) == 22  # lift_log: the floor's script, inline in projector/floor.py before
+    assert (
+        len(_SCRIPTS) == 23
+    )  # lift_log and trim_log: inline or plain commands in projector/ before

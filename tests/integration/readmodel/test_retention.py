@@ -23,6 +23,7 @@ from agentexec.events import Event
 from agentexec.projector import Projector, checkpoints
 from agentexec.projector.checkpoints import parse_id
 from agentexec.projector.retention import prune_archive
+from agentexec.runtime import current
 from agentexec.streams import PROJECTOR_GROUP, Keys
 
 from .conftest import database_url
@@ -83,17 +84,18 @@ async def test_trim_never_passes_the_checkpoint_nor_another_group(redis_conf: st
     from agentexec.projector.retention import LogRetention
 
     await client.xgroup_create(log_key(), PROJECTOR_GROUP, id=ids[19])  # the projector's own
-    retention = LogRetention(log_key(), hot_window=0, interval=0)
-    assert await retention.after_commit(client, ids[15]) == 15
+    retention = LogRetention(hot_window=0, interval=0)
+    broker = current().broker
+    assert await retention.after_commit(broker, ids[15]) == 15
     assert log_ids() == ids[15:]
 
     # A group that still has entries to read, or unacknowledged ones, holds the trim back.
     await client.xgroup_create(log_key(), "audit", id=ids[16])
     await client.xreadgroup("audit", "reader", {log_key(): ">"}, count=2)
-    assert await retention.after_commit(client, ids[19]) == 2
+    assert await retention.after_commit(broker, ids[19]) == 2
     assert log_ids() == ids[17:]
     await client.xack(log_key(), "audit", ids[17], ids[18])
-    assert await retention.after_commit(client, ids[19]) == 2
+    assert await retention.after_commit(broker, ids[19]) == 2
     assert log_ids() == ids[19:]
 
 
@@ -111,14 +113,15 @@ async def test_a_lost_log_is_not_trimmed_until_the_projector_takes_it_over(
         (await client.xadd(log_key(), {b"event": b"{}"}, id=f"{base + n}-0")).decode()
         for n in range(5)
     ]
-    retention = LogRetention(log_key(), hot_window=0, interval=0)
-    assert await retention.after_commit(client, checkpoint) == 0
+    retention = LogRetention(hot_window=0, interval=0)
+    broker = current().broker
+    assert await retention.after_commit(broker, checkpoint) == 0
     assert log_ids() == ids
 
     # The projector's takeover lifts such entries above the checkpoint and creates its group;
     # from then on, trimming goes on.
     await client.xgroup_create(log_key(), PROJECTOR_GROUP, id=ids[-1])
-    assert await retention.after_commit(client, ids[3]) == 3
+    assert await retention.after_commit(broker, ids[3]) == 3
     assert log_ids() == ids[3:]
 
 
