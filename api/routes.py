@@ -19,6 +19,7 @@ from agentexec.activity.schemas import (
     ActivityChildrenSchema,
     ActivityDetailSchema,
     ActivityListSchema,
+    ActivityStatsSchema,
 )
 from agentexec.errors import ConfigurationError
 from agentexec.runtime import Runtime, current
@@ -43,6 +44,9 @@ _FEED_PROBLEMS: dict[int | str, dict[str, Any]] = {
         "description": "Redis or the database is unreachable, or this process serves as many "
         "feeds as it may (`max_feeds`)",
     },
+}
+_BAD_REQUEST: dict[int | str, dict[str, Any]] = {
+    400: {"model": ProblemSchema, "description": "A filter, cursor or bucket is not usable"},
 }
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {
     404: {"model": ProblemSchema, "description": "No activity with this agent id"},
@@ -169,7 +173,7 @@ def router(
         "/api/activities",
         activities.list_activities,
         response_model=ActivityListSchema,
-        responses=_PROBLEMS,
+        responses={**_BAD_REQUEST, **_PROBLEMS},
         tags=["activities"],
     )
     add(
@@ -177,6 +181,13 @@ def router(
         activities.active_count,
         response_model=ActiveCountSchema,
         responses=_PROBLEMS,
+        tags=["activities"],
+    )
+    add(
+        "/api/activities/stats",
+        activities.get_stats,
+        response_model=ActivityStatsSchema,
+        responses={**_BAD_REQUEST, **_PROBLEMS},
         tags=["activities"],
     )
     add(

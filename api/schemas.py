@@ -30,6 +30,6 @@ class ActiveCountSchema(BaseModel):
 
 
 class ProblemSchema(BaseModel):
-    """The body of a 401, 403, 404 or 503 answer."""
+    """The body of a 400, 401, 403, 404 or 503 answer."""
 
     detail: str

@@ -9,11 +9,17 @@ import sys
 from collections.abc import Callable
 from datetime import timedelta
 from types import ModuleType
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import click
 
 from .config import CONF
+from .events import Status
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from .activity.schemas import ActivityStatsSchema
 
 WORKER_MODULE_VARIABLE = "AGENTEXEC_WORKER_MODULE"
 """Names the pool `agentexec worker` runs when given no argument (`module` or `module:pool`)."""
@@ -311,6 +317,99 @@ def prune(older_than: str, archive: bool, database_url: str | None, batch_size: 
             click.echo(f"removed {events} archived events older than {older_than}")
     finally:
         engine.dispose()
+
+
+def _seconds(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.3f}s" if value < 60 else str(timedelta(seconds=round(value)))
+
+
+def _rate(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1%}"
+
+
+def render_stats(result: ActivityStatsSchema) -> list[Table]:
+    """The tables `agentexec stats` prints: one row per task name and one for all, then the
+    most frequent errors."""
+    from rich.table import Table
+
+    table = Table(title="Tasks", title_justify="left")
+    for name in ("task", "total", *(s.wire for s in Status), "success", "retried"):
+        table.add_column(name, justify="left" if name == "task" else "right")
+    for name in ("wait p50", "wait p95", "run mean", "run p50", "run p95", "run max"):
+        table.add_column(name, justify="right")
+    errors = Table(title="Most frequent errors", title_justify="left")
+    for name in ("task", "count", "error"):
+        errors.add_column(name, justify="right" if name == "count" else "left")
+    for row in [*result.tasks, result.overall]:
+        label = row.task_name if row.task_name is not None else "(all)"
+        table.add_row(
+            label,
+            str(row.total),
+            *(str(row.counts[s.wire]) for s in Status),
+            _rate(row.success_rate),
+            _rate(row.retry_rate),
+            _seconds(row.queue_wait.p50),
+            _seconds(row.queue_wait.p95),
+            _seconds(row.run.mean),
+            _seconds(row.run.p50),
+            _seconds(row.run.p95),
+            _seconds(row.run.max),
+            end_section=row is result.tasks[-1] if result.tasks else False,
+        )
+        if row.task_name is not None:
+            for error in row.errors:
+                errors.add_row(label, str(error.count), error.message)
+    return [table, errors] if errors.row_count else [table]
+
+
+@main.command()
+@click.option(
+    "--database-url",
+    envvar="AGENTEXEC_DATABASE_URL",
+    help="SQLAlchemy URL of the read model (AGENTEXEC_DATABASE_URL).",
+)
+@click.option(
+    "--since", "since", default="24h", show_default=True, help="Tasks created this long ago."
+)
+@click.option("--all-time", is_flag=True, help="Every task, however old (reads them all).")
+@click.option("--task", "task_names", multiple=True, help="Only this task name (repeatable).")
+@click.option("--json", "as_json", is_flag=True, help="Print the statistics as JSON.")
+def stats(
+    database_url: str | None, since: str, all_time: bool, task_names: tuple[str, ...], as_json: bool
+) -> None:
+    """Statistics per task name: counts by status, success and retry rates, queue wait and
+    run durations, the most frequent errors."""
+    from datetime import UTC, datetime
+
+    from rich.console import Console
+    from sqlalchemy import create_engine
+    from sqlalchemy.orm import Session
+
+    from .activity import stats as activity_stats
+
+    start = None if all_time else datetime.now(UTC) - parse_age(since)
+    url = database_url or CONF.database_url
+    if url is None:
+        raise click.UsageError(
+            "no database: pass --database-url or set AGENTEXEC_DATABASE_URL, e.g. "
+            "sqlite:///agents.db"
+        )
+    engine = create_engine(url)
+    try:
+        with Session(engine) as session:
+            result = activity_stats(session, since=start, task_name=task_names or None)
+    finally:
+        engine.dispose()
+    if as_json:
+        click.echo(result.model_dump_json(indent=2))
+        return
+    console = Console()
+    window = "all time" if start is None else f"since {start:%Y-%m-%d %H:%M} UTC ({since})"
+    console.print(f"{result.overall.total} tasks, {window}")
+    for table in render_stats(result):
+        console.print(table)
 
 
 if __name__ == "__main__":

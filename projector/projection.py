@@ -4,7 +4,8 @@
 archive rows, one read of the affected activity rows, one upsert of those rows, and the log
 rows. The new state of each activity row is folded in Python from its current state and the
 batch's events by `agentexec.activity.state.evolve` (the rules live there, not in
-dialect-specific SQL). Besides:
+dialect-specific SQL); the counts by task name and status follow the rows' changes
+(`agentexec.activity.counts`). Besides:
 
 - status events and agent events (turns, tool calls, handoffs, usage) are logged, agent
   events as RUNNING entries;
@@ -16,6 +17,7 @@ dialect-specific SQL). Besides:
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any
 from uuid import UUID
@@ -23,6 +25,8 @@ from uuid import UUID
 import msgspec
 from sqlalchemy import Connection, Table, select
 
+from agentexec.activity import counts
+from agentexec.activity.counts import Deltas
 from agentexec.activity.models import Activity, ActivityLog, activity_row_id
 from agentexec.activity.state import ActivityState, Attempt, Transition, evolve
 from agentexec.eventlog import Recorded
@@ -58,8 +62,10 @@ def apply(
     agents = {a.event.agent_id for a in batch}
     current = _load(conn, agents)
     row_ids = {agent_id: activity_row_id(agent_id) for agent_id in agents}
-    rows = [_row(s, row_ids[s.agent_id]) for s in _fold(current, batch, transitions)]
+    changed = _fold(current, batch, transitions)
+    rows = [_row(state, row_ids[state.agent_id]) for state in changed]
     bulk.upsert(conn, _activity, rows, "agent_id", set(current))
+    counts.add(conn, _count_changes(current, changed))
     logs = [
         _log_row(a, row_ids)
         for a in batch
@@ -77,6 +83,16 @@ def _load(conn: Connection, agent_ids: Iterable[UUID]) -> dict[UUID, ActivitySta
         for row in conn.execute(query).mappings():
             found[row["agent_id"]] = _state(row)
     return found
+
+
+def _count_changes(current: dict[UUID, ActivityState], changed: list[ActivityState]) -> Deltas:
+    deltas: Deltas = Counter()
+    for state in changed:
+        before = current.get(state.agent_id)
+        if before is not None:
+            deltas[before.task_name, before.status.name] -= 1
+        deltas[state.task_name, state.status.name] += 1
+    return deltas
 
 
 def _fold(

@@ -16,7 +16,7 @@ import socket
 
 from sqlalchemy import Engine, delete
 
-from agentexec.activity.models import Activity, ActivityLog, SessionItem
+from agentexec.activity.models import Activity, ActivityCount, ActivityLog, SessionItem
 from agentexec.broker import LogLease
 from agentexec.runtime import Runtime, current
 
@@ -74,6 +74,7 @@ def _replay_archive(engine: Engine) -> int:
         conn.execute(delete(ActivityLog))
         conn.execute(delete(Activity))
         conn.execute(delete(SessionItem))
+        conn.execute(delete(ActivityCount))
         for batch in Archive(conn, page=_PAGE).read():
             projection.apply(conn, batch, archive=False)
             count += len(batch)

@@ -25,7 +25,13 @@ if TYPE_CHECKING:
         ActivityListItemSchema,
         ActivityListSchema,
         ActivityLogSchema,
+        ActivityStatsSchema,
+        DurationStatsSchema,
+        ErrorCountSchema,
+        StatsBucketSchema,
+        TaskStatsSchema,
     )
+    from .statistics import stats
 
 __all__ = [
     "ActivityAttemptSchema",
@@ -35,6 +41,11 @@ __all__ = [
     "ActivityListItemSchema",
     "ActivityListSchema",
     "ActivityLogSchema",
+    "ActivityStatsSchema",
+    "DurationStatsSchema",
+    "ErrorCountSchema",
+    "StatsBucketSchema",
+    "TaskStatsSchema",
     "active_count",
     "cancel_pending",
     "children",
@@ -44,6 +55,7 @@ __all__ = [
     "error",
     "list",
     "prune",
+    "stats",
     "update",
 ]
 
@@ -53,6 +65,7 @@ _LAZY = {
     "detail": ("reads", "detail"),
     "list": ("reads", "list_activities"),
     "prune": ("retention", "prune"),
+    "stats": ("statistics", "stats"),
     "ActivityAttemptSchema": ("schemas", "ActivityAttemptSchema"),
     "ActivityChildSchema": ("schemas", "ActivityChildSchema"),
     "ActivityChildrenSchema": ("schemas", "ActivityChildrenSchema"),
@@ -60,6 +73,11 @@ _LAZY = {
     "ActivityListItemSchema": ("schemas", "ActivityListItemSchema"),
     "ActivityListSchema": ("schemas", "ActivityListSchema"),
     "ActivityLogSchema": ("schemas", "ActivityLogSchema"),
+    "TaskStatsSchema": ("schemas", "TaskStatsSchema"),
+    "StatsBucketSchema": ("schemas", "StatsBucketSchema"),
+    "ErrorCountSchema": ("schemas", "ErrorCountSchema"),
+    "DurationStatsSchema": ("schemas", "DurationStatsSchema"),
+    "ActivityStatsSchema": ("schemas", "ActivityStatsSchema"),
 }
 
 

@@ -23,11 +23,13 @@ from sqlalchemy import (
     DateTime,
     Enum,
     Float,
+    Index,
     Integer,
     MetaData,
     String,
     Text,
     Uuid,
+    text,
 )
 from sqlalchemy.orm import (
     ColumnProperty,
@@ -45,6 +47,7 @@ from agentexec.runtime import current
 __all__ = [
     "TABLE_PREFIX",
     "Activity",
+    "ActivityCount",
     "ActivityLog",
     "ArchivedEvent",
     "Base",
@@ -121,16 +124,37 @@ class Base(DeclarativeBase):
     )
 
 
+_ACTIVE_WHERE = text("status IN ('QUEUED', 'RUNNING')")
+"""The predicate of the partial index of active rows; `agentexec.activity.filters.active`
+writes the same, with the same literal values, so that the planners see the index covers it."""
+
+
 class Activity(Base):
-    """One row per task (agent id): its current state, maintained by the projector."""
+    """One row per task (agent id): its current state, maintained by the projector.
+
+    Its indexes match the reads (`agentexec.activity.reads`): each list segment and filter is
+    a range of one of them in `(created_at, id)` order (migration agentexec_0004)."""
 
     __tablename__ = f"{TABLE_PREFIX}activity"
+    __table_args__ = (
+        Index(
+            f"ix_{TABLE_PREFIX}activity_active",
+            "created_at",
+            "id",
+            postgresql_where=_ACTIVE_WHERE,
+            sqlite_where=_ACTIVE_WHERE,
+        ),
+        Index(f"ix_{TABLE_PREFIX}activity_created", "created_at", "id"),
+        Index(f"ix_{TABLE_PREFIX}activity_status_created", "status", "created_at", "id"),
+        Index(f"ix_{TABLE_PREFIX}activity_type_created", "agent_type", "created_at", "id"),
+        Index(f"ix_{TABLE_PREFIX}activity_parent_created", "parent_id", "created_at", "id"),
+    )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
     agent_id: Mapped[uuid.UUID] = mapped_column(Uuid, unique=True, index=True)
-    agent_type: Mapped[str] = mapped_column(String(255), index=True)
+    agent_type: Mapped[str] = mapped_column(String(255))
     """The task name."""
-    status: Mapped[Status] = mapped_column(_status_type(), index=True)
+    status: Mapped[Status] = mapped_column(_status_type())
     latest_message: Mapped[str | None] = mapped_column(Text)
     latest_percentage: Mapped[int | None] = mapped_column(Integer)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
@@ -147,11 +171,11 @@ class Activity(Base):
     """Seconds its handler ran, summed over the attempts that recorded an end."""
     attempt_history: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
     """One object per attempt (see `agentexec.activity.state.Attempt`)."""
-    parent_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, index=True)
+    parent_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
     queue: Mapped[str | None] = mapped_column(String(255))
     priority: Mapped[str | None] = mapped_column(String(16))
     metadata_: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSON)
-    created_at: Mapped[datetime] = _utc_column(index=True)
+    created_at: Mapped[datetime] = _utc_column()
     updated_at: Mapped[datetime] = _utc_column(index=True)
     started_at: Mapped[datetime | None] = _utc_column(nullable=True)
     """When the latest attempt started."""
@@ -182,11 +206,12 @@ class ActivityLog(Base):
     """One row per status or progress event, in log order (`id`)."""
 
     __tablename__ = f"{TABLE_PREFIX}activity_log"
+    __table_args__ = (Index(f"ix_{TABLE_PREFIX}activity_log_activity", "activity_id", "id"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     # No foreign-key constraint: the projector writes a log row only in the transaction that
     # upserts its activity row, and a per-row constraint check halves its throughput.
-    activity_id: Mapped[uuid.UUID] = mapped_column(Uuid, index=True)
+    activity_id: Mapped[uuid.UUID] = mapped_column(Uuid)
     event_id: Mapped[str] = mapped_column(String(41))
     """Stream id of the event this row records (unique: the archive's key guards it)."""
     message: Mapped[str] = mapped_column(Text)
@@ -200,6 +225,18 @@ class ActivityLog(Base):
 
     def __repr__(self) -> str:
         return f"<ActivityLog {self.event_id} {self.status} {self.message!r}>"
+
+
+class ActivityCount(Base):
+    """How many activities each task name has in each status: kept by the projector in the
+    transaction that changes the rows (and by `prune`), so that a list's total needs no
+    count over the table. Rows at 0 are deleted: a rebuild gives the same rows."""
+
+    __tablename__ = f"{TABLE_PREFIX}activity_counts"
+
+    agent_type: Mapped[str] = mapped_column(String(255), primary_key=True)
+    status: Mapped[Status] = mapped_column(_status_type(), primary_key=True)
+    count: Mapped[int] = mapped_column(Integer)
 
 
 class ArchivedEvent(Base):

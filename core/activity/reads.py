@@ -8,16 +8,18 @@ list is one indexed query and needs no window functions.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Generator
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar, overload
 from uuid import UUID
 
-from sqlalchemy import Executable, Select, case, func, select
+from sqlalchemy import Executable, Select, func, not_, select
 from sqlalchemy.orm import Session, selectinload
-from typing_extensions import TypeIs
+from typing_extensions import TypeIs, Unpack
 
 from agentexec.events import ACTIVE, Status
 
+from . import counts
+from .filters import Cursor, ListFilters, active, conditions, statuses
 from .freshness import check_projected
 from .schemas import (
     ActivityChildrenSchema,
@@ -45,7 +47,12 @@ MAX_CHILDREN_SHOWN = 1000
 
 @overload
 def list_activities(
-    session: Session, page: int = 1, page_size: int = 20, *, parent_id: UUID | str | None = None
+    session: Session,
+    page: int = 1,
+    page_size: int = 20,
+    *,
+    cursor: str | None = None,
+    **filters: Unpack[ListFilters],
 ) -> ActivityListSchema: ...
 @overload
 def list_activities(
@@ -53,43 +60,110 @@ def list_activities(
     page: int = 1,
     page_size: int = 20,
     *,
-    parent_id: UUID | str | None = None,
+    cursor: str | None = None,
+    **filters: Unpack[ListFilters],
 ) -> Awaitable[ActivityListSchema]: ...
 def list_activities(
     session: Session | AsyncSession,
     page: int = 1,
     page_size: int = 20,
     *,
-    parent_id: UUID | str | None = None,
+    cursor: str | None = None,
+    **filters: Unpack[ListFilters],
 ) -> ActivityListSchema | Awaitable[ActivityListSchema]:
     """One page of activities (`page` counts from 1): QUEUED and RUNNING ones first, then
-    the rest, each newest first. With `parent_id`, only the children of that task.
-    `ax.activity.list`. Raises `InvalidAgentIdError` for a parent id that is not a UUID."""
+    the rest, each newest first (`created_at`, then row id, descending). `ax.activity.list`.
+
+    Filters (all must hold): `status` (one or several), `task_name` (one or several),
+    `since` / `until` (created at or after / before), `parent_id` (children of that task),
+    `metadata` (a dict of values the metadata must hold), `running_longer_than` (a
+    timedelta: RUNNING tasks whose latest attempt started longer ago), `retried` (True:
+    retried at least once; False: never). `total` counts the matching activities.
+
+    `next_cursor` of a page, passed back as `cursor` (`page` is then not used), gives the next
+    page by keyset: as fast deep in the list as at its start, and without the rows shifting
+    under you as new tasks come in. Raises ValueError for a bad page, page size, filter or
+    cursor, `InvalidAgentIdError` for a parent id that is not a UUID."""
     _check_page(page, page_size)
     from .models import Activity
 
-    active_first = case((Activity.status.in_(ACTIVE), 0), else_=1)
-    query = (
-        select(Activity)
-        .order_by(active_first, Activity.created_at.desc(), Activity.id)
-        .limit(page_size)
-        .offset((page - 1) * page_size)
-    )
-    count = select(func.count()).select_from(Activity)
-    if parent_id is not None:
-        parent = parse_agent_id(parent_id)
-        query = query.where(Activity.parent_id == parent)
-        count = count.where(Activity.parent_id == parent)
+    after = None if cursor is None else Cursor.decode(cursor)
+    found = conditions(Activity, **filters)
+    segments = [[*found, active(Activity)], [*found, not_(active(Activity))]]
+    # A segment no status asked for can hold no row: neither count nor read it.
+    asked = filters.get("status")
+    possible = set(Status) if asked is None else set(statuses(asked))
+    if filters.get("running_longer_than") is not None:
+        possible &= {Status.RUNNING}
+    wanted_segments = [bool(possible & set(ACTIVE)), bool(possible - set(ACTIVE))]
 
-    def build(total: Any, rows: Any) -> ActivityListSchema:
-        return ActivityListSchema(
-            items=[_list_item(a) for a in rows],
-            total=int(total),
-            page=page,
-            page_size=page_size,
+    def rows(segment: int, offset: int, limit: int, start: Cursor | None) -> Select[Any]:
+        where = list(segments[segment])
+        if start is not None:
+            where.append(start.after(Activity))
+        return (
+            select(Activity)
+            .where(*where)
+            .order_by(Activity.created_at.desc(), Activity.id.desc())
+            .offset(offset)
+            .limit(limit)
         )
 
-    return _run2(session, count, query, build)
+    def plan() -> Generator[Step, Any, ActivityListSchema]:
+        found_counts = []
+        counts_of = _count_queries(Activity, segments, filters)
+        for query, needed in zip(counts_of, wanted_segments, strict=True):
+            found_counts.append(int((yield query, _scalar)) if needed else 0)
+        n_active, total = found_counts[0], sum(found_counts)
+        # A cursor says where the page starts: `page` only counts pages without one.
+        offset = (page - 1) * page_size if after is None else 0
+        got: list[tuple[int, Activity]] = []
+        first = 0 if after is None else after.segment
+        skip = offset
+        for segment in range(first, 2):
+            wanted = page_size + 1 - len(got)
+            if wanted <= 0:
+                break
+            if not wanted_segments[segment]:
+                continue
+            if after is None and segment == 0 and skip >= n_active:
+                skip -= n_active
+                continue
+            start = after if after is not None and segment == after.segment else None
+            found_rows = yield rows(segment, skip, wanted, start), _objects
+            got.extend((segment, a) for a in found_rows)
+            skip = 0
+        page_rows = got[:page_size]
+        more = len(got) > page_size
+        last = page_rows[-1] if more else None
+        return ActivityListSchema(
+            items=[_list_item(a) for _, a in page_rows],
+            total=total,
+            page=page,
+            page_size=page_size,
+            next_cursor=None
+            if last is None
+            else Cursor(last[0], last[1].created_at, last[1].id).encode(),
+        )
+
+    return _drive(session, plan())
+
+
+def _count_queries(
+    model: type[Activity], segments: list[list[Any]], filters: ListFilters
+) -> list[Select[Any]]:
+    """How many rows each segment has: from the activity counts when the filters are only
+    statuses and task names (no scan), else by counting the rows."""
+    given = {k for k, v in filters.items() if v is not None}
+    status, names = filters.get("status"), filters.get("task_name")
+    names = [names] if isinstance(names, str) else names
+    if given <= {"status", "task_name"} and all("\x00" not in n for n in names or ()):
+        chosen = set(Status) if status is None else set(statuses(status))
+        return [
+            counts.total(chosen & part, None if names is None else list(names))
+            for part in (set(ACTIVE), set(Status) - set(ACTIVE))
+        ]
+    return [select(func.count()).select_from(model).where(*where) for where in segments]
 
 
 @overload
@@ -197,7 +271,7 @@ def active_count(session: Session | AsyncSession) -> int | Awaitable[int]:
     """How many activities are QUEUED or RUNNING."""
     from .models import Activity
 
-    query = select(func.count()).select_from(Activity).where(Activity.status.in_(ACTIVE))
+    query = select(func.count()).select_from(Activity).where(active(Activity))
     return _run(session, query, lambda result: int(result.scalar_one()))
 
 
@@ -280,8 +354,46 @@ def _list_item(activity: Activity) -> ActivityListItemSchema:
     )
 
 
+Step = tuple[Executable, Callable[[Any], Any]]
+"""A query and the function that takes its values from its result (at once: an ORM result
+may load more)."""
+
+
+def _scalar(result: Any) -> Any:
+    return result.scalar_one()
+
+
+def _objects(result: Any) -> Any:
+    return result.scalars().all()
+
+
+def _drive(session: Session | AsyncSession, plan: Generator[Step, Any, T]) -> T | Awaitable[T]:
+    """Run the queries `plan` yields, one after the other, sending each back its values.
+    Returns what `plan` returns."""
+    check_projected()
+    if is_async(session):
+
+        async def run() -> T:
+            sent = None
+            try:
+                while True:
+                    query, take = plan.send(sent)
+                    sent = take(await session.execute(query))
+            except StopIteration as stop:
+                return stop.value  # type: ignore[no-any-return]
+
+        return run()
+    sent = None
+    try:
+        while True:
+            query, take = plan.send(sent)
+            sent = take(session.execute(query))
+    except StopIteration as stop:
+        return stop.value  # type: ignore[no-any-return]
+
+
 def _run(
-    session: Session | AsyncSession, query: Select[Any], build: Callable[[Any], T]
+    session: Session | AsyncSession, query: Executable, build: Callable[[Any], T]
 ) -> T | Awaitable[T]:
     check_projected()
     if is_async(session):
@@ -308,21 +420,3 @@ def _run_all(
 
         return run()
     return build([take(session.execute(query)) for query, take in queries])
-
-
-def _run2(
-    session: Session | AsyncSession,
-    first: Select[Any],
-    second: Select[Any],
-    build: Callable[[Any, Any], T],
-) -> T | Awaitable[T]:
-    check_projected()
-    if is_async(session):
-
-        async def run() -> T:
-            total = (await session.execute(first)).scalar_one()
-            return build(total, (await session.execute(second)).scalars().all())
-
-        return run()
-    total = session.execute(first).scalar_one()
-    return build(total, session.execute(second).scalars().all())

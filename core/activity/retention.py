@@ -8,15 +8,16 @@ application's choice. The archived events are pruned separately, and only on req
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Awaitable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, overload
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from agentexec.errors import ConfigurationError
-from agentexec.events import TERMINAL
+from agentexec.events import TERMINAL, Status
 
 from .reads import is_async
 
@@ -55,6 +56,7 @@ def prune(
 
 
 def _prune(session: Session, older_than: timedelta, batch_size: int) -> int:
+    from . import counts
     from .models import Activity, ActivityLog
 
     cutoff = (datetime.now(UTC) - older_than).replace(tzinfo=None)
@@ -68,6 +70,14 @@ def _prune(session: Session, older_than: timedelta, batch_size: int) -> int:
         )
         if not ids:
             break
+        gone = session.execute(
+            select(Activity.agent_type, Activity.status, func.count())
+            .where(Activity.id.in_(ids), *ended)
+            .group_by(Activity.agent_type, Activity.status)
+        ).all()
+        counts.add(
+            session.connection(), Counter({(name, Status(st).name): -n for name, st, n in gone})
+        )
         logs += session.execute(
             delete(ActivityLog).where(ActivityLog.activity_id.in_(ids))
         ).rowcount  # type: ignore[attr-defined]

@@ -34,7 +34,12 @@ __all__ = [
     "ActivityListItemSchema",
     "ActivityListSchema",
     "ActivityLogSchema",
+    "ActivityStatsSchema",
+    "DurationStatsSchema",
+    "ErrorCountSchema",
+    "StatsBucketSchema",
     "StatusField",
+    "TaskStatsSchema",
     "parse_agent_id",
 ]
 
@@ -163,8 +168,12 @@ class ActivityListSchema(_Schema):
 
     items: list[ActivityListItemSchema]
     total: int
+    """How many activities match the filters."""
     page: int
     page_size: int
+    next_cursor: str | None = None
+    """Pass it as `cursor` to get the page after this one (keyset pagination, as fast deep
+    in the list as at its start); None on the last page."""
 
     @computed_field  # type: ignore[prop-decorator]
     @property
@@ -224,3 +233,70 @@ class ActivityDetailSchema(_Timing):
     @classmethod
     def _no_history(cls, value: Any) -> Any:
         return [] if value is None else value
+
+
+class DurationStatsSchema(_Schema):
+    """Durations in seconds over the tasks that recorded one. Percentiles are nearest-rank:
+    `p50` is the smallest value at least half of the values are not greater than (the
+    value at rank ceil(0.50 * count) in ascending order), `p95` likewise; a value that
+    occurred, never an interpolation. Mean rounded to the microsecond. All None for none."""
+
+    count: int = 0
+    mean: float | None = None
+    p50: float | None = None
+    p95: float | None = None
+    max: float | None = None
+
+
+class ErrorCountSchema(_Schema):
+    """An error tasks failed with, its variable parts (numbers, ids, hex) replaced by `<n>`,
+    `<id>`, `<hex>`, and how many failed with it."""
+
+    message: str
+    count: int
+    example: str
+    """One of the errors as it was written (the first seen)."""
+
+
+class TaskStatsSchema(_Schema):
+    """Statistics of the tasks of one name (`task_name` None: of all names together)."""
+
+    task_name: str | None
+    total: int
+    counts: dict[str, int]
+    """Tasks in each status (every status, lower-case)."""
+    success_rate: float | None
+    """complete / (complete + error + canceled); None while none ended."""
+    retry_rate: float | None
+    """Share of the tasks retried at least once; None for no task."""
+    retries: int
+    """Retries over all the tasks."""
+    queue_wait: DurationStatsSchema
+    """Time waited for a worker (summed over a task's attempts)."""
+    run: DurationStatsSchema
+    """Time the handler ran (summed over a task's attempts)."""
+    errors: list[ErrorCountSchema]
+    """The most frequent errors of the tasks that ended ERROR, most frequent first."""
+
+
+class StatsBucketSchema(_Schema):
+    """The statistics of the tasks created in [`start`, `end`)."""
+
+    start: UTCTime
+    end: UTCTime
+    overall: TaskStatsSchema
+    tasks: list[TaskStatsSchema]
+
+
+class ActivityStatsSchema(_Schema):
+    """Statistics of the tasks created in [`since`, `until`) (`ax.activity.stats`)."""
+
+    since: OptionalUTCTime = None
+    until: OptionalUTCTime = None
+    bucket_seconds: float | None = None
+    overall: TaskStatsSchema
+    """All the tasks selected, whatever their name."""
+    tasks: list[TaskStatsSchema]
+    """One entry per task name, by name."""
+    buckets: list[StatsBucketSchema] = []
+    """With a bucket size: every bucket from the first to the last, empty ones included."""

@@ -18,7 +18,7 @@ def test_endpoints_are_module_level_functions() -> None:
     routes = [
         r for r in router(engine=create_engine("sqlite://")).routes if isinstance(r, APIRoute)
     ]
-    assert len(routes) == 8  # with the children endpoint
+    assert len(routes) == 9  # with the children and stats endpoints
     for route in routes:
         assert route.endpoint.__module__.startswith("agentexec.api."), route.path
         assert route.endpoint.__qualname__ == route.endpoint.__name__, route.path

@@ -168,6 +168,7 @@ def test_custom_table_prefix(tmp_path: Path) -> None:
     assert out.strip() == str(
         [
             "myapp_activity",
+            "myapp_activity_counts",
             "myapp_activity_log",
             "myapp_checkpoints",
             "myapp_events",

@@ -1,0 +1,189 @@
+"""The filters of activity lists and statistics, as SQL conditions, and the list's cursor.
+
+Every condition is one an index of `agentexec.activity.models` serves (see docs/activity.md,
+"Indexes"). Times compare with `created_at` (when the task was first seen); naive datetimes
+are taken as UTC.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, NamedTuple, TypedDict
+from uuid import UUID
+
+from sqlalchemy import ColumnElement, String, cast, false, literal_column, tuple_
+
+from agentexec.events import Status
+
+from .schemas import parse_agent_id
+
+if TYPE_CHECKING:
+    from .models import Activity
+
+__all__ = [
+    "ACTIVE_NAMES",
+    "CURSOR_PATTERN",
+    "Cursor",
+    "ListFilters",
+    "MetadataFilter",
+    "active",
+    "conditions",
+    "naive_utc",
+    "statuses",
+]
+
+ACTIVE_NAMES = ("QUEUED", "RUNNING")
+"""The stored names of the active statuses, in the order the partial index spells them."""
+
+MetadataFilter = Mapping[str, str | int | float | bool]
+"""Metadata keys and the values they must have (compared as JSON strings, numbers or
+booleans by the type of the value given)."""
+
+
+def active(model: type[Activity]) -> ColumnElement[bool]:
+    """`status IN ('QUEUED', 'RUNNING')` with literal values, the predicate of the partial
+    index `ix_..._activity_active`: a bound parameter would keep the planners (SQLite's,
+    PostgreSQL's generic plans) from proving that the index covers the query."""
+    return model.status.in_([literal_column(f"'{name}'") for name in ACTIVE_NAMES])
+
+
+def naive_utc(value: datetime) -> datetime:
+    """`value` as stored: naive UTC (a naive value is taken as UTC already); a time whose
+    UTC falls outside the years 1-9999 is clamped to them."""
+    if value.tzinfo is not None:
+        try:
+            return value.astimezone(UTC).replace(tzinfo=None)
+        except OverflowError:
+            return datetime.min if value.year == 1 else datetime.max
+    return value
+
+
+def _storable(text: str) -> bool:
+    """False for a string no database stores (a NUL character): it matches nothing."""
+    return "\x00" not in text
+
+
+def statuses(value: Status | str | Iterable[Status | str]) -> list[Status]:
+    """One status or several, either spelling; raises ValueError naming a bad one."""
+    items = [value] if isinstance(value, str) else list(value)
+    found = []
+    for item in items:
+        try:
+            found.append(Status(item))
+        except ValueError:
+            names = ", ".join(s.wire for s in Status)
+            raise ValueError(f"status {item!r} is not one of {names}.") from None
+    return found
+
+
+def conditions(
+    model: type[Activity],
+    *,
+    status: Status | str | Iterable[Status | str] | None = None,
+    task_name: str | Iterable[str] | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    parent_id: UUID | str | None = None,
+    metadata: MetadataFilter | None = None,
+    running_longer_than: timedelta | None = None,
+    retried: bool | None = None,
+    now: datetime | None = None,
+) -> list[ColumnElement[bool]]:
+    """The SQL conditions of these filters (all must hold). Raises ValueError for a bad
+    status or a negative `running_longer_than`."""
+    found: list[ColumnElement[bool]] = []
+    if status is not None:
+        found.append(model.status.in_(statuses(status)))
+    if task_name is not None:
+        names = [task_name] if isinstance(task_name, str) else list(task_name)
+        found.append(model.agent_type.in_([n for n in names if _storable(n)]))
+    if since is not None:
+        found.append(model.created_at >= naive_utc(since))
+    if until is not None:
+        found.append(model.created_at < naive_utc(until))
+    if parent_id is not None:
+        found.append(model.parent_id == parse_agent_id(parent_id))
+    for key, value in (metadata or {}).items():
+        found.append(_metadata_equals(model, key, value))
+    if running_longer_than is not None:
+        if running_longer_than < timedelta(0):
+            raise ValueError(f"running_longer_than {running_longer_than} is negative.")
+        cutoff = naive_utc(now or datetime.now(UTC)) - running_longer_than
+        found.append(model.status == Status.RUNNING)
+        found.append(model.started_at < cutoff)
+    if retried is not None:
+        found.append(model.retries > 0 if retried else model.retries == 0)
+    return found
+
+
+def _metadata_equals(model: type[Activity], key: str, value: Any) -> ColumnElement[bool]:
+    field: Any = model.metadata_[key]
+    found: ColumnElement[bool]
+    if isinstance(value, bool):
+        found = field.as_boolean() == value
+    elif isinstance(value, int):
+        found = field.as_integer() == value
+    elif isinstance(value, float):
+        found = field.as_float() == value
+    elif isinstance(value, str):
+        found = cast(field.as_string(), String) == value if _storable(value) else false()
+    else:
+        raise ValueError(
+            f"metadata filter {key}={value!r}: the value is a {type(value).__name__}; give a "
+            "str, int, float or bool."
+        )
+    return found
+
+
+CURSOR_PATTERN = r"^[01]_[0-9]{1,17}_[0-9a-f]{32}$"
+"""What a cursor looks like: `<segment>_<created_at in microseconds since 1970>_<row id>`."""
+
+_EPOCH = datetime(1970, 1, 1)
+
+
+class Cursor(NamedTuple):
+    """Where a page of a list ended: its segment (0 active, 1 the others), and the
+    `created_at` and row id of its last activity."""
+
+    segment: int
+    created_at: datetime
+    row_id: UUID
+
+    def encode(self) -> str:
+        micros = (self.created_at - _EPOCH) // timedelta(microseconds=1)
+        return f"{self.segment}_{micros}_{self.row_id.hex}"
+
+    @classmethod
+    def decode(cls, value: str) -> Cursor:
+        """Raises ValueError naming the value when it is not a cursor a list returns."""
+        try:
+            if not re.fullmatch(CURSOR_PATTERN, value):
+                raise ValueError(value)
+            segment, micros, row = value.split("_")
+            at = _EPOCH + timedelta(microseconds=int(micros))
+            return cls(int(segment), at, UUID(row))
+        except (ValueError, OverflowError):
+            raise ValueError(
+                f"cursor {value!r} is not one a list returns; pass the `next_cursor` of the "
+                "previous page, or no cursor for the first page."
+            ) from None
+
+    def after(self, model: type[Activity]) -> ColumnElement[bool]:
+        """The rows after this one, newest first: `(created_at, id) < (..., ...)`, a range
+        of the `(created_at, id)` indexes."""
+        return tuple_(model.created_at, model.id) < tuple_(self.created_at, self.row_id)
+
+
+class ListFilters(TypedDict, total=False):
+    """The filters `ax.activity.list` and `ax.activity.stats` take (see `conditions`)."""
+
+    status: Status | str | Iterable[Status | str] | None
+    task_name: str | Iterable[str] | None
+    since: datetime | None
+    until: datetime | None
+    parent_id: UUID | str | None
+    metadata: MetadataFilter | None
+    running_longer_than: timedelta | None
+    retried: bool | None

@@ -1,0 +1,389 @@
+"""Statistics and failure views against a real pool and projector: the same events projected
+into SQLite and PostgreSQL give identical statistics (a contract), each figure agrees with one
+computed here from the events themselves, a rebuild changes nothing, and the list's filters
+and keyset cursor select what they say on both databases."""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import Engine, func, insert, select
+from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
+from sqlalchemy.orm import Session
+
+import agentexec as ax
+from agentexec import events
+from agentexec.activity.models import Activity, ActivityCount, ArchivedEvent
+from agentexec.activity.statistics import normalise_error, percentile
+from agentexec.api import create_app
+from agentexec.cli import main
+from agentexec.connection import get_redis
+from agentexec.events import Status
+from agentexec.projector import Projector
+from agentexec.projector.rebuild import rebuild
+from agentexec.streams import Keys
+from tests.apps.basic import Echo, Flaky
+from tests.support.waiting import scaled
+
+from .conftest import PostgresSchema, database_url, sqlite_engine
+from .test_async_reads import async_url
+from .workload import append_all, lifecycle, traffic
+
+
+@pytest.fixture
+def fast_retries(redis_conf: str) -> None:
+    ax.CONF.retry_backoff = 0.05
+    ax.CONF.retry_backoff_max = 0.2
+
+
+async def run_workload(tmp_path: Path) -> list[ax.Task]:
+    """Tasks that complete, fail at once, succeed after a retry and fail after retries."""
+    tasks = [
+        await ax.enqueue("echo", Echo(text=str(i)), metadata={"team": "a" if i < 2 else "b"})
+        for i in range(4)
+    ]
+    tasks += [await ax.enqueue("boom", Echo(text=f"item {i}")) for i in range(3)]
+    tasks.append(await ax.enqueue("flaky", Flaky(path=str(tmp_path / "f1"), failures=1)))
+    tasks.append(await ax.enqueue("flaky", Flaky(path=str(tmp_path / "f2"), failures=5)))
+    for task in tasks:
+        try:
+            await ax.get_result(task, timeout=scaled(30))
+        except ax.TaskFailedError:
+            pass
+    return tasks
+
+
+async def expected_from_events() -> dict[str | None, dict[str, Any]]:
+    """The statistics computed from the log's events, by task name (None: all)."""
+    entries = await get_redis().xrange(Keys(ax.CONF.key_prefix).events)
+    by_agent: dict[uuid.UUID, list[events.AnyEvent]] = {}
+    names: dict[uuid.UUID, str] = {}
+    for _, fields in entries:
+        event = events.decode_entry(fields)
+        by_agent.setdefault(event.agent_id, []).append(event)
+        if isinstance(event, events.TaskQueued):
+            names[event.agent_id] = event.task_name
+    groups: dict[str | None, list[dict[str, Any]]] = {None: []}
+    for agent, log in by_agent.items():
+        status, retries, waits, runs, due, start, error = "queued", 0, [], [], None, None, None
+        for e in log:
+            if isinstance(e, events.TaskQueued):
+                due = e.ts
+            elif isinstance(e, events.TaskStarted):
+                status, start = "running", e.ts
+                waits.append(max((e.ts - due).total_seconds(), 0))
+            elif isinstance(e, events.TaskRetried):
+                retries += 1
+                runs.append((e.ts - start).total_seconds())
+                due = e.ts + timedelta(seconds=e.delay)
+            elif isinstance(e, events.TaskCompleted | events.TaskFailed):
+                runs.append((e.ts - start).total_seconds())
+                status = "complete" if isinstance(e, events.TaskCompleted) else "error"
+                error = getattr(e, "error", None)
+        task = {
+            "status": status,
+            "retries": retries,
+            "wait": sum(waits),
+            "run": sum(runs),
+            "error": error,
+        }
+        groups[None].append(task)
+        groups.setdefault(names[agent], []).append(task)
+    return {name: summarise(tasks) for name, tasks in groups.items()}
+
+
+def summarise(tasks: list[dict[str, Any]]) -> dict[str, Any]:
+    statuses = Counter(t["status"] for t in tasks)
+    ended = statuses["complete"] + statuses["error"]
+    runs = sorted(t["run"] for t in tasks)
+    waits = sorted(t["wait"] for t in tasks)
+    errors = Counter(normalise_error(t["error"]) for t in tasks if t["error"])
+    return {
+        "total": len(tasks),
+        "complete": statuses["complete"],
+        "error": statuses["error"],
+        "success_rate": statuses["complete"] / ended,
+        "retry_rate": sum(1 for t in tasks if t["retries"]) / len(tasks),
+        "retries": sum(t["retries"] for t in tasks),
+        "run": (sum(runs) / len(runs), percentile(runs, 50), percentile(runs, 95), runs[-1]),
+        "wait": (sum(waits) / len(waits), percentile(waits, 50), percentile(waits, 95), waits[-1]),
+        "errors": dict(errors),
+    }
+
+
+def figures(row: ax.activity.TaskStatsSchema) -> dict[str, Any]:
+    return {
+        "total": row.total,
+        "complete": row.counts["complete"],
+        "error": row.counts["error"],
+        "success_rate": row.success_rate,
+        "retry_rate": row.retry_rate,
+        "retries": row.retries,
+        "run": (row.run.mean, row.run.p50, row.run.p95, row.run.max),
+        "wait": (row.queue_wait.mean, row.queue_wait.p50, row.queue_wait.p95, row.queue_wait.max),
+        "errors": {e.message: e.count for e in row.errors},
+    }
+
+
+def approx(expected: dict[str, Any]) -> dict[str, Any]:
+    return {
+        k: pytest.approx(v, abs=1e-5) if k in ("run", "wait", "success_rate", "retry_rate") else v
+        for k, v in expected.items()
+    }
+
+
+def every_read(engine: Engine, since: datetime) -> dict[str, Any]:
+    with Session(engine) as s:
+        return {
+            "all": ax.activity.stats(s),
+            "day": ax.activity.stats(s, since=since, until=since + timedelta(days=1)),
+            "buckets": ax.activity.stats(s, bucket=timedelta(seconds=1)),
+            "named": ax.activity.stats(s, task_name=["flaky", "boom"]),
+            "team": ax.activity.stats(s, metadata={"team": "a"}),
+        }
+
+
+@pytest.mark.postgres
+async def test_statistics_agree_with_the_events_on_both_databases(
+    fast_retries: None, running_pool: ax.Pool, postgres: PostgresSchema, tmp_path: Path
+) -> None:
+    started = datetime.now(UTC) - timedelta(seconds=1)
+    await run_workload(tmp_path)
+    postgres.truncate()
+    lite = sqlite_engine(tmp_path / "agents.db")
+    await Projector(lite).catch_up()
+    # The log's consumer group follows one read model: PostgreSQL gets the same events
+    # through its archive, which a rebuild applies with the projector's own projection.
+    with Session(lite) as s:
+        archived = [
+            {c.key: getattr(e, c.key) for c in ArchivedEvent.__mapper__.column_attrs}
+            for e in s.scalars(select(ArchivedEvent))
+        ]
+    with postgres.engine.begin() as conn:
+        conn.execute(insert(ArchivedEvent), archived)
+    assert await rebuild(postgres.engine) == len(archived)
+
+    reads = {
+        name: every_read(engine, started)
+        for name, engine in (
+            ("sqlite", lite),
+            ("postgresql", postgres.engine),
+        )
+    }
+    assert reads["sqlite"] == reads["postgresql"]  # identical, to the last bit
+
+    got = reads["sqlite"]["all"]
+    assert got == reads["sqlite"]["day"].model_copy(update={"since": None, "until": None})
+    expected = await expected_from_events()
+    assert {r.task_name: figures(r) for r in [got.overall, *got.tasks]} == {
+        name: approx(e) for name, e in expected.items()
+    }
+    assert [r.task_name for r in got.tasks] == ["boom", "echo", "flaky"]
+    boom = got.tasks[0]
+    assert [(e.message, e.count) for e in boom.errors] == [("RuntimeError: boom: item <n>", 3)]
+    assert boom.errors[0].example.startswith("RuntimeError: boom: item ")
+    assert got.tasks[2].retries == 3 and got.tasks[2].retry_rate == 1.0
+
+    buckets = reads["sqlite"]["buckets"].buckets
+    assert sum(b.overall.total for b in buckets) == 9
+    assert all(b.end - b.start == timedelta(seconds=1) for b in buckets)
+    assert [b.start for b in buckets] == sorted(b.start for b in buckets)
+    named = reads["sqlite"]["named"]
+    assert [r.task_name for r in named.tasks] == ["boom", "flaky"] and named.overall.total == 5
+    team = reads["sqlite"]["team"]
+    assert (team.overall.total, team.tasks[0].task_name) == (2, "echo")
+
+    async_engine = create_async_engine(async_url(postgres.engine))
+    try:
+        async with AsyncSession(async_engine) as session:
+            assert await ax.activity.stats(session) == got
+    finally:
+        await async_engine.dispose()
+
+    await rebuild(lite)
+    assert every_read(lite, started) == reads["sqlite"]
+    lite.dispose()
+
+
+async def test_failure_views_and_the_cursor(
+    fast_retries: None, running_pool: ax.Pool, projector: Projector, engine: Engine, tmp_path: Path
+) -> None:
+    tasks = await run_workload(tmp_path)
+    # A task whose worker started it two hours ago and that still runs.
+    stuck = uuid.uuid4()
+    long_ago = datetime.now(UTC) - timedelta(hours=2)
+    append_all(
+        [
+            events.TaskQueued(agent_id=stuck, task_name="stuck", queue="q", ts=long_ago),
+            events.TaskStarted(agent_id=stuck, task_name="stuck", worker="w", ts=long_ago),
+        ]
+    )
+    await projector.catch_up()
+    boom = {t.agent_id for t in tasks[4:7]}
+    flaky = {t.agent_id for t in tasks[7:]}
+
+    def ids(listing: ax.activity.ActivityListSchema) -> set[uuid.UUID]:
+        return {i.agent_id for i in listing.items}
+
+    with Session(engine) as s:
+        failed = ax.activity.list(s, status="error")
+        assert ids(failed) == boom | {tasks[8].agent_id} and failed.total == 4
+        assert ids(ax.activity.list(s, retried=True)) == flaky
+        assert ids(ax.activity.list(s, status=["error"], task_name="flaky")) == {tasks[8].agent_id}
+        long = ax.activity.list(s, running_longer_than=timedelta(hours=1))
+        assert ids(long) == {stuck}
+        assert ax.activity.list(s, running_longer_than=timedelta(hours=3)).total == 0
+        assert ids(ax.activity.list(s, status="queued")) == set()
+        team = ax.activity.list(s, metadata={"team": "b"})
+        assert ids(team) == {t.agent_id for t in tasks[2:4]}
+        recent = ax.activity.list(s, since=datetime.now(UTC) - timedelta(hours=1))
+        assert stuck not in ids(recent) and recent.total == 9
+
+        everything = ax.activity.list(s, page_size=100)
+        assert everything.items[0].agent_id == stuck  # active first
+        assert everything.next_cursor is None and everything.total == 10
+        walked, cursor, pages = [], None, 0
+        while True:
+            page = ax.activity.list(s, page_size=3, cursor=cursor)
+            walked += [i.agent_id for i in page.items]
+            pages += 1
+            cursor = page.next_cursor
+            if cursor is None:
+                break
+        assert walked == [i.agent_id for i in everything.items] and pages == 4
+        by_page = [ax.activity.list(s, page=p, page_size=3).items for p in range(1, 5)]
+        assert [i.agent_id for items in by_page for i in items] == walked
+        with pytest.raises(ValueError, match="cursor 'nope' is not one a list returns"):
+            ax.activity.list(s, cursor="nope")
+        with pytest.raises(ValueError, match="status 'lost' is not one of"):
+            ax.activity.list(s, status="lost")
+
+    transport = httpx.ASGITransport(app=create_app(engine))
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        answer = await client.get("/api/activities", params={"status": "error", "page_size": 2})
+        body = answer.json()
+        assert (answer.status_code, body["total"], len(body["items"])) == (200, 4, 2)
+        second = await client.get(
+            "/api/activities",
+            params={"status": "error", "page_size": 2, "cursor": body["next_cursor"]},
+        )
+        assert {i["agent_id"] for i in body["items"] + second.json()["items"]} == {
+            str(i) for i in boom | {tasks[8].agent_id}
+        }
+        assert second.json()["next_cursor"] is None
+        stuck_list = await client.get("/api/activities", params={"running_longer_than": 3600})
+        assert [i["agent_id"] for i in stuck_list.json()["items"]] == [str(stuck)]
+        team = await client.get("/api/activities", params={"metadata": "team=a"})
+        assert team.json()["total"] == 2
+        stats = await client.get(
+            "/api/activities/stats", params={"task_name": "boom", "bucket_seconds": 60}
+        )
+        assert stats.status_code == 200
+        assert stats.json()["overall"]["counts"]["error"] == 3
+        assert stats.json()["buckets"][0]["overall"]["total"] == 3
+
+
+def test_percentiles_are_nearest_rank() -> None:
+    values = [float(v) for v in range(1, 21)]
+    assert (percentile(values, 50), percentile(values, 95), percentile(values, 100)) == (
+        10.0,
+        19.0,
+        20.0,
+    )
+    assert percentile([3.0], 95) == 3.0
+    assert percentile([1.0, 2.0], 50) == 1.0 and math.ceil(0.95 * 2) == 2
+
+
+def test_errors_are_normalised() -> None:
+    assert normalise_error("KeyError: user 1234 at 0xdeadbeef\ntraceback") == (
+        "KeyError: user <n> at <hex>"
+    )
+    assert normalise_error(f"no agent {uuid.uuid4()} (sha 9f86d081884c7d65)") == (
+        "no agent <id> (sha <hex>)"
+    )
+    assert normalise_error("") == ""
+
+
+async def test_the_stats_command_prints_a_table(
+    projector: Projector, engine: Engine, tmp_path: Path
+) -> None:
+    append_all(
+        [e for i in range(10) for e in lifecycle(uuid.UUID(int=i + 1, version=4), "research")]
+    )
+    await projector.catch_up()
+    url = database_url(engine)
+    wide = CliRunner(env={"COLUMNS": "200"})
+    shown = wide.invoke(main, ["stats", "--database-url", url])
+    assert shown.exit_code == 0, shown.output
+    assert "10 tasks, since" in shown.output
+    rows = [line.replace("│", " ").split() for line in shown.output.splitlines()]
+    research, everything, error = [r for r in rows if r[:1] in (["research"], ["(all)"])]
+    # Agent ids 5 and 10 fail (see `lifecycle`).
+    assert research[:9] == ["research", "10", "0", "0", "8", "2", "0", "80.0%", "0.0%"]
+    assert everything[1:9] == research[1:9]
+    assert error == ["research", "2", "x"]
+
+    as_json = CliRunner().invoke(main, ["stats", "--database-url", url, "--all-time", "--json"])
+    assert as_json.exit_code == 0, as_json.output
+    with Session(engine) as s:
+        assert ax.activity.ActivityStatsSchema.model_validate_json(as_json.output) == (
+            ax.activity.stats(s)
+        )
+
+    bad = CliRunner().invoke(main, ["stats", "--database-url", url, "--since", "soon"])
+    assert bad.exit_code == 2 and "is not a duration" in bad.output
+
+
+def counted(engine: Engine) -> tuple[dict[tuple[str, str], int], dict[tuple[str, str], int]]:
+    """The activity counts table, and the same counted from the activity rows."""
+    with engine.connect() as conn:
+        kept = conn.execute(
+            select(ActivityCount.agent_type, ActivityCount.status, ActivityCount.count)
+        )
+        rows = conn.execute(
+            select(Activity.agent_type, Activity.status, func.count()).group_by(
+                Activity.agent_type, Activity.status
+            )
+        )
+        return (
+            {(t, Status(s).name): n for t, s, n in kept},
+            {(t, Status(s).name): n for t, s, n in rows},
+        )
+
+
+async def test_counts_follow_the_rows_through_batches_rebuild_and_prune(
+    projector: Projector, engine: Engine
+) -> None:
+    append_all(traffic(3000, seed=3))
+    projector.batch_size = 7  # statuses change across batches
+    await projector.catch_up()
+    kept, rows = counted(engine)
+    assert kept == rows and sum(kept.values()) > 100
+    with Session(engine) as s:
+        assert ax.activity.list(s).total == sum(rows.values())
+        errors = sum(n for (_, status), n in rows.items() if status == "ERROR")
+        assert ax.activity.list(s, status="error", task_name="research").total == errors
+        assert ax.activity.list(s, status=["queued", "running"]).total == ax.activity.active_count(
+            s
+        )
+
+    await rebuild(engine)
+    assert counted(engine) == (kept, rows)
+    with Session(engine) as s:
+        ax.activity.prune(s, older_than=timedelta(0), batch_size=50)
+    kept, rows = counted(engine)
+    assert kept == rows and all(status in ("QUEUED", "RUNNING") for _, status in kept)
+
+
+def test_a_list_no_status_can_match_reads_nothing(engine: Engine) -> None:
+    with Session(engine) as s:
+        page = ax.activity.list(s, status="error", running_longer_than=timedelta(0))
+    assert (page.items, page.total, page.next_cursor) == ([], 0, None)
