@@ -65,6 +65,7 @@ def agentexec_tables(database: str) -> list[str]:
 
 TABLES = [
     "agentexec_activity",
+    "agentexec_activity_counts",
     "agentexec_activity_log",
     "agentexec_checkpoints",
     "agentexec_events",
