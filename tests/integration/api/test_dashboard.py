@@ -2,7 +2,8 @@
 task enqueued from the test appears, its progress bar reaches 100 % without a reload, its
 detail view shows its log, and the page keeps up across a restart of the API server.
 
-Set AGENTEXEC_SCREENSHOT=docs/dashboard.png to save a screenshot of the list."""
+Set AGENTEXEC_SCREENSHOT=docs/dashboard.png to save a screenshot of the list, and
+AGENTEXEC_CHARTS_SCREENSHOT=docs/dashboard-charts.png one of the charts and a task's tree."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from sqlalchemy import Engine
 import agentexec as ax
 from agentexec.projector import Projector
 from tests.apps import basic, streaming
-from tests.support.waiting import scaled
+from tests.support.waiting import async_wait_for, scaled
 
 CHROMIUM = os.environ.get("AGENTEXEC_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = [
@@ -210,3 +211,86 @@ async def test_the_page_runs_under_its_csp_and_signs_in_with_the_token(
     background = await page.evaluate("getComputedStyle(document.body).backgroundColor")
     assert background == "rgb(246, 247, 249)"
     assert not [m for m in console if "Content Security Policy" in m], console
+
+
+async def test_the_charts_show_the_statistics_and_the_detail_shows_the_tree(
+    running_pool: ax.Pool,
+    db: Engine,
+    projector: Projector,
+    serve: Any,
+    browser_page: Any,
+    http: Any,
+) -> None:
+    page = browser_page
+    expect = playwright_api.expect
+    server = await serve(db)
+    echoes = [await ax.enqueue("echo", basic.Echo(text=f"echo {i}")) for i in range(3)]
+    failing = [await ax.enqueue("boom", basic.Echo(text=f"boom {i}")) for i in range(2)]
+    parent = await ax.enqueue("spawn", basic.Spawn(children=2, child_delay=0.05))
+    for task in echoes:
+        await ax.get_result(task, timeout=scaled(15))
+    for task in failing:
+        with pytest.raises(ax.TaskFailedError):
+            await ax.get_result(task, timeout=scaled(15))
+    children = await ax.get_result(parent, timeout=scaled(15))
+    assert len(children) == 2
+
+    async def projected() -> dict[str, Any] | None:
+        r = await http.get(server.url + "/api/activities/stats", params={"bucket_seconds": 60})
+        body: dict[str, Any] = r.json()
+        counts = body["overall"]["counts"]
+        return body if (counts["complete"], counts["error"]) == (6, 2) else None
+
+    stats = await async_wait_for(projected, timeout=20, what="8 tasks projected")
+
+    await page.goto(server.url + "/")
+    rates = page.locator("#c-success .rate")
+    await expect(rates).to_have_count(3, timeout=ms(10))
+    assert await rates.evaluate_all("gs => gs.map(g => g.dataset.task)") == [
+        "boom",
+        "echo",
+        "spawn",
+    ]
+    await expect(rates.locator(".value")).to_have_text(["0%", "100%", "100%"])
+    # One bar per bucket of the REST statistics (the page asks for the last hour per minute),
+    # adding up to every task; one run time point per bucket where a run ended.
+    throughput = page.locator("#c-throughput")
+    await expect(throughput).to_have_attribute("data-points", str(len(stats["buckets"])))
+    await expect(throughput.locator(".point")).to_have_count(len(stats["buckets"]))
+    totals = await throughput.locator(".point").evaluate_all(
+        "gs => gs.map(g => [+g.dataset.total, +g.dataset.complete, +g.dataset.error])"
+    )
+    assert [sum(column) for column in zip(*totals, strict=True)] == [8, 6, 2]
+    timed = [b for b in stats["buckets"] if b["overall"]["run"]["p50"] is not None]
+    await expect(page.locator("#c-durations .point")).to_have_count(len(timed))
+    p50s = await page.locator("#c-durations .point").evaluate_all(
+        "cs => cs.map(c => +c.dataset.p50)"
+    )
+    assert p50s == [b["overall"]["run"]["p50"] for b in timed]
+
+    # The charts follow the feed without a reload.
+    await expect(throughput).to_have_attribute("data-total", "8")
+    late = await ax.enqueue("boom", basic.Echo(text="late"))
+    with pytest.raises(ax.TaskFailedError):
+        await ax.get_result(late, timeout=scaled(15))
+    await expect(throughput).to_have_attribute("data-total", "9", timeout=ms(10))
+    await expect(rates.locator(".value")).to_have_text(["0%", "100%", "100%"])
+
+    if os.environ.get("AGENTEXEC_CHARTS_SCREENSHOT"):
+        await page.screenshot(path=os.environ["AGENTEXEC_CHARTS_SCREENSHOT"])
+
+    # The parent's detail view lists its children with their statuses; a child links back.
+    await page.locator(f'tr[data-agent-id="{parent.agent_id}"]').click()
+    tree = page.locator("#tree li")
+    await expect(tree).to_have_count(2, timeout=ms(10))
+    assert await tree.evaluate_all("ls => ls.map(l => l.dataset.agentId)") == children
+    await expect(tree.locator(".badge")).to_have_text(["complete", "complete"], timeout=ms(10))
+    await expect(tree.locator("a")).to_have_text(["echo", "echo"])
+    await expect(page.locator("#d-tree-title")).to_have_text("Children (2)")
+    await expect(page.locator("#charts")).to_be_hidden()
+    await tree.locator("a").first.click()
+    await expect(page.locator("#d-agent")).to_have_text(children[0], timeout=ms(10))
+    await expect(page.locator("#d-parent a")).to_have_attribute(
+        "href", f"#agent/{parent.agent_id}", timeout=ms(10)
+    )
+    await expect(page.locator("#tree li")).to_have_count(0)
