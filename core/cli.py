@@ -18,6 +18,7 @@ from .events import Status
 
 if TYPE_CHECKING:
     from rich.table import Table
+    from sqlalchemy import Engine
 
     from .activity.schemas import ActivityStatsSchema
 
@@ -293,7 +294,6 @@ def parse_age(text: str) -> timedelta:
 def prune(older_than: str, archive: bool, database_url: str | None, batch_size: int) -> None:
     """Remove ended activities (and their log rows) older than --older-than; with --archive,
     archived events too. Queued and running tasks are never removed."""
-    from sqlalchemy import create_engine
     from sqlalchemy.orm import Session
 
     from agentexec.projector.retention import prune_archive
@@ -301,13 +301,7 @@ def prune(older_than: str, archive: bool, database_url: str | None, batch_size: 
     from .activity import prune as prune_activities
 
     age = parse_age(older_than)
-    url = database_url or CONF.database_url
-    if url is None:
-        raise click.UsageError(
-            "no database: pass --database-url or set AGENTEXEC_DATABASE_URL, e.g. "
-            "sqlite:///agents.db"
-        )
-    engine = create_engine(url)
+    engine = _read_model(database_url)
     try:
         with Session(engine) as session:
             removed = prune_activities(session, older_than=age, batch_size=batch_size)
@@ -384,19 +378,12 @@ def stats(
     from datetime import UTC, datetime
 
     from rich.console import Console
-    from sqlalchemy import create_engine
     from sqlalchemy.orm import Session
 
     from .activity import stats as activity_stats
 
     start = None if all_time else datetime.now(UTC) - parse_age(since)
-    url = database_url or CONF.database_url
-    if url is None:
-        raise click.UsageError(
-            "no database: pass --database-url or set AGENTEXEC_DATABASE_URL, e.g. "
-            "sqlite:///agents.db"
-        )
-    engine = create_engine(url)
+    engine = _read_model(database_url)
     try:
         with Session(engine) as session:
             result = activity_stats(session, since=start, task_name=task_names or None)
@@ -414,3 +401,16 @@ def stats(
 
 if __name__ == "__main__":
     main()
+
+
+def _read_model(database_url: str | None) -> Engine:
+    """The engine of the read model `--database-url` names, else `AGENTEXEC_DATABASE_URL`."""
+    from sqlalchemy import create_engine
+
+    url = database_url or CONF.database_url
+    if url is None:
+        raise click.UsageError(
+            "no database: pass --database-url or set AGENTEXEC_DATABASE_URL, e.g. "
+            "sqlite:///agents.db"
+        )
+    return create_engine(url)
