@@ -41,7 +41,7 @@ def agent_pool(redis_conf: str, engine: Engine) -> Iterator[ax.Pool]:
     finally:
         agent_defs.pool.shutdown()
         agent_defs.pool.engine = None
-        agent_defs.SESSIONS.unlink(missing_ok=True)
+        agent_defs.sessions_file().unlink(missing_ok=True)
 
 
 async def _events(agent_id: Any) -> list[events.AnyEvent]:
