@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 from uuid import UUID
 
 import msgspec
@@ -614,15 +614,25 @@ class Broker:
         token: str,
         changes: Sequence[bytes],
         items: Sequence[bytes] = (),
-    ) -> tuple[int, list[str]] | None:
+        held: tuple[UUID, TaskLease] | None = None,
+    ) -> tuple[int, list[str]] | Literal[False] | None:
         """Apply `op` ('add' with `items`, 'pop' or 'clear') to session `key` and append the
         encoded events `changes`, atomically, if the session is still at `version`. Returns
         the item count after the change and the events' ids (none when the change with
         `token`, one per change, had been applied: a run again after a lost reply); None
-        when the version moved."""
+        when the version moved. With `held` (the agent id and lease of the task whose
+        handler makes the change), fenced like `append_held`: False, nothing changed, once
+        that worker lost the task or the task ended."""
         keys = [self.keys.events, self.keys.session_items(key), self.keys.session_version(key)]
-        args = [version, op, token, len(changes), *changes, *items]
+        fence: list[Any] = []
+        if held is not None:
+            agent_id, lease = held
+            keys += [lease.stream, self.keys.result(agent_id)]
+            fence = [lease.group, lease.entry_id, lease.consumer]
+        args = [version, op, token, len(changes), len(fence), *fence, *changes, *items]
         reply = await self._run(SESSION_CHANGE, keys, args)
+        if isinstance(reply, int):
+            return False
         if not reply:
             return None
         return int(reply[0]), [_text(entry_id) for entry_id in reply[1:]]

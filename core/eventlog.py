@@ -14,10 +14,11 @@ from, which is what the archive stores and what a dead letter keeps.
 from __future__ import annotations
 
 import enum
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 from uuid import UUID
 
 from . import events, outbox
@@ -28,9 +29,11 @@ from .errors import EventDecodeError, RedisUnavailableError, UnknownActivityErro
 from .events import TERMINAL, AnyEvent, Event, SessionEvent, Status
 from .positions import Position
 from .streams import AGENT_TTL
-from .tasks import TaskLease
+from .tasks import RunningTask, TaskLease
 
 __all__ = ["EventLog", "Recorded", "Source"]
+
+logger = logging.getLogger(__name__)
 
 
 class EventLog:
@@ -111,20 +114,36 @@ class EventLog:
         token: str,
         changes: Sequence[SessionEvent],
         items: Sequence[bytes] = (),
-    ) -> tuple[int, list[str]] | None:
+        held: RunningTask | None = None,
+    ) -> tuple[int, list[str]] | Literal[False] | None:
         """Append the events `changes` of one change `op` ('add' with `items`, 'pop',
         'clear') of the conversation session `key` (its agent id, see `agentexec.sessions`)
         together with the change of its live items, if the session is still at `version`.
         Returns the item count after it and the events' ids; None when another writer changed
         the session since `version` was read (read again and retry). `token` names the
         change: appending it again after a lost reply does not apply it twice (unless another
-        change came in between). Not fenced by a task's lease: a session outlives the tasks
-        that use it."""
+        change came in between).
+
+        With `held`, the task whose handler makes the change (`agentexec.tasks.running_task`),
+        the change is fenced by its lease like the handler's other appends: once its worker
+        lost the task to another (its lease expired, as after a freeze) or the task ended,
+        nothing changes, a warning is logged and False returned. Without (outside a handler,
+        or a task only marked), unfenced: a session outlives the tasks that use it."""
         encoded = [events.encode(change) for change in changes]
+        fence = None if held is None or held.lease is None else (held.agent_id, held.lease)
         try:
-            return await self.broker.change_session(key, version, op, token, encoded, items)
+            done = await self.broker.change_session(key, version, op, token, encoded, items, fence)
         except REDIS_ERRORS as e:
             raise self._unreachable(changes[0], e) from e
+        if done is False:
+            assert held is not None
+            logger.warning(
+                "agent %s: this worker lost the task to another one; %s of session %s discarded",
+                held.agent_id,
+                ", ".join(type(change).__name__ for change in changes),
+                key,
+            )
+        return done
 
     def _known(self, event: Event, entry_id: str | None) -> str:
         if entry_id is None:

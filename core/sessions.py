@@ -12,7 +12,11 @@ the session's live items, a Redis list. So:
   version its writer read, else the writer reads again and retries, so two workers popping at
   once never get the same item;
 - the projector keeps the `session_items` table (`agentexec.projector.sessions`) equal to a
-  fold of the events, rebuilt exactly from the archive, and `agentexec replay` shows them.
+  fold of the events, rebuilt exactly from the archive, and `agentexec replay` shows them;
+- a change made inside a task's handler is fenced by the task's lease like the handler's other
+  appends: once its worker lost the task (taken over after its lease expired, as after a
+  freeze), the change is discarded with a warning and the session left as it is. Outside a
+  handler, changes are unfenced.
 
 A session's events carry `agent_id = session_agent_id(session_id)` (a UUID derived from the
 session id) and no task name: a session is not a task, so no activity row is made for it.
@@ -154,7 +158,9 @@ class AgentSession:
                 index += len(part)
             return changes
 
-        length, _ = await self._change("add_items", "add", change, encoded)
+        length, added = await self._change("add_items", "add", change, encoded)
+        if not added:
+            return
         logger.info("session %r: %d item(s) added (%d now)", self.session_id, len(encoded), length)
 
     async def pop_item(self) -> Any | None:
@@ -195,6 +201,8 @@ class AgentSession:
             ]
 
         _, changes = await self._change("clear_session", "clear", change)
+        if not changes:
+            return
         count = changes[0].count if isinstance(changes[0], SessionCleared) else 0
         logger.info("session %r: %d item(s) cleared", self.session_id, count)
 
@@ -207,7 +215,8 @@ class AgentSession:
     ) -> tuple[int, list[SessionEvent]]:
         """Read the session, make the events of `change` from what it holds, and append them
         if nobody changed it meanwhile, else again: the length after and the events (none
-        when `change` made none)."""
+        when `change` made none, or when the change was discarded as the running handler's
+        worker lost its task: see `EventLog.append_session`)."""
         log = self._log()
         token = uuid.uuid4().hex
         for _ in range(_ATTEMPTS):
@@ -217,9 +226,19 @@ class AgentSession:
                 self._length = state.length
                 return state.length, []
             append = functools.partial(
-                log.append_session, self.agent_id, state.version, op, token, changes, items
+                log.append_session,
+                self.agent_id,
+                state.version,
+                op,
+                token,
+                changes,
+                items,
+                running_task(),
             )
             done = await self._outlasting(what, append)
+            if done is False:  # the handler's worker lost its task: discarded, logged
+                self._length = state.length
+                return state.length, []
             if done is not None:
                 self._length = done[0]
                 return done[0], changes

@@ -51,6 +51,8 @@ class AgentOrchestrator:
         self.parent_id = parent_id
         self.outcomes: list[AgentOutcome] = []
         """The outcome of every run of this orchestrator, in order."""
+        self._asked: set[str] = set()
+        """The sessions this orchestrator already sent the user query to."""
 
     def register_guardrail(self, name: str, check: Guardrail, *, stage: Stage = "input") -> None:
         """Register a guardrail in the orchestrator's registry (`Agents.register_guardrail`);
@@ -85,12 +87,24 @@ class AgentOrchestrator:
     ) -> Any:
         """Run agent `name` as a child task and return its output.
 
-        `input` defaults to `context.user_query`. `session` is any SDK `Session` with a
-        `session_id`: the worker reopens it by id (`Agents.session_factory`). Raises
+        `input` defaults to `context.user_query` for the first run on `session` (or for every
+        run without one); later runs on the same session continue its conversation with no
+        new input (`[]`), as the SDK prepends the session's items to each run's input, so
+        the user's message is in the session once, not once per run. Pass `input` to add a
+        message explicitly. `session` is any SDK `Session` with a `session_id`: the worker
+        reopens it by id (`Agents.session_factory`). Raises
         `AgentDefinitionError` for an agent the registry does not know, `TaskFailedError`
         when the run fails, and `TimeoutError` after `timeout` seconds.
         """
         definition = self.agents.agents.get(name) if self.agents.agents.names() else None
+        session_id = None if session is None else getattr(session, "session_id", None)
+        if session is not None and not isinstance(session_id, str):
+            raise ConfigurationError(
+                f"run_agent({name!r}, ...): the session {session!r} has no session_id; pass "
+                "an SDK Session (such as ax.AgentSession) or None."
+            )
+        if input is None and session_id is not None and session_id in self._asked:
+            input = []  # the session holds the user's message: continue its conversation
         if input is None:
             input = getattr(context, "user_query", "") or ""
             if not input:
@@ -98,12 +112,6 @@ class AgentOrchestrator:
                     f"run_agent({name!r}, ...): no input; pass input=... or set the context's "
                     "user_query."
                 )
-        session_id = None if session is None else getattr(session, "session_id", None)
-        if session is not None and not isinstance(session_id, str):
-            raise ConfigurationError(
-                f"run_agent({name!r}, ...): the session {session!r} has no session_id; pass "
-                "an SDK Session (such as ax.AgentSession) or None."
-            )
         task = await enqueue_agent(
             name,
             input,
@@ -113,6 +121,8 @@ class AgentOrchestrator:
             queue_name=self.queue_name,
             parent_id=self.parent_id,
         )
+        if session_id is not None:
+            self._asked.add(session_id)
         run = running_task()
         logger.info(
             "orchestration %s: agent %r runs as task %s",

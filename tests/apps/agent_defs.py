@@ -8,6 +8,7 @@ the start of its instructions).
 
 from __future__ import annotations
 
+import hashlib
 import re
 import tempfile
 import uuid
@@ -19,13 +20,21 @@ from agents import RunContextWrapper, SQLiteSession, function_tool
 from pydantic import BaseModel, Field
 
 import agentexec as ax
+from agentexec.runtime import current
 from agentexec.tasks import running_task
 from agentexec.testing import ScriptedCall, ScriptedModel, Step, disable_tracing, reply, tool_call
 
 disable_tracing()
 
-SESSIONS = Path(tempfile.gettempdir()) / "agentexec-test-agent-sessions.db"
-app = ax.Agents(session_factory=lambda session_id: SQLiteSession(session_id, str(SESSIONS)))
+
+def sessions_file() -> Path:
+    """The SQLite file of the SDK sessions: one per Redis the tests run against, so that a
+    parallel test process (its own Redis) never deletes it under these runs."""
+    digest = hashlib.sha256(current().settings.redis_url.encode()).hexdigest()[:12]
+    return Path(tempfile.gettempdir()) / f"agentexec-test-agent-sessions-{digest}.db"
+
+
+app = ax.Agents(session_factory=lambda session_id: SQLiteSession(session_id, str(sessions_file())))
 
 
 # -- Tools (seed: "Define a Tool", "tools/ - Tool Implementations") -------------------------

@@ -41,7 +41,7 @@ def agent_pool(redis_conf: str, engine: Engine) -> Iterator[ax.Pool]:
     finally:
         agent_defs.pool.shutdown()
         agent_defs.pool.engine = None
-        agent_defs.SESSIONS.unlink(missing_ok=True)
+        agent_defs.sessions_file().unlink(missing_ok=True)
 
 
 async def _events(agent_id: Any) -> list[events.AnyEvent]:
@@ -226,4 +226,36 @@ async def test_an_orchestration_outside_a_task_groups_its_runs_under_an_activity
         "intent_analyzer",
         "weather_assistant",
         "synthesizer",
+    ]
+
+
+class _KeepsSession(agent_defs.MyOrchestrator):
+    """`MyOrchestrator`, keeping the session its run opened."""
+
+    session: Any = None
+
+    def setup_session(self, session_id: str | None = None) -> Any:
+        self.session = super().setup_session(session_id)
+        return self.session
+
+
+async def test_runs_sharing_a_session_hold_the_user_message_once(
+    agent_pool: ax.Pool, engine: Engine
+) -> None:
+    parent = await asyncio.to_thread(ax.activity.create, "support_session")
+    orchestrator = _KeepsSession(
+        agent_defs.app, queue_name="agent_defs", timeout=scaled(60), parent_id=parent
+    )
+    output = await orchestrator.run("What's the weather in Paris?", {"schema": "sales"})
+    assert (output["intent"], output["result"]) == ("weather", "It is sunny and 72F.")
+    items = await orchestrator.session.get_items()
+    users = [i for i in items if i.get("role") == "user"]
+    assert [u["content"] for u in users] == ["What's the weather in Paris?"]
+    assert len([i for i in items if i.get("role") == "assistant"]) >= 3  # three runs answered
+    # An explicit input is always sent: it adds its message to the conversation.
+    await orchestrator.run_agent("synthesizer", orchestrator.session, None, input="And tomorrow?")
+    items = await orchestrator.session.get_items()
+    assert [i["content"] for i in items if i.get("role") == "user"] == [
+        "What's the weather in Paris?",
+        "And tomorrow?",
     ]

@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import uuid
 from typing import Any
 
 import pytest
@@ -22,8 +23,10 @@ from agentexec.eventlog import Recorded
 from agentexec.projector import Projector
 from agentexec.projector.rebuild import rebuild
 from agentexec.projector.replay import as_text, replay
+from agentexec.runtime import current
 from agentexec.sessions import AgentSession, session_agent_id
-from agentexec.streams import Keys
+from agentexec.streams import WORKERS_GROUP, Keys
+from agentexec.tasks import RunningTask, TaskLease, reset_running, set_running
 from tests.integration.readmodel.conftest import database_url
 from tests.integration.readmodel.workload import snapshot
 
@@ -189,6 +192,38 @@ async def test_needs_summarization_at_max_items(redis_conf: str) -> None:
         AgentSession("long", max_items=0)
     with pytest.raises(ax.InvalidNameError, match="session id"):
         AgentSession("")
+
+
+async def test_a_handler_that_lost_its_task_leaves_the_session_unchanged(
+    redis_conf: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    broker = current().broker
+    task = events.TaskQueued(agent_id=uuid.uuid4(), task_name="t", queue="q")
+    consumer = broker.consumer("q", "w:0")
+    await consumer.ensure_groups()
+    await broker.enqueue(task)
+    [entry] = await consumer.read(10)
+    lease = TaskLease(entry[0], entry[1], WORKERS_GROUP, "w:0")
+    session = AgentSession("handed-over")
+    running = set_running(RunningTask(task.agent_id, "t", lease=lease))
+    try:
+        await session.add_items([message("user", "Hello!")])  # held: applied
+        # The lease expired (a freeze) and another worker took the task over.
+        await get_redis().xclaim(entry[0], WORKERS_GROUP, "w:1", 0, [entry[1]])
+        with caplog.at_level("WARNING", logger="agentexec.eventlog"):
+            await session.add_items([message("assistant", "late")])
+            assert await session.pop_item() is None
+            await session.clear_session()
+    finally:
+        reset_running(running)
+    discarded = [r for r in caplog.records if "lost the task to another one" in r.getMessage()]
+    assert len(discarded) == 3
+    assert str(task.agent_id) in discarded[0].getMessage()
+    assert await session.get_items() == [message("user", "Hello!")]
+    assert [type(e) for e in await session_events("handed-over")] == [events.SessionItemsAdded]
+    # Outside a handler, changes are unfenced as before.
+    await session.add_items([message("assistant", "Hi!")])
+    assert await session.count() == 2
 
 
 async def test_replay_shows_the_session_history(projector: Projector, engine: Engine) -> None:
