@@ -19,15 +19,11 @@
 -- Returns the event's id, or false when rejected.
 --@include names
 --@include ownership
-local first = redis.call('GET', KEYS[5])
-if first then
-  return first
+--@include held
+local id, appended = held_append(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], ARGV[1], ARGV[2],
+                                 ARGV[3], ARGV[4], ARGV[5], ARGV[6])
+if appended then
+  redis.call('HSET', KEYS[6], ARGV[7], ARGV[8])
+  redis.call('EXPIRE', KEYS[6], ARGV[2])
 end
-if not may_end(KEYS[4], ARGV[3], ARGV[4], ARGV[5]) or redis.call('EXISTS', KEYS[3]) == 1 then
-  return false
-end
-local id = redis.call('XADD', KEYS[1], '*', 'event', mark(KEYS[2], ARGV[2], ARGV[1]))
-redis.call('HSET', KEYS[6], ARGV[7], ARGV[8])
-redis.call('EXPIRE', KEYS[6], ARGV[2])
-redis.call('SET', KEYS[5], id, 'EX', ARGV[6])
 return id
