@@ -24,13 +24,7 @@ class BaseAgentRunner(abc.ABC):
     """
 
     def __init__(self, agent_id: UUID | str, *, redact: Redactor | None = None) -> None:
-        try:
-            self.agent_id = agent_id if isinstance(agent_id, UUID) else UUID(str(agent_id))
-        except ValueError:
-            raise ConfigurationError(
-                f"{type(self).__name__}(agent_id={agent_id!r}): not a UUID; pass the agent_id "
-                "your task handler receives."
-            ) from None
+        self.agent_id = run_agent_id(agent_id, type(self).__name__)
         if redact is not None and not callable(redact):
             raise ConfigurationError(
                 f"{type(self).__name__}(redact={redact!r}): pass a function "
@@ -41,3 +35,14 @@ class BaseAgentRunner(abc.ABC):
     @abc.abstractmethod
     async def run(self, agent: Any, input: Any) -> Any:
         """Run `agent` on `input` to its final output and return the run's result."""
+
+
+def run_agent_id(agent_id: UUID | str, owner: str) -> UUID:
+    """`agent_id` as a UUID; `ConfigurationError` naming `owner` when it is not one."""
+    try:
+        return agent_id if isinstance(agent_id, UUID) else UUID(str(agent_id))
+    except ValueError:
+        raise ConfigurationError(
+            f"{owner}(agent_id={agent_id!r}): not a UUID; pass the agent_id your task handler "
+            "receives."
+        ) from None

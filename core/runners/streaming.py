@@ -26,6 +26,7 @@ from agentexec.events import AgentDelta
 from agentexec.runtime import Runtime, current
 from agentexec.tasks import event_identity, own_task
 
+from .base import run_agent_id
 from .recorder import EventRecorder
 
 __all__ = ["DEFAULT_DELTA_CHARS", "DEFAULT_DELTA_INTERVAL", "AgentStream", "Deltas"]
@@ -149,13 +150,7 @@ class AgentStream:
         *,
         runtime: Runtime | None = None,
     ) -> None:
-        try:
-            self.agent_id = agent_id if isinstance(agent_id, UUID) else UUID(str(agent_id))
-        except ValueError:
-            raise ConfigurationError(
-                f"AgentStream(agent_id={agent_id!r}): not a UUID; pass the agent_id your task "
-                "handler receives."
-            ) from None
+        self.agent_id = run_agent_id(agent_id, "AgentStream")
         if event_callback is not None and not callable(event_callback):
             raise ConfigurationError(
                 f"AgentStream(event_callback={event_callback!r}): pass a function of one "
