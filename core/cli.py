@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable
 from datetime import timedelta
 from types import ModuleType
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -26,6 +26,7 @@ WORKER_MODULE_VARIABLE = "AGENTEXEC_WORKER_MODULE"
 """Names the pool `agentexec worker` runs when given no argument (`module` or `module:pool`)."""
 
 P = TypeVar("P")
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _configure_logging(level: str) -> None:
@@ -127,20 +128,30 @@ def main(redis_url: str | None, log_level: str) -> None:
         CONF.redis_url = redis_url
 
 
+def metrics_options(command: F) -> F:
+    """`--metrics-port` and `--metrics-host`, for the processes that can serve Prometheus
+    metrics (`agentexec worker`, `agentexec projector`)."""
+    port = click.option(
+        "--metrics-port",
+        type=click.IntRange(0, 65535),
+        help="Serve Prometheus metrics on this port at /metrics (docs/metrics.md).",
+    )
+    host = click.option(
+        "--metrics-host",
+        default="127.0.0.1",
+        show_default=True,
+        help="Interface of --metrics-port.",
+    )
+    return port(host(command))
+
+
 @main.command()
 @click.argument("pool_reference", metavar="[MODULE[:POOL]]", required=False)
 @click.option(
     "--workers", "num_workers", type=int, help="Worker processes (AGENTEXEC_NUM_WORKERS)."
 )
 @click.option("--concurrency", type=int, help="Tasks per process (AGENTEXEC_WORKER_CONCURRENCY).")
-@click.option(
-    "--metrics-port",
-    type=click.IntRange(0, 65535),
-    help="Serve Prometheus metrics on this port at /metrics (docs/metrics.md).",
-)
-@click.option(
-    "--metrics-host", default="127.0.0.1", show_default=True, help="Interface of --metrics-port."
-)
+@metrics_options
 def worker(
     pool_reference: str | None,
     num_workers: int | None,

@@ -10,6 +10,8 @@ from uuid import UUID
 
 import click
 
+from agentexec.cli import metrics_options
+
 if TYPE_CHECKING:
     from sqlalchemy import Engine
 
@@ -64,14 +66,7 @@ def _check_redis(what: str) -> None:
     show_default=True,
     help="How soon another projector takes over when this one dies.",
 )
-@click.option(
-    "--metrics-port",
-    type=click.IntRange(0, 65535),
-    help="Serve Prometheus metrics on this port at /metrics (docs/metrics.md).",
-)
-@click.option(
-    "--metrics-host", default="127.0.0.1", show_default=True, help="Interface of --metrics-port."
-)
+@metrics_options
 def projector(
     database_url: str | None,
     create_tables: bool,
