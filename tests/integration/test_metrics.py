@@ -1,6 +1,7 @@
 """Prometheus metrics scraped from real processes: the projector's task counters and durations
 checked against what ran and against the read model, a worker pool's queue gauges while its
-tasks wait, a pool that runs its projector, and the log's lag (see docs/metrics.md)."""
+tasks wait, a pool that runs its projector, and the log's lag (see docs/metrics.md). The tests
+that project run on SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
@@ -15,22 +16,25 @@ from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry
-from sqlalchemy import create_engine, select
+from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 import agentexec as ax
-from agentexec.activity.models import Activity, Base
+from agentexec.activity.models import Activity
 from agentexec.connection import close_redis, get_sync_redis
 from agentexec.metrics import LogCollector
 from agentexec.projector import Projector
 from agentexec.runtime import current
 from agentexec.streams import Keys
 from tests.apps import basic, metered
+from tests.integration.readmodel.conftest import database_url, engine, postgres
 from tests.support.metrics import Samples, free_port, scrape
 from tests.support.waiting import scaled, wait_for
 
 AGENTEXEC = str(Path(sys.executable).parent / "agentexec")
 ROOT = Path(__file__).resolve().parents[2]
+
+__all__ = ["engine", "postgres"]  # the read model on each backend
 
 
 def cli_env(redis_url: str) -> dict[str, str]:
@@ -69,10 +73,10 @@ def scraped(url: str, what: str, check: object) -> Samples:
 
 
 def test_the_projector_counts_each_task_once_with_its_durations(
-    running_pool: ax.Pool, redis_conf: str, tmp_path: Path, started: list[subprocess.Popen[bytes]]
+    running_pool: ax.Pool, redis_conf: str, engine: Engine, started: list[subprocess.Popen[bytes]]
 ) -> None:
     port = free_port()
-    database = f"sqlite:///{tmp_path / 'agents.db'}"
+    database = database_url(engine)
     command = [AGENTEXEC, "projector", "--database-url", database, "--create-tables"]
     started.append(
         subprocess.Popen([*command, "--metrics-port", str(port)], env=cli_env(redis_conf))
@@ -109,10 +113,8 @@ def test_the_projector_counts_each_task_once_with_its_durations(
     # Each echo slept 0.1 s: none ran in 50 ms or less.
     assert samples.get("agentexec_task_run_seconds_bucket", task_name="echo", le="0.05") == 0
     # The sums are those of the read model, which the same events built.
-    engine = create_engine(database)
     with Session(engine) as session:
         rows = session.execute(select(Activity.agent_type, Activity.run_seconds)).all()
-    engine.dispose()
     for name in ("echo", "boom"):
         total = sum(seconds or 0.0 for task, seconds in rows if task == name)
         run_sum = samples.get("agentexec_task_run_seconds_sum", task_name=name)
@@ -169,9 +171,9 @@ def test_a_worker_process_exports_its_queue_while_tasks_wait(
     scraped(url, "the queue drained", drained)
 
 
-def test_a_pool_running_its_projector_exports_both(redis_conf: str, tmp_path: Path) -> None:
-    engine = create_engine(f"sqlite:///{tmp_path / 'agents.db'}")
-    Base.metadata.create_all(engine)
+def test_a_pool_running_its_projector_exports_both(
+    redis_conf: str, engine: Engine, tmp_path: Path
+) -> None:
     pool = metered.pool
     pool.engine, pool.metrics_port = engine, 0
     gate = tmp_path / "open"
@@ -197,13 +199,10 @@ def test_a_pool_running_its_projector_exports_both(redis_conf: str, tmp_path: Pa
     finally:
         pool.shutdown()
         pool.engine, pool.metrics_port = None, None
-        engine.dispose()
     assert pool.metrics_url is None
 
 
-async def test_the_lag_counts_what_the_read_model_lacks(redis_conf: str, tmp_path: Path) -> None:
-    engine = create_engine(f"sqlite:///{tmp_path / 'agents.db'}")
-    Base.metadata.create_all(engine)
+async def test_the_lag_counts_what_the_read_model_lacks(redis_conf: str, engine: Engine) -> None:
     agent = ax.activity.create("research")
     ax.activity.update(agent, "step", percentage=50)
     registry = CollectorRegistry()
@@ -216,7 +215,6 @@ async def test_the_lag_counts_what_the_read_model_lacks(redis_conf: str, tmp_pat
     assert registry.get_sample_value("agentexec_projector_lag_seconds") == 0
     ax.activity.update(agent, "later", percentage=60)
     assert registry.get_sample_value("agentexec_projector_lag_entries") == 1
-    engine.dispose()
 
 
 def test_a_taken_metrics_port_is_refused_at_start(redis_conf: str) -> None:

@@ -1,5 +1,5 @@
-"""`agentexec monitor`: its table built from real events, from the log and from the read model,
-and short runs of the command itself."""
+"""`agentexec monitor`: its table built from real events, from the log and from the read model
+(SQLite and PostgreSQL), and short runs of the command itself."""
 
 from __future__ import annotations
 
@@ -9,19 +9,20 @@ import os
 import subprocess
 import sys
 from datetime import datetime, timedelta
-from pathlib import Path
 
 from rich.console import Console
-from sqlalchemy import create_engine
+from sqlalchemy import Engine
 
 import agentexec as ax
-from agentexec.activity.models import Base
 from agentexec.events import Status
 from agentexec.monitor import Board, load_board
 from agentexec.projector import Projector
 from tests.apps import basic
 from tests.apps.workflows import InputContext, pipeline
+from tests.integration.readmodel.conftest import database_url, engine, postgres
 from tests.support.waiting import scaled
+
+__all__ = ["engine", "postgres"]  # the read model on each backend
 
 AGENTEXEC = [sys.executable, "-m", "agentexec.cli"]
 
@@ -64,19 +65,16 @@ async def test_the_table_follows_the_event_log(redis_conf: str) -> None:
 
 
 async def test_initial_state_from_the_read_model_then_the_log(
-    redis_conf: str, tmp_path: Path
+    redis_conf: str, engine: Engine
 ) -> None:
     running, _, _ = await some_activity()
-    engine = create_engine(f"sqlite:///{tmp_path / 'agents.db'}")
-    Base.metadata.create_all(engine)
     await Projector(engine, lease_seconds=5).catch_up()
     ax.activity.update(running, "Writing the report", percentage=90)  # after the checkpoint
     board = Board()
-    load_board(board, database_url=str(engine.url))
+    load_board(board, database_url=database_url(engine))
     row = board.rows[running]  # type: ignore[index]
     assert (row.message, row.percentage, row.status) == ("Writing the report", 90, "RUNNING")
     assert board.active == 3
-    engine.dispose()
 
 
 async def test_the_command_runs_once_and_for_a_duration(redis_conf: str) -> None:
@@ -121,16 +119,13 @@ def last_end(board: Board) -> datetime:
 
 
 async def test_counts_and_rates_per_task_name(
-    running_pool: ax.Pool, redis_conf: str, tmp_path: Path
+    running_pool: ax.Pool, redis_conf: str, engine: Engine
 ) -> None:
     await run_tasks(running_pool)
-    engine = create_engine(f"sqlite:///{tmp_path / 'agents.db'}")
-    Base.metadata.create_all(engine)
     await Projector(engine, lease_seconds=5).catch_up()
     from_log, from_database = Board(), Board()
     load_board(from_log)
-    load_board(from_database, database_url=str(engine.url))
-    engine.dispose()
+    load_board(from_database, database_url=database_url(engine))
     for board in (from_log, from_database):
         assert board.counts["echo"][Status.COMPLETE] == 5
         assert board.counts["boom"][Status.ERROR] == 2
