@@ -75,7 +75,9 @@ class Deltas:
         self.turn = 0
         self._text: list[str] = []
         self._waiting = 0
-        self._last = 0.0
+        self._last: float | None = None
+        """When text was last recorded (None: never, so the first text goes at once; the
+        monotonic clock may be younger than `interval` on a fresh machine)."""
 
     async def see(self, event: Any, turn: int) -> None:
         """Take one SDK stream event (duck-typed: `type`, `data`, `name`, `item`)."""
@@ -107,7 +109,8 @@ class Deltas:
         self._text.append(delta)
         self._waiting += len(delta)
         now = time.monotonic()
-        if self._waiting >= self.chars or now - self._last >= self.interval:
+        due = self._last is None or now - self._last >= self.interval
+        if self._waiting >= self.chars or due:
             await self.flush()
 
     async def flush(self) -> None:
