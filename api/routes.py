@@ -94,6 +94,7 @@ def router(
     max_feeds: int | None = None,
     send_buffer: int | None = 64 * 1024,
     metrics: bool = False,
+    ui_routes: bool = False,
     runtime: Runtime | None = None,
 ) -> LiveRouter:
     """The agentexec API as a FastAPI router: `app.include_router(agentexec.api.router(...))`.
@@ -118,6 +119,9 @@ def router(
       buffer in bytes (None: the system's default, which grows to megabytes).
     - `metrics`: serve Prometheus metrics at `/metrics` (the router's open feeds; guarded as
       the API routes are; see docs/metrics.md).
+    - `ui_routes`: also serve the list, detail and active count under the paths the
+      `agentexec-ui` example application uses (`/api/agents/activity`,
+      `/api/agents/activity/{agent_id}`, `/api/agents/active/count`; see docs/api.md).
     """
     runtime = runtime or current()
     settings = runtime.settings
@@ -230,6 +234,25 @@ def router(
         },
         tags=["feeds"],
     )
+    if ui_routes:
+        for path, endpoint, model, problems in (
+            ("/api/agents/activity", activities.list_activities, ActivityListSchema, _BAD_REQUEST),
+            ("/api/agents/active/count", activities.active_count, ActiveCountSchema, {}),
+            (
+                "/api/agents/activity/{agent_id}",
+                activities.get_activity,
+                ActivityDetailSchema,
+                _NOT_FOUND,
+            ),
+        ):
+            add(
+                path,
+                endpoint,
+                response_model=model,
+                responses={**problems, **_PROBLEMS},
+                tags=["agentexec-ui"],
+                operation_id=f"ui_{endpoint.__name__}",
+            )
     if metrics:
         api.add_api_route("/metrics", scrape, dependencies=guarded, include_in_schema=False)
     if dashboard_page:

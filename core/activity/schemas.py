@@ -74,6 +74,9 @@ StatusField = Annotated[
 ]
 """A `Status` that is written lower-case in JSON."""
 
+LogId = Annotated[int, PlainSerializer(str, return_type=str, when_used="json")]
+"""A log entry's id: an int in Python, a string in JSON."""
+
 UTCTime = Annotated[datetime, BeforeValidator(_utc)]
 OptionalUTCTime = Annotated[datetime | None, AfterValidator(_utc)]
 AnyUTCTime = Annotated[datetime, AfterValidator(_utc)]
@@ -87,7 +90,8 @@ class _Schema(BaseModel):
 class ActivityLogSchema(_Schema):
     """One log entry of an activity."""
 
-    id: int
+    id: LogId
+    """The entry's number, in log order; a string in JSON (as the agentexec-ui types have it)."""
     message: str
     status: StatusField
     percentage: int | None = None
@@ -142,7 +146,11 @@ class _Timing(_Schema):
 
 
 class ActivityListItemSchema(_Timing):
-    """One activity in a list; `latest_log` is its most recent message."""
+    """One activity in a list; `latest_log` is its most recent message.
+
+    The JSON also carries the fields the `agentexec-ui` components read, computed from the
+    others: `latest_log_message`, `latest_log_timestamp`, `percentage` and
+    `elapsed_time_seconds` (`started_at` is a field of its own)."""
 
     agent_id: UUID
     agent_type: str
@@ -152,15 +160,37 @@ class ActivityListItemSchema(_Timing):
     latest_log: str | None = None
     latest_percentage: int | None = None
 
+    @computed_field  # type: ignore[prop-decorator]
     @property
     def latest_log_message(self) -> str | None:
         """The same as `latest_log`."""
         return self.latest_log
 
+    @computed_field  # type: ignore[prop-decorator]
     @property
-    def percentage(self) -> int | None:
-        """The same as `latest_percentage`."""
-        return self.latest_percentage
+    def latest_log_timestamp(self) -> datetime | None:
+        """When the latest log entry was written (the time of the task's latest event);
+        None while it has none."""
+        return self.updated_at if self.latest_log is not None else None
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def percentage(self) -> int:
+        """The latest percentage reported; 100 once COMPLETE, 0 while none was reported."""
+        if self.status is Status.COMPLETE:
+            return 100
+        return self.latest_percentage or 0
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def elapsed_time_seconds(self) -> float:
+        """Seconds from the start of its latest attempt to its end, or, while it runs, to
+        its latest event (a value of the data, the same on every read); 0 before it
+        started."""
+        if self.started_at is None:
+            return 0.0
+        until = self.finished_at or self.updated_at
+        return round(max((until - self.started_at).total_seconds(), 0.0), 6)
 
 
 class ActivityListSchema(_Schema):
