@@ -1,5 +1,6 @@
 """The activity API. The write side appends events to the log; the read side queries the SQL
-read model that the projector maintains (`agentexec.activity.models`).
+read model that the projector maintains (`agentexec.activity.models`). `ax.activity.aio` has
+the same calls as coroutine functions, for async code.
 
 The read side and its schemas are imported on first use: a process that only writes (a
 worker, an enqueuer) does not import the SQLAlchemy ORM.
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from .writes import cancel_pending, complete, create, error, update
 
 if TYPE_CHECKING:
+    from . import aio
     from .reads import active_count, children, detail
     from .reads import list_activities as list
     from .retention import prune
@@ -47,6 +49,7 @@ __all__ = [
     "StatsBucketSchema",
     "TaskStatsSchema",
     "active_count",
+    "aio",
     "cancel_pending",
     "children",
     "complete",
@@ -82,6 +85,8 @@ _LAZY = {
 
 
 def __getattr__(name: str) -> Any:
+    if name == "aio":
+        return importlib.import_module(f"{__name__}.aio")
     try:
         module_name, attribute = _LAZY[name]
     except KeyError:

@@ -1,5 +1,7 @@
 """Activity writes: each call appends one event to the event log; the projector turns it into
-rows. Plain calls, usable from sync and async code, inside a worker or outside one.
+rows. Plain calls, usable from sync and async code, inside a worker or outside one;
+`agentexec.activity.aio` has the awaitable forms. Both build their events with the
+`*_event` functions here, so each write has one definition.
 
 An agent id is known to these calls when a task was enqueued or an activity created with it
 within `AGENT_TTL` of the latest write (a Redis marker set in the same transaction), or when
@@ -8,7 +10,9 @@ the call runs inside that task's own handler. Anything else is a mistake worth a
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, overload
 from uuid import UUID, uuid4
 
@@ -34,6 +38,7 @@ from .schemas import parse_agent_id
 if TYPE_CHECKING:
     from collections.abc import Awaitable
 
+    from sqlalchemy import Select
     from sqlalchemy.ext.asyncio import AsyncSession
     from sqlalchemy.orm import Session
 
@@ -75,6 +80,56 @@ def append(event: Event, *, check: bool = True) -> str:
     )
 
 
+def created_event(task_name: str, message: str | None, agent_id: UUID | str | None) -> TaskQueued:
+    """The `task.queued` event of `create` (a new agent id when `agent_id` is None)."""
+    return TaskQueued(
+        agent_id=uuid4() if agent_id is None else _agent_id(agent_id),
+        task_name=check_name(task_name, "task name"),
+        message=_message(message)
+        if message is not None
+        else current().settings.activity_message_create,
+    )
+
+
+def progress_event(agent_id: UUID | str, message: str, percentage: int | None) -> TaskProgress:
+    """The `task.progress` event of `update`."""
+    aid = _agent_id(agent_id)
+    return TaskProgress(
+        agent_id=aid,
+        **event_identity(aid),
+        message=_message(message),
+        percentage=_percentage(percentage),
+    )
+
+
+def completed_event(agent_id: UUID | str, message: str | None, percentage: int) -> TaskCompleted:
+    """The `task.completed` event of `complete`."""
+    aid = _agent_id(agent_id)
+    return TaskCompleted(
+        agent_id=aid,
+        **event_identity(aid),
+        message=_message(message)
+        if message is not None
+        else current().settings.activity_message_complete,
+        percentage=_percentage(percentage),
+    )
+
+
+def failed_event(agent_id: UUID | str, message: str | None, error: str | None) -> TaskFailed | None:
+    """The `task.failed` event of `error`; None when the call is the running handler's
+    verdict on its own task, which is kept on the task for its worker to record (see
+    `error`)."""
+    text = _message(message if message is not None else error or "", "error message")
+    shown = current().settings.activity_message_error.replace("{error}", text) if error else text
+    run = running_task()
+    if run is not None and run.lease is not None and str(run.agent_id) == str(agent_id):
+        if not run.reported_error:
+            run.reported_error.append((shown, text))
+        return None
+    aid = _agent_id(agent_id)
+    return TaskFailed(agent_id=aid, **event_identity(aid), message=shown, error=text)
+
+
 def create(
     task_name: str,
     message: str | None = None,
@@ -87,18 +142,9 @@ def create(
     row appears once the projector has applied the event, usually within milliseconds;
     `session` is accepted for compatibility and not written to.
     """
-    aid = uuid4() if agent_id is None else _agent_id(agent_id)
-    append(
-        TaskQueued(
-            agent_id=aid,
-            task_name=check_name(task_name, "task name"),
-            message=_message(message)
-            if message is not None
-            else current().settings.activity_message_create,
-        ),
-        check=False,
-    )
-    return aid
+    event = created_event(task_name, message, agent_id)
+    append(event, check=False)
+    return event.agent_id
 
 
 def update(agent_id: UUID | str, message: str, percentage: int | None = None) -> str:
@@ -107,28 +153,12 @@ def update(agent_id: UUID | str, message: str, percentage: int | None = None) ->
     Returns the event's stream id. Raises ValueError for an empty message or a percentage
     outside 0-100, `UnknownActivityError` for an agent id never used.
     """
-    return append(
-        TaskProgress(
-            agent_id=_agent_id(agent_id),
-            **event_identity(_agent_id(agent_id)),
-            message=_message(message),
-            percentage=_percentage(percentage),
-        )
-    )
+    return append(progress_event(agent_id, message, percentage))
 
 
 def complete(agent_id: UUID | str, message: str | None = None, percentage: int = 100) -> str:
     """Mark the activity COMPLETE (final: later events do not change its status)."""
-    return append(
-        TaskCompleted(
-            agent_id=_agent_id(agent_id),
-            **event_identity(_agent_id(agent_id)),
-            message=_message(message)
-            if message is not None
-            else current().settings.activity_message_complete,
-            percentage=_percentage(percentage),
-        )
-    )
+    return append(completed_event(agent_id, message, percentage))
 
 
 def error(agent_id: UUID | str, message: str | None = None, *, error: str | None = None) -> str:
@@ -141,20 +171,19 @@ def error(agent_id: UUID | str, message: str | None = None, *, error: str | None
     its return value is discarded. The worker records that one failure (so the ERROR shows
     when the handler ends) and returns `""` here. Anywhere else the event is appended at once
     and its stream id returned."""
-    text = _message(message if message is not None else error or "", "error message")
-    shown = current().settings.activity_message_error.replace("{error}", text) if error else text
-    run = running_task()
-    if run is not None and run.lease is not None and str(run.agent_id) == str(agent_id):
-        if not run.reported_error:
-            run.reported_error.append((shown, text))
-        return ""
-    return append(
-        TaskFailed(
-            agent_id=_agent_id(agent_id),
-            **event_identity(_agent_id(agent_id)),
-            message=shown,
-            error=text,
-        )
+    event = failed_event(agent_id, message, error)
+    return "" if event is None else append(event)
+
+
+def pending_query() -> Select[UUID, str, str | None]:
+    """The QUEUED and RUNNING activities `cancel_pending` looks at: agent id, task name,
+    queue."""
+    from sqlalchemy import select
+
+    from .models import Activity
+
+    return select(Activity.agent_id, Activity.agent_type, Activity.queue).where(
+        Activity.status.in_(ACTIVE)
     )
 
 
@@ -174,24 +203,36 @@ def cancel_pending(session: Session | AsyncSession) -> int | Awaitable[int]:
     Appends a `task.canceled` event per activity (the projector applies them). With an
     `AsyncSession`, returns an awaitable. Raises `RedisUnavailableError` when Redis is down.
     """
-    from sqlalchemy import select
-
-    from .models import Activity
     from .reads import is_async
 
-    query = select(Activity.agent_id, Activity.agent_type, Activity.queue).where(
-        Activity.status.in_(ACTIVE)
-    )
+    query = pending_query()
     if is_async(session):
 
         async def run() -> int:
-            return _cancel((await session.execute(query)).all())
+            rows = (await session.execute(query)).all()
+            return await _cancel_async(rows)
 
         return run()
-    return _cancel(session.execute(query).all())
+    log = EventLog(current().broker)
+    events = cancel_orphans(session.execute(query).all())
+    for event in events:
+        log.append_sync(event, check=False)
+    return len(events)
 
 
-def _cancel(rows: Any) -> int:
+async def _cancel_async(rows: Sequence[Any]) -> int:
+    # The look at the queues is blocking Redis work: a thread keeps the loop free.
+    events = await asyncio.to_thread(cancel_orphans, rows)
+    log = EventLog(current().broker)
+    for event in events:
+        await log.append(event, check=False)
+    return len(events)
+
+
+def cancel_orphans(rows: Sequence[Any]) -> list[TaskCanceled]:
+    """The `task.canceled` events of `cancel_pending` for `rows` (of `pending_query`): one per
+    activity that no queue holds and no worker runs. Blocking (reads Redis); raises
+    `RedisUnavailableError` when Redis is down."""
     runtime = current()
     broker = runtime.broker
     try:
@@ -206,17 +247,14 @@ def _cancel(rows: Any) -> int:
             f"cancel_pending: Redis at {redact_url(runtime.settings.redis_url)} is unreachable "
             f"({e}); nothing canceled"
         ) from e
-    log = EventLog(broker)
-    for agent_id, task_name in orphans:
-        log.append_sync(
-            TaskCanceled(agent_id=agent_id, task_name=task_name, message=CANCELED_MESSAGE),
-            check=False,
-        )
     if orphans:
-        logger.info("canceled %d pending activities that no queue holds", len(orphans))
+        logger.info("canceling %d pending activities that no queue holds", len(orphans))
     if len(orphans) < len(rows):
         logger.info(
             "cancel_pending: left %d task(s) that their queue holds for a worker",
             len(rows) - len(orphans),
         )
-    return len(orphans)
+    return [
+        TaskCanceled(agent_id=agent_id, task_name=task_name, message=CANCELED_MESSAGE)
+        for agent_id, task_name in orphans
+    ]
