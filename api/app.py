@@ -4,23 +4,27 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
-from sqlalchemy import Engine, create_engine
+from sqlalchemy import Engine
 from starlette.types import ASGIApp
 
 from agentexec.connection import close_redis
+from agentexec.databases import create_sync_engine
 
 from .headers import with_security_headers
 from .responses import abortable
 from .routes import router
 
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
 __all__ = ["create_app"]
 
 
 def create_app(
-    engine: Engine | None = None,
+    engine: Engine | AsyncEngine | None = None,
     *,
     database_url: str | None = None,
     authorize: Callable[..., Any] | None = None,
@@ -30,7 +34,8 @@ def create_app(
 ) -> FastAPI:
     """A FastAPI app with `router(...)` mounted at its root (the dashboard at `/`).
 
-    `engine` or `database_url` (default `AGENTEXEC_DATABASE_URL`) is the read model;
+    `engine` or `database_url` (default `AGENTEXEC_DATABASE_URL`) is the read model, sync or
+    async (read through a sync engine on the same database, see `router`);
     `authorize` and `token` guard the API routes as in `router()`; `options` are
     `router()`'s (`buffer`, `send_timeout`, `keepalive`, `dashboard_page`, ...).
     Every response carries `X-Content-Type-Options`, `X-Frame-Options` and
@@ -39,7 +44,7 @@ def create_app(
     app's SSE hub, `app.state.agentexec_feeds` counts its open feeds.
     """
     if engine is None and database_url is not None:
-        engine = create_engine(database_url)
+        engine = create_sync_engine(database_url)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Depends, FastAPI
-from sqlalchemy import Engine, create_engine
+from sqlalchemy import Engine
 from sse_starlette import EventSourceResponse
 
 from agentexec.activity.schemas import (
@@ -21,6 +21,7 @@ from agentexec.activity.schemas import (
     ActivityListSchema,
     ActivityStatsSchema,
 )
+from agentexec.databases import create_sync_engine, sync_engine
 from agentexec.errors import ConfigurationError
 from agentexec.runtime import Runtime, current
 
@@ -32,6 +33,9 @@ from .metrics import registry_of, scrape
 from .responses import OpenFeeds
 from .schemas import ActiveCountSchema, ActivityStatusSchema, ProblemSchema
 from .state import LiveState
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
 __all__ = ["LiveRouter", "router"]
 
@@ -83,7 +87,7 @@ class LiveRouter(APIRouter):
 
 def router(
     *,
-    engine: Engine | None = None,
+    engine: Engine | AsyncEngine | None = None,
     authorize: Callable[..., Any] | None = None,
     token: str | None = None,
     redis_url: str | None = None,
@@ -99,7 +103,9 @@ def router(
 ) -> LiveRouter:
     """The agentexec API as a FastAPI router: `app.include_router(agentexec.api.router(...))`.
 
-    - `engine`: the read model's SQLAlchemy engine (default: `AGENTEXEC_DATABASE_URL`).
+    - `engine`: the read model's SQLAlchemy engine (default: `AGENTEXEC_DATABASE_URL`); for
+      an `AsyncEngine` or an async URL, the router reads through a sync engine on the same
+      database (`agentexec.databases.sync_engine`).
     - `authorize`: a FastAPI dependency run before every API route (not the dashboard page);
       it refuses by raising `HTTPException(401 or 403)`, before any stream opens. It may
       depend on `requested_agent_id` to decide per agent.
@@ -148,7 +154,9 @@ def router(
                 "agentexec.api.router() needs the read model: pass engine=create_engine(...) "
                 "or set AGENTEXEC_DATABASE_URL (e.g. sqlite:///agents.db)."
             )
-        engine = create_engine(settings.database_url)
+        engine = create_sync_engine(settings.database_url)
+    else:
+        engine = sync_engine(engine)
     keys = runtime.keys
     history = History(keys, engine, redis_url=redis_url, runtime=runtime)
     feeds = OpenFeeds(max_feeds)

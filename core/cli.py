@@ -415,8 +415,10 @@ if __name__ == "__main__":
 
 
 def _read_model(database_url: str | None) -> Engine:
-    """The engine of the read model `--database-url` names, else `AGENTEXEC_DATABASE_URL`."""
-    from sqlalchemy import create_engine
+    """The engine of the read model `--database-url` names, else `AGENTEXEC_DATABASE_URL`
+    (an async URL is opened with its sync driver, see `agentexec.databases`)."""
+    from .databases import create_sync_engine
+    from .errors import ConfigurationError
 
     url = database_url or CONF.database_url
     if url is None:
@@ -424,4 +426,7 @@ def _read_model(database_url: str | None) -> Engine:
             "no database: pass --database-url or set AGENTEXEC_DATABASE_URL, e.g. "
             "sqlite:///agents.db"
         )
-    return create_engine(url)
+    try:
+        return create_sync_engine(url)
+    except ConfigurationError as e:
+        raise click.UsageError(str(e)) from e

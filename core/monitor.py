@@ -237,12 +237,13 @@ def _naive_utc(ts: datetime) -> datetime:
 
 def _load_database(board: Board, database_url: str, stream: str) -> str:
     """Load the read model's latest rows; returns the checkpoint to read the log from."""
-    from sqlalchemy import create_engine, func, select
+    from sqlalchemy import func, select
     from sqlalchemy.orm import Session
 
     from .activity.models import Activity, Checkpoint
+    from .databases import create_sync_engine
 
-    engine = create_engine(database_url)
+    engine = create_sync_engine(database_url)
     try:
         with Session(engine) as db:
             position = db.scalar(select(Checkpoint.position).where(Checkpoint.name == stream))

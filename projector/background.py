@@ -25,8 +25,14 @@ logger = logging.getLogger(__name__)
 
 
 class ProjectorThread:
-    def __init__(self, projector: Projector, niceness: int | None = None) -> None:
+    """Runs `projector` on a thread; with `dispose_engine` (an engine made for it), disposes of
+    the projector's engine once it stopped."""
+
+    def __init__(
+        self, projector: Projector, niceness: int | None = None, *, dispose_engine: bool = False
+    ) -> None:
         self.projector = projector
+        self.dispose_engine = dispose_engine
         settings = projector.runtime.settings
         self.niceness = settings.projector_niceness if niceness is None else niceness
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -63,6 +69,8 @@ class ProjectorThread:
             await self.projector.stop()
         finally:
             await close_redis(sync=False)
+            if self.dispose_engine:
+                self.projector.engine.dispose()
 
 
 def lower_priority(niceness: int) -> None:

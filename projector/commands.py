@@ -25,8 +25,10 @@ _DATABASE_URL = click.option(
 
 
 def _engine(database_url: str | None, required: bool = True) -> Engine | None:
-    from sqlalchemy import create_engine
-
+    """The read model's engine; an async URL is opened with its sync driver
+    (`agentexec.databases`)."""
+    from agentexec.databases import create_sync_engine
+    from agentexec.errors import ConfigurationError
     from agentexec.runtime import current
 
     url = database_url or current().settings.database_url
@@ -37,7 +39,10 @@ def _engine(database_url: str | None, required: bool = True) -> Engine | None:
                 "postgresql+psycopg://user@host/db or sqlite:///agents.db"
             )
         return None
-    return create_engine(url)
+    try:
+        return create_sync_engine(url)
+    except ConfigurationError as e:
+        raise click.UsageError(str(e)) from e
 
 
 def _check_redis(what: str) -> None:

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 
     from prometheus_client import CollectorRegistry
     from sqlalchemy import Engine
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
     from agentexec.declarative import AgentDefinition, Agents
     from agentexec.projector.background import ProjectorThread
@@ -48,7 +49,9 @@ _RESTART_BACKOFF_MAX = 30.0
 class Pool:
     """Task handlers for one queue, and the worker processes that run them.
 
-    `engine` or `database_url` give the SQL database of the activity read model; `queue_name`
+    `engine` (an `Engine` or an `AsyncEngine`) or `database_url` (sync or async, e.g.
+    `sqlite+aiosqlite:///agents.db`) give the SQL database of the activity read model; the
+    projector reaches an async one through its sync driver (`agentexec.databases`). `queue_name`
     defaults to `AGENTEXEC_QUEUE_NAME`. `num_workers` processes (default
     `AGENTEXEC_NUM_WORKERS`) each run up to `concurrency` tasks at once (default
     `AGENTEXEC_WORKER_CONCURRENCY`). With a database, `run()` and `start()` also run a
@@ -66,7 +69,7 @@ class Pool:
 
     def __init__(
         self,
-        engine: Engine | None = None,
+        engine: Engine | AsyncEngine | None = None,
         database_url: str | None = None,
         queue_name: str | None = None,
         *,
@@ -80,8 +83,13 @@ class Pool:
         if engine is not None and not _is_engine(engine):
             raise ConfigurationError(
                 f"Pool(engine=...) got a {type(engine).__name__}; pass a SQLAlchemy Engine "
-                "from create_engine(...), or database_url='...'."
+                "from create_engine(...) or create_async_engine(...), or database_url='...'."
             )
+        if engine is not None or database_url is not None:
+            from agentexec.databases import sync_url
+
+            # Refuses now a database the projector could not reach (an in-memory one).
+            sync_url(engine.url if engine is not None else str(database_url))
         for name, value in (("num_workers", num_workers), ("concurrency", concurrency)):
             if value is not None and value < 1:
                 raise ConfigurationError(f"Pool({name}={value!r}): use a whole number >= 1.")
@@ -301,13 +309,18 @@ class Pool:
     ) -> ProjectorThread | None:
         if not self.projector or (self.engine is None and self.database_url is None):
             return None
-        from sqlalchemy import create_engine
-
+        from agentexec.databases import create_sync_engine, sync_engine
         from agentexec.projector import Projector
         from agentexec.projector.background import ProjectorThread
 
-        engine = self.engine or create_engine(str(self.database_url))
-        return ProjectorThread(Projector(engine, runtime=runtime, registry=registry))
+        if self.engine is not None:
+            engine = sync_engine(self.engine)
+        else:
+            engine = create_sync_engine(str(self.database_url))
+        return ProjectorThread(
+            Projector(engine, runtime=runtime, registry=registry),
+            dispose_engine=engine is not self.engine,
+        )
 
     @property
     def metrics_url(self) -> str | None:
@@ -330,7 +343,9 @@ def _is_engine(value: object) -> bool:
     # engine has imported it already.
     from sqlalchemy import Engine
 
-    return isinstance(value, Engine)
+    from agentexec.databases import is_async_engine
+
+    return isinstance(value, Engine) or is_async_engine(value)
 
 
 class _Supervisor:
