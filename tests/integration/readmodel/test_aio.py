@@ -1,0 +1,204 @@
+"""`ax.activity.aio`, the awaitable activity API, against a real pool and projector on SQLite and
+PostgreSQL: an application with only an `AsyncEngine` (tests/apps/aio_app.py) runs its pool
+on it, writes with the aio calls and reads with `AsyncSession`s, and gets what the sync API
+gives; the same writes made sync and awaited give the same rows."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import Engine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
+from sqlalchemy.orm import Session
+
+import agentexec as ax
+from agentexec.api import create_app
+from agentexec.projector import Projector
+from tests.apps import aio_app
+from tests.apps.aio_app import Fan, Steps
+from tests.support.waiting import async_wait_for, scaled
+
+STREAM_ID = re.compile(r"\d+-\d+")
+
+
+def async_url(engine: Engine) -> str:
+    """The URL of `engine`'s database through an async driver."""
+    url = engine.url
+    driver = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+psycopg_async"}
+    url = url.set(drivername=driver[url.get_backend_name()])
+    return url.render_as_string(hide_password=False)
+
+
+@pytest.fixture
+async def async_engine(engine: Engine) -> AsyncIterator[AsyncEngine]:
+    made = create_async_engine(async_url(engine))
+    yield made
+    await made.dispose()
+
+
+@pytest.fixture
+def aio_pool(redis_conf: str, async_engine: AsyncEngine) -> Any:
+    """tests/apps/aio_app.py's pool on the test's database (its projector included)."""
+    given = aio_app.pool.engine
+    aio_app.pool.engine = async_engine
+    aio_app.pool.start()
+    try:
+        yield aio_app.pool
+    finally:
+        aio_app.pool.shutdown()
+        aio_app.pool.engine = given
+
+
+def sync_reads(engine: Engine, agent_ids: list[uuid.UUID]) -> dict[str, Any]:
+    with Session(engine) as session:
+        return {
+            "list": ax.activity.list(session, page_size=100),
+            "details": [ax.activity.detail(session, a) for a in agent_ids],
+            "children": [ax.activity.children(session, a) for a in agent_ids],
+            "active": ax.activity.active_count(session),
+            "stats": ax.activity.stats(session),
+        }
+
+
+async def test_an_app_with_only_an_async_engine_reads_what_the_sync_api_reads(
+    aio_pool: ax.Pool, async_engine: AsyncEngine, engine: Engine
+) -> None:
+    done = await ax.enqueue("aio_steps", Steps(steps=3))
+    gave_up = await ax.enqueue("aio_steps", Steps(steps=2, give_up=True))
+    parent = await ax.enqueue("aio_fan", Fan(children=2))
+    ids = await ax.get_result(done, timeout=scaled(30))
+    with pytest.raises(ax.TaskFailedError, match="gave up after the last step"):
+        await ax.get_result(gave_up, timeout=scaled(30))
+    kids = [uuid.UUID(k) for k in await ax.get_result(parent, timeout=scaled(30))]
+    for kid in kids:
+        await ax.get_result(kid, timeout=scaled(30))
+    imported = await aio_app.track_import(120)
+    failed = await aio_app.track_failed_import()
+    # Awaited inside the handler, each update is appended before it returns: its id is known.
+    assert len(ids) == 3 and all(STREAM_ID.fullmatch(i) for i in ids)
+
+    everyone = [done.agent_id, gave_up.agent_id, parent.agent_id, *kids, imported, failed]
+
+    async def all_ended() -> bool:
+        async with AsyncSession(async_engine) as session:
+            listing = await ax.activity.aio.list(session, page_size=100)
+            return listing.total == len(everyone) and not await ax.activity.aio.count_active(
+                session
+            )
+
+    # The pool's own projector (given only the async engine) keeps the read model.
+    await async_wait_for(all_ended, timeout=30, what="every activity projected and ended")
+
+    awaited = await aio_app.report(async_engine, everyone)
+    assert awaited == sync_reads(engine, everyone)
+
+    details = dict(zip(everyone, awaited["details"], strict=True))
+    steps = details[done.agent_id]
+    assert steps is not None and steps.status == "complete"
+    progress = [(log.message, log.percentage) for log in steps.logs if log.status == "running"]
+    assert ("step 1 of 3", 33) in progress and ("step 3 of 3", 100) in progress
+    verdict = details[gave_up.agent_id]
+    assert verdict is not None and verdict.status == "error"
+    assert verdict.error == "gave up after the last step"
+    mine = details[imported]
+    assert mine is not None and mine.agent_type == "import" and mine.status == "complete"
+    assert [log.message for log in mine.logs] == [
+        "Importing 120 rows",
+        "half way",
+        "Imported 120 rows",
+    ]
+    broken = details[failed]
+    assert broken is not None and broken.status == "error" and broken.error == "disk full"
+    tree = awaited["children"][everyone.index(parent.agent_id)]
+    assert tree is not None and sorted(i.agent_id for i in tree.items) == sorted(kids)
+    assert awaited["stats"].overall.total == len(everyone)
+
+    # The API takes the async engine too.
+    transport = httpx.ASGITransport(app=create_app(async_engine))
+    async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+        listed = (await client.get("/api/activities", params={"page_size": 100})).json()
+    assert listed["total"] == len(everyone)
+    assert {i["agent_id"] for i in listed["items"]} == {str(a) for a in everyone}
+
+
+def shape(detail: Any) -> tuple[Any, ...]:
+    """What a write decides in a detail: not its agent id, times or event ids."""
+    return (
+        detail.agent_type,
+        detail.status,
+        detail.latest_log,
+        detail.latest_percentage,
+        detail.error,
+        [(log.status, log.message, log.percentage) for log in detail.logs],
+    )
+
+
+async def test_awaited_writes_make_the_rows_sync_writes_make(
+    projector: Projector, async_engine: AsyncEngine, engine: Engine
+) -> None:
+    sync_ok = ax.activity.create("import", "Importing")
+    ax.activity.update(sync_ok, "half way", percentage=50)
+    ax.activity.complete(sync_ok)
+    sync_bad = ax.activity.create("import")
+    ax.activity.update(sync_bad, "reading")
+    ax.activity.error(sync_bad, error="disk full")
+
+    aio = ax.activity.aio
+    async_ok = await aio.create("import", "Importing")
+    assert STREAM_ID.fullmatch(await aio.update(async_ok, "half way", percentage=50))
+    assert STREAM_ID.fullmatch(await aio.complete(async_ok))
+    async_bad = await aio.create("import")
+    await aio.update(async_bad, "reading")
+    await aio.error(async_bad, error="disk full")
+    given = uuid.uuid4()
+    assert await aio.create("import", agent_id=str(given)) == given
+    await projector.catch_up()
+
+    with Session(engine) as session:
+        sync_details = [ax.activity.detail(session, a) for a in (sync_ok, sync_bad)]
+    async with AsyncSession(async_engine) as session:
+        async_details = [await aio.detail(session, a) for a in (async_ok, async_bad)]
+    assert [shape(d) for d in async_details] == [shape(d) for d in sync_details]
+    assert [shape(d)[1] for d in async_details] == ["complete", "error"]
+
+    # The same refusals, before anything is appended.
+    with pytest.raises(ValueError, match="percentage 101"):
+        await aio.update(async_ok, "too far", percentage=101)
+    with pytest.raises(ValueError, match="message '  ' is empty"):
+        await aio.update(async_ok, "  ")
+    with pytest.raises(ax.UnknownActivityError, match="is not known"):
+        await aio.update(uuid.uuid4(), "never created")
+
+
+async def test_awaited_cancel_pending_and_prune(
+    projector: Projector, async_engine: AsyncEngine, engine: Engine
+) -> None:
+    aio = ax.activity.aio
+    pending = [await aio.create("sync job"), await aio.create("sync job")]
+    ended = await aio.create("sync job")
+    await aio.complete(ended)
+    await projector.catch_up()
+    async with AsyncSession(async_engine) as session:
+        assert await aio.count_active(session) == 2
+        assert await aio.cancel_pending(session) == 2
+    await projector.catch_up()
+    with Session(engine) as session:
+        assert ax.activity.cancel_pending(session) == 0  # nothing left for the sync form
+        statuses = [ax.activity.detail(session, a) for a in pending]
+    assert [d.status if d else None for d in statuses] == ["canceled", "canceled"]
+
+    async with AsyncSession(async_engine) as session:
+        assert await aio.prune(session, timedelta(0)) == 3
+        assert (await aio.list(session)).total == 0
+
+
+async def test_an_aio_read_given_a_sync_session_names_the_fix(engine: Engine) -> None:
+    with Session(engine) as session:
+        with pytest.raises(TypeError, match=r"aio\.list takes an AsyncSession.*ax\.activity\.list"):
+            await ax.activity.aio.list(session)  # type: ignore[arg-type]
