@@ -116,7 +116,11 @@ def event_identity(agent_id: UUID | str) -> dict[str, Any]:
     return {"task_name": ""}
 
 
-Handler = Callable[[UUID, Any], Any] | Callable[[UUID, Any], Awaitable[Any]]
+Handler = Callable[..., Any] | Callable[..., Awaitable[Any]]
+"""`(agent_id, context)`, sync or async; either parameter may be keyword-only (see
+`TaskDefinition.from_handler`)."""
+
+_ROLES = ("agent_id", "context")
 
 
 @dataclass(frozen=True)
@@ -150,6 +154,8 @@ class TaskDefinition:
     """Seconds the handler may run before it is stopped (a `TimeoutError` failure)."""
     transition: Transition | None = None
     """Writes committed with the task's final outcome (see `agentexec.transitions`)."""
+    keywords: frozenset[str] = frozenset()
+    """The roles (`agent_id`, `context`) the handler takes as keyword-only parameters."""
     _adapter: TypeAdapter[Any] | None = field(default=None, compare=False, repr=False)
 
     @classmethod
@@ -163,7 +169,13 @@ class TaskDefinition:
         timeout: float | None = None,
         transition: Transition | None = None,
     ) -> TaskDefinition:
-        """Check the handler's shape: `(agent_id: UUID, context: SomeModel)`, sync or async."""
+        """Check the handler's shape: `(agent_id: UUID, context: SomeModel)`, sync or async.
+
+        Either parameter may be keyword-only, as in agentexec 0.3.0's
+        `(*, agent_id: UUID, context: SomeModel)`: a keyword-only parameter is passed by its
+        name, which must then be `agent_id` or `context`; positional ones take the other
+        roles in order (agent id first).
+        """
         shown = f"{name[:40]!r}..." if isinstance(name, str) and len(name) > 40 else repr(name)
         where = f"@pool.task({shown}) on {getattr(handler, '__qualname__', handler)!r}"
         if max_retries is not None and (not isinstance(max_retries, int) or max_retries < 0):
@@ -187,29 +199,24 @@ class TaskDefinition:
             check_name(name, "task name")
         except InvalidNameError as e:
             raise TaskDefinitionError(f"{where}: {e}") from None
-        params = list(inspect.signature(handler).parameters.values())
-        if len(params) != 2 or any(
-            p.kind not in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in params
-        ):
-            raise TaskDefinitionError(
-                f"{where}: a handler takes exactly two parameters, "
-                "`(agent_id: UUID, context: YourContextModel)`."
-            )
+        roles = _bind(where, list(inspect.signature(handler).parameters.values()))
         try:
             hints = typing.get_type_hints(handler)
         except Exception as e:
             raise TaskDefinitionError(f"{where}: its annotations cannot be resolved: {e}") from e
-        context_type = hints.get(params[1].name)
+        context_name = roles["context"].name
+        context_type = hints.get(context_name)
         if not (isinstance(context_type, type) and issubclass(context_type, BaseModel)):
             raise TaskDefinitionError(
-                f"{where}: parameter {params[1].name!r} is annotated {context_type!r}; "
+                f"{where}: parameter {context_name!r} is annotated {context_type!r}; "
                 "annotate it with the Pydantic model the task receives, e.g. "
                 "`context: ResearchContext`."
             )
-        agent_type = hints.get(params[0].name, UUID)
+        agent_name = roles["agent_id"].name
+        agent_type = hints.get(agent_name, UUID)
         if agent_type is not UUID:
             raise TaskDefinitionError(
-                f"{where}: parameter {params[0].name!r} is annotated {agent_type!r}; "
+                f"{where}: parameter {agent_name!r} is annotated {agent_type!r}; "
                 "annotate it `agent_id: UUID`."
             )
         return_type = hints.get("return")
@@ -233,6 +240,7 @@ class TaskDefinition:
             retry_on=retry_on,
             timeout=timeout,
             transition=transition,
+            keywords=frozenset(r for r, p in roles.items() if p.kind is p.KEYWORD_ONLY),
             _adapter=adapter,
         )
 
@@ -251,11 +259,45 @@ class TaskDefinition:
             ),
         )
 
+    def invoke(self, agent_id: UUID, context: BaseModel) -> Any:
+        """Call the handler with the task's agent id and context, each passed by position or
+        by keyword as its parameter is declared; returns what the handler returns (an
+        awaitable for an async handler)."""
+        args: list[Any] = []
+        kwargs: dict[str, Any] = {}
+        for role, value in zip(_ROLES, (agent_id, context), strict=True):
+            if role in self.keywords:
+                kwargs[role] = value
+            else:
+                args.append(value)
+        return self.handler(*args, **kwargs)
+
     def load_result(self, value: Any) -> Any:
         """Turn a decoded JSON result back into the handler's return type."""
         if self._adapter is None:
             return value
         return self._adapter.validate_python(value)
+
+
+def _bind(where: str, params: list[inspect.Parameter]) -> dict[str, inspect.Parameter]:
+    """The parameter that takes each role (`agent_id`, `context`): a keyword-only parameter
+    takes the role it is named after, positional ones the remaining roles in order."""
+    shape = (
+        "a handler takes exactly two parameters, `(agent_id: UUID, context: YourContextModel)` "
+        "or keyword-only `(*, agent_id: UUID, context: YourContextModel)`"
+    )
+    plain = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    if len(params) != 2 or any(p.kind not in (*plain, p.KEYWORD_ONLY) for p in params):
+        raise TaskDefinitionError(f"{where}: {shape}.")
+    named = {p.name: p for p in params if p.kind is p.KEYWORD_ONLY}
+    wrong = [name for name in named if name not in _ROLES]
+    if wrong:
+        raise TaskDefinitionError(
+            f"{where}: keyword-only parameter {wrong[0]!r} is neither `agent_id` nor `context`; "
+            f"rename it, since {shape}."
+        )
+    positional = iter(p for p in params if p.kind in plain)
+    return {role: named[role] if role in named else next(positional) for role in _ROLES}
 
 
 @runtime_checkable

@@ -124,7 +124,8 @@ class Pool:
         retry_on: tuple[type[BaseException], ...] = (Exception,),
         timeout: float | None = None,
     ) -> Callable[[H], H]:
-        """Register the decorated `(agent_id: UUID, context: Model)` handler as task `name`.
+        """Register the decorated `(agent_id: UUID, context: Model)` handler as task `name`
+        (keyword-only `(*, agent_id, context)` works too).
 
         A failing attempt is retried up to `max_retries` times (default
         `AGENTEXEC_MAX_TASK_RETRIES`) when it raised one of `retry_on`, after an exponential
@@ -142,6 +143,19 @@ class Pool:
             return handler
 
         return decorate
+
+    def add_task(
+        self,
+        name: str,
+        handler: H,
+        *,
+        max_retries: int | None = None,
+        retry_on: tuple[type[BaseException], ...] = (Exception,),
+        timeout: float | None = None,
+    ) -> H:
+        """Register `handler` as task `name`, as `@pool.task(name, ...)` does (agentexec 0.3.0's
+        spelling, for handlers defined elsewhere); returns the handler unchanged."""
+        return self.task(name, max_retries=max_retries, retry_on=retry_on, timeout=timeout)(handler)
 
     def agent(
         self,

@@ -33,6 +33,7 @@ from agentexec.events import (
     TaskStarted,
 )
 from agentexec.limits import describe_exception, describe_traceback
+from agentexec.results import result_type_of
 from agentexec.runtime import Runtime, using
 from agentexec.tasks import (
     RunningTask,
@@ -319,10 +320,11 @@ class Worker:
         try:
             async with deadline:
                 if definition.is_async:
-                    value = await definition.handler(event.agent_id, context)
+                    value = await definition.invoke(event.agent_id, context)
                 else:
-                    value = await asyncio.to_thread(definition.handler, event.agent_id, context)
+                    value = await asyncio.to_thread(definition.invoke, event.agent_id, context)
             result = pydantic_core.to_json(value)
+            result_type = result_type_of(value)
         except asyncio.CancelledError:
             if not self.cancellation.requested(event.agent_id):
                 raise  # shutdown or a lost lease: the entry stays for another worker
@@ -367,7 +369,9 @@ class Worker:
             # The handler's own ax.activity.error() is its verdict, whatever it returned.
             await self.endings.fail(entry, event, *reversed(running.reported_error[0]))
             return
-        await self.endings.complete(entry, event, result, time.perf_counter() - started)
+        await self.endings.complete(
+            entry, event, result, time.perf_counter() - started, result_type
+        )
 
     async def _drain(self) -> None:
         if not self._running:
