@@ -12,11 +12,16 @@ import builtins
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from agentexec.events import Status
+
+from .schemas import generate_agent_id, normalize_agent_id
 from .writes import cancel_pending, complete, create, error, update
 
 if TYPE_CHECKING:
     from . import aio
+    from .models import Activity
     from .reads import active_count, children, detail
+    from .reads import active_count as count_active
     from .reads import list_activities as list
     from .retention import prune
     from .schemas import (
@@ -36,6 +41,7 @@ if TYPE_CHECKING:
     from .statistics import stats
 
 __all__ = [
+    "Activity",
     "ActivityAttemptSchema",
     "ActivityChildSchema",
     "ActivityChildrenSchema",
@@ -47,23 +53,29 @@ __all__ = [
     "DurationStatsSchema",
     "ErrorCountSchema",
     "StatsBucketSchema",
+    "Status",
     "TaskStatsSchema",
     "active_count",
     "aio",
     "cancel_pending",
     "children",
     "complete",
+    "count_active",
     "create",
     "detail",
     "error",
+    "generate_agent_id",
     "list",
+    "normalize_agent_id",
     "prune",
     "stats",
     "update",
 ]
 
 _LAZY = {
+    "Activity": ("models", "Activity"),
     "active_count": ("reads", "active_count"),
+    "count_active": ("reads", "active_count"),
     "children": ("reads", "children"),
     "detail": ("reads", "detail"),
     "list": ("reads", "list_activities"),

@@ -14,13 +14,13 @@ is imported on the first read.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from typing_extensions import Unpack
 
 from agentexec.eventlog import EventLog
-from agentexec.events import Event
+from agentexec.events import Event, Status
 from agentexec.runtime import current
 from agentexec.tasks import own_task
 
@@ -29,7 +29,7 @@ from .writes import (
     created_event,
     failed_event,
     pending_query,
-    progress_event,
+    update_event,
 )
 
 if TYPE_CHECKING:
@@ -80,20 +80,28 @@ async def create(
     message: str | None = None,
     agent_id: UUID | str | None = None,
     session: AsyncSession | None = None,
+    metadata: dict[str, Any] | None = None,
 ) -> UUID:
-    """`ax.activity.create`, awaited: start tracking an activity not run by a worker; returns
-    its agent id (new if None). `session` is accepted for compatibility and not written to."""
-    event = created_event(task_name, message, agent_id)
+    """`ax.activity.create`, awaited: start tracking an activity not run by a worker, with
+    `metadata`; returns its agent id (new if None). `session` is accepted for compatibility
+    and not written to."""
+    event = created_event(task_name, message, agent_id, metadata)
     await append(event, check=False)
     return event.agent_id
 
 
-async def update(agent_id: UUID | str, message: str, percentage: int | None = None) -> str:
+async def update(
+    agent_id: UUID | str,
+    message: str,
+    percentage: int | None = None,
+    status: Status | str | None = None,
+) -> str:
     """`ax.activity.update`, awaited: a RUNNING log entry with `message` and optional
-    `percentage` (0-100); returns the event's stream id. Raises ValueError for an empty
-    message or a percentage outside 0-100, `UnknownActivityError` for an agent id never
-    used."""
-    return await append(progress_event(agent_id, message, percentage))
+    `percentage` (0-100), or with `status` COMPLETE, ERROR or CANCELED the activity's end;
+    returns the event's stream id. Raises ValueError for an empty message, a percentage
+    outside 0-100 or status QUEUED, `UnknownActivityError` for an agent id never used."""
+    event = update_event(agent_id, message, percentage, status)
+    return "" if event is None else await append(event)
 
 
 async def complete(agent_id: UUID | str, message: str | None = None, percentage: int = 100) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from datetime import UTC, datetime
 from typing import Annotated, Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 from pydantic import (
     AfterValidator,
@@ -55,6 +55,18 @@ def parse_agent_id(value: UUID | str) -> UUID:
             f"agent id {value!r} is not a UUID, so no task has it; pass the agent_id a task "
             "was enqueued with (a web view answers 422 or 404 for it)."
         ) from None
+
+
+def normalize_agent_id(value: UUID | str) -> UUID:
+    """`value` as a UUID (agentexec 0.3.0's name for `parse_agent_id`); raises
+    `InvalidAgentIdError` (a ValueError) when it is not one."""
+    return parse_agent_id(value)
+
+
+def generate_agent_id() -> UUID:
+    """A new random agent id (a UUID4), for `ax.activity.create(..., agent_id=...)` when the
+    id must be known before the activity is created."""
+    return uuid4()
 
 
 def _status_in(value: Any) -> Any:

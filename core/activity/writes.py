@@ -23,6 +23,7 @@ from agentexec.eventlog import EventLog
 from agentexec.events import (
     ACTIVE,
     Event,
+    Status,
     TaskCanceled,
     TaskCompleted,
     TaskFailed,
@@ -80,14 +81,25 @@ def append(event: Event, *, check: bool = True) -> str:
     )
 
 
-def created_event(task_name: str, message: str | None, agent_id: UUID | str | None) -> TaskQueued:
+def created_event(
+    task_name: str,
+    message: str | None,
+    agent_id: UUID | str | None,
+    metadata: dict[str, Any] | None = None,
+) -> TaskQueued:
     """The `task.queued` event of `create` (a new agent id when `agent_id` is None)."""
+    if metadata is not None and not isinstance(metadata, dict):
+        raise ValueError(
+            f"metadata {metadata!r} is not a dict; pass a JSON object such as "
+            "{'customer_id': '42'}, or None."
+        )
     return TaskQueued(
         agent_id=uuid4() if agent_id is None else _agent_id(agent_id),
         task_name=check_name(task_name, "task name"),
         message=_message(message)
         if message is not None
         else current().settings.activity_message_create,
+        metadata=metadata,
     )
 
 
@@ -130,30 +142,79 @@ def failed_event(agent_id: UUID | str, message: str | None, error: str | None) -
     return TaskFailed(agent_id=aid, **event_identity(aid), message=shown, error=text)
 
 
+def update_event(
+    agent_id: UUID | str, message: str, percentage: int | None, status: Status | str | None
+) -> Event | None:
+    """The event of `update`: `task.progress` for status None or RUNNING; for COMPLETE,
+    ERROR and CANCELED the event that ends the activity (None as from `failed_event`).
+    Raises ValueError for status QUEUED or one that is no status."""
+    ending = None if status is None else _status(status)
+    if ending is None or ending is Status.RUNNING:
+        return progress_event(agent_id, message, percentage)
+    if ending is Status.COMPLETE:
+        return completed_event(agent_id, message, 100 if percentage is None else percentage)
+    if ending is Status.ERROR:
+        return failed_event(agent_id, message, None)
+    aid = _agent_id(agent_id)
+    return TaskCanceled(
+        agent_id=aid,
+        **event_identity(aid),
+        message=_message(message),
+        percentage=_percentage(percentage),
+    )
+
+
 def create(
     task_name: str,
     message: str | None = None,
     agent_id: UUID | str | None = None,
     session: object | None = None,
+    metadata: dict[str, Any] | None = None,
 ) -> UUID:
     """Start tracking an activity not run by a worker; returns its agent id (new if None).
 
-    The activity is QUEUED with `message` (default `AGENTEXEC_ACTIVITY_MESSAGE_CREATE`). Its
-    row appears once the projector has applied the event, usually within milliseconds;
-    `session` is accepted for compatibility and not written to.
+    The activity is QUEUED with `message` (default `AGENTEXEC_ACTIVITY_MESSAGE_CREATE`) and
+    `metadata` (a JSON object, as `ax.enqueue` takes). Its row appears once the projector has
+    applied the event, usually within milliseconds; `session` is accepted for compatibility
+    and not written to.
     """
-    event = created_event(task_name, message, agent_id)
+    event = created_event(task_name, message, agent_id, metadata)
     append(event, check=False)
     return event.agent_id
 
 
-def update(agent_id: UUID | str, message: str, percentage: int | None = None) -> str:
+def update(
+    agent_id: UUID | str,
+    message: str,
+    percentage: int | None = None,
+    status: Status | str | None = None,
+) -> str:
     """Record progress: a RUNNING log entry with `message` and optional `percentage` (0-100).
 
-    Returns the event's stream id. Raises ValueError for an empty message or a percentage
-    outside 0-100, `UnknownActivityError` for an agent id never used.
+    `status` (agentexec 0.3.0's form) RUNNING or None records progress; COMPLETE, ERROR and
+    CANCELED end the activity with `message`, as `complete`, `error` and a cancel do.
+    Returns the event's stream id. Raises ValueError for an empty message, a percentage
+    outside 0-100 or status QUEUED, `UnknownActivityError` for an agent id never used.
     """
-    return append(progress_event(agent_id, message, percentage))
+    event = update_event(agent_id, message, percentage, status)
+    return "" if event is None else append(event)
+
+
+def _status(value: Status | str) -> Status:
+    try:
+        status = Status(value)
+    except ValueError:
+        raise ValueError(
+            f"status {value!r} is not an activity status; use one of "
+            f"{', '.join(s.name for s in Status)}."
+        ) from None
+    if status is Status.QUEUED:
+        raise ValueError(
+            "update(status=QUEUED): an activity never goes back to QUEUED; report progress "
+            "with status=RUNNING (or no status), or start a new activity with "
+            "ax.activity.create(...)."
+        )
+    return status
 
 
 def complete(agent_id: UUID | str, message: str | None = None, percentage: int = 100) -> str:
