@@ -60,10 +60,12 @@ class RedisOutOfMemoryError(RedisUnavailableError):
 class TaskFailedError(AgentexecError):
     """A task ended with an error for good (no retry left); raised by `get_result` and `gather`."""
 
-    def __init__(self, agent_id: Any, task_name: str, error: str) -> None:
+    def __init__(self, agent_id: Any, task_name: str, error: str, attempts: int = 1) -> None:
         self.agent_id = agent_id
         self.task_name = task_name
         self.error = error
+        self.attempts = attempts
+        """How many attempts the task made before it failed for good."""
         super().__init__(f"task {task_name!r} (agent {agent_id}) failed: {error}")
 
 

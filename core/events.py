@@ -172,6 +172,8 @@ class TaskProgress(Event, frozen=True, kw_only=True, omit_defaults=True, tag="ta
 class TaskCompleted(Event, frozen=True, kw_only=True, omit_defaults=True, tag="task.completed"):
     status = Status.COMPLETE
     result: msgspec.Raw = NULL
+    result_type: str | None = None
+    """`module:QualName` of the Pydantic model the handler returned, if it returned one."""
 
 
 class TaskFailed(Event, frozen=True, kw_only=True, omit_defaults=True, tag="task.failed"):

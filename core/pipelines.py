@@ -85,8 +85,8 @@ class _StepRef(msgspec.Struct):
 
 @dataclass(frozen=True)
 class _Options:
-    index: int
-    description: str
+    order: int
+    description: str | None
     max_retries: int | None
     retry_on: tuple[type[BaseException], ...]
     timeout: float | None
@@ -97,6 +97,9 @@ class Step:
     """One checked step of a pipeline."""
 
     index: int
+    """Its place in the run, 0 first (the steps sorted by `order`)."""
+    order: int
+    """The order `@pipeline.step` gave it."""
     description: str
     method_name: str
     task_name: str
@@ -167,29 +170,36 @@ class Pipeline:
 
     def step(
         self,
-        index: int,
-        description: str,
+        order: int,
+        description: str | None = None,
         *,
         max_retries: int | None = None,
         retry_on: tuple[type[BaseException], ...] = (Exception,),
         timeout: float | None = None,
     ) -> Callable[[F], F]:
-        """Mark a method as step `index` (0 first) of the pipeline.
+        """Mark a method as a step of the pipeline; the steps run by ascending `order`.
 
-        Step 0 takes the run's context; each later step takes the previous step's output
-        (one parameter), or the items of its tuple output (one parameter each). Retries and
-        timeout work as on `@pool.task`. Checked when the class is defined.
+        Orders are whole numbers >= 0, each used once; they need not be contiguous (`10`,
+        `20`, `30` leave room for a step in between). `description` (default: the method's
+        name, its underscores as spaces) is shown in the run's progress messages. The first
+        step takes the run's context; each later step takes the previous step's output (one
+        parameter), or the items of its tuple output (one parameter each). Retries and
+        timeout work as on
+        `@pool.task`. Checked when the class is defined.
         """
-        if isinstance(index, bool) or not isinstance(index, int) or index < 0:
+        if isinstance(order, bool) or not isinstance(order, int) or order < 0:
             raise TaskDefinitionError(
-                f"@pipeline.step({index!r}, ...): the index is a whole number >= 0 "
-                "(0 for the first step)."
+                f"@pipeline.step({order!r}, ...): the order is a whole number >= 0; steps run "
+                "from the lowest, e.g. 0, 1, 2 or 10, 20, 30."
             )
-        if not isinstance(description, str) or not description.strip():
+        if description is not None and (
+            not isinstance(description, str) or not description.strip()
+        ):
             raise TaskDefinitionError(
-                f"@pipeline.step({index}, {description!r}): describe the step in a few words."
+                f"@pipeline.step({order}, {description!r}): describe the step in a few words, "
+                "or leave the description out to show the method's name."
             )
-        options = _Options(index, description, max_retries, retry_on, timeout)
+        options = _Options(order, description, max_retries, retry_on, timeout)
 
         def mark(method: F) -> F:
             setattr(method, _MARK, options)
@@ -370,9 +380,15 @@ class Pipeline:
                 message=settings.activity_message_complete,
                 percentage=100,
                 result=outcome.result,
+                result_type=outcome.result_type,
             )
             # Named after the last step, so that `get_result` returns its return type.
-            stored = Outcome(Ending.COMPLETE, step.task_name, result=outcome.result)
+            stored = Outcome(
+                Ending.COMPLETE,
+                step.task_name,
+                result=outcome.result,
+                result_type=outcome.result_type,
+            )
             return [Append(finished), Append(end), Store(ref.run_id, stored)]
         if outcome.status is Ending.CANCELED:
             canceled = _end_run(ref, name, Ending.CANCELED, f"canceled at {where}", settings)
@@ -530,16 +546,16 @@ def _check_steps(cls: type[PipelineBase], name: str) -> tuple[Step, ...]:
         raise TaskDefinitionError(
             f"class {cls.__qualname__}: a pipeline needs at least one @pipeline.step method."
         )
-    marked.sort(key=lambda m: m[0].index)
-    indexes = [options.index for options, _, _ in marked]
-    if indexes != list(range(len(marked))):
+    marked.sort(key=lambda m: m[0].order)
+    orders = [options.order for options, _, _ in marked]
+    if len(set(orders)) != len(orders):
         raise TaskDefinitionError(
-            f"class {cls.__qualname__}: step indexes are {indexes}; number the steps "
-            f"0 to {len(marked) - 1}, each once."
+            f"class {cls.__qualname__}: step orders are {orders}; give each step an order of "
+            "its own (they need not be contiguous, e.g. 10, 20, 30)."
         )
     steps: list[Step] = []
-    for options, attribute, method in marked:
-        step = _check_method(cls, name, options, attribute, method)
+    for index, (options, attribute, method) in enumerate(marked):
+        step = _check_method(cls, name, index, options, attribute, method)
         if steps:
             _check_link(cls, steps[-1], step)
         elif len(step.parameters) != 1 or not _is_model(step.parameters[0][1]):
@@ -553,7 +569,7 @@ def _check_steps(cls: type[PipelineBase], name: str) -> tuple[Step, ...]:
 
 
 def _check_method(
-    cls: type[PipelineBase], name: str, options: _Options, attribute: str, method: Any
+    cls: type[PipelineBase], name: str, index: int, options: _Options, attribute: str, method: Any
 ) -> Step:
     where = f"{cls.__qualname__}.{attribute}"
     if not inspect.isfunction(method):
@@ -584,8 +600,9 @@ def _check_method(
                 f"cannot validate ({e})."
             ) from e
     return Step(
-        index=options.index,
-        description=options.description,
+        index=index,
+        order=options.order,
+        description=options.description or attribute.strip("_").replace("_", " "),
         method_name=attribute,
         task_name=f"{name}.{attribute}",
         method=method,

@@ -10,7 +10,9 @@ shares one pub/sub connection for all its waiters.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
+import sys
 import weakref
 from typing import Any
 from uuid import UUID
@@ -18,6 +20,7 @@ from uuid import UUID
 import msgspec
 import redis
 import redis.asyncio as aioredis
+from pydantic import BaseModel
 
 from . import tasks
 from .connection import Reconnect, spawn
@@ -37,6 +40,10 @@ class Outcome(msgspec.Struct, frozen=True, omit_defaults=True):
     task_name: str
     result: msgspec.Raw = NULL
     error: str | None = None
+    attempts: int = 1
+    """How many attempts the task made (for an ERROR outcome: all of them)."""
+    result_type: str | None = None
+    """`module:QualName` of the Pydantic model the handler returned (see `result_type_of`)."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.status, Ending):  # given as its text, `Outcome("complete", ...)`
@@ -203,9 +210,38 @@ def _waiter(runtime: Runtime) -> _Waiter:
     return waiter
 
 
+def result_type_of(value: object) -> str | None:
+    """`module:QualName` of `value`'s class when it is a Pydantic model a module defines at
+    its top level or in a class (so that another process can import it), else None."""
+    cls = type(value)
+    if not isinstance(value, BaseModel) or "<locals>" in cls.__qualname__:
+        return None
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
+def _model_class(path: str) -> type[BaseModel] | None:
+    """The model class `path` (`module:QualName`) names, importing its module if need be;
+    None when it cannot be imported or is no Pydantic model.
+
+    Importing runs the module's top-level code: whoever can write this Redis namespace can
+    name any module importable here. See docs/tasks.md, "Results in another process"."""
+    module_name, _, qualname = path.partition(":")
+    try:
+        module = sys.modules.get(module_name) or importlib.import_module(module_name)
+        found: Any = module
+        for part in qualname.split("."):
+            found = getattr(found, part)
+    except Exception as e:  # not importable here: the result stays decoded JSON
+        logger.debug("result type %s is not importable here: %r", path, e)
+        return None
+    return found if isinstance(found, type) and issubclass(found, BaseModel) else None
+
+
 def _load(outcome: Outcome, agent_id: UUID, queue_name: str | None) -> Any:
     if outcome.status is not Ending.COMPLETE:
-        raise TaskFailedError(agent_id, outcome.task_name, outcome.error or outcome.status)
+        raise TaskFailedError(
+            agent_id, outcome.task_name, outcome.error or outcome.status, outcome.attempts
+        )
     value = msgspec.json.decode(outcome.result)
     definitions = tasks.known(outcome.task_name)
     if queue_name is not None:
@@ -213,6 +249,9 @@ def _load(outcome: Outcome, agent_id: UUID, queue_name: str | None) -> Any:
     # A name registered on several queues with different return types could be any of them.
     if len({d.return_type for d in definitions}) == 1:
         return definitions[0].load_result(value)
+    model = _model_class(outcome.result_type) if outcome.result_type else None
+    if model is not None:
+        return model.model_validate(value)
     return value
 
 
@@ -220,8 +259,10 @@ async def get_result(task: Task | UUID | str, timeout: float | None = None) -> A
     """Wait for a task's result and return it.
 
     Returns the handler's return value, validated into its return annotation when the handler
-    is registered in this process (else as decoded JSON; also when the task name is registered
-    with different return types on several queues and `task` is an agent id, not a `Task`).
+    is registered in this process. Elsewhere, a Pydantic model the handler returned comes back
+    as an instance of its class when that class can be imported here (its `module:QualName`
+    is stored with the result); any other value as decoded JSON (also when the task name is
+    registered with different return types on several queues and `task` is an agent id).
     Wakes on the completion itself. Raises `TaskFailedError` when the task ended in error or
     was canceled, and `TimeoutError` after `timeout` seconds (None: wait as long as it takes).
     Results stay available for `AGENTEXEC_RESULT_TTL` seconds after the task ends.

@@ -224,8 +224,10 @@ def _is_terminal(event: AnyEvent) -> bool:
 def _outcome(event: AnyEvent) -> Outcome:
     # The same outcomes the worker stores (workers/worker.py).
     if isinstance(event, TaskCompleted):
-        return Outcome(Ending.COMPLETE, event.task_name, result=event.result)
+        return Outcome(
+            Ending.COMPLETE, event.task_name, result=event.result, result_type=event.result_type
+        )
     if isinstance(event, TaskCanceled):
         return Outcome(Ending.CANCELED, event.task_name, error="canceled")
     assert isinstance(event, TaskFailed)
-    return Outcome(Ending.ERROR, event.task_name, error=event.error)
+    return Outcome(Ending.ERROR, event.task_name, error=event.error, attempts=event.attempt)

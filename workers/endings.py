@@ -63,8 +63,16 @@ class Endings:
     def consumer(self) -> Consumer:
         return self._consumer
 
-    async def complete(self, entry: Entry, event: TaskQueued, result: bytes, took: float) -> None:
-        """End the task with the handler's return value `result` (JSON), after `took` seconds."""
+    async def complete(
+        self,
+        entry: Entry,
+        event: TaskQueued,
+        result: bytes,
+        took: float,
+        result_type: str | None = None,
+    ) -> None:
+        """End the task with the handler's return value `result` (JSON), after `took` seconds;
+        `result_type` names the value's model class (`agentexec.results.result_type_of`)."""
         completed = TaskCompleted(
             agent_id=event.agent_id,
             task_name=event.task_name,
@@ -72,12 +80,15 @@ class Endings:
             message=self._settings.activity_message_complete,
             percentage=100,
             result=msgspec.Raw(result),
+            result_type=result_type,
         )
         await self._finish(
             entry,
             event,
             completed,
-            Outcome(Ending.COMPLETE, event.task_name, result=completed.result),
+            Outcome(
+                Ending.COMPLETE, event.task_name, result=completed.result, result_type=result_type
+            ),
         )
         logger.info("task %s (agent %s) complete in %.3fs", event.task_name, event.agent_id, took)
 
@@ -196,7 +207,10 @@ class Endings:
             error=error,
         )
         await self._finish(
-            entry, event, failed, Outcome(Ending.ERROR, event.task_name, error=error)
+            entry,
+            event,
+            failed,
+            Outcome(Ending.ERROR, event.task_name, error=error, attempts=event.attempt),
         )
         logger.warning("task %s (agent %s) failed: %s", event.task_name, event.agent_id, error)
 

@@ -92,7 +92,8 @@ def test_inputs_must_match_the_previous_output_types(pipeline: ax.Pipeline) -> N
     ("body", "message"),
     [
         ("missing_return", "annotate its return type; its output is the input of step 1"),
-        ("gap", r"step indexes are \[0, 2\]; number the steps 0 to 1"),
+        # Orders may leave gaps (agentexec 0.3.0's sortable orders, issue 16); not repeat.
+        ("repeated", r"step orders are \[1, 1\]; give each step an order of its own"),
         ("first_not_model", "the first step takes the run's context"),
         ("unannotated", "parameter\\(s\\) a have no annotation"),
         ("empty", "needs at least one @pipeline.step"),
@@ -113,13 +114,13 @@ def test_malformed_pipelines_are_rejected_with_the_fix(
                 @step(1, "two")
                 async def two(self, a: A) -> None: ...
 
-        elif body == "gap":
+        elif body == "repeated":
 
             class P2(pipeline.Base):
-                @step(0, "one")
+                @step(1, "one")
                 async def one(self, context: Ctx) -> A: ...
 
-                @step(2, "two")
+                @step(1, "two")
                 async def two(self, a: A) -> None: ...
 
         elif body == "first_not_model":
