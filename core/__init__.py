@@ -33,6 +33,7 @@ from .errors import (
 from .events import Priority, Status
 
 if TYPE_CHECKING:
+    __version__: str
     from . import activity as activity
     from . import testing as testing
     from .activity.models import Base
@@ -160,6 +161,15 @@ _LAZY: dict[str, tuple[str, str | None]] = {
 
 
 def __getattr__(name: str) -> Any:
+    if name == "__version__":
+        # The installed distribution's version, read once, on first use.
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            globals()[name] = version("agentexec")
+        except PackageNotFoundError:  # run from a source tree that is not installed
+            globals()[name] = "0+unknown"
+        return globals()[name]
     try:
         module_name, attribute = _LAZY[name]
     except KeyError:

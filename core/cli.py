@@ -145,25 +145,60 @@ def metrics_options(command: F) -> F:
     return port(host(command))
 
 
+def create_tables_option(command: F) -> F:
+    """`--create-tables`, for the processes that can create the read model's tables
+    (`agentexec run`, `agentexec projector`)."""
+    return click.option(
+        "--create-tables",
+        is_flag=True,
+        help="Create the read model's tables that are missing (as ax.Base.metadata.create_all).",
+    )(command)
+
+
+def pool_options(command: F) -> F:
+    """The pool to run and how: the argument and options of `agentexec worker` and of its
+    alias `agentexec run`."""
+    reference = click.argument("pool_reference", metavar="[MODULE[:POOL]]", required=False)
+    workers = click.option(
+        "--workers", "num_workers", type=int, help="Worker processes (AGENTEXEC_NUM_WORKERS)."
+    )
+    concurrency = click.option(
+        "--concurrency", type=int, help="Tasks per process (AGENTEXEC_WORKER_CONCURRENCY)."
+    )
+    return reference(workers(concurrency(metrics_options(command))))
+
+
 @main.command()
-@click.argument("pool_reference", metavar="[MODULE[:POOL]]", required=False)
-@click.option(
-    "--workers", "num_workers", type=int, help="Worker processes (AGENTEXEC_NUM_WORKERS)."
-)
-@click.option("--concurrency", type=int, help="Tasks per process (AGENTEXEC_WORKER_CONCURRENCY).")
-@metrics_options
-def worker(
-    pool_reference: str | None,
-    num_workers: int | None,
-    concurrency: int | None,
-    metrics_port: int | None,
-    metrics_host: str,
-) -> None:
+@pool_options
+def worker(**options: Any) -> None:
     """Run the pool MODULE:POOL (e.g. myapp.worker:pool) until SIGINT/SIGTERM.
 
     Without an argument, AGENTEXEC_WORKER_MODULE names it. Without `:POOL`, the module's
     one `ax.Pool` is run.
     """
+    _run_pool(**options)
+
+
+@main.command()
+@pool_options
+@create_tables_option
+def run(create_tables: bool, **options: Any) -> None:
+    """Run the pool MODULE:POOL as `agentexec worker` does (agentexec 0.3.0's name).
+
+    With --create-tables, first create the missing tables of the pool's database (its
+    `engine` or `database_url`).
+    """
+    _run_pool(create_tables=create_tables, **options)
+
+
+def _run_pool(
+    pool_reference: str | None,
+    num_workers: int | None,
+    concurrency: int | None,
+    metrics_port: int | None,
+    metrics_host: str,
+    create_tables: bool = False,
+) -> None:
     from .workers import Pool
 
     reference = pool_reference or os.environ.get(WORKER_MODULE_VARIABLE)
@@ -179,6 +214,8 @@ def worker(
         pool.concurrency = concurrency
     if metrics_port is not None:
         pool.metrics_port, pool.metrics_host = metrics_port, metrics_host
+    if create_tables:
+        _create_tables(pool, reference)
     from .errors import ConfigurationError
 
     try:
@@ -187,6 +224,24 @@ def worker(
         pass  # Ctrl-C: the pool has shut down gracefully, which is a normal end for a CLI
     except ConfigurationError as e:  # a refused setup: its message says the fix
         raise click.ClickException(str(e)) from e
+
+
+def _create_tables(pool: Any, reference: str) -> None:
+    if pool.engine is None and pool.database_url is None:
+        raise click.UsageError(
+            f"--create-tables: the pool {reference} has no database; create it with "
+            "ax.Pool(engine=...) or ax.Pool(database_url=...), or drop --create-tables."
+        )
+    from sqlalchemy import create_engine
+
+    from .activity.models import Base
+
+    engine = pool.engine or create_engine(str(pool.database_url))
+    try:
+        Base.metadata.create_all(engine)
+    finally:
+        if pool.engine is None:
+            engine.dispose()
 
 
 @main.group()

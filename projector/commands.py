@@ -10,7 +10,7 @@ from uuid import UUID
 
 import click
 
-from agentexec.cli import metrics_options
+from agentexec.cli import create_tables_option, metrics_options
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -58,11 +58,7 @@ def _check_redis(what: str) -> None:
 
 @click.command()
 @_DATABASE_URL
-@click.option(
-    "--create-tables",
-    is_flag=True,
-    help="Create the read model's tables that are missing (as ax.Base.metadata.create_all).",
-)
+@create_tables_option
 @click.option("--rebuild", is_flag=True, help="Empty the read model and rebuild it first.")
 @click.option("--batch-size", default=5000, show_default=True, help="Events per transaction.")
 @click.option(
