@@ -232,15 +232,21 @@ def _create_tables(pool: Any, reference: str) -> None:
             f"--create-tables: the pool {reference} has no database; create it with "
             "ax.Pool(engine=...) or ax.Pool(database_url=...), or drop --create-tables."
         )
-    from sqlalchemy import create_engine
-
     from .activity.models import Base
+    from .databases import create_sync_engine, sync_engine
+    from .errors import ConfigurationError
 
-    engine = pool.engine or create_engine(str(pool.database_url))
+    try:
+        if pool.engine is not None:
+            engine = sync_engine(pool.engine)
+        else:
+            engine = create_sync_engine(str(pool.database_url))
+    except ConfigurationError as e:
+        raise click.UsageError(f"--create-tables: {e}") from e
     try:
         Base.metadata.create_all(engine)
     finally:
-        if pool.engine is None:
+        if engine is not pool.engine:
             engine.dispose()
 
 
