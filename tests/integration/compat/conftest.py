@@ -1,0 +1,89 @@
+"""Fixtures of the agentexec 0.3.0 compatibility suite: an empty PostgreSQL schema (no
+tables: `agentexec run --create-tables` makes them) and `tests.apps.program030` run by
+`agentexec run` against the test's Redis namespace."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, create_engine, text
+
+import agentexec as ax
+from tests.integration.readmodel.conftest import POSTGRES_URL
+from tests.support.waiting import scaled
+
+ROOT = Path(__file__).parents[3]
+
+
+@pytest.fixture
+def empty_database() -> Iterator[str]:
+    """The URL of a PostgreSQL schema of its own with no tables, dropped afterwards."""
+    name = f"axcompat_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(POSTGRES_URL)
+    try:
+        with admin.begin() as conn:
+            conn.execute(text(f'CREATE SCHEMA "{name}"'))
+    except Exception as e:  # no server: these tests cannot run
+        admin.dispose()
+        pytest.fail(f"PostgreSQL at {POSTGRES_URL} is not usable ({e}); start it")
+    try:
+        yield f"{POSTGRES_URL}?options=-csearch_path%3D{name}"
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA "{name}" CASCADE'))
+        admin.dispose()
+
+
+@pytest.fixture
+def database(empty_database: str) -> Iterator[Engine]:
+    engine = create_engine(empty_database)
+    yield engine
+    engine.dispose()
+
+
+def program_env(database_url: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "AGENTEXEC_REDIS_URL": ax.CONF.redis_url,
+        "AGENTEXEC_KEY_PREFIX": ax.CONF.key_prefix,
+        "AGENTEXEC_DATABASE_URL": database_url,
+    }
+
+
+@pytest.fixture
+def program(redis_conf: str, empty_database: str) -> Iterator[subprocess.Popen[str]]:
+    """`agentexec run tests.apps.program030:pool --workers 2 --create-tables`, as a 0.3.0
+    user starts it; stopped with SIGTERM (then killed) at the end."""
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "agentexec.cli",
+            "run",
+            "tests.apps.program030:pool",
+            "--workers",
+            "2",
+            "--create-tables",
+        ],
+        cwd=ROOT,
+        env=program_env(empty_database),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        yield process
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(scaled(30))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
