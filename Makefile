@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 SOURCES := core workers projector api tests
 
-.PHONY: install check format lint typecheck test test-faults-under-load bench bench-compare bench-soak demo clean
+.PHONY: client install check format lint typecheck test test-faults-under-load bench bench-compare bench-soak demo clean
 
 $(BIN)/python:
 	$(PY) -m pip install --quiet --upgrade uv
@@ -51,6 +51,12 @@ bench-soak: install
 
 demo: install
 	$(BIN)/agentexec --log-level WARNING demo
+
+# The TypeScript client's OpenAPI document and the types generated from it (api/client); a
+# test fails when either is not what this target makes, so commit what it changes.
+client: install
+	$(BIN)/python -m agentexec.api.openapi > api/client/openapi.json
+	cd api/client && npm ci --no-audit --no-fund --loglevel=error && npm run --silent generate
 
 requirements.lock: pyproject.toml
 	$(PY) -m uv pip compile --quiet --python-version 3.11 --extra dev pyproject.toml -o requirements.lock

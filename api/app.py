@@ -14,6 +14,7 @@ from agentexec.connection import close_redis
 from agentexec.databases import create_sync_engine
 
 from .headers import with_security_headers
+from .messages import feed_schemas
 from .responses import abortable
 from .routes import router
 
@@ -64,6 +65,29 @@ def create_app(
 
 
 class _App(FastAPI):
+    def openapi(self) -> dict[str, Any]:
+        """FastAPI's document, plus the schemas of the feeds' `data:` JSON (`FeedEvent` and
+        one per event type), which each feed's `text/event-stream` answer names as the
+        schema of its items (OpenAPI 3.2's `itemSchema`)."""
+        if self.openapi_schema is None:
+            document = super().openapi()
+            schemas = document.setdefault("components", {}).setdefault("schemas", {})
+            for name, schema in feed_schemas().items():
+                if schemas.setdefault(name, schema) != schema:
+                    raise RuntimeError(f"two OpenAPI schemas are named {name!r}")
+            for path in document.get("paths", {}).values():
+                stream = (
+                    path.get("get", {})
+                    .get("responses", {})
+                    .get("200", {})
+                    .get("content", {})
+                    .get("text/event-stream")
+                )
+                if stream is not None:
+                    stream["itemSchema"] = {"$ref": "#/components/schemas/FeedEvent"}
+            self.openapi_schema = document
+        return self.openapi_schema
+
     def build_middleware_stack(self) -> ASGIApp:
         # Outermost, to see the server's own `send`: a feed can then abort the connection
         # of a client that stopped reading (api/responses.py).

@@ -11,16 +11,17 @@ left out (a feed shows what tasks do, not their inputs and outputs), plus:
 from __future__ import annotations
 
 import logging
+import typing
 from typing import Any
 
 import msgspec
 from sse_starlette import ServerSentEvent
 
 from agentexec.eventlog import Recorded, Source
-from agentexec.events import AnyEvent, SessionEvent
+from agentexec.events import AnyEvent, SessionEvent, Status
 from agentexec.positions import Position
 
-__all__ = ["RESET", "Delivery", "reset_frame", "retry_frame"]
+__all__ = ["RESET", "Delivery", "feed_schemas", "reset_frame", "retry_frame"]
 
 logger = logging.getLogger(__name__)
 
@@ -118,3 +119,93 @@ def reset_frame(last: Position, resume: Position, reason: str) -> bytes:
 def retry_frame(milliseconds: int) -> bytes:
     """Tells the browser how soon to reconnect after the connection drops."""
     return ServerSentEvent(retry=milliseconds).encode()
+
+
+def _hidden(cls: type) -> tuple[str, ...]:
+    return _HIDDEN + _HIDDEN_SESSION if issubclass(cls, SessionEvent) else _HIDDEN
+
+
+_ALWAYS = (
+    "id",
+    "type",
+    "agent_id",
+    "task_name",
+    "ts",
+    "status",
+    "message",
+    "percentage",
+    "attempt",
+)
+"""Fields every frame's JSON has (`Delivery.payload`)."""
+
+
+def feed_schemas(ref_template: str = "#/components/schemas/{name}") -> dict[str, Any]:
+    """JSON Schemas of the feeds' `data:` JSON, as OpenAPI components: `Feed<Event>` per
+    event type (`FeedTaskProgress`...), `FeedReset`, and `FeedEvent`, any of them told apart
+    by `type`. Derived from the event types themselves, so they cannot drift from what a
+    feed sends; the TypeScript types of api/client are generated from them."""
+    events: tuple[type[msgspec.Struct], ...] = typing.get_args(AnyEvent)
+    shown = {
+        cls: [f for f in msgspec.structs.fields(cls) if f.name not in _hidden(cls)]
+        for cls in events
+    }
+    types = list({f.type for fields in shown.values() for f in fields})
+    field_schemas, components = msgspec.json.schema_components(types, ref_template=ref_template)
+    schema_of = dict(zip(types, map(_open_objects, field_schemas), strict=True))
+    statuses = [status.wire for status in Status]
+    mapping: dict[str, str] = {}
+    for cls, fields in shown.items():
+        tag = str(cls.__struct_config__.tag)
+        properties: dict[str, Any] = {f.name: schema_of[f.type] for f in fields}
+        properties.update(
+            id={"type": "string", "description": "The stream entry id (the SSE `id:`)"},
+            type={"type": "string", "enum": [tag]},
+            status={"anyOf": [{"type": "string", "enum": statuses}, {"type": "null"}]},
+            message={"type": "string"},
+            percentage={"anyOf": [{"type": "integer"}, {"type": "null"}]},
+            attempt={"type": "integer"},
+        )
+        required = [f.name for f in fields if f.required] + list(_ALWAYS)
+        name = f"Feed{cls.__name__}"
+        components[name] = {
+            "title": name,
+            "description": f"The data of a `{tag}` frame.",
+            "type": "object",
+            "properties": properties,
+            "required": sorted(set(required), key=list(properties).index),
+        }
+        mapping[tag] = ref_template.format(name=name)
+    components["FeedReset"] = {
+        "title": "FeedReset",
+        "description": "The data of a `reset` frame: events after `last_event_id` up to "
+        "`resume_from` are gone for good (trimmed); the feed goes on from `resume_from`.",
+        "type": "object",
+        "properties": {
+            "type": {"type": "string", "enum": [RESET]},
+            "last_event_id": {"type": "string"},
+            "resume_from": {"type": "string"},
+            "message": {"type": "string"},
+        },
+        "required": ["type", "last_event_id", "resume_from", "message"],
+    }
+    mapping[RESET] = ref_template.format(name="FeedReset")
+    components["FeedEvent"] = {
+        "title": "FeedEvent",
+        "description": "The data of any frame of a feed; its `type` is the frame's `event:`.",
+        "oneOf": [{"$ref": ref} for ref in mapping.values()],
+        "discriminator": {"propertyName": "type", "mapping": mapping},
+    }
+    return components
+
+
+def _open_objects(schema: Any) -> Any:
+    """`schema` with every object of unknown keys (a `dict[str, Any]`) saying so: a bare
+    `{"type": "object"}` reads as `Record<string, never>` to TypeScript generators."""
+    if isinstance(schema, list):
+        return [_open_objects(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    schema = {key: _open_objects(value) for key, value in schema.items()}
+    if schema.get("type") == "object" and "properties" not in schema:
+        schema.setdefault("additionalProperties", {})
+    return schema
