@@ -1,13 +1,14 @@
 """Statistics of the activity read model: per task name, counts by status, success and retry
 rates, queue wait and run durations, the most frequent errors, and the same per time bucket.
 
-Two indexed queries select the few columns of the tasks in the window (`created_at` in
-[since, until)), and the errors of those that ended ERROR; the figures are computed here, in
-Python, the same way whatever the database, so SQLite and PostgreSQL give identical results:
+One statement aggregates the tasks of the window (`created_at` in [since, until)) in SQL (see
+`agentexec.activity.aggregates`), and an indexed query reads the errors of those that ended
+ERROR; SQLite and PostgreSQL give identical results:
 
 - percentiles are nearest-rank: p = the value at rank ceil(p/100 * n) of the n values in
   ascending order (a value that occurred; no interpolation);
-- means are `math.fsum` of the values over n, rounded to the microsecond, rates to 6 places;
+- means are the exact sum of the values in microseconds over n, rounded to the microsecond,
+  rates to 6 places;
 - errors are normalised by `normalise_error` and counted.
 """
 
@@ -20,11 +21,13 @@ from collections.abc import Awaitable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, overload
 
-from sqlalchemy import String, select, type_coerce
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from agentexec.events import Status
 
+from .aggregates import aggregate, percentiles
+from .aggregates import errors as error_query
 from .filters import MetadataFilter, conditions, naive_utc
 from .freshness import check_projected
 from .reads import is_async
@@ -72,16 +75,17 @@ def percentile(ordered: Sequence[float], p: float) -> float:
     return ordered[rank - 1]
 
 
-def _durations(values: list[float]) -> DurationStatsSchema:
-    if not values:
+def _durations(row: Any, key: str) -> DurationStatsSchema:
+    n = row[f"{key}_n"]
+    if not n:
         return DurationStatsSchema()
-    values.sort()
+    p50, p95 = percentiles(row, key)
     return DurationStatsSchema(
-        count=len(values),
-        mean=round(math.fsum(values) / len(values), 6),
-        p50=percentile(values, 50),
-        p95=percentile(values, 95),
-        max=values[-1],
+        count=n,
+        mean=round(int(row[f"{key}_sum"]) / n / 1_000_000, 6),
+        p50=p50,
+        p95=p95,
+        max=row[f"{key}_max"],
     )
 
 
@@ -96,40 +100,36 @@ def _errors(errors: list[tuple[str, str]]) -> list[ErrorCountSchema]:
     return [ErrorCountSchema(message=m, count=n, example=examples[m]) for m, n in top]
 
 
-def _figures(task_name: str | None, rows: Sequence[Any], errors: list[Any]) -> TaskStatsSchema:
-    """Rows are (task name, status name, retries, queue wait, run, ...) of the tasks; errors
-    (task name, normalised, as written) of those that ended ERROR, oldest first (so the
-    example is the same on every database). Column-wise, for speed on large windows."""
-    _, statuses, retries, waits, runs = list(zip(*rows, strict=True))[:5] if rows else ((),) * 5
-    counted = Counter(statuses)
-    total = len(rows)
-    retried = total - retries.count(0) - retries.count(None)
-    ended = sum(counted[s] for s in _ENDED)
+def _figures(
+    task_name: str | None, row: Any | None, errors: list[tuple[str, str]]
+) -> TaskStatsSchema:
+    """The statistics of one aggregate row (None: no task) and its errors."""
+    if row is None:
+        return TaskStatsSchema(
+            task_name=task_name,
+            total=0,
+            counts={s.wire: 0 for s in Status},
+            success_rate=None,
+            retry_rate=None,
+            retries=0,
+            queue_wait=DurationStatsSchema(),
+            run=DurationStatsSchema(),
+            errors=[],
+        )
+    counted = {s: int(row[f"n_{s.name}"]) for s in Status}
+    total = sum(counted.values())
+    ended = sum(counted[Status(s)] for s in _ENDED)
     return TaskStatsSchema(
         task_name=task_name,
         total=total,
-        counts={s.wire: counted[s.name] for s in Status},
-        success_rate=round(counted["COMPLETE"] / ended, 6) if ended else None,
-        retry_rate=round(retried / total, 6) if total else None,
-        retries=sum(filter(None, retries)),
-        queue_wait=_durations([w for w in waits if w is not None]),
-        run=_durations([r for r in runs if r is not None]),
-        errors=_errors([e[1:3] for e in errors]),
+        counts={s.wire: counted[s] for s in Status},
+        success_rate=round(counted[Status.COMPLETE] / ended, 6) if ended else None,
+        retry_rate=round(row["retried"] / total, 6) if total else None,
+        retries=int(row["retries"]),
+        queue_wait=_durations(row, "wait"),
+        run=_durations(row, "run"),
+        errors=_errors(errors),
     )
-
-
-def _summary(
-    rows: Sequence[Any], errors: list[Any]
-) -> tuple[TaskStatsSchema, list[TaskStatsSchema]]:
-    """Overall and per task name (see `_figures`)."""
-    by_name: defaultdict[str, list[Any]] = defaultdict(list)
-    for row in rows:
-        by_name[row[0]].append(row)
-    errors_by_name: defaultdict[str, list[Any]] = defaultdict(list)
-    for error in errors:
-        errors_by_name[error[0]].append(error)
-    overall = _figures(None, rows, errors)
-    return overall, [_figures(n, by_name[n], errors_by_name[n]) for n in sorted(by_name)]
 
 
 _EPOCH = datetime(1970, 1, 1)
@@ -174,51 +174,52 @@ def stats(
     ValueError for a bucket under a second, or for more than `MAX_BUCKETS` buckets.
 
     Durations are per task, summed over its attempts (see docs/activity.md, "Timing");
-    percentile and mean definitions are in this module's docstring. Reads the tasks of the
-    window: keep windows bounded on large tables (docs/benchmarks.md has the times)."""
+    percentile and mean definitions are in this module's docstring. Aggregates in SQL (a
+    few rows reach Python) but reads every task of the window: keep windows bounded on large
+    tables (docs/benchmarks.md has the times)."""
     from .models import Activity
 
-    width = None
+    width_us = None
     if bucket is not None:
-        width = bucket.total_seconds()
-        if width < 1:
+        width_us = bucket // timedelta(microseconds=1)
+        if width_us < 1_000_000:
             raise ValueError(f"bucket {bucket} is under a second; use e.g. timedelta(hours=1).")
     found = conditions(Activity, task_name=task_name, since=since, until=until, metadata=metadata)
-    # The stored name, without the enum's per-row conversion.
-    status = type_coerce(Activity.status, String)
-    when = [Activity.created_at] if width is not None else []
-    rows_query = select(
-        Activity.agent_type,
-        status,
-        Activity.retries,
-        Activity.queue_wait_seconds,
-        Activity.run_seconds,
-        *when,
-    ).where(*found)
-    errors_query = (
-        select(Activity.agent_type, Activity.error, *when)
-        .where(*found, Activity.status == Status.ERROR, Activity.error.is_not(None))
-        .order_by(Activity.created_at, Activity.id)
-    )
     low = None if since is None else naive_utc(since)
     high = None if until is None else naive_utc(until)
+    span = select(func.min(Activity.created_at), func.max(Activity.created_at)).where(*found)
 
     def build(rows: Sequence[Any], found_errors: Sequence[Any]) -> ActivityStatsSchema:
+        by_key = {(row["bucket"], row["name"]): row for row in rows}
         normalised: dict[str, str] = {}
-        errors = []
-        for name, message, *rest in found_errors:
+        errors: defaultdict[tuple[Any, Any], list[tuple[str, str]]] = defaultdict(list)
+        for name, message, number in found_errors:
             key = normalised.get(message)
             if key is None:
                 key = normalised[message] = normalise_error(message)
-            errors.append((name, key, message, *rest))
-        overall, tasks = _summary(rows, errors)
+            groups = ((number, name), (number, None), (None, name), (None, None))
+            for group in groups if number is not None else groups[2:]:
+                errors[group].append((key, message))
+        names = sorted({name for _, name in by_key if name is not None})
+        found_buckets = sorted({b for b, _ in by_key if b is not None})
         return ActivityStatsSchema(
             since=low,
             until=high,
-            bucket_seconds=width,
-            overall=overall,
-            tasks=tasks,
-            buckets=[] if width is None else _buckets(rows, errors, width),
+            bucket_seconds=None if width_us is None else width_us / 1_000_000,
+            overall=_figures(None, by_key.get((None, None)), errors[None, None]),
+            tasks=[_figures(n, by_key[None, n], errors[None, n]) for n in names],
+            buckets=[]
+            if width_us is None or not found_buckets
+            else [
+                _bucket(number, width_us, by_key, errors)
+                for number in range(found_buckets[0], found_buckets[-1] + 1)
+            ],
+        )
+
+    def queries(dialect: str) -> tuple[Any, Any]:
+        return (
+            aggregate(Activity, dialect, found, width_us),
+            error_query(Activity, dialect, found, width_us),
         )
 
     check_projected()
@@ -227,45 +228,51 @@ def stats(
 
         async def run() -> ActivityStatsSchema:
             conn = await session.connection()
-            rows = (await conn.execute(rows_query)).all()
+            if width_us is not None:
+                _check_span((await conn.execute(span)).one(), width_us)
+            rows_query, errors_query = queries(conn.dialect.name)
+            rows = (await conn.execute(rows_query)).mappings().all()
             return build(rows, (await conn.execute(errors_query)).all())
 
         return run()
     conn = session.connection()
-    return build(conn.execute(rows_query).all(), conn.execute(errors_query).all())
+    if width_us is not None:
+        _check_span(conn.execute(span).one(), width_us)
+    rows_query, errors_query = queries(conn.dialect.name)
+    rows = conn.execute(rows_query).mappings().all()
+    return build(rows, conn.execute(errors_query).all())
 
 
-def _buckets(rows: Sequence[Any], errors: list[Any], width: float) -> list[StatsBucketSchema]:
-    """Rows and errors carry their `created_at` last."""
-    if not rows:
-        return []
+def _number(at: datetime, width_us: int) -> int:
+    """The bucket of `at`, as `aggregates.bucket_number` computes it in SQL."""
+    return ((at - _EPOCH) // timedelta(microseconds=1)) // width_us
 
-    def index(at: datetime) -> int:
-        return math.floor((at - _EPOCH).total_seconds() / width)
 
-    row_buckets: defaultdict[int, list[Any]] = defaultdict(list)
-    for row in rows:
-        row_buckets[index(row[-1])].append(row)
-    error_buckets: defaultdict[int, list[Any]] = defaultdict(list)
-    for error in errors:
-        error_buckets[index(error[-1])].append(error)
-    first, last = min(row_buckets), max(row_buckets)
-    if last - first + 1 > MAX_BUCKETS:
+def _check_span(span: Any, width_us: int) -> None:
+    """Refuse, before reading them, tasks spread over more than `MAX_BUCKETS` buckets."""
+    first, last = span
+    if first is None:
+        return
+    count = _number(last, width_us) - _number(first, width_us) + 1
+    if count > MAX_BUCKETS:
         raise ValueError(
-            f"a bucket of {timedelta(seconds=width)} splits the tasks into "
-            f"{last - first + 1} buckets, more than {MAX_BUCKETS}; use a bigger bucket or "
+            f"a bucket of {timedelta(microseconds=width_us)} splits the tasks into "
+            f"{count} buckets, more than {MAX_BUCKETS}; use a bigger bucket or "
             "a shorter window (since/until)."
         )
-    found = []
-    for number in range(first, last + 1):
-        start = _EPOCH + timedelta(seconds=number * width)
-        overall, tasks = _summary(row_buckets.get(number, []), error_buckets.get(number, []))
-        found.append(
-            StatsBucketSchema(
-                start=start.replace(tzinfo=UTC),
-                end=(start + timedelta(seconds=width)).replace(tzinfo=UTC),
-                overall=overall,
-                tasks=tasks,
-            )
-        )
-    return found
+
+
+def _bucket(
+    number: int,
+    width_us: int,
+    by_key: dict[tuple[Any, Any], Any],
+    errors: defaultdict[tuple[Any, Any], list[tuple[str, str]]],
+) -> StatsBucketSchema:
+    start = _EPOCH + timedelta(microseconds=number * width_us)
+    names = sorted(name for b, name in by_key if b == number and name is not None)
+    return StatsBucketSchema(
+        start=start.replace(tzinfo=UTC),
+        end=(start + timedelta(microseconds=width_us)).replace(tzinfo=UTC),
+        overall=_figures(None, by_key.get((number, None)), errors[number, None]),
+        tasks=[_figures(n, by_key[number, n], errors[number, n]) for n in names],
+    )

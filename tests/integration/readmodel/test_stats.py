@@ -387,3 +387,119 @@ def test_a_list_no_status_can_match_reads_nothing(engine: Engine) -> None:
     with Session(engine) as s:
         page = ax.activity.list(s, status="error", running_longer_than=timedelta(0))
     assert (page.items, page.total, page.next_cursor) == ([], 0, None)
+
+
+def put_tasks(engine: Engine, tasks: list[dict[str, Any]]) -> None:
+    """Activity rows as the projector leaves them; each dict gives some columns."""
+    base = datetime(2026, 3, 1, 12)
+    rows = []
+    for i, given in enumerate(tasks):
+        agent = uuid.uuid4()
+        rows.append(
+            {
+                "id": agent,
+                "agent_id": agent,
+                "agent_type": "a",
+                "status": Status.COMPLETE,
+                "retries": 0,
+                "attempts": 1,
+                "queue_wait_seconds": None,
+                "run_seconds": None,
+                "error": None,
+                "created_at": base + timedelta(microseconds=i),
+                "updated_at": base,
+                "last_event_id": f"{i}-0",
+                **given,
+            }
+        )
+    with engine.begin() as conn:
+        conn.execute(insert(Activity), rows)
+
+
+def test_duration_figures_are_nearest_rank_with_ties_and_gaps(engine: Engine) -> None:
+    """Percentiles, means and maxima computed in SQL agree with the definitions, computed
+    here: on sizes where 0.95 * n is whole (20, 40), with ties, with tasks that have no
+    duration, and per task name as well as overall."""
+    rng = __import__("random").Random(5)
+    sizes = {"n1": 1, "n2": 2, "n20": 20, "n21": 21, "n40": 40, "n101": 101}
+    tasks = []
+    for name, n in sizes.items():
+        for _ in range(n):
+            tasks.append(
+                {
+                    "agent_type": name,
+                    # Few distinct values: many ties; whole microseconds, as projected.
+                    "run_seconds": rng.choice([0.5, 1.25, 2.000001, 7.0, 30.123456]),
+                    "queue_wait_seconds": round(rng.random(), 6),
+                }
+            )
+        tasks.append({"agent_type": name, "status": Status.QUEUED})  # no durations
+    put_tasks(engine, tasks)
+    with Session(engine) as s:
+        got = ax.activity.stats(s)
+
+    def reference(values: list[float]) -> tuple[Any, ...]:
+        values = sorted(values)
+        mean = round(sum(round(v * 1e6) for v in values) / len(values) / 1e6, 6)
+        return (len(values), mean, percentile(values, 50), percentile(values, 95), values[-1])
+
+    def durations(d: ax.activity.DurationStatsSchema) -> tuple[Any, ...]:
+        return (d.count, d.mean, d.p50, d.p95, d.max)
+
+    for row in [got.overall, *got.tasks]:
+        mine = [t for t in tasks if row.task_name in (None, t["agent_type"]) and "status" not in t]
+        assert durations(row.run) == reference([t["run_seconds"] for t in mine])
+        assert durations(row.queue_wait) == reference([t["queue_wait_seconds"] for t in mine])
+        assert row.counts["queued"] == (1 if row.task_name else len(sizes))
+    assert [t.task_name for t in got.tasks] == sorted(sizes)
+
+
+def test_buckets_hold_their_tasks_and_the_empty_ones_between(engine: Engine) -> None:
+    hour = datetime(2026, 3, 1, 10)
+    put_tasks(
+        engine,
+        [
+            {"created_at": hour - timedelta(microseconds=1), "run_seconds": 1.0},
+            {"created_at": hour, "run_seconds": 2.0, "agent_type": "b"},
+            {"created_at": hour + timedelta(minutes=59), "run_seconds": 4.0},
+            {
+                "created_at": hour + timedelta(hours=3, minutes=1),
+                "status": Status.ERROR,
+                "error": "KeyError: 'user 12'",
+            },
+        ],
+    )
+    with Session(engine) as s:
+        got = ax.activity.stats(s, bucket=timedelta(hours=1))
+        empty = ax.activity.stats(s, since=hour + timedelta(days=1), bucket=timedelta(hours=1))
+        with pytest.raises(ValueError, match="more than 10000"):
+            ax.activity.stats(s, bucket=timedelta(seconds=1))
+    assert got.bucket_seconds == 3600.0
+    assert [b.start.replace(tzinfo=None) for b in got.buckets] == [
+        hour + timedelta(hours=h) for h in (-1, 0, 1, 2, 3)
+    ]
+    assert [b.overall.total for b in got.buckets] == [1, 2, 0, 0, 1]
+    assert [[t.task_name for t in b.tasks] for b in got.buckets] == [
+        ["a"],
+        ["a", "b"],
+        [],
+        [],
+        ["a"],
+    ]
+    second = got.buckets[1]
+    assert (second.overall.run.count, second.overall.run.p50, second.overall.run.max) == (
+        2,
+        2.0,
+        4.0,
+    )
+    assert second.overall.run.mean == 3.0 and second.tasks[1].run.p95 == 2.0
+    assert got.buckets[2].overall == got.buckets[2].overall.model_copy(
+        update={"total": 0, "errors": [], "success_rate": None, "retry_rate": None}
+    )
+    assert [(e.message, e.count) for e in got.buckets[4].overall.errors] == [
+        ("KeyError: 'user <n>'", 1)
+    ]
+    assert got.buckets[4].tasks[0].success_rate == 0.0
+    assert (got.overall.total, got.overall.run.count, got.overall.run.p95) == (4, 3, 4.0)
+    assert (empty.overall.total, empty.tasks, empty.buckets) == (0, [], [])
+    assert empty.overall.run == ax.activity.DurationStatsSchema()
