@@ -16,7 +16,9 @@ import pytest
 from sqlalchemy import Engine, create_engine, text
 
 import agentexec as ax
-from tests.integration.readmodel.conftest import POSTGRES_URL
+from tests.integration.readmodel.conftest import POSTGRES_URL, engine, postgres, projector
+
+__all__ = ["engine", "postgres", "projector"]  # the read-model suite's fixtures, used here
 from tests.support.waiting import scaled
 
 ROOT = Path(__file__).parents[3]
@@ -43,9 +45,9 @@ def empty_database() -> Iterator[str]:
 
 @pytest.fixture
 def database(empty_database: str) -> Iterator[Engine]:
-    engine = create_engine(empty_database)
-    yield engine
-    engine.dispose()
+    created = create_engine(empty_database)
+    yield created
+    created.dispose()
 
 
 def program_env(database_url: str) -> dict[str, str]:
@@ -55,6 +57,21 @@ def program_env(database_url: str) -> dict[str, str]:
         "AGENTEXEC_KEY_PREFIX": ax.CONF.key_prefix,
         "AGENTEXEC_DATABASE_URL": database_url,
     }
+
+
+@pytest.fixture
+def pool030(redis_conf: str) -> Iterator[ax.Pool]:
+    """`tests.apps.program030`'s pool started in this process (one worker process, no
+    database: results only)."""
+    from tests.apps import program030
+
+    saved, program030.pool.num_workers = program030.pool.num_workers, 1
+    program030.pool.start()
+    try:
+        yield program030.pool
+    finally:
+        program030.pool.shutdown()
+        program030.pool.num_workers = saved
 
 
 @pytest.fixture

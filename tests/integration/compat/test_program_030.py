@@ -5,6 +5,7 @@ process as a 0.3.0 application feeds it, its activity read back from PostgreSQL.
 from __future__ import annotations
 
 import subprocess
+from uuid import UUID
 
 import pytest
 from sqlalchemy import Engine
@@ -18,17 +19,19 @@ from tests.support.waiting import scaled, wait_for
 pytestmark = pytest.mark.postgres
 
 
-def _detail(engine: Engine, agent_id: object) -> ax.activity.ActivityDetailSchema | None:
+def _detail(engine: Engine, agent_id: UUID) -> ax.activity.ActivityDetailSchema | None:
     with Session(engine) as session:
-        return ax.activity.detail(session, agent_id)  # type: ignore[arg-type]
+        return ax.activity.detail(session, agent_id)
 
 
-def _ended(engine: Engine, agent_id: object) -> ax.activity.ActivityDetailSchema:
+def _ended(engine: Engine, agent_id: UUID) -> ax.activity.ActivityDetailSchema:
     def ended() -> ax.activity.ActivityDetailSchema | None:
         found = _detail(engine, agent_id)
         return found if found is not None and found.status in ax.Status.TERMINAL else None
 
-    return wait_for(ended, timeout=60, what=f"activity {agent_id} to end in the read model")
+    found = wait_for(ended, timeout=60, what=f"activity {agent_id} to end in the read model")
+    assert found is not None
+    return found
 
 
 async def test_a_030_program_runs_unchanged(
