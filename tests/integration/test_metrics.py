@@ -1,12 +1,14 @@
 """Prometheus metrics scraped from real processes: the projector's task counters and durations
 checked against what ran and against the read model, a worker pool's queue gauges while its
-tasks wait, a pool that runs its projector, and the log's lag (see docs/metrics.md). The tests
-that project run on SQLite and on PostgreSQL."""
+tasks wait, a pool that runs its projector, the log's lag, `agentexec api --metrics`, and the
+collectors registered as docs/metrics.md shows. The tests that project run on SQLite and on
+PostgreSQL."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -14,6 +16,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from prometheus_client import CollectorRegistry
 from sqlalchemy import Engine, select
@@ -59,12 +62,12 @@ def started() -> Iterator[list[subprocess.Popen[bytes]]]:
             process.wait()
 
 
-def scraped(url: str, what: str, check: object) -> Samples:
+def scraped(url: str, what: str, check: object, headers: dict[str, str] | None = None) -> Samples:
     """Scrape `url` until `check(samples)` is true; the samples that passed it."""
 
     def attempt() -> Samples | None:
         try:
-            samples = scrape(url)
+            samples = scrape(url, headers)
         except Exception:  # not listening yet
             return None
         return samples if check(samples) else None  # type: ignore[operator]
@@ -228,3 +231,50 @@ def test_a_taken_metrics_port_is_refused_at_start(redis_conf: str) -> None:
         )
     assert done.returncode != 0
     assert f"Pool(metrics_port={port})" in done.stderr and "pick a free port" in done.stderr
+
+
+def test_the_api_command_serves_metrics_when_asked(
+    redis_conf: str, tmp_path: Path, started: list[subprocess.Popen[bytes]]
+) -> None:
+    """`agentexec api --metrics`: /metrics beside the API, guarded by the API's token (without
+    the flag there is no such route: tests/integration/api/test_metrics.py)."""
+    token = "metrics-token-0123456789"
+    env = {**cli_env(redis_conf), "AGENTEXEC_API_TOKEN": token}
+    port = free_port()
+    database = f"sqlite:///{tmp_path / 'agents.db'}"
+    command = [AGENTEXEC, "api", "--port", str(port), "--database-url", database, "--metrics"]
+    started.append(subprocess.Popen(command, env=env))
+    url = f"http://127.0.0.1:{port}/metrics"
+    samples = scraped(
+        url, "the API's /metrics", lambda s: True, {"Authorization": f"Bearer {token}"}
+    )
+    assert (samples["agentexec_sse_feeds_open"], samples["agentexec_sse_feeds_limit"]) == (
+        0,
+        ax.CONF.api_max_feeds,
+    )
+    assert httpx.get(url).status_code == 401
+
+
+def test_the_collectors_register_in_your_own_registry_as_documented(redis_conf: str) -> None:
+    """docs/metrics.md, "In your own process": the block as written, in a fresh interpreter,
+    then a scrape of the default registry it registered into."""
+    page = (ROOT / "docs" / "metrics.md").read_text()
+    (block,) = re.findall(r"```python\n(.*?)```", page, flags=re.S)
+    agent = ax.activity.create("research")
+    ax.activity.update(agent, "step", percentage=50)
+    scrape_default = (
+        "\nfrom prometheus_client import generate_latest\n"
+        "print(generate_latest(REGISTRY).decode())\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", block + scrape_default],
+        env=cli_env(redis_conf),
+        capture_output=True,
+        text=True,
+        timeout=scaled(60),
+    )
+    assert done.returncode == 0, done.stderr
+    samples = Samples(done.stdout)
+    assert samples.get("agentexec_queue_waiting", queue="default") == 0
+    assert samples.get("agentexec_queue_waiting", queue="reports") == 0
+    assert samples["agentexec_projector_lag_entries"] == 2  # no projector ran
