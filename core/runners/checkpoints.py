@@ -6,7 +6,9 @@ runs of the same agent and input the runner started before it: the same handler,
 by another worker, names its runs the same way. What is saved is the conversation the model
 was given for the next turn (the run's input and every item of the completed turns: messages,
 tool calls and their outputs), the agent that holds the conversation, and the number of
-completed turns. Does not import the Agents SDK.
+completed turns. A run given an SDK session saves no items (the session holds them) but the
+number of items the session held: a run taken over removes the ones added after it, so the
+session holds each item once. Does not import the Agents SDK.
 """
 
 from __future__ import annotations
@@ -21,16 +23,23 @@ import msgspec
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["RESUMABLE_WITHOUT", "SavedRun", "decode_run", "encode_run", "find_agent", "run_name"]
+__all__ = [
+    "RESUMABLE_WITHOUT",
+    "SavedRun",
+    "decode_run",
+    "encode_run",
+    "find_agent",
+    "mismatch",
+    "run_name",
+]
 
 RESUMABLE_WITHOUT = (
-    "session",
     "previous_response_id",
     "conversation_id",
     "auto_previous_response_id",
 )
-"""Run options that keep the conversation elsewhere (an SDK session, the model provider's
-server): a run given one is not checkpointed, and starts over when taken over."""
+"""Run options that keep the conversation on the model provider's server, which a checkpoint
+cannot rewind: a run given one is not checkpointed, and starts over when taken over."""
 
 
 class SavedRun(msgspec.Struct, frozen=True):
@@ -40,7 +49,10 @@ class SavedRun(msgspec.Struct, frozen=True):
     """The name of the agent that takes the next turn (after a handoff, not the first)."""
     turn: int
     items: list[Any]
-    """The model input of the next turn."""
+    """The model input of the next turn; empty for a run with a session."""
+    session: int | None = None
+    """How many items the run's SDK session held after turn `turn` (before the run, for turn
+    0); None for a run without a session."""
 
 
 def run_name(agent_name: str, input: Any, seen: dict[str, int]) -> str:
@@ -59,8 +71,9 @@ def _jsonable(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
-def encode_run(agent: str, turn: int, items: list[Any]) -> bytes | None:
-    """The saved form of a run's state; None (with a warning) when an item cannot be saved."""
+def encode_run(agent: str, turn: int, items: list[Any], session: int | None = None) -> bytes | None:
+    """The saved form of a run's state (`session`: see `SavedRun.session`); None (with a
+    warning) when an item cannot be saved."""
     try:
         plain = json.loads(json.dumps(items, default=_jsonable))
     except (TypeError, ValueError) as e:
@@ -68,7 +81,7 @@ def encode_run(agent: str, turn: int, items: list[Any]) -> bytes | None:
             "turn %d of %s not checkpointed: an input item cannot be saved (%s)", turn, agent, e
         )
         return None
-    return msgspec.json.encode(SavedRun(agent=agent, turn=turn, items=plain))
+    return msgspec.json.encode(SavedRun(agent=agent, turn=turn, items=plain, session=session))
 
 
 def decode_run(data: bytes) -> SavedRun | None:
@@ -101,3 +114,19 @@ def _reachable(agent: Any) -> Iterator[Any]:
 def find_agent(start: Any, name: str) -> Any | None:
     """The agent named `name` among `start` and the agents it can hand off to, or None."""
     return next((a for a in _reachable(start) if getattr(a, "name", None) == name), None)
+
+
+def mismatch(saved: SavedRun | None, current: Any, max_turns: int, length: int | None) -> str:
+    """Why checkpoint `saved` cannot resume this run ("" when it can, or when there is none):
+    `current` is the agent it names, `length` the run's session's length (None without one)."""
+    if saved is None:
+        return ""
+    if current is None:
+        return f"no agent named {saved.agent!r} among the starting agent and its handoffs"
+    if (saved.session is None) != (length is None):
+        return "saved with a session" if length is None else "saved without a session"
+    if not (0 if length is not None else 1) <= saved.turn < max_turns:
+        return f"saved after turn {saved.turn}, with max_turns {max_turns}"
+    if length is not None and saved.session is not None and length < saved.session:
+        return f"the session holds {length} item(s), fewer than the {saved.session} saved"
+    return ""

@@ -40,10 +40,10 @@ from agents.tool import Tool
 
 from agentexec.errors import ConfigurationError, RedisUnavailableError
 from agentexec.events import TaskProgress
-from agentexec.tasks import event_identity
+from agentexec.tasks import event_identity, own_task
 
 from .base import BaseAgentRunner
-from .checkpoints import RESUMABLE_WITHOUT, decode_run, encode_run, find_agent, run_name
+from .checkpoints import RESUMABLE_WITHOUT, decode_run, encode_run, find_agent, mismatch, run_name
 from .redaction import Redactor
 from .streaming import DEFAULT_DELTA_CHARS, DEFAULT_DELTA_INTERVAL, Deltas, check_delta_limits
 
@@ -237,37 +237,64 @@ class OpenAIRunner(BaseAgentRunner):
     ) -> tuple[Agent[Any], Input, int]:
         """The agent, input and turn budget a run starts with: its own, or, when an earlier
         attempt of the task saved a checkpoint of this run, the ones after its last completed
-        turn. Names the run for its checkpoints (none for a run whose conversation is kept in a
-        session or on the server: see `checkpoints.RESUMABLE_WITHOUT`)."""
+        turn. Names the run for its checkpoints (none for a run whose conversation is kept on
+        the server: see `checkpoints.RESUMABLE_WITHOUT`).
+
+        With a session, the session is the conversation: a run taken over removes the items
+        the earlier attempt added after its checkpoint and continues with no new input, so
+        the SDK replays the session as it was after the saved turn. A session run that finds
+        no checkpoint saves one at turn 0 (the session's length before the run), so that a
+        worker dying in turn 1 does not leave its input in the session twice."""
         if any(kwargs.get(option) for option in RESUMABLE_WITHOUT):
             return agent, input, max_turns
+        session = kwargs.get("session")
+        if session is not None and own_task(self.agent_id) is None:
+            return agent, input, max_turns  # nowhere to save: spare the per-turn session count
         hooks.run = run_name(agent.name, input, self._runs)
+        hooks.session = session
         data = await self.recorder.saved_checkpoint(hooks.run)
         saved = decode_run(data) if data else None
-        if saved is None:
+        current = find_agent(agent, saved.agent) if saved is not None else None
+        length = await _session_length(session) if session is not None else None
+        unfit = mismatch(saved, current, max_turns, length)
+        if saved is None or current is None or unfit:
+            if unfit:
+                logger.warning(
+                    "agent %s: checkpoint of %s does not fit this run (%s); the run starts over",
+                    self.agent_id,
+                    saved.agent if saved is not None else "?",
+                    unfit,
+                )
+            if length is not None:
+                start = encode_run(agent.name, 0, [], session=length)
+                if start is not None:
+                    await self.recorder.checkpoint(agent.name, hooks.run, 0, start)
             return agent, input, max_turns
-        current = find_agent(agent, saved.agent)
-        if current is None or not 0 < saved.turn < max_turns:
-            logger.warning(
-                "agent %s: checkpoint of %s after turn %d does not fit this run (agent %s, "
-                "max_turns %d); the run starts over",
-                self.agent_id,
-                saved.agent,
-                saved.turn,
-                agent.name,
-                max_turns,
-            )
-            return agent, input, max_turns
+        popped = 0
+        if session is not None and length is not None and saved.session is not None:
+            popped = await _rewind(session, length, saved.session)
         hooks.turn = hooks.saved = saved.turn
-        message = (
-            f"Resuming {current.name} after turn {saved.turn}, saved by an earlier attempt; "
-            f"turns 1 to {saved.turn} are not run again."
-        )
+        if saved.turn == 0:
+            message = f"Starting {agent.name} again: the earlier attempt did not complete turn 1"
+            if popped:
+                message += f"; the {popped} session item(s) it added were removed"
+        else:
+            message = (
+                f"Resuming {current.name} after turn {saved.turn}, saved by an earlier "
+                f"attempt; turns 1 to {saved.turn} are not run again"
+            )
+            if popped:
+                message += f"; {popped} session item(s) it added after that were removed"
+        message += "."
         await self.recorder.append(
             TaskProgress(agent_id=self.agent_id, **event_identity(self.agent_id), message=message)
         )
         logger.info("agent %s: %s", self.agent_id, message)
-        return current, saved.items, max_turns - saved.turn
+        if saved.turn == 0:
+            return agent, input, max_turns
+        # An empty input adds nothing to the session, which the SDK replays as the input.
+        resumed: Input = [] if session is not None else saved.items
+        return current, resumed, max_turns - saved.turn
 
     def _report_status_tool(self) -> FunctionTool:
         recorder = self.recorder
@@ -445,6 +472,8 @@ class _RecordingHooks(RunHooks[Any]):
         """The run's name for its checkpoints; "" saves none."""
         self.saved = 0
         """The latest turn saved (or resumed from)."""
+        self.session: Any = None
+        """The run's SDK session, whose length each checkpoint saves; None without one."""
 
     async def on_llm_start(
         self,
@@ -455,8 +484,13 @@ class _RecordingHooks(RunHooks[Any]):
     ) -> None:
         if self.run and self.turn > self.saved:
             # The model is asked for the next turn: the turns so far are complete (their tool
-            # calls ran), and `input_items` is the whole conversation it is given.
-            conversation = encode_run(agent.name, self.turn, list(input_items))
+            # calls ran, and the SDK stored their items in the session, if any), and
+            # `input_items` is the whole conversation it is given.
+            if self.session is None:
+                conversation = encode_run(agent.name, self.turn, list(input_items))
+            else:
+                length = await _session_length(self.session)
+                conversation = encode_run(agent.name, self.turn, [], session=length)
             if conversation is not None and await self.recorder.checkpoint(
                 agent.name, self.run, self.turn, conversation
             ):
@@ -527,6 +561,25 @@ class _RecordingHooks(RunHooks[Any]):
     ) -> None:
         if self.inner is not None:
             await self.inner.on_tool_end(context, agent, tool, result)
+
+
+async def _rewind(session: Any, length: int, saved: int) -> int:
+    """Remove the items `session` (holding `length`) got after it held `saved`, latest first;
+    returns how many were removed."""
+    popped = 0
+    for _ in range(length - saved):
+        if await session.pop_item() is None:  # emptied meanwhile, or the task was lost
+            break
+        popped += 1
+    return popped
+
+
+async def _session_length(session: Any) -> int:
+    """How many items `session` holds: `AgentSession.count()`, else its items counted."""
+    count = getattr(session, "count", None)
+    if callable(count):
+        return int(await count())
+    return len(await session.get_items())
 
 
 _HOSTED_TOOL_CALLS = frozenset(

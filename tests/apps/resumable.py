@@ -5,11 +5,18 @@ appends `model <turn> <pid>` and every tool call `tool <n> <pid>` to files named
 task's context, so a test sees across processes what ran where. With `die_after_turn`, the
 first worker to reach the next turn (after the checkpoint of `die_after_turn` was saved) ends
 its process at once (`os._exit`), as a crash would; `streamed` runs it with `run_streamed`.
+
+With `session_id`, the run keeps its conversation in that `ax.AgentSession`; with
+`die_in_session` too, the worker dies instead just after the session stored the items of turn
+`die_after_turn + 1`, before that turn's checkpoint: the items the takeover must remove.
+`inputs` names a file of each model call's turn and input, one JSON line each.
 """
 
 from __future__ import annotations
 
+import json
 import os
+from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
 
@@ -31,6 +38,10 @@ class Run(BaseModel):
     """Created by the worker that dies (once across processes)."""
     die_after_turn: int = 0
     streamed: bool = False
+    session_id: str = ""
+    die_in_session: bool = False
+    inputs: str = ""
+    question: str = "What is the answer?"
 
 
 def append_line(path: str, line: str) -> None:
@@ -49,10 +60,12 @@ def first_time(marker: str) -> bool:
     return True
 
 
-def _script(path: str) -> ScriptedModel:
+def _script(path: str, inputs: str) -> ScriptedModel:
     def step(turn: int) -> Any:
         def play(call: ScriptedCall) -> Any:
             append_line(path, f"model {turn} {os.getpid()}")
+            if inputs:
+                append_line(inputs, json.dumps({"turn": turn, "input": call.input}, default=str))
             if turn < TURNS:
                 return tool_call("lookup", n=turn)
             return reply("The answer, after three lookups, is 42.")
@@ -81,6 +94,24 @@ class _DieAfter(RunHooks[Any]):
             os._exit(17)
 
 
+class _DyingSession(ax.AgentSession):
+    """Ends the worker process just after it stored the output of tool call `n`."""
+
+    def __init__(self, session_id: str, n: int, marker: str) -> None:
+        super().__init__(session_id)
+        self.n = n
+        self.marker = marker
+
+    async def add_items(self, items: Sequence[Any]) -> None:
+        await super().add_items(items)
+        plain = [i if isinstance(i, dict) else i.model_dump() for i in items]
+        if any(
+            i.get("type") == "function_call_output" and i.get("output") == f"fact {self.n}"
+            for i in plain
+        ) and first_time(self.marker):
+            os._exit(17)
+
+
 pool = ax.Pool(queue_name="resumable", num_workers=2, concurrency=2)
 
 
@@ -98,13 +129,18 @@ async def resumable_research(agent_id: UUID, context: Run) -> str:
         name="Resumable Agent",
         instructions="Look three facts up, then answer.",
         tools=[lookup],
-        model=_script(context.calls),
+        model=_script(context.calls, context.inputs),
     )
-    hooks = _DieAfter(context.die_after_turn, context.marker)
+    options: dict[str, Any] = {"max_turns": 10}
+    if context.die_in_session:
+        n = context.die_after_turn + 1
+        options["session"] = _DyingSession(context.session_id, n, context.marker)
+    else:
+        options["hooks"] = _DieAfter(context.die_after_turn, context.marker)
+        if context.session_id:
+            options["session"] = ax.AgentSession(context.session_id)
     if context.streamed:
-        streamed = await runner.run_streamed(
-            agent, "What is the answer?", max_turns=10, hooks=hooks
-        )
+        streamed = await runner.run_streamed(agent, context.question, **options)
         return str(streamed.final_output)
-    result = await runner.run(agent, "What is the answer?", max_turns=10, hooks=hooks)
+    result = await runner.run(agent, context.question, **options)
     return str(result.final_output)

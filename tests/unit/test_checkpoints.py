@@ -5,7 +5,16 @@ from __future__ import annotations
 
 from agents import Agent, handoff
 
-from agentexec.runners.checkpoints import decode_run, encode_run, find_agent, run_name
+import msgspec
+
+from agentexec.runners.checkpoints import (
+    SavedRun,
+    decode_run,
+    encode_run,
+    find_agent,
+    mismatch,
+    run_name,
+)
 
 
 def test_a_run_is_named_by_its_agent_and_input_and_its_rank_among_equal_runs() -> None:
@@ -37,3 +46,43 @@ def test_the_agent_holding_the_conversation_is_found_through_handoffs() -> None:
     assert find_agent(triage, "Writer") is writer
     assert find_agent(triage, "Editor") is editor
     assert find_agent(triage, "Nobody") is None
+
+
+def test_a_session_run_saves_the_session_length_instead_of_its_items() -> None:
+    data = encode_run("Researcher", 2, [], session=5)
+    assert data is not None
+    assert msgspec.json.decode(data) == {
+        "agent": "Researcher",
+        "turn": 2,
+        "items": [],
+        "session": 5,
+    }
+    assert decode_run(data) == SavedRun(agent="Researcher", turn=2, items=[], session=5)
+    # Turn 0 is the session's length before the run: a takeover in turn 1 rewinds to it.
+    start = encode_run("Researcher", 0, [], session=0)
+    assert start is not None and decode_run(start) == SavedRun("Researcher", 0, [], 0)
+
+
+def test_a_checkpoint_saved_before_sessions_were_resumable_reads_as_one_without() -> None:
+    old = b'{"agent":"Researcher","turn":2,"items":[{"role":"user","content":"Begin"}]}'
+    saved = decode_run(old)
+    assert saved is not None and saved.session is None
+    assert saved.items == [{"role": "user", "content": "Begin"}]
+    assert decode_run(b'{"agent":"Researcher","turn":"two","items":[]}') is None
+
+
+def test_a_checkpoint_resumes_only_a_run_it_fits() -> None:
+    agent = Agent(name="Researcher")
+    plain = SavedRun("Researcher", 2, [{"role": "user", "content": "Begin"}])
+    in_session = SavedRun("Researcher", 2, [], session=5)
+    assert mismatch(None, None, 10, None) == ""
+    assert mismatch(plain, agent, 10, None) == ""
+    assert mismatch(in_session, agent, 10, 5) == ""
+    assert mismatch(in_session, agent, 10, 7) == ""  # 2 items to remove
+    assert mismatch(SavedRun("Researcher", 0, [], session=3), agent, 10, 4) == ""
+    assert "no agent named 'Researcher'" in mismatch(plain, None, 10, None)
+    assert mismatch(plain, agent, 10, 5) == "saved without a session"
+    assert mismatch(in_session, agent, 10, None) == "saved with a session"
+    assert mismatch(SavedRun("Researcher", 0, []), agent, 10, None) != ""
+    assert "max_turns 2" in mismatch(plain, agent, 2, None)
+    assert "holds 4 item(s), fewer than the 5" in mismatch(in_session, agent, 10, 4)

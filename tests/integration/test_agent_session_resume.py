@@ -1,0 +1,157 @@
+"""Crash-resumable agent runs that keep their conversation in an `ax.AgentSession`: a worker
+dies after turn 2 of a 4-turn scripted run, in a real pool against a real Redis. The worker
+that takes the task over removes what the dead one added to the session after its last
+checkpoint and resumes, so the model is asked for turns 3 and 4 only, the tools of turns 1
+and 2 are not called again, and the session (in Redis and as projected) holds each item once,
+as after a run that was not interrupted; a later run on the session continues from there."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import create_engine, select
+from sqlalchemy.orm import Session
+
+import agentexec as ax
+from agentexec import events
+from agentexec.activity.models import SessionItem
+from agentexec.projector import Projector
+from tests.apps import resumable
+from tests.integration.test_agent_resume import calls, log_of
+from tests.support.waiting import scaled
+
+ANSWER = "The answer, after three lookups, is 42."
+
+
+@pytest.fixture
+def resumable_pool(redis_conf: str) -> Iterator[ax.Pool]:
+    ax.CONF.lease_seconds = 1.5  # a dead worker's task is taken over within seconds
+    resumable.pool.start()
+    try:
+        yield resumable.pool
+    finally:
+        resumable.pool.shutdown()
+
+
+def shape(item: dict[str, Any]) -> tuple[Any, ...]:
+    """What an item says, without the ids that differ from one model call to the next."""
+    content = item.get("content")
+    if isinstance(content, list):
+        content = " ".join(str(part.get("text", "")) for part in content)
+    return (
+        item.get("type", "message"),
+        item.get("role"),
+        item.get("name"),
+        item.get("arguments"),
+        item.get("output"),
+        content,
+    )
+
+
+def model_inputs(path: Path) -> list[tuple[int, list[dict[str, Any]]]]:
+    """(turn, input) of each model call written to the inputs file."""
+    lines = [json.loads(line) for line in path.read_text().splitlines() if line]
+    return [(line["turn"], line["input"]) for line in lines]
+
+
+async def run_task(tmp_path: Path, name: str, **options: Any) -> tuple[ax.Task, Path]:
+    """Enqueue a resumable run named `name` and wait for its answer: (task, calls file)."""
+    path = tmp_path / f"{name}.calls"
+    task = await ax.enqueue(
+        "resumable_research",
+        resumable.Run(
+            calls=str(path),
+            marker=str(tmp_path / f"{name}.died"),
+            inputs=str(tmp_path / f"{name}.inputs"),
+            **options,
+        ),
+        queue_name="resumable",
+    )
+    assert await ax.get_result(task, timeout=scaled(60)) == ANSWER
+    return task, path
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["run", "run_streamed"])
+@pytest.mark.parametrize(
+    "die_in_session",
+    [False, True],
+    ids=["died-asking-turn-3", "died-after-turn-3-reached-the-session"],
+)
+async def test_a_session_run_taken_over_resumes_with_each_session_item_once(
+    resumable_pool: ax.Pool, tmp_path: Path, streamed: bool, die_in_session: bool
+) -> None:
+    # The same run, not interrupted, on a session of its own: what the session should hold.
+    await run_task(tmp_path, "whole", session_id="whole", streamed=streamed)
+    expected = [shape(i) for i in await ax.AgentSession("whole").get_items()]
+    assert len(expected) == 8  # question, 3 x (tool call, its output), answer
+
+    task, path = await run_task(
+        tmp_path,
+        "crashed",
+        session_id="crashed",
+        die_after_turn=2,
+        die_in_session=die_in_session,
+        streamed=streamed,
+    )
+    assert (tmp_path / "crashed.died").exists(), "the first worker did not die"
+
+    made = calls(path)
+    first, second = made[0][2], made[-1][2]
+    assert first != second, f"one process ran the whole task: {made}"
+    # Without a checkpoint after turn 3, the turn that reached the session is run again.
+    lost = [("model", 3), ("tool", 3)] if die_in_session else []
+    assert [(kind, n) for kind, n, pid in made if pid == first] == [
+        ("model", 1),
+        ("tool", 1),
+        ("model", 2),
+        ("tool", 2),
+        *lost,
+    ]
+    assert [(kind, n) for kind, n, pid in made if pid == second] == [
+        ("model", 3),
+        ("tool", 3),
+        ("model", 4),
+    ]
+    # The resumed model call was given the conversation after turn 2, once.
+    inputs = model_inputs(tmp_path / "crashed.inputs")
+    resumed = [items for turn, items in inputs if turn == 3][-1]
+    assert [shape(i) for i in resumed] == expected[:5]
+
+    session = ax.AgentSession("crashed")
+    items = await session.get_items()
+    assert [shape(i) for i in items] == expected
+
+    log = await log_of(task.agent_id)
+    assert [e.turn for e in log if isinstance(e, events.AgentCheckpoint)] == [0, 1, 2, 3]
+    resumes = [e.message for e in log if isinstance(e, events.TaskProgress) and e.message]
+    removed = "2 session item(s) it added after that were removed"
+    assert sum("after turn 2" in m and (removed in m) == die_in_session for m in resumes) == 1
+    popped = [e for e in await log_of(session.agent_id) if isinstance(e, events.SessionItemPopped)]
+    assert len(popped) == (2 if die_in_session else 0)
+
+    # A second run on the session continues the conversation: its model is given the first
+    # run's items once, then the new question.
+    await run_task(tmp_path, "next", session_id="crashed", question="And the next one?")
+    first_call = model_inputs(tmp_path / "next.inputs")[0][1]
+    assert [shape(i) for i in first_call] == [
+        *expected,
+        ("message", "user", None, None, None, "And the next one?"),
+    ]
+    assert len(await session.get_items()) == 16
+
+    # The projected table holds the session as Redis does.
+    engine = create_engine(f"sqlite:///{tmp_path / 'sessions.db'}")
+    ax.Base.metadata.create_all(engine)
+    await Projector(engine).catch_up()
+    with Session(engine) as db:
+        rows = db.scalars(
+            select(SessionItem.item)
+            .where(SessionItem.session_id == "crashed")
+            .order_by(SessionItem.position)
+        ).all()
+    engine.dispose()
+    assert list(rows) == await session.get_items()
