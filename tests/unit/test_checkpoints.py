@@ -3,9 +3,8 @@
 
 from __future__ import annotations
 
-from agents import Agent, handoff
-
 import msgspec
+from agents import Agent, handoff
 
 from agentexec.runners.checkpoints import (
     SavedRun,
