@@ -176,3 +176,30 @@ async def spawn(agent_id: UUID, context: Spawn) -> list[str]:
         ids.append(str(orphan.agent_id))
     await asyncio.sleep(context.wait)
     return ids
+
+
+class Tree(BaseModel):
+    """A task tree: the handler queues one `tree` task per entry of `children` (children of
+    it, as tasks queued from a handler are); then, when `gate` names a file, waits until it
+    exists (at most a minute); then fails when `fail`, else returns."""
+
+    children: list[Tree] = []
+    gate: str | None = None
+    fail: bool = False
+
+
+Tree.model_rebuild()
+
+
+@pool.task("tree", max_retries=0)
+async def tree(agent_id: UUID, context: Tree) -> list[str]:
+    ids = [str((await ax.enqueue("tree", child)).agent_id) for child in context.children]
+    if context.gate is not None:
+        deadline = time.monotonic() + 60
+        while not Path(context.gate).exists():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{context.gate} was not created within a minute")
+            await asyncio.sleep(0.05)
+    if context.fail:
+        raise RuntimeError("this branch of the tree fails")
+    return ids
