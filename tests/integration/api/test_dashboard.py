@@ -2,23 +2,30 @@
 task enqueued from the test appears, its progress bar reaches 100 % without a reload, its
 detail view shows its log, and the page keeps up across a restart of the API server.
 
-Set AGENTEXEC_SCREENSHOT=docs/dashboard.png to save a screenshot of the list, and
-AGENTEXEC_CHARTS_SCREENSHOT=docs/dashboard-charts.png one of the charts and a task's tree."""
+Set AGENTEXEC_SCREENSHOT=docs/dashboard.png to save a screenshot of the list,
+AGENTEXEC_CHARTS_SCREENSHOT=docs/dashboard-charts.png one of the charts (a day of tasks) and
+AGENTEXEC_TREE_SCREENSHOT=docs/dashboard-tree.png one of a task's tree."""
 
 from __future__ import annotations
 
 import os
+import random
 import shutil
+import uuid
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from sqlalchemy import Engine
 
 import agentexec as ax
+from agentexec import events
 from agentexec.projector import Projector
 from tests.apps import basic, streaming
+from tests.integration.readmodel.workload import append_all
 from tests.support.waiting import async_wait_for, scaled
 
 CHROMIUM = os.environ.get("AGENTEXEC_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
@@ -276,9 +283,6 @@ async def test_the_charts_show_the_statistics_and_the_detail_shows_the_tree(
     await expect(throughput).to_have_attribute("data-total", "9", timeout=ms(10))
     await expect(rates.locator(".value")).to_have_text(["0%", "100%", "100%"])
 
-    if os.environ.get("AGENTEXEC_CHARTS_SCREENSHOT"):
-        await page.screenshot(path=os.environ["AGENTEXEC_CHARTS_SCREENSHOT"])
-
     # The parent's detail view lists its children with their statuses; a child links back.
     await page.locator(f'tr[data-agent-id="{parent.agent_id}"]').click()
     tree = page.locator("#tree li")
@@ -294,3 +298,246 @@ async def test_the_charts_show_the_statistics_and_the_detail_shows_the_tree(
         "href", f"#agent/{parent.agent_id}", timeout=ms(10)
     )
     await expect(page.locator("#tree li")).to_have_count(0)
+
+
+def tree_spec(gate: Path) -> basic.Tree:
+    """Four levels: two children, each with two children of their own; one grandchild waits
+    for `gate`, one fails, one has two children (the fourth level)."""
+    Tree = basic.Tree
+    return Tree(
+        children=[
+            Tree(children=[Tree(gate=str(gate)), Tree()]),
+            Tree(children=[Tree(fail=True), Tree(children=[Tree(), Tree()])]),
+        ]
+    )
+
+
+async def test_the_detail_shows_the_whole_tree_with_live_statuses(
+    running_pool: ax.Pool,
+    db: Engine,
+    projector: Projector,
+    serve: Any,
+    browser_page: Any,
+    tmp_path: Path,
+) -> None:
+    page = browser_page
+    expect = playwright_api.expect
+    server = await serve(db)
+    asked: list[str] = []
+    page.on("request", lambda request: asked.append(request.url))
+    await page.goto(server.url + "/")
+    await expect(page.locator("#conn")).to_have_text("live", timeout=ms(5))
+
+    gate = tmp_path / "gate"
+    root = await ax.enqueue("tree", tree_spec(gate))
+    first, second = await ax.get_result(root, timeout=scaled(15))
+    first_kids = await ax.get_result(first, timeout=scaled(15))
+    second_kids = await ax.get_result(second, timeout=scaled(15))
+    deepest = await ax.get_result(second_kids[1], timeout=scaled(15))
+    await page.locator(f'tr[data-agent-id="{root.agent_id}"]').click()
+
+    # Three levels without a click (the task, its children, their children), in order.
+    nodes = page.locator("#tree li")
+    await expect(nodes).to_have_count(6, timeout=ms(15))
+    shown = await nodes.evaluate_all("ls => ls.map(l => [l.dataset.agentId, +l.dataset.depth])")
+    assert shown == [
+        [first, 1],
+        [first_kids[0], 2],
+        [first_kids[1], 2],
+        [second, 1],
+        [second_kids[0], 2],
+        [second_kids[1], 2],
+    ]
+    statuses = {
+        first: "complete",
+        first_kids[0]: "running",  # waits for the gate
+        first_kids[1]: "complete",
+        second: "complete",
+        second_kids[0]: "error",
+        second_kids[1]: "complete",
+    }
+    for agent_id, status in statuses.items():
+        node = page.locator(f'#tree li[data-agent-id="{agent_id}"]')
+        await expect(node).to_have_attribute("data-status", status, timeout=ms(15))
+        await expect(node.locator(":scope > .node-row .badge")).to_have_text(status)
+    await expect(page.locator("#d-tree-title")).to_have_text("Children (2)")
+    await expect(page.locator(f'#tree li[data-agent-id="{first}"] .kids').first).to_have_text(
+        "2 children"
+    )
+
+    # The fourth level on a click.
+    parent_of_deepest = page.locator(f'#tree li[data-agent-id="{second_kids[1]}"]')
+    toggle = parent_of_deepest.locator(":scope > .node-row .toggle")
+    await expect(toggle).to_have_attribute("aria-expanded", "false")
+    await toggle.click()
+    deep = parent_of_deepest.locator("li")
+    await expect(deep).to_have_count(2, timeout=ms(10))
+    assert await deep.evaluate_all("ls => ls.map(l => l.dataset.agentId)") == deepest
+    await expect(deep.locator(".badge")).to_have_text(["complete", "complete"])
+    assert await deep.evaluate_all("ls => ls.map(l => l.dataset.depth)") == ["3", "3"]
+
+    if os.environ.get("AGENTEXEC_TREE_SCREENSHOT"):
+        await page.screenshot(path=os.environ["AGENTEXEC_TREE_SCREENSHOT"], full_page=True)
+
+    # The waiting grandchild ends: its badge follows the feed, nothing is read again.
+    reads_before = [url for url in asked if "/children" in url]
+    gate.touch()
+    waiting = page.locator(f'#tree li[data-agent-id="{first_kids[0]}"]')
+    await expect(waiting).to_have_attribute("data-status", "complete", timeout=ms(15))
+    await expect(waiting.locator(".badge")).to_have_text("complete")
+    assert [url for url in asked if "/children" in url] == reads_before
+
+    # A click hides a branch and shows it again without reading it again.
+    branch = page.locator(f'#tree li[data-agent-id="{first}"]')
+    await branch.locator(":scope > .node-row .toggle").click()
+    await expect(branch.locator("li").first).to_be_hidden()
+    await branch.locator(":scope > .node-row .toggle").click()
+    await expect(branch.locator("li")).to_have_count(2)
+    await expect(branch.locator("li").first).to_be_visible()
+    assert [url for url in asked if "/children" in url] == reads_before
+
+
+async def test_the_tree_pages_children_and_adds_new_ones_live(
+    running_pool: ax.Pool,
+    db: Engine,
+    projector: Projector,
+    serve: Any,
+    browser_page: Any,
+    http: Any,
+) -> None:
+    page = browser_page
+    expect = playwright_api.expect
+    server = await serve(db)
+    asked: list[str] = []
+    page.on("request", lambda request: asked.append(request.url))
+    parent = await ax.enqueue("spawn", basic.Spawn(children=25))
+    children = await ax.get_result(parent, timeout=scaled(15))
+
+    async def projected() -> bool:
+        r = await http.get(f"{server.url}/api/activities/{parent.agent_id}/children")
+        return bool(r.status_code == 200 and r.json()["total"] == 25)
+
+    await async_wait_for(projected, timeout=20, what="25 children projected")
+    await page.goto(f"{server.url}/#agent/{parent.agent_id}")
+    await expect(page.locator("#conn")).to_have_text("live", timeout=ms(5))
+
+    top = page.locator("#tree > li")
+    await expect(top).to_have_count(20, timeout=ms(10))
+    more = page.locator("#tree-more")
+    await expect(more).to_have_text("more (20 of 25 shown)")
+    await more.click()
+    await expect(top).to_have_count(25, timeout=ms(10))
+    await expect(more).to_be_hidden()
+    assert await top.evaluate_all("ls => ls.map(l => l.dataset.agentId)") == children
+    pages = [url for url in asked if f"/{parent.agent_id}/children" in url]
+    assert [url.split("?")[1] for url in pages] == ["page=1&page_size=20", "page=2&page_size=20"]
+
+    # A child queued now shows up from the feed, and then ends.
+    late = await ax.enqueue("echo", basic.Echo(text="late", delay=0.3), parent_id=parent.agent_id)
+    node = page.locator(f'#tree > li[data-agent-id="{late.agent_id}"]')
+    await expect(node).to_be_visible(timeout=ms(10))
+    await expect(node).to_have_attribute("data-status", "complete", timeout=ms(10))
+    await expect(top).to_have_count(26)
+    await expect(page.locator("#d-tree-title")).to_have_text("Children (26)")
+
+
+def day_of_tasks(now: datetime) -> tuple[list[Any], dict[str, int]]:
+    """Tasks of three names over the last week, the most of them in the last day, none near
+    a window's edge; and how many each window holds."""
+    rng = random.Random(15)
+    names = {"research_company": 0.95, "summarise": 0.8, "fetch_filings": 0.5}
+    out: list[Any] = []
+    windows = {"1h": 0, "24h": 0, "7d": 0}
+    ages = [rng.uniform(300, 3000) for _ in range(30)]
+    ages += [rng.uniform(2 * 3600, 22 * 3600) for _ in range(160)]
+    ages += [rng.uniform(2 * 86400, 6 * 86400) for _ in range(60)]
+    for age in ages:
+        name = rng.choice(list(names))
+        queued = now - timedelta(seconds=age)
+        started = queued + timedelta(seconds=rng.uniform(0.05, 2))
+        ended = started + timedelta(seconds=rng.lognormvariate(0.5, 0.6))
+        agent = uuid.uuid4()
+        out += [
+            events.TaskQueued(agent_id=agent, task_name=name, queue="q", ts=queued),
+            events.TaskStarted(agent_id=agent, task_name=name, worker="w", ts=started),
+        ]
+        if rng.random() < names[name]:
+            out.append(events.TaskCompleted(agent_id=agent, task_name=name, ts=ended))
+        else:
+            out.append(events.TaskFailed(agent_id=agent, task_name=name, error="502", ts=ended))
+        for window, seconds in (("1h", 3600), ("24h", 86400), ("7d", 7 * 86400)):
+            windows[window] += age < seconds
+    out.sort(key=lambda event: event.ts)
+    return out, windows
+
+
+async def test_the_window_buttons_ask_for_other_statistics(
+    redis_conf: str,  # before the projector starts
+    db: Engine,
+    projector: Projector,
+    serve: Any,
+    browser_page: Any,
+    http: Any,
+) -> None:
+    page = browser_page
+    expect = playwright_api.expect
+    server = await serve(db)
+    asked: list[str] = []
+    page.on("request", lambda request: asked.append(request.url))
+    now = datetime.now(UTC)
+    log, totals = day_of_tasks(now)
+    append_all(log)
+
+    async def projected() -> bool:
+        r = await http.get(server.url + "/api/activities/stats")
+        return bool(r.json()["overall"]["total"] == totals["7d"])
+
+    await async_wait_for(projected, timeout=20, what="the week of tasks projected")
+    await page.goto(server.url + "/")
+    charts = page.locator("#charts")
+    throughput = page.locator("#c-throughput")
+    await expect(charts).to_have_attribute("data-window", "1h", timeout=ms(10))
+    await expect(throughput).to_have_attribute("data-total", str(totals["1h"]))
+
+    def stats_asked() -> list[tuple[datetime, float]]:
+        found = []
+        for url in asked:
+            if "/api/activities/stats" in url:
+                query = parse_qs(urlsplit(url).query)
+                since = datetime.fromisoformat(query["since"][0].replace("Z", "+00:00"))
+                found.append((since, float(query["bucket_seconds"][0])))
+        return found
+
+    for name, window, bucket, per in (
+        ("24h", timedelta(days=1), 1800, "one bar per 30 minutes"),
+        ("7d", timedelta(days=7), 10800, "one bar per 3 hours"),
+        ("1h", timedelta(hours=1), 60, "one bar per minute"),
+    ):
+        button = page.locator(f'#windows button[data-window="{name}"]')
+        await button.click()
+        await expect(button).to_have_attribute("aria-pressed", "true")
+        await expect(charts).to_have_attribute("data-window", name, timeout=ms(10))
+        await expect(throughput).to_have_attribute("data-total", str(totals[name]))
+        await expect(page.locator("#c-bucket")).to_have_text(per)
+        since, seconds = stats_asked()[-1]
+        assert seconds == bucket
+        # The window, widened to the start of its first bucket.
+        assert (
+            now - window - timedelta(seconds=bucket) <= since <= now - window + timedelta(seconds=5)
+        )
+        assert since.timestamp() % bucket == 0
+        bars = await throughput.locator(".point").evaluate_all(
+            "gs => gs.map(g => +g.dataset.total)"
+        )
+        assert sum(bars) == totals[name]
+        if name == "24h" and os.environ.get("AGENTEXEC_CHARTS_SCREENSHOT"):
+            await page.screenshot(path=os.environ["AGENTEXEC_CHARTS_SCREENSHOT"])
+
+    # The last choice is kept for the next visit.
+    await page.locator('#windows button[data-window="7d"]').click()
+    await expect(charts).to_have_attribute("data-window", "7d", timeout=ms(10))
+    await page.reload()
+    await expect(charts).to_have_attribute("data-window", "7d", timeout=ms(10))
+    await expect(page.locator('#windows button[data-window="7d"]')).to_have_attribute(
+        "aria-pressed", "true"
+    )
