@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REDIS_STATE_BACKEND = "agentexec.state.redis_backend"
@@ -17,6 +17,12 @@ REDIS_STATE_BACKEND = "agentexec.state.redis_backend"
 _assignments = 0
 """Assignments to any `Settings` so far: `agentexec.runtime.current()` rebuilds its snapshot of
 `CONF` when this moved, so that a setting assigned in code applies to the next call."""
+
+
+_IMPORT_PATH_EXAMPLES = {
+    "model_override": "tests.models:SCRIPTED",
+    "tracing_setup": "myapp.telemetry:setup",
+}
 
 
 def assignments() -> int:
@@ -117,6 +123,12 @@ class Settings(BaseSettings):
     `OpenAIRunner` run uses for the models its agents name, in every process of a pool (the
     workers get these settings). For tests: see `agentexec.testing`."""
 
+    tracing_setup: str | None = None
+    """`package.module:function` that configures the OpenTelemetry SDK (docs/tracing.md):
+    called with the process's role ("worker", "pool", "projector" or "api") when an
+    agentexec process starts, before it records anything. Unset: agentexec configures
+    nothing, and its spans go wherever the application's own setup sends them, if any."""
+
     activity_message_create: str = "Waiting to start."
     activity_message_started: str = "Task started."
     activity_message_complete: str = "Task completed successfully."
@@ -138,13 +150,14 @@ class Settings(BaseSettings):
             )
         return value
 
-    @field_validator("model_override")
+    @field_validator("model_override", "tracing_setup")
     @classmethod
-    def _import_path(cls, value: str | None) -> str | None:
+    def _import_path(cls, value: str | None, info: ValidationInfo) -> str | None:
         if value is not None and not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*", value):
+            example = _IMPORT_PATH_EXAMPLES[info.field_name or ""]
             raise ValueError(
-                f"AGENTEXEC_MODEL_OVERRIDE has value {value!r}; use 'package.module:attribute', "
-                "e.g. 'tests.models:SCRIPTED', or unset it."
+                f"AGENTEXEC_{(info.field_name or '').upper()} has value {value!r}; use "
+                f"'package.module:attribute', e.g. {example!r}, or unset it."
             )
         return value
 

@@ -14,6 +14,7 @@ from uuid import UUID
 
 import msgspec
 
+from . import tracing
 from .errors import EventDecodeError
 from .limits import recordable, storable
 
@@ -139,6 +140,11 @@ class Event(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, tag_f
     message: str = ""
     percentage: int | None = None
     metadata: dict[str, Any] | None = None
+    trace: dict[str, str] | None = None
+    """The OpenTelemetry trace context of the code that recorded the event (W3C
+    `traceparent`, and `tracestate` or baggage when they fit in
+    `agentexec.tracing.MAX_TRACE_CHARS`): `encode` fills it in when a span is active, so a
+    worker continues the enqueuer's trace. None without tracing (see docs/tracing.md)."""
 
     status: ClassVar[Status | None] = None
     """The activity status this event moves its task to (None: no change)."""
@@ -421,8 +427,10 @@ _decoder = msgspec.json.Decoder(AnyEvent)
 def encode(event: Event) -> bytes:
     """The event's JSON, as every event is recorded: its `message` and `error` texts made
     `recordable` (bounded, storable, credentials redacted), and any other text that no
-    database can store (a NUL, a lone surrogate) escaped, so that any event can be encoded."""
-    event = _with_recordable_texts(event)
+    database can store (a NUL, a lone surrogate) escaped, so that any event can be encoded.
+    An event without a `trace` gets the calling code's trace context, if a span is active
+    there (`agentexec.tracing.current_trace`); a given one is bounded like it."""
+    event = _with_trace(_with_recordable_texts(event))
     try:
         data = _encoder.encode(event)
     except UnicodeEncodeError:
@@ -432,6 +440,13 @@ def encode(event: Event) -> bytes:
     if b"\\u0000" in data:
         return _encoder.encode(_storable(event))
     return data
+
+
+def _with_trace(event: Event) -> Event:
+    carrier = tracing.current_trace() if event.trace is None else tracing.bounded(event.trace)
+    if carrier == event.trace:
+        return event
+    return msgspec.structs.replace(event, trace=carrier)
 
 
 def _with_recordable_texts(event: Event) -> Event:

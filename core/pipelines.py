@@ -38,6 +38,7 @@ from uuid import UUID, uuid4
 import msgspec
 from pydantic import BaseModel, TypeAdapter
 
+from . import tracing
 from .config import Settings
 from .errors import ConfigurationError, ContextError, InvalidNameError, TaskDefinitionError
 from .eventlog import EventLog
@@ -263,13 +264,14 @@ class Pipeline:
         queue = self.pool.queue_name
         first = _step_queued(self.steps[0], run.agent_id, name, queue, run, data, settings)
         dedup = None if idempotency_key is None else f"pipeline:{name}:{idempotency_key}"
-        queued = await runtime.broker.enqueue_pipeline(
-            run,
-            first,
-            dedup=dedup,
-            what=f"{name}: enqueue",
-            consequence="The run was not started.",
-        )
+        with tracing.enqueueing(first):
+            queued = await runtime.broker.enqueue_pipeline(
+                run,
+                first,
+                dedup=dedup,
+                what=f"{name}: enqueue",
+                consequence="The run was not started.",
+            )
         return Task(
             agent_id=queued.agent_id,
             task_name=name,

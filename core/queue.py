@@ -10,7 +10,7 @@ import msgspec
 from pydantic import BaseModel
 from pydantic_core import PydanticSerializationError
 
-from . import tasks
+from . import tasks, tracing
 from .config import Settings
 from .connection import REDIS_ERRORS
 from .credentials import redact_url
@@ -151,9 +151,10 @@ async def queue_event(
     at most once per agent id (and per `idempotency_key` when given)."""
     assert event.queue is not None
     dedup = None if idempotency_key is None else f"key:{idempotency_key}"
-    queued = await runtime.broker.enqueue(
-        event, due=due, dedup=dedup, what=what, consequence=consequence
-    )
+    with tracing.enqueueing(event):
+        queued = await runtime.broker.enqueue(
+            event, due=due, dedup=dedup, what=what, consequence=consequence
+        )
     return Task(
         agent_id=queued.agent_id,
         task_name=event.task_name,
