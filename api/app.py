@@ -10,8 +10,10 @@ from fastapi import FastAPI
 from sqlalchemy import Engine
 from starlette.types import ASGIApp
 
+from agentexec import tracing
 from agentexec.connection import close_redis
 from agentexec.databases import create_sync_engine
+from agentexec.runtime import current
 
 from .headers import with_security_headers
 from .messages import feed_schemas
@@ -40,10 +42,12 @@ def create_app(
     `authorize` and `token` guard the API routes as in `router()`; `options` are
     `router()`'s (`buffer`, `send_timeout`, `keepalive`, `dashboard_page`, ...).
     Every response carries `X-Content-Type-Options`, `X-Frame-Options` and
-    `Referrer-Policy` (the dashboard also its Content-Security-Policy). The Redis clients are
+    `Referrer-Policy` (the dashboard also its Content-Security-Policy). Calls
+    `AGENTEXEC_TRACING_SETUP`, if set (docs/tracing.md). The Redis clients are
     closed when the app shuts down; `app.state.agentexec_hub` is the
     app's SSE hub, `app.state.agentexec_feeds` counts its open feeds.
     """
+    tracing.setup(current().settings.tracing_setup, "api")
     if engine is None and database_url is not None:
         engine = create_sync_engine(database_url)
 

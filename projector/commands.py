@@ -81,7 +81,9 @@ def projector(
 
     Exits at once when the read model's tables are missing, unless --create-tables.
     """
+    from agentexec import tracing
     from agentexec.errors import ConfigurationError
+    from agentexec.runtime import current
 
     from .projector import Projector
     from .rebuild import rebuild as rebuild_read_model
@@ -97,6 +99,10 @@ def projector(
     except ConfigurationError as e:
         raise click.ClickException(str(e)) from e
     _check_redis("projector")
+    try:
+        tracing.setup(current().settings.tracing_setup, "projector")
+    except ConfigurationError as e:
+        raise click.ClickException(str(e)) from e
 
     async def main() -> None:
         stop = asyncio.Event()

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from agentexec import events
+from agentexec import events, tracing
 from agentexec.activity import models
 from agentexec.connection import REDIS_ERRORS, Reconnect
 from agentexec.errors import (
@@ -315,6 +315,7 @@ class Projector:
         while parts:
             part = parts[0]
             try:
+                started = time.time_ns()
                 position = self.position
                 transitions: list[projection.Transition] | None = (
                     None if self._metrics is None else []
@@ -332,6 +333,7 @@ class Projector:
                 if self._metrics is not None and transitions:
                     self._metrics.observe(transitions)
                 self.applied += applied
+                tracing.projected(part.batch, started, self.name)
                 self.position = checkpoints.later(part.last, position)
                 self._database_recovered()
                 parts.pop(0)

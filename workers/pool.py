@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel
 
-from agentexec import tasks
+from agentexec import tasks, tracing
 from agentexec.connection import check_eviction_policy_at_start, close_redis
 from agentexec.errors import ConfigurationError, PoolStartError, TaskDefinitionError
 from agentexec.limits import check_queue_name
@@ -270,6 +270,7 @@ class Pool:
         processes.check_main_guard("pool.run()")
         runtime = self.runtime()
         check_eviction_policy_at_start(f"pool on queue {self.queue_name!r}", runtime.settings)
+        tracing.setup(runtime.settings.tracing_setup, "pool")
         if not logging.getLogger().handlers:
             logging.basicConfig(
                 level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -293,6 +294,7 @@ class Pool:
         processes.check_main_guard("pool.start()")
         runtime = self.runtime()
         check_eviction_policy_at_start(f"pool on queue {self.queue_name!r}", runtime.settings)
+        tracing.setup(runtime.settings.tracing_setup, "pool")
         supervisor = self._supervisor = _Supervisor(self, runtime, fail_fast=True)
         self._thread = threading.Thread(
             target=supervisor.run_in_thread,

@@ -23,7 +23,7 @@ import msgspec
 import pydantic
 import pydantic_core
 
-from agentexec import events
+from agentexec import events, tracing
 from agentexec.config import CONF, Settings
 from agentexec.connection import REDIS_ERRORS, Reconnect, close_redis
 from agentexec.consumer import Entry, Start
@@ -253,6 +253,12 @@ class Worker:
             return
         # A redelivery (its worker died) is a further attempt.
         event = msgspec.structs.replace(event, attempt=event.attempt + deliveries - 1)
+        with tracing.handling(event, self.spec.consumer):
+            await self._attempt(entry, event)
+
+    async def _attempt(self, entry: Entry, event: TaskQueued) -> None:
+        """Run one attempt of `event`'s task, held by this worker, and record how it ended."""
+        entry_id = entry[1]
         definition = self.definitions.get(event.task_name)
         if definition is None:
             await self.endings.fail(
@@ -359,6 +365,7 @@ class Worker:
                     describe_traceback(e),
                 )
                 error = describe_exception(e)
+            tracing.failed(e, error)
             await self.endings.failed_attempt(entry, event, definition, e, error)
             return
         finally:
@@ -413,7 +420,11 @@ def run_worker(
         logging.basicConfig(
             level=spec.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
         )
-    asyncio.run(_main(spec, ready, lifeline))
+    tracing.setup(spec.settings.tracing_setup, "worker")
+    try:
+        asyncio.run(_main(spec, ready, lifeline))
+    finally:
+        tracing.flush()
 
 
 async def _main(

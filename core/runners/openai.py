@@ -41,6 +41,7 @@ from agents.tool import Tool
 from agentexec.errors import ConfigurationError, RedisUnavailableError
 from agentexec.events import TaskProgress
 from agentexec.tasks import event_identity, own_task
+from agentexec.tracing import AgentSpans
 
 from .base import BaseAgentRunner
 from .checkpoints import RESUMABLE_WITHOUT, decode_run, encode_run, find_agent, mismatch, run_name
@@ -474,6 +475,7 @@ class _RecordingHooks(RunHooks[Any]):
         """The latest turn saved (or resumed from)."""
         self.session: Any = None
         """The run's SDK session, whose length each checkpoint saves; None without one."""
+        self.spans = AgentSpans()
 
     async def on_llm_start(
         self,
@@ -496,6 +498,7 @@ class _RecordingHooks(RunHooks[Any]):
             ):
                 self.saved = self.turn
         self.turn += 1
+        self.spans.turn_started(agent.name, self.turn)
         await self.recorder.turn(agent.name, self.turn, self.max_turns)
         if self.inner is not None:
             await self.inner.on_llm_start(context, agent, system_prompt, input_items)
@@ -504,6 +507,7 @@ class _RecordingHooks(RunHooks[Any]):
         self, context: RunContextWrapper[Any], agent: Agent[Any], response: ModelResponse
     ) -> None:
         usage = response.usage
+        self.spans.turn_ended(usage.input_tokens, usage.output_tokens)
         await self.recorder.usage(
             agent.name,
             self.turn,
@@ -544,6 +548,8 @@ class _RecordingHooks(RunHooks[Any]):
             await self.inner.on_handoff(context, from_agent, to_agent)
 
     async def on_tool_start(self, context: RunContextWrapper[Any], agent: Any, tool: Tool) -> None:
+        name = getattr(tool, "name", type(tool).__name__)
+        self.spans.tool_started(agent.name, self.turn, name, getattr(context, "tool_call_id", ""))
         # The runner's own report_status becomes a progress event; no tool-call event for it.
         if tool is not self.own_tool:
             await self.recorder.tool_call(
@@ -559,6 +565,8 @@ class _RecordingHooks(RunHooks[Any]):
     async def on_tool_end(
         self, context: RunContextWrapper[Any], agent: Any, tool: Tool, result: Any
     ) -> None:
+        name = getattr(tool, "name", type(tool).__name__)
+        self.spans.tool_ended(name, getattr(context, "tool_call_id", ""))
         if self.inner is not None:
             await self.inner.on_tool_end(context, agent, tool, result)
 
