@@ -20,6 +20,7 @@ import agentexec as ax
 from agentexec import events, tracing
 from agentexec.errors import ConfigurationError
 from agentexec.eventlog import Recorded
+from agentexec.positions import Position
 from tests.support.tracing import in_memory
 
 calls: list[str] = []
@@ -75,6 +76,16 @@ def test_an_event_carries_the_context_of_the_span_that_recorded_it(
         ids.span_id,
         True,
     )
+
+
+def test_feeds_do_not_show_the_trace_context() -> None:
+    from agentexec.api.messages import Delivery, feed_schemas
+
+    event = events.TaskProgress(
+        agent_id=uuid.uuid4(), task_name="t", trace={"traceparent": f"00-{'1' * 32}-{'2' * 16}-01"}
+    )
+    assert b"trace" not in Delivery(Position.parse("1-0"), event).payload()
+    assert "trace" not in feed_schemas()["FeedTaskProgress"]["properties"]
 
 
 def test_a_given_trace_is_kept_and_none_is_added_outside_a_span(
