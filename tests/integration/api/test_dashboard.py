@@ -325,6 +325,8 @@ async def test_the_detail_shows_the_whole_tree_with_live_statuses(
     server = await serve(db)
     asked: list[str] = []
     page.on("request", lambda request: asked.append(request.url))
+    failures: list[str] = []
+    page.on("pageerror", lambda error: failures.append(str(error)))
     await page.goto(server.url + "/")
     await expect(page.locator("#conn")).to_have_text("live", timeout=ms(5))
 
@@ -395,6 +397,7 @@ async def test_the_detail_shows_the_whole_tree_with_live_statuses(
     await expect(branch.locator("li")).to_have_count(2)
     await expect(branch.locator("li").first).to_be_visible()
     assert [url for url in asked if "/children" in url] == reads_before
+    assert not failures, failures  # no script error on the way
 
 
 async def test_the_tree_pages_children_and_adds_new_ones_live(
@@ -410,6 +413,8 @@ async def test_the_tree_pages_children_and_adds_new_ones_live(
     server = await serve(db)
     asked: list[str] = []
     page.on("request", lambda request: asked.append(request.url))
+    failures: list[str] = []
+    page.on("pageerror", lambda error: failures.append(str(error)))
     parent = await ax.enqueue("spawn", basic.Spawn(children=25))
     children = await ax.get_result(parent, timeout=scaled(15))
 
@@ -439,6 +444,7 @@ async def test_the_tree_pages_children_and_adds_new_ones_live(
     await expect(node).to_have_attribute("data-status", "complete", timeout=ms(10))
     await expect(top).to_have_count(26)
     await expect(page.locator("#d-tree-title")).to_have_text("Children (26)")
+    assert not failures, failures  # no script error on the way
 
 
 def day_of_tasks(now: datetime) -> tuple[list[Any], dict[str, int]]:
@@ -484,6 +490,8 @@ async def test_the_window_buttons_ask_for_other_statistics(
     server = await serve(db)
     asked: list[str] = []
     page.on("request", lambda request: asked.append(request.url))
+    failures: list[str] = []
+    page.on("pageerror", lambda error: failures.append(str(error)))
     now = datetime.now(UTC)
     log, totals = day_of_tasks(now)
     append_all(log)
@@ -540,3 +548,4 @@ async def test_the_window_buttons_ask_for_other_statistics(
     await expect(page.locator('#windows button[data-window="7d"]')).to_have_attribute(
         "aria-pressed", "true"
     )
+    assert not failures, failures  # no script error on the way
