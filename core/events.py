@@ -443,10 +443,11 @@ def encode(event: Event) -> bytes:
 
 
 def _with_trace(event: Event) -> Event:
-    carrier = tracing.current_trace() if event.trace is None else tracing.bounded(event.trace)
-    if carrier == event.trace:
-        return event
-    return msgspec.structs.replace(event, trace=carrier)
+    if event.trace is None:
+        carrier = tracing.current_trace()
+        return event if carrier is None else msgspec.structs.replace(event, trace=carrier)
+    carrier = tracing.bounded(event.trace)
+    return event if carrier == event.trace else msgspec.structs.replace(event, trace=carrier)
 
 
 def _with_recordable_texts(event: Event) -> Event:

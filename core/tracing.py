@@ -23,7 +23,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 from opentelemetry import trace
-from opentelemetry.context import Context
+from opentelemetry.context import Context, get_current
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from .errors import ConfigurationError
@@ -90,7 +90,9 @@ def bounded(carrier: Mapping[Any, Any]) -> dict[str, str] | None:
 def current_trace() -> dict[str, str] | None:
     """The trace context of the calling code, as an event carries it (see `bounded`); None
     when no span is active there, as always without an SDK."""
-    if not trace.get_current_span().get_span_context().is_valid:
+    # An empty context (no span, no baggage) is the common case: every event of an
+    # application without tracing is encoded through here.
+    if not get_current() or not trace.get_current_span().get_span_context().is_valid:
         return None
     from opentelemetry import propagate  # loads the configured propagators: only when used
 
