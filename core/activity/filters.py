@@ -7,13 +7,17 @@ are taken as UTC.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, NamedTuple, TypedDict
 from uuid import UUID
 
-from sqlalchemy import ColumnElement, String, cast, false, literal_column, tuple_
+from sqlalchemy import Boolean, ColumnElement, String, false, literal, literal_column, tuple_
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.visitors import InternalTraversal
 
 from agentexec.events import Status
 
@@ -38,8 +42,9 @@ ACTIVE_NAMES = ("QUEUED", "RUNNING")
 """The stored names of the active statuses, in the order the partial index spells them."""
 
 MetadataFilter = Mapping[str, str | int | float | bool]
-"""Metadata keys and the values they must have (compared as JSON strings, numbers or
-booleans by the type of the value given)."""
+"""Metadata keys and the values they must have: a bool matches a JSON boolean, an int or a
+float a JSON number equal to it (2 matches 2 and 2.0), a str a value written that way (as
+REST compares: "2" matches 2 and "2", "true" matches true and "true")."""
 
 
 def active(model: type[Activity]) -> ColumnElement[bool]:
@@ -119,22 +124,69 @@ def conditions(
 
 
 def _metadata_equals(model: type[Activity], key: str, value: Any) -> ColumnElement[bool]:
-    field: Any = model.metadata_[key]
-    found: ColumnElement[bool]
     if isinstance(value, bool):
-        found = field.as_boolean() == value
-    elif isinstance(value, int):
-        found = field.as_integer() == value
-    elif isinstance(value, float):
-        found = field.as_float() == value
-    elif isinstance(value, str):
-        found = cast(field.as_string(), String) == value if _storable(value) else false()
-    else:
-        raise ValueError(
-            f"metadata filter {key}={value!r}: the value is a {type(value).__name__}; give a "
-            "str, int, float or bool."
-        )
-    return found
+        return _MetadataIs(model.metadata_, key, "boolean", value)
+    if isinstance(value, int | float):
+        return _MetadataIs(model.metadata_, key, "number", value)
+    if isinstance(value, str):
+        return _MetadataIs(model.metadata_, key, "text", value) if _storable(value) else false()
+    raise ValueError(
+        f"metadata filter {key}={value!r}: the value is a {type(value).__name__}; give a "
+        "str, int, float or bool."
+    )
+
+
+class _MetadataIs(ColumnElement[bool]):
+    """`metadata[key]` matches `value` as `MetadataFilter` says, with the same rows on every
+    database. No cast of the stored text: a value of another type in some row (a float where
+    an int is asked for, a word where a number is) must not fail the query on PostgreSQL."""
+
+    __visit_name__ = "agentexec_metadata_is"
+    inherit_cache = True
+    type = Boolean()
+    _traverse_internals = [
+        ("column", InternalTraversal.dp_clauseelement),
+        ("kind", InternalTraversal.dp_string),
+        ("field", InternalTraversal.dp_clauseelement),
+        ("path", InternalTraversal.dp_clauseelement),
+        ("value", InternalTraversal.dp_clauseelement),
+        ("json", InternalTraversal.dp_clauseelement),
+    ]
+
+    def __init__(self, column: Any, key: str, kind: str, value: str | float) -> None:
+        self.column = column
+        self.kind = kind
+        self.field = literal(key, String)
+        self.path = literal(f'$."{key}"', String)  # as SQLAlchemy spells SQLite's JSON paths
+        self.value = literal(value)
+        self.json = literal(json.dumps(value), String)
+
+
+@compiles(_MetadataIs, "postgresql")
+def _metadata_is_postgresql(element: _MetadataIs, compiler: SQLCompiler, **kw: Any) -> str:
+    column, key = compiler.process(element.column, **kw), compiler.process(element.field, **kw)
+    if element.kind == "text":
+        return f"({column} ->> {key}) = {compiler.process(element.value, **kw)}"
+    # jsonb equality compares JSON types and numbers by value.
+    json_value = compiler.process(element.json, **kw)
+    return f"CAST({column} -> {key} AS JSONB) = CAST({json_value} AS JSONB)"
+
+
+@compiles(_MetadataIs)
+def _metadata_is_sqlite(element: _MetadataIs, compiler: SQLCompiler, **kw: Any) -> str:
+    column, path = compiler.process(element.column, **kw), compiler.process(element.path, **kw)
+    kind, value = f"json_type({column}, {path})", compiler.process(element.value, **kw)
+    extracted = f"json_extract({column}, {path})"
+    if element.kind == "boolean":
+        return f"{kind} = CASE WHEN {value} THEN 'true' ELSE 'false' END"
+    if element.kind == "number":
+        return f"({kind} IN ('integer', 'real') AND {extracted} = {value})"
+    # Booleans as PostgreSQL's ->> writes them, not as json_extract's 1 and 0.
+    text = (
+        f"CASE {kind} WHEN 'true' THEN 'true' WHEN 'false' THEN 'false' "
+        f"ELSE CAST({extracted} AS TEXT) END"
+    )
+    return f"{text} = {value}"
 
 
 CURSOR_PATTERN = r"^[01]_[0-9]{1,17}_[0-9a-f]{32}$"
