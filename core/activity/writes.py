@@ -147,7 +147,8 @@ def update_event(
 ) -> Event | None:
     """The event of `update`: `task.progress` for status None or RUNNING; for COMPLETE,
     ERROR and CANCELED the event that ends the activity (None as from `failed_event`).
-    Raises ValueError for status QUEUED or one that is no status."""
+    Raises ValueError for status QUEUED or one that is no status, and for CANCELED from the
+    task's own handler (the worker ends a running task)."""
     ending = None if status is None else _status(status)
     if ending is None or ending is Status.RUNNING:
         return progress_event(agent_id, message, percentage)
@@ -155,6 +156,13 @@ def update_event(
         return completed_event(agent_id, message, 100 if percentage is None else percentage)
     if ending is Status.ERROR:
         return failed_event(agent_id, message, None)
+    run = running_task()
+    if run is not None and run.lease is not None and str(run.agent_id) == str(agent_id):
+        raise ValueError(
+            "update(status=CANCELED) from the task's own handler: the worker ends the task "
+            "when the handler returns; return (or raise) to end it, or cancel it from "
+            "another process with ax.cancel(agent_id)."
+        )
     aid = _agent_id(agent_id)
     return TaskCanceled(
         agent_id=aid,

@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 import agentexec as ax
 from agentexec.cli import main
 from agentexec.projector import Projector
-from agentexec.tasks import TaskDefinition
+from agentexec.tasks import RunningTask, TaskDefinition, TaskLease, reset_running, set_running
 from tests.apps import program030
 from tests.apps.program030_models import Report, ResearchContext
 from tests.integration.compat.conftest import ROOT
@@ -134,6 +134,17 @@ async def test_update_with_a_status_reports_progress_or_ends_the_activity(
             ]
             if status == "complete":
                 assert detail.latest_percentage == 100
+
+
+def test_a_handler_cannot_cancel_its_own_task_through_update(redis_conf: str) -> None:
+    agent_id = uuid4()
+    lease = TaskLease("stream", b"1-0", "group", "consumer")
+    token = set_running(RunningTask(agent_id, "compat030_status", 1, lease))
+    try:
+        with pytest.raises(ValueError, match=r"return \(or raise\) to end it, or cancel it"):
+            ax.activity.update(agent_id, "Stop", status="canceled")
+    finally:
+        reset_running(token)
 
 
 async def test_task_failed_error_says_how_many_attempts_were_made(pool030: ax.Pool) -> None:
