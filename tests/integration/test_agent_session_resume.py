@@ -3,7 +3,9 @@ dies after turn 2 of a 4-turn scripted run, in a real pool against a real Redis.
 that takes the task over removes what the dead one added to the session after its last
 checkpoint and resumes, so the model is asked for turns 3 and 4 only, the tools of turns 1
 and 2 are not called again, and the session (in Redis and as projected) holds each item once,
-as after a run that was not interrupted; a later run on the session continues from there."""
+as after a run that was not interrupted; a later run on the session continues from there. A
+worker that dies in turn 1 leaves nothing behind either: its run starts again from the
+session as it was before."""
 
 from __future__ import annotations
 
@@ -155,3 +157,40 @@ async def test_a_session_run_taken_over_resumes_with_each_session_item_once(
         ).all()
     engine.dispose()
     assert list(rows) == await session.get_items()
+
+
+async def test_a_session_run_whose_worker_died_in_turn_1_starts_again_from_the_session_before(
+    resumable_pool: ax.Pool, tmp_path: Path
+) -> None:
+    await run_task(tmp_path, "whole", session_id="whole-1")
+    expected = [shape(i) for i in await ax.AgentSession("whole-1").get_items()]
+
+    # The worker dies just after the session stored turn 1 (the question, the tool call and
+    # its output), before any checkpoint but the one of turn 0, saved before the run.
+    task, path = await run_task(
+        tmp_path, "crashed", session_id="crashed-1", die_after_turn=0, die_in_session=True
+    )
+    made = calls(path)
+    first, second = made[0][2], made[-1][2]
+    assert first != second, f"one process ran the whole task: {made}"
+    assert [(kind, n) for kind, n, pid in made if pid == first] == [("model", 1), ("tool", 1)]
+    assert [(kind, n) for kind, n, pid in made if pid == second] == [
+        ("model", 1),
+        ("tool", 1),
+        ("model", 2),
+        ("tool", 2),
+        ("model", 3),
+        ("tool", 3),
+        ("model", 4),
+    ]
+    session = ax.AgentSession("crashed-1")
+    assert [shape(i) for i in await session.get_items()] == expected
+    log = await log_of(task.agent_id)
+    assert [e.turn for e in log if isinstance(e, events.AgentCheckpoint)] == [0, 1, 2, 3]
+    assert any(
+        isinstance(e, events.TaskProgress)
+        and e.message
+        == "Starting Resumable Agent again: the earlier attempt did not complete turn 1; "
+        "the 3 session item(s) it added were removed."
+        for e in log
+    )
