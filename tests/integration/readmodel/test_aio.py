@@ -176,6 +176,31 @@ async def test_awaited_writes_make_the_rows_sync_writes_make(
         await aio.update(uuid.uuid4(), "never created")
 
 
+async def test_awaited_writes_take_the_parameters_the_sync_ones_take(
+    projector: Projector, async_engine: AsyncEngine, engine: Engine
+) -> None:
+    """agentexec 0.3.0's `create(metadata=...)` and `update(status=...)`, awaited."""
+    aio = ax.activity.aio
+    awaited = await aio.create("import", metadata={"customer": "42"})
+    await aio.update(awaited, "all rows read", status="COMPLETE")
+    plain = ax.activity.create("import", metadata={"customer": "42"})
+    ax.activity.update(plain, "all rows read", status="COMPLETE")
+    stopped = await aio.create("import")
+    await aio.update(stopped, "stopped by the user", status=ax.activity.Status.CANCELED)
+    with pytest.raises(ValueError, match="never goes back to QUEUED"):
+        await aio.update(stopped, "again", status="queued")
+    await projector.catch_up()
+
+    async with AsyncSession(async_engine) as session:
+        tagged = await aio.list(session, metadata={"customer": "42"})
+        details = [await aio.detail(session, a) for a in (awaited, plain, stopped)]
+    with Session(engine) as session:
+        assert tagged == ax.activity.list(session, metadata={"customer": "42"})
+    assert {i.agent_id for i in tagged.items} == {awaited, plain}
+    assert shape(details[0]) == shape(details[1])
+    assert [shape(d)[1] for d in details] == ["complete", "complete", "canceled"]
+
+
 async def test_awaited_cancel_pending_and_prune(
     projector: Projector, async_engine: AsyncEngine, engine: Engine
 ) -> None:
