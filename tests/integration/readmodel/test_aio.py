@@ -13,12 +13,14 @@ from typing import Any
 
 import httpx
 import pytest
+from click.testing import CliRunner
 from sqlalchemy import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 from sqlalchemy.orm import Session
 
 import agentexec as ax
 from agentexec.api import create_app
+from agentexec.cli import main
 from agentexec.projector import Projector
 from tests.apps import aio_app
 from tests.apps.aio_app import Fan, Steps
@@ -227,3 +229,30 @@ async def test_an_aio_read_given_a_sync_session_names_the_fix(engine: Engine) ->
     with Session(engine) as session:
         with pytest.raises(TypeError, match=r"aio\.list takes an AsyncSession.*ax\.activity\.list"):
             await ax.activity.aio.list(session)  # type: ignore[arg-type]
+
+
+async def test_the_commands_and_the_api_take_an_async_database_url(
+    projector: Projector, engine: Engine
+) -> None:
+    done = await ax.activity.aio.create("import")
+    await ax.activity.aio.complete(done, "Imported")
+    await projector.catch_up()
+    url = async_url(engine)
+    runner = CliRunner()
+
+    stats = runner.invoke(main, ["stats", "--database-url", url, "--all-time", "--json"])
+    assert stats.exit_code == 0, stats.output
+    assert '"total": 1' in stats.output
+    args = ["replay", "--database-url", url, "--agent-id", str(done), "--json"]
+    replayed = runner.invoke(main, args)
+    assert replayed.exit_code == 0, replayed.output
+    assert len(replayed.output.splitlines()) == 2  # queued, completed
+
+    transport = httpx.ASGITransport(app=create_app(database_url=url))
+    async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+        answer = await client.get(f"/api/activities/{done}")
+    assert answer.status_code == 200 and answer.json()["status"] == "complete"
+
+    pruned = runner.invoke(main, ["prune", "--older-than", "0s", "--database-url", url])
+    assert pruned.exit_code == 0, pruned.output
+    assert "removed 1 ended activities" in pruned.output
