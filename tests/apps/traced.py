@@ -1,6 +1,6 @@
 """An agent task whose trace tests/integration/test_tracing.py follows across processes: the
 agent (a scripted model, nothing leaves the machine) looks a company up with a tool, reports
-its progress, and answers."""
+its progress, and answers; and a task whose first attempt fails, retried."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from agents import Agent, function_tool
 from pydantic import BaseModel
 
 import agentexec as ax
+from agentexec.tasks import running_task
 from agentexec.testing import ScriptedModel, disable_tracing, reply, tool_call
 
 SCRIPT = ScriptedModel(
@@ -47,3 +48,15 @@ async def traced_research(agent_id: UUID, context: ResearchContext) -> str:
     )
     result = await runner.run(agent, input="Begin research")
     return str(result.final_output)
+
+
+class Flaky(BaseModel):
+    note: str = ""
+
+
+@pool.task("traced_flaky")
+async def traced_flaky(agent_id: UUID, context: Flaky) -> str:
+    run = running_task()
+    if run is not None and run.attempt == 1:
+        raise RuntimeError("the first attempt fails")
+    return "second attempt"

@@ -3,7 +3,8 @@
 `AGENTEXEC_TRACING_SETUP`, writes spans to files), and a projector in the test process
 projects its events. The spans must form one trace: request -> enqueue -> queue wait and the
 handler's run -> the agent's turns and tool calls, with the projection under the spans that
-recorded the events it applied."""
+recorded the events it applied; and a retried task's attempts, each after its own wait, in the
+trace of its enqueue."""
 
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ from tests.support.waiting import scaled, wait_for
 @pytest.fixture
 def traced_pool(redis_conf: str) -> Iterator[ax.Pool]:
     ax.CONF.tracing_setup = SETUP  # handed to the worker processes with the pool's settings
+    ax.CONF.retry_backoff = 0.05
     prefix = ax.CONF.key_prefix
     traced.pool.start()
     try:
@@ -56,12 +58,18 @@ async def test_a_task_has_one_trace_from_enqueue_through_agent_to_projection(
         with in_memory() as memory:
             with trace.get_tracer("app").start_as_current_span("POST /research"):
                 task = await ax.enqueue("traced_research", traced.ResearchContext(company="Acme"))
+            with trace.get_tracer("app").start_as_current_span("POST /flaky"):
+                flaky = await ax.enqueue("traced_flaky", traced.Flaky())
             assert await ax.get_result(task, timeout=scaled(60)) == "Acme makes anvils."
+            assert await ax.get_result(flaky, timeout=scaled(60)) == "second attempt"
             # The handler's span ends once the task's completion is recorded.
             wait_for(
-                lambda: "run traced_research" in {s["name"] for s in worker_spans(prefix)},
+                lambda: (
+                    [s["name"] for s in worker_spans(prefix)].count("run traced_flaky") == 2
+                    and "run traced_research" in {s["name"] for s in worker_spans(prefix)}
+                ),
                 timeout=30,
-                what="the worker's span of the task",
+                what="the workers' spans of both tasks",
             )
             remote = worker_spans(prefix)
             await Projector(engine).catch_up()
@@ -101,7 +109,11 @@ async def test_a_task_has_one_trace_from_enqueue_through_agent_to_projection(
     assert lookup["attributes"]["gen_ai.tool.name"] == "lookup"
     assert lookup["attributes"]["agentexec.turn"] == 1
     assert only(agent, "turn 1 Tracer")["end"] <= lookup["start"]
-    assert {s["name"] for s in remote} == {wait["name"], run["name"], *(s["name"] for s in agent)}
+    assert {s["name"] for s in remote if s["trace_id"] == trace_id} == {
+        wait["name"],
+        run["name"],
+        *(s["name"] for s in agent),
+    }
 
     # The projection of the task's events, under the spans that recorded them: the enqueue
     # (task.queued) and the handler (started, agent events, completed).
@@ -113,3 +125,21 @@ async def test_a_task_has_one_trace_from_enqueue_through_agent_to_projection(
     assert {"task.started", "agent.turn", "agent.tool_call", "task.completed"} <= set(
         by_parent[run["span_id"]]
     )
+
+    # The retried task: one trace, each attempt a run under the enqueue, after its own wait.
+    enqueue_flaky = only(local, "enqueue traced_flaky")
+    attempts = sorted(
+        (s for s in remote if s["name"] == "run traced_flaky"),
+        key=lambda s: s["attributes"]["agentexec.attempt"],
+    )
+    waits = sorted(
+        (s for s in remote if s["name"] == "queue wait traced_flaky"), key=lambda s: s["start"]
+    )
+    assert [s["attributes"]["agentexec.attempt"] for s in attempts] == [1, 2]
+    assert [s["status"] for s in attempts] == ["ERROR", "UNSET"]
+    assert len(waits) == 2
+    for span in (*attempts, *waits):
+        assert span["trace_id"] == enqueue_flaky["trace_id"] != trace_id
+        assert span["parent_id"] == enqueue_flaky["span_id"]
+    assert waits[0]["end"] <= attempts[0]["start"] <= attempts[0]["end"]
+    assert attempts[0]["start"] < waits[1]["start"] <= waits[1]["end"] <= attempts[1]["start"]

@@ -133,6 +133,14 @@ def test_without_an_sdk_nothing_is_traced_or_carried() -> None:
     tracing.flush()
 
 
+def test_a_worker_without_an_sdk_passes_the_enqueuers_context_on() -> None:
+    given = {"traceparent": f"00-{'1' * 32}-{'2' * 16}-01"}
+    with tracing.handling(queued(trace=given), "w1") as span:
+        assert not span.is_recording()
+        started = events.TaskStarted(agent_id=uuid.uuid4(), task_name="research")
+        assert events.decode(events.encode(started)).trace == given
+
+
 def test_agentexec_runs_without_the_sdk_installed() -> None:
     code = (
         "import sys; sys.modules['opentelemetry.sdk'] = None\n"
