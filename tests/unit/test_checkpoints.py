@@ -85,3 +85,24 @@ def test_a_checkpoint_resumes_only_a_run_it_fits() -> None:
     assert mismatch(SavedRun("Researcher", 0, []), agent, 10, None) != ""
     assert "max_turns 2" in mismatch(plain, agent, 2, None)
     assert "holds 4 item(s), fewer than the 5" in mismatch(in_session, agent, 10, 4)
+
+
+async def test_any_sdk_session_is_counted_and_rewound_to_a_checkpoint() -> None:
+    # AgentSession counts in Redis (tests/integration/test_agent_session_resume.py); another
+    # SDK session is counted by its items.
+    from agents import SQLiteSession
+
+    from agentexec.runners.openai import _rewind, _session_length
+
+    session = SQLiteSession("chat")
+    await session.add_items([{"role": "user", "content": f"message {n}"} for n in range(5)])
+    assert await _session_length(session) == 5
+    assert await _rewind(session, 5, 3) == 2
+    assert [i["content"] for i in await session.get_items()] == [
+        "message 0",
+        "message 1",
+        "message 2",
+    ]
+    assert await _rewind(session, 3, 3) == 0
+    assert await _rewind(session, 5, 0) == 3  # the session holds fewer than said: stops empty
+    assert await _session_length(session) == 0
