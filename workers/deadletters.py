@@ -43,6 +43,8 @@ async def dead_letter(endings: Endings, entry: Entry, reason: str) -> None:
     failed: TaskFailed | None = None
     outcome: Outcome | None = None
     error = f"dead-lettered: {reason}"
+    queued = _queued(fields) if ident is not None else None
+    attempt = queued.attempt if queued is not None else 1
     if ident is not None:
         failed = TaskFailed(
             agent_id=ident[0],
@@ -50,7 +52,7 @@ async def dead_letter(endings: Endings, entry: Entry, reason: str) -> None:
             message=consumer.settings.activity_message_error.replace("{error}", error),
             error=error,
         )
-        outcome = Outcome(Ending.ERROR, ident[1], error=error)
+        outcome = Outcome(Ending.ERROR, ident[1], error=error, attempts=attempt)
     done = await endings.persist(
         lambda _: consumer.dead_letter(entry, reason, failed, outcome), ending=entry_id
     )
@@ -62,11 +64,12 @@ async def dead_letter(endings: Endings, entry: Entry, reason: str) -> None:
             entry_id,
         )
         return
-    queued = _queued(fields) if ident is not None else None
     if queued is not None:
         # The task's transition (a pipeline run ending ERROR) follows the dead letter that
         # stood; not in its script, whose arguments end with the entry's variable fields.
-        writes = endings.transition(queued, Outcome(Ending.ERROR, queued.task_name, error=error))
+        writes = endings.transition(
+            queued, Outcome(Ending.ERROR, queued.task_name, error=error, attempts=attempt)
+        )
         if writes:
             await consumer.transition(writes)
 
