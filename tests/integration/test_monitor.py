@@ -1,14 +1,18 @@
 """`agentexec monitor`: its table built from real events, from the log and from the read model
-(SQLite and PostgreSQL), and short runs of the command itself."""
+(SQLite and PostgreSQL), short runs of the command itself, and docs/monitor.md's own-monitor
+example."""
 
 from __future__ import annotations
 
 import contextlib
 import io
 import os
+import re
 import subprocess
 import sys
+import threading
 from datetime import datetime, timedelta
+from pathlib import Path
 
 from rich.console import Console
 from sqlalchemy import Engine
@@ -20,7 +24,7 @@ from agentexec.projector import Projector
 from tests.apps import basic
 from tests.apps.workflows import InputContext, pipeline
 from tests.integration.readmodel.conftest import database_url, engine, postgres
-from tests.support.waiting import scaled
+from tests.support.waiting import scaled, wait_for
 
 __all__ = ["engine", "postgres"]  # the read model on each backend
 
@@ -143,3 +147,39 @@ async def test_counts_and_rates_per_task_name(
     assert echo.split("│")[4].strip() == "5" and "0.08" in echo  # complete, 5 per minute
     boom = next(line for line in text.splitlines() if "boom" in line)
     assert boom.split("│")[5].strip() == "2" and "0.03" in boom  # error, 2 per minute
+
+
+def test_building_your_own_as_documented(redis_conf: str) -> None:
+    """docs/monitor.md, "Building your own": the block as written, in a process of its own
+    (a terminal, as far as rich knows), shows the activity and follows the log."""
+    page = (Path(__file__).parents[2] / "docs" / "monitor.md").read_text()
+    (block,) = re.findall(r"```python\n(.*?)```", page, flags=re.S)
+    agent = ax.activity.create("research_company", message="Waiting to start.")
+    ax.activity.update(agent, "Gathering financials", percentage=40)
+    env = {
+        **os.environ,
+        "AGENTEXEC_REDIS_URL": redis_conf,
+        "AGENTEXEC_KEY_PREFIX": ax.CONF.key_prefix,
+        "TTY_COMPATIBLE": "1",  # rich refreshes its Live display as on a terminal
+        "TTY_INTERACTIVE": "1",
+        "COLUMNS": "160",
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-c", block], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    shown: list[bytes] = []
+    reader = threading.Thread(target=lambda: shown.extend(iter(process.stdout.read1, b"")))  # type: ignore[union-attr]
+    reader.start()
+    try:
+        wait_for(lambda: b"Gathering financials" in b"".join(shown), 30, "the activity shown")
+        ax.activity.update(agent, "Writing the report", percentage=90)
+        wait_for(lambda: b"Writing the report" in b"".join(shown), 30, "the update followed")
+    finally:
+        process.terminate()
+        try:
+            process.wait(scaled(30))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        reader.join()
+    assert b"research_company" in b"".join(shown)
