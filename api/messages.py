@@ -28,9 +28,10 @@ logger = logging.getLogger(__name__)
 RESET = "reset"
 """The `event:` of the frame that declares a gap in the history."""
 
-_HIDDEN = ("context", "result", "trace")
-"""Payloads a feed does not carry: task contexts and results, and trace contexts (plumbing
-between agentexec's processes, whose baggage may hold the application's data)."""
+_HIDDEN = ("context", "result", "result_type", "trace")
+"""Payloads a feed does not carry: task contexts and results (and the result's class name),
+and trace contexts (plumbing between agentexec's processes, whose baggage may hold the
+application's data)."""
 _HIDDEN_SESSION = ("items", "item")
 """Nor the items of a session's events (large, and read through `ax.AgentSession`); other
 events' fields of those names (an `agent.delta`'s `item`, a name) stay."""
