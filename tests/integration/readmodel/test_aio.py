@@ -1,5 +1,5 @@
 """`ax.activity.aio`, the awaitable activity API, against a real pool and projector on SQLite and
-PostgreSQL: an application with only an `AsyncEngine` (tests/apps/aio_app.py) runs its pool
+PostgreSQL (reached async by psycopg and by asyncpg): an application with only an `AsyncEngine` (tests/apps/aio_app.py) runs its pool
 on it, writes with the aio calls and reads with `AsyncSession`s, and gets what the sync API
 gives; the same writes made sync and awaited give the same rows."""
 
@@ -7,33 +7,99 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import AsyncIterator
-from datetime import timedelta
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from click.testing import CliRunner
-from sqlalchemy import Engine
+from sqlalchemy import Engine, create_engine, make_url, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 from sqlalchemy.orm import Session
 
 import agentexec as ax
+from agentexec.activity.models import Base
 from agentexec.api import create_app
 from agentexec.cli import main
 from agentexec.projector import Projector
 from tests.apps import aio_app
 from tests.apps.aio_app import Fan, Steps
+from tests.integration.readmodel.conftest import POSTGRES_URL, PostgresSchema, sqlite_engine
+from tests.integration.readmodel.workload import append_all, traffic
 from tests.support.waiting import async_wait_for, scaled
 
 STREAM_ID = re.compile(r"\d+-\d+")
 
 
+class AsyncpgDatabase:
+    """A database of its own on the test server, dropped at the end: asyncpg takes no
+    `options` in its URL, so the suite's schemas (chosen by a search_path option) cannot
+    serve it."""
+
+    def __init__(self) -> None:
+        self.name = f"axtest_{uuid.uuid4().hex[:10]}"
+        self.admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+        with self.admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{self.name}"'))
+        self.engine = create_engine(make_url(POSTGRES_URL).set(database=self.name))
+        Base.metadata.create_all(self.engine)
+
+    def truncate(self) -> None:
+        tables = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
+        with self.engine.begin() as conn:
+            conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+
+    def drop(self) -> None:
+        self.engine.dispose()
+        with self.admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE "{self.name}" WITH (FORCE)'))
+        self.admin.dispose()
+
+
+@pytest.fixture(scope="module")
+def asyncpg_database() -> Iterator[AsyncpgDatabase]:
+    database = AsyncpgDatabase()
+    yield database
+    database.drop()
+
+
+@pytest.fixture(
+    params=[
+        "sqlite",
+        pytest.param("postgresql", marks=pytest.mark.postgres),
+        pytest.param("asyncpg", marks=pytest.mark.postgres),
+    ]
+)
+def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
+    """The suite's read model (this module's `engine` replaces the suite's), on SQLite, on
+    PostgreSQL reached async by psycopg, and on PostgreSQL reached async by asyncpg."""
+    if request.param == "sqlite":
+        made = sqlite_engine(tmp_path / "agents.db")
+        yield made
+        made.dispose()
+    elif request.param == "postgresql":
+        schema: PostgresSchema = request.getfixturevalue("postgres")
+        schema.truncate()
+        yield schema.engine
+    else:
+        database: AsyncpgDatabase = request.getfixturevalue("asyncpg_database")
+        database.truncate()
+        yield database.engine
+
+
 def async_url(engine: Engine) -> str:
-    """The URL of `engine`'s database through an async driver."""
+    """The URL of `engine`'s database through an async driver: aiosqlite for SQLite, psycopg's
+    for the suite's PostgreSQL schemas (their URL sets the search path), asyncpg for a
+    database of its own."""
     url = engine.url
-    driver = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+psycopg_async"}
-    url = url.set(drivername=driver[url.get_backend_name()])
+    if url.get_backend_name() == "sqlite":
+        url = url.set(drivername="sqlite+aiosqlite")
+    elif "options" in url.query:
+        url = url.set(drivername="postgresql+psycopg_async")
+    else:
+        url = url.set(drivername="postgresql+asyncpg")
     return url.render_as_string(hide_password=False)
 
 
@@ -256,3 +322,37 @@ async def test_the_commands_and_the_api_take_an_async_database_url(
     pruned = runner.invoke(main, ["prune", "--older-than", "0s", "--database-url", url])
     assert pruned.exit_code == 0, pruned.output
     assert "removed 1 ended activities" in pruned.output
+
+
+async def test_every_read_and_filter_awaited_equals_sync(
+    projector: Projector, async_engine: AsyncEngine, engine: Engine
+) -> None:
+    """Each async driver binds the filters' values (naive and aware times, JSON metadata,
+    cursors) as the sync one does."""
+    append_all(traffic(200))
+    parent = await ax.activity.aio.create("parent", metadata={"org": "acme", "n": 3, "ok": True})
+    await projector.catch_up()
+    now = datetime.now(UTC)
+    calls: list[tuple[str, dict[str, Any]]] = [
+        ("list", {"page_size": 7}),
+        ("list", {"page": 2, "page_size": 5, "status": ["complete", "error"]}),
+        ("list", {"since": now - timedelta(hours=1), "until": now + timedelta(hours=1)}),
+        ("list", {"since": (now - timedelta(hours=1)).replace(tzinfo=None)}),
+        ("list", {"task_name": "research", "retried": False}),
+        ("list", {"running_longer_than": timedelta(seconds=0)}),
+        ("list", {"metadata": {"org": "acme", "n": 3, "ok": True}}),
+        ("list", {"parent_id": parent}),
+        ("stats", {}),
+        ("stats", {"since": now - timedelta(days=1), "bucket": timedelta(minutes=5)}),
+        ("stats", {"task_name": ["research"], "metadata": {"org": "acme"}}),
+    ]
+    for name, kwargs in calls:
+        async with AsyncSession(async_engine) as session:
+            awaited = await getattr(ax.activity.aio, name)(session, **kwargs)
+        with Session(engine) as session:
+            assert awaited == getattr(ax.activity, name)(session, **kwargs), (name, kwargs)
+    async with AsyncSession(async_engine) as session:
+        first = await ax.activity.aio.list(session, page_size=3)
+        second = await ax.activity.aio.list(session, page_size=3, cursor=first.next_cursor)
+    with Session(engine) as session:
+        assert second == ax.activity.list(session, page_size=3, cursor=first.next_cursor)
