@@ -1,7 +1,8 @@
 """`ax.activity.aio`, the awaitable activity API, against a real pool and projector on SQLite and
-PostgreSQL (reached async by psycopg and by asyncpg): an application with only an `AsyncEngine` (tests/apps/aio_app.py) runs its pool
-on it, writes with the aio calls and reads with `AsyncSession`s, and gets what the sync API
-gives; the same writes made sync and awaited give the same rows."""
+PostgreSQL (reached async by psycopg and by asyncpg): an application with only an
+`AsyncEngine` (tests/apps/aio_app.py) runs its pool on it, writes with the aio calls and reads
+with `AsyncSession`s, and gets what the sync API gives; the same writes made sync and awaited
+give the same rows."""
 
 from __future__ import annotations
 
