@@ -116,7 +116,8 @@ def conditions(
         if running_longer_than < timedelta(0):
             raise ValueError(f"running_longer_than {running_longer_than} is negative.")
         cutoff = naive_utc(now or datetime.now(UTC)) - running_longer_than
-        found.append(model.status == Status.RUNNING)
+        # A literal, as the partial index of running rows spells it (see `active`).
+        found.append(model.status == literal_column("'RUNNING'"))
         found.append(model.started_at < cutoff)
     if retried is not None:
         found.append(model.retries > 0 if retried else model.retries == 0)

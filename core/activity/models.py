@@ -129,11 +129,17 @@ _ACTIVE_WHERE = text("status IN ('QUEUED', 'RUNNING')")
 writes the same, with the same literal values, so that the planners see the index covers it."""
 
 
+_RUNNING_WHERE = text("status = 'RUNNING'")
+"""The predicate of the partial index of running rows (`running_longer_than`), written with
+the same literal by `agentexec.activity.filters.conditions`."""
+
+
 class Activity(Base):
     """One row per task (agent id): its current state, maintained by the projector.
 
     Its indexes match the reads (`agentexec.activity.reads`): each list segment and filter is
-    a range of one of them in `(created_at, id)` order (migration agentexec_0004)."""
+    a range of one of them in `(created_at, id)` order (migration agentexec_0004); the
+    running-too-long view counts from `started_at` of the running rows (agentexec_0005)."""
 
     __tablename__ = f"{TABLE_PREFIX}activity"
     __table_args__ = (
@@ -148,6 +154,12 @@ class Activity(Base):
         Index(f"ix_{TABLE_PREFIX}activity_status_created", "status", "created_at", "id"),
         Index(f"ix_{TABLE_PREFIX}activity_type_created", "agent_type", "created_at", "id"),
         Index(f"ix_{TABLE_PREFIX}activity_parent_created", "parent_id", "created_at", "id"),
+        Index(
+            f"ix_{TABLE_PREFIX}activity_running_started",
+            "started_at",
+            postgresql_where=_RUNNING_WHERE,
+            sqlite_where=_RUNNING_WHERE,
+        ),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)

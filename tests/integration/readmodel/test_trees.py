@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
@@ -27,7 +28,7 @@ from tests.apps.workflows import InputContext, pipeline, runs_file
 from tests.support.waiting import async_wait_for, scaled
 
 from .test_async_reads import async_url
-from .workload import snapshot
+from .workload import append_all, snapshot
 
 NO_CHILDREN = {"queued": 0, "running": 0, "complete": 0, "error": 0, "canceled": 0}
 
@@ -231,3 +232,50 @@ async def test_a_pipeline_run_started_by_a_handler_is_its_child(redis_conf: str)
     assert parents[alone.agent_id] is None
     steps = [a for a, p in parents.items() if p == run.agent_id]
     assert len(steps) == 1  # its first step, a child of the run
+
+
+async def test_children_in_one_statement_cover_every_edge(
+    projector: Projector, engine: Engine
+) -> None:
+    """`children` reads the counts, the parent's status and the page in one statement: a
+    page past the end keeps the counts, a parent not projected (yet) has children without
+    a status, a task without children has zero counts, and an unknown id gives None; the
+    statement, built once, serves every parent and page."""
+    start = datetime.now(UTC) - timedelta(minutes=5)
+    parent, orphan_parent, lonely = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    kids = [uuid.uuid4() for _ in range(5)]
+    evs: list[events.Event] = [
+        events.TaskQueued(agent_id=parent, task_name="fan_out", queue="q", ts=start),
+        events.TaskQueued(agent_id=lonely, task_name="leaf", queue="q", ts=start),
+    ]
+    evs += [
+        events.TaskQueued(
+            agent_id=kid,
+            task_name="leaf",
+            queue="q",
+            parent_id=parent if i < 3 else orphan_parent,
+            ts=start + timedelta(seconds=i + 1),
+        )
+        for i, kid in enumerate(kids)
+    ]
+    evs += [events.TaskStarted(agent_id=kids[1], task_name="leaf", worker="w")]
+    append_all(evs)
+    await projector.catch_up()
+    with Session(engine) as s:
+        first = ax.activity.children(s, parent, page=1, page_size=2)
+        second = ax.activity.children(s, parent, page=2, page_size=2)
+        past = ax.activity.children(s, parent, page=9, page_size=2)
+        orphans = ax.activity.children(s, orphan_parent)
+        none = ax.activity.children(s, lonely)
+        unknown = ax.activity.children(s, uuid.uuid4())
+    assert first is not None and second is not None and past is not None
+    counts = {**NO_CHILDREN, "queued": 2, "running": 1}
+    assert [i.agent_id for i in first.items + second.items] == kids[:3]
+    assert [i.status for i in first.items] == [ax.Status.QUEUED, ax.Status.RUNNING]
+    assert (first.counts, first.total, first.parent_status) == (counts, 3, ax.Status.QUEUED)
+    assert (past.items, past.counts, past.total, past.page) == ([], counts, 3, 9)
+    assert orphans is not None and orphans.parent_status is None
+    assert [i.agent_id for i in orphans.items] == kids[3:]
+    assert orphans.counts == {**NO_CHILDREN, "queued": 2}
+    assert none is not None and (none.items, none.counts, none.total) == ([], NO_CHILDREN, 0)
+    assert unknown is None
