@@ -23,6 +23,7 @@ from agentexec.events import (
     TaskFailed,
     TaskProgress,
     TaskQueued,
+    TaskRetried,
     TaskStarted,
 )
 from agentexec.projector import checkpoints
@@ -47,12 +48,16 @@ def make(kind: str, agent: uuid.UUID, pct: int, i: int) -> Event:
         return TaskCompleted(task_name="t", percentage=100, **common)
     if kind == "failed":
         return TaskFailed(task_name="t", error=f"e{i}", **common)
+    if kind == "retried":  # timing: attempts, retries, waits and runs must be exact too
+        return TaskRetried(task_name="t", error=f"r{i}", delay=0.5, **common)
     return TaskCanceled(task_name="t", **common)
 
 
 logs = st.lists(
     st.tuples(
-        st.sampled_from(["queued", "started", "progress", "completed", "failed", "canceled"]),
+        st.sampled_from(
+            ["queued", "started", "progress", "retried", "completed", "failed", "canceled"]
+        ),
         st.integers(0, len(AGENTS) - 1),
         st.integers(0, 100),
     ),
