@@ -210,11 +210,19 @@ def _waiter(runtime: Runtime) -> _Waiter:
     return waiter
 
 
+_SCRIPTS = frozenset({"__main__", "__mp_main__"})
+"""Names a script's module has: another process's `__main__` is another script."""
+
+
 def result_type_of(value: object) -> str | None:
     """`module:QualName` of `value`'s class when it is a Pydantic model a module defines at
     its top level or in a class (so that another process can import it), else None."""
     cls = type(value)
-    if not isinstance(value, BaseModel) or "<locals>" in cls.__qualname__:
+    if (
+        not isinstance(value, BaseModel)
+        or "<locals>" in cls.__qualname__
+        or cls.__module__ in _SCRIPTS
+    ):
         return None
     return f"{cls.__module__}:{cls.__qualname__}"
 

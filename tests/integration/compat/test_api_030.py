@@ -188,6 +188,19 @@ def test_pipeline_steps_sort_by_order_with_optional_descriptions() -> None:
     assert [(s.index, s.order) for s in program030.pipeline.steps] == [(0, 10), (1, 20)]
 
 
+def test_only_importable_model_classes_are_named_with_results() -> None:
+    from agentexec.results import result_type_of
+
+    class Local(BaseModel):
+        x: int = 1
+
+    script = type("Script", (BaseModel,), {"__module__": "__main__"})
+    assert result_type_of(Report(company="a", findings=[])) == f"{Report.__module__}:Report"
+    assert result_type_of(Local()) is None  # defined in a function: no importable name
+    assert result_type_of(script()) is None  # a script's __main__ is another process's script
+    assert result_type_of({"company": "a"}) is None
+
+
 CLIENT = textwrap.dedent(
     """
     import asyncio, json
