@@ -6,7 +6,9 @@ give the same rows."""
 
 from __future__ import annotations
 
+import asyncio
 import re
+import signal
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
@@ -357,3 +359,35 @@ async def test_every_read_and_filter_awaited_equals_sync(
         second = await ax.activity.aio.list(session, page_size=3, cursor=first.next_cursor)
     with Session(engine) as session:
         assert second == ax.activity.list(session, page_size=3, cursor=first.next_cursor)
+
+
+async def test_the_projector_command_takes_an_async_url(redis_conf: str, tmp_path: Path) -> None:
+    """`agentexec projector` given the application's own async URL creates the tables and
+    projects, through the URL's sync twin."""
+    from .test_projector_start import AGENTEXEC, cli_env
+
+    url = f"sqlite+aiosqlite:///{tmp_path / 'agents.db'}"
+    process = await asyncio.create_subprocess_exec(
+        AGENTEXEC, "projector", "--database-url", url, "--create-tables", env=cli_env(redis_conf)
+    )
+    async_engine = create_async_engine(url)
+    try:
+        agent_id = await ax.activity.aio.create("import", "Importing")
+
+        async def projected() -> bool:
+            try:
+                async with AsyncSession(async_engine) as session:
+                    return await ax.activity.aio.detail(session, agent_id) is not None
+            except Exception:  # the tables appear when the projector has started
+                return False
+
+        await async_wait_for(projected, timeout=60, what="the activity projected")
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            assert await asyncio.wait_for(process.wait(), scaled(60)) == 0
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+            await async_engine.dispose()
