@@ -471,10 +471,6 @@ def stats(
         console.print(table)
 
 
-if __name__ == "__main__":
-    main()
-
-
 def _read_model(database_url: str | None) -> Engine:
     """The engine of the read model `--database-url` names, else `AGENTEXEC_DATABASE_URL`
     (an async URL is opened with its sync driver, see `agentexec.databases`)."""
@@ -491,3 +487,7 @@ def _read_model(database_url: str | None) -> Engine:
         return create_sync_engine(url)
     except ConfigurationError as e:
         raise click.UsageError(str(e)) from e
+
+
+if __name__ == "__main__":
+    main()

@@ -6,6 +6,9 @@ and keyset cursor select what they say on both databases."""
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
 import uuid
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -503,3 +506,27 @@ def test_buckets_hold_their_tasks_and_the_empty_ones_between(engine: Engine) -> 
     assert (got.overall.total, got.overall.run.count, got.overall.run.p95) == (4, 3, 4.0)
     assert (empty.overall.total, empty.tasks, empty.buckets) == (0, [], [])
     assert empty.overall.run == ax.activity.DurationStatsSchema()
+
+
+async def test_the_stats_and_prune_commands_run_as_a_module(
+    projector: Projector, engine: Engine
+) -> None:
+    """`python -m agentexec.cli stats|prune` (as docs and tests spell other commands): the
+    helper both use was defined after the module's `__main__` guard, a NameError."""
+    append_all([e for i in range(3) for e in lifecycle(uuid.UUID(int=i + 1, version=4), "ping")])
+    await projector.catch_up()
+    url = database_url(engine)
+    env = {**os.environ, "AGENTEXEC_KEY_PREFIX": ax.CONF.key_prefix, "COLUMNS": "200"}
+    for command, shown in (
+        (["stats", "--task", "ping", "--since", "1h"], "3 tasks, since"),
+        (["prune", "--older-than", "30d"], "removed 0"),
+    ):
+        done = subprocess.run(
+            [sys.executable, "-m", "agentexec.cli", *command, "--database-url", url],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=scaled(60),
+        )
+        assert done.returncode == 0, done.stderr
+        assert shown in done.stdout + done.stderr, done.stdout
