@@ -203,8 +203,9 @@ def _run_pool(
 
     reference = pool_reference or os.environ.get(WORKER_MODULE_VARIABLE)
     if not reference:
+        command = click.get_current_context().info_name
         raise click.UsageError(
-            f"name the pool to run: agentexec worker myapp.worker:pool, or set "
+            f"name the pool to run: agentexec {command} myapp.worker:pool, or set "
             f"{WORKER_MODULE_VARIABLE}=myapp.worker"
         )
     pool = load_pool(reference, Pool)

@@ -161,14 +161,16 @@ def test_version_is_the_installed_distribution_s() -> None:
 def test_agentexec_run_is_agentexec_worker_with_create_tables() -> None:
     run, worker = main.commands["run"], main.commands["worker"]
     assert [p.name for p in run.params] == [*(p.name for p in worker.params), "create_tables"]
-    env = {**os.environ, "AGENTEXEC_DATABASE_URL": ""}
-    env.pop("AGENTEXEC_DATABASE_URL")
+    env: dict[str, str | None] = {"AGENTEXEC_WORKER_MODULE": None}  # None: unset
     refused = CliRunner().invoke(
         main, ["run", "tests.apps.program030:pool", "--workers", "2", "--create-tables"], env=env
     )
     assert refused.exit_code == 2
     assert "the pool tests.apps.program030:pool has no database" in refused.output
     assert "ax.Pool(engine=...)" in refused.output
+    unnamed = CliRunner().invoke(main, ["run"], env=env)
+    assert unnamed.exit_code == 2
+    assert "name the pool to run: agentexec run myapp.worker:pool" in unnamed.output
 
 
 def test_pipeline_steps_sort_by_order_with_optional_descriptions() -> None:
