@@ -485,9 +485,37 @@ def _read_model(database_url: str | None) -> Engine:
             "sqlite:///agents.db"
         )
     try:
-        return create_sync_engine(url)
+        engine = create_sync_engine(url)
     except ConfigurationError as e:
         raise click.UsageError(str(e)) from e
+    _check_read_model(engine)
+    return engine
+
+
+def _check_read_model(engine: Engine) -> None:
+    """Refuse, naming the fix, a database that cannot be read or has no read model, rather
+    than fail in the first query with SQLAlchemy's traceback."""
+    from sqlalchemy import inspect
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from .activity.models import Activity
+
+    shown = engine.url.render_as_string(hide_password=True)
+    try:
+        present = inspect(engine).has_table(Activity.__tablename__)
+    except SQLAlchemyError as e:
+        engine.dispose()
+        raise click.ClickException(
+            f"cannot read the read model at {shown}: {e}; check --database-url "
+            "(AGENTEXEC_DATABASE_URL) and that the database is up."
+        ) from e
+    if not present:
+        engine.dispose()
+        raise click.ClickException(
+            f"{shown} has no read model (no table {Activity.__tablename__}): create it with "
+            "`agentexec projector --create-tables`, `ax.Base.metadata.create_all(engine)` or "
+            "your Alembic migrations, or point --database-url at the projector's database."
+        )
 
 
 if __name__ == "__main__":

@@ -530,3 +530,17 @@ async def test_the_stats_and_prune_commands_run_as_a_module(
         )
         assert done.returncode == 0, done.stderr
         assert shown in done.stdout + done.stderr, done.stdout
+
+
+def test_the_read_model_commands_refuse_a_database_without_one(tmp_path: Path) -> None:
+    """`agentexec stats` and `prune` name the fix instead of SQLAlchemy's traceback."""
+    empty = f"sqlite:///{tmp_path / 'empty.db'}"
+    down = "postgresql+psycopg://postgres@127.0.0.1:1/test"
+    for command in (["stats"], ["prune", "--older-than", "30d"]):
+        missing = CliRunner().invoke(main, [*command, "--database-url", empty])
+        assert missing.exit_code == 1, missing.output
+        assert "has no read model (no table agentexec_activity)" in missing.output
+        assert "agentexec projector --create-tables" in missing.output
+        unreachable = CliRunner().invoke(main, [*command, "--database-url", down])
+        assert unreachable.exit_code == 1, unreachable.output
+        assert "cannot read the read model at postgresql+psycopg://" in unreachable.output
