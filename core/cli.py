@@ -327,6 +327,8 @@ def monitor(database_url: str | None, limit: int, duration: float | None, once: 
     """Watch agents live: active agents with their progress, fed by the event log."""
     from .monitor import run_monitor
 
+    if database_url:
+        _read_model(database_url).dispose()  # refused at once, naming the fix
     try:
         run_monitor(database_url=database_url, limit=limit, duration=duration, once=once)
     except KeyboardInterrupt:

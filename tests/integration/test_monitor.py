@@ -14,10 +14,12 @@ import threading
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from click.testing import CliRunner
 from rich.console import Console
 from sqlalchemy import Engine
 
 import agentexec as ax
+from agentexec.cli import main
 from agentexec.events import Status
 from agentexec.monitor import Board, load_board
 from agentexec.projector import Projector
@@ -183,3 +185,13 @@ def test_building_your_own_as_documented(redis_conf: str) -> None:
             process.wait()
         reader.join()
     assert b"research_company" in b"".join(shown)
+
+
+def test_the_command_refuses_a_database_without_a_read_model(
+    redis_conf: str, tmp_path: Path
+) -> None:
+    empty = f"sqlite:///{tmp_path / 'empty.db'}"
+    refused = CliRunner().invoke(main, ["monitor", "--once", "--database-url", empty])
+    assert refused.exit_code == 1, refused.output
+    assert "has no read model" in refused.output
+    assert "agentexec projector --create-tables" in refused.output
