@@ -513,12 +513,18 @@ async def test_the_stats_and_prune_commands_run_as_a_module(
 ) -> None:
     """`python -m agentexec.cli stats|prune` (as docs and tests spell other commands): the
     helper both use was defined after the module's `__main__` guard, a NameError."""
-    append_all([e for i in range(3) for e in lifecycle(uuid.UUID(int=i + 1, version=4), "ping")])
+    append_all(
+        [
+            e
+            for i in range(5)
+            for e in lifecycle(uuid.UUID(int=i + 1, version=4), "ping" if i < 3 else "pong")
+        ]
+    )
     await projector.catch_up()
     url = database_url(engine)
     env = {**os.environ, "AGENTEXEC_KEY_PREFIX": ax.CONF.key_prefix, "COLUMNS": "200"}
     for command, shown in (
-        (["stats", "--task", "ping", "--since", "1h"], "3 tasks, since"),
+        (["stats", "--task", "ping", "--since", "1h"], "3 tasks, since"),  # of 5
         (["prune", "--older-than", "30d"], "removed 0"),
     ):
         done = subprocess.run(
