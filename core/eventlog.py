@@ -54,13 +54,21 @@ class EventLog:
         self.broker = broker or Broker()
 
     async def append(
-        self, event: Event, lease: TaskLease | None = None, *, check: bool = True
+        self,
+        event: Event,
+        lease: TaskLease | None = None,
+        *,
+        check: bool = True,
+        wait: bool = False,
     ) -> str:
         """Append `event` (see the class); from async code. Fenced appends go after the
-        agent's queued ones; a single try."""
+        agent's queued ones. A single try; with `wait`, a fenced append is retried while
+        Redis is unreachable, for up to `AGENTEXEC_ENQUEUE_TIMEOUT` seconds (the handler
+        waits, as a sync handler's thread does)."""
         try:
             if lease is not None:
-                return await outbox.append(self.broker, event, lease)
+                timeout = self.broker.settings.enqueue_timeout if wait else 0.0
+                return await outbox.append(self.broker, event, lease, wait=timeout)
             return self._known(event, await self.broker.append_known(event, check=check))
         except REDIS_ERRORS as e:
             raise self._unreachable(event, e) from e

@@ -64,13 +64,20 @@ def queue(broker: Broker, event: Event, lease: TaskLease) -> None:
 
 
 async def append(
-    broker: Broker, event: Event, lease: TaskLease, checkpoint: tuple[str, bytes] | None = None
+    broker: Broker,
+    event: Event,
+    lease: TaskLease,
+    checkpoint: tuple[str, bytes] | None = None,
+    *,
+    wait: float = 0.0,
 ) -> str:
     """Append `event` after the agent's earlier ones and wait for it; "" when the worker lost
     the task. With `checkpoint` (run name, conversation), save it in the same step (see
-    `Broker.checkpoint_held`). Redis errors are raised (one try)."""
+    `Broker.checkpoint_held`). Redis errors are raised: at once, or with `wait`, once Redis
+    stayed unreachable that many seconds (retried meanwhile; a retry after a lost reply never
+    appends twice)."""
     previous = _chains.get(event.agent_id)
-    once = _once(broker, event, lease, previous, checkpoint)
+    once = _once(broker, event, lease, previous, checkpoint, wait)
     task = asyncio.get_running_loop().create_task(once)
     _chain(event, task)
     return await task
@@ -90,14 +97,24 @@ async def _once(
     lease: TaskLease,
     previous: asyncio.Task[str] | None,
     checkpoint: tuple[str, bytes] | None = None,
+    wait: float = 0.0,
 ) -> str:
     if previous is not None:
         await asyncio.wait([previous])
-    if checkpoint is not None:
-        run, conversation = checkpoint
-        saved = await broker.checkpoint_held(event, lease, _dedup(), run, conversation)
-        return _appended(event, saved)
-    return _appended(event, await broker.append_held(event, lease, _dedup()))
+    dedup = _dedup()
+    deadline = time.monotonic() + wait
+    outage = Reconnect(f"events of agent {event.agent_id}", maximum=0.25)
+    while True:
+        try:
+            if checkpoint is not None:
+                run, conversation = checkpoint
+                saved = await broker.checkpoint_held(event, lease, dedup, run, conversation)
+                return _appended(event, saved)
+            return _appended(event, await broker.append_held(event, lease, dedup))
+        except REDIS_ERRORS as e:
+            if time.monotonic() >= deadline:
+                raise
+            await outage.failed(e)
 
 
 async def _queued(

@@ -64,14 +64,15 @@ __all__ = [
 
 async def append(event: Event, *, check: bool = True) -> str:
     """Append one event to the log (`EventLog.append`); returns its stream id, "" when the
-    running handler's worker lost the task (see there).
+    running handler's worker lost the task (see there). Inside the task's own handler, waits
+    while Redis is unreachable, for up to `AGENTEXEC_ENQUEUE_TIMEOUT` seconds.
 
     With `check`, raises `UnknownActivityError` unless the agent id is known (see
     `agentexec.activity.writes`). Raises `RedisUnavailableError` when Redis is unreachable.
     """
     run = own_task(event.agent_id)
     return await EventLog(current().broker).append(
-        event, run.lease if run is not None else None, check=check and run is None
+        event, run.lease if run is not None else None, check=check and run is None, wait=True
     )
 
 
