@@ -50,6 +50,13 @@ Metadata = Annotated[
     list[MetadataPair] | None,
     Query(description="key=value the task's metadata must hold (compared as text); repeatable"),
 ]
+Tenant = Annotated[
+    str | None,
+    Query(
+        pattern=r"^[A-Za-z0-9_.:@-]{1,128}$",
+        description="Only the tasks of this tenant (short for metadata=tenant=<it>)",
+    ),
+]
 TaskNames = Annotated[str | None, Query(max_length=255, description="Only tasks of this name")]
 
 
@@ -80,6 +87,7 @@ def list_activities(
     since: Since = None,
     until: Until = None,
     metadata: Metadata = None,
+    tenant: Tenant = None,
     running_longer_than: Annotated[
         float | None,
         Query(ge=0, le=1e9, description="Only tasks running for longer than this (seconds)"),
@@ -117,6 +125,7 @@ def list_activities(
                 since=since,
                 until=until,
                 metadata=_metadata(metadata),
+                tenant=tenant,
                 running_longer_than=longer,
                 retried=retried,
             )
@@ -130,6 +139,7 @@ def get_stats(
     since: Since = None,
     until: Until = None,
     metadata: Metadata = None,
+    tenant: Tenant = None,
     bucket_seconds: Annotated[
         float | None, Query(ge=1, le=1e9, description="Also per bucket of this many seconds")
     ] = None,
@@ -147,6 +157,7 @@ def get_stats(
                 since=since,
                 until=until,
                 metadata=_metadata(metadata),
+                tenant=tenant,
                 bucket=bucket,
             )
         except ValueError as e:

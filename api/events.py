@@ -32,6 +32,7 @@ __all__ = ["agent_feed", "events_feed"]
 
 logger = logging.getLogger(__name__)
 
+TENANT_PATTERN = r"^[A-Za-z0-9_.:@-]{1,128}$"
 WireStatus = Literal["queued", "running", "complete", "error", "canceled"]
 
 
@@ -48,12 +49,14 @@ async def events_feed(
     live: Live,
     task_name: Annotated[list[str] | None, Query()] = None,
     status: Annotated[list[WireStatus] | None, Query()] = None,
+    tenant: Annotated[str | None, Query(pattern=TENANT_PATTERN)] = None,
     last_event_id: Annotated[EventId, Query()] = None,
     last_event_id_header: Annotated[EventId, Header(alias="Last-Event-ID")] = None,
 ) -> Response:
     """Every event, live (only tasks named `task_name`, only events moving a task to
-    `status`: both repeatable). Resume with `Last-Event-ID` (header, or `last_event_id`):
-    every later event once, in order, then the live tail; `0` is the beginning."""
+    `status`: both repeatable; only the events of `tenant`'s tasks). Resume with
+    `Last-Event-ID` (header, or `last_event_id`): every later event once, in order, then
+    the live tail; `0` is the beginning."""
     if live.feeds.full:  # before any Redis or SQL work
         return live.feeds.refusal()
     after = _resume_from(last_event_id, last_event_id_header)
@@ -62,11 +65,13 @@ async def events_feed(
     names = frozenset(task_name or ())
     statuses = frozenset(Status(s.upper()) for s in status or ())
     accepts: Accepts | None = None
-    if names or statuses:
+    if names or statuses or tenant is not None:
 
         def accepts(delivery: Delivery) -> bool:
-            return (not names or delivery.task_name in names) and (
-                not statuses or delivery.status in statuses
+            return (
+                (not names or delivery.task_name in names)
+                and (not statuses or delivery.status in statuses)
+                and (tenant is None or delivery.event.tenant == tenant)
             )
 
     return _feed_response(live, after, accepts=accepts)

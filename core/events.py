@@ -14,7 +14,7 @@ from uuid import UUID
 
 import msgspec
 
-from . import tracing
+from . import tenants, tracing
 from .errors import EventDecodeError
 from .limits import recordable, storable
 
@@ -145,6 +145,10 @@ class Event(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, tag_f
     `traceparent`, and `tracestate` or baggage when they fit in
     `agentexec.tracing.MAX_TRACE_CHARS`): `encode` fills it in when a span is active, so a
     worker continues the enqueuer's trace. None without tracing (see docs/tracing.md)."""
+    tenant: str | None = None
+    """The tenant of the task the event is about (see `agentexec.tenants`): `encode` fills
+    it in on the events a worker records while it serves a tenant's task; None for a task
+    without one."""
 
     status: ClassVar[Status | None] = None
     """The activity status this event moves its task to (None: no change)."""
@@ -428,9 +432,10 @@ def encode(event: Event) -> bytes:
     """The event's JSON, as every event is recorded: its `message` and `error` texts made
     `recordable` (bounded, storable, credentials redacted), and any other text that no
     database can store (a NUL, a lone surrogate) escaped, so that any event can be encoded.
+    An event without a `tenant` gets the one of the task it is about (`agentexec.tenants`).
     An event without a `trace` gets the calling code's trace context, if a span is active
     there (`agentexec.tracing.current_trace`); a given one is bounded like it."""
-    event = _with_trace(_with_recordable_texts(event))
+    event = _with_tenant(_with_trace(_with_recordable_texts(event)))
     try:
         data = _encoder.encode(event)
     except UnicodeEncodeError:
@@ -440,6 +445,21 @@ def encode(event: Event) -> bytes:
     if b"\\u0000" in data:
         return _encoder.encode(_storable(event))
     return data
+
+
+def _with_tenant(event: Event) -> Event:
+    if event.tenant is not None:
+        return event if tenants.valid(event.tenant) else msgspec.structs.replace(event, tenant=None)
+    if isinstance(event, TaskQueued):
+        # A task's own tenant, inherited or not, is in its metadata (see `tenants.resolve`).
+        tenant = tenants.tenant_of(event.metadata)
+        return event if tenant is None else msgspec.structs.replace(event, tenant=tenant)
+    served = tenants.served()
+    if served is None:
+        return event
+    if event.agent_id in (served.agent_id, served.parent_id) or isinstance(event, TrackerEvent):
+        return msgspec.structs.replace(event, tenant=served.tenant)
+    return event
 
 
 def _with_trace(event: Event) -> Event:

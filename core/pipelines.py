@@ -38,7 +38,7 @@ from uuid import UUID, uuid4
 import msgspec
 from pydantic import BaseModel, TypeAdapter
 
-from . import tracing
+from . import tenants, tracing
 from .config import Settings
 from .errors import ConfigurationError, ContextError, InvalidNameError, TaskDefinitionError
 from .eventlog import EventLog
@@ -230,6 +230,7 @@ class Pipeline:
         idempotency_key: str | None = None,
         metadata: dict[str, Any] | None = None,
         parent_id: ParentId = RUNNING_TASK,
+        tenant: str | None = None,
     ) -> Task:
         """Start a run with `context` and return its `Task` (the run's agent id).
 
@@ -239,9 +240,12 @@ class Pipeline:
         `ax.get_result(task)` returns the last step's output, or raises `TaskFailedError`
         when a step fails for good. `idempotency_key` and Redis outages behave as in
         `ax.enqueue`. Raises `ContextError` when `context` is not the first step's model.
+        `tenant` (or `metadata={"tenant": ...}`) is the run's and every step's, by default the
+        tenant of the task whose handler starts the run (see docs/tenants.md).
         """
         self._defined()
         name = str(self.name)
+        _, metadata = tenants.resolve(tenant, metadata, f"{name}: enqueue")
         expected = self.context_type
         if not isinstance(context, expected):
             raise ContextError(

@@ -10,7 +10,7 @@ import msgspec
 from pydantic import BaseModel
 from pydantic_core import PydanticSerializationError
 
-from . import tasks, tracing
+from . import tasks, tenants, tracing
 from .config import Settings
 from .connection import REDIS_ERRORS
 from .credentials import redact_url
@@ -77,6 +77,7 @@ async def enqueue(
     delay: float | timedelta | datetime | None = None,
     metadata: dict[str, Any] | None = None,
     parent_id: ParentId = RUNNING_TASK,
+    tenant: str | None = None,
 ) -> Task:
     """Queue `task_name` with `context` and return its `Task` (carrying the new `agent_id`).
 
@@ -93,6 +94,12 @@ async def enqueue(
     cancels its children that have not ended. Raises `InvalidAgentIdError` for a parent id
     that is not a UUID, and `UnknownActivityError` for one no task or activity used lately
     (as `ax.activity.update` does).
+
+    `tenant` (or `metadata={"tenant": ...}`) says who the task belongs to: lists, statistics
+    and feeds can be scoped to it (see docs/tenants.md). By default a task queued from a
+    handler gets the tenant of the task whose handler queues it. Raises ValueError for a
+    tenant that is not 1 to 128 letters, digits or `_.:@-`, or that differs from
+    `metadata["tenant"]`.
 
     While Redis is unreachable the call retries with backoff for up to
     `AGENTEXEC_ENQUEUE_TIMEOUT` seconds (safely: a task is never queued twice), then raises
@@ -114,6 +121,7 @@ async def enqueue(
             "non-empty string."
         )
     due = _due(task_name, delay)
+    _, metadata = tenants.resolve(tenant, metadata, f"enqueue({task_name!r}, ...)")
     runtime = current()
     settings = runtime.settings
     queue = _resolve_queue(task_name, context, queue_name, settings)
@@ -169,7 +177,7 @@ def queued_event(
 ) -> TaskQueued:
     """The `task.queued` event of a new task (a new agent id, the serialised `context`, the
     configured first message), with `fields` (queue, priority, parent_id, ...): one shape for
-    `enqueue` and a tracker's fan-in."""
+    `enqueue` and a tracker's fan-in. Its tenant is the one `metadata["tenant"]` holds."""
     return TaskQueued(
         agent_id=uuid4(),
         task_name=task_name,

@@ -23,6 +23,7 @@ from typing import Any
 import redis
 from pydantic import BaseModel
 
+from . import tenants
 from .broker import Count
 from .credentials import redact_url
 from .errors import ConfigurationError, RedisUnavailableError
@@ -104,16 +105,19 @@ class Tracker:
         queue_name: str | None = None,
         metadata: dict[str, Any] | None = None,
         parent_id: ParentId = RUNNING_TASK,
+        tenant: str | None = None,
     ) -> Task:
         """Queue task `task_name` with `context` exactly once, when the batch completes (at
         once if it already has). Returns the fan-in's `Task`; only the first registration
         counts, later ones return the first fan-in's agent id. The fan-in is a child of
-        `parent_id`, by default of the task whose handler registers it (see `ax.enqueue`)."""
+        `parent_id`, by default of the task whose handler registers it, and has its tenant
+        unless given one (see `ax.enqueue`)."""
         priority = Priority(priority)
         runtime = current()
         settings = runtime.settings
         queue = _resolve_queue(task_name, context, queue_name, settings)
         what = f"{self!r}.on_complete({task_name!r}, ...)"
+        _, metadata = tenants.resolve(tenant, metadata, what)
         parent, explicit = parent_of(parent_id, what)
         if parent is not None and explicit:
             try:

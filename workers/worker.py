@@ -23,7 +23,7 @@ import msgspec
 import pydantic
 import pydantic_core
 
-from agentexec import events, tracing
+from agentexec import events, tenants, tracing
 from agentexec.config import CONF, Settings
 from agentexec.connection import REDIS_ERRORS, Reconnect, close_redis
 from agentexec.consumer import Entry, Start
@@ -240,6 +240,12 @@ class Worker:
         except EventDecodeError as e:
             await self.endings.dead_letter(entry, str(e))
             return
+        # Every event recorded about the task from here on carries its tenant.
+        with tenants.serving(event.agent_id, event.parent_id, tenants.tenant_of(event.metadata)):
+            await self._serve(entry, event, deliveries)
+
+    async def _serve(self, entry: Entry, event: TaskQueued, deliveries: int) -> None:
+        entry_id = entry[1]
         if deliveries > self.settings.max_deliveries:
             await self.endings.dead_letter(
                 entry,

@@ -82,11 +82,12 @@ async def create(
     agent_id: UUID | str | None = None,
     session: AsyncSession | None = None,
     metadata: dict[str, Any] | None = None,
+    tenant: str | None = None,
 ) -> UUID:
     """`ax.activity.create`, awaited: start tracking an activity not run by a worker, with
-    `metadata`; returns its agent id (new if None). `session` is accepted for compatibility
-    and not written to."""
-    event = created_event(task_name, message, agent_id, metadata)
+    `metadata` and `tenant`; returns its agent id (new if None). `session` is accepted for
+    compatibility and not written to."""
+    event = created_event(task_name, message, agent_id, metadata, tenant)
     await append(event, check=False)
     return event.agent_id
 
@@ -183,13 +184,22 @@ async def stats(
     until: datetime | None = None,
     metadata: MetadataFilter | None = None,
     bucket: timedelta | None = None,
+    tenant: str | None = None,
+    metadata_filter: MetadataFilter | None = None,
 ) -> ActivityStatsSchema:
     """`ax.activity.stats`, awaited: statistics of the tasks created in [`since`, `until`)."""
     from . import statistics
 
     _check_session(session, "stats")
     return await statistics.stats(
-        session, task_name=task_name, since=since, until=until, metadata=metadata, bucket=bucket
+        session,
+        task_name=task_name,
+        since=since,
+        until=until,
+        metadata=metadata,
+        bucket=bucket,
+        tenant=tenant,
+        metadata_filter=metadata_filter,
     )
 
 

@@ -94,10 +94,15 @@ def conditions(
     metadata: MetadataFilter | None = None,
     running_longer_than: timedelta | None = None,
     retried: bool | None = None,
+    tenant: str | None = None,
+    metadata_filter: MetadataFilter | None = None,
     now: datetime | None = None,
 ) -> list[ColumnElement[bool]]:
-    """The SQL conditions of these filters (all must hold). Raises ValueError for a bad
-    status or a negative `running_longer_than`."""
+    """The SQL conditions of these filters (all must hold). `tenant` is short for
+    `metadata={"tenant": ...}`, `metadata_filter` agentexec 0.3.0's name of `metadata`.
+    Raises ValueError for a bad status, a negative `running_longer_than`, or filters that
+    name one metadata key with two values."""
+    metadata = metadata_of(metadata, metadata_filter, tenant)
     found: list[ColumnElement[bool]] = []
     if status is not None:
         found.append(model.status.in_(statuses(status)))
@@ -122,6 +127,32 @@ def conditions(
     if retried is not None:
         found.append(model.retries > 0 if retried else model.retries == 0)
     return found
+
+
+def metadata_of(
+    metadata: MetadataFilter | None,
+    metadata_filter: MetadataFilter | None = None,
+    tenant: str | None = None,
+) -> MetadataFilter | None:
+    """One metadata filter from `metadata`, `metadata_filter` (0.3.0's name) and `tenant`
+    (`{"tenant": ...}`); ValueError naming the key when two of them ask different values."""
+    if metadata_filter is None and tenant is None:
+        return metadata
+    merged: dict[str, Any] = {}
+    parts = (
+        ("metadata", metadata),
+        ("metadata_filter", metadata_filter),
+        ("tenant", None if tenant is None else {"tenant": tenant}),
+    )
+    for name, part in parts:
+        for key, value in (part or {}).items():
+            if key in merged and merged[key] != value:
+                raise ValueError(
+                    f"{name} asks {key}={value!r} but another filter asks {key}="
+                    f"{merged[key]!r}; give each metadata key once."
+                )
+            merged[key] = value
+    return merged
 
 
 def _metadata_equals(model: type[Activity], key: str, value: Any) -> ColumnElement[bool]:
@@ -240,3 +271,7 @@ class ListFilters(TypedDict, total=False):
     metadata: MetadataFilter | None
     running_longer_than: timedelta | None
     retried: bool | None
+    tenant: str | None
+    """Only the tasks of this tenant: short for `metadata={"tenant": ...}`."""
+    metadata_filter: MetadataFilter | None
+    """agentexec 0.3.0's name of `metadata`."""

@@ -90,7 +90,9 @@ def list_activities(
     `since` / `until` (created at or after / before), `parent_id` (children of that task),
     `metadata` (a dict of values the metadata must hold), `running_longer_than` (a
     timedelta: RUNNING tasks whose latest attempt started longer ago), `retried` (True:
-    retried at least once; False: never). `total` counts the matching activities.
+    retried at least once; False: never), `tenant` (short for `metadata={"tenant": ...}`,
+    see docs/tenants.md; `metadata_filter` is agentexec 0.3.0's name of `metadata`).
+    `total` counts the matching activities.
 
     `next_cursor` of a page, passed back as `cursor` (`page` is then not used), gives the next
     page by keyset: as fast deep in the list as at its start, and without the rows shifting

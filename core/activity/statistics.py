@@ -144,6 +144,8 @@ def stats(
     until: datetime | None = None,
     metadata: MetadataFilter | None = None,
     bucket: timedelta | None = None,
+    tenant: str | None = None,
+    metadata_filter: MetadataFilter | None = None,
 ) -> ActivityStatsSchema: ...
 @overload
 def stats(
@@ -154,6 +156,8 @@ def stats(
     until: datetime | None = None,
     metadata: MetadataFilter | None = None,
     bucket: timedelta | None = None,
+    tenant: str | None = None,
+    metadata_filter: MetadataFilter | None = None,
 ) -> Awaitable[ActivityStatsSchema]: ...
 def stats(
     session: Session | AsyncSession,
@@ -163,10 +167,14 @@ def stats(
     until: datetime | None = None,
     metadata: MetadataFilter | None = None,
     bucket: timedelta | None = None,
+    tenant: str | None = None,
+    metadata_filter: MetadataFilter | None = None,
 ) -> ActivityStatsSchema | Awaitable[ActivityStatsSchema]:
     """Statistics of the tasks created in [`since`, `until`) (each bound optional; naive
     datetimes are UTC), of the names `task_name` (one or several; default all) whose
-    metadata holds `metadata`: `overall`, and one entry per task name. `ax.activity.stats`.
+    metadata holds `metadata` (`metadata_filter`, agentexec 0.3.0's name, is the same; `tenant`
+    is short for `metadata={"tenant": ...}`): `overall`, and one entry per task name.
+    `ax.activity.stats`.
 
     With `bucket` (a timedelta of at least a second), also the same per bucket of creation
     time, buckets aligned on multiples of `bucket` since 1970-01-01 UTC, from the one holding
@@ -184,7 +192,15 @@ def stats(
         width_us = bucket // timedelta(microseconds=1)
         if width_us < 1_000_000:
             raise ValueError(f"bucket {bucket} is under a second; use e.g. timedelta(hours=1).")
-    found = conditions(Activity, task_name=task_name, since=since, until=until, metadata=metadata)
+    found = conditions(
+        Activity,
+        task_name=task_name,
+        since=since,
+        until=until,
+        metadata=metadata,
+        metadata_filter=metadata_filter,
+        tenant=tenant,
+    )
     low = None if since is None else naive_utc(since)
     high = None if until is None else naive_utc(until)
     span = select(func.min(Activity.created_at), func.max(Activity.created_at)).where(*found)

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, overload
 from uuid import UUID, uuid4
 
+from agentexec import tenants
 from agentexec.connection import REDIS_ERRORS
 from agentexec.credentials import redact_url
 from agentexec.errors import RedisUnavailableError
@@ -86,6 +87,7 @@ def created_event(
     message: str | None,
     agent_id: UUID | str | None,
     metadata: dict[str, Any] | None = None,
+    tenant: str | None = None,
 ) -> TaskQueued:
     """The `task.queued` event of `create` (a new agent id when `agent_id` is None)."""
     if metadata is not None and not isinstance(metadata, dict):
@@ -93,6 +95,7 @@ def created_event(
             f"metadata {metadata!r} is not a dict; pass a JSON object such as "
             "{'customer_id': '42'}, or None."
         )
+    _, metadata = tenants.resolve(tenant, metadata, f"create({task_name!r}, ...)")
     return TaskQueued(
         agent_id=uuid4() if agent_id is None else _agent_id(agent_id),
         task_name=check_name(task_name, "task name"),
@@ -178,15 +181,16 @@ def create(
     agent_id: UUID | str | None = None,
     session: object | None = None,
     metadata: dict[str, Any] | None = None,
+    tenant: str | None = None,
 ) -> UUID:
     """Start tracking an activity not run by a worker; returns its agent id (new if None).
 
-    The activity is QUEUED with `message` (default `AGENTEXEC_ACTIVITY_MESSAGE_CREATE`) and
-    `metadata` (a JSON object, as `ax.enqueue` takes). Its row appears once the projector has
-    applied the event, usually within milliseconds; `session` is accepted for compatibility
-    and not written to.
+    The activity is QUEUED with `message` (default `AGENTEXEC_ACTIVITY_MESSAGE_CREATE`),
+    `metadata` (a JSON object, as `ax.enqueue` takes) and `tenant` (as `ax.enqueue` takes
+    it). Its row appears once the projector has applied the event, usually within
+    milliseconds; `session` is accepted for compatibility and not written to.
     """
-    event = created_event(task_name, message, agent_id, metadata)
+    event = created_event(task_name, message, agent_id, metadata, tenant)
     append(event, check=False)
     return event.agent_id
 

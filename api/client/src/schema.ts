@@ -229,8 +229,9 @@ export interface paths {
         /**
          * Events Feed
          * @description Every event, live (only tasks named `task_name`, only events moving a task to
-         *     `status`: both repeatable). Resume with `Last-Event-ID` (header, or `last_event_id`):
-         *     every later event once, in order, then the live tail; `0` is the beginning.
+         *     `status`: both repeatable; only the events of `tenant`'s tasks). Resume with
+         *     `Last-Event-ID` (header, or `last_event_id`): every later event once, in order, then
+         *     the live tail; `0` is the beginning.
          */
         get: operations["events_feed_api_events_get"];
         put?: never;
@@ -621,6 +622,7 @@ export interface components {
             run?: string;
             status: ("queued" | "running" | "complete" | "error" | "canceled") | null;
             task_name: string;
+            tenant?: string | null;
             ts: string;
             turn?: number;
             /**
@@ -651,6 +653,7 @@ export interface components {
             sources?: unknown[] | null;
             status: ("queued" | "running" | "complete" | "error" | "canceled") | null;
             task_name: string;
+            tenant?: string | null;
             text?: string;
             ts: string;
             turn?: number;
@@ -682,6 +685,7 @@ export interface components {
             stage?: string;
             status: ("queued" | "running" | "complete" | "error" | "canceled") | null;
             task_name: string;
+            tenant?: string | null;
             ts: string;
             turn?: number;
             /**
@@ -709,6 +713,7 @@ export interface components {
             percentage: number | null;
             status: ("queued" | "running" | "complete" | "error" | "canceled") | null;
             task_name: string;
+            tenant?: string | null;
             to_agent: string;
             ts: string;
             turn?: number;
@@ -739,6 +744,7 @@ export interface components {
             percentage: number | null;
             status: ("queued" | "running" | "complete" | "error" | "canceled") | null;
             task_name: string;
+            tenant?: string | null;
             tool: string;
             ts: string;
             turn?: number;
@@ -768,6 +774,7 @@ export interface components {
             percentage: number | null;
             status: ("queued" | "running" | "complete" | "error" | "canceled") | null;
             task_name: string;
+            tenant?: string | null;
             ts: string;
             turn?: number;
             /**
@@ -798,6 +805,7 @@ export interface components {
             requests?: number;
             status: ("queued" | "running" | "complete" | "error" | "canceled") | null;
             task_name: string;
+            tenant?: string | null;
             total_tokens?: number;
             ts: string;
             turn?: number;
@@ -836,6 +844,7 @@ export interface components {
             step_agent_id: string;
             steps: number;
             task_name: string;
+            tenant?: string | null;
             ts: string;
             /**
              * @description discriminator enum property added by openapi-typescript
@@ -865,6 +874,7 @@ export interface components {
             step_agent_id: string;
             steps: number;
             task_name: string;
+            tenant?: string | null;
             ts: string;
             /**
              * @description discriminator enum property added by openapi-typescript
@@ -907,6 +917,7 @@ export interface components {
             session_id: string;
             status: ("queued" | "running" | "complete" | "error" | "canceled") | null;
             task_name: string;
+            tenant?: string | null;
             ts: string;
             /**
              * @description discriminator enum property added by openapi-typescript
@@ -936,6 +947,7 @@ export interface components {
             session_id: string;
             status: ("queued" | "running" | "complete" | "error" | "canceled") | null;
             task_name: string;
+            tenant?: string | null;
             ts: string;
             /**
              * @description discriminator enum property added by openapi-typescript
@@ -965,6 +977,7 @@ export interface components {
             session_id: string;
             status: ("queued" | "running" | "complete" | "error" | "canceled") | null;
             task_name: string;
+            tenant?: string | null;
             ts: string;
             /**
              * @description discriminator enum property added by openapi-typescript
@@ -991,6 +1004,7 @@ export interface components {
             percentage: number | null;
             status: ("queued" | "running" | "complete" | "error" | "canceled") | null;
             task_name: string;
+            tenant?: string | null;
             ts: string;
             /**
              * @description discriminator enum property added by openapi-typescript
@@ -1016,6 +1030,7 @@ export interface components {
             percentage: number | null;
             status: ("queued" | "running" | "complete" | "error" | "canceled") | null;
             task_name: string;
+            tenant?: string | null;
             ts: string;
             /**
              * @description discriminator enum property added by openapi-typescript
@@ -1041,6 +1056,7 @@ export interface components {
             percentage: number | null;
             status: ("queued" | "running" | "complete" | "error" | "canceled") | null;
             task_name: string;
+            tenant?: string | null;
             ts: string;
             /**
              * @description discriminator enum property added by openapi-typescript
@@ -1067,6 +1083,7 @@ export interface components {
             percentage: number | null;
             status: ("queued" | "running" | "complete" | "error" | "canceled") | null;
             task_name: string;
+            tenant?: string | null;
             ts: string;
             /**
              * @description discriminator enum property added by openapi-typescript
@@ -1092,6 +1109,7 @@ export interface components {
             percentage: number | null;
             status: ("queued" | "running" | "complete" | "error" | "canceled") | null;
             task_name: string;
+            tenant?: string | null;
             ts: string;
             /**
              * @description discriminator enum property added by openapi-typescript
@@ -1121,6 +1139,7 @@ export interface components {
             queue?: string | null;
             status: ("queued" | "running" | "complete" | "error" | "canceled") | null;
             task_name: string;
+            tenant?: string | null;
             timeout?: number | null;
             ts: string;
             /**
@@ -1149,6 +1168,7 @@ export interface components {
             percentage: number | null;
             status: ("queued" | "running" | "complete" | "error" | "canceled") | null;
             task_name: string;
+            tenant?: string | null;
             ts: string;
             /**
              * @description discriminator enum property added by openapi-typescript
@@ -1174,6 +1194,7 @@ export interface components {
             percentage: number | null;
             status: ("queued" | "running" | "complete" | "error" | "canceled") | null;
             task_name: string;
+            tenant?: string | null;
             ts: string;
             /**
              * @description discriminator enum property added by openapi-typescript
@@ -1204,6 +1225,7 @@ export interface components {
             percentage: number | null;
             status: ("queued" | "running" | "complete" | "error" | "canceled") | null;
             task_name: string;
+            tenant?: string | null;
             total?: number | null;
             tracker: string;
             ts: string;
@@ -1234,6 +1256,7 @@ export interface components {
             percentage: number | null;
             status: ("queued" | "running" | "complete" | "error" | "canceled") | null;
             task_name: string;
+            tenant?: string | null;
             total?: number | null;
             tracker: string;
             ts: string;
@@ -1264,6 +1287,7 @@ export interface components {
             percentage: number | null;
             status: ("queued" | "running" | "complete" | "error" | "canceled") | null;
             task_name: string;
+            tenant?: string | null;
             total?: number | null;
             tracker: string;
             ts: string;
@@ -1390,6 +1414,8 @@ export interface operations {
                 until?: string | null;
                 /** @description key=value the task's metadata must hold (compared as text); repeatable */
                 metadata?: string[] | null;
+                /** @description Only the tasks of this tenant (short for metadata=tenant=<it>) */
+                tenant?: string | null;
                 /** @description Only tasks running for longer than this (seconds) */
                 running_longer_than?: number | null;
                 /** @description true: only retried tasks; false: never retried */
@@ -1481,6 +1507,8 @@ export interface operations {
                 until?: string | null;
                 /** @description key=value the task's metadata must hold (compared as text); repeatable */
                 metadata?: string[] | null;
+                /** @description Only the tasks of this tenant (short for metadata=tenant=<it>) */
+                tenant?: string | null;
                 /** @description Also per bucket of this many seconds */
                 bucket_seconds?: number | null;
             };
@@ -1784,6 +1812,8 @@ export interface operations {
                 until?: string | null;
                 /** @description key=value the task's metadata must hold (compared as text); repeatable */
                 metadata?: string[] | null;
+                /** @description Only the tasks of this tenant (short for metadata=tenant=<it>) */
+                tenant?: string | null;
                 /** @description Only tasks running for longer than this (seconds) */
                 running_longer_than?: number | null;
                 /** @description true: only retried tasks; false: never retried */
@@ -1889,6 +1919,7 @@ export interface operations {
             query?: {
                 task_name?: string[] | null;
                 status?: ("queued" | "running" | "complete" | "error" | "canceled")[] | null;
+                tenant?: string | null;
                 last_event_id?: string | null;
             };
             header?: {
