@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import ipaddress
+import signal
 from collections.abc import Callable
+from types import FrameType
 from typing import Any
 
 import click
@@ -96,7 +98,16 @@ def api(
     click.echo(f"agentexec API and dashboard on http://{host}:{port}/")
     if token:
         click.echo("the API needs the token: open the dashboard once at /?token=<token>")
+    # uvicorn raises the signal that stopped it again once it has shut down; this handler then
+    # ends the process with status 0, as `agentexec worker` and `projector` end on SIGTERM.
+    signal.signal(signal.SIGTERM, _stopped)
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+    click.echo("agentexec API stopped")
+
+
+def _stopped(signum: int, frame: FrameType | None) -> None:
+    click.echo("agentexec API stopped")
+    raise SystemExit(0)
 
 
 def _load_hook(reference: str) -> Callable[..., Any]:
