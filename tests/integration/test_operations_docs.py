@@ -3,7 +3,8 @@ of its shell block (projector, worker pool, API) as separate processes with the 
 settings, its enqueue script with its printed output, the API showing the tasks, and a SIGTERM
 that every process answers by exiting 0.
 
-The test's own Redis, key prefix and a free port stand in for the block's Redis URL and port 8000."""
+The test's own Redis, key prefix and a free port stand in for the block's Redis URL and port
+8000."""
 
 from __future__ import annotations
 
