@@ -24,7 +24,8 @@ with warnings.catch_warnings():
     class AgentContext(BaseModel):
         """State shared by the agents of a workflow and their tools.
 
-        Subclass it for a domain (`class ShopContext(ax.AgentContext): basket: list[str] = []`);
+        Subclass it for a domain (`class ShopContext(ax.AgentContext): basket: list[str] = []`),
+        with or without the seed's `@dataclass` on top (the subclass stays a Pydantic model);
         the subclass is what the worker rebuilds. `database_connector` is never serialised.
         """
 
@@ -41,6 +42,17 @@ with warnings.catch_warnings():
         discovered: dict[str, list[Any]] = Field(default_factory=dict)
         """What tools found, by key (`add_discovered_item`)."""
         metadata: dict[str, Any] = Field(default_factory=dict)
+
+        @classmethod
+        def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+            # The seed extends its context with `@dataclass class MyAppContext(AgentContext)`.
+            # A stdlib `@dataclass` replaces only methods the class does not define itself, so
+            # pinning the inherited ones here keeps the subclass a working Pydantic model (with
+            # every field, `dataclasses.field(default_factory=...)` included).
+            super().__pydantic_init_subclass__(**kwargs)
+            for name in ("__init__", "__repr__", "__eq__"):
+                if name not in cls.__dict__:
+                    setattr(cls, name, getattr(cls, name))
 
         def add_discovered_item(self, key: str, item: Any) -> None:
             """Record `item` under `key` (items of one key keep their order)."""
