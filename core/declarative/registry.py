@@ -131,13 +131,29 @@ class Agents:
     `session_factory(session_id)` opens the SDK `Session` a task runs with when it is given
     a session id (default: `ax.AgentSession` when available); a worker calls it in its own
     process, so it must open a store every worker reaches.
+
+    `connect()` returns the process-local `database_connector` (a connection, a client) that
+    a worker puts into the context of each agent task it runs: the enqueuer's is never sent.
+    Called once per worker process, on its first agent task that needs it.
     """
 
-    def __init__(self, *, session_factory: SessionFactory | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        session_factory: SessionFactory | None = None,
+        connect: Callable[[], Any] | None = None,
+    ) -> None:
+        if connect is not None and not callable(connect):
+            raise ConfigurationError(
+                f"ax.Agents(connect={connect!r}): pass a function of no arguments returning "
+                "the worker's database_connector, or None."
+            )
         self.agents = AgentRegistry()
         self.tools = ToolRegistry()
         self.guardrails = GuardrailRegistry()
         self.session_factory = session_factory
+        self.connect = connect
+        self._connector: Any = None
         self.modules: set[str] = set()
         """Modules that registered something here: a worker imports them to refill it."""
         self.home = caller_module(1)
@@ -190,11 +206,15 @@ class Agents:
     ) -> Callable[[T], T]:
         """Decorator registering an SDK tool (`@function_tool` below it) under `name`
         (default: the tool's own name); a plain function is made a `function_tool` first.
-        Returns the tool, renamed and re-described when `name`/`description` are given."""
+        Returns the tool, renamed and re-described when `name`/`description` are given.
+        Raises `AgentDefinitionError` for a tool whose first parameter is named `ctx` (or
+        `context`) with no type or `Any`: type it `RunContextWrapper[...]` to get the run
+        context."""
 
         def decorate(tool: T) -> T:
             module = caller_module(1)
             sdk_tool: Any = tool
+            _check_context_parameter(name, sdk_tool)
             if inspect.isroutine(sdk_tool):
                 from agents import function_tool
 
@@ -265,6 +285,12 @@ class Agents:
         self.modules.add(caller_module(1))
         return entry
 
+    def connector(self) -> Any:
+        """This process's `database_connector` (`connect()`, called once), or None."""
+        if self._connector is None and self.connect is not None:
+            self._connector = self.connect()
+        return self._connector
+
     def open_session(self, session_id: str) -> Any:
         """The SDK session for `session_id`, opened with `session_factory`."""
         if self.session_factory is not None:
@@ -296,6 +322,39 @@ class Agents:
             f"the ax.Agents() made in {self.home} is not a module-level name there; worker "
             "processes import modules to find it: assign it at module level "
             "(app = ax.Agents()) or use the default registry."
+        )
+
+
+_CONTEXT_NAMES = ("ctx", "context", "wrapper", "run_context")
+
+
+def _check_context_parameter(name: str | None, tool: Any) -> None:
+    """Refuse a tool whose first parameter is meant as the run context but has no type (or
+    `Any`): the SDK passes the context only to a parameter typed `RunContextWrapper` (or
+    `ToolContext`), and would ask the model to supply this one instead."""
+    untyped = ""
+    if inspect.isroutine(tool):
+        parameters = list(inspect.signature(tool).parameters.values())
+        first = parameters[0] if parameters else None
+        if first is not None and first.name in _CONTEXT_NAMES:
+            if first.annotation in (inspect.Parameter.empty, Any, "Any"):
+                untyped = first.name
+    else:
+        properties = getattr(tool, "params_json_schema", None) or {}
+        properties = properties.get("properties", {}) if isinstance(properties, dict) else {}
+        for key, schema in list(properties.items())[:1]:
+            typed = isinstance(schema, dict) and any(
+                k in schema for k in ("type", "$ref", "anyOf", "allOf", "oneOf", "enum", "const")
+            )
+            if key in _CONTEXT_NAMES and not typed:
+                untyped = key
+    if untyped:
+        label = name or getattr(tool, "name", None) or getattr(tool, "__name__", repr(tool))
+        raise AgentDefinitionError(
+            f"register_tool({label!r}): the parameter {untyped!r} has no type (or Any), so the "
+            "Agents SDK would ask the model for it instead of passing the run context; annotate "
+            f"it `{untyped}: RunContextWrapper[AgentContext]` (from agents import "
+            "RunContextWrapper), or remove it if the tool does not use the context."
         )
 
 

@@ -177,7 +177,7 @@ async def test_the_seed_run_the_agent_sample(app: ax.Agents) -> None:
     # Seed: "Define a Tool", "Define an Agent", "Run the Agent" (registry getters renamed).
     @ax.register_tool(name="get_weather", description="Get weather for a city", category="api")
     @function_tool
-    async def get_weather(ctx: Any, city: str) -> dict[str, Any]:
+    async def get_weather(ctx: RunContextWrapper[Any], city: str) -> dict[str, Any]:
         # Your implementation
         return {"temperature": 72, "conditions": "sunny"}
 
