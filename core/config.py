@@ -118,6 +118,15 @@ class Settings(BaseSettings):
     """Longest text an agent event carries (tool arguments, self-reported messages); longer
     text is cut and marked with an ellipsis."""
 
+    stream_interval: float | None = Field(default=0.25, ge=0)
+    """Seconds between two text events (`agent.delta`) of a streamed agent run, at least: a
+    fast model's many small deltas are coalesced, unless `stream_chars` characters wait.
+    `off` records no text deltas. The default of `OpenAIRunner(stream_interval=...)` and of
+    the runs of `pool.agent` tasks."""
+    stream_chars: int = Field(default=2000, ge=1)
+    """Characters of a streamed run's text recorded in one event at most before the interval
+    has passed (the default of `OpenAIRunner(stream_chars=...)`)."""
+
     model_override: str | None = None
     """`package.module:attribute` of an Agents SDK `Model` or `ModelProvider` that every
     `OpenAIRunner` run uses for the models its agents name, in every process of a pool (the
@@ -148,6 +157,13 @@ class Settings(BaseSettings):
                 "is supported (state is the Redis event log; other backends are not pluggable). "
                 "Unset it or set it to that value."
             )
+        return value
+
+    @field_validator("stream_interval", mode="before")
+    @classmethod
+    def _interval_off(cls, value: Any) -> Any:
+        if isinstance(value, str) and value.strip().lower() in ("off", "none", ""):
+            return None
         return value
 
     @field_validator("model_override", "tracing_setup")

@@ -52,9 +52,9 @@ class AgentTask:
         return f"AgentTask({self.name!r})"
 
     async def run(self, agent_id: UUID, context: AgentRun) -> AgentOutcome:
-        """Run the agent for task `agent_id`: build it with the run's context, run it with an
-        `OpenAIRunner` (turns, tool calls, handoffs and usage recorded), record a tripped
-        guardrail, and return the outcome."""
+        """Run the agent for task `agent_id`: build it with the run's context, run it streamed
+        with an `OpenAIRunner` (turns, tool calls, handoffs, usage and the text as it is
+        written recorded), record a tripped guardrail, and return the outcome."""
         from agents import Agent
         from agents.exceptions import (
             InputGuardrailTripwireTriggered,
@@ -68,13 +68,17 @@ class AgentTask:
         definition = self.agents.agents.get(self.name)
         what = f"agent task {self.name!r} ({agent_id})"
         shared = context.load_context(definition.context_type, what)
+        if getattr(shared, "database_connector", False) is None:
+            shared.database_connector = self.agents.connector()  # type: ignore[attr-defined]
         session = (
             None if context.session_id is None else self.agents.open_session(context.session_id)
         )
         runner = OpenAIRunner(agent_id)
         agent: Agent[Any] = build_agent(definition, shared, self.agents)
         try:
-            result = await runner.run(
+            # Streamed, so that the run's text reaches the live feeds as it is written
+            # (coalesced: AGENTEXEC_STREAM_INTERVAL, AGENTEXEC_STREAM_CHARS).
+            result = await runner.run_streamed(
                 agent,
                 context.input,  # type: ignore[arg-type]
                 context=shared,

@@ -46,7 +46,7 @@ from agentexec.tracing import AgentSpans
 from .base import BaseAgentRunner
 from .checkpoints import RESUMABLE_WITHOUT, decode_run, encode_run, find_agent, mismatch, run_name
 from .redaction import Redactor
-from .streaming import DEFAULT_DELTA_CHARS, DEFAULT_DELTA_INTERVAL, Deltas, check_delta_limits
+from .streaming import FROM_SETTINGS, Deltas, FromSettings, check_delta_limits
 
 logger = logging.getLogger(__name__)
 
@@ -119,7 +119,8 @@ class OpenAIRunner(BaseAgentRunner):
     A streamed run (`run_streamed`) also records what the model writes, as it writes it, as
     `agent.delta` events: its text coalesced to at most one event per `stream_interval`
     seconds (or `stream_chars` characters), and its items (tool calls, handoffs) as they
-    finish. `stream_interval=None` records none.
+    finish. `stream_interval=None` records none. Both default to the settings
+    `AGENTEXEC_STREAM_INTERVAL` (0.25 s, `off` for none) and `AGENTEXEC_STREAM_CHARS` (2000).
 
     Raises `ConfigurationError` at once for an agent id that is not a UUID, an empty prompt,
     `wrap_up_turns` below 1, or a negative `stream_interval` or `stream_chars` below 1.
@@ -134,10 +135,15 @@ class OpenAIRunner(BaseAgentRunner):
         *,
         wrap_up_turns: int = DEFAULT_WRAP_UP_TURNS,
         redact: Redactor | None = None,
-        stream_interval: float | None = DEFAULT_DELTA_INTERVAL,
-        stream_chars: int = DEFAULT_DELTA_CHARS,
+        stream_interval: float | FromSettings | None = FROM_SETTINGS,
+        stream_chars: int | FromSettings = FROM_SETTINGS,
     ) -> None:
         super().__init__(agent_id, redact=redact)
+        settings = self.recorder.runtime.settings
+        if stream_interval is FROM_SETTINGS:
+            stream_interval = settings.stream_interval
+        if stream_chars is FROM_SETTINGS:
+            stream_chars = settings.stream_chars
         check_delta_limits(stream_interval, stream_chars)
         self.stream_interval = stream_interval
         self.stream_chars = stream_chars

@@ -14,29 +14,49 @@ feed. Does not import the Agents SDK.
 
 from __future__ import annotations
 
+import enum
 import logging
 import time
 from collections.abc import Callable
 from typing import Any
 from uuid import UUID
 
+from agentexec.config import Settings
 from agentexec.errors import ConfigurationError, RedisUnavailableError
 from agentexec.eventlog import EventLog
 from agentexec.events import AgentDelta
 from agentexec.runtime import Runtime, current
-from agentexec.tasks import event_identity, own_task
+from agentexec.tasks import event_identity, own_task, running_task
 
 from .base import run_agent_id
 from .recorder import EventRecorder
 
-__all__ = ["DEFAULT_DELTA_CHARS", "DEFAULT_DELTA_INTERVAL", "AgentStream", "Deltas"]
+__all__ = [
+    "DEFAULT_DELTA_CHARS",
+    "DEFAULT_DELTA_INTERVAL",
+    "FROM_SETTINGS",
+    "AgentStream",
+    "Deltas",
+    "FromSettings",
+]
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_DELTA_INTERVAL = 0.25
-"""Seconds between two text deltas of a run, at least (unless `DEFAULT_DELTA_CHARS` wait)."""
-DEFAULT_DELTA_CHARS = 2000
-"""Characters of text that are recorded at once, whatever the interval."""
+DEFAULT_DELTA_INTERVAL: float = Settings.model_fields["stream_interval"].default
+"""Seconds between two text deltas of a run, at least (unless `DEFAULT_DELTA_CHARS` wait);
+`AGENTEXEC_STREAM_INTERVAL` changes it for a process."""
+DEFAULT_DELTA_CHARS: int = Settings.model_fields["stream_chars"].default
+"""Characters of text that are recorded at once, whatever the interval
+(`AGENTEXEC_STREAM_CHARS`)."""
+
+
+class FromSettings(enum.Enum):
+    """The marker of a runner option taken from the settings (`AGENTEXEC_STREAM_*`)."""
+
+    FROM_SETTINGS = "from settings"
+
+
+FROM_SETTINGS = FromSettings.FROM_SETTINGS
 
 _ITEM_NAMES = {
     "tool_called": "tool call",
@@ -135,9 +155,10 @@ def _item_label(event: Any, name: str) -> str:
 
 
 class AgentStream:
-    """The seed's `StreamingHelper`: emits a run's milestones for task `agent_id` to the
-    live feeds (as `agent.delta` events) and to `event_callback`, if given, with the event's
-    fields as a dict.
+    """The seed's `StreamingHelper`: emits a run's milestones for task `agent_id` (default:
+    the task whose handler makes it) to the live feeds (as `agent.delta` events) and to
+    `event_callback`, if given, with the event's fields as a dict. Raises
+    `ConfigurationError` when no `agent_id` is given outside a task's handler.
 
     The methods are plain calls, as in the seed: inside the task's handler on a worker, the
     event is queued behind the handler's other events (fenced by its lease) and the call
@@ -148,11 +169,19 @@ class AgentStream:
 
     def __init__(
         self,
-        agent_id: UUID | str,
+        agent_id: UUID | str | None = None,
         event_callback: Callable[[dict[str, Any]], Any] | None = None,
         *,
         runtime: Runtime | None = None,
     ) -> None:
+        if agent_id is None:
+            run = running_task()
+            if run is None:
+                raise ConfigurationError(
+                    "AgentStream(): no agent_id given and no task is running here; pass the "
+                    "agent_id of the task (or activity) whose feed the events belong to."
+                )
+            agent_id = run.agent_id
         self.agent_id = run_agent_id(agent_id, "AgentStream")
         if event_callback is not None and not callable(event_callback):
             raise ConfigurationError(
