@@ -345,7 +345,11 @@ class DynamicOrchestrator(AgentOrchestrator):
 
 # -- The pool: every agent a task, and the seed's workflows as tasks --------------------------
 
-pool = ax.Pool(num_workers=1, concurrency=8)
+# The queue of tests/apps/agent_defs.py, whose agents have the same names: a task name known
+# on two queues in one process is enqueued on the default queue when none is given, and the
+# test process imports both apps. Each test has its own Redis namespace, so the two pools,
+# never running at once, never share a task.
+pool = ax.Pool(queue_name="agent_defs", num_workers=1, concurrency=8)
 for registry in (pattern1, quickstart, workflow):
     for definition in registry.agents.list():
         pool.agent(definition, agents=registry)

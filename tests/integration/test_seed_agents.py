@@ -136,7 +136,8 @@ async def _children(engine: Engine, parent: Any, count: int) -> list[str]:
 
 
 async def _flow(name: str, query: str, pattern: str = "", **data: Any) -> tuple[ax.Task, Any]:
-    task = await ax.enqueue(name, seed004.Query(query=query, pattern=pattern, context_data=data))
+    context = seed004.Query(query=query, pattern=pattern, context_data=data)
+    task = await ax.enqueue(name, context)
     return task, await ax.get_result(task, timeout=scaled(120))
 
 
