@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -343,3 +344,62 @@ async def test_register_tool_takes_plain_functions_and_hosted_tools(app: ax.Agen
     result = await Runner.run(definition.build(), "2+3?", run_config=RunConfig(model=model))
     outputs = [i for i in model.calls[1].input if i.get("type") == "function_call_output"]
     assert (result.final_output, outputs[0]["output"]) == ("5", "5")
+
+
+def test_a_tool_needing_the_context_must_type_it(app: ax.Agents) -> None:
+    def plain(ctx, city: str) -> str:  # type: ignore[no-untyped-def]
+        return city
+
+    with pytest.raises(ax.AgentDefinitionError, match=r"'ctx' has no type .*RunContextWrapper"):
+        ax.register_tool(name="plain")(plain)
+
+    def typed(ctx: RunContextWrapper[Any], city: str) -> str:
+        return city
+
+    ax.register_tool(name="typed")(typed)
+    assert list(ax.tools.get("typed").tool.params_json_schema["properties"]) == ["city"]
+
+
+async def test_the_base_orchestrator_needs_steps_unless_one_agent_is_registered(
+    app: ax.Agents,
+) -> None:
+    ax.register_agent(ax.AgentDefinition(name="a"))
+    ax.register_agent(ax.AgentDefinition(name="b"))
+    with pytest.raises(ax.ConfigurationError, match=r"holds 2 agents \(a, b\); pass"):
+        await ax.AgentOrchestrator().run("hello", {})
+    with pytest.raises(ax.ConfigurationError, match="steps="):
+        ax.AgentOrchestrator(steps="a")  # type: ignore[arg-type]
+
+
+async def test_the_workflows_user_query_fills_the_context() -> None:
+    class Mine(ax.AgentOrchestrator):
+        async def execute(self, user_query: str, context_data: dict[str, Any]) -> Any:
+            return self.setup_context(**context_data)
+
+    orchestrator = Mine(ax.Agents())
+    context = await orchestrator.execute("Q4 sales?", {"schema": "s"})
+    assert (orchestrator.user_query, context.user_query) == ("Q4 sales?", "Q4 sales?")
+
+
+def test_agent_stream_outside_a_task_needs_an_id() -> None:
+    with pytest.raises(ax.ConfigurationError, match="no agent_id given and no task"):
+        ax.AgentStream(event_callback=print)
+
+
+def test_stream_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    from agentexec.config import Settings
+
+    monkeypatch.setenv("AGENTEXEC_STREAM_INTERVAL", "off")
+    monkeypatch.setenv("AGENTEXEC_STREAM_CHARS", "500")
+    settings = Settings()
+    assert (settings.stream_interval, settings.stream_chars) == (None, 500)
+    monkeypatch.setenv("AGENTEXEC_STREAM_INTERVAL", "-1")
+    with pytest.raises(ValueError, match="stream_interval"):
+        Settings()
+    # The runner's defaults are the settings; explicit values win.
+    ax.CONF.stream_interval = None
+    ax.CONF.stream_chars = 300
+    runner = ax.OpenAIRunner(uuid.uuid4())
+    assert (runner.stream_interval, runner.stream_chars) == (None, 300)
+    runner = ax.OpenAIRunner(uuid.uuid4(), stream_interval=1.0, stream_chars=10)
+    assert (runner.stream_interval, runner.stream_chars) == (1.0, 10)
