@@ -163,3 +163,27 @@ async def test_a_quick_task_and_an_activity_created_by_hand(
     assert detail.worker == started.worker and started.worker
     assert (created.attempts, created.attempt_history, created.queue_wait_seconds) == (0, [], None)
     assert created.queued_at == created.created_at
+
+
+async def test_a_delayed_task_waits_from_when_it_was_due(
+    running_pool: ax.Pool, projector: Projector, engine: Engine
+) -> None:
+    """`enqueue(..., delay=)`: the delay is not queue wait; the wait runs from the due time."""
+    task = await ax.enqueue("echo", Echo(text="later"), delay=1.0)
+    await ax.get_result(task, timeout=scaled(30))
+    await projector.catch_up()
+    log = await log_of(task.agent_id)
+    (queued,) = of(log, events.TaskQueued)
+    (started,) = of(log, events.TaskStarted)
+    assert queued.not_before is not None
+    assert wait(queued.ts, queued.not_before) == pytest.approx(1.0, abs=0.01)
+    with Session(engine) as s:
+        detail = ax.activity.detail(s, task.agent_id)
+    assert detail is not None
+    (attempt,) = detail.attempt_history
+    assert attempt.due_at == pytest.approx(queued.not_before, abs=timedelta(microseconds=1))
+    expected = max(0.0, wait(queued.not_before, started.ts))
+    assert attempt.queue_wait_seconds == pytest.approx(expected, abs=1e-5)
+    assert detail.queue_wait_seconds == attempt.queue_wait_seconds
+    assert detail.queue_wait_seconds < wait(queued.ts, started.ts)  # the delay is not waiting
+    assert detail.queued_at == queued.ts
