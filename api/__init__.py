@@ -20,16 +20,21 @@ if TYPE_CHECKING:
     from .authorization import requested_agent_id
     from .responses import abortable
     from .routes import LiveRouter, router
+    from .tokens import FeedScope, FeedTokenError, feed_token, verify_feed_token
 
 __all__ = [
     "ORIGIN",
     "POSITION_HEADER",
+    "FeedScope",
+    "FeedTokenError",
     "LiveRouter",
     "Position",
     "abortable",
     "create_app",
+    "feed_token",
     "requested_agent_id",
     "router",
+    "verify_feed_token",
 ]
 
 _HOMES = {
@@ -41,6 +46,10 @@ _HOMES = {
     "LiveRouter": "routes",
     "requested_agent_id": "authorization",
     "router": "routes",
+    "FeedScope": "tokens",
+    "FeedTokenError": "tokens",
+    "feed_token": "tokens",
+    "verify_feed_token": "tokens",
 }
 
 

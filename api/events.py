@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 from uuid import UUID
 
 import anyio
-from fastapi import Header, HTTPException, Query, Response
+from fastapi import Depends, Header, HTTPException, Query, Response
 from pydantic import AfterValidator
 from starlette.concurrency import run_in_threadpool
 
@@ -27,8 +27,9 @@ from .hub import Accepts
 from .messages import Delivery
 from .responses import FeedResponse
 from .state import Live, LiveState
+from .tokens import FeedScope, FeedTokenError, verify_feed_token
 
-__all__ = ["agent_feed", "events_feed"]
+__all__ = ["agent_feed", "agent_feed_by_token", "events_feed", "events_feed_by_token", "feed_scope"]
 
 logger = logging.getLogger(__name__)
 
@@ -97,6 +98,72 @@ async def agent_feed(
     elif last.status in TERMINAL and after >= Position.parse(last.event_id):
         return Response(status_code=204)
     return _feed_response(live, after, agent_id=agent_id)
+
+
+def feed_scope(
+    live: Live,
+    feed_token: Annotated[
+        str, Query(max_length=1024, description="A token from agentexec.api.feed_token")
+    ],
+) -> FeedScope:
+    """Dependency of the feeds opened with a feed token: its scope, if it is valid; 401 when
+    it is not, or when this API accepts none."""
+    if live.feed_key is None:
+        raise HTTPException(
+            401,
+            "this API accepts no feed tokens: give it the secret the application signs them "
+            "with (router(feed_secret=...) or AGENTEXEC_FEED_SECRET)",
+        )
+    try:
+        return verify_feed_token(live.feed_key, feed_token)
+    except FeedTokenError as e:
+        raise HTTPException(401, str(e)) from None
+
+
+Scope = Annotated[FeedScope, Depends(feed_scope)]
+
+
+async def events_feed_by_token(
+    live: Live,
+    scope: Scope,
+    task_name: Annotated[list[str] | None, Query()] = None,
+    status: Annotated[list[WireStatus] | None, Query()] = None,
+    tenant: Annotated[str | None, Query(pattern=TENANT_PATTERN)] = None,
+    last_event_id: Annotated[EventId, Query()] = None,
+    last_event_id_header: Annotated[EventId, Header(alias="Last-Event-ID")] = None,
+) -> Response:
+    """`/api/events` opened with a tenant's feed token: only that tenant's events."""
+    if scope.tenant is None:
+        raise HTTPException(
+            403,
+            "this feed token is for one task: open /api/activities/"
+            f"{scope.agent_id}/events with it",
+        )
+    if tenant is not None and tenant != scope.tenant:
+        raise HTTPException(
+            403, f"this feed token is for tenant {scope.tenant!r}, not tenant {tenant!r}"
+        )
+    return await events_feed(
+        live, task_name, status, scope.tenant, last_event_id, last_event_id_header
+    )
+
+
+async def agent_feed_by_token(
+    agent_id: UUID,
+    live: Live,
+    scope: Scope,
+    last_event_id: Annotated[EventId, Query()] = None,
+    last_event_id_header: Annotated[EventId, Header(alias="Last-Event-ID")] = None,
+) -> Response:
+    """`/api/activities/{agent_id}/events` opened with that task's feed token."""
+    if scope.agent_id != agent_id:
+        what = (
+            f"task {scope.agent_id}"
+            if scope.agent_id is not None
+            else f"tenant {scope.tenant!r}: open /api/events with it"
+        )
+        raise HTTPException(403, f"this feed token is for {what}, not task {agent_id}")
+    return await agent_feed(agent_id, live, last_event_id, last_event_id_header)
 
 
 def _last_event(live: LiveState, agent_id: UUID) -> reads.LastEvent | None:

@@ -10,10 +10,14 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Depends, FastAPI
+from fastapi.routing import APIRoute
 from sqlalchemy import Engine
 from sse_starlette import EventSourceResponse
+from starlette.routing import Match
+from starlette.types import Scope
 
 from agentexec.activity.schemas import (
     ActivityChildrenSchema,
@@ -33,6 +37,7 @@ from .metrics import registry_of, scrape
 from .responses import OpenFeeds
 from .schemas import ActiveCountSchema, ActivityStatusSchema, ProblemSchema
 from .state import LiveState
+from .tokens import feed_secret as signing_key
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
@@ -61,6 +66,21 @@ _STREAM: dict[int | str, dict[str, Any]] = {
         "description": "Server-sent events: `id:` stream id, `event:` event type, `data:` JSON",
     }
 }
+
+
+class FeedTokenRoute(APIRoute):
+    """A feed's route for requests that carry `?feed_token=`: put before the feed's guarded
+    route on the same path, it takes those requests (checked by the token alone, see
+    `agentexec.api.tokens`) and leaves every other request to the guarded route."""
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        match, child = super().matches(scope)
+        if match is Match.NONE:
+            return match, child
+        query = scope.get("query_string", b"").decode("latin-1")
+        if not any(name == "feed_token" for name, _ in parse_qsl(query, keep_blank_values=True)):
+            return Match.NONE, {}
+        return match, child
 
 
 class LiveRouter(APIRouter):
@@ -99,6 +119,7 @@ def router(
     send_buffer: int | None = 64 * 1024,
     metrics: bool = False,
     ui_routes: bool = False,
+    feed_secret: str | bytes | None = None,
     runtime: Runtime | None = None,
 ) -> LiveRouter:
     """The agentexec API as a FastAPI router: `app.include_router(agentexec.api.router(...))`.
@@ -128,6 +149,12 @@ def router(
     - `ui_routes`: also serve the list, detail and active count under the paths the
       `agentexec-ui` example application uses (`/api/agents/activity`,
       `/api/agents/activity/{agent_id}`, `/api/agents/active/count`; see docs/api.md).
+    - `feed_secret`: the key feed tokens are signed with (default `AGENTEXEC_FEED_SECRET`;
+      at least 32 bytes, else `ConfigurationError`). A feed opened with
+      `?feed_token=<agentexec.api.feed_token(...)>` is checked by the token alone, not by
+      `token` or `authorize` (a browser's EventSource cannot send headers), and shows only
+      the tenant or the task the token names (docs/tenants.md). REST routes never take one.
+      Unset: a feed token is no credential (the API's own guards decide).
     """
     runtime = runtime or current()
     settings = runtime.settings
@@ -148,6 +175,9 @@ def router(
             " buffer of at least 1024 bytes (or None)."
         )
     bearer = BearerToken(token) if token is not None else None
+    feed_key = None
+    if feed_secret is not None or settings.feed_secret is not None:
+        feed_key = signing_key(feed_secret if feed_secret is not None else settings)
     if engine is None:
         if settings.database_url is None:
             raise ConfigurationError(
@@ -172,6 +202,7 @@ def router(
         send_timeout=send_timeout,
         send_buffer=send_buffer,
         registry=registry_of(feeds) if metrics else None,
+        feed_key=feed_key,
     )
     api = LiveRouter(live)
     # The state first: the guard of an application may run after it, never without it.
@@ -223,6 +254,22 @@ def router(
         responses={**_NOT_FOUND, **_PROBLEMS},
         tags=["activities"],
     )
+    if feed_key is not None:
+        # Feeds opened with a feed token: before the guarded routes on the same paths.
+        feed_routes: tuple[tuple[str, Callable[..., Any]], ...] = (
+            ("/api/events", events.events_feed_by_token),
+            ("/api/activities/{agent_id}/events", events.agent_feed_by_token),
+        )
+        for path, feed in feed_routes:
+            api.add_api_route(
+                path,
+                feed,
+                methods=["GET"],
+                dependencies=[state],
+                response_class=EventSourceResponse,
+                include_in_schema=False,
+                route_class_override=FeedTokenRoute,
+            )
     add(
         "/api/events",
         events.events_feed,

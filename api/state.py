@@ -54,6 +54,8 @@ class LiveState:
     send_timeout: float
     send_buffer: int | None
     registry: CollectorRegistry | None = None
+    feed_key: bytes | None = None
+    """The key that checks feed tokens (`agentexec.api.tokens`); None: none accepted."""
 
     async def __call__(self, request: Request) -> None:
         """Route dependency: mark `request` as served with this state."""

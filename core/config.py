@@ -114,6 +114,11 @@ class Settings(BaseSettings):
     api_max_feeds: int = Field(default=1000, ge=1)
     """Live feeds (SSE) one API process serves at once; one more is answered 503."""
 
+    feed_secret: str | None = Field(default=None, repr=False)
+    """The key that signs and checks feed tokens (`agentexec.api.feed_token`, docs/tenants.md):
+    at least 32 bytes, the same in the application that issues tokens and in every API
+    process that serves feeds. Unset: the API accepts no feed token."""
+
     max_event_summary_chars: int = Field(default=500, ge=32)
     """Longest text an agent event carries (tool arguments, self-reported messages); longer
     text is cut and marked with an ellipsis."""
