@@ -13,7 +13,7 @@ import asyncio
 import os
 from uuid import UUID
 
-from agents import Agent, function_tool
+from agents import Agent, RunContextWrapper, function_tool
 from pydantic import BaseModel
 
 import agentexec as ax
@@ -60,3 +60,38 @@ async def stream_story(agent_id: UUID, context: Story) -> str:
     result = await runner.run_streamed(agent, "Tell me.")
     stream.emit_answer(str(result.final_output), sources=["the script"])
     return str(result.final_output)
+
+
+# An agent run as a task (`pool.agent`): its runs are streamed like the handler's above.
+# Workers get `AGENTEXEC_MODEL_OVERRIDE=tests.apps.streaming:STORY_MODEL`.
+
+
+class StoryContext(ax.AgentContext):
+    seen: str = ""
+    """The file the test creates once it saw the opening sentence."""
+
+
+stories = ax.Agents()
+
+
+@stories.register_tool(name="wait_for_reader", description="Wait until someone has read it")
+@function_tool
+async def wait_for_reader(ctx: RunContextWrapper[StoryContext]) -> str:
+    for _ in range(600):  # 60 s at most
+        if os.path.exists(ctx.context.seen):
+            return "read"
+        await asyncio.sleep(0.1)
+    return "nobody read it"
+
+
+storyteller = stories.register_agent(
+    ax.AgentDefinition(
+        name="storyteller",
+        instructions="Tell the story.",
+        tools=["wait_for_reader"],
+        context_type=StoryContext,
+        model="gpt-4o-mini",
+    )
+)
+pool.agent(storyteller)
+STORY_MODEL = ScriptedModel([(reply(OPENING), tool_call("wait_for_reader")), reply(ANSWER)])
