@@ -25,6 +25,7 @@ Names changed throughout: `agents_core` -> `agentexec`, `get_agent_registry()` /
 | registry/: Agent Registry | test_agent_definition_as_data |
 | registry/: Dynamic Instructions; utils/ message_builder | test_dynamic_instructions |
 | registry/: Tool Registry; tools/database_tools.py | test_tool_registry_with_categories |
+| Integration step 5 (`your_tool`: the same tool pattern) | test_tool_registry_with_categories |
 | orchestrator.py: `AgentOrchestrator().run(...)` | test_quick_start_run_your_first_workflow |
 | orchestrator.py: Extend for your workflow; step 6 | test_extend_for_your_workflow |
 | agents/my_agents.py | test_agents_module_registers_on_import |
