@@ -28,6 +28,7 @@ from .consumer import Consumer, refusals, translated
 from .credentials import redact_url
 from .errors import EventDecodeError, RedisOutOfMemoryError, RedisUnavailableError
 from .events import Event, TaskCancelRequested, TaskQueued
+from .locks import Lock
 from .positions import ORIGIN, Position
 from .scripts import (
     APPEND_HELD,
@@ -48,6 +49,8 @@ from .scripts import (
     SESSION_RESTORE,
     TRACK,
     TRIM_LOG,
+    UNLOCK,
+    UNPARK,
     Script,
 )
 from .streams import (
@@ -901,6 +904,68 @@ class Broker:
                 pipe.exists(self.keys.held(agent_id))
             running = pipe.execute()
         return {a for a, r in zip(agent_ids, running, strict=True) if r}
+
+    # Task locks (see `agentexec.locks`; a worker takes them with `Consumer.lock`).
+
+    async def unlock(
+        self, queue: str, agent_id: UUID | None, locks: Sequence[Lock], now_ms: int
+    ) -> int:
+        """Release the holds of `agent_id` on `locks` of `queue` (None: none, only wake the
+        waiters of holds that expired) and wake the next waiters, each with a hold for a
+        lease; returns how many woke."""
+        keys: list[Any] = [self.keys.lock_index(queue), self.keys.lock_waiters(queue)]
+        keys += self.keys.queues(queue)
+        args: list[Any] = ["" if agent_id is None else str(agent_id), now_ms, self._lease_ms()]
+        for lock in locks:
+            keys += [
+                self.keys.lock_holders(queue, lock.name),
+                self.keys.lock_waiting(queue, lock.name),
+            ]
+            args += [lock.name, lock.capacity]
+        return int(await self._run(UNLOCK, keys, args))
+
+    @translated
+    async def locks_due(self, queue: str, now_ms: int, count: int = 100) -> list[str]:
+        """Names of `queue`'s locks with waiters whose earliest hold has expired by `now_ms`:
+        their holders may have died, so a sweep wakes their waiters (see `unlock`)."""
+        names: Any = await self.client.zrangebyscore(
+            self.keys.lock_index(queue), "-inf", now_ms, start=0, num=count
+        )
+        return [_text(name) for name in names]
+
+    @translated
+    async def renew_holds(
+        self, queue: str, holds: Sequence[tuple[UUID, Sequence[Lock]]], now_ms: int
+    ) -> None:
+        """Extend the holds of running tasks, (agent id, locks) each, by a lease from
+        `now_ms`; a hold that expired meanwhile is not taken again (`ZADD XX`)."""
+        expires = now_ms + self._lease_ms()
+        async with self.client.pipeline(transaction=False) as pipe:
+            for agent_id, locks in holds:
+                for lock in locks:
+                    pipe.zadd(
+                        self.keys.lock_holders(queue, lock.name), {str(agent_id): expires}, xx=True
+                    )
+            await pipe.execute()
+
+    async def unpark(self, queue: str, agent_id: UUID) -> bool:
+        """Queue a task parked on one of `queue`'s locks on its stream again at once (a cancel
+        request: START then ends it); False when it is not parked."""
+        lock: Any = await self.client.hget(self.keys.lock_waiters(queue), str(agent_id))
+        if lock is None:
+            return False
+        name = _text(lock)
+        keys = [
+            self.keys.lock_waiters(queue),
+            self.keys.lock_waiting(queue, name),
+            self.keys.lock_holders(queue, name),
+            self.keys.lock_index(queue),
+            *self.keys.queues(queue),
+        ]
+        return bool(await self._run(UNPARK, keys, [str(agent_id), name]))
+
+    def _lease_ms(self) -> int:
+        return max(1, int(self.settings.lease_seconds * 1000))
 
     # Dead letters (see `agentexec.workers.deadletters`; a worker's are written by
     # `Consumer.dead_letter`).

@@ -75,6 +75,10 @@ class Settings(BaseSettings):
     retry_backoff: float = Field(default=1.0, ge=0)
     """Seconds before the first retry; doubled for each further one, with jitter."""
     retry_backoff_max: float = Field(default=300.0, ge=0)
+    max_concurrency_per_tenant: int = Field(default=0, ge=0)
+    """Tasks of one tenant (`metadata["tenant"]`) that run at once on a queue, across its
+    workers; the others wait without holding a worker, so that one tenant's burst does not
+    starve the others (docs/tasks.md). 0: no limit."""
     max_deliveries: int = Field(default=5, ge=1)
     """A task delivered more often than this (its handler keeps killing the worker process)
     is dead-lettered."""

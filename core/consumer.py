@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import time
 from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -31,9 +32,21 @@ from .events import (
     TaskQueued,
     TaskRetried,
     TaskStarted,
+    TaskWaiting,
 )
+from .locks import Lock
 from .results import Outcome, encode_outcome
-from .scripts import DEAD_LETTER, DEFER, FINISH, READ, RENEW, RETRY, START, TRANSITION
+from .scripts import (
+    DEAD_LETTER,
+    DEFER,
+    FINISH,
+    LOCK,
+    READ,
+    RENEW,
+    RETRY,
+    START,
+    TRANSITION,
+)
 from .streams import AGENT_TTL, WORKERS_GROUP, delayed_member, ensure_group, refusal
 from .tasks import TaskLease
 from .transitions import Append, IfCanceled, Queue, Store, Write
@@ -205,6 +218,55 @@ class Consumer:
         if isinstance(reply, int):
             return _START_REFUSALS[reply]
         return Start.STARTED
+
+    async def lock(
+        self,
+        entry: Entry,
+        queued: TaskQueued,
+        locks: Sequence[Lock],
+        waiting: Sequence[TaskWaiting],
+        now_ms: int,
+        lease_ms: int,
+        since: int | None = None,
+    ) -> bool | None:
+        """Take `locks` for the task of `entry` (`queued`), or park the entry in the waiting
+        list of the first full one with its `waiting` event (one per lock, in order). True:
+        the task holds them all (or was canceled: START ends it); False: parked; None:
+        another worker holds the entry."""
+        stream, entry_id, fields = entry
+        queue = self.queue_name
+        keys: list[Any] = [
+            stream,
+            self.keys.events,
+            self.keys.lock_index(queue),
+            self.keys.lock_waiters(queue),
+            *self.streams,
+        ]
+        for lock in locks:
+            keys += [
+                self.keys.lock_holders(queue, lock.name),
+                self.keys.lock_waiting(queue, lock.name),
+            ]
+        keys.append(self.keys.cancel_marker(queued.agent_id))
+        if queued.parent_id is not None:
+            keys.append(self.keys.cancel_marker(queued.parent_id))
+        member = delayed_member(queued.priority, bytes(fields[events.EVENT_FIELD]))
+        args: list[Any] = [WORKERS_GROUP, entry_id, self.name, str(queued.agent_id), now_ms]
+        args += [lease_ms, member, len(locks), "" if since is None else since]
+        for lock, event in zip(locks, waiting, strict=True):
+            args += [lock.name, lock.capacity, events.encode(event)]
+        reply = await self._broker._run(LOCK, keys, args)
+        return None if reply is None else bool(reply)
+
+    async def unlock(self, agent_id: UUID | None, locks: Sequence[Lock], now_ms: int) -> int:
+        """Release the holds of `agent_id` on `locks` (None: only wake the waiters of holds
+        that expired) and wake their next waiters; returns how many woke."""
+        return await self._broker.unlock(self.queue_name, agent_id, locks, now_ms)
+
+    async def renew_holds(self, holds: Sequence[tuple[UUID, Sequence[Lock]]]) -> None:
+        """Extend the holds of this worker's running tasks, (agent id, locks) each, by a
+        lease."""
+        await self._broker.renew_holds(self.queue_name, holds, int(time.time() * 1000))
 
     async def defer(self, entry: Entry, priority: Priority, due_ms: int) -> bool:
         """Park `entry` unchanged in the queue's delayed set until `due_ms`, without an event;

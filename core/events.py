@@ -179,6 +179,16 @@ class TaskProgress(Event, frozen=True, kw_only=True, omit_defaults=True, tag="ta
     status = Status.RUNNING
 
 
+class TaskWaiting(Event, frozen=True, kw_only=True, omit_defaults=True, tag="task.waiting"):
+    """A worker took the task but parked it: one of its locks (its `lock_key`, or its
+    tenant's share, see `agentexec.locks`) is full. It runs when a holder ends; no worker
+    holds it meanwhile. `message` says what it waits for."""
+
+    status = Status.QUEUED
+    lock: str
+    """The lock it waits for: `key:<its lock key>` or `tenant:<its tenant>`."""
+
+
 class TaskCompleted(Event, frozen=True, kw_only=True, omit_defaults=True, tag="task.completed"):
     status = Status.COMPLETE
     result: msgspec.Raw = NULL
@@ -402,6 +412,7 @@ AnyEvent = (
     TaskQueued
     | TaskStarted
     | TaskProgress
+    | TaskWaiting
     | TaskCompleted
     | TaskFailed
     | TaskRetried

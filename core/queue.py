@@ -17,6 +17,7 @@ from .credentials import redact_url
 from .errors import ContextError, RedisUnavailableError, UnknownActivityError
 from .events import Priority, TaskCancelRequested, TaskQueued
 from .limits import check_name, check_queue_name
+from .locks import format_key
 from .runtime import Runtime, current
 from .streams import AGENT_TTL
 from .tasks import RUNNING_TASK, ParentId, Task, parent_of
@@ -45,6 +46,10 @@ def _resolve_queue(task_name: str, context: Any, queue_name: str | None, setting
             f"enqueue({task_name!r}, ...): context is a {type(context).__name__}, but the task "
             f"on queue {queue_name!r} takes {names}; pass {example}(...)."
         )
+    for definition in definitions:
+        if definition.queue_name == queue_name and definition.lock_key is not None:
+            # A key no worker could lock is refused here, where the caller can fix it.
+            format_key(definition.lock_key, context, f"enqueue({task_name!r}, ...)")
     return queue_name
 
 

@@ -52,6 +52,23 @@ class Keys:
         """Where enqueuers announce a delayed task's due time to the queue's workers."""
         return f"{self.prefix}:{{{queue_name}}}:scheduled"
 
+    def lock_holders(self, queue_name: str, lock: str) -> str:
+        """Sorted set of the agent ids holding task lock `lock` of a queue (`key:<key>` or
+        `tenant:<tenant>`, see `agentexec.locks`), scored by when each hold expires (ms)."""
+        return f"{self.prefix}:{{{queue_name}}}:held-by:{lock}"
+
+    def lock_waiting(self, queue_name: str, lock: str) -> str:
+        """List of the tasks parked until task lock `lock` of a queue has room."""
+        return f"{self.prefix}:{{{queue_name}}}:waiting-for:{lock}"
+
+    def lock_index(self, queue_name: str) -> str:
+        """Sorted set of a queue's locks that have waiters, scored by when a hold expires."""
+        return f"{self.prefix}:{{{queue_name}}}:locks"
+
+    def lock_waiters(self, queue_name: str) -> str:
+        """Hash of a queue's parked tasks: agent id -> the lock it waits for."""
+        return f"{self.prefix}:{{{queue_name}}}:lock-waiters"
+
     def dedup(self, key: str) -> str:
         return f"{self.prefix}:dedup:{key}"
 

@@ -154,6 +154,9 @@ class TaskDefinition:
     """Seconds the handler may run before it is stopped (a `TimeoutError` failure)."""
     transition: Transition | None = None
     """Writes committed with the task's final outcome (see `agentexec.transitions`)."""
+    lock_key: str | None = None
+    """Template of the task's lock key (`"{customer_id}"`), formatted with its context's
+    fields: tasks with the same key run one at a time (see `agentexec.locks`)."""
     keywords: frozenset[str] = frozenset()
     """The roles (`agent_id`, `context`) the handler takes as keyword-only parameters."""
     _adapter: TypeAdapter[Any] | None = field(default=None, compare=False, repr=False)
@@ -168,6 +171,7 @@ class TaskDefinition:
         retry_on: tuple[type[BaseException], ...] = (Exception,),
         timeout: float | None = None,
         transition: Transition | None = None,
+        lock_key: str | None = None,
     ) -> TaskDefinition:
         """Check the handler's shape: `(agent_id: UUID, context: SomeModel)`, sync or async.
 
@@ -219,6 +223,10 @@ class TaskDefinition:
                 f"{where}: parameter {agent_name!r} is annotated {agent_type!r}; "
                 "annotate it `agent_id: UUID`."
             )
+        if lock_key is not None:
+            from .locks import check_template
+
+            check_template(lock_key, context_type, where)
         return_type = hints.get("return")
         adapter = None
         if return_type is not None and return_type is not type(None):
@@ -240,6 +248,7 @@ class TaskDefinition:
             retry_on=retry_on,
             timeout=timeout,
             transition=transition,
+            lock_key=lock_key,
             keywords=frozenset(r for r, p in roles.items() if p.kind is p.KEYWORD_ONLY),
             _adapter=adapter,
         )
@@ -256,6 +265,7 @@ class TaskDefinition:
                 self.retry_on,
                 self.timeout,
                 self.transition,
+                self.lock_key,
             ),
         )
 

@@ -23,6 +23,7 @@ from agentexec import events
 from agentexec.connection import REDIS_ERRORS, Reconnect, supervise
 from agentexec.consumer import Claim, Consumer, Entry
 from agentexec.errors import BrokerError, GroupMissingError
+from agentexec.locks import Lock
 
 __all__ = ["Held", "Leases", "identify"]
 
@@ -43,6 +44,8 @@ class Held:
     """Its end script (finish, retry, dead letter, defer) is under way."""
     ended: bool = False
     """Its end script ran: gone from the stream, no lease left to renew."""
+    locks: tuple[Lock, ...] = ()
+    """The locks its task holds (see `agentexec.locks`), renewed with its lease."""
 
 
 class Leases:
@@ -133,6 +136,13 @@ class Leases:
                 lost = {i for i in lost if not (i in self._held and self._held[i].ending)}
                 if lost:
                     self._abandon(stream, lost)
+            holds = [
+                (h.in_hand, h.locks)
+                for h in self._held.values()
+                if h.locks and h.in_hand is not None and not h.ended
+            ]
+            if holds:
+                await self._consumer.renew_holds(holds)
             await self._on_renewed()
             # After an outage, leases look expired to Redis although their workers lived
             # through it: claim only once every live worker has had a lease period to

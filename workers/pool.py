@@ -123,21 +123,31 @@ class Pool:
         max_retries: int | None = None,
         retry_on: tuple[type[BaseException], ...] = (Exception,),
         timeout: float | None = None,
+        lock_key: str | None = None,
     ) -> Callable[[H], H]:
         """Register the decorated `(agent_id: UUID, context: Model)` handler as task `name`
         (keyword-only `(*, agent_id, context)` works too).
 
         A failing attempt is retried up to `max_retries` times (default
         `AGENTEXEC_MAX_TASK_RETRIES`) when it raised one of `retry_on`, after an exponential
-        backoff with jitter; `timeout` (seconds) stops an attempt that runs longer. The handler
-        is returned unchanged. Raises `TaskDefinitionError` at once when its shape or an option
-        is wrong, or the name is taken in this pool.
+        backoff with jitter; `timeout` (seconds) stops an attempt that runs longer.
+        `lock_key` (a template of the context's fields, `"{customer_id}"`) makes tasks with
+        the same key run one at a time across the queue's workers; a task waiting for its key
+        holds no worker (docs/tasks.md). The handler is returned unchanged. Raises
+        `TaskDefinitionError` at once when its shape or an option is wrong (a `lock_key`
+        field the context model lacks), or the name is taken in this pool.
         """
 
         def decorate(handler: H) -> H:
             self.add(
                 TaskDefinition.from_handler(
-                    name, handler, self.queue_name, max_retries, retry_on, timeout
+                    name,
+                    handler,
+                    self.queue_name,
+                    max_retries,
+                    retry_on,
+                    timeout,
+                    lock_key=lock_key,
                 )
             )
             return handler
@@ -152,10 +162,13 @@ class Pool:
         max_retries: int | None = None,
         retry_on: tuple[type[BaseException], ...] = (Exception,),
         timeout: float | None = None,
+        lock_key: str | None = None,
     ) -> H:
         """Register `handler` as task `name`, as `@pool.task(name, ...)` does (agentexec 0.3.0's
         spelling, for handlers defined elsewhere); returns the handler unchanged."""
-        return self.task(name, max_retries=max_retries, retry_on=retry_on, timeout=timeout)(handler)
+        return self.task(
+            name, max_retries=max_retries, retry_on=retry_on, timeout=timeout, lock_key=lock_key
+        )(handler)
 
     def agent(
         self,

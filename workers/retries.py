@@ -16,6 +16,7 @@ import time
 
 from agentexec.connection import REDIS_ERRORS, Reconnect
 from agentexec.errors import BrokerError
+from agentexec.locks import Lock, capacity_of
 from agentexec.runtime import Runtime
 
 logger = logging.getLogger(__name__)
@@ -47,6 +48,7 @@ class Promoter:
             wait = self.settings.lease_seconds
             try:
                 nxt = await self.broker.promote(self.queue_name, _now_ms(), 100)
+                await self._sweep_locks()
                 self._reconnect.succeeded()
                 if nxt is not None:
                     wait = min(wait, max(0.0, (nxt - _now_ms()) / 1000))
@@ -63,6 +65,24 @@ class Promoter:
                 await asyncio.wait_for(self.woken.wait(), timeout=wait)
             except TimeoutError:
                 pass
+
+    async def _sweep_locks(self) -> None:
+        """Wake the waiters of locks whose holds expired: their holders died or were stopped
+        without releasing them (see `agentexec.locks`)."""
+        now = _now_ms()
+        limit = self.settings.max_concurrency_per_tenant
+        for name in await self.broker.locks_due(self.queue_name, now):
+            woken = await self.broker.unlock(
+                self.queue_name, None, [Lock(name, capacity_of(name, limit))], now
+            )
+            if woken:
+                logger.info(
+                    "promoter: woke %d task(s) waiting for lock %r of queue %r after its "
+                    "holder's lease expired",
+                    woken,
+                    name,
+                    self.queue_name,
+                )
 
 
 def _now_ms() -> int:

@@ -18,21 +18,25 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeVar
+from uuid import UUID
 
 import msgspec
 import pydantic
 import pydantic_core
+from pydantic import BaseModel
 
 from agentexec import events, tenants, tracing
 from agentexec.config import CONF, Settings
 from agentexec.connection import REDIS_ERRORS, Reconnect, close_redis
 from agentexec.consumer import Entry, Start
-from agentexec.errors import EventDecodeError, GroupMissingError
+from agentexec.errors import ContextError, EventDecodeError, GroupMissingError
 from agentexec.events import (
     TaskQueued,
     TaskStarted,
+    TaskWaiting,
 )
 from agentexec.limits import describe_exception, describe_traceback
+from agentexec.locks import Lock, locks_of, tenant_of
 from agentexec.results import result_type_of
 from agentexec.runtime import Runtime, using
 from agentexec.tasks import (
@@ -89,6 +93,7 @@ class Worker:
         so that the next entry is read while the outcome is being recorded."""
         self._slot_freed = asyncio.Event()
         self._backlog: deque[Entry] = deque()
+        self._unparking: set[asyncio.Future[bool]] = set()
         self.cancellation = Cancellation(self.broker, spec.consumer)
         self.leases = Leases(
             self.consumer,
@@ -122,7 +127,7 @@ class Worker:
         notices = NoticeListener(
             self.keys,
             self.spec.queue_name,
-            self.cancellation.cancel,
+            self._cancel,
             self._promoter.schedule,
             self.runtime,
         )
@@ -263,8 +268,8 @@ class Worker:
             await self._attempt(entry, event)
 
     async def _attempt(self, entry: Entry, event: TaskQueued) -> None:
-        """Run one attempt of `event`'s task, held by this worker, and record how it ended."""
-        entry_id = entry[1]
+        """Run one attempt of `event`'s task, held by this worker, and record how it ended
+        (or park it while one of its locks is full)."""
         definition = self.definitions.get(event.task_name)
         if definition is None:
             await self.endings.fail(
@@ -284,6 +289,85 @@ class Worker:
                 f"context does not validate as {definition.context_type.__name__}: {e}",
             )
             return
+        tenant = tenant_of(event.metadata, getattr(event, "tenant", None))
+        try:
+            task_locks = locks_of(
+                definition.lock_key,
+                context,
+                event.task_name,
+                tenant,
+                self.settings.max_concurrency_per_tenant,
+            )
+        except ContextError as e:
+            await self.endings.fail(entry, event, str(e))
+            return
+        if task_locks and not await self._lock(entry, event, task_locks):
+            return
+        # An exception (shutdown, a lost lease) leaves the holds to expire with the lease:
+        # the entry stays for another worker, which takes them over with the task.
+        kept = await self._start_and_run(entry, event, definition, context)
+        if task_locks and not kept:
+            await self.endings.persist(
+                lambda _: self.consumer.unlock(event.agent_id, task_locks, _now_ms())
+            )
+
+    async def _lock(self, entry: Entry, event: TaskQueued, task_locks: list[Lock]) -> bool:
+        """Take the task's locks; False when it was parked until one has room (or another
+        worker holds the entry)."""
+        waiting = [
+            TaskWaiting(
+                agent_id=event.agent_id,
+                task_name=event.task_name,
+                attempt=event.attempt,
+                message=lock.waiting_message,
+                lock=lock.name,
+            )
+            for lock in task_locks
+        ]
+        lease_ms = int(self.settings.lease_seconds * 1000)
+        held = await self.endings.persist(
+            lambda since: self.consumer.lock(
+                entry, event, task_locks, waiting, _now_ms(), lease_ms, since
+            ),
+            appends=True,
+        )
+        if held:
+            self.leases.held(entry[1]).locks = tuple(task_locks)
+            return True
+        self.leases.ended(entry[1])
+        if held is not None:
+            logger.info(
+                "worker %s: task %s (agent %s) waits for its lock; parked",
+                self.spec.consumer,
+                event.task_name,
+                event.agent_id,
+            )
+        return False
+
+    def _cancel(self, agent_id: UUID) -> None:
+        """A cancel request: stop the task if it runs here, and queue it again at once if it
+        is parked on a lock, so that it ends now rather than when its turn comes."""
+        self.cancellation.cancel(agent_id)
+        unpark = asyncio.ensure_future(self.broker.unpark(self.spec.queue_name, agent_id))
+        self._unparking.add(unpark)
+        unpark.add_done_callback(self._unparked)
+
+    def _unparked(self, unpark: asyncio.Future[bool]) -> None:
+        self._unparking.discard(unpark)
+        if not unpark.cancelled() and unpark.exception() is not None:
+            logger.warning(
+                "worker %s: could not queue a canceled task parked on a lock again (%s); it "
+                "ends when its turn comes",
+                self.spec.consumer,
+                unpark.exception(),
+            )
+
+    async def _start_and_run(
+        self, entry: Entry, event: TaskQueued, definition: TaskDefinition, context: BaseModel
+    ) -> bool:
+        """Start the task and run its handler; True when another worker has the task now
+        (taken over, or still running it), so its locks stay held."""
+        entry_id = entry[1]
         started_event = TaskStarted(
             agent_id=event.agent_id,
             task_name=event.task_name,
@@ -302,7 +386,7 @@ class Worker:
                 event.task_name,
                 event.agent_id,
             )
-            return
+            return True
         if start is Start.ENDED:
             logger.info(
                 "worker %s: task %s (agent %s) already ended; dropped its copy queued again",
@@ -310,14 +394,14 @@ class Worker:
                 event.task_name,
                 event.agent_id,
             )
-            return
+            return False
         if start is Start.RUNNING_ELSEWHERE:
             self.endings.still_running(event, "another worker")
             await self.endings.defer(entry, event)
-            return
+            return True
         if start is Start.CANCELED:
             await self.endings.end_canceled(entry, event)
-            return
+            return False
         started = time.perf_counter()
         timeout = event.timeout or definition.timeout
         lease = self.consumer.lease(entry)
@@ -342,12 +426,12 @@ class Worker:
                 raise  # shutdown or a lost lease: the entry stays for another worker
             asyncio.current_task().uncancel()  # type: ignore[union-attr]
             await self.endings.end_canceled(entry, event)
-            return
+            return False
         except pydantic_core.PydanticSerializationError as e:
             await self.endings.fail(
                 entry, event, f"the handler's return value cannot be stored: {e}"
             )
-            return
+            return False
         except Exception as e:
             if running.reported_error:
                 logger.warning(
@@ -357,7 +441,7 @@ class Worker:
                     describe_traceback(e),
                 )
                 await self.endings.fail(entry, event, *reversed(running.reported_error[0]))
-                return
+                return False
             if deadline.expired():
                 error = (
                     f"TimeoutError: attempt {event.attempt} ran longer than its {timeout}s timeout"
@@ -373,7 +457,7 @@ class Worker:
                 error = describe_exception(e)
             tracing.failed(e, error)
             await self.endings.failed_attempt(entry, event, definition, e, error)
-            return
+            return False
         finally:
             self._free_slot(entry_id)
             reset_running(token)
@@ -381,10 +465,11 @@ class Worker:
         if running.reported_error:
             # The handler's own ax.activity.error() is its verdict, whatever it returned.
             await self.endings.fail(entry, event, *reversed(running.reported_error[0]))
-            return
+            return False
         await self.endings.complete(
             entry, event, result, time.perf_counter() - started, result_type
         )
+        return False
 
     async def _drain(self) -> None:
         if not self._running:
@@ -402,6 +487,10 @@ class Worker:
             task.cancel()
         if pending:
             await asyncio.wait(pending)
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
 
 
 def run_worker(

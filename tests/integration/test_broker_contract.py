@@ -815,5 +815,5 @@ def test_scripts_ship_in_the_package() -> None:
     assert ax.__name__ == "agentexec"
     assert all(_LUA.joinpath(f"{name}.lua").is_file() for name in _SCRIPTS)
     # lift_log and trim_log (projector/), checkpoint_held (agent runs), session_change and
-    # session_restore (conversation sessions).
-    assert len(_SCRIPTS) == 26
+    # session_restore (conversation sessions), lock, unlock and unpark (task locks).
+    assert len(_SCRIPTS) == 29

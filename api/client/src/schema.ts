@@ -820,7 +820,7 @@ export interface components {
          * FeedEvent
          * @description The data of any frame of a feed; its `type` is the frame's `event:`.
          */
-        FeedEvent: components["schemas"]["FeedTaskQueued"] | components["schemas"]["FeedTaskStarted"] | components["schemas"]["FeedTaskProgress"] | components["schemas"]["FeedTaskCompleted"] | components["schemas"]["FeedTaskFailed"] | components["schemas"]["FeedTaskRetried"] | components["schemas"]["FeedTaskCancelRequested"] | components["schemas"]["FeedTaskCanceled"] | components["schemas"]["FeedAgentTurn"] | components["schemas"]["FeedAgentToolCall"] | components["schemas"]["FeedAgentHandoff"] | components["schemas"]["FeedAgentUsage"] | components["schemas"]["FeedAgentGuardrailTripped"] | components["schemas"]["FeedAgentCheckpoint"] | components["schemas"]["FeedAgentDelta"] | components["schemas"]["FeedPipelineStepStarted"] | components["schemas"]["FeedPipelineStepFinished"] | components["schemas"]["FeedTrackerIncremented"] | components["schemas"]["FeedTrackerDecremented"] | components["schemas"]["FeedTrackerCompleted"] | components["schemas"]["FeedSessionItemsAdded"] | components["schemas"]["FeedSessionItemPopped"] | components["schemas"]["FeedSessionCleared"] | components["schemas"]["FeedReset"];
+        FeedEvent: components["schemas"]["FeedTaskQueued"] | components["schemas"]["FeedTaskStarted"] | components["schemas"]["FeedTaskProgress"] | components["schemas"]["FeedTaskWaiting"] | components["schemas"]["FeedTaskCompleted"] | components["schemas"]["FeedTaskFailed"] | components["schemas"]["FeedTaskRetried"] | components["schemas"]["FeedTaskCancelRequested"] | components["schemas"]["FeedTaskCanceled"] | components["schemas"]["FeedAgentTurn"] | components["schemas"]["FeedAgentToolCall"] | components["schemas"]["FeedAgentHandoff"] | components["schemas"]["FeedAgentUsage"] | components["schemas"]["FeedAgentGuardrailTripped"] | components["schemas"]["FeedAgentCheckpoint"] | components["schemas"]["FeedAgentDelta"] | components["schemas"]["FeedPipelineStepStarted"] | components["schemas"]["FeedPipelineStepFinished"] | components["schemas"]["FeedTrackerIncremented"] | components["schemas"]["FeedTrackerDecremented"] | components["schemas"]["FeedTrackerCompleted"] | components["schemas"]["FeedSessionItemsAdded"] | components["schemas"]["FeedSessionItemPopped"] | components["schemas"]["FeedSessionCleared"] | components["schemas"]["FeedReset"];
         /**
          * FeedPipelineStepFinished
          * @description The data of a `pipeline.step_finished` frame.
@@ -1203,6 +1203,32 @@ export interface components {
             type: "task.started";
             v?: number;
             worker?: string;
+        };
+        /**
+         * FeedTaskWaiting
+         * @description The data of a `task.waiting` frame.
+         */
+        FeedTaskWaiting: {
+            /** Format: uuid */
+            agent_id: string;
+            attempt: number;
+            /** @description The stream entry id (the SSE `id:`) */
+            id: string;
+            lock: string;
+            message: string;
+            metadata?: {
+                [key: string]: unknown;
+            } | null;
+            percentage: number | null;
+            status: ("queued" | "running" | "complete" | "error" | "canceled") | null;
+            task_name: string;
+            ts: string;
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "task.waiting";
+            v?: number;
         };
         /**
          * FeedTrackerCompleted
