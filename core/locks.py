@@ -129,11 +129,3 @@ def locks_of(
 def capacity_of(name: str, tenant_limit: int) -> int:
     """The capacity of lock `name`, as its holders' workers set it."""
     return max(1, tenant_limit) if name.startswith(TENANT) else 1
-
-
-def tenant_of(metadata: dict[str, Any] | None, tenant: str | None = None) -> str | None:
-    """A task's tenant: its event's `tenant` field, else `metadata["tenant"]`."""
-    if tenant:
-        return tenant
-    value = (metadata or {}).get("tenant")
-    return str(value) if value not in (None, "") else None

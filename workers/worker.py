@@ -36,7 +36,7 @@ from agentexec.events import (
     TaskWaiting,
 )
 from agentexec.limits import describe_exception, describe_traceback
-from agentexec.locks import Lock, locks_of, tenant_of
+from agentexec.locks import Lock, locks_of
 from agentexec.results import result_type_of
 from agentexec.runtime import Runtime, using
 from agentexec.tasks import (
@@ -289,7 +289,13 @@ class Worker:
                 f"context does not validate as {definition.context_type.__name__}: {e}",
             )
             return
-        tenant = tenant_of(event.metadata, getattr(event, "tenant", None))
+        # The tenant limit counts root tasks only: a child (a parent may wait for it while
+        # holding its tenant's slot) must not wait for that slot itself.
+        tenant = (
+            None
+            if event.parent_id is not None
+            else event.tenant or tenants.tenant_of(event.metadata)
+        )
         try:
             task_locks = locks_of(
                 definition.lock_key,

@@ -1222,6 +1222,7 @@ export interface components {
             percentage: number | null;
             status: ("queued" | "running" | "complete" | "error" | "canceled") | null;
             task_name: string;
+            tenant?: string | null;
             ts: string;
             /**
              * @description discriminator enum property added by openapi-typescript
