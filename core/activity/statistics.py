@@ -51,9 +51,12 @@ TOP_ERRORS = 5
 
 _ENDED = ("COMPLETE", "ERROR", "CANCELED")
 _VARIABLE = re.compile(
+    # Every alternative starts with a digit or a hex letter: checking that first lets the
+    # engine pass over the other characters quickly (errors are normalised per call).
+    r"(?=[\da-f])(?:"
     r"(?P<id>\b[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}\b)"
     r"|(?P<hex>\b0x[0-9a-f]+\b|\b(?=[0-9a-f]*[0-9])(?=[0-9a-f]*[a-f])[0-9a-f]{8,}\b)"
-    r"|(?P<n>\d+(?:\.\d+)?)",
+    r"|(?P<n>\d+(?:\.\d+)?))",
     re.IGNORECASE,
 )
 _MAX_ERROR = 200
