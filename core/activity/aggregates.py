@@ -7,10 +7,10 @@ Both databases compute the very same figures:
 
 - PostgreSQL with `GROUPING SETS` and `percentile_disc(p) WITHIN GROUP (ORDER BY x)`, which
   takes the value at rank ceil(p * n): nearest-rank;
-- SQLite, which has neither, with one aggregate per grouping set (`UNION ALL`) over
-  `row_number()` windows, taking the value whose row number is ceil(p * n), written in
-  integer arithmetic: (n + 1) / 2 and (95 * n + 99) / 100 (equal to the floating-point
-  ceil(0.95 * n) for any count a table holds);
+- SQLite, which has neither, with one plain aggregate per grouping set (`UNION ALL`), the
+  percentiles taken in Python from the values (`values`, `ranked`) with the same rank:
+  SQLite is in the process, so reading the values costs less than ranking them in SQL
+  (`row_number()` windows were six times slower);
 - sums in integer microseconds (the durations are whole microseconds), so they are exact and
   independent of the order rows are added in; maxima and percentiles are stored values.
 
@@ -20,7 +20,9 @@ microseconds), computed in SQL from the stored time (integer arithmetic on both 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
@@ -29,7 +31,6 @@ from sqlalchemy import (
     Integer,
     Select,
     String,
-    case,
     cast,
     func,
     literal_column,
@@ -45,7 +46,17 @@ from agentexec.events import Status
 if TYPE_CHECKING:
     from .models import Activity
 
-__all__ = ["DURATIONS", "PERCENTILES", "aggregate", "bucket_number", "errors", "percentiles"]
+__all__ = [
+    "DURATIONS",
+    "PERCENTILES",
+    "aggregate",
+    "bucket_number",
+    "errors",
+    "percentile",
+    "percentiles",
+    "ranked",
+    "values",
+]
 
 DURATIONS = {"wait": "queue_wait_seconds", "run": "run_seconds"}
 """The duration figures, by the prefix of their columns in an aggregate row."""
@@ -71,19 +82,14 @@ def bucket_number(model: type[Activity], dialect: str, width_us: int) -> ColumnE
     return (micros - (micros % width + width) % width) // width
 
 
-def _rank(p: int, n: ColumnElement[Any]) -> ColumnElement[Any]:
-    """ceil(p / 100 * n) in integer arithmetic, at least 1."""
-    return func.max((p * n + 99) // 100, 1)
-
-
 def aggregate(
     model: type[Activity], dialect: str, found: Sequence[ColumnElement[bool]], width_us: int | None
 ) -> Select[Any]:
     """The statement of the figures of the rows matching `found`. Its rows carry `bucket`
     (None without `width_us`, and in the rows over all buckets) and `name` (None in the
     rows over all task names); a row with both None is always there, even for no rows.
-    The percentiles of `wait` are `wait_p50` and `wait_p95`, or on PostgreSQL the list
-    `wait_percentiles` of both (see `percentiles`); likewise for `run`."""
+    On PostgreSQL the list `wait_percentiles` holds the percentiles of `wait`, likewise
+    `run_percentiles` (see `percentiles`)."""
     raw: dict[str, Any] = {
         "name": model.agent_type,
         "status": type_coerce(model.status, String),
@@ -105,36 +111,67 @@ def aggregate(
             figures.append(values.label(f"{key}_percentiles"))
         grouping = func.grouping_sets(*(tuple_(*(rows.c[k] for k in s)) for s in sets))
         return select(*figures).group_by(grouping)
-    parts = []
-    for keyset in sets:
-        windows = []
-        for key in DURATIONS:
-            value = raw[key]
-            by = [raw[k] for k in keyset]
-            windows += [
-                func.row_number()
-                .over(partition_by=[*by, value.is_(None)], order_by=value)
-                .label(f"{key}_rn"),
-                func.count(value).over(partition_by=by or None).label(f"{key}_n"),
-            ]
-        rows = select(*columns, *windows).where(*found).subquery()
-        figures = _figures(rows, keys, keyset)
-        for key in DURATIONS:
-            rn, n = rows.c[f"{key}_rn"], rows.c[f"{key}_n"]
-            figures += [
-                func.max(case((rn == _rank(p, n), rows.c[key]))).label(f"{key}_p{p}")
-                for p in PERCENTILES
-            ]
-        parts.append(select(*figures).group_by(*(rows.c[k] for k in keyset)))
-    return parts[0].union_all(*parts[1:]) if len(parts) > 1 else parts[0]  # type: ignore[return-value]
+    # SQLite has neither: one plain aggregate per grouping set; percentiles from `values`.
+    rows = select(*columns).where(*found).subquery()
+    parts = [
+        select(*_figures(rows, keys, keyset)).group_by(*(rows.c[k] for k in keyset))
+        for keyset in sets
+    ]
+    return parts[0].union_all(*parts[1:])  # type: ignore[return-value]
 
 
-def percentiles(row: Any, key: str) -> list[float | None]:
-    """The percentiles (`PERCENTILES`) of `key` in an aggregate row, whatever the database."""
-    both = row.get(f"{key}_percentiles", ())
-    if both is not None and len(both) == len(PERCENTILES):
-        return list(both)
-    return [row.get(f"{key}_p{p}") for p in PERCENTILES]
+def values(
+    model: type[Activity], dialect: str, found: Sequence[ColumnElement[bool]], width_us: int | None
+) -> Select[Any]:
+    """The durations of the matching tasks, for `ranked`: (bucket or None, name, wait,
+    run)."""
+    bucket = null() if width_us is None else bucket_number(model, dialect, width_us)
+    query: Select[Any] = select(
+        bucket, model.agent_type, *(getattr(model, c) for c in DURATIONS.values())
+    ).where(*found)
+    return query
+
+
+def ranked(
+    rows: Iterable[Any], bucketed: bool
+) -> dict[tuple[Any, Any], dict[str, list[float | None]]]:
+    """The percentiles of the durations `values` returned, per (bucket, name) as in the rows
+    of `aggregate`: nearest-rank, the value at rank ceil(p / 100 * n) of the sorted values,
+    as `percentile_disc` takes it."""
+    found: defaultdict[tuple[Any, Any], list[list[float]]] = defaultdict(
+        lambda: [[] for _ in DURATIONS]
+    )
+    for bucket, name, *durations in rows:
+        groups = [(bucket, name), (bucket, None), (None, name), (None, None)]
+        for group in groups if bucketed else groups[2:]:
+            lists = found[group]
+            for i, value in enumerate(durations):
+                if value is not None:
+                    lists[i].append(value)
+    return {
+        group: {
+            key: [percentile(ordered, p) if ordered else None for p in PERCENTILES]
+            for key, ordered in zip(DURATIONS, map(sorted, lists), strict=True)
+        }
+        for group, lists in found.items()
+    }
+
+
+def percentile(ordered: Sequence[float], p: float) -> float:
+    """The nearest-rank `p`-th percentile (0 < p <= 100) of `ordered` (ascending, not
+    empty): the value at rank ceil(p/100 * n)."""
+    rank = max(math.ceil(p / 100 * len(ordered)), 1)
+    return ordered[rank - 1]
+
+
+def percentiles(
+    row: Any, key: str, ranks: dict[tuple[Any, Any], dict[str, list[float | None]]]
+) -> Any:
+    """The percentiles (`PERCENTILES`) of `key` in an aggregate row: from the row on
+    PostgreSQL, else from `ranks` (see `ranked`)."""
+    if f"{key}_percentiles" in row:
+        return row[f"{key}_percentiles"]
+    return ranks[row["bucket"], row["name"]][key]
 
 
 def _figures(rows: Any, keys: list[str], keyset: list[str] | None = None) -> list[Any]:
