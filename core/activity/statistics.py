@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 
 from agentexec.events import Status
 
-from .aggregates import aggregate, percentile, percentiles, ranked, values
+from .aggregates import aggregate, fold, percentile
 from .aggregates import errors as error_query
 from .filters import MetadataFilter, conditions, naive_utc
 from .freshness import check_projected
@@ -70,14 +70,11 @@ def normalise_error(message: str) -> str:
     return _VARIABLE.sub(lambda m: f"<{m.lastgroup}>", line)[:_MAX_ERROR]
 
 
-Ranks = dict[tuple[Any, Any], dict[str, list[float | None]]]
-
-
-def _durations(row: Any, key: str, ranks: Ranks) -> DurationStatsSchema:
+def _durations(row: Any, key: str) -> DurationStatsSchema:
     n = row[f"{key}_n"]
     if not n:
         return DurationStatsSchema()
-    p50, p95 = percentiles(row, key, ranks)
+    p50, p95 = row[f"{key}_percentiles"]
     return DurationStatsSchema(
         count=n,
         mean=round(int(row[f"{key}_sum"]) / n / 1_000_000, 6),
@@ -99,7 +96,7 @@ def _errors(errors: list[tuple[str, str]]) -> list[ErrorCountSchema]:
 
 
 def _figures(
-    task_name: str | None, row: Any | None, errors: list[tuple[str, str]], ranks: Ranks
+    task_name: str | None, row: Any | None, errors: list[tuple[str, str]]
 ) -> TaskStatsSchema:
     """The statistics of one aggregate row (None: no task) and its errors."""
     if row is None:
@@ -124,8 +121,8 @@ def _figures(
         success_rate=round(counted[Status.COMPLETE] / ended, 6) if ended else None,
         retry_rate=round(row["retried"] / total, 6) if total else None,
         retries=int(row["retries"]),
-        queue_wait=_durations(row, "wait", ranks),
-        run=_durations(row, "run", ranks),
+        queue_wait=_durations(row, "wait"),
+        run=_durations(row, "run"),
         errors=_errors(errors),
     )
 
@@ -203,9 +200,7 @@ def stats(
     high = None if until is None else naive_utc(until)
     span = select(func.min(Activity.created_at), func.max(Activity.created_at)).where(*found)
 
-    def build(
-        rows: Sequence[Any], found_errors: Sequence[Any], ranks: Ranks
-    ) -> ActivityStatsSchema:
+    def build(rows: Sequence[Any], found_errors: Sequence[Any]) -> ActivityStatsSchema:
         by_key = {(row["bucket"], row["name"]): row for row in rows}
         normalised: dict[str, str] = {}
         errors: defaultdict[tuple[Any, Any], list[tuple[str, str]]] = defaultdict(list)
@@ -222,23 +217,26 @@ def stats(
             since=low,
             until=high,
             bucket_seconds=None if width_us is None else width_us / 1_000_000,
-            overall=_figures(None, by_key.get((None, None)), errors[None, None], ranks),
-            tasks=[_figures(n, by_key[None, n], errors[None, n], ranks) for n in names],
+            overall=_figures(None, by_key.get((None, None)), errors[None, None]),
+            tasks=[_figures(n, by_key[None, n], errors[None, n]) for n in names],
             buckets=[]
             if width_us is None or not found_buckets
             else [
-                _bucket(number, width_us, by_key, errors, ranks)
+                _bucket(number, width_us, by_key, errors)
                 for number in range(found_buckets[0], found_buckets[-1] + 1)
             ],
         )
 
-    def queries(dialect: str) -> tuple[Any, Any, Any]:
+    def queries(dialect: str) -> tuple[Any, Any]:
         return (
             aggregate(Activity, dialect, found, width_us),
             error_query(Activity, dialect, found, width_us),
-            # PostgreSQL ranks the durations itself (see `aggregates`).
-            None if dialect == "postgresql" else values(Activity, dialect, found, width_us),
         )
+
+    def figures(dialect: str, result: Any) -> Sequence[Any]:
+        if dialect == "postgresql":
+            return result.mappings().all()  # type: ignore[no-any-return]
+        return fold(result.all(), width_us is not None)
 
     check_projected()
     # On the session's connection, not through the ORM: plain rows load several times faster.
@@ -248,25 +246,17 @@ def stats(
             conn = await session.connection()
             if width_us is not None:
                 _check_span((await conn.execute(span)).one(), width_us)
-            rows_query, errors_query, values_query = queries(conn.dialect.name)
-            rows = (await conn.execute(rows_query)).mappings().all()
-            found_errors = (await conn.execute(errors_query)).all()
-            ranks: Ranks = {}
-            if values_query is not None:
-                ranks = ranked((await conn.execute(values_query)).all(), width_us is not None)
-            return build(rows, found_errors, ranks)
+            rows_query, errors_query = queries(conn.dialect.name)
+            rows = figures(conn.dialect.name, await conn.execute(rows_query))
+            return build(rows, (await conn.execute(errors_query)).all())
 
         return run()
     conn = session.connection()
     if width_us is not None:
         _check_span(conn.execute(span).one(), width_us)
-    rows_query, errors_query, values_query = queries(conn.dialect.name)
-    rows = conn.execute(rows_query).mappings().all()
-    found_errors = conn.execute(errors_query).all()
-    ranks = {}
-    if values_query is not None:
-        ranks = ranked(conn.execute(values_query).all(), width_us is not None)
-    return build(rows, found_errors, ranks)
+    rows_query, errors_query = queries(conn.dialect.name)
+    rows = figures(conn.dialect.name, conn.execute(rows_query))
+    return build(rows, conn.execute(errors_query).all())
 
 
 def _number(at: datetime, width_us: int) -> int:
@@ -293,13 +283,12 @@ def _bucket(
     width_us: int,
     by_key: dict[tuple[Any, Any], Any],
     errors: defaultdict[tuple[Any, Any], list[tuple[str, str]]],
-    ranks: Ranks,
 ) -> StatsBucketSchema:
     start = _EPOCH + timedelta(microseconds=number * width_us)
     names = sorted(name for b, name in by_key if b == number and name is not None)
     return StatsBucketSchema(
         start=start.replace(tzinfo=UTC),
         end=(start + timedelta(microseconds=width_us)).replace(tzinfo=UTC),
-        overall=_figures(None, by_key.get((number, None)), errors[number, None], ranks),
-        tasks=[_figures(n, by_key[number, n], errors[number, n], ranks) for n in names],
+        overall=_figures(None, by_key.get((number, None)), errors[number, None]),
+        tasks=[_figures(n, by_key[number, n], errors[number, n]) for n in names],
     )
