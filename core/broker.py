@@ -877,8 +877,9 @@ class Broker:
 
     def held_by_queues(self, queues: Iterable[str]) -> set[UUID]:
         """Agent ids of the tasks these queues hold: in a stream (waiting, running, or handed
-        back) or in the delayed set (waiting for a retry). One transaction per queue, so that
-        a task moving between the delayed set and a stream is seen in one of them. Blocking."""
+        back), in the delayed set (waiting for a retry) or parked on a task lock (see
+        `agentexec.locks`). One transaction per queue, so that a task moving between them is
+        seen in one of them. Blocking."""
         client = self.runtime.sync_redis()
         held: set[UUID] = set()
         for queue in queues:
@@ -886,7 +887,11 @@ class Broker:
                 for stream in self.keys.queues(queue):
                     pipe.xrange(stream)
                 pipe.zrange(self.keys.delayed(queue), 0, -1)
-                *entries, delayed = pipe.execute()
+                pipe.hkeys(self.keys.lock_waiters(queue))
+                *entries, delayed, parked = pipe.execute()
+            for agent_id in parked:
+                with contextlib.suppress(ValueError):
+                    held.add(UUID(_text(agent_id)))
             payloads = [f.get(events.EVENT_FIELD, b"") for found in entries for _, f in found]
             payloads += [member[2:] for member in delayed]
             for payload in payloads:

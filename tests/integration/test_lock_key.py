@@ -16,6 +16,7 @@ from pydantic import BaseModel
 
 import agentexec as ax
 from agentexec import events
+from agentexec.broker import Broker
 from agentexec.connection import get_redis
 from agentexec.errors import ContextError, TaskDefinitionError
 from agentexec.locks import Lock
@@ -107,6 +108,9 @@ async def test_a_waiting_task_holds_no_worker(redis_conf: str, sync_redis: redis
         ]
         for waiter in waiters:
             await async_wait_for(lambda w=waiter: waiting(w.agent_id), what="a parked waiter")
+        # Parked, they are still the queue's: `cancel_pending` leaves them alone.
+        held = Broker().held_by_queues({ax.CONF.queue_name})
+        assert {w.agent_id for w in waiters} <= held
         # Both slots were free of the waiters: a task with no key runs while they wait.
         other = await ax.enqueue("free", Job(customer_id="a", label="other", seconds=0.05))
         assert await ax.get_result(other, timeout=scaled(30)) == "other"
