@@ -67,6 +67,8 @@ class Job(BaseModel):
     receives the pid of the process running the task, for faults injected from outside."""
     padding: str = ""
     """Makes the context as large as a test needs."""
+    key: str = ""
+    """The lock key of `fault_keyed_job` (see `agentexec.locks`)."""
 
     @model_validator(mode="after")
     def _before_start(self) -> Job:
@@ -100,6 +102,7 @@ pool = ax.Pool(num_workers=2, concurrency=4)
 
 @pool.task("fault_job", max_retries=0)
 async def job(agent_id: UUID, context: Job) -> Done:
+    started = time.time()
     if context.marker:
         Path(context.marker + ".pid").write_text(str(os.getpid()))
     if context.fault == "always":
@@ -112,7 +115,13 @@ async def job(agent_id: UUID, context: Job) -> Done:
         if context.fault == "mid_progress" and first_time(context.marker):
             kill_self()
     append_line(context.ledger, f"{agent_id} {os.getpid()}")
+    if context.key:
+        # When the run held its key: no other run of the key may overlap it.
+        append_line(context.ledger + ".spans", f"{context.key} {started} {time.time()}")
     return Done(agent_id=agent_id, pid=os.getpid(), fault=context.fault, marker=context.marker)
+
+
+pool.task("fault_keyed_job", max_retries=0, lock_key="{key}")(job)
 
 
 class Flaky(BaseModel):

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import signal
 import time
+from pathlib import Path
 
 import pytest
 
@@ -194,3 +196,32 @@ async def test_retries_to_success_and_to_error(cluster: Cluster) -> None:
 
         attempts = set(conn.execute(select(Activity.attempts)).scalars())
     assert attempts == {3}
+
+
+@pytest.mark.fault("18. SIGKILL of a worker holding a task's lock key")
+async def test_a_worker_killed_holding_a_lock_key_hands_it_on(cluster: Cluster) -> None:
+    cluster.start_projector()
+    cluster.start_pool(workers=2, concurrency=3)
+    marker = cluster.marker()
+    holder = await ax.enqueue(
+        "fault_keyed_job",
+        cluster.job(work=0.4, steps=2, fault="mid_progress", marker=marker, key="k"),
+    )
+    keyed = [await ax.enqueue("fault_keyed_job", cluster.job(work=0.1, key="k")) for _ in range(6)]
+    other = await cluster.enqueue_jobs(12, work=0.2)
+    cluster.killed_pids.add(int(await wait_for_file(marker)))
+    cluster.fault("SIGKILL holding a lock key")
+    await ax.get_result(holder, timeout=scaled(60))
+    cluster.recovered()
+    await check(cluster, [holder, *keyed, *other])
+    # The key's runs that reached their end never overlapped, before or after the kill.
+    spans = sorted(
+        (float(start), float(end))
+        for _, start, end in (
+            line.split() for line in Path(cluster.ledger + ".spans").read_text().splitlines()
+        )
+    )
+    assert len(spans) == 7
+    assert all(later[0] >= earlier[1] for earlier, later in itertools.pairwise(spans))
+    # The waiting lists are empty: nothing was left parked.
+    assert not await get_redis().keys(f"{cluster.keys.prefix}:*waiting-for*")
