@@ -22,7 +22,7 @@ from uuid import UUID
 import msgspec
 import redis
 
-from . import events
+from . import events, tenants
 from .connection import REDIS_ERRORS
 from .events import (
     Priority,
@@ -417,8 +417,11 @@ class Consumer:
                     data = events.encode(queued)
                     args += ["x", key(self.keys.events), data]
                     args += ["x", key(self.keys.queue(queued.queue, queued.priority)), data]
-                    # The marker holds the task name (see lua/lib/names.lua).
+                    # The marker holds the task name and tenant (see lua/lib/names.lua).
                     name = msgspec.json.encode(queued.task_name)
+                    tenant = tenants.tenant_of(queued.metadata)
+                    if tenant is not None:
+                        name += b',"tenant":' + msgspec.json.encode(tenant)
                     args += ["s", key(self.keys.agent(queued.agent_id)), name, AGENT_TTL]
                 elif isinstance(write, Store):
                     data = encode_outcome(write.outcome)

@@ -134,6 +134,12 @@ class Event(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, tag_f
     `agentexec.eventlog.EventLog`) from the agent marker its enqueue wrote. Only events
     recorded by older versions, or after the marker expired (`AGENT_TTL` after the task's
     latest event), lack it (see `agentexec.activity.state`)."""
+    tenant: str | None = None
+    """The tenant of the task the event is about (see `agentexec.tenants`): `encode` fills
+    it in on the events a worker records while it serves a tenant's task, and the append of
+    an event recorded elsewhere from the agent marker, like the task name. None for a task
+    without one. Declared right after `task_name`, so that its JSON follows the name's (the
+    scripts of `lua/lib/names.lua` read and write both together)."""
     ts: datetime = msgspec.field(default_factory=utcnow)
     attempt: int = 1
     v: int = SCHEMA_VERSION
@@ -145,10 +151,6 @@ class Event(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, tag_f
     `traceparent`, and `tracestate` or baggage when they fit in
     `agentexec.tracing.MAX_TRACE_CHARS`): `encode` fills it in when a span is active, so a
     worker continues the enqueuer's trace. None without tracing (see docs/tracing.md)."""
-    tenant: str | None = None
-    """The tenant of the task the event is about (see `agentexec.tenants`): `encode` fills
-    it in on the events a worker records while it serves a tenant's task; None for a task
-    without one."""
 
     status: ClassVar[Status | None] = None
     """The activity status this event moves its task to (None: no change)."""

@@ -9,8 +9,10 @@ fan-in inherit the tenant of the task whose handler queues them, unless given on
 Every event of the task then carries it in `Event.tenant`: the worker serves each attempt
 inside `serving(...)`, and `agentexec.events.encode` stamps the tenant of the task being
 served on the events about that task (and about its parent, a pipeline run for a step, and
-the trackers its handler counts on) that do not carry one. A feed scoped to a tenant (see
-docs/tenants.md) sends only the events that carry it.
+the trackers its handler counts on) that do not carry one. An event recorded elsewhere
+about the task (the application's own `ax.activity.update`, `ax.cancel`) gets it when it is
+appended, with the task name, from the agent marker (`lua/lib/names.lua`). A feed scoped to
+a tenant (see docs/tenants.md) sends only the events that carry it.
 """
 
 from __future__ import annotations

@@ -175,3 +175,29 @@ def test_a_trackers_events_and_fan_in_inherit_the_tenant(redis_conf: str, tmp_pa
     assert len(counted) == 3 and {e.tenant for e in counted} == {"acme"}
     [queued] = [e for e in log if e.agent_id == fan_in.agent_id]
     assert queued.tenant == "acme" and queued.metadata == {"tenant": "acme"}
+
+
+async def test_events_recorded_outside_the_worker_get_the_tenant_from_the_agent_marker(
+    redis_conf: str,
+) -> None:
+    # An application's own writes about a tenant's task (no worker serves it there), and a
+    # cancel request: the append takes the tenant with the task name from the agent marker.
+    made = ax.activity.create("import", tenant="acme")
+    ax.activity.update(made, "halfway", percentage=50)
+    ax.activity.complete(made)
+    queued = await ax.enqueue("echo", Echo(text="x"), tenant="org:42")
+    await ax.cancel(queued.agent_id)
+    plain = ax.activity.create("import")
+    ax.activity.update(plain, "no tenant")
+    log = await event_log()
+    assert [(type(e).__name__, e.tenant) for e in of(log, made)] == [
+        ("TaskQueued", "acme"),
+        ("TaskProgress", "acme"),
+        ("TaskCompleted", "acme"),
+    ]
+    assert [(type(e).__name__, e.task_name, e.tenant) for e in of(log, queued.agent_id)] == [
+        ("TaskQueued", "echo", "org:42"),
+        ("TaskCancelRequested", "echo", "org:42"),
+    ]
+    assert {e.tenant for e in of(log, plain)} == {None}
+    assert {e.task_name for e in of(log, plain)} == {"import"}
