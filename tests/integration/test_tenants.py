@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 from sqlalchemy import Engine, select
+from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 from sqlalchemy.orm import Session
 
 import agentexec as ax
@@ -22,6 +23,7 @@ from agentexec.projector import Projector
 from agentexec.streams import Keys
 from tests.apps.basic import Echo, Flaky, Spawn
 from tests.integration.readmodel import conftest as readmodel
+from tests.integration.readmodel.test_async_reads import async_url
 from tests.support.waiting import scaled
 
 # The read-model suite's fixtures: each test taking `engine` runs on SQLite and PostgreSQL.
@@ -125,6 +127,16 @@ async def test_lists_and_stats_filter_by_tenant(projector: Projector, engine: En
         assert ax.activity.stats(s, metadata_filter={"tenant": "globex"}).overall.total == 1
         with pytest.raises(ValueError, match="tenant='globex'"):
             ax.activity.list(s, tenant="acme", metadata={"tenant": "globex"})
+    async_engine = create_async_engine(async_url(engine))
+    try:
+        async with AsyncSession(async_engine) as session:
+            awaited = await ax.activity.aio.list(session, tenant="acme")
+            awaited_stats = await ax.activity.aio.stats(session, tenant="acme")
+            old_style = await ax.activity.aio.stats(session, metadata_filter={"tenant": "globex"})
+    finally:
+        await async_engine.dispose()
+    assert sorted(i.agent_id for i in awaited.items) == sorted([*acme, made])
+    assert (awaited_stats.overall.total, old_style.overall.total) == (4, 1)
     transport = httpx.ASGITransport(app=create_app(engine))
     async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
         listed_json = (await client.get("/api/activities", params={"tenant": "acme"})).json()
