@@ -27,7 +27,7 @@ from .connection import REDIS_ERRORS, Reconnect, check_eviction_policy
 from .consumer import Consumer, refusals, translated
 from .credentials import redact_url
 from .errors import EventDecodeError, RedisOutOfMemoryError, RedisUnavailableError
-from .events import Event, TaskCancelRequested, TaskQueued
+from .events import Event, Priority, TaskCancelRequested, TaskQueued
 from .locks import Lock
 from .positions import ORIGIN, Position
 from .scripts import (
@@ -918,8 +918,11 @@ class Broker:
         """Release the holds of `agent_id` on `locks` of `queue` (None: none, only wake the
         waiters of holds that expired) and wake the next waiters, each with a hold for a
         lease; returns how many woke."""
-        keys: list[Any] = [self.keys.lock_index(queue), self.keys.lock_waiters(queue)]
-        keys += self.keys.queues(queue)
+        keys: list[Any] = [
+            self.keys.lock_index(queue),
+            self.keys.lock_waiters(queue),
+            self.keys.queue(queue, Priority.HIGH),
+        ]
         args: list[Any] = ["" if agent_id is None else str(agent_id), now_ms, self._lease_ms()]
         for lock in locks:
             keys += [
@@ -965,7 +968,7 @@ class Broker:
             self.keys.lock_waiting(queue, name),
             self.keys.lock_holders(queue, name),
             self.keys.lock_index(queue),
-            *self.keys.queues(queue),
+            self.keys.queue(queue, Priority.HIGH),
         ]
         return bool(await self._run(UNPARK, keys, [str(agent_id), name]))
 

@@ -240,7 +240,7 @@ class Consumer:
             self.keys.events,
             self.keys.lock_index(queue),
             self.keys.lock_waiters(queue),
-            *self.streams,
+            self.keys.queue(queue, Priority.HIGH),
         ]
         for lock in locks:
             keys += [

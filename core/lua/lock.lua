@@ -7,10 +7,9 @@
 -- KEYS[2] event log
 -- KEYS[3] lock index of the queue
 -- KEYS[4] waiters index of the queue (agent id -> the lock it waits for)
--- KEYS[5] the queue's high-priority stream
--- KEYS[6] the queue's low-priority stream
--- KEYS[7..6+2n] per lock (n locks): its holders, then its waiting list
--- KEYS[7+2n..] cancel markers: the task's, then its parent's if it has one
+-- KEYS[5] the queue's high-priority stream (where woken waiters go)
+-- KEYS[6..5+2n] per lock (n locks): its holders, then its waiting list
+-- KEYS[6+2n..] cancel markers: the task's, then its parent's if it has one
 -- ARGV[1] consumer group
 -- ARGV[2] entry id
 -- ARGV[3] consumer
@@ -31,14 +30,14 @@ local n = tonumber(ARGV[8])
 if not may_end(KEYS[1], ARGV[1], ARGV[2], ARGV[3]) then
   return false
 end
-if #KEYS > 6 + 2 * n and redis.call('EXISTS', unpack(KEYS, 7 + 2 * n)) > 0 then
+if #KEYS > 5 + 2 * n and redis.call('EXISTS', unpack(KEYS, 6 + 2 * n)) > 0 then
   return 1
 end
 local now = tonumber(ARGV[5])
 local lease = tonumber(ARGV[6])
 local full = nil
 for i = 1, n do
-  local holders = KEYS[5 + 2 * i]
+  local holders = KEYS[4 + 2 * i]
   redis.call('ZREMRANGEBYSCORE', holders, '-inf', now)
   if not redis.call('ZSCORE', holders, ARGV[4])
       and redis.call('ZCARD', holders) >= tonumber(ARGV[8 + 3 * i]) then
@@ -48,7 +47,7 @@ for i = 1, n do
 end
 if not full then
   for i = 1, n do
-    local holders = KEYS[5 + 2 * i]
+    local holders = KEYS[4 + 2 * i]
     redis.call('ZADD', holders, now + lease, ARGV[4])
   end
   return 1
@@ -61,16 +60,16 @@ if appended(KEYS[2], since, ARGV[9 + 3 * full]) then
   return 0
 end
 for i = 1, n do
-  local holders = KEYS[5 + 2 * i]
+  local holders = KEYS[4 + 2 * i]
   if i ~= full and redis.call('ZREM', holders, ARGV[4]) == 1 then
-    local waiting = KEYS[6 + 2 * i]
+    local waiting = KEYS[5 + 2 * i]
     local capacity, name = ARGV[8 + 3 * i], ARGV[7 + 3 * i]
-    wake(holders, waiting, capacity, now, lease, KEYS[3], KEYS[4], KEYS[5], KEYS[6], name)
+    wake(holders, waiting, capacity, now, lease, KEYS[3], KEYS[4], KEYS[5], name)
   end
 end
-redis.call('RPUSH', KEYS[6 + 2 * full], ARGV[4] .. ' ' .. ARGV[7])
+redis.call('RPUSH', KEYS[5 + 2 * full], ARGV[4] .. ' ' .. ARGV[7])
 redis.call('HSET', KEYS[4], ARGV[4], ARGV[7 + 3 * full])
-tracked(KEYS[5 + 2 * full], KEYS[6 + 2 * full], KEYS[3], ARGV[7 + 3 * full])
+tracked(KEYS[4 + 2 * full], KEYS[5 + 2 * full], KEYS[3], ARGV[7 + 3 * full])
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 redis.call('XDEL', KEYS[1], ARGV[2])
 redis.call('XADD', KEYS[2], '*', 'event', ARGV[9 + 3 * full])

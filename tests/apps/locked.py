@@ -50,3 +50,9 @@ async def job(agent_id: UUID, context: Job) -> str:
 
 def spans(client: redis.Redis) -> list[dict[str, object]]:
     return [json.loads(s) for s in client.lrange(spans_key(), 0, -1)]
+
+
+async def parent(agent_id: UUID, context: Job) -> str:
+    """Queues a child of its own tenant and waits for it, holding its tenant's slot."""
+    child = await ax.enqueue("free", Job(customer_id=context.customer_id, label="child"))
+    return f"{context.label}: {await ax.get_result(child, timeout=60)}"

@@ -54,6 +54,7 @@ def pool(workers: int, concurrency: int) -> ax.Pool:
     made = ax.Pool(num_workers=workers, concurrency=concurrency)
     made.task("keyed", lock_key="customer-{customer_id}")(locked.job)
     made.task("free")(locked.job)
+    made.task("parent")(locked.parent)
     return made
 
 
@@ -237,6 +238,21 @@ async def test_the_tenant_limit_keeps_a_burst_from_taking_every_worker(
     ]
     assert parked and parked[0].lock == "tenant:big"
     assert "tenant 'big' already runs 2 task(s)" in parked[0].message
+
+
+async def test_a_parent_waiting_for_its_child_does_not_deadlock_on_its_tenants_cap(
+    redis_conf: str,
+) -> None:
+    """The cap counts tasks without a parent: a child (which inherits its parent's tenant)
+    runs while its parent holds the tenant's only slot."""
+    ax.CONF.max_concurrency_per_tenant = 1
+    running = pool(1, 4)
+    running.start()
+    try:
+        task = await ax.enqueue("parent", Job(customer_id="a", label="parent"), tenant="t1")
+        assert await ax.get_result(task, timeout=scaled(30)) == "parent: child"
+    finally:
+        running.shutdown()
 
 
 class Customer(BaseModel):
