@@ -1,12 +1,12 @@
-"""The SQL that aggregates activity rows for `agentexec.activity.statistics`: one statement
-returning, per task name and overall (and per time bucket when asked), the counts by status,
-the retries, and the count, sum, maximum and nearest-rank p50 and p95 of the queue waits and
-run durations. A few rows reach Python, whatever the number of tasks.
+"""The aggregation of activity rows for `agentexec.activity.statistics`: per task name and
+overall (and per time bucket when asked), the counts by status, the retries, and the count,
+sum, maximum and nearest-rank p50 and p95 of the queue waits and run durations.
 
 Both databases compute the very same figures:
 
-- PostgreSQL with `GROUPING SETS` and `percentile_disc(p) WITHIN GROUP (ORDER BY x)`, which
-  takes the value at rank ceil(p * n): nearest-rank;
+- PostgreSQL in one statement, with `GROUPING SETS` and `percentile_disc(p) WITHIN GROUP
+  (ORDER BY x)`, which takes the value at rank ceil(p * n): nearest-rank; a few rows reach
+  Python, whatever the number of tasks;
 - SQLite, which has neither, in Python (`fold`) from the rows of the window: SQLite runs in
   the process, so reading the rows once costs less than aggregating them in SQL (measured:
   `row_number()` windows six times slower, plain aggregates plus the values read twice);

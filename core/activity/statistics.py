@@ -1,9 +1,10 @@
 """Statistics of the activity read model: per task name, counts by status, success and retry
 rates, queue wait and run durations, the most frequent errors, and the same per time bucket.
 
-One statement aggregates the tasks of the window (`created_at` in [since, until)) in SQL (see
-`agentexec.activity.aggregates`), and an indexed query reads the errors of those that ended
-ERROR; SQLite and PostgreSQL give identical results:
+The tasks of the window (`created_at` in [since, until)) are aggregated by one statement on
+PostgreSQL, from one read of their rows on SQLite (see `agentexec.activity.aggregates`), and an
+indexed query reads the errors of those that ended ERROR; SQLite and PostgreSQL give
+identical results:
 
 - percentiles are nearest-rank: p = the value at rank ceil(p/100 * n) of the n values in
   ascending order (a value that occurred; no interpolation);
