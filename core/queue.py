@@ -20,7 +20,7 @@ from .limits import check_name, check_queue_name
 from .locks import format_key
 from .runtime import Runtime, current
 from .streams import AGENT_TTL
-from .tasks import RUNNING_TASK, ParentId, Task, parent_of
+from .tasks import RUNNING_TASK, ParentId, Task, TaskDefinition, parent_of
 
 
 def _resolve_queue(task_name: str, context: Any, queue_name: str | None, settings: Settings) -> str:
@@ -34,8 +34,7 @@ def _resolve_queue(task_name: str, context: Any, queue_name: str | None, setting
         )
     definitions = tasks.known(task_name)
     if queue_name is None:
-        queues = {d.queue_name for d in definitions}
-        queue_name = queues.pop() if len(queues) == 1 else settings.queue_name
+        queue_name = _only_queue(task_name, context, definitions, settings)
     # Check against the handlers that serve the queue the task goes to; a name may be
     # registered on several queues with different context types.
     expected = {d.context_type for d in definitions if d.queue_name == queue_name}
@@ -51,6 +50,28 @@ def _resolve_queue(task_name: str, context: Any, queue_name: str | None, setting
             # A key no worker could lock is refused here, where the caller can fix it.
             format_key(definition.lock_key, context, f"enqueue({task_name!r}, ...)")
     return queue_name
+
+
+def _only_queue(
+    task_name: str, context: BaseModel, definitions: list[TaskDefinition], settings: Settings
+) -> str:
+    """The queue of a task enqueued without `queue_name`: the one queue its name is registered
+    on in this process, else the one whose handler takes this context's type, else the
+    default queue when it is among them; refused when still ambiguous (a guess could queue it
+    where no worker serves it)."""
+    queues = {d.queue_name for d in definitions}
+    if len(queues) > 1:
+        taking = {d.queue_name for d in definitions if isinstance(context, d.context_type)}
+        queues = taking if len(taking) == 1 else queues
+    if len(queues) == 1:
+        return queues.pop()
+    if not queues or settings.queue_name in queues:
+        return settings.queue_name
+    raise ValueError(
+        f"enqueue({task_name!r}, ...): {task_name!r} is registered on the queues "
+        f"{', '.join(sorted(queues))} in this process, and the default queue "
+        f"{settings.queue_name!r} is not one of them; pass queue_name= one of them."
+    )
 
 
 def serialise_context(task_name: str, context: BaseModel, settings: Settings) -> bytes:

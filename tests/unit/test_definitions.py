@@ -110,3 +110,32 @@ def test_definitions_pickle_by_reference_for_spawned_workers() -> None:
     d = TaskDefinition.from_handler("good", good, "q")
     copy = pickle.loads(pickle.dumps(d))
     assert copy.handler is good and copy.context_type is Ctx
+
+
+class Other(BaseModel):
+    z: str
+
+
+async def takes_other(agent_id: UUID, context: Other) -> None:
+    return None
+
+
+def test_a_name_on_several_queues_is_queued_where_it_can_be_served() -> None:
+    from agentexec.queue import _resolve_queue
+
+    settings = ax.CONF
+    ax.Pool(queue_name="billing").task("routed")(good)
+    ax.Pool(queue_name="audit").task("routed")(takes_other)
+    # The context's type tells the queue apart.
+    assert _resolve_queue("routed", Ctx(x=1), None, settings) == "billing"
+    assert _resolve_queue("routed", Other(z="a"), None, settings) == "audit"
+    # The same type on two queues, neither the default: refused with the queues and the fix.
+    ax.Pool(queue_name="billing_eu").task("ambiguous")(good)
+    ax.Pool(queue_name="billing_us").task("ambiguous")(good)
+    with pytest.raises(ValueError, match=r"billing_eu, billing_us .* pass queue_name="):
+        _resolve_queue("ambiguous", Ctx(x=1), None, settings)
+    assert _resolve_queue("ambiguous", Ctx(x=1), "billing_us", settings) == "billing_us"
+    # With the default queue among them, the default (as seed 000's research_company).
+    ax.Pool().task("with_default")(good)
+    ax.Pool(queue_name="research_queue").task("with_default")(good)
+    assert _resolve_queue("with_default", Ctx(x=1), None, settings) == settings.queue_name
