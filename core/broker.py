@@ -127,6 +127,8 @@ class QueueDepth:
     """Read by a worker and not ended yet: running, or held by a lease that expires."""
     delayed: int
     """Waiting for a retry's backoff or a later due time."""
+    parked: int = 0
+    """Parked until a task lock (`lock_key`, the tenant cap) has room: see `agentexec.locks`."""
 
 
 @dataclass(frozen=True)
@@ -649,7 +651,7 @@ class Broker:
     # Gauges, read at scrape time by `agentexec.metrics` (blocking: scrapes run on threads).
 
     def queue_depth(self, queue_name: str) -> QueueDepth:
-        """The waiting, pending and delayed tasks of `queue_name`. Entries are deleted when
+        """The waiting, pending, delayed and parked tasks of `queue_name`. Entries are deleted when
         their task ends or moves (see lua/finish.lua, retry.lua...), so a stream holds the
         waiting and pending ones only. Blocking."""
         streams = self.keys.queues(queue_name)
@@ -658,11 +660,12 @@ class Broker:
                 pipe.xlen(stream)
                 pipe.xpending(stream, WORKERS_GROUP)
             pipe.zcard(self.keys.delayed(queue_name))
+            pipe.hlen(self.keys.lock_waiters(queue_name))
             replies = pipe.execute(raise_on_error=False)
-        lengths = [_count(r) for r in replies[0:-1:2]]
-        pending = [_pending(r) for r in replies[1:-1:2]]
+        lengths = [_count(r) for r in replies[0:-2:2]]
+        pending = [_pending(r) for r in replies[1:-2:2]]
         waiting = max(sum(lengths) - sum(pending), 0)
-        return QueueDepth(waiting, sum(pending), _count(replies[-1]))
+        return QueueDepth(waiting, sum(pending), _count(replies[-2]), _count(replies[-1]))
 
     def log_lag(self) -> LogLag:
         """How far the projector group is behind the event log. Blocking."""

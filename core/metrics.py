@@ -107,7 +107,8 @@ class TaskMetrics:
 
 class QueueCollector:
     """Gauges of the queues `queue_names`, read through the Broker at scrape time:
-    `agentexec_queue_waiting`, `agentexec_queue_pending` and `agentexec_queue_delayed`."""
+    `agentexec_queue_waiting`, `agentexec_queue_pending`, `agentexec_queue_delayed` and
+    `agentexec_queue_parked`."""
 
     def __init__(self, runtime: Runtime, queue_names: Sequence[str]) -> None:
         self.runtime = runtime
@@ -119,16 +120,18 @@ class QueueCollector:
             "queue_pending", "Tasks read by a worker and not ended (running, or leased)."
         )
         delayed = _gauge("queue_delayed", "Tasks waiting for a retry's backoff or a due time.")
+        parked = _gauge("queue_parked", "Tasks parked until their lock key or tenant cap has room.")
         try:
             for name in self.queue_names:
                 depth = self.runtime.broker.queue_depth(name)
                 waiting.add_metric([name], depth.waiting)
                 pending.add_metric([name], depth.pending)
                 delayed.add_metric([name], depth.delayed)
+                parked.add_metric([name], depth.parked)
         except (redis.RedisError, BrokerError) as e:  # the scrape's boundary: it still answers
             yield _unavailable("queue", e)
             return
-        yield from (waiting, pending, delayed)
+        yield from (waiting, pending, delayed, parked)
 
 
 class LogCollector:

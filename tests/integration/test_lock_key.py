@@ -112,6 +112,7 @@ async def test_a_waiting_task_holds_no_worker(redis_conf: str, sync_redis: redis
         # Parked, they are still the queue's: `cancel_pending` leaves them alone.
         held = Broker().held_by_queues({ax.CONF.queue_name})
         assert {w.agent_id for w in waiters} <= held
+        assert Broker().queue_depth(ax.CONF.queue_name).parked == 3
         # Both slots were free of the waiters: a task with no key runs while they wait.
         other = await ax.enqueue("free", Job(customer_id="a", label="other", seconds=0.05))
         assert await ax.get_result(other, timeout=scaled(30)) == "other"
