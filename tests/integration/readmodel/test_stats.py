@@ -550,3 +550,58 @@ def test_the_read_model_commands_refuse_a_database_without_one(tmp_path: Path) -
         unreachable = CliRunner().invoke(main, [*command, "--database-url", down])
         assert unreachable.exit_code == 1, unreachable.output
         assert "cannot read the read model at postgresql+psycopg://" in unreachable.output
+
+
+@pytest.mark.postgres
+def test_random_windows_give_identical_statistics_on_both_databases(
+    postgres: PostgresSchema, tmp_path: Path
+) -> None:
+    """PostgreSQL aggregates in SQL (GROUPING SETS, percentile_disc, buckets numbered in SQL)
+    and SQLite folds the rows in Python: the same rows give the very same statistics, for
+    odd bucket widths, bucket edges to the microsecond, ties, gaps and several names."""
+    rng = __import__("random").Random(11)
+    start = datetime(2026, 3, 1, 9, 59, 59, 999_000)
+    tasks = []
+    for i in range(600):
+        status = rng.choice([Status.COMPLETE] * 6 + [Status.ERROR, Status.CANCELED, Status.QUEUED])
+        ended = status != Status.QUEUED
+        agent = uuid.UUID(int=rng.getrandbits(128), version=4)
+        tasks.append(
+            {
+                "id": agent,
+                "agent_id": agent,
+                "agent_type": rng.choice(["alpha", "beta", "gamma"]),
+                "status": status,
+                "retries": rng.choice([0, 0, 0, 1, 2]),
+                "created_at": start + timedelta(microseconds=rng.randrange(6 * 3600 * 10**6)),
+                "queue_wait_seconds": round(rng.random(), 6) if ended else None,
+                "run_seconds": rng.choice([1.5, 2.25, round(rng.expovariate(0.1), 6)])
+                if ended
+                else None,
+                "error": f"ValueError: item {rng.randrange(5)} of {i}"
+                if status == Status.ERROR
+                else None,
+            }
+        )
+    postgres.truncate()
+    lite = sqlite_engine(tmp_path / "random.db")
+    for engine in (lite, postgres.engine):
+        put_tasks(engine, tasks)
+    since = start + timedelta(hours=1, microseconds=1)
+    calls: list[dict[str, Any]] = [
+        {},
+        {"since": since, "until": since + timedelta(hours=2)},
+        {"bucket": timedelta(minutes=90)},
+        {"bucket": timedelta(seconds=7), "since": since, "until": since + timedelta(hours=1)},
+        {"bucket": timedelta(hours=1), "task_name": ["beta", "gamma"]},
+    ]
+    got = {}
+    for name, engine in (("sqlite", lite), ("postgresql", postgres.engine)):
+        with Session(engine) as s:
+            got[name] = [ax.activity.stats(s, **call) for call in calls]
+    lite.dispose()
+    assert got["sqlite"] == got["postgresql"]
+    every = got["sqlite"][0]
+    assert every.overall.total == 600 and len(every.tasks) == 3
+    assert sum(b.overall.total for b in got["sqlite"][2].buckets) == 600
+    assert all(b.end - b.start == timedelta(seconds=7) for b in got["sqlite"][3].buckets)
