@@ -947,17 +947,21 @@ class Broker:
     @translated
     async def renew_holds(
         self, queue: str, holds: Sequence[tuple[UUID, Sequence[Lock]]], now_ms: int
-    ) -> None:
+    ) -> set[UUID]:
         """Extend the holds of running tasks, (agent id, locks) each, by a lease from
-        `now_ms`; a hold that expired meanwhile is not taken again (`ZADD XX`)."""
+        `now_ms`; returns the agent ids that lost a hold: it lapsed (Redis was unreachable for
+        longer than a lease) and is not taken again (`ZADD XX`), as another task may have the
+        slot now."""
         expires = now_ms + self._lease_ms()
+        asked: list[UUID] = []
         async with self.client.pipeline(transaction=False) as pipe:
             for agent_id, locks in holds:
                 for lock in locks:
-                    pipe.zadd(
-                        self.keys.lock_holders(queue, lock.name), {str(agent_id): expires}, xx=True
-                    )
-            await pipe.execute()
+                    holders = self.keys.lock_holders(queue, lock.name)
+                    pipe.zadd(holders, {str(agent_id): expires}, xx=True, ch=True)
+                    asked.append(agent_id)
+            renewed = await pipe.execute()
+        return {agent_id for agent_id, done in zip(asked, renewed, strict=True) if not done}
 
     async def unpark(self, queue: str, agent_id: UUID) -> bool:
         """Queue a task parked on one of `queue`'s locks on its stream again at once (a cancel

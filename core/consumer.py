@@ -263,10 +263,10 @@ class Consumer:
         that expired) and wake their next waiters; returns how many woke."""
         return await self._broker.unlock(self.queue_name, agent_id, locks, now_ms)
 
-    async def renew_holds(self, holds: Sequence[tuple[UUID, Sequence[Lock]]]) -> None:
+    async def renew_holds(self, holds: Sequence[tuple[UUID, Sequence[Lock]]]) -> set[UUID]:
         """Extend the holds of this worker's running tasks, (agent id, locks) each, by a
-        lease."""
-        await self._broker.renew_holds(self.queue_name, holds, int(time.time() * 1000))
+        lease; returns the agent ids that lost one (see `Broker.renew_holds`)."""
+        return await self._broker.renew_holds(self.queue_name, holds, int(time.time() * 1000))
 
     async def defer(self, entry: Entry, priority: Priority, due_ms: int) -> bool:
         """Park `entry` unchanged in the queue's delayed set until `due_ms`, without an event;

@@ -142,7 +142,7 @@ class Leases:
                 if h.locks and h.in_hand is not None and not h.ended
             ]
             if holds:
-                await self._consumer.renew_holds(holds)
+                self._abandon_unlocked(await self._consumer.renew_holds(holds))
             await self._on_renewed()
             # After an outage, leases look expired to Redis although their workers lived
             # through it: claim only once every live worker has had a lease period to
@@ -203,6 +203,26 @@ class Leases:
             self._held.pop(entry_id, None)
         self._backlog.clear()
         self._backlog.extend(kept)
+
+    def _abandon_unlocked(self, agents: set[UUID]) -> None:
+        """Stop the handlers of tasks that lost a hold on one of their locks (it lapsed while
+        Redis was unreachable): another task of the lock may run now, and two must not. Their
+        entries stay pending here, unrenewed, so that they run again after a lease."""
+        if not agents:
+            return
+        for task, (stream, entry_id, _) in list(self._running.items()):
+            held = self._held.get(entry_id)
+            if held is None or held.ended or held.in_hand not in agents:
+                continue
+            logger.warning(
+                "worker %s: task of %s %s lost its hold on a lock (Redis was unreachable "
+                "for longer than a lease); stopping its handler: it runs again later",
+                self._consumer.name,
+                stream,
+                entry_id,
+            )
+            held.ended = True  # no longer renewed: taken over after a lease
+            task.cancel()
 
     async def release(self) -> None:
         """Hand back every entry still held, so that another worker runs it at once."""

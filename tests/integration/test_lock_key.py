@@ -179,6 +179,34 @@ async def test_a_hold_whose_holder_vanished_expires_with_the_lease(
     assert not sync_redis.zrange(keys.lock_index(queue), 0, -1)
 
 
+async def test_a_holder_that_lost_its_hold_stops_and_runs_again(
+    redis_conf: str, sync_redis: redis.Redis
+) -> None:
+    """A hold that lapsed while its task ran (Redis unreachable for longer than a lease;
+    here removed by hand) may have gone to another task: the handler is stopped, and the
+    task runs again after its lease, with its key."""
+    ax.CONF.lease_seconds = 1
+    keys = Keys(ax.CONF.key_prefix)
+    holders = keys.lock_holders(ax.CONF.queue_name, "key:customer-a")
+    running = pool(1, 2)
+    running.start()
+    try:
+        task = await ax.enqueue("keyed", Job(customer_id="a", label="held", seconds=scaled(2)))
+
+        async def started(count: int) -> bool:
+            log = await log_of(task.agent_id)
+            return len([e for e in log if isinstance(e, events.TaskStarted)]) >= count
+
+        await async_wait_for(lambda: started(1), what="the task to start")
+        assert sync_redis.zrem(holders, str(task.agent_id)) == 1
+        await async_wait_for(lambda: started(2), timeout=30, what="the task to run again")
+        assert await ax.get_result(task, timeout=scaled(30)) == "held"
+    finally:
+        running.shutdown()
+    # Only the second run reached its end.
+    assert [s["label"] for s in locked.spans(sync_redis)] == ["held"]
+
+
 async def test_cancel_of_a_waiting_task_ends_it_at_once(
     redis_conf: str, sync_redis: redis.Redis
 ) -> None:
