@@ -24,21 +24,24 @@ import agentexec as ax
 from agentexec.connection import close_redis
 from agentexec.migrations import process_revision_directives
 from agentexec.projector import Projector
-from tests.integration.test_pipeline_docs import namespace_env
+from tests.support.docs import (
+    DOCS,
+    doc_files,
+    namespace_env,
+    python_blocks,
+    run_to_end,
+    script_name,
+    write_files,
+)
 from tests.support.waiting import scaled
 
-DOCS = Path(__file__).parents[2] / "docs" / "activity.md"
+PAGE = "activity.md"
 SCRIPTS = ("timing.py", "trees.py", "stats.py")
 PREFIX_BLOCK = "ax.CONF.table_prefix"
 
 
 def blocks() -> list[str]:
-    return re.findall(r"```python\n(.*?)```", DOCS.read_text(), flags=re.S)
-
-
-def script_name(block: str) -> str | None:
-    found = re.match(r"# (\w+\.py)\b", block)
-    return found.group(1) if found else None
+    return python_blocks(PAGE)
 
 
 def fragments() -> list[str]:
@@ -53,16 +56,8 @@ def test_every_block_is_run_by_this_module() -> None:
 
 
 def run_script(name: str, redis_url: str, tmp_path: Path) -> list[str]:
-    (tmp_path / name).write_text(next(b for b in blocks() if script_name(b) == name))
-    env = namespace_env(redis_url, f"axdocs-{uuid.uuid4().hex[:8]}")
-    done = subprocess.run(
-        [sys.executable, name],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=scaled(180),
-    )
+    write_files(tmp_path, doc_files(PAGE), name)
+    done = run_to_end(tmp_path / name, namespace_env(redis_url), timeout=scaled(180))
     assert done.returncode == 0, done.stderr
     return done.stdout.strip().splitlines()
 
@@ -135,7 +130,7 @@ async def test_the_fragments_run_in_page_order(redis_conf: str, in_tmp: Path) ->
         """Run the next fragments up to the one containing `marker`."""
         while pieces:
             block = pieces.pop(0)
-            exec(compile(block, f"{DOCS}:{marker}", "exec"), namespace)
+            exec(compile(block, f"{DOCS / PAGE}:{marker}", "exec"), namespace)
             if marker in block:
                 return
         raise AssertionError(f"no fragment contains {marker!r}")
@@ -151,7 +146,7 @@ async def test_the_fragments_run_in_page_order(redis_conf: str, in_tmp: Path) ->
         agent_id = namespace["agent_id"]
         await Projector(engine, lease_seconds=5).catch_up()
         namespace.update(engine=engine, Session=Session)
-        exec(compile(polling, f"{DOCS}:polling", "exec"), namespace)
+        exec(compile(polling, f"{DOCS / PAGE}:polling", "exec"), namespace)
         assert namespace["activity"].status == "complete"
 
         run("ax.activity.list(session, page=1, page_size=20)")

@@ -4,25 +4,14 @@ must be what the page's comments say, and web.py's FastAPI views driven over ASG
 
 from __future__ import annotations
 
-import re
 import sqlite3
-import subprocess
 import sys
 import textwrap
-import uuid
 from pathlib import Path
 
 import agentexec as ax
-from tests.integration.test_pipeline_docs import namespace_env, running
+from tests.support.docs import doc_files, namespace_env, run_to_end, running, write_files
 from tests.support.waiting import scaled, wait_for
-
-DOCS = Path(__file__).parents[2] / "docs" / "async.md"
-
-
-def doc_files() -> dict[str, str]:
-    """The page's Python blocks that start with a `# name.py` line, by file name."""
-    blocks = re.findall(r"```python\n(.*?)```", DOCS.read_text(), flags=re.S)
-    return {m.group(1): b for b in blocks if (m := re.match(r"# (\w+\.py)", b))}
 
 
 def expected_output(script: str) -> list[str]:
@@ -47,12 +36,11 @@ def tables_exist(database: Path) -> bool:
 
 
 def test_an_async_only_application_as_written(redis_url: str, tmp_path: Path) -> None:
-    files = doc_files()
+    files = doc_files("async.md")
     assert set(files) >= {"worker.py", "app.py", "web.py"}
-    for name, text in files.items():
-        (tmp_path / name).write_text(text)
-    env = namespace_env(redis_url, f"axdocs-{uuid.uuid4().hex[:8]}")
-    env["AGENTEXEC_NUM_WORKERS"] = "1"  # one worker process is enough here, and starts sooner
+    write_files(tmp_path, files)
+    # One worker process is enough here, and starts sooner.
+    env = namespace_env(redis_url, AGENTEXEC_NUM_WORKERS="1")
     with running(tmp_path / "worker.py", env) as worker:
         wait_for(
             lambda: tables_exist(tmp_path / "agents.db") or worker.poll() is not None,
@@ -60,14 +48,7 @@ def test_an_async_only_application_as_written(redis_url: str, tmp_path: Path) ->
             what="worker.py to create the tables",
         )
         assert worker.poll() is None, "worker.py exited early; its output above says why"
-        done = subprocess.run(
-            [sys.executable, "app.py"],
-            cwd=tmp_path,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=scaled(90),
-        )
+        done = run_to_end(tmp_path / "app.py", env, timeout=scaled(90))
         assert done.returncode == 0, done.stderr
         assert done.stdout.splitlines() == expected_output(files["app.py"])
 
@@ -95,13 +76,6 @@ def test_an_async_only_application_as_written(redis_url: str, tmp_path: Path) ->
             asyncio.run(main())
             """
         )
-        web = subprocess.run(
-            [sys.executable, "-c", driver],
-            cwd=tmp_path,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=scaled(90),
-        )
+        web = run_to_end([sys.executable, "-c", driver], env, scaled(90), cwd=tmp_path)
         assert web.returncode == 0, web.stderr
         assert web.stdout.strip() == "Task completed successfully. 2 404"

@@ -8,37 +8,38 @@ The test's own Redis, key prefix and a free port stand in for the block's Redis 
 
 from __future__ import annotations
 
-import os
 import re
 import shlex
 import signal
 import subprocess
 import sys
 import uuid
+from contextlib import ExitStack
 from pathlib import Path
 
 import httpx
 
+from tests.support.docs import (
+    doc_files,
+    namespace_env,
+    output_after,
+    page_text,
+    run_to_end,
+    running,
+    write_files,
+)
 from tests.support.metrics import free_port
 from tests.support.waiting import scaled, wait_for
 
-DOCS = Path(__file__).parents[2] / "docs" / "operations.md"
+PAGE = "operations.md"
 AGENTEXEC = Path(sys.executable).with_name("agentexec")
-
-
-def page() -> str:
-    return DOCS.read_text()
-
-
-def files() -> dict[str, str]:
-    """The page's Python blocks that start with a `# path.py` line, by path."""
-    blocks = re.findall(r"```python\n(.*?)```", page(), flags=re.S)
-    return {m.group(1): b for b in blocks if (m := re.match(r"# ([\w/]+\.py)\n", b))}
 
 
 def shell_block() -> tuple[dict[str, str], list[list[str]]]:
     """The settings (`export`) and the commands of the block that starts the processes."""
-    block = next(b for b in re.findall(r"```bash\n(.*?)```", page(), re.S) if "export" in b)
+    block = next(
+        b for b in re.findall(r"```bash\n(.*?)```", page_text(PAGE), re.S) if "export" in b
+    )
     settings: dict[str, str] = {}
     commands: list[list[str]] = []
     for line in block.splitlines():
@@ -51,18 +52,8 @@ def shell_block() -> tuple[dict[str, str], list[list[str]]]:
     return settings, commands
 
 
-def printed_after(name: str) -> str:
-    """The output block that follows the `name` block on the page."""
-    text = page()
-    start = text.index(f"# {name}\n")
-    block_end = text.index("\n```\n", start) + len("\n```\n")
-    return re.match(r"\s*```\n(.*?)```", text[block_end:], re.S).group(1)  # type: ignore[union-attr]
-
-
 def test_the_walkthrough_runs_as_written(redis_url: str, tmp_path: Path) -> None:
-    for path, source in files().items():
-        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / path).write_text(source)
+    write_files(tmp_path, doc_files(PAGE))
     settings, commands = shell_block()
     assert settings["AGENTEXEC_DATABASE_URL"] == "sqlite:///shop.db"
     assert [c[:2] for c in commands] == [
@@ -71,20 +62,16 @@ def test_the_walkthrough_runs_as_written(redis_url: str, tmp_path: Path) -> None
         ["agentexec", "api"],
     ]
     port = free_port()
-    env = {
-        **os.environ,
-        **settings,
-        "AGENTEXEC_REDIS_URL": redis_url,
-        "AGENTEXEC_KEY_PREFIX": f"axops-{uuid.uuid4().hex[:8]}",
-        "PYTHONPATH": str(tmp_path),
-    }
+    env = namespace_env(
+        redis_url, f"axops-{uuid.uuid4().hex[:8]}", **{**settings, "PYTHONPATH": str(tmp_path)}
+    )
     processes: list[subprocess.Popen[bytes]] = []
-    try:
+    with ExitStack() as stack:
         for words in commands:
             words = [str(AGENTEXEC), *words[1:]]
             if "--port" in words:
                 words[words.index("--port") + 1] = str(port)
-            processes.append(subprocess.Popen(words, cwd=tmp_path, env=env))
+            processes.append(stack.enter_context(running(words, env, cwd=tmp_path)))
         api = f"http://127.0.0.1:{port}"
 
         def serving() -> bool:
@@ -95,17 +82,9 @@ def test_the_walkthrough_runs_as_written(redis_url: str, tmp_path: Path) -> None
                 return False
 
         wait_for(serving, timeout=60, what="the API to serve the read model")
-        done = subprocess.run(
-            [sys.executable, "enqueue.py"],
-            cwd=tmp_path,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=scaled(120),
-            check=False,
-        )
+        done = run_to_end(tmp_path / "enqueue.py", env, timeout=scaled(120))
         assert done.returncode == 0, done.stderr
-        assert done.stdout == printed_after("enqueue.py")
+        assert done.stdout == output_after(PAGE, "enqueue.py")
 
         def listed() -> bool:
             items = httpx.get(f"{api}/api/activities", timeout=scaled(2)).json()["items"]
@@ -116,8 +95,3 @@ def test_the_walkthrough_runs_as_written(redis_url: str, tmp_path: Path) -> None
             process.send_signal(signal.SIGTERM)
         codes = [process.wait(timeout=scaled(60)) for process in processes]
         assert codes == [0, 0, 0], f"exit statuses (projector, worker, api): {codes}"
-    finally:
-        for process in processes:
-            if process.poll() is None:
-                process.kill()
-                process.wait()

@@ -5,23 +5,11 @@ processes write must hold the trace the page draws."""
 from __future__ import annotations
 
 import json
-import re
-import subprocess
-import sys
-import uuid
 from pathlib import Path
 from typing import Any
 
-from tests.integration.test_pipeline_docs import namespace_env, running
+from tests.support.docs import doc_files, namespace_env, run_to_end, running, write_files
 from tests.support.waiting import scaled, wait_for
-
-DOCS = Path(__file__).parents[2] / "docs" / "tracing.md"
-
-
-def doc_files() -> dict[str, str]:
-    """The page's Python blocks that start with a `# name.py` line, by file name."""
-    blocks = re.findall(r"```python\n(.*?)```", DOCS.read_text(), flags=re.S)
-    return {m.group(1): b for b in blocks if (m := re.match(r"# (\w+\.py)\n", b))}
 
 
 def spans(folder: Path) -> list[dict[str, Any]]:
@@ -36,19 +24,11 @@ def spans(folder: Path) -> list[dict[str, Any]]:
 
 
 def test_the_example_records_one_trace_across_its_processes(redis_url: str, tmp_path: Path) -> None:
-    for name in ("telemetry.py", "worker.py", "app.py"):
-        (tmp_path / name).write_text(doc_files()[name])
-    env = namespace_env(redis_url, f"axdocs-{uuid.uuid4().hex[:8]}")
-    env["AGENTEXEC_TRACING_SETUP"] = "telemetry:setup"
+    write_files(tmp_path, doc_files("tracing.md"), "telemetry.py", "worker.py", "app.py")
+    env = namespace_env(redis_url, AGENTEXEC_TRACING_SETUP="telemetry:setup")
     with running(tmp_path / "worker.py", env):
-        done = subprocess.run(
-            [sys.executable, "app.py"],
-            cwd=tmp_path,
-            env={k: v for k, v in env.items() if k != "AGENTEXEC_TRACING_SETUP"},
-            capture_output=True,
-            text=True,
-            timeout=scaled(120),
-        )
+        app_env = {k: v for k, v in env.items() if k != "AGENTEXEC_TRACING_SETUP"}
+        done = run_to_end(tmp_path / "app.py", app_env, timeout=scaled(120))
         assert done.returncode == 0, done.stderr
         assert done.stdout.strip() == "Acme makes anvils."
 

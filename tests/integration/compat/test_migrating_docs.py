@@ -6,50 +6,37 @@ from __future__ import annotations
 
 import re
 import shlex
-import signal
-import subprocess
 import sys
 from pathlib import Path
 
 import agentexec as ax
-from tests.integration.test_pipeline_docs import namespace_env
+from tests.support.docs import (
+    doc_files,
+    namespace_env,
+    output_after,
+    page_text,
+    python_blocks,
+    run_to_end,
+    running,
+    write_files,
+)
 from tests.support.waiting import scaled
 
-DOCS = Path(__file__).parents[3] / "docs" / "migrating.md"
-
-
-def python_blocks() -> dict[str, str]:
-    blocks = re.findall(r"```python\n(.*?)```", DOCS.read_text(), flags=re.S)
-    named = {m.group(1): b for b in blocks if (m := re.match(r"# (\w+\.py)\n", b))}
-    assert len(named) == len(blocks), "a Python block without a `# name.py` line: run it here"
-    return named
+PAGE = "migrating.md"
 
 
 def test_the_030_program_on_the_page_runs_as_written(redis_conf: str, tmp_path: Path) -> None:
-    files = python_blocks()
+    files = doc_files(PAGE)
+    assert len(files) == len(python_blocks(PAGE)), (
+        "a Python block without a `# name.py` line: run it here"
+    )
     assert sorted(files) == ["app.py", "worker.py"], "a new script on the page: run it here"
-    for name, text in files.items():
-        (tmp_path / name).write_text(text)
-    [command] = re.findall(r"```bash\n(agentexec run .*?)\n```", DOCS.read_text())
-    [expected] = re.findall(r"It prints:\n\n```\n(.*?)```", DOCS.read_text(), flags=re.S)
+    write_files(tmp_path, files)
+    [command] = re.findall(r"```bash\n(agentexec run .*?)\n```", page_text(PAGE))
+    expected = output_after(PAGE, "app.py")
     env = namespace_env(redis_conf, ax.CONF.key_prefix)
     argv = [sys.executable, "-m", "agentexec.cli", *shlex.split(command)[1:]]
-    worker = subprocess.Popen(argv, cwd=tmp_path, env=env)
-    try:
-        done = subprocess.run(
-            [sys.executable, "app.py"],
-            cwd=tmp_path,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=scaled(180),
-        )
-    finally:
-        worker.send_signal(signal.SIGTERM)
-        try:
-            worker.wait(scaled(30))
-        except subprocess.TimeoutExpired:
-            worker.kill()
-            worker.wait()
+    with running(argv, env, cwd=tmp_path):
+        done = run_to_end(tmp_path / "app.py", env, timeout=scaled(180))
     assert done.returncode == 0, done.stderr
     assert done.stdout == expected
