@@ -123,7 +123,7 @@ def conditions(
         cutoff = naive_utc(now or datetime.now(UTC)) - running_longer_than
         # A literal, as the partial index of running rows spells it (see `active`).
         found.append(model.status == literal_column("'RUNNING'"))
-        found.append(model.started_at < cutoff)
+        found.append(_Unranged(model.started_at) < cutoff)
     if retried is not None:
         found.append(model.retries > 0 if retried else model.retries == 0)
     return found
@@ -219,6 +219,32 @@ def _metadata_is_sqlite(element: _MetadataIs, compiler: SQLCompiler, **kw: Any) 
         f"ELSE CAST({extracted} AS TEXT) END"
     )
     return f"{text} = {value}"
+
+
+class _Unranged(ColumnElement[Any]):
+    """A column that SQLite must not read a range of an index for (`+column`): given
+    `started_at < cutoff`, SQLite would read a running-too-long page through the partial
+    index of running rows and sort them all by time, instead of walking
+    `(status, created_at, id)` in order (27 ms against 1 ms at 10,000 running tasks). Other
+    databases get the column as it is."""
+
+    __visit_name__ = "agentexec_unranged"
+    inherit_cache = True
+    _traverse_internals = [("column", InternalTraversal.dp_clauseelement)]
+
+    def __init__(self, column: Any) -> None:
+        self.column = column.expression
+        self.type = self.column.type
+
+
+@compiles(_Unranged)
+def _unranged(element: _Unranged, compiler: SQLCompiler, **kw: Any) -> str:
+    return str(compiler.process(element.column, **kw))
+
+
+@compiles(_Unranged, "sqlite")
+def _unranged_sqlite(element: _Unranged, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"+{compiler.process(element.column, **kw)}"
 
 
 CURSOR_PATTERN = r"^[01]_[0-9]{1,17}_[0-9a-f]{32}$"
