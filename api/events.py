@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
@@ -46,27 +47,33 @@ def _position(value: str | None) -> str | None:
 EventId = Annotated[str | None, AfterValidator(_position)]
 
 
-async def events_feed(
-    live: Live,
-    task_name: Annotated[list[str] | None, Query()] = None,
-    status: Annotated[list[WireStatus] | None, Query()] = None,
-    tenant: Annotated[str | None, Query(pattern=TENANT_PATTERN)] = None,
+def resume_from(
     last_event_id: Annotated[EventId, Query()] = None,
     last_event_id_header: Annotated[EventId, Header(alias="Last-Event-ID")] = None,
-) -> Response:
-    """Every event, live (only tasks named `task_name`, only events moving a task to
-    `status`: both repeatable; only the events of `tenant`'s tasks). Resume with
-    `Last-Event-ID` (header, or `last_event_id`): every later event once, in order, then
-    the live tail; `0` is the beginning."""
-    if live.feeds.full:  # before any Redis or SQL work
-        return live.feeds.refusal()
-    after = _resume_from(last_event_id, last_event_id_header)
-    if after is None:
-        after = await _redis_call("cannot open the feed", live.history.tail)
-    names = frozenset(task_name or ())
-    statuses = frozenset(Status(s.upper()) for s in status or ())
-    accepts: Accepts | None = None
-    if names or statuses or tenant is not None:
+) -> Position | None:
+    """Dependency of the feeds: the position a client resumes after, None for none."""
+    # The header wins: browsers send it on reconnection, with the query string unchanged.
+    value = last_event_id_header if last_event_id_header is not None else last_event_id
+    return None if value is None else Position.parse(value)
+
+
+Resume = Annotated[Position | None, Depends(resume_from)]
+
+
+@dataclass(frozen=True)
+class EventFilter:
+    """Which events `/api/events` sends: only tasks named in `task_names`, only events moving
+    a task to one of `statuses` (each empty: all), only the events of `tenant`'s tasks."""
+
+    task_names: frozenset[str] = frozenset()
+    statuses: frozenset[Status] = frozenset()
+    tenant: str | None = None
+
+    def accepts(self) -> Accepts | None:
+        """The feed's test of a delivery; None when every delivery passes."""
+        names, statuses, tenant = self.task_names, self.statuses, self.tenant
+        if not (names or statuses or tenant is not None):
+            return None
 
         def accepts(delivery: Delivery) -> bool:
             return (
@@ -75,20 +82,41 @@ async def events_feed(
                 and (tenant is None or delivery.event.tenant == tenant)
             )
 
-    return _feed_response(live, after, accepts=accepts)
+        return accepts
 
 
-async def agent_feed(
-    agent_id: UUID,
-    live: Live,
-    last_event_id: Annotated[EventId, Query()] = None,
-    last_event_id_header: Annotated[EventId, Header(alias="Last-Event-ID")] = None,
-) -> Response:
+def event_filter(
+    task_name: Annotated[list[str] | None, Query()] = None,
+    status: Annotated[list[WireStatus] | None, Query()] = None,
+    tenant: Annotated[str | None, Query(pattern=TENANT_PATTERN)] = None,
+) -> EventFilter:
+    """Dependency of `/api/events`: its filter parameters."""
+    return EventFilter(
+        frozenset(task_name or ()), frozenset(Status(s.upper()) for s in status or ()), tenant
+    )
+
+
+Filter = Annotated[EventFilter, Depends(event_filter)]
+
+
+async def events_feed(live: Live, only: Filter, after: Resume) -> Response:
+    """Every event, live (only tasks named `task_name`, only events moving a task to
+    `status`: both repeatable; only the events of `tenant`'s tasks). Resume with
+    `Last-Event-ID` (header, or `last_event_id`): every later event once, in order, then
+    the live tail; `0` is the beginning."""
+    if live.feeds.full:  # before any Redis or SQL work
+        return live.feeds.refusal()
+    if after is None:
+        after = await _redis_call("cannot open the feed", live.history.tail)
+    return _feed_response(live, after, accepts=only.accepts())
+
+
+async def agent_feed(agent_id: UUID, live: Live, after: Resume) -> Response:
     """One task's events from the beginning (or after `Last-Event-ID`), then live, ending
     after its terminal event (complete, error or canceled)."""
     if live.feeds.full:
         return live.feeds.refusal()
-    after = _resume_from(last_event_id, last_event_id_header) or ORIGIN
+    after = after or ORIGIN
     last = await run_in_threadpool(_last_event, live, agent_id)
     if last is None:
         broker = live.history.broker()
@@ -123,15 +151,7 @@ def feed_scope(
 Scope = Annotated[FeedScope, Depends(feed_scope)]
 
 
-async def events_feed_by_token(
-    live: Live,
-    scope: Scope,
-    task_name: Annotated[list[str] | None, Query()] = None,
-    status: Annotated[list[WireStatus] | None, Query()] = None,
-    tenant: Annotated[str | None, Query(pattern=TENANT_PATTERN)] = None,
-    last_event_id: Annotated[EventId, Query()] = None,
-    last_event_id_header: Annotated[EventId, Header(alias="Last-Event-ID")] = None,
-) -> Response:
+async def events_feed_by_token(live: Live, only: Filter, after: Resume, scope: Scope) -> Response:
     """`/api/events` opened with a tenant's feed token: only that tenant's events."""
     if scope.tenant is None:
         raise HTTPException(
@@ -139,22 +159,14 @@ async def events_feed_by_token(
             "this feed token is for one task: open /api/activities/"
             f"{scope.agent_id}/events with it",
         )
-    if tenant is not None and tenant != scope.tenant:
+    if only.tenant is not None and only.tenant != scope.tenant:
         raise HTTPException(
-            403, f"this feed token is for tenant {scope.tenant!r}, not tenant {tenant!r}"
+            403, f"this feed token is for tenant {scope.tenant!r}, not tenant {only.tenant!r}"
         )
-    return await events_feed(
-        live, task_name, status, scope.tenant, last_event_id, last_event_id_header
-    )
+    return await events_feed(live, replace(only, tenant=scope.tenant), after)
 
 
-async def agent_feed_by_token(
-    agent_id: UUID,
-    live: Live,
-    scope: Scope,
-    last_event_id: Annotated[EventId, Query()] = None,
-    last_event_id_header: Annotated[EventId, Header(alias="Last-Event-ID")] = None,
-) -> Response:
+async def agent_feed_by_token(agent_id: UUID, live: Live, after: Resume, scope: Scope) -> Response:
     """`/api/activities/{agent_id}/events` opened with that task's feed token."""
     if scope.agent_id != agent_id:
         what = (
@@ -163,18 +175,12 @@ async def agent_feed_by_token(
             else f"tenant {scope.tenant!r}: open /api/events with it"
         )
         raise HTTPException(403, f"this feed token is for {what}, not task {agent_id}")
-    return await agent_feed(agent_id, live, last_event_id, last_event_id_header)
+    return await agent_feed(agent_id, live, after)
 
 
 def _last_event(live: LiveState, agent_id: UUID) -> reads.LastEvent | None:
     with live.session() as s:
         return reads.last_event(s, agent_id)
-
-
-def _resume_from(query: str | None, header: str | None) -> Position | None:
-    # The header wins: browsers send it on reconnection, with the query string unchanged.
-    value = header if header is not None else query
-    return None if value is None else Position.parse(value)
 
 
 def _feed_response(
