@@ -22,6 +22,7 @@ from agentexec.consumer import Claim, Consumer, Entry, Start
 from agentexec.errors import BrokerError, GroupMissingError
 from agentexec.eventlog import EventLog
 from agentexec.events import Priority, TaskQueued
+from agentexec.locks import Lock
 from agentexec.positions import ORIGIN, Position
 from agentexec.results import Outcome
 from agentexec.streams import PROJECTOR_GROUP, WORKERS_GROUP, delayed_member
@@ -685,6 +686,125 @@ def test_track_refuses_to_write_undeclared_fan_in_keys(redis_url: str) -> None:
     )
     assert reply == [b"s", b"m"]
     assert client.hget(state, "pending") is None and client.xlen(keys.events) == 0
+
+
+# Task locks (LOCK, UNLOCK, UNPARK).
+
+
+def waiting_events(event: TaskQueued, locks: list[Lock]) -> list[events.TaskWaiting]:
+    return [
+        events.TaskWaiting(
+            agent_id=event.agent_id, task_name="t", message=lock.waiting_message, lock=lock.name
+        )
+        for lock in locks
+    ]
+
+
+async def take(
+    consumer: Consumer, entry: Entry, event: TaskQueued, locks: list[Lock], since: int | None = None
+) -> bool | None:
+    now = int(time.time() * 1000)
+    return await consumer.lock(
+        entry, event, locks, waiting_events(event, locks), now, 30_000, since
+    )
+
+
+async def test_a_task_blocked_by_its_second_lock_gives_back_the_first_and_wakes_its_waiter() -> (
+    None
+):
+    broker, client = Broker(), get_redis()
+    keys = broker.keys
+    key, tenant = Lock("key:k", 1), Lock("tenant:t", 1)
+    holder_consumer, holder_entry, holder = await held(broker)
+    assert await take(holder_consumer, holder_entry, holder, [key]) is True
+    # Y and then Z wait for the key.
+    consumer, y_entry, y = await held(broker)
+    assert await take(consumer, y_entry, y, [key, tenant]) is False
+    _, z_entry, z = await held(broker)
+    assert await take(consumer, z_entry, z, [key]) is False
+    assert await client.llen(keys.lock_waiting("q", key.name)) == 2
+    # Another task takes the tenant's only slot.
+    _, b_entry, b = await held(broker)
+    assert await take(consumer, b_entry, b, [tenant]) is True
+    # The key's holder ends: Y gets the key and is queued again, on the high stream.
+    now = int(time.time() * 1000)
+    assert await holder_consumer.unlock(holder.agent_id, [key], now) == 1
+    high = keys.queue("q", Priority.HIGH)
+    [y_again] = await consumer.read(10)
+    assert y_again[0] == high
+    assert await client.zscore(keys.lock_holders("q", key.name), str(y.agent_id)) is not None
+    # Y finds the tenant full: it parks there and hands the key on to Z.
+    assert await take(consumer, y_again, y, [key, tenant]) is False
+    assert await client.zscore(keys.lock_holders("q", key.name), str(y.agent_id)) is None
+    assert await client.zscore(keys.lock_holders("q", key.name), str(z.agent_id)) is not None
+    assert await client.lrange(keys.lock_waiting("q", tenant.name), 0, -1) == [
+        f"{y.agent_id} ".encode() + delayed_member(y.priority, bytes(y_again[2][b"event"]))
+    ]
+    assert await client.hget(keys.lock_waiters("q"), str(y.agent_id)) == b"tenant:t"
+    [z_again] = await consumer.read(10)
+    assert events.decode_entry(z_again[2]).agent_id == z.agent_id
+    # The parks and wakes were recorded: each park is one task.waiting event.
+    log = [events.decode_entry(f) for _, f in await client.xrange(keys.events)]
+    parks = [(e.agent_id, e.lock) for e in log if isinstance(e, events.TaskWaiting)]
+    assert parks == [(y.agent_id, "key:k"), (z.agent_id, "key:k"), (y.agent_id, "tenant:t")]
+
+
+async def test_lock_run_again_after_a_lost_reply_parks_once() -> None:
+    broker, client = Broker(), get_redis()
+    key = Lock("key:k", 1)
+    consumer, entry, holder = await held(broker)
+    assert await take(consumer, entry, holder, [key]) is True
+    assert await take(consumer, entry, holder, [key]) is True  # its own hold: taken again
+    _, waiter_entry, waiter = await held(broker)
+    since = int(time.time() * 1000) - 5000
+    # Run again with the same event (as `Endings.persist` does): found, not appended again.
+    waits = waiting_events(waiter, [key])
+    for _ in range(2):
+        now = int(time.time() * 1000)
+        assert await consumer.lock(waiter_entry, waiter, [key], waits, now, 30_000, since) is False
+    assert await client.llen(broker.keys.lock_waiting("q", key.name)) == 1
+    log = [events.decode_entry(f) for _, f in await client.xrange(broker.keys.events)]
+    assert len([e for e in log if isinstance(e, events.TaskWaiting)]) == 1
+    # A canceled task takes nothing and does not park: START ends it.
+    _, canceled_entry, canceled = await held(broker)
+    await client.set(broker.keys.cancel_marker(canceled.agent_id), "1")
+    assert await take(consumer, canceled_entry, canceled, [key]) is True
+    holders = await client.zrange(broker.keys.lock_holders("q", key.name), 0, -1)
+    assert holders == [str(holder.agent_id).encode()]
+
+
+async def test_unpark_queues_a_waiting_task_again_once_and_sweeps_clear_lapsed_holds() -> None:
+    broker, client = Broker(), get_redis()
+    keys = broker.keys
+    key = Lock("key:k", 1)
+    consumer, entry, holder = await held(broker)
+    now = int(time.time() * 1000)
+    # A hold that lapses at once: its holder is gone.
+    assert await consumer.lock(entry, holder, [key], waiting_events(holder, [key]), now, 1, None)
+    _, w1_entry, w1 = await held(broker)
+    _, w2_entry, w2 = await held(broker)
+    await asyncio.sleep(0.01)
+    later = int(time.time() * 1000)
+    for e, ev in ((w1_entry, w1), (w2_entry, w2)):
+        # Taken with a long lease by nobody: park both behind a live hold.
+        await client.zadd(keys.lock_holders("q", key.name), {"ghost": later + 60_000})
+        assert (
+            await consumer.lock(e, ev, [key], waiting_events(ev, [key]), later, 30_000, None)
+            is False
+        )
+    assert await broker.unpark("q", w2.agent_id) is True
+    assert await broker.unpark("q", w2.agent_id) is False
+    [again] = await consumer.read(10)
+    assert events.decode_entry(again[2]).agent_id == w2.agent_id
+    # Once the ghost's hold has lapsed, the sweep finds the lock due, and an unlock of
+    # nobody wakes w1.
+    lapsed = later + 60_001
+    assert await broker.locks_due("q", lapsed - 2) == []
+    assert await broker.locks_due("q", lapsed) == ["key:k"]
+    assert await broker.unlock("q", None, [key], lapsed) == 1
+    assert await broker.locks_due("q", lapsed) == []
+    assert not await client.exists(keys.lock_waiting("q", key.name))
+    assert not await client.hlen(keys.lock_waiters("q"))
 
 
 # The scripts' headers, checked statically.
