@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import subprocess
 import sys
 import uuid
@@ -16,7 +15,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from .waiting import scaled
+from .processes import stop
 
 DOCS = Path(__file__).parents[2] / "docs"
 _FENCE = re.compile(r"^```(\w*)\n(.*?)^```$", flags=re.S | re.M)
@@ -87,12 +86,7 @@ def running(
     try:
         yield process
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(scaled(60))
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process, 60)
 
 
 def run_to_end(

@@ -5,7 +5,6 @@ tables: `agentexec run --create-tables` makes them) and `tests.apps.program030` 
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import uuid
@@ -19,7 +18,7 @@ import agentexec as ax
 from tests.integration.readmodel.conftest import POSTGRES_URL, engine, postgres, projector
 
 __all__ = ["engine", "postgres", "projector"]  # the read-model suite's fixtures, used here
-from tests.support.waiting import scaled
+from tests.support.processes import stop
 
 ROOT = Path(__file__).parents[3]
 
@@ -98,9 +97,4 @@ def program(redis_conf: str, empty_database: str) -> Iterator[subprocess.Popen[s
     try:
         yield process
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(scaled(30))
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process)
