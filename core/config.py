@@ -6,11 +6,15 @@ Values are read once at import and may be reassigned in code before the first co
 
 from __future__ import annotations
 
+import importlib
+import operator
 import re
 from typing import Any
 
 from pydantic import AliasChoices, Field, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from .errors import ConfigurationError
 
 REDIS_STATE_BACKEND = "agentexec.state.redis_backend"
 
@@ -28,6 +32,20 @@ _IMPORT_PATH_EXAMPLES = {
 def assignments() -> int:
     """How many times a `Settings` field was assigned in this process."""
     return _assignments
+
+
+def import_setting(field: str, path: str, what: str) -> Any:
+    """The object that setting `field` (such as "tracing_setup") names by its import path
+    `path` ("package.module:attribute"). Raises `ConfigurationError` naming the variable and
+    saying it should name `what` when it cannot be imported."""
+    module, _, attribute = path.partition(":")
+    try:
+        return operator.attrgetter(attribute)(importlib.import_module(module))
+    except (ImportError, AttributeError) as e:
+        raise ConfigurationError(
+            f"AGENTEXEC_{field.upper()} has value {path!r}, which cannot be imported ({e}); "
+            f"name a module on the path and {what} in it, or unset it."
+        ) from e
 
 
 class Settings(BaseSettings):

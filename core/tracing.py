@@ -12,10 +12,8 @@ another process continues the enqueuer's trace and the projector adds its spans 
 from __future__ import annotations
 
 import contextlib
-import importlib
 import inspect
 import logging
-import operator
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextvars import ContextVar
@@ -26,6 +24,7 @@ from opentelemetry import trace
 from opentelemetry.context import Context, get_current
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
+from .config import import_setting
 from .errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -314,14 +313,7 @@ def setup(path: str | None, process: str) -> None:
     argument, or raises."""
     if not path or path in _set_up:
         return
-    module, _, attribute = path.partition(":")
-    try:
-        function = operator.attrgetter(attribute)(importlib.import_module(module))
-    except (ImportError, AttributeError) as e:
-        raise ConfigurationError(
-            f"AGENTEXEC_TRACING_SETUP has value {path!r}, which cannot be imported ({e}); name "
-            "a module on the path and a function in it, or unset it."
-        ) from e
+    function = import_setting("tracing_setup", path, "a function")
     if not _takes_one_argument(function):
         raise ConfigurationError(
             f"AGENTEXEC_TRACING_SETUP has value {path!r}, which is not a function of one "

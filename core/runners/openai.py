@@ -7,10 +7,8 @@ agentexec[openai]`); importing `agentexec` alone does not.
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import json
 import logging
-import operator
 from collections.abc import AsyncIterator, Generator
 from dataclasses import dataclass
 from typing import Any
@@ -38,6 +36,7 @@ from agents.run import DEFAULT_MAX_TURNS
 from agents.stream_events import StreamEvent
 from agents.tool import Tool
 
+from agentexec.config import import_setting
 from agentexec.errors import ConfigurationError, RedisUnavailableError
 from agentexec.events import TaskProgress
 from agentexec.tasks import event_identity, own_task
@@ -629,14 +628,7 @@ def _configured_override(path: str | None) -> Model | ModelProvider | None:
         return None
     loaded = _loaded_overrides.get(path)
     if loaded is None:
-        module, _, attribute = path.partition(":")
-        try:
-            value = operator.attrgetter(attribute)(importlib.import_module(module))
-        except (ImportError, AttributeError) as e:
-            raise ConfigurationError(
-                f"AGENTEXEC_MODEL_OVERRIDE has value {path!r}, which cannot be imported ({e}); "
-                "name a module on the path and a Model or ModelProvider in it, or unset it."
-            ) from e
+        value = import_setting("model_override", path, "a Model or ModelProvider")
         if not isinstance(value, Model | ModelProvider):
             raise ConfigurationError(
                 f"AGENTEXEC_MODEL_OVERRIDE has value {path!r}, which is a "
