@@ -312,6 +312,15 @@ def tree_spec(gate: Path) -> basic.Tree:
     )
 
 
+def watch(page: Any) -> tuple[list[str], list[str]]:
+    """The URLs `page` asks for and the script errors it raises, growing as they come."""
+    asked: list[str] = []
+    failures: list[str] = []
+    page.on("request", lambda request: asked.append(request.url))
+    page.on("pageerror", lambda error: failures.append(str(error)))
+    return asked, failures
+
+
 async def test_the_detail_shows_the_whole_tree_with_live_statuses(
     running_pool: ax.Pool,
     db: Engine,
@@ -323,10 +332,7 @@ async def test_the_detail_shows_the_whole_tree_with_live_statuses(
     page = browser_page
     expect = playwright_api.expect
     server = await serve(db)
-    asked: list[str] = []
-    page.on("request", lambda request: asked.append(request.url))
-    failures: list[str] = []
-    page.on("pageerror", lambda error: failures.append(str(error)))
+    asked, failures = watch(page)
     await page.goto(server.url + "/")
     await expect(page.locator("#conn")).to_have_text("live", timeout=ms(5))
 
@@ -411,10 +417,7 @@ async def test_the_tree_pages_children_and_adds_new_ones_live(
     page = browser_page
     expect = playwright_api.expect
     server = await serve(db)
-    asked: list[str] = []
-    page.on("request", lambda request: asked.append(request.url))
-    failures: list[str] = []
-    page.on("pageerror", lambda error: failures.append(str(error)))
+    asked, failures = watch(page)
     parent = await ax.enqueue("spawn", basic.Spawn(children=25))
     children = await ax.get_result(parent, timeout=scaled(15))
 
@@ -488,10 +491,7 @@ async def test_the_window_buttons_ask_for_other_statistics(
     page = browser_page
     expect = playwright_api.expect
     server = await serve(db)
-    asked: list[str] = []
-    page.on("request", lambda request: asked.append(request.url))
-    failures: list[str] = []
-    page.on("pageerror", lambda error: failures.append(str(error)))
+    asked, failures = watch(page)
     now = datetime.now(UTC)
     log, totals = day_of_tasks(now)
     append_all(log)
