@@ -21,6 +21,13 @@ POSTGRES_URL = os.environ.get(
 )
 
 
+def truncate_tables(engine: Engine) -> None:
+    """Empty every read-model table of a PostgreSQL database (identities restart)."""
+    tables = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
+    with engine.begin() as conn:
+        conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+
+
 class PostgresSchema:
     """A schema of its own on the test server for this run, dropped at the end."""
 
@@ -42,9 +49,7 @@ class PostgresSchema:
         return create_engine(self.schema_url, pool_pre_ping=True, **kwargs)
 
     def truncate(self) -> None:
-        tables = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
-        with self.engine.begin() as conn:
-            conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+        truncate_tables(self.engine)
 
     def drop(self) -> None:
         self.engine.dispose()

@@ -29,7 +29,12 @@ from agentexec.cli import main
 from agentexec.projector import Projector
 from tests.apps import aio_app
 from tests.apps.aio_app import Fan, Steps
-from tests.integration.readmodel.conftest import POSTGRES_URL, PostgresSchema, sqlite_engine
+from tests.integration.readmodel.conftest import (
+    POSTGRES_URL,
+    PostgresSchema,
+    sqlite_engine,
+    truncate_tables,
+)
 from tests.integration.readmodel.workload import append_all, traffic
 from tests.support.waiting import async_wait_for, scaled
 
@@ -50,9 +55,7 @@ class AsyncpgDatabase:
         Base.metadata.create_all(self.engine)
 
     def truncate(self) -> None:
-        tables = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
-        with self.engine.begin() as conn:
-            conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+        truncate_tables(self.engine)
 
     def drop(self) -> None:
         self.engine.dispose()
