@@ -10,7 +10,6 @@ session as it was before."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,20 +22,14 @@ from agentexec import events
 from agentexec.activity.models import SessionItem
 from agentexec.projector import Projector
 from tests.apps import resumable
-from tests.integration.test_agent_resume import calls, log_of
+from tests.integration.test_agent_resume import (  # noqa: F401 (a fixture)
+    calls,
+    log_of,
+    resumable_pool,
+)
 from tests.support.waiting import scaled
 
 ANSWER = "The answer, after three lookups, is 42."
-
-
-@pytest.fixture
-def resumable_pool(redis_conf: str) -> Iterator[ax.Pool]:
-    ax.CONF.lease_seconds = 1.5  # a dead worker's task is taken over within seconds
-    resumable.pool.start()
-    try:
-        yield resumable.pool
-    finally:
-        resumable.pool.shutdown()
 
 
 def shape(item: dict[str, Any]) -> tuple[Any, ...]:
@@ -84,7 +77,10 @@ async def run_task(tmp_path: Path, name: str, **options: Any) -> tuple[ax.Task, 
     ids=["died-asking-turn-3", "died-after-turn-3-reached-the-session"],
 )
 async def test_a_session_run_taken_over_resumes_with_each_session_item_once(
-    resumable_pool: ax.Pool, tmp_path: Path, streamed: bool, die_in_session: bool
+    resumable_pool: ax.Pool,  # noqa: F811
+    tmp_path: Path,
+    streamed: bool,
+    die_in_session: bool,
 ) -> None:
     # The same run, not interrupted, on a session of its own: what the session should hold.
     await run_task(tmp_path, "whole", session_id="whole", streamed=streamed)
@@ -160,7 +156,8 @@ async def test_a_session_run_taken_over_resumes_with_each_session_item_once(
 
 
 async def test_a_session_run_whose_worker_died_in_turn_1_starts_again_from_the_session_before(
-    resumable_pool: ax.Pool, tmp_path: Path
+    resumable_pool: ax.Pool,  # noqa: F811
+    tmp_path: Path,
 ) -> None:
     await run_task(tmp_path, "whole", session_id="whole-1")
     expected = [shape(i) for i in await ax.AgentSession("whole-1").get_items()]
