@@ -46,3 +46,20 @@ def test_the_locks_of_a_task() -> None:
     assert capacity_of("tenant:acme", 3) == 3 and capacity_of("key:c7", 3) == 1
     assert "tenant 'acme' already runs 3 task(s)" in Lock("tenant:acme", 3).waiting_message
     assert "lock key 'c7'" in Lock("key:c7", 1).waiting_message
+
+
+def test_a_parked_task_stays_queued_with_the_reason_as_its_message() -> None:
+    from uuid import uuid4
+
+    from agentexec.activity.state import evolve
+    from agentexec.eventlog import Recorded
+    from agentexec.events import Status, TaskQueued, TaskWaiting
+    from agentexec.positions import Position
+
+    aid = uuid4()
+    lock = Lock("key:c7", 1)
+    state = evolve(None, Recorded(Position(1000, 1), TaskQueued(agent_id=aid, task_name="t")))
+    waiting = TaskWaiting(agent_id=aid, task_name="t", message=lock.waiting_message, lock=lock.name)
+    after = evolve(state, Recorded(Position(1000, 2), waiting))
+    assert after is not None and after.status is Status.QUEUED
+    assert after.message == lock.waiting_message and after.attempts == 0
