@@ -97,6 +97,7 @@ def conditions(
     tenant: str | None = None,
     metadata_filter: MetadataFilter | None = None,
     now: datetime | None = None,
+    counting: bool = False,
 ) -> list[ColumnElement[bool]]:
     """The SQL conditions of these filters (all must hold). `tenant` is short for
     `metadata={"tenant": ...}`, `metadata_filter` agentexec 0.3.0's name of `metadata`.
@@ -123,7 +124,10 @@ def conditions(
         cutoff = naive_utc(now or datetime.now(UTC)) - running_longer_than
         # A literal, as the partial index of running rows spells it (see `active`).
         found.append(model.status == literal_column("'RUNNING'"))
-        found.append(_Unranged(model.started_at) < cutoff)
+        # A count reads `started_at` from the partial index of running rows; a page walks
+        # `(status, created_at, id)` in order, which SQLite must be told (see `_Unranged`).
+        started = model.started_at if counting else _Unranged(model.started_at)
+        found.append(started < cutoff)
     if retried is not None:
         found.append(model.retries > 0 if retried else model.retries == 0)
     return found
@@ -225,8 +229,8 @@ class _Unranged(ColumnElement[Any]):
     """A column that SQLite must not read a range of an index for (`+column`): given
     `started_at < cutoff`, SQLite would read a running-too-long page through the partial
     index of running rows and sort them all by time, instead of walking
-    `(status, created_at, id)` in order (27 ms against 1 ms at 10,000 running tasks). Other
-    databases get the column as it is."""
+    `(status, created_at, id)` in order (5.9 ms against 0.15 ms at 2,000 running tasks).
+    Other databases get the column as it is."""
 
     __visit_name__ = "agentexec_unranged"
     inherit_cache = True

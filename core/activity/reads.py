@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Awaitable, Callable, Generator
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar, overload
 from uuid import UUID
 
@@ -102,8 +103,11 @@ def list_activities(
     from .models import Activity
 
     after = None if cursor is None else Cursor.decode(cursor)
-    found = conditions(Activity, **filters)
+    now = datetime.now(UTC)
+    found = conditions(Activity, **filters, now=now)
     segments = [[*found, active(Activity)], [*found, not_(active(Activity))]]
+    counted = conditions(Activity, **filters, now=now, counting=True)
+    count_segments = [[*counted, active(Activity)], [*counted, not_(active(Activity))]]
     # A segment no status asked for can hold no row: neither count nor read it.
     asked = filters.get("status")
     possible = set(Status) if asked is None else set(statuses(asked))
@@ -133,7 +137,7 @@ def list_activities(
 
     def plan() -> Generator[Step, Any, ActivityListSchema]:
         found_counts = []
-        counts_of = _count_queries(Activity, segments, filters)
+        counts_of = _count_queries(Activity, count_segments, filters)
         for query, needed in zip(counts_of, wanted_segments, strict=True):
             found_counts.append(int((yield query, _scalar)) if needed else 0)
         n_active, total = found_counts[0], sum(found_counts)
