@@ -9,6 +9,13 @@ from tests.apps import basic
 
 
 @pytest.fixture
+def fast_retries(redis_conf: str) -> None:
+    """Retries after 0.05 s, backing off to 0.2 s at most, so that tests of retries are quick."""
+    ax.CONF.retry_backoff = 0.05
+    ax.CONF.retry_backoff_max = 0.2
+
+
+@pytest.fixture
 def running_pool(redis_conf: str) -> Iterator[ax.Pool]:
     """The test app's pool (2 worker processes), running against the test Redis."""
     basic.pool.start()

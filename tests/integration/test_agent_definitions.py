@@ -20,6 +20,7 @@ from agentexec.streams import Keys
 from tests.apps import agent_defs
 from tests.apps.agent_defs import FlowRequest, SupportRequest
 from tests.integration.readmodel.conftest import sqlite_engine
+from tests.support.pools import running_on
 from tests.support.waiting import async_wait_for, scaled
 
 
@@ -34,14 +35,9 @@ def engine(tmp_path: Path) -> Iterator[Engine]:
 def agent_pool(redis_conf: str, engine: Engine) -> Iterator[ax.Pool]:
     ax.CONF.model_override = "tests.apps.agent_defs:SCRIPT"
     ax.CONF.retry_backoff = 0.05
-    agent_defs.pool.engine = engine
-    agent_defs.pool.start()
-    try:
-        yield agent_defs.pool
-    finally:
-        agent_defs.pool.shutdown()
-        agent_defs.pool.engine = None
-        agent_defs.sessions_file().unlink(missing_ok=True)
+    with running_on(agent_defs.pool, engine) as pool:
+        yield pool
+    agent_defs.sessions_file().unlink(missing_ok=True)
 
 
 async def _events(agent_id: Any) -> list[events.AnyEvent]:

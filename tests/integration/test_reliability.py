@@ -30,12 +30,6 @@ async def log_of(agent_id: object) -> list[events.AnyEvent]:
     return [e for e in (events.decode_entry(f) for _, f in entries) if e.agent_id == agent_id]
 
 
-@pytest.fixture
-def fast_retries(redis_conf: str) -> None:
-    ax.CONF.retry_backoff = 0.05
-    ax.CONF.retry_backoff_max = 0.2
-
-
 async def test_a_retried_task_succeeds_and_each_retry_is_an_event(
     fast_retries: None, running_pool: ax.Pool, tmp_path: Path
 ) -> None:

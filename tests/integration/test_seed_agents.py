@@ -72,6 +72,7 @@ from agentexec.streams import Keys
 from agentexec.testing import ScriptedModel, disable_tracing, reply, tool_call
 from tests.apps import seed004
 from tests.integration.readmodel.conftest import sqlite_engine
+from tests.support.pools import running_on
 from tests.support.waiting import async_wait_for, scaled
 
 disable_tracing()
@@ -106,13 +107,8 @@ def engine(tmp_path: Path) -> Iterator[Engine]:
 @pytest.fixture
 def seed_pool(redis_conf: str, engine: Engine) -> Iterator[ax.Pool]:
     ax.CONF.model_override = "tests.apps.seed004:SCRIPT"
-    seed004.pool.engine = engine
-    seed004.pool.start()
-    try:
-        yield seed004.pool
-    finally:
-        seed004.pool.shutdown()
-        seed004.pool.engine = None
+    with running_on(seed004.pool, engine) as pool:
+        yield pool
 
 
 async def _events(agent_id: Any) -> list[events.AnyEvent]:

@@ -16,6 +16,7 @@ import agentexec as ax
 from tests.apps import research
 from tests.apps.research import ResearchContext
 from tests.integration.readmodel import conftest as readmodel
+from tests.support.pools import running_on
 from tests.support.waiting import async_wait_for, scaled
 
 # The read-model suite's fixtures: the test runs on SQLite and PostgreSQL.
@@ -26,13 +27,8 @@ engine, postgres = readmodel.engine, readmodel.postgres
 def research_pool(redis_conf: str, engine: Engine) -> Iterator[ax.Pool]:
     """The app's pool with the test's read model, its workers on the scripted model."""
     ax.CONF.model_override = "tests.apps.research:SCRIPT"
-    research.pool.engine = engine
-    research.pool.start()
-    try:
-        yield research.pool
-    finally:
-        research.pool.shutdown()
-        research.pool.engine = None
+    with running_on(research.pool, engine) as pool:
+        yield pool
 
 
 async def start_research(company: str) -> str:

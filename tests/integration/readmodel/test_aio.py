@@ -36,6 +36,7 @@ from tests.integration.readmodel.conftest import (
     truncate_tables,
 )
 from tests.integration.readmodel.workload import append_all, traffic
+from tests.support.pools import running_on
 from tests.support.waiting import async_wait_for, scaled
 
 STREAM_ID = re.compile(r"\d+-\d+")
@@ -119,14 +120,8 @@ async def async_engine(engine: Engine) -> AsyncIterator[AsyncEngine]:
 @pytest.fixture
 def aio_pool(redis_conf: str, async_engine: AsyncEngine) -> Any:
     """tests/apps/aio_app.py's pool on the test's database (its projector included)."""
-    given = aio_app.pool.engine
-    aio_app.pool.engine = async_engine
-    aio_app.pool.start()
-    try:
-        yield aio_app.pool
-    finally:
-        aio_app.pool.shutdown()
-        aio_app.pool.engine = given
+    with running_on(aio_app.pool, async_engine) as pool:
+        yield pool
 
 
 def sync_reads(engine: Engine, agent_ids: list[uuid.UUID]) -> dict[str, Any]:

@@ -43,12 +43,6 @@ from .test_async_reads import async_url
 EPOCH = datetime(1970, 1, 1)
 
 
-@pytest.fixture
-def fast_retries(redis_conf: str) -> None:
-    ax.CONF.retry_backoff = 0.05
-    ax.CONF.retry_backoff_max = 0.2
-
-
 async def run_work(tmp_path: Path) -> list[uuid.UUID]:
     """Every kind of task, run to its end; the agent ids of the trees' parents."""
     tasks = [

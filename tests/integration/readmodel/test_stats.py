@@ -41,12 +41,6 @@ from .test_async_reads import async_url
 from .workload import append_all, lifecycle, traffic
 
 
-@pytest.fixture
-def fast_retries(redis_conf: str) -> None:
-    ax.CONF.retry_backoff = 0.05
-    ax.CONF.retry_backoff_max = 0.2
-
-
 async def run_workload(tmp_path: Path) -> list[ax.Task]:
     """Tasks that complete, fail at once, succeed after a retry and fail after retries."""
     tasks = [

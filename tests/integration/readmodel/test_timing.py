@@ -24,12 +24,6 @@ from tests.support.waiting import scaled
 from .workload import snapshot
 
 
-@pytest.fixture
-def fast_retries(redis_conf: str) -> None:
-    ax.CONF.retry_backoff = 0.05
-    ax.CONF.retry_backoff_max = 0.2
-
-
 async def log_of(agent_id: object) -> list[events.AnyEvent]:
     entries = await get_redis().xrange(Keys(ax.CONF.key_prefix).events)
     return [e for e in (events.decode_entry(f) for _, f in entries) if e.agent_id == agent_id]
