@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import AliasChoices, Field, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from . import sentinel
 from .errors import ConfigurationError
 
 REDIS_STATE_BACKEND = "agentexec.state.redis_backend"
@@ -56,6 +57,9 @@ class Settings(BaseSettings):
         validate_assignment=True,
         extra="ignore",
         populate_by_name=True,
+        # Our messages name the bad value, redacted; pydantic's echo of the input would show
+        # the password of a Redis or database URL.
+        hide_input_in_errors=True,
     )
 
     redis_url: str = Field(
@@ -174,6 +178,17 @@ class Settings(BaseSettings):
         global _assignments
         super().__setattr__(name, value)
         _assignments += 1
+
+    @field_validator("redis_url")
+    @classmethod
+    def _parsable_sentinel_url(cls, value: str) -> str:
+        # A plain URL is redis-py's to judge; the Sentinel form is ours.
+        if sentinel.is_sentinel_url(value):
+            try:
+                sentinel.parse(value)
+            except ValueError as e:
+                raise ValueError(f"AGENTEXEC_REDIS_URL: {e}") from None
+        return value
 
     @field_validator("state_backend")
     @classmethod

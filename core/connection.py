@@ -13,12 +13,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import re
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 import redis
 import redis.asyncio as aioredis
@@ -26,6 +24,8 @@ from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from . import sentinel
+from .credentials import redact_url
 from .errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -41,11 +41,8 @@ _announced: set[str] = set()
 
 
 def redacted(url: str) -> str:
-    """`url` with its password replaced by `***`, for logs."""
-    password = urlsplit(url).password
-    if password:
-        url = url.replace(f":{password}@", ":***@", 1)
-    return re.sub(r"([?&]password=)[^&#]*", r"\1***", url)
+    """`url` with its passwords replaced by `***`, for logs."""
+    return redact_url(url)
 
 
 def _announce(url: str) -> None:
@@ -83,16 +80,18 @@ def get_redis(url: str | None = None, settings: Settings | None = None) -> aiore
     clients = _async_clients.setdefault(asyncio.get_running_loop(), {})
     client = clients.get(url)
     if client is None:
-        # A burst of calls waits for a free connection instead of failing with "Too many
-        # connections" (the non-blocking pool's behaviour).
-        pool = aioredis.BlockingConnectionPool.from_url(
-            url,
-            max_connections=settings.redis_max_connections,
-            timeout=None,
-            retry=AsyncRetry(NoBackoff(), 0),
-            **client_options(settings),
-        )
-        client = aioredis.Redis(connection_pool=pool)
+        options = dict(client_options(settings), retry=AsyncRetry(NoBackoff(), 0))
+        if sentinel.is_sentinel_url(url):
+            client = sentinel.async_client(
+                url, max_connections=settings.redis_max_connections, options=options
+            )
+        else:
+            # A burst of calls waits for a free connection instead of failing with "Too many
+            # connections" (the non-blocking pool's behaviour).
+            pool = aioredis.BlockingConnectionPool.from_url(
+                url, max_connections=settings.redis_max_connections, timeout=None, **options
+            )
+            client = aioredis.Redis(connection_pool=pool)
         clients[url] = client
         _announce(url)
     return client
@@ -105,8 +104,11 @@ def get_sync_redis(url: str | None = None, settings: Settings | None = None) -> 
         url = url or settings.redis_url
     client = _sync_clients.get(url)
     if client is None:
-        options = client_options(settings)
-        client = redis.Redis.from_url(url, retry=Retry(NoBackoff(), 0), **options)
+        options = dict(client_options(settings), retry=Retry(NoBackoff(), 0))
+        if sentinel.is_sentinel_url(url):
+            client = sentinel.sync_client(url, options=options)
+        else:
+            client = redis.Redis.from_url(url, **options)
         _sync_clients[url] = client
         _announce(url)
     return client
@@ -173,10 +175,17 @@ class Reconnect:
         self._delay = self.initial
 
 
-REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError, redis.exceptions.OutOfMemoryError)
-"""Errors that mean Redis cannot serve us for now: unreachable, too slow, or out of memory
-(with `maxmemory-policy noeviction` it refuses writes until memory is freed). Callers wait
-them out like any outage; none of them means the command ran."""
+REDIS_ERRORS = (
+    redis.ConnectionError,
+    redis.TimeoutError,
+    redis.exceptions.OutOfMemoryError,
+    redis.exceptions.ReadOnlyError,
+)
+"""Errors that mean Redis cannot serve us for now: unreachable, too slow, out of memory (with
+`maxmemory-policy noeviction` it refuses writes until memory is freed), or a replica (a former
+primary demoted by a failover refuses writes). Sentinel's "no primary found"
+(`MasterNotFoundError`, during a failover) is a `ConnectionError`. Callers wait them out like
+any outage; none of them means the command ran."""
 
 
 def describe(error: BaseException) -> str:
@@ -185,6 +194,11 @@ def describe(error: BaseException) -> str:
         return (
             f"Redis is out of memory and refuses writes ({error}); free memory or raise "
             "maxmemory (redis-cli CONFIG SET maxmemory <bytes>)"
+        )
+    if isinstance(error, redis.exceptions.ReadOnlyError):
+        return (
+            f"Redis is a read-only replica ({error}); point AGENTEXEC_REDIS_URL at the primary, "
+            "or at its Sentinels (redis+sentinel://...) to follow failovers"
         )
     if isinstance(error, REDIS_ERRORS):
         return f"Redis unreachable ({error})"

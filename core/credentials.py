@@ -27,16 +27,21 @@ SECRET_VALUE = re.compile(
 
 # `scheme://user:password@`: the password cannot hold `@`, `/` or spaces unencoded (RFC 3986).
 _URL_PASSWORD = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://[^:/?#@\s]*:)[^@/?#\s]+@")
+# `password=...` (also `sentinel_password=...`) in a URL's query string.
+_QUERY_PASSWORD = re.compile(r"([?&](?:sentinel_)?password=)[^&#\s]*")
 # `password=...` in query strings and libpq-style connection strings.
 _ASSIGNED_SECRET = re.compile(
-    r"(?i)\b((?:password|passwd|pwd|secret|api[_-]?key|access[_-]?token|auth[_-]?token|token)=)"
+    r"(?i)\b((?:sentinel_)?(?:password|passwd|pwd|secret|api[_-]?key|access[_-]?token|auth[_-]?token|token)=)"
     r"[^\s&;,'\"]+"
 )
 
 
 def redact_url(url: str) -> str:
-    """`url` with its password, if any, shown as `***` (for messages and log lines)."""
-    return _URL_PASSWORD.sub(rf"\g<1>{HIDDEN}@", url)
+    """`url` with its passwords, if any, shown as `***` (for messages and log lines): the one
+    before `@`, also in a URL listing several hosts (`redis+sentinel://:pw@h1,h2/name`), and
+    `password=` or `sentinel_password=` query parameters."""
+    url = _URL_PASSWORD.sub(rf"\g<1>{HIDDEN}@", url)
+    return _QUERY_PASSWORD.sub(rf"\g<1>{HIDDEN}", url) if "password=" in url else url
 
 
 def redact_text(text: str) -> str:
