@@ -300,7 +300,9 @@ async def check_eviction_policy(client: aioredis.Redis, what: str, *, allow_evic
     (a warning instead with `AGENTEXEC_ALLOW_EVICTION`). Checked once per URL and process;
     a server that refuses CONFIG (managed services often do) is logged as unchecked. Lets
     connection errors through: callers decide how to wait for Redis."""
-    key = repr(client.connection_pool)
+    pool = client.connection_pool
+    # A Sentinel pool's repr names only its service: add the Sentinels' addresses.
+    key = repr(pool) + repr(getattr(pool, "sentinel_manager", ""))
     if key in _checked:
         return
     try:

@@ -13,11 +13,14 @@ from __future__ import annotations
 import asyncio
 import shutil
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 import agentexec as ax
 from agentexec import events
+from agentexec.connection import check_eviction_policy_at_start
+from agentexec.errors import ConfigurationError
 from tests.faults.checker import check
 from tests.faults.cluster import Cluster, wait_for_event
 from tests.support.sentinel import SentinelSetup
@@ -49,6 +52,19 @@ async def _primary_port() -> int:
 async def test_task_flow_through_sentinel(sentinels: SentinelSetup, cluster: Cluster) -> None:
     cluster.use_redis(sentinels.url)
     assert await _primary_port() == sentinels.primary_port()
+    # The start check asks the primary: an evicting replica does not matter, an evicting
+    # primary does.
+    primary = sentinels.server(sentinels.primary_port())
+    replica = next(node for node in sentinels.servers if node is not primary)
+    settings = ax.Settings(redis_url=sentinels.url)
+    replica.client.config_set("maxmemory-policy", "allkeys-lru")
+    check_eviction_policy_at_start("test", settings)
+    primary.client.config_set("maxmemory-policy", "allkeys-lru")
+    with pytest.raises(ConfigurationError, match="allkeys-lru"):
+        check_eviction_policy_at_start("test", settings)
+    for node in sentinels.servers:
+        node.client.config_set("maxmemory-policy", "noeviction")
+
     cluster.start_projector()
     cluster.start_pool(workers=1, concurrency=4)
     tasks = await cluster.enqueue_jobs(12, work=0.05)
@@ -84,3 +100,10 @@ async def test_failovers_while_tasks_flow(sentinels: SentinelSetup, cluster: Clu
     assert projector.process.poll() is None, "the projector exited during a failover"
     await check(cluster, tasks)
     assert await _primary_port() == first
+    # Every error the failovers caused was a known outage (no "unexpected error" with its
+    # traceback), and the processes did see them.
+    logs = [pool.output() for pool in cluster.pools]
+    logs += [Path(p.log.name).read_text() for p in cluster.projectors]
+    unexpected = [line for text in logs for line in text.splitlines() if "unexpected" in line]
+    assert not unexpected, unexpected[:5]
+    assert "Redis unreachable" in logs[0]
