@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import pydantic
 import pytest
@@ -11,7 +12,14 @@ from redis.sentinel import MasterNotFoundError
 
 import agentexec as ax
 from agentexec import sentinel
-from agentexec.connection import REDIS_ERRORS, describe, get_sync_redis, reset_sync_clients
+from agentexec.connection import (
+    REDIS_ERRORS,
+    close_redis,
+    describe,
+    get_redis,
+    get_sync_redis,
+    reset_sync_clients,
+)
 from agentexec.credentials import redact_text, redact_url
 from agentexec.sentinel import SentinelURL
 
@@ -99,3 +107,15 @@ def test_a_demoted_primary_is_an_outage_that_says_what_to_do() -> None:
     error = redis.exceptions.ReadOnlyError("You can't write against a read only replica.")
     assert isinstance(error, REDIS_ERRORS)
     assert "redis+sentinel://" in describe(error)
+
+
+async def test_rediss_sentinel_speaks_tls_to_servers_and_sentinels() -> None:
+    url = "rediss+sentinel://127.0.0.1:1/mymaster"
+    try:
+        for client in (get_redis(url, ax.Settings()), get_sync_redis(url, ax.Settings())):
+            pool: Any = client.connection_pool
+            assert "SSL" in pool.connection_class.__name__
+            for node in pool.sentinel_manager.sentinels:
+                assert "SSL" in node.connection_pool.connection_class.__name__
+    finally:
+        await close_redis()
