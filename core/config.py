@@ -11,10 +11,10 @@ import operator
 import re
 from typing import Any
 
-from pydantic import AliasChoices, Field, ValidationInfo, field_validator
+from pydantic import AliasChoices, Field, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from . import sentinel
+from . import cluster, sentinel
 from .errors import ConfigurationError
 
 REDIS_STATE_BACKEND = "agentexec.state.redis_backend"
@@ -182,10 +182,10 @@ class Settings(BaseSettings):
     @field_validator("redis_url")
     @classmethod
     def _parsable_sentinel_url(cls, value: str) -> str:
-        # A plain URL is redis-py's to judge; the Sentinel form is ours.
-        if sentinel.is_sentinel_url(value):
+        # A plain URL is redis-py's to judge; the Sentinel and Cluster forms are ours.
+        if sentinel.is_sentinel_url(value) or cluster.is_cluster_url(value):
             try:
-                sentinel.parse(value)
+                (sentinel if sentinel.is_sentinel_url(value) else cluster).parse(value)
             except ValueError as e:
                 raise ValueError(f"AGENTEXEC_REDIS_URL: {e}") from None
         return value
@@ -221,11 +221,13 @@ class Settings(BaseSettings):
 
     @field_validator("key_prefix")
     @classmethod
-    def _no_braces(cls, value: str) -> str:
-        if not value or "{" in value or "}" in value:
+    def _one_hash_tag(cls, value: str) -> str:
+        # At most one `{tag}`: a Redis Cluster hashes a key by its first one, and the prefix's
+        # must be the first (queues, trackers and sessions add their own after it).
+        if not re.fullmatch(r"[^{}]+|[^{}]*\{[^{}]+\}[^{}]*", value):
             raise ValueError(
-                f"AGENTEXEC_KEY_PREFIX has value {value!r}; use a non-empty name without "
-                "braces (braces are Redis Cluster hash tags)."
+                f"AGENTEXEC_KEY_PREFIX has value {value!r}; use a non-empty name, with braces "
+                "only around one non-empty Redis Cluster hash tag (e.g. 'myapp' or '{myapp}')."
             )
         if len(value) > 200:
             raise ValueError(
@@ -233,6 +235,12 @@ class Settings(BaseSettings):
                 "use at most 200 (the projector's checkpoint is named after it)."
             )
         return value
+
+    @model_validator(mode="after")
+    def _cluster_prefix(self) -> Settings:
+        # A cluster needs the prefix's hash tag; the default prefix gets one (see `Keys`).
+        cluster.key_prefix(self.redis_url, self.key_prefix)
+        return self
 
     @field_validator("queue_name")
     @classmethod

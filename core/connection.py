@@ -16,15 +16,17 @@ import random
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import redis
 import redis.asyncio as aioredis
+import redis.asyncio.cluster as aiocluster
+import redis.cluster
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from . import sentinel
+from . import cluster, sentinel
 from .credentials import redact_url
 from .errors import ConfigurationError
 
@@ -85,6 +87,15 @@ def get_redis(url: str | None = None, settings: Settings | None = None) -> aiore
             client = sentinel.async_client(
                 url, max_connections=settings.redis_max_connections, options=options
             )
+        elif cluster.is_cluster_url(url):
+            # Duck-typed: every command agentexec sends exists on both clients (see
+            # `agentexec.cluster` for what differs: the batcher and the eviction check).
+            client = cast(
+                aioredis.Redis,
+                cluster.async_client(
+                    url, max_connections=settings.redis_max_connections, options=options
+                ),
+            )
         else:
             # A burst of calls waits for a free connection instead of failing with "Too many
             # connections" (the non-blocking pool's behaviour).
@@ -107,6 +118,8 @@ def get_sync_redis(url: str | None = None, settings: Settings | None = None) -> 
         options = dict(client_options(settings), retry=Retry(NoBackoff(), 0))
         if sentinel.is_sentinel_url(url):
             client = sentinel.sync_client(url, options=options)
+        elif cluster.is_cluster_url(url):
+            client = cast(redis.Redis, cluster.sync_client(url, options=options))
         else:
             client = redis.Redis.from_url(url, **options)
         _sync_clients[url] = client
@@ -180,12 +193,19 @@ REDIS_ERRORS = (
     redis.TimeoutError,
     redis.exceptions.OutOfMemoryError,
     redis.exceptions.ReadOnlyError,
+    redis.exceptions.ClusterDownError,
+    redis.exceptions.TryAgainError,
+    redis.exceptions.AskError,
+    redis.exceptions.RedisClusterException,
 )
 """Errors that mean Redis cannot serve us for now: unreachable, too slow, out of memory (with
 `maxmemory-policy noeviction` it refuses writes until memory is freed), or a replica (a former
 primary demoted by a failover refuses writes). Sentinel's "no primary found"
-(`MasterNotFoundError`, during a failover) is a `ConnectionError`. Callers wait them out like
-any outage; none of them means the command ran."""
+(`MasterNotFoundError`, during a failover) is a `ConnectionError`. A Redis Cluster that is
+down, resharding or failing over answers CLUSTERDOWN, TRYAGAIN, MOVED or ASK (`AskError` covers
+`MovedError`) when its client could not follow the redirection in time; its client raises
+`RedisClusterException` when no node tells it the slots (or one is not covered). Callers
+wait them out like any outage; none of them means the command ran."""
 
 
 def describe(error: BaseException) -> str:
@@ -295,22 +315,46 @@ def _unchecked(what: str, error: Exception) -> None:
 _checked: set[str] = set()
 
 
+def _is_cluster(client: Any) -> bool:
+    return isinstance(client, (redis.cluster.RedisCluster, aiocluster.RedisCluster))
+
+
+def _judge_nodes(what: str, replies: dict[str, Any], allow_eviction: bool) -> None:
+    # A cluster's primaries each hold slots: any one of them may come to hold agentexec's.
+    for node, reply in sorted(replies.items()):
+        _judge(f"{what} (Redis Cluster node {node})", reply, allow_eviction)
+
+
 async def check_eviction_policy(client: aioredis.Redis, what: str, *, allow_eviction: bool) -> None:
     """Raise `ConfigurationError` unless Redis runs with `maxmemory-policy noeviction`
-    (a warning instead with `AGENTEXEC_ALLOW_EVICTION`). Checked once per URL and process;
-    a server that refuses CONFIG (managed services often do) is logged as unchecked. Lets
-    connection errors through: callers decide how to wait for Redis."""
-    pool = client.connection_pool
-    # A Sentinel pool's repr names only its service: add the Sentinels' addresses.
-    key = repr(pool) + repr(getattr(pool, "sentinel_manager", ""))
+    (a warning instead with `AGENTEXEC_ALLOW_EVICTION`); on a Redis Cluster, every primary.
+    Checked once per URL and process; a server that refuses CONFIG (managed services often
+    do) is logged as unchecked. Lets connection errors through: callers decide how to wait
+    for Redis."""
+    cluster_client: Any = client
+    if _is_cluster(cluster_client):
+        key = repr(cluster_client.get_default_node())
+    else:
+        pool = client.connection_pool
+        # A Sentinel pool's repr names only its service: add the Sentinels' addresses.
+        key = repr(pool) + repr(getattr(pool, "sentinel_manager", ""))
     if key in _checked:
         return
     try:
-        reply = await client.config_get("maxmemory-policy")
+        if _is_cluster(cluster_client):
+            replies = {
+                node.name: await cluster_client.config_get("maxmemory-policy", target_nodes=node)
+                for node in cluster_client.get_primaries()
+            }
+        else:
+            reply = await client.config_get("maxmemory-policy")
     except redis.ResponseError as e:
         _unchecked(what, e)
     else:
-        _judge(what, reply, allow_eviction)
+        if _is_cluster(cluster_client):
+            _judge_nodes(what, replies, allow_eviction)
+        else:
+            _judge(what, reply, allow_eviction)
     _checked.add(key)
 
 
@@ -318,8 +362,18 @@ def check_eviction_policy_at_start(what: str, settings: Settings) -> None:
     """`check_eviction_policy` for a process starting with `settings` (blocking): a Redis that
     cannot be reached now is logged as unchecked, since the process waits for it anyway."""
     try:
-        reply = get_sync_redis(settings.redis_url, settings).config_get("maxmemory-policy")
+        client: Any = get_sync_redis(settings.redis_url, settings)
+        if _is_cluster(client):
+            replies = {
+                node.name: client.config_get("maxmemory-policy", target_nodes=node)
+                for node in client.get_primaries()
+            }
+        else:
+            reply = client.config_get("maxmemory-policy")
     except (*REDIS_ERRORS, redis.ResponseError) as e:
         _unchecked(what, e)
         return
-    _judge(what, reply, settings.allow_eviction)
+    if _is_cluster(client):
+        _judge_nodes(what, replies, settings.allow_eviction)
+    else:
+        _judge(what, reply, settings.allow_eviction)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING
 
-from . import config
+from . import cluster, config
 from .config import Settings
 from .connection import get_redis, get_sync_redis
 
@@ -48,7 +48,7 @@ class Runtime:
         from .streams import Keys
 
         snapshot = settings.model_copy()
-        return cls(snapshot, Keys(snapshot.key_prefix))
+        return cls(snapshot, Keys(cluster.key_prefix(snapshot.redis_url, snapshot.key_prefix)))
 
     def redis(self) -> aioredis.Redis:
         """The asyncio client of the running event loop for these settings' Redis."""

@@ -1,0 +1,141 @@
+"""Redis Cluster: the URL form that names one, its clients, and the key prefix it needs.
+
+`redis+cluster://[[user]:password@]host[:port][,host[:port]...][/]` lists some of the
+cluster's nodes (port 6379 when left out); the clients learn the rest, and which node serves
+which slot, from them. `rediss+cluster://` speaks TLS. A cluster has only database 0.
+
+Every key agentexec uses must live in one hash slot, since its scripts touch several keys at
+once: the key prefix carries a hash tag (`{agentexec}` by default with a cluster URL, see
+`key_prefix`). One slot means one primary serves all of agentexec's keys: a cluster gives high
+availability through its replicas and failover, not yet more throughput than one server.
+Redirections (MOVED, ASK) are followed by the clients; a cluster that is down or resharding
+is an outage like any other (see `agentexec.connection.REDIS_ERRORS`).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import redis.asyncio.cluster as aiocluster
+import redis.cluster
+
+from .credentials import redact_url
+
+SCHEMES = {"redis+cluster": False, "rediss+cluster": True}
+"""URL schemes that select Redis Cluster, and whether each speaks TLS."""
+DEFAULT_PORT = 6379
+DEFAULT_PREFIX = "agentexec"
+"""The settings' default key prefix: with a cluster URL it becomes `{agentexec}`."""
+_FORM = "redis+cluster://[[user]:password@]host[:port][,host[:port]...]"
+_TAGGED = re.compile(r"[^{}]*\{[^{}]+\}[^{}]*")
+
+
+@dataclass(frozen=True)
+class ClusterURL:
+    """The parts of a `redis+cluster://` URL."""
+
+    nodes: tuple[tuple[str, int], ...]
+    username: str | None = None
+    password: str | None = None
+    ssl: bool = False
+
+
+def is_cluster_url(url: str) -> bool:
+    return url.split("://", 1)[0].lower() in SCHEMES
+
+
+def _bad(url: str, why: str) -> ValueError:
+    return ValueError(f"Redis URL {redact_url(url)!r}: {why}; use the form {_FORM}")
+
+
+def _address(url: str, text: str) -> tuple[str, int]:
+    if text.startswith("["):  # an IPv6 address: [::1]:7000
+        host, _, port = text[1:].partition("]")
+        port = port.removeprefix(":")
+    else:
+        host, _, port = text.partition(":")
+    port = port or str(DEFAULT_PORT)
+    if not host:
+        raise _bad(url, f"node address {text!r} has no host")
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise _bad(url, f"node address {text!r} has no valid port")
+    return host, int(port)
+
+
+def parse(url: str) -> ClusterURL:
+    """The parts of `url`; `ValueError` naming what is wrong (never the password)."""
+    scheme = url.partition("://")[0]
+    if scheme.lower() not in SCHEMES:
+        raise _bad(url, f"scheme {scheme!r} is not one of {', '.join(SCHEMES)}")
+    parts = urlsplit(url)
+    # urlsplit cannot split several hosts: take the user part by hand.
+    userinfo, at, hosts = parts.netloc.rpartition("@")
+    username = password = None
+    if at:
+        user, colon, secret = userinfo.partition(":")
+        username = unquote(user) or None
+        password = unquote(secret) if colon else None
+    nodes = tuple(_address(url, host.strip()) for host in hosts.split(",") if host.strip())
+    if not nodes:
+        raise _bad(url, "no node address")
+    if parts.path.strip("/") not in ("", "0"):
+        raise _bad(url, f"path {parts.path!r}: a cluster has only database 0")
+    if parts.query:
+        raise _bad(url, f"unknown parameters {parts.query!r} (a cluster URL takes none)")
+    return ClusterURL(
+        nodes=nodes, username=username, password=password, ssl=SCHEMES[scheme.lower()]
+    )
+
+
+def key_prefix(url: str, prefix: str) -> str:
+    """The key prefix to use with Redis at `url` for the configured `prefix`: `prefix` itself,
+    except that a cluster needs a hash tag in it (`{name}`), which the default prefix gets;
+    `ValueError` with the fix for any other prefix without one."""
+    if not is_cluster_url(url) or _TAGGED.fullmatch(prefix):
+        return prefix
+    if prefix == DEFAULT_PREFIX:
+        return f"{{{DEFAULT_PREFIX}}}"
+    raise ValueError(
+        f"AGENTEXEC_KEY_PREFIX has value {prefix!r}, but AGENTEXEC_REDIS_URL names a Redis "
+        f"Cluster, where all of agentexec's keys must share one hash slot; put the name in "
+        f"braces, e.g. AGENTEXEC_KEY_PREFIX={{{prefix}}}"
+    )
+
+
+def _options(parsed: ClusterURL, options: dict[str, Any]) -> dict[str, Any]:
+    out = dict(options, username=parsed.username, password=parsed.password)
+    if parsed.ssl:
+        out["ssl"] = True
+    return out
+
+
+def async_client(
+    url: str, *, max_connections: int, options: dict[str, Any]
+) -> aiocluster.RedisCluster:
+    """An asyncio cluster client for `url` (`options` as for a plain URL, including `retry`:
+    no blind retries, also not of the cluster client's own)."""
+    parsed = parse(url)
+    return aiocluster.RedisCluster(
+        startup_nodes=[aiocluster.ClusterNode(host, port) for host, port in parsed.nodes],
+        max_connections=max_connections,
+        **_options(parsed, options),
+    )
+
+
+def sync_client(url: str, *, options: dict[str, Any]) -> redis.cluster.RedisCluster:
+    """A blocking cluster client for `url`. It asks the nodes for the slots as it is made:
+    `redis.ConnectionError` (an outage) when none of them answers."""
+    parsed = parse(url)
+    try:
+        return redis.cluster.RedisCluster(
+            startup_nodes=[
+                redis.cluster.ClusterNode(host, port)  # type: ignore[no-untyped-call]
+                for host, port in parsed.nodes
+            ],
+            **_options(parsed, options),
+        )
+    except redis.exceptions.RedisClusterException as e:
+        raise redis.ConnectionError(f"Redis Cluster at {redact_url(url)}: {e}") from e
