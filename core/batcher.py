@@ -5,6 +5,10 @@ commands share a round trip, and an idle caller waits no longer than one loop it
 Commands of one caller keep their order because a caller awaits each reply before sending
 the next. Scripts are sent with EVALSHA and loaded again when Redis answers NOSCRIPT (after a
 restart or a new server).
+
+On a Redis Cluster (`agentexec.cluster`) every key agentexec uses is in one slot, so a batch
+goes to the primary of the slot of its first command's key; a batch that meets a redirection
+or a lost node has the client refresh its map of slots for the next one.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from typing import Any
 
 import redis
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 
 from .connection import get_redis
 from .scripts import Script
@@ -99,13 +104,49 @@ class Batcher:
         """Send `commands` in one write on one pooled connection and read their replies;
         error replies come back as exceptions. Like a redis-py pipeline without its per-command
         bookkeeping, and with one deadline for the batch instead of a timer per reply."""
-        pool = self._client.connection_pool
+        client: Any = self._client
+        if isinstance(client, RedisCluster):
+            return await self._send_to_node(client, commands)
+        pool = client.connection_pool
         try:
-            connection = await pool.get_connection()  # type: ignore[no-untyped-call]
+            connection = await pool.get_connection()
         except redis.RedisError:
             raise
         except Exception as e:
             raise _outage(e) from e
+        try:
+            return await self._exchange(connection, commands)
+        finally:
+            await pool.release(connection)
+
+    async def _send_to_node(
+        self, client: RedisCluster, commands: list[tuple[Any, ...]]
+    ) -> list[Any]:
+        try:
+            await client.initialize()
+            node = client.get_node_from_key(_first_key(commands[0]))
+            assert node is not None
+            connection = node.acquire_connection()
+        except redis.RedisError:
+            raise
+        except Exception as e:
+            raise _outage(e) from e
+        try:
+            replies = await self._exchange(connection, commands)
+        except redis.ConnectionError:
+            # A node down (failed over?): learn the slots again before the next batch.
+            await _refresh(client)
+            raise
+        finally:
+            node.release(connection)
+        if any(
+            isinstance(r, (redis.exceptions.AskError, redis.exceptions.ClusterDownError))
+            for r in replies
+        ):
+            await _refresh(client)
+        return replies
+
+    async def _exchange(self, connection: Any, commands: list[tuple[Any, ...]]) -> list[Any]:
         try:
             await connection.send_packed_command(connection.pack_commands(commands))
             replies: list[Any] = []
@@ -127,8 +168,22 @@ class Batcher:
             if isinstance(e, Exception) and not isinstance(e, redis.RedisError):
                 raise _outage(e) from e
             raise
-        finally:
-            await pool.release(connection)
+
+
+def _first_key(command: tuple[Any, ...]) -> Any:
+    """The first key of a batched command: EVALSHA sha numkeys key..., or COMMAND key ...
+    (every script agentexec runs takes at least one key)."""
+    if str(command[0]).upper() == "EVALSHA":
+        return command[3]
+    return command[1]
+
+
+async def _refresh(client: RedisCluster) -> None:
+    """Have `client` ask the nodes for the slots again; its failure is the next batch's."""
+    try:
+        await client.nodes_manager.initialize()
+    except Exception:  # the next command reports the outage
+        pass
 
 
 def _outage(error: Exception) -> redis.ConnectionError:
