@@ -1,0 +1,158 @@
+"""A Redis Cluster of its own for a test: three primaries (no replicas), `redis-server
+--cluster-enabled yes` processes on free ports (no Docker), stopped whatever happens.
+
+The slots are assigned by hand (CLUSTER ADDSLOTSRANGE, then CLUSTER MEET): the same as
+`redis-cli --cluster create ... --cluster-replicas 0` without needing its prompts. `url` is
+the `redis+cluster://` URL naming every node.
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+from pathlib import Path
+
+import redis
+
+from .waiting import scaled, wait_for
+
+SLOTS = 16384
+BUS_OFFSET = 10000
+"""A cluster node's bus port is its port plus this."""
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def free_cluster_port(taken: set[int]) -> int:
+    """A port that is free now, below 55536, whose bus port (`port + 10000`) is free too."""
+    while True:
+        port = random.randint(20000, 55535 - BUS_OFFSET)
+        if port in taken or port + BUS_OFFSET in taken:
+            continue
+        if _free(port) and _free(port + BUS_OFFSET):
+            return port
+
+
+class ClusterNode:
+    """One `redis-server --cluster-enabled yes` process."""
+
+    def __init__(self, directory: Path, name: str, port: int) -> None:
+        self.dir = directory / name
+        self.dir.mkdir()
+        self.name = name
+        self.port = port
+        conf = self.dir / "redis.conf"
+        lines = [
+            f"port {port}",
+            "bind 127.0.0.1",
+            f"dir {self.dir}",
+            f"logfile {self.dir / 'redis.log'}",
+            'save ""',
+            "appendonly no",
+            "cluster-enabled yes",
+            f"cluster-config-file {self.dir / 'nodes.conf'}",
+            "cluster-node-timeout 2000",
+            "maxmemory-policy noeviction",
+        ]
+        conf.write_text("\n".join(lines) + "\n")
+        self.process = subprocess.Popen(
+            ["redis-server", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        self.client = redis.Redis(port=port, socket_timeout=5, socket_connect_timeout=1)
+
+    def wait_started(self) -> None:
+        def answers() -> bool:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.name} exited: {self.log()[-2000:]}")
+            try:
+                return bool(self.client.ping())
+            except redis.ConnectionError:
+                return False
+
+        wait_for(answers, timeout=10, what=f"{self.name} on port {self.port} to answer")
+
+    def log(self) -> str:
+        path = self.dir / "redis.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def stop(self) -> None:
+        self.client.close()
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(scaled(10))
+            except subprocess.TimeoutExpired:
+                self.process.send_signal(signal.SIGKILL)
+                self.process.wait()
+
+
+class RedisClusterSetup:
+    """Three primaries sharing the 16384 slots evenly."""
+
+    def __init__(self, masters: int = 3) -> None:
+        self.masters = masters
+        self.dir = Path(tempfile.mkdtemp(prefix="agentexec-cluster-"))
+        self.nodes: list[ClusterNode] = []
+
+    def start(self) -> RedisClusterSetup:
+        try:
+            taken: set[int] = set()
+            for i in range(self.masters):
+                port = free_cluster_port(taken)
+                taken.update((port, port + BUS_OFFSET))
+                self.nodes.append(ClusterNode(self.dir, f"node-{i}", port))
+            for node in self.nodes:
+                node.wait_started()
+            share = SLOTS // self.masters
+            for i, node in enumerate(self.nodes):
+                last = SLOTS - 1 if i == self.masters - 1 else (i + 1) * share - 1
+                node.client.execute_command("CLUSTER", "ADDSLOTSRANGE", i * share, last)
+            for node in self.nodes[1:]:
+                self.nodes[0].client.execute_command("CLUSTER", "MEET", "127.0.0.1", node.port)
+            self.wait_ok()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def wait_ok(self, timeout: float = 30) -> None:
+        """Wait until every node reports `cluster_state:ok` and knows every other node."""
+
+        def ok(node: ClusterNode) -> bool:
+            info = node.client.execute_command("CLUSTER", "INFO")
+            text = info.decode() if isinstance(info, bytes) else str(info)
+            fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line.strip())
+            return (
+                fields.get("cluster_state", "").strip() == "ok"
+                and int(fields.get("cluster_known_nodes", 0)) == self.masters
+            )
+
+        wait_for(
+            lambda: all(map(ok, self.nodes)),
+            timeout=timeout,
+            what=f"the {self.masters} cluster nodes to report cluster_state:ok",
+        )
+
+    @property
+    def url(self) -> str:
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{node.port}" for node in self.nodes)
+
+    def node_of_slot(self, slot: int) -> ClusterNode:
+        share = SLOTS // self.masters
+        return self.nodes[min(slot // share, self.masters - 1)]
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
