@@ -9,6 +9,7 @@ through the `Batcher`, so that many of them share one round trip.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -425,11 +426,20 @@ class Broker:
         """Store (agent id, encoded outcome, TTL) results unless one is stored, and wake their
         waiters as a finish does."""
         for start in range(0, len(results), 1000):
+            chunk = results[start : start + 1000]
             async with self.client.pipeline(transaction=False) as pipe:
-                for agent_id, outcome, ttl in results[start : start + 1000]:
+                for agent_id, outcome, ttl in chunk:
                     pipe.set(self.keys.result(agent_id), outcome, ex=ttl, nx=True)
-                    pipe.publish(self.keys.result_channel(agent_id), outcome)
                 await pipe.execute()
+            # Not in the pipeline: a Redis Cluster client refuses PUBLISH there. The batcher
+            # sends them in one round trip all the same.
+            batcher = self._batcher()
+            await asyncio.gather(
+                *(
+                    batcher.execute("PUBLISH", self.keys.result_channel(agent_id), outcome)
+                    for agent_id, outcome, _ in chunk
+                )
+            )
 
     @translated
     async def promote(self, queue_name: str, now_ms: int, limit: int = 100) -> float | None:
@@ -895,7 +905,9 @@ class Broker:
             for agent_id in parked:
                 with contextlib.suppress(ValueError):
                     held.add(UUID(_text(agent_id)))
-            payloads = [f.get(events.EVENT_FIELD, b"") for found in entries for _, f in found]
+            payloads = [
+                _fields(f).get(events.EVENT_FIELD, b"") for found in entries for _, f in found
+            ]
             payloads += [member[2:] for member in delayed]
             for payload in payloads:
                 try:
@@ -1065,6 +1077,14 @@ def _deleted_under_read() -> Iterator[None]:
 def _after(position: Position | None) -> str:
     """XRANGE's start for the entries after `position` (None: from the first)."""
     return "-" if position is None else f"({position}"
+
+
+def _fields(fields: Any) -> dict[Any, Any]:
+    """A stream entry's fields as a dict: a Redis Cluster client's transaction leaves XRANGE's
+    reply unparsed (a flat list of names and values)."""
+    if isinstance(fields, dict):
+        return fields
+    return dict(zip(fields[::2], fields[1::2], strict=True))
 
 
 def _text(value: Any) -> str:

@@ -127,6 +127,16 @@ def get_sync_redis(url: str | None = None, settings: Settings | None = None) -> 
     return client
 
 
+async def ready(client: aioredis.Redis) -> aioredis.Redis:
+    """`client`, with its map of a Redis Cluster's slots loaded (other clients need nothing):
+    a cluster pub/sub picks its node from that map, and redis-py fails with a KeyError when
+    it was not loaded yet."""
+    cluster_client: Any = client
+    if isinstance(cluster_client, aiocluster.RedisCluster):
+        await cluster_client.initialize()
+    return client
+
+
 async def close_redis(*, sync: bool = True) -> None:
     """Close the clients of the running loop (and, with `sync`, the process's blocking ones,
     which other threads may be using): call before the loop ends."""

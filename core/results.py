@@ -23,7 +23,7 @@ import redis.asyncio as aioredis
 from pydantic import BaseModel
 
 from . import tasks
-from .connection import Reconnect, spawn
+from .connection import Reconnect, ready, spawn
 from .errors import TaskFailedError
 from .events import NULL, Ending
 from .limits import recordable
@@ -133,6 +133,7 @@ class _Waiter:
             unsubscribe, self._unsubscribe = self._unsubscribe, set()
             try:
                 if self._listener is None:
+                    await ready(self._client)
                     await pubsub.subscribe(self._keys.waiter_channel)
                     self._listener = spawn(self._listen(pubsub), "result listener")
                 if subscribe:

@@ -11,7 +11,7 @@ import logging
 from collections.abc import Callable
 from uuid import UUID
 
-from agentexec.connection import Reconnect, supervise
+from agentexec.connection import Reconnect, ready, supervise
 from agentexec.runtime import Runtime, current
 from agentexec.streams import Keys
 
@@ -51,7 +51,7 @@ class NoticeListener:
     async def _listen(self) -> None:
         # A fresh connection each time: redis-py's reconnect of a pub/sub connection can fail
         # with errors that are not connection errors.
-        pubsub = self._runtime.redis().pubsub()
+        pubsub = (await ready(self._runtime.redis())).pubsub()
         try:
             await pubsub.subscribe(*self.channels)
             self.ready.set()

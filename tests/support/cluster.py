@@ -14,9 +14,13 @@ import signal
 import socket
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 import redis
+
+import agentexec as ax
 
 from .waiting import scaled, wait_for
 
@@ -156,3 +160,28 @@ class RedisClusterSetup:
         for node in self.nodes:
             node.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def redis_cluster() -> Iterator[RedisClusterSetup]:
+    """A 3-primary cluster shared by a module's tests (each has its own key prefix)."""
+    setup = RedisClusterSetup().start()
+    try:
+        yield setup
+    finally:
+        setup.stop()
+
+
+@pytest.fixture
+def redis_conf(redis_cluster: RedisClusterSetup) -> str:
+    """In place of the single server's `redis_conf`: agentexec pointed at the cluster, the
+    test's key prefix made a hash tag first (a cluster refuses an untagged one)."""
+    ax.CONF.key_prefix = "{" + ax.CONF.key_prefix + "}"
+    ax.CONF.redis_url = redis_cluster.url
+    return redis_cluster.url
+
+
+needs_redis_server = pytest.mark.skipif(
+    shutil.which("redis-server") is None,
+    reason="Redis Cluster tests start redis-server processes: install Redis 7 (redis-server)",
+)
