@@ -1,6 +1,7 @@
 """Suites of the single server run again on a real 3-primary Redis Cluster (issue 14, first
 step: every key in the prefix's slot): each Broker verb and script, trackers, a pipeline's
-steps, and the task flow through a pool, unchanged, through a `redis+cluster://` URL.
+steps, delayed tasks, and the task flow through a pool (pickup pushed, not polled),
+unchanged, through a `redis+cluster://` URL.
 
 The tests are imported from their modules; this module's `redis_conf` points them at the
 cluster, with the key prefix in braces (its hash tag)."""
@@ -16,10 +17,14 @@ from tests.integration.test_pipelines import (  # noqa: F401
     postgres,
     test_a_run_chains_its_steps_and_the_read_model_shows_run_and_steps,
 )
+from tests.integration.test_scheduling import (  # noqa: F401
+    test_a_delayed_task_runs_when_due_and_not_before,
+)
 from tests.integration.test_task_flow import (  # noqa: F401
     test_gather_returns_results_in_order,
     test_get_result_wakes_on_completion_and_after_it,
     test_lifecycle_events_are_appended_in_order,
+    test_pickup_is_pushed_not_polled,
 )
 from tests.integration.test_trackers import (  # noqa: F401
     test_counts_events_and_the_seed_pattern,
@@ -28,10 +33,10 @@ from tests.integration.test_trackers import (  # noqa: F401
 from tests.support.cluster import needs_redis_server, redis_cluster, redis_conf  # noqa: F401
 
 _OWN_CLIENT = {
-    # They make a client of their own from the URL (redis-py's plain one), or watch the
-    # blocked read through the default client's CLIENT LIST.
-    "test_unprojected_since_is_the_oldest_event_no_projector_took",
+    # One makes a client of its own from the URL (redis-py's plain one); the other finds the
+    # blocked read through the default client's CLIENT LIST, which a cluster sends to any node.
     "test_log_reads_return_recorded_events_and_skip_foreign_entries",
+    "test_unprojected_since_is_the_oldest_event_no_projector_took",
 }
 for _name in dir(test_broker_contract):
     if _name.startswith("test_") and _name not in _OWN_CLIENT:
