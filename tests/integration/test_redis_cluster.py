@@ -8,8 +8,13 @@ cluster, with the key prefix in braces (its hash tag)."""
 
 from __future__ import annotations
 
-import pytest
+import asyncio
 
+import pytest
+import redis
+
+import agentexec as ax
+from tests.apps.basic import Echo
 from tests.integration import test_broker_contract
 from tests.integration.test_pipelines import (  # noqa: F401
     cleanup_runs,
@@ -30,7 +35,13 @@ from tests.integration.test_trackers import (  # noqa: F401
     test_counts_events_and_the_seed_pattern,
     test_the_fan_in_is_queued_once_when_complete_or_at_once_if_already,
 )
-from tests.support.cluster import needs_redis_server, redis_cluster, redis_conf  # noqa: F401
+from tests.support.cluster import (  # noqa: F401
+    RedisClusterSetup,
+    needs_redis_server,
+    redis_cluster,
+    redis_conf,
+)
+from tests.support.waiting import scaled
 
 _OWN_CLIENT = {
     # One makes a client of its own from the URL (redis-py's plain one); the other finds the
@@ -43,3 +54,28 @@ for _name in dir(test_broker_contract):
         globals()[_name] = getattr(test_broker_contract, _name)
 
 pytestmark = [pytest.mark.usefixtures("redis_conf"), needs_redis_server]
+
+
+async def test_tasks_flow_on_after_the_slot_moved_to_another_primary(
+    redis_cluster: RedisClusterSetup,  # noqa: F811 - the imported fixture
+) -> None:
+    """A resharding moves the prefix's slot while a pool is idle in its blocking reads: the
+    clients meet MOVED (an outage for the batcher, which reloads the slot map), and tasks
+    enqueued afterwards run as before."""
+    from tests.apps import basic
+
+    slot = redis.crc.key_slot(ax.CONF.key_prefix.encode())
+    basic.pool.start()
+    try:
+        before = await ax.enqueue("sync_echo", Echo(text="before"))
+        assert await ax.get_result(before, timeout=scaled(30)) == "BEFORE"
+        holder = redis_cluster.node_of_slot(slot)
+        target = next(node for node in redis_cluster.nodes if node is not holder)
+        await asyncio.to_thread(redis_cluster.migrate_slot, slot, target)
+        after = [await ax.enqueue("sync_echo", Echo(text=f"after {i}")) for i in range(5)]
+        results = await ax.gather(*after, timeout=scaled(60))
+    finally:
+        basic.pool.shutdown()
+    assert results == [f"AFTER {i}" for i in range(5)]
+    assert target.client.dbsize() > 0
+    assert not holder.client.keys(ax.CONF.key_prefix + "*")

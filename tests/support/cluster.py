@@ -156,6 +156,30 @@ class RedisClusterSetup:
         share = SLOTS // self.masters
         return self.nodes[min(slot // share, self.masters - 1)]
 
+    def node_id(self, node: ClusterNode) -> str:
+        return str(node.client.execute_command("CLUSTER", "MYID").decode())
+
+    def migrate_slot(self, slot: int, target: ClusterNode) -> None:
+        """Move `slot` and its keys to `target` as a resharding does (IMPORTING/MIGRATING,
+        MIGRATE of every key, then SETSLOT NODE everywhere): clients meet MOVED and ASK."""
+        source = next(n for n in self.nodes if n is not target and self._serves(n, slot))
+        target.client.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", self.node_id(source))
+        source.client.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", self.node_id(target))
+        while keys := source.client.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 100):
+            source.client.execute_command(
+                "MIGRATE", "127.0.0.1", target.port, "", 0, 5000, "KEYS", *keys
+            )
+        for node in [target, source, *(n for n in self.nodes if n not in (target, source))]:
+            node.client.execute_command("CLUSTER", "SETSLOT", slot, "NODE", self.node_id(target))
+        self.wait_ok()
+
+    def _serves(self, node: ClusterNode, slot: int) -> bool:
+        # CLUSTER SLOTS: start, end, then the primary's [host, port, id] and its replicas'.
+        for start, end, primary, *_ in node.client.execute_command("CLUSTER", "SLOTS"):
+            if start <= slot <= end:
+                return int(primary[1]) == node.port
+        return False
+
     def stop(self) -> None:
         for node in self.nodes:
             node.stop()
