@@ -14,6 +14,7 @@ import pytest
 import redis
 
 import agentexec as ax
+from agentexec.connection import close_redis
 from tests.apps.basic import Echo
 from tests.integration import test_broker_contract
 from tests.integration.test_pipelines import (  # noqa: F401
@@ -79,3 +80,28 @@ async def test_tasks_flow_on_after_the_slot_moved_to_another_primary(
     assert results == [f"AFTER {i}" for i in range(5)]
     assert target.client.dbsize() > 0
     assert not holder.client.keys(ax.CONF.key_prefix + "*")
+
+
+async def test_tasks_flow_on_after_the_slots_primary_fails_over_to_its_replica() -> None:
+    """CLUSTER FAILOVER of the prefix slot's primary while a pool waits: the clients meet
+    MOVED from the demoted primary (or lose its connections) and find the promoted replica."""
+    from tests.apps import basic
+
+    replicated = RedisClusterSetup(replicas=True).start()
+    try:
+        ax.CONF.redis_url = replicated.url
+        slot = redis.crc.key_slot(ax.CONF.key_prefix.encode())
+        basic.pool.start()
+        try:
+            before = await ax.enqueue("sync_echo", Echo(text="before"))
+            assert await ax.get_result(before, timeout=scaled(30)) == "BEFORE"
+            promoted = await asyncio.to_thread(replicated.failover, replicated.node_of_slot(slot))
+            after = [await ax.enqueue("sync_echo", Echo(text=f"after {i}")) for i in range(5)]
+            results = await ax.gather(*after, timeout=scaled(60))
+        finally:
+            basic.pool.shutdown()
+        assert results == [f"AFTER {i}" for i in range(5)]
+        assert promoted.client.keys(ax.CONF.key_prefix + "*")
+    finally:
+        await close_redis()  # this test's clients of this cluster, before it stops
+        replicated.stop()

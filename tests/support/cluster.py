@@ -104,10 +104,14 @@ class ClusterNode:
 class RedisClusterSetup:
     """Three primaries sharing the 16384 slots evenly."""
 
-    def __init__(self, masters: int = 3) -> None:
+    def __init__(self, masters: int = 3, *, replicas: bool = False) -> None:
         self.masters = masters
         self.dir = Path(tempfile.mkdtemp(prefix="agentexec-cluster-"))
         self.nodes: list[ClusterNode] = []
+        """The primaries as started (a failover makes a replica the primary of one's slots)."""
+        self.replicas: list[ClusterNode] = []
+        """With `replicas`, one for each primary, in the same order."""
+        self._with_replicas = replicas
 
     def start(self) -> RedisClusterSetup:
         try:
@@ -125,25 +129,51 @@ class RedisClusterSetup:
             for node in self.nodes[1:]:
                 self.nodes[0].client.execute_command("CLUSTER", "MEET", "127.0.0.1", node.port)
             self.wait_ok()
+            if self._with_replicas:
+                self._add_replicas(taken)
         except BaseException:
             self.stop()
             raise
         return self
 
-    def wait_ok(self, timeout: float = 30) -> None:
+    def _add_replicas(self, taken: set[int]) -> None:
+        for i, primary in enumerate(self.nodes):
+            port = free_cluster_port(taken)
+            taken.update((port, port + BUS_OFFSET))
+            replica = ClusterNode(self.dir, f"replica-{i}", port)
+            self.replicas.append(replica)
+            replica.wait_started()
+            replica.client.execute_command("CLUSTER", "MEET", "127.0.0.1", primary.port)
+        for primary, replica in zip(self.nodes, self.replicas, strict=True):
+            primary_id = self.node_id(primary)
+
+            def knows(replica: ClusterNode = replica, primary_id: str = primary_id) -> bool:
+                nodes = replica.client.execute_command("CLUSTER", "NODES")
+                return primary_id in (nodes.decode() if isinstance(nodes, bytes) else str(nodes))
+
+            wait_for(knows, timeout=30, what=f"{replica.name} to learn of its primary")
+            replica.client.execute_command("CLUSTER", "REPLICATE", primary_id)
+
+        def replicating(replica: ClusterNode) -> bool:
+            info = replica.client.info("replication")
+            return info["role"] == "slave" and info.get("master_link_status") == "up"
+
+        wait_for(lambda: all(map(replicating, self.replicas)), timeout=30, what="replicas")
+        self.wait_ok(known=2 * self.masters)
+
+    def wait_ok(self, timeout: float = 30, known: int | None = None) -> None:
         """Wait until every node reports `cluster_state:ok` and knows every other node."""
 
         def ok(node: ClusterNode) -> bool:
             info = node.client.execute_command("CLUSTER", "INFO")
             text = info.decode() if isinstance(info, bytes) else str(info)
             fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line.strip())
-            return (
-                fields.get("cluster_state", "").strip() == "ok"
-                and int(fields.get("cluster_known_nodes", 0)) == self.masters
-            )
+            return fields.get("cluster_state", "").strip() == "ok" and int(
+                fields.get("cluster_known_nodes", 0)
+            ) == (known or self.masters)
 
         wait_for(
-            lambda: all(map(ok, self.nodes)),
+            lambda: all(map(ok, [*self.nodes, *self.replicas])),
             timeout=timeout,
             what=f"the {self.masters} cluster nodes to report cluster_state:ok",
         )
@@ -171,7 +201,20 @@ class RedisClusterSetup:
             )
         for node in [target, source, *(n for n in self.nodes if n not in (target, source))]:
             node.client.execute_command("CLUSTER", "SETSLOT", slot, "NODE", self.node_id(target))
-        self.wait_ok()
+        self.wait_ok(known=len(self.nodes) + len(self.replicas))
+
+    def failover(self, primary: ClusterNode) -> ClusterNode:
+        """`CLUSTER FAILOVER` on `primary`'s replica (it syncs first: no write is lost); returns
+        the replica, once every node sees it serve the slots and the cluster is ok."""
+        replica = self.replicas[self.nodes.index(primary)]
+        replica.client.execute_command("CLUSTER", "FAILOVER")
+
+        def promoted() -> bool:
+            return bool(replica.client.info("replication")["role"] == "master")
+
+        wait_for(promoted, timeout=30, what=f"{replica.name} to become a primary")
+        self.wait_ok(known=len(self.nodes) + len(self.replicas))
+        return replica
 
     def _serves(self, node: ClusterNode, slot: int) -> bool:
         # CLUSTER SLOTS: start, end, then the primary's [host, port, id] and its replicas'.
@@ -181,7 +224,7 @@ class RedisClusterSetup:
         return False
 
     def stop(self) -> None:
-        for node in self.nodes:
+        for node in [*self.nodes, *self.replicas]:
             node.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
 
