@@ -17,12 +17,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 import redis.asyncio.cluster as aiocluster
 import redis.cluster
 
 from .credentials import redact_url
+from .hosts import split_hosts
 
 SCHEMES = {"redis+cluster": False, "rediss+cluster": True}
 """URL schemes that select Redis Cluster, and whether each speaks TLS."""
@@ -51,42 +51,18 @@ def _bad(url: str, why: str) -> ValueError:
     return ValueError(f"Redis URL {redact_url(url)!r}: {why}; use the form {_FORM}")
 
 
-def _address(url: str, text: str) -> tuple[str, int]:
-    if text.startswith("["):  # an IPv6 address: [::1]:7000
-        host, _, port = text[1:].partition("]")
-        port = port.removeprefix(":")
-    else:
-        host, _, port = text.partition(":")
-    port = port or str(DEFAULT_PORT)
-    if not host:
-        raise _bad(url, f"node address {text!r} has no host")
-    if not port.isdigit() or not 0 < int(port) < 65536:
-        raise _bad(url, f"node address {text!r} has no valid port")
-    return host, int(port)
-
-
 def parse(url: str) -> ClusterURL:
     """The parts of `url`; `ValueError` naming what is wrong (never the password)."""
-    scheme = url.partition("://")[0]
-    if scheme.lower() not in SCHEMES:
-        raise _bad(url, f"scheme {scheme!r} is not one of {', '.join(SCHEMES)}")
-    parts = urlsplit(url)
-    # urlsplit cannot split several hosts: take the user part by hand.
-    userinfo, at, hosts = parts.netloc.rpartition("@")
-    username = password = None
-    if at:
-        user, colon, secret = userinfo.partition(":")
-        username = unquote(user) or None
-        password = unquote(secret) if colon else None
-    nodes = tuple(_address(url, host.strip()) for host in hosts.split(",") if host.strip())
-    if not nodes:
-        raise _bad(url, "no node address")
-    if parts.path.strip("/") not in ("", "0"):
-        raise _bad(url, f"path {parts.path!r}: a cluster has only database 0")
-    if parts.query:
-        raise _bad(url, f"unknown parameters {parts.query!r} (a cluster URL takes none)")
+    found = split_hosts(url, SCHEMES, DEFAULT_PORT, "node", _bad)
+    if found.parts.path.strip("/") not in ("", "0"):
+        raise _bad(url, f"path {found.parts.path!r}: a cluster has only database 0")
+    if found.parts.query:
+        raise _bad(url, f"unknown parameters {found.parts.query!r} (a cluster URL takes none)")
     return ClusterURL(
-        nodes=nodes, username=username, password=password, ssl=SCHEMES[scheme.lower()]
+        nodes=found.addresses,
+        username=found.username,
+        password=found.password,
+        ssl=SCHEMES[found.scheme],
     )
 
 

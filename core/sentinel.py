@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, unquote
 
 import redis
 import redis.asyncio as aioredis
@@ -22,6 +22,7 @@ from redis.asyncio.sentinel import SentinelConnectionPool as AsyncSentinelPool
 from redis.sentinel import Sentinel
 
 from .credentials import redact_url
+from .hosts import split_hosts
 
 SCHEMES = {"redis+sentinel": False, "rediss+sentinel": True}
 """URL schemes that select Sentinel, and whether each speaks TLS."""
@@ -54,39 +55,10 @@ def _bad(url: str, why: str) -> ValueError:
     return ValueError(f"Redis URL {redact_url(url)!r}: {why}; use the form {_FORM}")
 
 
-def _address(url: str, text: str) -> tuple[str, int]:
-    if text.startswith("["):  # an IPv6 address: [::1]:26379
-        host, _, port = text[1:].partition("]")
-        port = port.removeprefix(":")
-    else:
-        host, _, port = text.partition(":")
-    port = port or str(DEFAULT_PORT)
-    if not host:
-        raise _bad(url, f"Sentinel address {text!r} has no host")
-    if not port.isdigit() or not 0 < int(port) < 65536:
-        raise _bad(url, f"Sentinel address {text!r} has no valid port")
-    return host, int(port)
-
-
 def parse(url: str) -> SentinelURL:
     """The parts of `url`; `ValueError` naming what is wrong (never the password)."""
-    scheme = url.partition("://")[0]
-    if scheme.lower() not in SCHEMES:
-        raise _bad(url, f"scheme {scheme!r} is not one of {', '.join(SCHEMES)}")
-    parts = urlsplit(url)
-    # urlsplit cannot split several hosts: take the user part by hand.
-    netloc = parts.netloc
-    userinfo, at, hosts = netloc.rpartition("@")
-    username = password = None
-    if at:
-        user, colon, secret = userinfo.partition(":")
-        username = unquote(user) or None
-        password = unquote(secret) if colon else None
-    if not hosts:
-        raise _bad(url, "no Sentinel address")
-    sentinels = tuple(_address(url, host) for host in hosts.split(",") if host.strip())
-    if not sentinels:
-        raise _bad(url, "no Sentinel address")
+    found = split_hosts(url, SCHEMES, DEFAULT_PORT, "Sentinel", _bad)
+    parts = found.parts
     path = [segment for segment in parts.path.split("/") if segment]
     if not path or len(path) > 2:
         raise _bad(url, "the path must be the service name and, optionally, the database")
@@ -101,14 +73,14 @@ def parse(url: str) -> SentinelURL:
     if unknown:
         raise _bad(url, f"unknown parameter {unknown[0]!r} (known: {', '.join(_QUERY)})")
     return SentinelURL(
-        sentinels=sentinels,
+        sentinels=found.addresses,
         service=service,
         db=db,
-        username=username,
-        password=password,
+        username=found.username,
+        password=found.password,
         sentinel_username=query.get("sentinel_username", [None])[-1],
         sentinel_password=query.get("sentinel_password", [None])[-1],
-        ssl=SCHEMES[scheme.lower()],
+        ssl=SCHEMES[found.scheme],
     )
 
 
