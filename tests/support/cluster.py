@@ -10,19 +10,17 @@ from __future__ import annotations
 
 import random
 import shutil
-import signal
 import socket
-import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import redis
 
 import agentexec as ax
 
-from .waiting import scaled, wait_for
+from .redis_servers import Node
+from .waiting import wait_for
 
 SLOTS = 16384
 BUS_OFFSET = 10000
@@ -48,57 +46,17 @@ def free_cluster_port(taken: set[int]) -> int:
             return port
 
 
-class ClusterNode:
+class ClusterNode(Node):
     """One `redis-server --cluster-enabled yes` process."""
 
     def __init__(self, directory: Path, name: str, port: int) -> None:
-        self.dir = directory / name
-        self.dir.mkdir()
-        self.name = name
-        self.port = port
-        conf = self.dir / "redis.conf"
-        lines = [
-            f"port {port}",
-            "bind 127.0.0.1",
-            f"dir {self.dir}",
-            f"logfile {self.dir / 'redis.log'}",
-            'save ""',
-            "appendonly no",
+        config = [
             "cluster-enabled yes",
-            f"cluster-config-file {self.dir / 'nodes.conf'}",
+            f"cluster-config-file {directory / name / 'nodes.conf'}",
             "cluster-node-timeout 2000",
             "maxmemory-policy noeviction",
         ]
-        conf.write_text("\n".join(lines) + "\n")
-        self.process = subprocess.Popen(
-            ["redis-server", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        self.client = redis.Redis(port=port, socket_timeout=5, socket_connect_timeout=1)
-
-    def wait_started(self) -> None:
-        def answers() -> bool:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"{self.name} exited: {self.log()[-2000:]}")
-            try:
-                return bool(self.client.ping())
-            except redis.ConnectionError:
-                return False
-
-        wait_for(answers, timeout=10, what=f"{self.name} on port {self.port} to answer")
-
-    def log(self) -> str:
-        path = self.dir / "redis.log"
-        return path.read_text(errors="replace") if path.exists() else ""
-
-    def stop(self) -> None:
-        self.client.close()
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(scaled(10))
-            except subprocess.TimeoutExpired:
-                self.process.send_signal(signal.SIGKILL)
-                self.process.wait()
+        super().__init__(directory, name, config, sentinel=False, port=port)
 
 
 class RedisClusterSetup:
