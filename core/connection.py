@@ -329,10 +329,11 @@ def _is_cluster(client: Any) -> bool:
     return isinstance(client, (redis.cluster.RedisCluster, aiocluster.RedisCluster))
 
 
-def _judge_nodes(what: str, replies: dict[str, Any], allow_eviction: bool) -> None:
-    # A cluster's primaries each hold slots: any one of them may come to hold agentexec's.
+def _judge_all(what: str, replies: dict[str, Any], allow_eviction: bool) -> None:
+    """`_judge` each reply: {"": the server's} or, on a Redis Cluster, {node: its reply} for
+    every primary (each holds slots: any one of them may come to hold agentexec's)."""
     for node, reply in sorted(replies.items()):
-        _judge(f"{what} (Redis Cluster node {node})", reply, allow_eviction)
+        _judge(f"{what} (Redis Cluster node {node})" if node else what, reply, allow_eviction)
 
 
 async def check_eviction_policy(client: aioredis.Redis, what: str, *, allow_eviction: bool) -> None:
@@ -357,14 +358,11 @@ async def check_eviction_policy(client: aioredis.Redis, what: str, *, allow_evic
                 for node in cluster_client.get_primaries()
             }
         else:
-            reply = await client.config_get("maxmemory-policy")
+            replies = {"": await client.config_get("maxmemory-policy")}
     except redis.ResponseError as e:
         _unchecked(what, e)
     else:
-        if _is_cluster(cluster_client):
-            _judge_nodes(what, replies, allow_eviction)
-        else:
-            _judge(what, reply, allow_eviction)
+        _judge_all(what, replies, allow_eviction)
     _checked.add(key)
 
 
@@ -379,11 +377,8 @@ def check_eviction_policy_at_start(what: str, settings: Settings) -> None:
                 for node in client.get_primaries()
             }
         else:
-            reply = client.config_get("maxmemory-policy")
+            replies = {"": client.config_get("maxmemory-policy")}
     except (*REDIS_ERRORS, redis.ResponseError) as e:
         _unchecked(what, e)
         return
-    if _is_cluster(client):
-        _judge_nodes(what, replies, settings.allow_eviction)
-    else:
-        _judge(what, reply, settings.allow_eviction)
+    _judge_all(what, replies, settings.allow_eviction)
