@@ -33,7 +33,7 @@ from agentexec.events import (
 )
 from agentexec.limits import check_name
 from agentexec.runtime import current
-from agentexec.tasks import event_identity, own_task, running_task
+from agentexec.tasks import RunningTask, event_identity, own_task
 
 from .schemas import parse_agent_id
 
@@ -130,14 +130,21 @@ def completed_event(agent_id: UUID | str, message: str | None, percentage: int) 
     )
 
 
+def _own_worker_task(agent_id: UUID | str) -> RunningTask | None:
+    """`agent_id`'s task when a worker runs its handler in this context (not when a test
+    only marks it): the handler's own writes about it, which its worker ends."""
+    run = own_task(agent_id)
+    return run if run is not None and run.lease is not None else None
+
+
 def failed_event(agent_id: UUID | str, message: str | None, error: str | None) -> TaskFailed | None:
     """The `task.failed` event of `error`; None when the call is the running handler's
     verdict on its own task, which is kept on the task for its worker to record (see
     `error`)."""
     text = _message(message if message is not None else error or "", "error message")
     shown = current().settings.activity_message_error.replace("{error}", text) if error else text
-    run = running_task()
-    if run is not None and run.lease is not None and str(run.agent_id) == str(agent_id):
+    run = _own_worker_task(agent_id)
+    if run is not None:
         if not run.reported_error:
             run.reported_error.append((shown, text))
         return None
@@ -159,8 +166,7 @@ def update_event(
         return completed_event(agent_id, message, 100 if percentage is None else percentage)
     if ending is Status.ERROR:
         return failed_event(agent_id, message, None)
-    run = running_task()
-    if run is not None and run.lease is not None and str(run.agent_id) == str(agent_id):
+    if _own_worker_task(agent_id) is not None:
         raise ValueError(
             "update(status=CANCELED) from the task's own handler: the worker ends the task "
             "when the handler returns; return (or raise) to end it, or cancel it from "
