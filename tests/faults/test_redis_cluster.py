@@ -4,22 +4,26 @@ agentexec's keys; partitions across the primaries are the follow-up."""
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import redis
 
 import agentexec as ax
+from agentexec import events
 from agentexec.connection import check_eviction_policy_at_start
 from agentexec.errors import ConfigurationError
 from agentexec.streams import Keys
 from tests.faults.checker import check
-from tests.faults.cluster import Cluster
+from tests.faults.cluster import Cluster, wait_for_event
 from tests.support.cluster import RedisClusterSetup
+from tests.support.waiting import scaled
 
 pytestmark = [
-    pytest.mark.timeout(120),
+    pytest.mark.timeout(240),
     pytest.mark.skipif(
         shutil.which("redis-server") is None,
         reason="Redis Cluster tests start redis-server processes: install Redis 7 (redis-server)",
@@ -68,3 +72,80 @@ async def test_task_flow_through_redis_cluster(
     for node in redis_cluster.nodes:
         keys = node.client.keys(ax.CONF.key_prefix + "*")
         assert bool(keys) == (node is holder), (node.name, keys[:5])
+
+
+@pytest.fixture
+def replicated_cluster() -> Iterator[RedisClusterSetup]:
+    setup = RedisClusterSetup(replicas=True).start()
+    try:
+        yield setup
+    finally:
+        setup.stop()
+
+
+def _unexpected(cluster: Cluster) -> list[str]:
+    """Lines of the processes' logs that report an error nobody expected (a traceback)."""
+    logs = [pool.output() for pool in cluster.pools]
+    logs += [Path(p.log.name).read_text() for p in cluster.projectors]
+    return [line for text in logs for line in text.splitlines() if "unexpected" in line]
+
+
+@pytest.mark.fault("22. Redis Cluster: SIGKILL of the slot's primary while tasks run")
+async def test_primary_killed_while_tasks_flow(
+    replicated_cluster: RedisClusterSetup, cluster: Cluster
+) -> None:
+    """No CLUSTER FAILOVER: the primary dies, the others mark it failed after the node timeout
+    (2 s) and elect its replica. Its writes were fenced first (see `fence`): the invariants
+    hold when the replica has what the primary acknowledged."""
+    _use(cluster, replicated_cluster)
+    projector = cluster.start_projector()
+    # A lease longer than the election: a run outlives the outage instead of being taken over.
+    cluster.start_pool(workers=2, concurrency=4, AGENTEXEC_LEASE_SECONDS="10")
+    tasks = await cluster.enqueue_jobs(16, work=0.6, steps=3)
+    waiters = [asyncio.ensure_future(ax.get_result(t, timeout=180)) for t in tasks[:8]]
+    await wait_for_event(tasks[0].agent_id, events.TaskProgress)
+
+    slot = redis.crc.key_slot(ax.CONF.key_prefix.encode())
+    primary = replicated_cluster.primary_of_slot(slot)
+    promoted = await asyncio.to_thread(replicated_cluster.kill_primary, primary)
+    cluster.fault("SIGKILL of the slot's primary while tasks run")
+    tasks += await cluster.enqueue_jobs(8, work=0.1)
+
+    await asyncio.wait_for(asyncio.gather(*waiters), scaled(180))
+    cluster.recovered()
+    assert projector.process.poll() is None, "the projector exited during the election"
+    await check(cluster, tasks)
+    assert replicated_cluster.primary_of_slot(slot) is promoted
+    assert not _unexpected(cluster), _unexpected(cluster)[:5]
+
+
+@pytest.mark.fault("23. Redis Cluster: the slot migrated to another primary while tasks run")
+async def test_slot_migrated_while_tasks_flow(
+    redis_cluster: RedisClusterSetup, cluster: Cluster
+) -> None:
+    """A resharding of the prefix's slot, one key per MIGRATE, while tasks are enqueued, run
+    and projected: the clients meet ASK, TRYAGAIN (a script whose keys are split between the
+    two primaries) and then MOVED; each is an outage that passes."""
+    _use(cluster, redis_cluster)
+    projector = cluster.start_projector()
+    cluster.start_pool(workers=2, concurrency=4)
+    tasks = await cluster.enqueue_jobs(30, work=0.3, steps=3)
+    await wait_for_event(tasks[0].agent_id, events.TaskProgress)
+
+    slot = redis.crc.key_slot(ax.CONF.key_prefix.encode())
+    source = redis_cluster.primary_of_slot(slot)
+    target = next(node for node in redis_cluster.nodes if node is not source)
+    migration = asyncio.ensure_future(
+        asyncio.to_thread(redis_cluster.migrate_slot, slot, target, batch=1)
+    )
+    cluster.fault("slot migrated while tasks run")
+    while not migration.done():
+        tasks += await cluster.enqueue_jobs(1, work=0.05)
+    await migration
+    tasks += await cluster.enqueue_jobs(10, work=0.05)
+
+    assert projector.process.poll() is None, "the projector exited during the migration"
+    await check(cluster, tasks)
+    assert redis_cluster.primary_of_slot(slot) is target
+    assert not source.client.keys(ax.CONF.key_prefix + "*")
+    assert not _unexpected(cluster), _unexpected(cluster)[:5]

@@ -120,7 +120,8 @@ class RedisClusterSetup:
         self.wait_ok(known=2 * self.masters)
 
     def wait_ok(self, timeout: float = 30, known: int | None = None) -> None:
-        """Wait until every node reports `cluster_state:ok` and knows every other node."""
+        """Wait until every running node reports `cluster_state:ok` and knows every other node
+        (a killed one stays known: marked failed)."""
 
         def ok(node: ClusterNode) -> bool:
             info = node.client.execute_command("CLUSTER", "INFO")
@@ -131,10 +132,14 @@ class RedisClusterSetup:
             ) == (known or self.masters)
 
         wait_for(
-            lambda: all(map(ok, [*self.nodes, *self.replicas])),
+            lambda: all(map(ok, self.running())),
             timeout=timeout,
             what=f"the {self.masters} cluster nodes to report cluster_state:ok",
         )
+
+    def running(self) -> list[ClusterNode]:
+        """The nodes whose process has not exited."""
+        return [n for n in [*self.nodes, *self.replicas] if n.process.poll() is None]
 
     @property
     def url(self) -> str:
@@ -147,13 +152,14 @@ class RedisClusterSetup:
     def node_id(self, node: ClusterNode) -> str:
         return str(node.client.execute_command("CLUSTER", "MYID").decode())
 
-    def migrate_slot(self, slot: int, target: ClusterNode) -> None:
+    def migrate_slot(self, slot: int, target: ClusterNode, batch: int = 100) -> None:
         """Move `slot` and its keys to `target` as a resharding does (IMPORTING/MIGRATING,
-        MIGRATE of every key, then SETSLOT NODE everywhere): clients meet MOVED and ASK."""
+        MIGRATE of every key, `batch` at a time, then SETSLOT NODE everywhere): clients meet
+        MOVED, ASK and (a script whose keys are split between the two) TRYAGAIN."""
         source = next(n for n in self.nodes if n is not target and self._serves(n, slot))
         target.client.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", self.node_id(source))
         source.client.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", self.node_id(target))
-        while keys := source.client.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 100):
+        while keys := source.client.execute_command("CLUSTER", "GETKEYSINSLOT", slot, batch):
             source.client.execute_command(
                 "MIGRATE", "127.0.0.1", target.port, "", 0, 5000, "KEYS", *keys
             )
@@ -173,6 +179,39 @@ class RedisClusterSetup:
         wait_for(promoted, timeout=30, what=f"{replica.name} to become a primary")
         self.wait_ok(known=len(self.nodes) + len(self.replicas))
         return replica
+
+    def kill_primary(self, primary: ClusterNode) -> ClusterNode:
+        """SIGKILL `primary` (after `fence`): no CLUSTER FAILOVER, the other primaries see it
+        fail after `cluster-node-timeout` and its replica is elected in its place. The replica,
+        once every running node sees it serve the slots and the cluster is ok."""
+        replica = self.replicas[self.nodes.index(primary)]
+        self.fence(primary, replica)
+        primary.kill()
+
+        def promoted() -> bool:
+            return bool(replica.client.info("replication")["role"] == "master")
+
+        wait_for(
+            promoted, timeout=30, what=f"{replica.name} to be elected in {primary.name}'s place"
+        )
+        self.wait_ok(known=len(self.nodes) + len(self.replicas))
+        return replica
+
+    def fence(self, primary: ClusterNode, replica: ClusterNode) -> None:
+        """Pause writes on `primary` (10 s at most) and wait until `replica` has all it
+        acknowledged: Redis replicates asynchronously, and what a primary acknowledged but had
+        not sent when it died is lost whatever its clients do (docs/operations.md, "Sentinel")."""
+        primary.client.execute_command("CLIENT", "PAUSE", "10000", "WRITE")
+        offset = int(primary.client.info("replication")["master_repl_offset"])
+
+        def replicated() -> bool:
+            return int(replica.client.info("replication").get("slave_repl_offset", -1)) >= offset
+
+        wait_for(replicated, timeout=10, what=f"{replica.name} to reach offset {offset}")
+
+    def primary_of_slot(self, slot: int) -> ClusterNode:
+        """The node serving `slot` now (after failovers and migrations too)."""
+        return next(n for n in self.running() if self._serves(n, slot))
 
     def _serves(self, node: ClusterNode, slot: int) -> bool:
         # CLUSTER SLOTS: start, end, then the primary's [host, port, id] and its replicas'.
