@@ -35,6 +35,7 @@ from sqlalchemy import Engine
 
 from agentexec.broker import Broker
 from agentexec.connection import get_redis
+from agentexec.partitions import Partitions
 from agentexec.positions import ORIGIN, Position
 from agentexec.runtime import Runtime, current
 from agentexec.streams import Keys
@@ -133,7 +134,7 @@ class History:
         runtime: Runtime | None = None,
     ) -> None:
         self.keys = keys
-        self.runtime = Runtime((runtime or current()).settings, keys)
+        self.runtime = Runtime((runtime or current()).settings, Partitions.single(keys))
         self.engine = engine
         self.redis_url = redis_url
         self.page = page

@@ -293,8 +293,17 @@ class Broker:
             runtime = current()
         self.runtime = runtime
         self.settings = runtime.settings
+        self.partitions = runtime.partitions
         self.keys: Keys = runtime.keys
+        """Partition 0's keys (all of them with one partition)."""
         self._client = client
+
+    def keys_of(self, agent_id: UUID | str) -> Keys:
+        """The keys of the partition agent id `agent_id` lives in."""
+        return self.partitions.keys_of(agent_id)
+
+    def _part(self, partition: int) -> Keys:
+        return self.partitions.keys(partition)
 
     @property
     def client(self) -> aioredis.Redis:
@@ -324,13 +333,14 @@ class Broker:
         """KEYS and ARGV shared by every enqueue script. The agent marker (which lets activity
         writes tell known agent ids) doubles as the guard that makes a retry safe; a `dedup`
         name guards longer (`AGENTEXEC_IDEMPOTENCY_WINDOW`)."""
-        marker = self.keys.agent(event.agent_id)
+        keys = self.keys_of(event.agent_id)
+        marker = keys.agent(event.agent_id)
         if dedup is not None:
-            key, window = self.keys.dedup(dedup), self.settings.idempotency_window
+            key, window = keys.dedup(dedup), self.settings.idempotency_window
         else:
             key, window = marker, AGENT_TTL
         return (
-            [self.keys.events, target, key, marker],
+            [keys.events, target, key, marker],
             [events.encode(event), window, str(event.agent_id), AGENT_TTL],
         )
 
@@ -351,16 +361,15 @@ class Broker:
         `RedisOutOfMemoryError`) naming `what` and its `consequence`."""
         if event.queue is None:
             raise ValueError(f"cannot queue {event.task_name!r}: its event has no queue")
+        part = self.keys_of(event.agent_id)
         if due is None:
-            keys, args = self._enqueue_call(
-                event, self.keys.queue(event.queue, event.priority), dedup
-            )
+            keys, args = self._enqueue_call(event, part.queue(event.queue, event.priority), dedup)
             script = ENQUEUE
         else:
-            keys, args = self._enqueue_call(event, self.keys.delayed(event.queue), dedup)
+            keys, args = self._enqueue_call(event, part.delayed(event.queue), dedup)
             due_ms = int(due.timestamp() * 1000)
             member = delayed_member(event.priority, args[0])
-            args += [due_ms, member, self.keys.schedule_channel(event.queue)]
+            args += [due_ms, member, part.schedule_channel(event.queue)]
             script = ENQUEUE_LATER
         return _queued(await self._enqueue(script, keys, args, what, consequence))
 
@@ -369,8 +378,10 @@ class Broker:
     ) -> Queued:
         """Record pipeline run `run` and queue its first step `first`, like `enqueue`."""
         assert first.queue is not None
-        keys, args = self._enqueue_call(run, self.keys.queue(first.queue, first.priority), dedup)
-        keys.append(self.keys.agent(first.agent_id))
+        part = self.keys_of(run.agent_id)
+        assert self.partitions.of(first.agent_id) == self.partitions.of(run.agent_id)
+        keys, args = self._enqueue_call(run, part.queue(first.queue, first.priority), dedup)
+        keys.append(part.agent(first.agent_id))
         args.append(events.encode(first))
         return _queued(await self._enqueue(ENQUEUE_PIPELINE, keys, args, what, consequence))
 
@@ -414,9 +425,10 @@ class Broker:
         once per `dedup` name, without an event; False when it was parked before."""
         assert event.queue is not None
         member = delayed_member(event.priority, events.encode(event))
+        part = self.keys_of(event.agent_id)
         reply = await self._run(
             REQUEUE_HELD,
-            [self.keys.dedup(dedup), self.keys.delayed(event.queue)],
+            [part.dedup(dedup), part.delayed(event.queue)],
             [self.settings.idempotency_window, due_ms, member],
         )
         return bool(reply)
@@ -429,7 +441,7 @@ class Broker:
             chunk = results[start : start + 1000]
             async with self.client.pipeline(transaction=False) as pipe:
                 for agent_id, outcome, ttl in chunk:
-                    pipe.set(self.keys.result(agent_id), outcome, ex=ttl, nx=True)
+                    pipe.set(self.keys_of(agent_id).result(agent_id), outcome, ex=ttl, nx=True)
                 await pipe.execute()
             # Not in the pipeline: a Redis Cluster client refuses PUBLISH there. The batcher
             # sends them in one round trip all the same.
@@ -442,36 +454,37 @@ class Broker:
             )
 
     @translated
-    async def promote(self, queue_name: str, now_ms: int, limit: int = 100) -> float | None:
-        """Move up to `limit` due tasks of `queue_name`'s delayed set to their streams; returns
-        the next due time (ms) of those left, None when none is."""
-        keys = [self.keys.delayed(queue_name), *self.keys.queues(queue_name)]
+    async def promote(
+        self, queue_name: str, now_ms: int, limit: int = 100, partition: int = 0
+    ) -> float | None:
+        """Move up to `limit` due tasks of `queue_name`'s delayed set in `partition` to their
+        streams; returns the next due time (ms) of those left, None when none is."""
+        part = self._part(partition)
+        keys = [part.delayed(queue_name), *part.queues(queue_name)]
         due = await self._run(PROMOTE, keys, [now_ms, limit])
         return None if due is None else float(due)
 
     async def known(self, agent_id: UUID) -> bool:
         """Whether a task or activity used `agent_id` lately: its agent marker (see
         `Keys.agent`) or its stored result exists."""
-        found = await self.client.exists(self.keys.agent(agent_id), self.keys.result(agent_id))
+        keys = self.keys_of(agent_id)
+        found = await self.client.exists(keys.agent(agent_id), keys.result(agent_id))
         return bool(found)
 
     def known_sync(self, agent_id: UUID) -> bool:
         """`known`, blocking."""
         client = self.runtime.sync_redis()
-        return bool(client.exists(self.keys.agent(agent_id), self.keys.result(agent_id)))
+        keys = self.keys_of(agent_id)
+        return bool(client.exists(keys.agent(agent_id), keys.result(agent_id)))
 
     async def cancel(self, requested: TaskCancelRequested) -> bool:
         """Record the cancel request of a task (named after its agent marker) and tell the
         workers; False when it ended."""
         aid = requested.agent_id
+        part = self.keys_of(aid)
         reply = await self._run(
             CANCEL,
-            [
-                self.keys.result(aid),
-                self.keys.cancel_marker(aid),
-                self.keys.events,
-                self.keys.agent(aid),
-            ],
+            [part.result(aid), part.cancel_marker(aid), part.events, part.agent(aid)],
             [
                 self.settings.idempotency_window,
                 events.encode(requested),
@@ -483,8 +496,15 @@ class Broker:
 
     async def canceled(self, agent_ids: Sequence[UUID]) -> list[UUID]:
         """Those of `agent_ids` whose cancel was requested."""
-        markers = await self.client.mget([self.keys.cancel_marker(a) for a in agent_ids])
-        return [a for a, m in zip(agent_ids, markers, strict=True) if m is not None]
+        by_partition: dict[int, list[UUID]] = {}
+        for agent_id in agent_ids:
+            by_partition.setdefault(self.partitions.of(agent_id), []).append(agent_id)
+        found: list[UUID] = []
+        for partition, ids in by_partition.items():  # MGET spans one slot on a cluster
+            part = self._part(partition)
+            markers = await self.client.mget([part.cancel_marker(a) for a in ids])
+            found += [a for a, m in zip(ids, markers, strict=True) if m is not None]
+        return found
 
     def track(
         self,
@@ -500,15 +520,14 @@ class Broker:
         """Apply tracker op `op` ('incr', 'decr' or 'fan_in', with the fan-in `fan_in`),
         counted once per `dedup` key when given; `ttls`: seconds the state lives while open
         and once complete. Blocking."""
-        state = self.keys.tracker(name, batch_id)
-        keys = [state, self.keys.tracker_counted(name, batch_id), self.keys.events]
+        part = self.keys_of(event.agent_id)  # the tracker's id: its partition (see Tracker)
+        state = part.tracker(name, batch_id)
+        keys = [state, part.tracker_counted(name, batch_id), part.events]
         args: list[Any] = [op, dedup or "", events.encode(event), events.encode(completed), *ttls]
         if fan_in is not None:
             assert fan_in.queue is not None
-            declared = [
-                self.keys.queue(fan_in.queue, fan_in.priority),
-                self.keys.agent(fan_in.agent_id),
-            ]
+            assert self.partitions.of(fan_in.agent_id) == self.partitions.of(event.agent_id)
+            declared = [part.queue(fan_in.queue, fan_in.priority), part.agent(fan_in.agent_id)]
             args += [events.encode(fan_in), str(fan_in.agent_id), AGENT_TTL]
         else:
             declared = _fan_ins.get(state, [])
@@ -524,11 +543,15 @@ class Broker:
         fan_in_id = UUID(reply[3].decode()) if reply[3] else None
         return Count(int(reply[0]), int(reply[1]), bool(reply[2]), fan_in_id)
 
-    async def remove_idle_consumers(self, queue_name: str, idle_ms: int) -> list[str]:
-        """Remove the consumers of `queue_name` idle for `idle_ms` with nothing pending;
-        returns their names."""
+    async def remove_idle_consumers(
+        self, queue_name: str, idle_ms: int, partition: int = 0
+    ) -> list[str]:
+        """Remove the consumers of `queue_name`'s streams in `partition` idle for `idle_ms`
+        with nothing pending; returns their names."""
         reply: Any = await self._run(
-            REMOVE_IDLE_CONSUMERS, self.keys.queues(queue_name), [WORKERS_GROUP, idle_ms]
+            REMOVE_IDLE_CONSUMERS,
+            self._part(partition).queues(queue_name),
+            [WORKERS_GROUP, idle_ms],
         )
         return [_text(name) for name in reply[1::2]]
 
@@ -537,7 +560,8 @@ class Broker:
 
     def _known_call(self, event: Event, check: bool) -> tuple[list[Any], list[Any]]:
         aid = event.agent_id
-        keys = [self.keys.events, self.keys.agent(aid), self.keys.result(aid)]
+        part = self.keys_of(aid)
+        keys = [part.events, part.agent(aid), part.result(aid)]
         return keys, [events.encode(event), AGENT_TTL, "1" if check else "0"]
 
     async def append_known(self, event: Event, *, check: bool) -> str | None:
@@ -553,13 +577,8 @@ class Broker:
 
     def _held_call(self, event: Event, lease: TaskLease, dedup: str) -> tuple[list[Any], list[Any]]:
         aid = event.agent_id
-        keys = [
-            self.keys.events,
-            self.keys.agent(aid),
-            self.keys.result(aid),
-            lease.stream,
-            self.keys.dedup(dedup),
-        ]
+        part = self.keys_of(aid)
+        keys = [part.events, part.agent(aid), part.result(aid), lease.stream, part.dedup(dedup)]
         args = [events.encode(event), AGENT_TTL, lease.group, lease.entry_id, lease.consumer, 600]
         return keys, args
 
@@ -584,7 +603,7 @@ class Broker:
         run `run`'s latest checkpoint of the agent, in the same step: a checkpoint is saved
         if and only if its event is in the log. Kept `AGENT_TTL` after the latest one."""
         keys, args = self._held_call(event, lease, dedup)
-        keys.append(self.keys.checkpoints(event.agent_id))
+        keys.append(self.keys_of(event.agent_id).checkpoints(event.agent_id))
         args += [run, conversation]
         reply = await self._run(CHECKPOINT_HELD, keys, args)
         return None if reply is None else _text(reply)
@@ -593,7 +612,7 @@ class Broker:
         """The conversation run `run` of agent `agent_id` saved last (see
         `checkpoint_held`), or None."""
         with refusals("checkpoint"):
-            saved = await self.client.hget(self.keys.checkpoints(agent_id), run)
+            saved = await self.client.hget(self.keys_of(agent_id).checkpoints(agent_id), run)
         return saved.encode() if isinstance(saved, str) else saved
 
     # Conversation sessions (see `agentexec.sessions`): a list of items per session, changed
@@ -602,9 +621,10 @@ class Broker:
     @translated
     async def session_state(self, key: UUID) -> SessionState:
         """The version, item count and latest item of session `key` (its agent id)."""
-        items = self.keys.session_items(key)
+        part = self.keys_of(key)
+        items = part.session_items(key)
         async with self.client.pipeline(transaction=True) as pipe:
-            pipe.get(self.keys.session_version(key))
+            pipe.get(part.session_version(key))
             pipe.llen(items)
             pipe.lindex(items, -1)
             version, length, last = await pipe.execute()
@@ -614,7 +634,7 @@ class Broker:
     async def session_items(self, key: UUID, limit: int | None) -> tuple[list[bytes], int]:
         """The latest `limit` items of session `key` (all of them with None), oldest first,
         and how many it holds."""
-        items = self.keys.session_items(key)
+        items = self.keys_of(key).session_items(key)
         async with self.client.pipeline(transaction=True) as pipe:
             pipe.lrange(items, 0 if limit is None else -limit, -1)
             pipe.llen(items)
@@ -638,11 +658,12 @@ class Broker:
         when the version moved. With `held` (the agent id and lease of the task whose
         handler makes the change), fenced like `append_held`: False, nothing changed, once
         that worker lost the task or the task ended."""
-        keys = [self.keys.events, self.keys.session_items(key), self.keys.session_version(key)]
+        part = self.keys_of(key)
+        keys = [part.events, part.session_items(key), part.session_version(key)]
         fence: list[Any] = []
         if held is not None:
             agent_id, lease = held
-            keys += [lease.stream, self.keys.result(agent_id)]
+            keys += [lease.stream, self.keys_of(agent_id).result(agent_id)]
             fence = [lease.group, lease.entry_id, lease.consumer]
         args = [version, op, token, len(changes), len(fence), *fence, *changes, *items]
         reply = await self._run(SESSION_CHANGE, keys, args)
@@ -655,7 +676,8 @@ class Broker:
     async def restore_session(self, key: UUID, version: int, items: Sequence[bytes]) -> bool:
         """Put back the live `items` of session `key` at `version`, after Redis lost them;
         False (nothing done) when the session was written since."""
-        keys = [self.keys.session_items(key), self.keys.session_version(key)]
+        part = self.keys_of(key)
+        keys = [part.session_items(key), part.session_version(key)]
         return bool(await self._run(SESSION_RESTORE, keys, [version, *items]))
 
     # Gauges, read at scrape time by `agentexec.metrics` (blocking: scrapes run on threads).
@@ -664,27 +686,36 @@ class Broker:
         """The waiting, pending, delayed and parked tasks of `queue_name`. Entries are deleted when
         their task ends or moves (see lua/finish.lua, retry.lua...), so a stream holds the
         waiting and pending ones only. Blocking."""
-        streams = self.keys.queues(queue_name)
-        with refusals("queue_depth"), self.runtime.sync_redis().pipeline(False) as pipe:
-            for stream in streams:
-                pipe.xlen(stream)
-                pipe.xpending(stream, WORKERS_GROUP)
-            pipe.zcard(self.keys.delayed(queue_name))
-            pipe.hlen(self.keys.lock_waiters(queue_name))
-            replies = pipe.execute(raise_on_error=False)
-        lengths = [_count(r) for r in replies[0:-2:2]]
-        pending = [_pending(r) for r in replies[1:-2:2]]
-        waiting = max(sum(lengths) - sum(pending), 0)
-        return QueueDepth(waiting, sum(pending), _count(replies[-2]), _count(replies[-1]))
+        total = QueueDepth(0, 0, 0, 0)
+        for partition in self.partitions:
+            part = self._part(partition)
+            with refusals("queue_depth"), self.runtime.sync_redis().pipeline(False) as pipe:
+                for stream in part.queues(queue_name):
+                    pipe.xlen(stream)
+                    pipe.xpending(stream, WORKERS_GROUP)
+                pipe.zcard(part.delayed(queue_name))
+                pipe.hlen(part.lock_waiters(queue_name))
+                replies = pipe.execute(raise_on_error=False)
+            lengths = [_count(r) for r in replies[0:-2:2]]
+            pending = sum(_pending(r) for r in replies[1:-2:2])
+            total = QueueDepth(
+                total.waiting + max(sum(lengths) - pending, 0),
+                total.pending + pending,
+                total.delayed + _count(replies[-2]),
+                total.parked + _count(replies[-1]),
+            )
+        return total
 
     def log_lag(self) -> LogLag:
-        """How far the projector group is behind the event log. Blocking."""
+        """How far the projector groups are behind the event log, over its partitions (the
+        oldest event waiting in any of them). Blocking."""
         with refusals("log_lag"):
-            return self._log_lag()
+            lags = [self._log_lag(self._part(p).events) for p in self.partitions]
+        oldest = [lag.oldest_ms for lag in lags if lag.oldest_ms is not None]
+        return LogLag(sum(lag.entries for lag in lags), min(oldest) if oldest else None)
 
-    def _log_lag(self) -> LogLag:
+    def _log_lag(self, stream: str) -> LogLag:
         client = self.runtime.sync_redis()
-        stream = self.keys.events
         try:
             groups: Any = client.xinfo_groups(stream)
         except redis.ResponseError as e:
@@ -713,7 +744,8 @@ class Broker:
     def dead_letter_count(self) -> int:
         """How many dead letters are kept. Blocking."""
         with refusals("dead_letter_count"):
-            return int(self.runtime.sync_redis().xlen(self.keys.dead_letters))
+            client = self.runtime.sync_redis()
+            return sum(int(client.xlen(self._part(p).dead_letters)) for p in self.partitions)
 
     def consumer(self, queue_name: str, name: str) -> Consumer:
         """The verbs of worker `name` (its consumer name) reading `queue_name`."""
@@ -722,52 +754,74 @@ class Broker:
     # Reading the log.
 
     async def read_log(
-        self, after: Position | None = None, *, until: Position | None = None, count: int
+        self,
+        after: Position | None = None,
+        *,
+        until: Position | None = None,
+        count: int,
+        partition: int = 0,
     ) -> LogPage:
-        """Up to `count` log entries after `after` (None: from the first), up to `until`."""
+        """Up to `count` entries of `partition`'s log after `after` (None: from the first), up
+        to `until`."""
         reply: Any = await self.client.xrange(
-            self.keys.events, _after(after), "+" if until is None else str(until), count=count
+            self._part(partition).events,
+            _after(after),
+            "+" if until is None else str(until),
+            count=count,
         )
         return LogPage.of(reply)
 
     def read_log_sync(
-        self, after: Position | None = None, *, until: Position | None = None, count: int
+        self,
+        after: Position | None = None,
+        *,
+        until: Position | None = None,
+        count: int,
+        partition: int = 0,
     ) -> LogPage:
         """`read_log`, blocking."""
         reply: Any = self.runtime.sync_redis().xrange(
-            self.keys.events, _after(after), "+" if until is None else str(until), count=count
+            self._part(partition).events,
+            _after(after),
+            "+" if until is None else str(until),
+            count=count,
         )
         return LogPage.of(reply)
 
-    def tail_log_sync(self, count: int) -> LogPage:
-        """The last `count` log entries, in log order. Blocking."""
-        reply: Any = self.runtime.sync_redis().xrevrange(self.keys.events, "+", "-", count=count)
+    def tail_log_sync(self, count: int, partition: int = 0) -> LogPage:
+        """The last `count` entries of `partition`'s log, in log order. Blocking."""
+        stream = self._part(partition).events
+        reply: Any = self.runtime.sync_redis().xrevrange(stream, "+", "-", count=count)
         return LogPage.of(list(reversed(reply)))
 
     @translated
-    async def wait_log(self, after: Position, *, count: int, block_ms: int) -> LogPage:
-        """Up to `count` log entries after `after`, waiting up to `block_ms` for the first;
-        empty when none came, or when the log was deleted under the wait."""
+    async def wait_log(
+        self, after: Position, *, count: int, block_ms: int, partition: int = 0
+    ) -> LogPage:
+        """Up to `count` entries of `partition`'s log after `after`, waiting up to `block_ms`
+        for the first; empty when none came, or when the log was deleted under the wait."""
         reply: Any = None
         with _deleted_under_read():
             reply = await self.client.xread(
-                {self.keys.events: str(after)}, count=count, block=block_ms
+                {self._part(partition).events: str(after)}, count=count, block=block_ms
             )
         return LogPage.of([entry for _, entries in reply or () for entry in entries])
 
-    def wait_log_sync(self, after: Position, *, count: int, block_ms: int) -> LogPage:
+    def wait_log_sync(
+        self, after: Position, *, count: int, block_ms: int, partition: int = 0
+    ) -> LogPage:
         """`wait_log`, blocking."""
         reply: Any = None
         with _deleted_under_read():
             reply = self.runtime.sync_redis().xread(
-                {self.keys.events: str(after)}, count=count, block=block_ms
+                {self._part(partition).events: str(after)}, count=count, block=block_ms
             )
         return LogPage.of([entry for _, entries in reply or () for entry in entries])
 
-    async def log_bounds(self) -> LogBounds:
-        """What the log holds now (`EMPTY_LOG` before its first append)."""
+    async def log_bounds(self, partition: int = 0) -> LogBounds:
+        """What `partition`'s log holds now (`EMPTY_LOG` before its first append)."""
         try:
-            info: dict[str, Any] = await self.client.xinfo_stream(self.keys.events)
+            info: dict[str, Any] = await self.client.xinfo_stream(self._part(partition).events)
         except redis.ResponseError as e:
             if isinstance(e, REDIS_ERRORS) or "no such key" not in str(e):
                 raise
@@ -782,34 +836,40 @@ class Broker:
         )
 
     def unprojected_since_ms(self) -> int | None:
-        """The time (ms) of the oldest log event no projector has taken, while no projector
-        holds the log's lease; None when one does, or nothing waits. Blocking."""
+        """The time (ms) of the oldest log event no projector has taken, in the partitions no
+        projector holds the lease of; None when every one is held, or nothing waits.
+        Blocking."""
+        found = [self._unprojected_since_ms(self._part(p)) for p in self.partitions]
+        waiting = [ms for ms in found if ms is not None]
+        return min(waiting) if waiting else None
+
+    def _unprojected_since_ms(self, part: Keys) -> int | None:
         client = self.runtime.sync_redis()
-        if client.exists(self.keys.projector_lease):
+        if client.exists(part.projector_lease):
             return None
         try:
-            groups: Any = client.xinfo_groups(self.keys.events)
+            groups: Any = client.xinfo_groups(part.events)
         except redis.ResponseError as e:
             if isinstance(e, REDIS_ERRORS):
                 raise
             return None  # no log yet: nothing waits
         delivered = _projector_delivered(groups)
         after = None if delivered is None else Position.parse(delivered)
-        entries: Any = client.xrange(self.keys.events, _after(after), "+", count=1)
+        entries: Any = client.xrange(part.events, _after(after), "+", count=1)
         return Position.parse(entries[0][0]).ms if entries else None
 
     # The projector's ownership of the log.
 
-    def log_lease(self, owner: str, seconds: float) -> LogLease:
-        """The lease on the log that one projector (or a rebuild) holds at a time."""
-        return LogLease(self.client, self.keys.projector_lease, owner, seconds)
+    def log_lease(self, owner: str, seconds: float, partition: int = 0) -> LogLease:
+        """The lease on `partition`'s log that one projector (or a rebuild) holds at a time."""
+        return LogLease(self.client, self._part(partition).projector_lease, owner, seconds)
 
     @translated
-    async def projector_delivered(self) -> str | None:
-        """The last id delivered to the projector's group of the log; None when there is
-        none (no group, or no log)."""
+    async def projector_delivered(self, partition: int = 0) -> str | None:
+        """The last id delivered to the projector's group of `partition`'s log; None when
+        there is none (no group, or no log)."""
         try:
-            groups: Any = await self.client.xinfo_groups(self.keys.events)
+            groups: Any = await self.client.xinfo_groups(self._part(partition).events)
         except redis.ResponseError as e:
             if isinstance(e, REDIS_ERRORS) or "no such key" not in str(e).lower():
                 raise
@@ -817,74 +877,82 @@ class Broker:
         return _projector_delivered(groups)
 
     @translated
-    async def log_ids(self, after: str, until: str, count: int) -> list[str]:
-        """The ids of up to `count` log entries after `after`, up to `until`, events or not."""
-        page: Any = await self.client.xrange(self.keys.events, f"({after}", until, count=count)
+    async def log_ids(self, after: str, until: str, count: int, partition: int = 0) -> list[str]:
+        """The ids of up to `count` entries of `partition`'s log after `after`, up to `until`,
+        events or not."""
+        stream = self._part(partition).events
+        page: Any = await self.client.xrange(stream, f"({after}", until, count=count)
         return [_text(entry_id) for entry_id, _ in page]
 
     async def lift_log(
-        self, floor: str, after: str, ids: Sequence[str]
+        self, floor: str, after: str, ids: Sequence[str], partition: int = 0
     ) -> tuple[bool, list[tuple[str, str]]]:
         """Raise the log's last id to `floor` (creating the log and the projector's group at
         it when missing), and append again above it, in order, the entries after `after` up
         to it (none when `after` is "") and those of `ids`, deleting the originals. Returns
         whether the last id was raised, and the (old, new) ids of the entries moved."""
         reply: Any = await self._run(
-            LIFT_LOG, [self.keys.events], [PROJECTOR_GROUP, floor, after, *ids]
+            LIFT_LOG, [self._part(partition).events], [PROJECTOR_GROUP, floor, after, *ids]
         )
         pairs = [(_text(reply[i]), _text(reply[i + 1])) for i in range(1, len(reply), 2)]
         return bool(reply[0]), pairs
 
-    async def trim_log(self, checkpoint: str, hot_window_ms: int) -> tuple[int, Position | None]:
+    async def trim_log(
+        self, checkpoint: str, hot_window_ms: int, partition: int = 0
+    ) -> tuple[int, Position | None]:
         """Remove the log's entries below the least of `checkpoint`, the start of the hot
         window (`hot_window_ms` back by Redis's clock) and every consumer group's oldest
         pending entry (or the entry after its last delivered one); nothing while the log has
         no projector group. Returns how many went and the bound (None: nothing could go)."""
         reply: Any = await self._run(
-            TRIM_LOG, [self.keys.events], [PROJECTOR_GROUP, checkpoint, hot_window_ms]
+            TRIM_LOG, [self._part(partition).events], [PROJECTOR_GROUP, checkpoint, hot_window_ms]
         )
         bound = _text(reply[1])
         return int(reply[0]), Position.parse(bound) if bound else None
 
-    async def ensure_log_group(self, start: str) -> None:
-        """Create the projector's group on the log (and the log) at `start` unless it
-        exists."""
+    async def ensure_log_group(self, start: str, partition: int = 0) -> None:
+        """Create the projector's group on `partition`'s log (and the log) at `start` unless
+        it exists."""
         with refusals("ensure_log_group"):
-            await ensure_group(self.client, self.keys.events, PROJECTOR_GROUP, start=start)
+            stream = self._part(partition).events
+            await ensure_group(self.client, stream, PROJECTOR_GROUP, start=start)
 
     @translated
-    async def ack_log(self, ids: Sequence[str]) -> None:
-        """Acknowledge the projector's entries `ids`: committed, they are not read again."""
-        await self.client.xack(self.keys.events, PROJECTOR_GROUP, *ids)
+    async def ack_log(self, ids: Sequence[str], partition: int = 0) -> None:
+        """Acknowledge the projector's entries `ids` of `partition`'s log: committed, they
+        are not read again."""
+        await self.client.xack(self._part(partition).events, PROJECTOR_GROUP, *ids)
 
     @translated
-    async def mark_restore_due(self, position: str) -> None:
+    async def mark_restore_due(self, position: str, partition: int = 0) -> None:
         """Note that Redis lost the data the read model was built from, at checkpoint
-        `position`: queued tasks and results are to be restored from the archive."""
-        await self.client.set(self.keys.restore_due, position)
+        `position` of `partition`: its queued tasks and results are to be restored from the
+        archive."""
+        await self.client.set(self._part(partition).restore_due, position)
 
     @translated
-    async def restore_due(self) -> str | None:
-        """The checkpoint at which Redis lost its data, while it is not restored yet."""
-        found: Any = await self.client.get(self.keys.restore_due)
+    async def restore_due(self, partition: int = 0) -> str | None:
+        """The checkpoint at which Redis lost `partition`'s data, while it is not restored
+        yet."""
+        found: Any = await self.client.get(self._part(partition).restore_due)
         return None if found is None else _text(found)
 
     @translated
-    async def restored(self) -> None:
-        await self.client.delete(self.keys.restore_due)
+    async def restored(self, partition: int = 0) -> None:
+        await self.client.delete(self._part(partition).restore_due)
 
     # Reading state.
 
     async def result(self, agent_id: UUID | str) -> bytes | None:
         """The stored outcome of `agent_id`'s task (see `agentexec.results`), None before it
         ended or after `AGENTEXEC_RESULT_TTL`."""
-        data: Any = await self._batcher().execute("GET", self.keys.result(agent_id))
+        data: Any = await self._batcher().execute("GET", self.keys_of(agent_id).result(agent_id))
         return None if data is None else bytes(data)
 
-    def tracker_counts(self, name: str, batch_id: str) -> tuple[int, int]:
+    def tracker_counts(self, tracker_id: UUID, name: str, batch_id: str) -> tuple[int, int]:
         """A tracker's (pending, total); (0, 0) before its first change. Blocking."""
         pending, total = self.runtime.sync_redis().hmget(
-            self.keys.tracker(name, batch_id), ["pending", "total"]
+            self.keys_of(tracker_id).tracker(name, batch_id), ["pending", "total"]
         )
         return int(pending or 0), int(total or 0)
 
@@ -895,12 +963,12 @@ class Broker:
         seen in one of them. Blocking."""
         client = self.runtime.sync_redis()
         held: set[UUID] = set()
-        for queue in queues:
+        for queue, part in ((q, self._part(p)) for q in queues for p in self.partitions):
             with client.pipeline(transaction=True) as pipe:
-                for stream in self.keys.queues(queue):
+                for stream in part.queues(queue):
                     pipe.xrange(stream)
-                pipe.zrange(self.keys.delayed(queue), 0, -1)
-                pipe.hkeys(self.keys.lock_waiters(queue))
+                pipe.zrange(part.delayed(queue), 0, -1)
+                pipe.hkeys(part.lock_waiters(queue))
                 *entries, delayed, parked = pipe.execute()
             for agent_id in parked:
                 with contextlib.suppress(ValueError):
@@ -921,38 +989,44 @@ class Broker:
         Blocking."""
         with self.runtime.sync_redis().pipeline(transaction=False) as pipe:
             for agent_id in agent_ids:
-                pipe.exists(self.keys.held(agent_id))
+                pipe.exists(self.keys_of(agent_id).held(agent_id))
             running = pipe.execute()
         return {a for a, r in zip(agent_ids, running, strict=True) if r}
 
     # Task locks (see `agentexec.locks`; a worker takes them with `Consumer.lock`).
 
     async def unlock(
-        self, queue: str, agent_id: UUID | None, locks: Sequence[Lock], now_ms: int
+        self,
+        queue: str,
+        agent_id: UUID | None,
+        locks: Sequence[Lock],
+        now_ms: int,
+        partition: int = 0,
     ) -> int:
-        """Release the holds of `agent_id` on `locks` of `queue` (None: none, only wake the
-        waiters of holds that expired) and wake the next waiters, each with a hold for a
-        lease; returns how many woke."""
+        """Release the holds of `agent_id` on `locks` of `queue` in its partition (None:
+        none, only wake the waiters of holds that expired in `partition`) and wake the next
+        waiters, each with a hold for a lease; returns how many woke."""
+        part = self._part(partition) if agent_id is None else self.keys_of(agent_id)
         keys: list[Any] = [
-            self.keys.lock_index(queue),
-            self.keys.lock_waiters(queue),
-            self.keys.queue(queue, Priority.HIGH),
+            part.lock_index(queue),
+            part.lock_waiters(queue),
+            part.queue(queue, Priority.HIGH),
         ]
         args: list[Any] = ["" if agent_id is None else str(agent_id), now_ms, self._lease_ms()]
         for lock in locks:
-            keys += [
-                self.keys.lock_holders(queue, lock.name),
-                self.keys.lock_waiting(queue, lock.name),
-            ]
+            keys += [part.lock_holders(queue, lock.name), part.lock_waiting(queue, lock.name)]
             args += [lock.name, lock.capacity]
         return int(await self._run(UNLOCK, keys, args))
 
     @translated
-    async def locks_due(self, queue: str, now_ms: int, count: int = 100) -> list[str]:
-        """Names of `queue`'s locks with waiters whose earliest hold has expired by `now_ms`:
-        their holders may have died, so a sweep wakes their waiters (see `unlock`)."""
+    async def locks_due(
+        self, queue: str, now_ms: int, count: int = 100, partition: int = 0
+    ) -> list[str]:
+        """Names of `queue`'s locks in `partition` with waiters whose earliest hold has
+        expired by `now_ms`: their holders may have died, so a sweep wakes their waiters (see
+        `unlock`)."""
         names: Any = await self.client.zrangebyscore(
-            self.keys.lock_index(queue), "-inf", now_ms, start=0, num=count
+            self._part(partition).lock_index(queue), "-inf", now_ms, start=0, num=count
         )
         return [_text(name) for name in names]
 
@@ -969,7 +1043,7 @@ class Broker:
         async with self.client.pipeline(transaction=False) as pipe:
             for agent_id, locks in holds:
                 for lock in locks:
-                    holders = self.keys.lock_holders(queue, lock.name)
+                    holders = self.keys_of(agent_id).lock_holders(queue, lock.name)
                     pipe.zadd(holders, {str(agent_id): expires}, xx=True, ch=True)
                     asked.append(agent_id)
             renewed = await pipe.execute()
@@ -978,16 +1052,17 @@ class Broker:
     async def unpark(self, queue: str, agent_id: UUID) -> bool:
         """Queue a task parked on one of `queue`'s locks on its stream again at once (a cancel
         request: START then ends it); False when it is not parked."""
-        lock: Any = await self.client.hget(self.keys.lock_waiters(queue), str(agent_id))
+        part = self.keys_of(agent_id)
+        lock: Any = await self.client.hget(part.lock_waiters(queue), str(agent_id))
         if lock is None:
             return False
         name = _text(lock)
         keys = [
-            self.keys.lock_waiters(queue),
-            self.keys.lock_waiting(queue, name),
-            self.keys.lock_holders(queue, name),
-            self.keys.lock_index(queue),
-            self.keys.queue(queue, Priority.HIGH),
+            part.lock_waiters(queue),
+            part.lock_waiting(queue, name),
+            part.lock_holders(queue, name),
+            part.lock_index(queue),
+            part.queue(queue, Priority.HIGH),
         ]
         return bool(await self._run(UNPARK, keys, [str(agent_id), name]))
 
@@ -998,19 +1073,27 @@ class Broker:
     # `Consumer.dead_letter`).
 
     async def dead_letters(self, count: int) -> list[DeadLetter]:
-        """The oldest `count` dead letters."""
-        entries: Any = await self.client.xrange(self.keys.dead_letters, count=count)
-        return [DeadLetter.of(entry_id, fields) for entry_id, fields in entries]
+        """The oldest `count` dead letters (of every partition, by the time they were
+        written)."""
+        letters: list[DeadLetter] = []
+        for partition in self.partitions:
+            stream = self._part(partition).dead_letters
+            entries: Any = await self.client.xrange(stream, count=count)
+            letters += [DeadLetter.of(entry_id, fields) for entry_id, fields in entries]
+        return sorted(letters, key=lambda letter: Position.parse(letter.id))[:count]
 
     async def dead_letter_at(self, dead_letter_id: str) -> DeadLetter | None:
         """The dead letter `dead_letter_id`, None when there is none."""
-        found: Any = await self.client.xrange(
-            self.keys.dead_letters, dead_letter_id, dead_letter_id
-        )
-        return DeadLetter.of(*found[0]) if found else None
+        for partition in self.partitions:
+            stream = self._part(partition).dead_letters
+            found: Any = await self.client.xrange(stream, dead_letter_id, dead_letter_id)
+            if found:
+                return DeadLetter.of(*found[0])
+        return None
 
     async def remove_dead_letter(self, dead_letter_id: str) -> None:
-        await self.client.xdel(self.keys.dead_letters, dead_letter_id)
+        for partition in self.partitions:
+            await self.client.xdel(self._part(partition).dead_letters, dead_letter_id)
 
     async def trim_dead_letters(self, retention_ms: int) -> int:
         """Delete the dead letters older than `retention_ms` by the server's clock; returns
@@ -1019,19 +1102,24 @@ class Broker:
         seconds, micros = await self.client.time()
         now_ms = int(seconds) * 1000 + int(micros) // 1000
         minid = f"{max(0, now_ms - retention_ms)}-0"
-        return int(await self.client.xtrim(self.keys.dead_letters, minid=minid, approximate=False))
+        removed = 0
+        for partition in self.partitions:
+            stream = self._part(partition).dead_letters
+            removed += int(await self.client.xtrim(stream, minid=minid, approximate=False))
+        return removed
 
     @translated
     async def dead_letter_log_entries(
-        self, undecodable: Sequence[tuple[str, Mapping[Any, Any], str]]
+        self, undecodable: Sequence[tuple[str, Mapping[Any, Any], str]], partition: int = 0
     ) -> None:
-        """Keep log entries that are no agentexec event, (entry id, fields, reason) each, as
-        dead letters, in one transaction."""
+        """Keep entries of `partition`'s log that are no agentexec event, (entry id, fields,
+        reason) each, as dead letters, in one transaction."""
+        part = self._part(partition)
         async with self.client.pipeline(transaction=True) as pipe:
             for entry_id, fields, reason in undecodable:
-                letter: dict[Any, Any] = {**fields, b"stream": self.keys.events}
+                letter: dict[Any, Any] = {**fields, b"stream": part.events}
                 letter.update({b"id": entry_id, b"reason": reason})
-                pipe.xadd(self.keys.dead_letters, letter)
+                pipe.xadd(part.dead_letters, letter)
             await pipe.execute()
 
 

@@ -7,7 +7,9 @@ which slot, from them. `rediss+cluster://` speaks TLS. A cluster has only databa
 Every key agentexec uses must live in one hash slot, since its scripts touch several keys at
 once: the key prefix carries a hash tag (`{agentexec}` by default with a cluster URL, see
 `key_prefix`). One slot means one primary serves all of agentexec's keys: a cluster gives high
-availability through its replicas and failover, not yet more throughput than one server.
+availability through its replicas and failover, and more throughput than one server only with
+`AGENTEXEC_PARTITIONS` above 1, where each partition has a tag of its own (see
+`agentexec.partitions`).
 Redirections (MOVED, ASK) are followed by the clients; a cluster that is down or resharding
 is an outage like any other (see `agentexec.connection.REDIS_ERRORS`).
 """
@@ -66,11 +68,12 @@ def parse(url: str) -> ClusterURL:
     )
 
 
-def key_prefix(url: str, prefix: str) -> str:
+def key_prefix(url: str, prefix: str, partitions: int = 1) -> str:
     """The key prefix to use with Redis at `url` for the configured `prefix`: `prefix` itself,
-    except that a cluster needs a hash tag in it (`{name}`), which the default prefix gets;
-    `ValueError` with the fix for any other prefix without one."""
-    if not is_cluster_url(url) or _TAGGED.fullmatch(prefix):
+    except that a cluster with one partition needs a hash tag in it (`{name}`), which the
+    default prefix gets; `ValueError` with the fix for any other prefix without one. (With
+    several partitions each partition's keys carry a tag of their own.)"""
+    if not is_cluster_url(url) or partitions > 1 or _TAGGED.fullmatch(prefix):
         return prefix
     if prefix == DEFAULT_PREFIX:
         return f"{{{DEFAULT_PREFIX}}}"

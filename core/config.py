@@ -76,6 +76,10 @@ class Settings(BaseSettings):
 
     key_prefix: str = "agentexec"
     """Namespace of every Redis key, so that applications (or tests) can share one server."""
+    partitions: int = 1
+    """How many partitions the event log, the work streams and the tasks' keys are split into
+    (see `agentexec.partitions`): 1 for one Redis server, a few per primary of a Redis
+    Cluster. Every process of a namespace must use the same number."""
     state_backend: str = REDIS_STATE_BACKEND
 
     num_workers: int = Field(default=4, ge=1)
@@ -238,8 +242,12 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _cluster_prefix(self) -> Settings:
-        # A cluster needs the prefix's hash tag; the default prefix gets one (see `Keys`).
-        cluster.key_prefix(self.redis_url, self.key_prefix)
+        # A cluster needs the prefix's hash tag, or one per partition (see `Partitions`).
+        from .partitions import Partitions
+
+        Partitions(
+            cluster.key_prefix(self.redis_url, self.key_prefix, self.partitions), self.partitions
+        )
         return self
 
     @field_validator("queue_name")

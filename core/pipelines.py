@@ -33,7 +33,7 @@ import typing
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
-from uuid import UUID, uuid4
+from uuid import UUID
 
 import msgspec
 from pydantic import BaseModel, TypeAdapter
@@ -257,17 +257,18 @@ class Pipeline:
         runtime = current()
         settings = runtime.settings
         data = serialise_context(name, context, settings)
+        parent = await check_parent(parent_id, f"{name}: enqueue", runtime)
+        dedup = None if idempotency_key is None else f"pipeline:{name}:{idempotency_key}"
         run = TaskQueued(
-            agent_id=uuid4(),
+            agent_id=runtime.partitions.task_id(parent, dedup),
             task_name=name,
             priority=priority,
             message=settings.activity_message_create,
             metadata=metadata,
-            parent_id=await check_parent(parent_id, f"{name}: enqueue", runtime),
+            parent_id=parent,
         )
         queue = self.pool.queue_name
         first = _step_queued(self.steps[0], run.agent_id, name, queue, run, data, settings)
-        dedup = None if idempotency_key is None else f"pipeline:{name}:{idempotency_key}"
         with tracing.enqueueing(first):
             queued = await runtime.broker.enqueue_pipeline(
                 run,
@@ -512,8 +513,9 @@ def _step_queued(
     settings: Settings,
 ) -> TaskQueued:
     context = {"run_id": run_id, "pipeline": name, "step": step.index, "input": msgspec.Raw(data)}
+    partitions = current().partitions  # a run's steps live in its partition
     return TaskQueued(
-        agent_id=uuid4(),
+        agent_id=partitions.new_id(partitions.of(run_id)),
         task_name=step.task_name,
         queue=queue,
         priority=parent.priority,

@@ -156,6 +156,7 @@ async def enqueue(
         task_name,
         context,
         settings,
+        agent_id=runtime.partitions.task_id(parent, _dedup(idempotency_key)),
         queue=queue,
         priority=priority,
         timeout=timeout,
@@ -184,7 +185,7 @@ async def queue_event(
     """Append `event` to the log and its task to its queue (to the delayed set until `due`),
     at most once per agent id (and per `idempotency_key` when given)."""
     assert event.queue is not None
-    dedup = None if idempotency_key is None else f"key:{idempotency_key}"
+    dedup = _dedup(idempotency_key)
     with tracing.enqueueing(event):
         queued = await runtime.broker.enqueue(
             event, due=due, dedup=dedup, what=what, consequence=consequence
@@ -198,14 +199,24 @@ async def queue_event(
     )
 
 
+def _dedup(idempotency_key: str | None) -> str | None:
+    """The dedup name of an idempotency key (see `Broker.enqueue`)."""
+    return None if idempotency_key is None else f"key:{idempotency_key}"
+
+
 def queued_event(
-    task_name: str, context: BaseModel, settings: Settings, **fields: Any
+    task_name: str,
+    context: BaseModel,
+    settings: Settings,
+    agent_id: UUID | None = None,
+    **fields: Any,
 ) -> TaskQueued:
-    """The `task.queued` event of a new task (a new agent id, the serialised `context`, the
-    configured first message), with `fields` (queue, priority, parent_id, ...): one shape for
-    `enqueue` and a tracker's fan-in. Its tenant is the one `metadata["tenant"]` holds."""
+    """The `task.queued` event of a new task (`agent_id`, or a new one, the serialised
+    `context`, the configured first message), with `fields` (queue, priority, parent_id,
+    ...): one shape for `enqueue` and a tracker's fan-in. Its tenant is the one
+    `metadata["tenant"]` holds."""
     return TaskQueued(
-        agent_id=uuid4(),
+        agent_id=uuid4() if agent_id is None else agent_id,
         task_name=task_name,
         context=msgspec.Raw(serialise_context(task_name, context, settings)),
         message=settings.activity_message_create,

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     import redis.asyncio as aioredis
 
     from .broker import Broker
+    from .partitions import Partitions
     from .streams import Keys
 
 __all__ = ["Runtime", "current", "using"]
@@ -39,16 +40,24 @@ class Runtime:
 
     settings: Settings
     """A private snapshot: never assigned to (make a new `Runtime` for other settings)."""
-    keys: Keys
+    partitions: Partitions
+    """The namespace's partitions: `partitions.keys_of(agent_id)` names a task's keys."""
+
+    @property
+    def keys(self) -> Keys:
+        """The key names of partition 0: all of them with one partition (the default)."""
+        return self.partitions.keys(0)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Runtime:
         """A runtime of a copy of `settings` (later assignments to `settings` do not reach it)."""
         # Imported here: `streams` imports `events`, whose `limits` imports this module.
-        from .streams import Keys
+        from .partitions import Partitions
 
         snapshot = settings.model_copy()
-        return cls(snapshot, Keys(cluster.key_prefix(snapshot.redis_url, snapshot.key_prefix)))
+        count = snapshot.partitions
+        prefix = cluster.key_prefix(snapshot.redis_url, snapshot.key_prefix, count)
+        return cls(snapshot, Partitions(prefix, count))
 
     def redis(self) -> aioredis.Redis:
         """The asyncio client of the running event loop for these settings' Redis."""

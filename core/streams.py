@@ -25,17 +25,20 @@ AGENT_TTL = 24 * 3600
 class Keys:
     """The key names of one agentexec namespace (`AGENTEXEC_KEY_PREFIX`)."""
 
-    def __init__(self, prefix: str) -> None:
+    def __init__(self, prefix: str, channels: str | None = None) -> None:
+        """`prefix` starts every key; `channels` (default `prefix`) starts the pub/sub channel
+        names, which all partitions share (see `agentexec.partitions`)."""
         self.prefix = prefix
+        channels = prefix if channels is None else channels
         self.events = f"{prefix}:events"
         self.dead_letters = f"{prefix}:dead"
         self.projector_lease = f"{prefix}:projector:lease"
         self.restore_due = f"{prefix}:projector:restore"
         """Set while Redis lost data that the projector has not restored from the archive yet
         (see `agentexec.projector.restore`)."""
-        self.result_channel_prefix = f"{prefix}:done:"
-        self.waiter_channel = f"{prefix}:waiter"
-        self.cancel_channel = f"{prefix}:cancel"
+        self.result_channel_prefix = f"{channels}:done:"
+        self.waiter_channel = f"{channels}:waiter"
+        self.cancel_channel = f"{channels}:cancel"
 
     def queue(self, queue_name: str, priority: Priority) -> str:
         return f"{self.prefix}:{{{queue_name}}}:{priority.value}"

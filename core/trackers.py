@@ -126,10 +126,13 @@ class Tracker:
                 raise self._unavailable("on_complete", e, runtime) from e
             if not known:
                 raise unknown_parent(parent, what, runtime)
+        # The tracker's script queues the fan-in: it lives in the tracker's partition.
+        partitions = runtime.partitions
         queued = queued_event(
             task_name,
             context,
             settings,
+            agent_id=partitions.new_id(partitions.of(self.id)),
             queue=queue,
             priority=priority,
             metadata=metadata,
@@ -160,7 +163,7 @@ class Tracker:
     def _counts(self) -> tuple[int, int]:
         runtime = current()
         try:
-            return runtime.broker.tracker_counts(self.name, self.batch_id)
+            return runtime.broker.tracker_counts(self.id, self.name, self.batch_id)
         except (redis.ConnectionError, redis.TimeoutError) as e:
             raise self._unavailable("read", e, runtime) from e
 
