@@ -63,6 +63,7 @@ from .streams import (
     delayed_member,
     ensure_group,
     is_missing_group,
+    tracker_id,
 )
 from .tasks import TaskLease
 
@@ -520,13 +521,13 @@ class Broker:
         """Apply tracker op `op` ('incr', 'decr' or 'fan_in', with the fan-in `fan_in`),
         counted once per `dedup` key when given; `ttls`: seconds the state lives while open
         and once complete. Blocking."""
-        part = self.keys_of(event.agent_id)  # the tracker's id: its partition (see Tracker)
+        part = self.keys_of(tracker_id(name, batch_id))
         state = part.tracker(name, batch_id)
         keys = [state, part.tracker_counted(name, batch_id), part.events]
         args: list[Any] = [op, dedup or "", events.encode(event), events.encode(completed), *ttls]
         if fan_in is not None:
             assert fan_in.queue is not None
-            assert self.partitions.of(fan_in.agent_id) == self.partitions.of(event.agent_id)
+            assert self.partitions.keys_of(fan_in.agent_id) is part
             declared = [part.queue(fan_in.queue, fan_in.priority), part.agent(fan_in.agent_id)]
             args += [events.encode(fan_in), str(fan_in.agent_id), AGENT_TTL]
         else:
@@ -949,10 +950,10 @@ class Broker:
         data: Any = await self._batcher().execute("GET", self.keys_of(agent_id).result(agent_id))
         return None if data is None else bytes(data)
 
-    def tracker_counts(self, tracker_id: UUID, name: str, batch_id: str) -> tuple[int, int]:
+    def tracker_counts(self, name: str, batch_id: str) -> tuple[int, int]:
         """A tracker's (pending, total); (0, 0) before its first change. Blocking."""
         pending, total = self.runtime.sync_redis().hmget(
-            self.keys_of(tracker_id).tracker(name, batch_id), ["pending", "total"]
+            self.keys_of(tracker_id(name, batch_id)).tracker(name, batch_id), ["pending", "total"]
         )
         return int(pending or 0), int(total or 0)
 

@@ -5,7 +5,7 @@ Keys of one queue share a hash tag, so a queue's streams live on one Redis Clust
 
 from __future__ import annotations
 
-from uuid import UUID
+from uuid import UUID, uuid5
 
 import redis
 import redis.asyncio as aioredis
@@ -20,6 +20,15 @@ PROJECTOR_CONSUMER = "projector"
 AGENT_TTL = 24 * 3600
 """Seconds an agent id stays known to `ax.activity` writes after its latest write (see
 `Keys.agent`); the check is skipped inside the task's own handler."""
+
+
+TRACKER_NAMESPACE = UUID("0f6a3c1e-9b7d-4e55-8c2a-6d1b7e9f4a20")
+
+
+def tracker_id(name: str, batch_id: str) -> UUID:
+    """The agent id of tracker `name`'s batch `batch_id`: its events' agent id, and the id
+    whose partition holds its keys and its fan-in (see `agentexec.partitions`)."""
+    return uuid5(TRACKER_NAMESPACE, f"{name}/{batch_id}")
 
 
 class Keys:

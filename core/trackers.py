@@ -17,7 +17,6 @@ last change if it never does.
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 import redis
@@ -38,12 +37,10 @@ from .events import (
 from .limits import check_name
 from .queue import _resolve_queue, queued_event, unknown_parent
 from .runtime import Runtime, current
-from .streams import AGENT_TTL
+from .streams import AGENT_TTL, tracker_id
 from .tasks import RUNNING_TASK, ParentId, Task, parent_of, running_task
 
 __all__ = ["Tracker"]
-
-_NAMESPACE = uuid.UUID("0f6a3c1e-9b7d-4e55-8c2a-6d1b7e9f4a20")
 
 
 class Tracker:
@@ -72,7 +69,7 @@ class Tracker:
         self.name = name
         self.batch_id = batch
         self.ttl = ttl
-        self.id = uuid.uuid5(_NAMESPACE, f"{name}/{batch}")
+        self.id = tracker_id(name, batch)
         """The tracker's own id: the `agent_id` of its events."""
 
     def __repr__(self) -> str:
@@ -163,7 +160,7 @@ class Tracker:
     def _counts(self) -> tuple[int, int]:
         runtime = current()
         try:
-            return runtime.broker.tracker_counts(self.id, self.name, self.batch_id)
+            return runtime.broker.tracker_counts(self.name, self.batch_id)
         except (redis.ConnectionError, redis.TimeoutError) as e:
             raise self._unavailable("read", e, runtime) from e
 
