@@ -448,7 +448,9 @@ def encode(event: Event) -> bytes:
     An event without a `tenant` gets the one of the task it is about (`agentexec.tenants`).
     An event without a `trace` gets the calling code's trace context, if a span is active
     there (`agentexec.tracing.current_trace`); a given one is bounded like it."""
-    event = _with_tenant(_with_trace(_with_recordable_texts(event)))
+    changes = {**_recordable_texts(event), **_trace(event), **_tenant(event)}
+    if changes:  # one copy of the event for all of them: this is every append's path
+        event = msgspec.structs.replace(event, **changes)
     try:
         data = _encoder.encode(event)
     except UnicodeEncodeError:
@@ -460,31 +462,35 @@ def encode(event: Event) -> bytes:
     return data
 
 
-def _with_tenant(event: Event) -> Event:
+def _tenant(event: Event) -> dict[str, Any]:
+    """The `tenant` change `encode` makes: a valid one kept, else the task's."""
     if event.tenant is not None:
-        return event if tenants.valid(event.tenant) else msgspec.structs.replace(event, tenant=None)
+        return {} if tenants.valid(event.tenant) else {"tenant": None}
     if isinstance(event, TaskQueued):
         # A task's own tenant, inherited or not, is in its metadata (see `tenants.resolve`).
         tenant = tenants.tenant_of(event.metadata)
-        return event if tenant is None else msgspec.structs.replace(event, tenant=tenant)
+        return {} if tenant is None else {"tenant": tenant}
     served = tenants.served()
     if served is None:
-        return event
+        return {}
     if event.agent_id in (served.agent_id, served.parent_id) or isinstance(event, TrackerEvent):
-        return msgspec.structs.replace(event, tenant=served.tenant)
-    return event
+        return {"tenant": served.tenant}
+    return {}
 
 
-def _with_trace(event: Event) -> Event:
+def _trace(event: Event) -> dict[str, Any]:
+    """The `trace` change `encode` makes: the caller's trace context, or the given one
+    bounded."""
     if event.trace is None:
         carrier = tracing.current_trace()
-        return event if carrier is None else msgspec.structs.replace(event, trace=carrier)
+        return {} if carrier is None else {"trace": carrier}
     carrier = tracing.bounded(event.trace)
-    return event if carrier == event.trace else msgspec.structs.replace(event, trace=carrier)
+    return {} if carrier == event.trace else {"trace": carrier}
 
 
-def _with_recordable_texts(event: Event) -> Event:
-    changes: dict[str, str] = {}
+def _recordable_texts(event: Event) -> dict[str, Any]:
+    """The `message` and `error` changes `encode` makes: the texts `recordable`."""
+    changes: dict[str, Any] = {}
     if event.message:
         message = recordable(event.message)
         if message is not event.message:
@@ -494,7 +500,7 @@ def _with_recordable_texts(event: Event) -> Event:
         shown = recordable(error)
         if shown is not error:
             changes["error"] = shown
-    return msgspec.structs.replace(event, **changes) if changes else event
+    return changes
 
 
 def _storable(value: Any) -> Any:
