@@ -1,24 +1,42 @@
-"""Archive: every event the projector applied, kept in SQL under its stream id.
+"""Archive: every event the projector applied, kept in SQL under its partition and stream id.
 
 The archive is the history that outlives Redis: the SSE history serves positions Redis no
 longer holds from it, `replay` audits it, `restore` puts lost tasks back from it, `rebuild`
 applies it again, and retention prunes it. This module is the only code that holds SQL over
 the archived events (the `ArchivedEvent` table); everyone else goes through `Archive`.
 
-Positions are `agentexec.positions.Position` values. Reads come in
-pages, in log order, each page one statement keyset-paginated on the table's key
-`(stream_ms, stream_seq)`, so a read never holds more than a page and never rescans what it
-already returned.
+Positions are `agentexec.positions.Position` values. An entry id is unique within its
+partition's log only (`AGENTEXEC_PARTITIONS`), so the table's key is `(partition, stream_ms,
+stream_seq)`, and an `Archive` works on one partition (0 by default, the only one with
+`AGENTEXEC_PARTITIONS=1`). Reads come in pages, in log order, each page one statement
+keyset-paginated on the table's key, so a read never holds more than a page and never rescans
+what it already returned. An `Archive` of every partition (`partition=None`) reads them
+merged in time order (stream id, then partition); it does not write.
 """
 
 from __future__ import annotations
 
 import contextlib
+import heapq
+import itertools
 from collections.abc import Collection, Iterator, Sequence
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import Connection, Engine, Select, Table, and_, delete, or_, select, tuple_
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Engine,
+    Select,
+    Table,
+    and_,
+    delete,
+    func,
+    or_,
+    select,
+    true,
+    tuple_,
+)
 
 from agentexec.activity.models import Activity, ArchivedEvent
 from agentexec.errors import EventDecodeError
@@ -38,7 +56,8 @@ _IN_LIST = 1000
 
 
 class Archive:
-    """The archived events reached through `bind`.
+    """The archived events of `partition` reached through `bind`; with `partition` None, of
+    every partition, for reading only (writes raise ValueError).
 
     Bound to a `Connection`, every statement runs on it, inside the caller's transaction
     (the projector's batch, a rebuild). Bound to an `Engine`, each read page takes a
@@ -46,17 +65,38 @@ class Archive:
     its own transaction. Reads return pages of at most `page` events.
     """
 
-    def __init__(self, bind: Engine | Connection, *, page: int = 5000) -> None:
+    def __init__(
+        self, bind: Engine | Connection, *, page: int = 5000, partition: int | None = 0
+    ) -> None:
         self.bind = bind
         self.page = page
+        self.partition = partition
+
+    def partitions(self) -> list[int]:
+        """The partitions that have archived events (this one's only, when it has one)."""
+        found: list[int] = []
+        with self._connect() as conn:
+            while True:  # one index seek per partition, not a scan of the table
+                low = _table.c.partition > found[-1] if found else true()
+                if self.partition is not None:
+                    low = and_(low, _table.c.partition == self.partition)
+                nxt = conn.execute(select(func.min(_table.c.partition)).where(low)).scalar()
+                if nxt is None:
+                    return found
+                found.append(int(nxt))
+
+    def of(self, partition: int) -> Archive:
+        """The archive of `partition`, through the same bind."""
+        return Archive(self.bind, page=self.page, partition=partition)
 
     def insert(self, batch: Sequence[Recorded]) -> None:
         """Archive `batch`, which the caller knows is new: through COPY on PostgreSQL with
         psycopg (see `bulk`). An event archived before raises IntegrityError."""
         if not batch:
             return
+        partition = self._writable()
         with self._begin() as conn:
-            bulk.insert_new(conn, _table, [_row(a) for a in batch])
+            bulk.insert_new(conn, _table, [_row(a, partition) for a in batch])
 
     def unarchived(self, batch: Sequence[Recorded]) -> list[Recorded]:
         """The events of `batch` (in log order) that are not archived yet."""
@@ -64,14 +104,15 @@ class Archive:
             return []
         first, last = batch[0].position, batch[-1].position
         query = select(_table.c.stream_ms, _table.c.stream_seq).where(
-            _key >= tuple_(*first), _key <= tuple_(*last)
+            self._mine(), _key >= tuple_(*first), _key <= tuple_(*last)
         )
         with self._connect() as conn:
             found = {(ms, seq) for ms, seq in conn.execute(query)}
         return [a for a in batch if a.position not in found]
 
     def archived(self, ids: Collection[str]) -> set[str]:
-        """The stream ids of `ids` that are archived."""
+        """The stream ids of `ids` that are archived (in this partition; in any, for an
+        archive of every partition)."""
         wanted = {Position.parse(i) for i in ids}
         millis = sorted({ms for ms, _ in wanted})
         found: set[str] = set()
@@ -79,29 +120,43 @@ class Archive:
             for start in range(0, len(millis), _IN_LIST):
                 rows = conn.execute(
                     select(_table.c.stream_ms, _table.c.stream_seq).where(
-                        _table.c.stream_ms.in_(millis[start : start + _IN_LIST])
+                        self._mine(), _table.c.stream_ms.in_(millis[start : start + _IN_LIST])
                     )
                 )
                 found |= {f"{ms}-{seq}" for ms, seq in rows if (ms, seq) in wanted}
         return found
 
     def bounds(self) -> tuple[Position, Position] | None:
-        """The first and the last archived position; None when the archive is empty."""
+        """The first and the last archived position; None when the archive is empty. Of
+        every partition: the first and the last of any."""
+        ends = [self.of(p)._bounds() for p in self.partitions()]
+        found = [b for b in ends if b is not None]
+        if not found:
+            return None
+        return min(b[0] for b in found), max(b[1] for b in found)
+
+    def last(self) -> Position | None:
+        """The last archived position; None when the archive is empty. Of every partition:
+        the last of any."""
+        if self.partition is None:
+            bounds = self.bounds()
+            return None if bounds is None else bounds[1]
+        with self._connect() as conn:
+            return _last(conn, self.partition)
+
+    def _bounds(self) -> tuple[Position, Position] | None:
+        assert self.partition is not None
         with self._connect() as conn:
             first = conn.execute(
                 select(_table.c.stream_ms, _table.c.stream_seq)
+                .where(self._mine())
                 .order_by(_table.c.stream_ms, _table.c.stream_seq)
                 .limit(1)
             ).first()
-            last = _last(conn)
+            last = _last(conn, self.partition)
         if first is None or last is None:
             return None
         return Position(first[0], first[1]), last
-
-    def last(self) -> Position | None:
-        """The last archived position; None when the archive is empty."""
-        with self._connect() as conn:
-            return _last(conn)
 
     def read(
         self,
@@ -118,9 +173,13 @@ class Archive:
         `agent_id` keeps one agent's events (an indexed query); `task_name` keeps every event
         of the agents that have an event of that task name anywhere in the archive. An event
         that does not decode raises `EventDecodeError`, or is left out with
-        `skip_undecodable`. An empty page is never yielded.
+        `skip_undecodable`. An empty page is never yielded. An archive of every partition
+        yields them merged in time order (stream id, then partition), its pages of at most
+        `page` events too.
         """
-        query = select(_table.c.stream_ms, _table.c.stream_seq, _table.c.data)
+        if self.partition is None:
+            return self._merged(after, until, agent_id, task_name, skip_undecodable)
+        query = select(_table.c.stream_ms, _table.c.stream_seq, _table.c.data).where(self._mine())
         if until is not None:
             query = query.where(_key <= tuple_(*until))
         if agent_id is not None:
@@ -133,21 +192,25 @@ class Archive:
         self, agent_ids: Sequence[UUID], kinds: Collection[type[AnyEvent]]
     ) -> Iterator[list[Recorded]]:
         """The archived events of `agent_ids` whose type is one of `kinds`, in pages: each
-        agent's events come in log order (the pages of different agents interleave)."""
+        agent's events come in log order (the pages of different agents interleave). An
+        archive of every partition finds each agent in its partition (an agent's events are
+        all in one)."""
         tags = [kind.__struct_config__.tag for kind in kinds]
         for start in range(0, len(agent_ids), _IN_LIST):
             part = agent_ids[start : start + _IN_LIST]
-            query = select(_table.c.stream_ms, _table.c.stream_seq, _table.c.data).where(
-                _table.c.agent_id.in_(part), _table.c.type.in_(tags)
-            )
-            yield from self._pages(query, None, False)
+            query = select(
+                _table.c.stream_ms, _table.c.stream_seq, _table.c.data, _table.c.partition
+            ).where(self._mine(), _table.c.agent_id.in_(part), _table.c.type.in_(tags))
+            yield from self._pages_by_partition(query)
 
     def prune(self, below: Position, *, batch_size: int) -> Iterator[int]:
-        """Delete the archived events below `below`, except those of agents whose activity
-        has not ended (restore queues those again from their archived `task.queued`): up to
-        `batch_size` events per transaction, oldest first. Yields how many each transaction
-        removed, until one removes none or there is nothing left."""
+        """Delete the archived events of this partition below `below`, except those of
+        agents whose activity has not ended (restore queues those again from their archived
+        `task.queued`): up to `batch_size` events per transaction, oldest first. Yields how
+        many each transaction removed, until one removes none or there is nothing left."""
+        self._writable()
         removable = and_(
+            self._mine(),
             _key < tuple_(*below),
             _table.c.agent_id.not_in(
                 select(_activity.c.agent_id).where(_activity.c.status.not_in(list(TERMINAL)))
@@ -168,8 +231,60 @@ class Archive:
             if last is None or not count:
                 return
 
+    def _merged(
+        self,
+        after: Position | None,
+        until: Position | None,
+        agent_id: UUID | None,
+        task_name: str | None,
+        skip_undecodable: bool,
+    ) -> Iterator[list[Recorded]]:
+        def tagged(partition: int) -> Iterator[tuple[Position, int, Recorded]]:
+            pages = self.of(partition).read(
+                after,
+                until,
+                agent_id=agent_id,
+                task_name=task_name,
+                skip_undecodable=skip_undecodable,
+            )
+            return ((r.position, partition, r) for page in pages for r in page)
+
+        merged = heapq.merge(*(tagged(p) for p in self.partitions()), key=lambda t: t[:2])
+        while page := [r for _, _, r in itertools.islice(merged, self.page)]:
+            yield page
+
+    def _mine(self) -> ColumnElement[bool]:
+        """The rows of this archive's partition (every row for every partition)."""
+        return true() if self.partition is None else _table.c.partition == self.partition
+
+    def _writable(self) -> int:
+        if self.partition is None:
+            raise ValueError("an Archive of every partition only reads; name a partition")
+        return self.partition
+
+    def _pages_by_partition(self, query: Select[Any]) -> Iterator[list[Recorded]]:
+        """`_pages` for a query of several partitions: keyset-paginated on (partition,
+        stream id), so that one id in two partitions is read twice."""
+        key = tuple_(_table.c.partition, _table.c.stream_ms, _table.c.stream_seq)
+        query = query.order_by(_table.c.partition, _table.c.stream_ms, _table.c.stream_seq).limit(
+            self.page
+        )
+        cursor: tuple[int, int, int] | None = None
+        while True:
+            paged = query if cursor is None else query.where(key > tuple_(*cursor))
+            with self._connect() as conn:
+                rows = conn.execute(paged).all()
+            if not rows:
+                return
+            page = _decoded([row[:3] for row in rows], False)
+            if page:
+                yield page
+            if len(rows) < self.page:
+                return
+            cursor = (rows[-1][3], rows[-1][0], rows[-1][1])
+
     def _of_task(self, task_name: str) -> Any:
-        named = _table.c.task_name == task_name
+        named = and_(self._mine(), _table.c.task_name == task_name)
         with self._connect() as conn:
             agents = list(conn.execute(select(_table.c.agent_id).where(named).distinct()).scalars())
         if len(agents) <= _IN_LIST:
@@ -206,9 +321,10 @@ class Archive:
         return self.bind.begin()
 
 
-def _last(conn: Connection) -> Position | None:
+def _last(conn: Connection, partition: int) -> Position | None:
     row = conn.execute(
         select(_table.c.stream_ms, _table.c.stream_seq)
+        .where(_table.c.partition == partition)
         .order_by(_table.c.stream_ms.desc(), _table.c.stream_seq.desc())
         .limit(1)
     ).first()
@@ -226,10 +342,11 @@ def _decoded(rows: Sequence[Any], skip_undecodable: bool) -> list[Recorded]:
     return page
 
 
-def _row(applied: Recorded) -> dict[str, Any]:
+def _row(applied: Recorded, partition: int) -> dict[str, Any]:
     ms, seq = applied.position
     event = applied.event
     return {
+        "partition": partition,
         "stream_ms": ms,
         "stream_seq": seq,
         "type": type(event).__struct_config__.tag,

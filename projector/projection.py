@@ -48,17 +48,19 @@ def apply(
     batch: Sequence[Recorded],
     *,
     archive: bool = True,
+    partition: int = 0,
     transitions: list[Transition] | None = None,
 ) -> None:
     """Apply `batch` (in stream order) to the read model; `archive=False` when replaying the
-    archive itself. The events must be new to the read model (the checkpoint says so, or
+    archive itself; else the events are archived in `partition` (of the log they were read
+    from). The events must be new to the read model (the checkpoint says so, or
     `Archive.unarchived` picked them): an event applied before raises IntegrityError on its archive
     row. Each change of an activity is added to `transitions` when given (for metrics, once
     the transaction commits)."""
     if not batch:
         return
     if archive:
-        Archive(conn).insert(batch)
+        Archive(conn, partition=partition).insert(batch)
     agents = {a.event.agent_id for a in batch}
     current = _load(conn, agents)
     row_ids = {agent_id: activity_row_id(agent_id) for agent_id in agents}

@@ -256,6 +256,11 @@ class ArchivedEvent(Base):
 
     __tablename__ = f"{TABLE_PREFIX}events"
 
+    partition: Mapped[int] = mapped_column(
+        Integer, primary_key=True, autoincrement=False, server_default=text("0")
+    )
+    """The partition whose log the event was in (`AGENTEXEC_PARTITIONS`): an entry id is
+    unique within its partition only. 0 with one partition."""
     stream_ms: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     stream_seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     type: Mapped[str] = mapped_column(String(64))
@@ -272,7 +277,8 @@ class ArchivedEvent(Base):
 
 
 class Checkpoint(Base):
-    """How far the projector has applied a stream; advanced in each batch's transaction."""
+    """How far the projector has applied a stream (one partition's log, named by its key);
+    advanced in each batch's transaction."""
 
     __tablename__ = f"{TABLE_PREFIX}checkpoints"
 

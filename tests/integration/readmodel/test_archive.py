@@ -211,3 +211,49 @@ def test_positions_read_back_as_the_stream_ids_inserted(engine: Engine) -> None:
     (read,) = [a for page in archive.read() for a in page]
     assert read.position == (9999999999999, 12345)
     assert read.ts == at.replace(tzinfo=None)
+
+
+def test_partitions_keep_the_same_ids_apart(engine: Engine) -> None:
+    """An entry id is unique within its partition's log only: the same ids in two
+    partitions are archived twice, and each partition reads, bounds and prunes its own."""
+    a, b = uuid.uuid4(), uuid.uuid4()
+    first = _applied(lifecycle(a, steps=2))
+    second = _applied(lifecycle(b, steps=1))  # the same ids as the start of `first`
+    zero, two = Archive(engine, page=2), Archive(engine, page=2, partition=2)
+    zero.insert(first)
+    two.insert(second)
+
+    assert _flat(zero.read()) == [r.event_id for r in first]
+    assert {r.event.agent_id for p in two.read() for r in p} == {b}
+    assert _flat(two.read(agent_id=a)) == []
+    assert two.bounds() == (second[0].position, second[-1].position)
+    assert zero.last() == first[-1].position
+    assert two.archived([r.event_id for r in first]) == {r.event_id for r in second}
+    assert two.unarchived(first) == first[len(second) :]
+    assert zero.partitions() == [0] and two.partitions() == [2]
+    with pytest.raises(IntegrityError):
+        two.insert(second[:1])
+
+    every = Archive(engine, page=3, partition=None)
+    assert every.partitions() == [0, 2]
+    assert every.bounds() == (first[0].position, first[-1].position)
+    merged = [(r.position, r.event.agent_id) for p in every.read() for r in p]
+    assert merged == sorted(
+        [(r.position, a) for r in first] + [(r.position, b) for r in second],
+        key=lambda t: (t[0], t[1] != a),  # time, then partition (a's is 0)
+    )
+    assert all(len(p) == 3 for p in list(every.read())[:-1])
+    assert _flat(every.read(agent_id=b)) == [r.event_id for r in second]
+    kinds = (TaskQueued, TaskStarted, TaskCompleted, TaskFailed)
+    both = [(r.event.agent_id, r.event_id) for p in every.read_agents([a, b], kinds) for r in p]
+    assert sorted(both) == sorted(
+        [(a, r.event_id) for r in first if not isinstance(r.event, TaskProgress)]
+        + [(b, r.event_id) for r in second if not isinstance(r.event, TaskProgress)]
+    )
+    with pytest.raises(ValueError, match="name a partition"):
+        every.insert(first)
+
+    # Pruning partition 2 leaves partition 0's events with the same ids alone.
+    assert sum(two.prune(second[-1].position.after(), batch_size=10)) == len(second)
+    assert list(two.read()) == []
+    assert _flat(zero.read()) == [r.event_id for r in first]

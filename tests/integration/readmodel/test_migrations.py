@@ -238,3 +238,60 @@ def test_timing_revision_upgrades_a_database_with_activities(
     with engine.connect() as conn:
         assert conn.execute(text(f"SELECT count(*) FROM {table}")).scalar() == 1
     engine.dispose()
+
+
+def test_partition_revision_keeps_the_archived_events_in_partition_0(
+    database: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """agentexec_0006 puts the events archived before it in partition 0 and keys the
+    archive by (partition, stream id): one id may then be archived once per partition. Its
+    downgrade restores the key by stream id alone."""
+    project = tmp_path / "project"
+    (project / "myapp").mkdir(parents=True)
+    (project / "myapp" / "__init__.py").write_text("")
+    (project / "myapp" / "models.py").write_text(APP_MODELS)
+    (project / "alembic" / "versions").mkdir(parents=True)
+    (project / "alembic" / "env.py").write_text(SEED_ENV)
+    (project / "alembic" / "script.py.mako").write_text("")
+    monkeypatch.syspath_prepend(str(project))
+    monkeypatch.setenv("DATABASE_URL", database)
+    config = Config()
+    config.set_main_option("script_location", str(project / "alembic"))
+    config.set_main_option("version_locations", f"{project}/alembic/versions agentexec:migrations")
+    config.set_main_option("path_separator", "space")
+
+    command.upgrade(config, "agentexec_0005")
+    engine = create_engine(database)
+    table = f"{ax.CONF.table_prefix}events"
+    insert = text(
+        f"INSERT INTO {table} (stream_ms, stream_seq, type, agent_id, task_name, ts, data) "
+        "VALUES (:ms, 0, 'task.queued', :agent, 't', '2026-01-01 00:00:00', '{}')"
+    )
+    with engine.begin() as conn:
+        for ms in (1, 2):
+            conn.execute(insert, {"ms": ms, "agent": uuid.uuid4().hex})
+    command.upgrade(config, "heads")
+    with engine.begin() as conn:
+        rows = conn.execute(text(f'SELECT "partition", stream_ms FROM {table} ORDER BY 2')).all()
+        assert [tuple(r) for r in rows] == [(0, 1), (0, 2)]
+        conn.execute(
+            text(
+                f'INSERT INTO {table} ("partition", stream_ms, stream_seq, type, agent_id, '
+                "task_name, ts, data) VALUES (1, 1, 0, 'task.queued', :agent, 't', "
+                "'2026-01-01 00:00:00', '{}')"
+            ),
+            {"agent": uuid.uuid4().hex},
+        )
+    key = inspect(engine).get_pk_constraint(table)["constrained_columns"]
+    assert key == ["partition", "stream_ms", "stream_seq"]
+
+    with engine.begin() as conn:
+        conn.execute(text(f'DELETE FROM {table} WHERE "partition" = 1'))
+    command.downgrade(config, "agentexec_0005")
+    assert inspect(engine).get_pk_constraint(table)["constrained_columns"] == [
+        "stream_ms",
+        "stream_seq",
+    ]
+    with engine.connect() as conn:
+        assert conn.execute(text(f"SELECT count(*) FROM {table}")).scalar() == 2
+    engine.dispose()
