@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import multiprocessing.process
 import signal
@@ -44,6 +45,8 @@ logger = logging.getLogger(__name__)
 H = TypeVar("H", bound=Callable[..., Any])
 
 _RESTART_BACKOFF_MAX = 30.0
+_KILL_WAIT = 10.0
+"""Seconds to wait for a worker process to exit after SIGKILL."""
 
 
 class Pool:
@@ -326,11 +329,26 @@ class Pool:
             raise PoolStartError(f"pool.start(): {supervisor.start_error}")
 
     def shutdown(self, timeout: float | None = None) -> None:
-        """Stop the workers started by `start()` gracefully and wait for them to exit."""
-        if self._supervisor is not None:
-            self._supervisor.request_stop()
+        """Stop the workers started by `start()` gracefully and wait for them to exit, up to
+        `timeout` seconds (None: `AGENTEXEC_GRACEFUL_SHUTDOWN_TIMEOUT` plus 30); past it, log
+        and kill the worker processes that are left."""
+        supervisor = self._supervisor
+        if supervisor is not None:
+            supervisor.request_stop()
         if self._thread is not None:
+            if timeout is None:
+                settings = self.runtime().settings if supervisor is None else supervisor.settings
+                timeout = settings.graceful_shutdown_timeout + 30
             self._thread.join(timeout)
+            if self._thread.is_alive() and supervisor is not None:
+                logger.error(
+                    "pool %s: the workers did not stop within %.0fs of pool.shutdown(); "
+                    "killing the worker processes left",
+                    supervisor.pool_id,
+                    timeout,
+                )
+                supervisor.kill_workers()
+                self._thread.join(_KILL_WAIT)
             self._thread = None
 
     def _projector(
@@ -427,7 +445,9 @@ class _Supervisor:
     def request_stop(self) -> None:
         self._stop_requested = True
         if self._loop is not None and self._stop is not None:
-            self._loop.call_soon_threadsafe(self._stop.set)
+            # A loop that ended (the supervisor stopped already) has nothing left to stop.
+            with contextlib.suppress(RuntimeError):
+                self._loop.call_soon_threadsafe(self._stop.set)
 
     async def run(self, install_signals: bool) -> None:
         self._loop = asyncio.get_running_loop()
@@ -622,13 +642,21 @@ class _Supervisor:
                     process.terminate()
                 except ProcessLookupError:
                     pass
-        deadline = self.settings.graceful_shutdown_timeout + 10
+        # One deadline for all of them: they stop together, not one after the other.
+        deadline = time.monotonic() + self.settings.graceful_shutdown_timeout + 10
         for process in live:
-            await asyncio.to_thread(process.join, deadline)
+            await asyncio.to_thread(process.join, max(0.0, deadline - time.monotonic()))
             if process.is_alive():
                 logger.error(
                     "pool %s: worker pid %s did not stop; killing it", self.pool_id, process.pid
                 )
                 process.kill()
-                await asyncio.to_thread(process.join)
+                await asyncio.to_thread(process.join, _KILL_WAIT)
         logger.info("pool %s: stopped", self.pool_id)
+
+    def kill_workers(self) -> None:
+        """SIGKILL the worker processes still alive (from any thread: a stop that overran)."""
+        for process in list(self.processes.values()):
+            if process.is_alive():
+                logger.error("pool %s: killing worker pid %s", self.pool_id, process.pid)
+                process.kill()

@@ -143,3 +143,24 @@ def test_the_cli_rejects_a_bad_pool_reference() -> None:
         text=True,
     )
     assert "not an ax.Pool" in out.stderr
+
+
+async def test_a_shutdown_that_overruns_its_timeout_kills_the_workers(
+    redis_conf: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    ax.CONF.graceful_shutdown_timeout = 120  # the workers would wait this long for the task
+    basic.pool.start()
+    try:
+        pids = list(basic.pool.worker_pids)
+        task = await ax.enqueue("echo", Echo(text="long", delay=600))
+        await _wait_running(task.agent_id)
+        started = asyncio.get_running_loop().time()
+        await asyncio.to_thread(basic.pool.shutdown, 1)
+        waited = asyncio.get_running_loop().time() - started
+    finally:
+        basic.pool.shutdown()
+    assert waited < 60, "shutdown(timeout=1) waited for the task instead of killing the workers"
+    assert "did not stop within 1s of pool.shutdown()" in caplog.text
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
