@@ -1,0 +1,277 @@
+"""Scale benchmark (issue 14): one Redis server against a 3-primary Redis Cluster.
+
+    python -m tests.bench.cluster_scale [--tasks 5000] [--events 20000] [--owners 3]
+        [--setups single:1,cluster:1,cluster:3,cluster:6]
+
+Each setup is a Redis layout and a partition count (`AGENTEXEC_PARTITIONS`): `single:1` is one
+`redis-server`; `cluster:P` a 3-primary cluster started for the run (tests/support/cluster.py),
+with P partitions. For each, on servers of its own:
+
+- tasks/s end to end: N no-op tasks enqueued (200 in flight at a time) and gathered by a pool
+  of `--workers` processes, over the time from the first enqueue to the last result;
+- Redis CPU per task on each primary: the `used_cpu_sys + used_cpu_user` delta of `INFO cpu`
+  over the run, divided by N;
+- each primary's share of the commands (`INFO commandstats` calls delta, without the
+  benchmark's own INFO, DBSIZE and the clients' CLUSTER and PING calls) and of the keys
+  (`DBSIZE` after the run), and whether each share is within +-15% of even (1 / primaries);
+- projector throughput: events/s applied from a backlog of `--events` events, with 1 owner and
+  with `--owners` owners sharing the partitions (setups with P > 1).
+
+Figures are printed; docs/scaling.md holds the last run's and what they predict.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from uuid import UUID
+
+import redis
+from pydantic import BaseModel
+from sqlalchemy import Engine, func, select
+
+import agentexec as ax
+from agentexec import events
+from agentexec.activity.models import ArchivedEvent
+from agentexec.connection import close_redis
+from tests.bench.projector import Database
+from tests.integration.readmodel.test_faults import ProjectorProcess
+from tests.integration.readmodel.workload import traffic
+from tests.support.cluster import RedisClusterSetup
+from tests.support.redis_servers import Node
+from tests.support.waiting import wait_for
+
+EVEN_WITHIN = 0.15
+"""A primary's share is even when it is within this fraction of 1 / primaries."""
+
+_NOT_COUNTED = {"info", "dbsize", "cluster", "ping", "config", "client", "command", "hello"}
+"""Commands of the measurement and of the clients' topology discovery, not of the work."""
+
+
+class Noop(BaseModel):
+    n: int = 0
+
+
+pool = ax.Pool(queue_name="bench")
+
+
+@pool.task("noop")
+async def noop(agent_id: UUID, context: Noop) -> int:
+    return context.n
+
+
+@dataclass(frozen=True)
+class Setup:
+    layout: str
+    """"single" (one redis-server) or "cluster" (3 primaries)."""
+    partitions: int
+
+    @classmethod
+    def parse(cls, text: str) -> Setup:
+        layout, _, count = text.partition(":")
+        if layout not in ("single", "cluster") or not count.isdigit():
+            raise argparse.ArgumentTypeError(f"setup {text!r}: use single:P or cluster:P")
+        return cls(layout, int(count))
+
+    def __str__(self) -> str:
+        primaries = "1 server" if self.layout == "single" else "3-primary cluster"
+        return f"{primaries}, P={self.partitions}"
+
+
+@dataclass
+class Sample:
+    """What `INFO` says of one primary at one moment."""
+
+    cpu: float
+    calls: int
+
+
+@dataclass
+class Result:
+    setup: Setup
+    tasks: int
+    tasks_per_s: float
+    cpu_us_per_task: dict[str, float] = field(default_factory=dict)
+    command_share: dict[str, float] = field(default_factory=dict)
+    key_share: dict[str, float] = field(default_factory=dict)
+    keys: dict[str, int] = field(default_factory=dict)
+    projector: dict[int, float] = field(default_factory=dict)
+    """Events/s applied by this many owners."""
+
+
+def sample(client: redis.Redis) -> Sample:
+    cpu = client.info("cpu")
+    stats = client.info("commandstats")
+    calls = sum(
+        int(value["calls"])
+        for name, value in stats.items()
+        if name.removeprefix("cmdstat_").split("|")[0] not in _NOT_COUNTED
+    )
+    return Sample(float(cpu["used_cpu_sys"]) + float(cpu["used_cpu_user"]), calls)
+
+
+def even(share: float, primaries: int) -> bool:
+    return abs(share - 1 / primaries) <= EVEN_WITHIN / primaries
+
+
+@contextmanager
+def servers(setup: Setup) -> Iterator[tuple[str, dict[str, redis.Redis]]]:
+    """The setup's Redis: its URL, and a client of each primary by name."""
+    if setup.layout == "single":
+        folder = Path(tempfile.mkdtemp(prefix="axbench-single-"))
+        node = Node(folder, "server", ["maxmemory-policy noeviction"], sentinel=False)
+        try:
+            node.wait_started()
+            yield f"redis://127.0.0.1:{node.port}", {node.name: node.client}
+        finally:
+            node.stop()
+            shutil.rmtree(folder, ignore_errors=True)
+        return
+    cluster = RedisClusterSetup().start()
+    try:
+        yield cluster.url, {node.name: node.client for node in cluster.nodes}
+    finally:
+        cluster.stop()
+
+
+def configure(setup: Setup, url: str) -> None:
+    name = f"axbench-{uuid.uuid4().hex[:8]}"
+    # One partition on a cluster: every key in the prefix's slot (its hash tag).
+    tagged = setup.layout == "cluster" and setup.partitions == 1
+    ax.CONF.key_prefix = "{" + name + "}" if tagged else name
+    ax.CONF.redis_url = url
+    ax.CONF.partitions = setup.partitions
+    os.environ["AGENTEXEC_PARTITIONS"] = str(setup.partitions)
+
+
+async def run_tasks(count: int) -> float:
+    await ax.gather(*[await ax.enqueue("noop", Noop(n=n)) for n in range(20)], timeout=60)
+    started = time.perf_counter()
+    tasks: list[ax.Task] = []
+    for i in range(0, count, 200):
+        batch = range(i, min(i + 200, count))
+        tasks += await asyncio.gather(*(ax.enqueue("noop", Noop(n=n)) for n in batch))
+    await ax.gather(*tasks, timeout=600)
+    elapsed = time.perf_counter() - started
+    await close_redis()
+    return count / elapsed
+
+
+def measure_tasks(
+    setup: Setup, url: str, primaries: dict[str, redis.Redis], args: argparse.Namespace
+) -> Result:
+    configure(setup, url)
+    pool.num_workers, pool.concurrency = args.workers, args.concurrency
+    pool.start()
+    try:
+        before = {name: sample(client) for name, client in primaries.items()}
+        tasks_per_s = asyncio.run(run_tasks(args.tasks))
+        after = {name: sample(client) for name, client in primaries.items()}
+    finally:
+        pool.shutdown()
+    keys = {name: int(client.dbsize()) for name, client in primaries.items()}
+    result = Result(setup, args.tasks, tasks_per_s, keys=keys)
+    calls = {name: after[name].calls - before[name].calls for name in primaries}
+    for name in primaries:
+        result.cpu_us_per_task[name] = (after[name].cpu - before[name].cpu) / args.tasks * 1e6
+        result.command_share[name] = calls[name] / max(1, sum(calls.values()))
+        result.key_share[name] = keys[name] / max(1, sum(keys.values()))
+    return result
+
+
+def append_backlog(count: int) -> int:
+    """About `count` events of interleaved tasks, each task's in the log of its partition."""
+    runtime = ax.runtime.current()
+    client = runtime.sync_redis()
+    backlog = traffic(count)
+    for start in range(0, len(backlog), 2000):
+        pipe = client.pipeline(transaction=False)
+        for event in backlog[start : start + 2000]:
+            pipe.xadd(runtime.partitions.keys_of(event.agent_id).events, events.entry(event))
+        pipe.execute()
+    return len(backlog)
+
+
+def archived(engine: Engine) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(ArchivedEvent)).scalar_one())
+
+
+def measure_projector(owners: int, count: int) -> float:
+    """Events/s that `owners` projector processes apply together: from the moment the backlog
+    is appended (every process started and waiting) until the archive holds all of it."""
+    db = Database("postgresql")
+    url = db.engine.url.render_as_string(hide_password=False)
+    processes = [ProjectorProcess(url) for _ in range(owners)]
+    try:
+        for process in processes:
+            wait_for(
+                lambda process=process: "started on" in Path(process.log.name).read_text(),
+                timeout=60,
+                what="a projector to start",
+            )
+        started = time.perf_counter()
+        total = append_backlog(count)
+        wait_for(lambda: archived(db.engine) >= total, timeout=600, what="the backlog archived")
+        return total / (time.perf_counter() - started)
+    finally:
+        for process in processes:
+            process.stop()
+            process.close()
+        db.close()
+
+
+def report(result: Result) -> None:
+    primaries = len(result.keys)
+    print(f"{result.setup}: {result.tasks_per_s:,.0f} tasks/s ({result.tasks:,} no-op tasks)")
+    total = sum(result.cpu_us_per_task.values())
+    print(f"  Redis CPU per task: {total:.0f} us in all")
+    for name in result.keys:
+        commands, keys = result.command_share[name], result.key_share[name]
+        print(
+            f"  {name}: {result.cpu_us_per_task[name]:5.0f} us CPU/task, "
+            f"commands {commands:6.1%} ({'even' if even(commands, primaries) else 'UNEVEN'}), "
+            f"keys {keys:6.1%} ({result.keys[name]:,}; "
+            f"{'even' if even(keys, primaries) else 'UNEVEN'})"
+        )
+    for owners, rate in sorted(result.projector.items()):
+        print(f"  projector, {owners} owner(s): {rate:,.0f} events/s")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--tasks", type=int, default=5_000)
+    parser.add_argument(
+        "--setups",
+        type=lambda text: [Setup.parse(s) for s in text.split(",")],
+        default=[Setup("single", 1), Setup("cluster", 1), Setup("cluster", 3), Setup("cluster", 6)],
+    )
+    parser.add_argument("--events", type=int, default=20_000, help="projector backlog; 0: none")
+    parser.add_argument("--owners", type=int, default=3, help="projector processes, P > 1")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--concurrency", type=int, default=64)
+    args = parser.parse_args()
+    print(
+        f"cluster scale benchmark: {args.workers} worker processes x {args.concurrency} "
+        f"concurrent tasks, {os.cpu_count()} CPUs"
+    )
+    for setup in args.setups:
+        with servers(setup) as (url, primaries):
+            result = measure_tasks(setup, url, primaries, args)
+            for owners in sorted({1, min(args.owners, setup.partitions)}) if args.events else ():
+                configure(setup, url)  # a namespace of its own: an empty log
+                result.projector[owners] = measure_projector(owners, args.events)
+        report(result)
+
+
+if __name__ == "__main__":
+    main()
