@@ -10,7 +10,8 @@ with P partitions. For each, on servers of its own:
 - tasks/s end to end: N no-op tasks enqueued (200 in flight at a time) and gathered by a pool
   of `--workers` processes, over the time from the first enqueue to the last result;
 - Redis CPU per task on each primary: the `used_cpu_sys + used_cpu_user` delta of `INFO cpu`
-  over the run, divided by N;
+  over the run, divided by N; and beyond idle: less what the primary spends in the same time
+  with the pool started and no task (measured over a quiet window before the run);
 - each primary's share of the commands (`INFO commandstats` calls delta, without the
   benchmark's own INFO, DBSIZE and the clients' CLUSTER and PING calls) and of the keys
   (`DBSIZE` after the run), and whether each share is within +-15% of even (1 / primaries);
@@ -52,6 +53,9 @@ from tests.support.waiting import wait_for
 
 EVEN_WITHIN = 0.15
 """A primary's share is even when it is within this fraction of 1 / primaries."""
+
+IDLE_SECONDS = 2.0
+"""The quiet window over which a primary's idle CPU is measured."""
 
 _NOT_COUNTED = {"info", "dbsize", "cluster", "ping", "config", "client", "command", "hello"}
 """Commands of the measurement and of the clients' topology discovery, not of the work."""
@@ -101,6 +105,9 @@ class Result:
     tasks: int
     tasks_per_s: float
     cpu_us_per_task: dict[str, float] = field(default_factory=dict)
+    net_us_per_task: dict[str, float] = field(default_factory=dict)
+    """CPU per task beyond what the primary spends idle in the same time."""
+    idle_ms_per_s: dict[str, float] = field(default_factory=dict)
     command_share: dict[str, float] = field(default_factory=dict)
     key_share: dict[str, float] = field(default_factory=dict)
     keys: dict[str, int] = field(default_factory=dict)
@@ -173,8 +180,14 @@ def measure_tasks(
     pool.num_workers, pool.concurrency = args.workers, args.concurrency
     pool.start()
     try:
+        # The servers' cost of being there (cron, cluster bus, the pool's idle blocking
+        # reads), measured over a quiet window, so that it can be told from the tasks' cost.
+        quiet = {name: sample(client) for name, client in primaries.items()}
+        time.sleep(IDLE_SECONDS)
         before = {name: sample(client) for name, client in primaries.items()}
+        started = time.perf_counter()
         tasks_per_s = asyncio.run(run_tasks(args.tasks))
+        elapsed = time.perf_counter() - started
         after = {name: sample(client) for name, client in primaries.items()}
     finally:
         pool.shutdown()
@@ -182,7 +195,11 @@ def measure_tasks(
     result = Result(setup, args.tasks, tasks_per_s, keys=keys)
     calls = {name: after[name].calls - before[name].calls for name in primaries}
     for name in primaries:
-        result.cpu_us_per_task[name] = (after[name].cpu - before[name].cpu) / args.tasks * 1e6
+        idle = (before[name].cpu - quiet[name].cpu) / IDLE_SECONDS
+        result.idle_ms_per_s[name] = idle * 1e3
+        busy = after[name].cpu - before[name].cpu
+        result.cpu_us_per_task[name] = busy / args.tasks * 1e6
+        result.net_us_per_task[name] = max(0.0, busy - idle * elapsed) / args.tasks * 1e6
         result.command_share[name] = calls[name] / max(1, sum(calls.values()))
         result.key_share[name] = keys[name] / max(1, sum(keys.values()))
     return result
@@ -233,12 +250,14 @@ def measure_projector(owners: int, count: int) -> float:
 def report(result: Result) -> None:
     primaries = len(result.keys)
     print(f"{result.setup}: {result.tasks_per_s:,.0f} tasks/s ({result.tasks:,} no-op tasks)")
-    total = sum(result.cpu_us_per_task.values())
-    print(f"  Redis CPU per task: {total:.0f} us in all")
+    total, net = sum(result.cpu_us_per_task.values()), sum(result.net_us_per_task.values())
+    print(f"  Redis CPU per task: {total:.0f} us in all, {net:.0f} us beyond idle")
     for name in result.keys:
         commands, keys = result.command_share[name], result.key_share[name]
         print(
-            f"  {name}: {result.cpu_us_per_task[name]:5.0f} us CPU/task, "
+            f"  {name}: {result.cpu_us_per_task[name]:5.1f} us CPU/task "
+            f"({result.net_us_per_task[name]:5.1f} beyond idle; idle "
+            f"{result.idle_ms_per_s[name]:.1f} ms/s), "
             f"commands {commands:6.1%} ({'even' if even(commands, primaries) else 'UNEVEN'}), "
             f"keys {keys:6.1%} ({result.keys[name]:,}; "
             f"{'even' if even(keys, primaries) else 'UNEVEN'})"
