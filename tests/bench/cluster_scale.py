@@ -225,17 +225,24 @@ def archived(engine: Engine) -> int:
 
 def measure_projector(owners: int, count: int) -> float:
     """Events/s that `owners` projector processes apply together: from the moment the backlog
-    is appended (every process started and waiting) until the archive holds all of it."""
+    is appended (every process holding its share of the partitions) until the archive holds
+    all of it."""
     db = Database("postgresql")
     url = db.engine.url.render_as_string(hide_password=False)
     processes = [ProjectorProcess(url) for _ in range(owners)]
+    partitions = ax.runtime.current().partitions.count
+
+    def held(process: ProjectorProcess) -> int:
+        log = Path(process.log.name).read_text()
+        return log.count(": owns ") - log.count(": hands ")
+
+    def settled() -> bool:
+        shares = [held(process) for process in processes]
+        return min(shares) >= 1 and sum(shares) == partitions
+
     try:
-        for process in processes:
-            wait_for(
-                lambda process=process: "started on" in Path(process.log.name).read_text(),
-                timeout=60,
-                what="a projector to start",
-            )
+        # Every process holds its share of the partitions before the backlog comes.
+        wait_for(settled, timeout=120, what=f"{owners} projectors to share the partitions")
         started = time.perf_counter()
         total = append_backlog(count)
         wait_for(lambda: archived(db.engine) >= total, timeout=600, what="the backlog archived")
