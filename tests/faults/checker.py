@@ -24,17 +24,17 @@ from collections import Counter
 from pathlib import Path
 from uuid import UUID
 
-from sqlalchemy import select
+from sqlalchemy import Engine, select
 
 import agentexec as ax
 from agentexec import events
-from agentexec.activity.models import Activity, ArchivedEvent
+from agentexec.activity.models import Activity, ArchivedEvent, Checkpoint
 from agentexec.connection import get_redis
 from agentexec.events import ACTIVE, TERMINAL, Status
 from agentexec.projector.rebuild import rebuild
 from agentexec.streams import WORKERS_GROUP
 from tests.faults.cluster import Cluster
-from tests.integration.readmodel.workload import checkpoint_position, snapshot, wait_until
+from tests.integration.readmodel.workload import snapshot, wait_until
 from tests.support.waiting import scaled
 
 TERMINAL_EVENTS = (events.TaskCompleted, events.TaskFailed, events.TaskCanceled)
@@ -48,6 +48,12 @@ async def _outcome(task: ax.Task, timeout: float) -> tuple[UUID, Status | None, 
         return task.agent_id, status, e.error
     except TimeoutError:
         return task.agent_id, None, None
+
+
+def _checkpoint(engine: Engine, log: str) -> str | None:
+    """How far the projector has applied the log `log` (one partition's), by its checkpoint."""
+    with engine.connect() as conn:
+        return conn.execute(select(Checkpoint.position).where(Checkpoint.name == log)).scalar()
 
 
 def _last_entry(stream_entries: list[tuple[bytes, object]]) -> str | None:
@@ -99,11 +105,16 @@ async def check(
         if status is Status.COMPLETE:
             assert getattr(value, "agent_id", aid) == aid, f"{aid} got another task's result"
 
-    # The projector has applied the whole Redis log.
+    # The projector has applied the whole Redis log: every partition's.
     client = get_redis()
-    last = _last_entry(await client.xrevrange(cluster.keys.events, count=1))
-    if last is not None:
-        await wait_until(lambda: checkpoint_position(cluster.engine) == last, timeout=timeout)
+    partitions = [ax.runtime.current().partitions.keys(p) for p in ax.runtime.current().partitions]
+    for keys in partitions:
+        last = _last_entry(await client.xrevrange(keys.events, count=1))
+        if last is not None:
+            await wait_until(
+                lambda keys=keys, last=last: _checkpoint(cluster.engine, keys.events) == last,
+                timeout=timeout,
+            )
     await cluster.stop_projectors()
 
     # 1. Exactly one terminal status, and exactly one terminal event, per task.
@@ -137,23 +148,27 @@ async def check(
         if terminal_events[aid] != 1:
             problems.append(f"{aid}: {terminal_events[aid]} terminal events in the log")
     # Nothing the Redis log holds was skipped by the projector: every entry is archived, or
-    # dead-lettered with its id.
+    # dead-lettered with its id (an entry id is unique within its partition only).
     with cluster.engine.connect() as conn:
         archived_ids = {
-            f"{ms}-{seq}"
-            for ms, seq in conn.execute(select(ArchivedEvent.stream_ms, ArchivedEvent.stream_seq))
+            (partition, f"{ms}-{seq}")
+            for partition, ms, seq in conn.execute(
+                select(ArchivedEvent.partition, ArchivedEvent.stream_ms, ArchivedEvent.stream_seq)
+            )
         }
-    letters = {
-        fields[b"id"].decode()
-        for _, fields in await client.xrange(cluster.keys.dead_letters)
-        if b"id" in fields
-    }
-    known = archived_ids | letters
-    skipped = [
-        entry_id.decode()
-        for entry_id, _ in await client.xrange(cluster.keys.events)
-        if entry_id.decode() not in known
-    ]
+    skipped = []
+    for partition, keys in enumerate(partitions):
+        letters = {
+            (partition, fields[b"id"].decode())
+            for _, fields in await client.xrange(keys.dead_letters)
+            if b"id" in fields
+        }
+        known = archived_ids | letters
+        skipped += [
+            f"{partition}/{entry_id.decode()}"
+            for entry_id, _ in await client.xrange(keys.events)
+            if (partition, entry_id.decode()) not in known
+        ]
     if skipped:
         problems.append(
             f"{len(skipped)} log entries neither archived nor dead-lettered: {skipped[:5]}"
@@ -197,13 +212,14 @@ async def check(
     ]
     if active:
         problems.append(f"left active in the read model: {active}")
-    for stream in cluster.keys.queues(ax.CONF.queue_name):
-        if await client.exists(stream):
-            pending = await client.xpending(stream, WORKERS_GROUP)
-            if pending["pending"] or await client.xlen(stream):
-                problems.append(f"{stream}: {pending['pending']} pending, entries left")
-    if await client.zcard(cluster.keys.delayed(ax.CONF.queue_name)):
-        problems.append("tasks left in the delayed set")
+    for keys in partitions:
+        for stream in keys.queues(ax.CONF.queue_name):
+            if await client.exists(stream):
+                pending = await client.xpending(stream, WORKERS_GROUP)
+                if pending["pending"] or await client.xlen(stream):
+                    problems.append(f"{stream}: {pending['pending']} pending, entries left")
+        if await client.zcard(keys.delayed(ax.CONF.queue_name)):
+            problems.append(f"tasks left in the delayed set of {keys.prefix}")
 
     assert not problems, "\n".join(problems[:30])
 
