@@ -12,6 +12,7 @@ from uuid import UUID
 
 from fastapi import HTTPException, Query, Response
 from pydantic import BeforeValidator, StringConstraints
+from sqlalchemy.orm import Session
 
 from agentexec.activity import reads, statistics
 from agentexec.activity.filters import CURSOR_PATTERN
@@ -23,10 +24,11 @@ from agentexec.activity.schemas import (
     ActivityStatsSchema,
 )
 from agentexec.events import Status
-from agentexec.positions import ORIGIN
+from agentexec.positions import Position
 
+from .cursors import Cursor
 from .schemas import ActiveCountSchema, ActivityStatusSchema
-from .state import Live
+from .state import Live, LiveState
 
 __all__ = [
     "POSITION_HEADER",
@@ -111,8 +113,7 @@ def list_activities(
     open `/api/events?last_event_id=<it>` to follow every change after this page."""
     longer = None if running_longer_than is None else timedelta(seconds=running_longer_than)
     with live.session() as s:
-        position = reads.checkpoint(s, live.keys.events)
-        response.headers[POSITION_HEADER] = position or str(ORIGIN)
+        response.headers[POSITION_HEADER] = str(_read_position(s, live))
         try:
             return reads.list_activities(
                 s,
@@ -131,6 +132,17 @@ def list_activities(
             )
         except ValueError as e:
             raise HTTPException(400, str(e)) from None
+
+
+def _read_position(s: Session, live: LiveState) -> Cursor:
+    """Where the read model is in each partition's log: the global feed's cursor."""
+    history = live.history
+    return Cursor(
+        tuple(
+            Position.parse(reads.checkpoint(s, history.keys(p).events) or "0")
+            for p in history.partitions
+        )
+    )
 
 
 def get_stats(

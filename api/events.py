@@ -23,6 +23,7 @@ from agentexec.connection import REDIS_ERRORS
 from agentexec.events import TERMINAL, Status
 from agentexec.positions import ORIGIN, Position
 
+from .cursors import Cursor
 from .feeds import stream
 from .hub import Accepts
 from .messages import Delivery
@@ -38,26 +39,43 @@ TENANT_PATTERN = r"^[A-Za-z0-9_.:@-]{1,128}$"
 WireStatus = Literal["queued", "running", "complete", "error", "canceled"]
 
 
-def _position(value: str | None) -> str | None:
+def _event_id(value: str | None) -> str | None:
     if value is not None:
-        Position.parse(value)
+        Cursor.parse(value)  # its form; the number of positions is checked by each feed
     return value
 
 
-EventId = Annotated[str | None, AfterValidator(_position)]
+EventId = Annotated[str | None, AfterValidator(_event_id)]
 
 
 def resume_from(
     last_event_id: Annotated[EventId, Query()] = None,
     last_event_id_header: Annotated[EventId, Header(alias="Last-Event-ID")] = None,
-) -> Position | None:
-    """Dependency of the feeds: the position a client resumes after, None for none."""
+) -> str | None:
+    """Dependency of the feeds: the id a client resumes after, None for none."""
     # The header wins: browsers send it on reconnection, with the query string unchanged.
-    value = last_event_id_header if last_event_id_header is not None else last_event_id
-    return None if value is None else Position.parse(value)
+    return last_event_id_header if last_event_id_header is not None else last_event_id
 
 
-Resume = Annotated[Position | None, Depends(resume_from)]
+Resume = Annotated[str | None, Depends(resume_from)]
+
+
+def _cursor(live: LiveState, text: str) -> Cursor:
+    """The global feed's cursor written `text`: one position per partition; 422 naming the
+    value and the fix when it has another number of them."""
+    try:
+        return Cursor.parse(text, len(live.history.partitions))
+    except ValueError as e:
+        raise HTTPException(422, str(e)) from None
+
+
+def _agent_position(live: LiveState, text: str, partition: int) -> Position:
+    """A task feed's position written `text`: a stream id of its partition, or a cursor of
+    the global feed (its partition's position)."""
+    cursor = Cursor.parse(text)
+    if len(cursor) == 1:
+        return cursor[0]
+    return _cursor(live, text)[partition]
 
 
 @dataclass(frozen=True)
@@ -103,12 +121,15 @@ async def events_feed(live: Live, only: Filter, after: Resume) -> Response:
     """Every event, live (only tasks named `task_name`, only events moving a task to
     `status`: both repeatable; only the events of `tenant`'s tasks). Resume with
     `Last-Event-ID` (header, or `last_event_id`): every later event once, in order, then
-    the live tail; `0` is the beginning."""
+    the live tail; `0` is the beginning. With several partitions (AGENTEXEC_PARTITIONS) the
+    ids are cursors, one position per partition joined by `_` (docs/api.md)."""
     if live.feeds.full:  # before any Redis or SQL work
         return live.feeds.refusal()
     if after is None:
-        after = await _redis_call("cannot open the feed", live.history.tail)
-    return _feed_response(live, after, accepts=only.accepts())
+        cursor = await _redis_call("cannot open the feed", live.history.tails)
+    else:
+        cursor = _cursor(live, after)
+    return _feed_response(live, cursor, accepts=only.accepts())
 
 
 async def agent_feed(agent_id: UUID, live: Live, after: Resume) -> Response:
@@ -116,16 +137,18 @@ async def agent_feed(agent_id: UUID, live: Live, after: Resume) -> Response:
     after its terminal event (complete, error or canceled)."""
     if live.feeds.full:
         return live.feeds.refusal()
-    after = after or ORIGIN
+    partition = live.history.of(agent_id)
+    position = ORIGIN if after is None else _agent_position(live, after, partition)
     last = await run_in_threadpool(_last_event, live, agent_id)
     if last is None:
         broker = live.history.broker()
         known = await _redis_call("cannot open the feed", lambda: broker.known(agent_id))
         if not known:
             raise HTTPException(404, f"no activity with agent id {agent_id}")
-    elif last.status in TERMINAL and after >= Position.parse(last.event_id):
+    elif last.status in TERMINAL and position >= Position.parse(last.event_id):
         return Response(status_code=204)
-    return _feed_response(live, after, agent_id=agent_id)
+    cursor = Cursor.origin(len(live.history.partitions)).moved(partition, position)
+    return _feed_response(live, cursor, agent_id=agent_id)
 
 
 def feed_scope(
@@ -185,7 +208,7 @@ def _last_event(live: LiveState, agent_id: UUID) -> reads.LastEvent | None:
 
 def _feed_response(
     live: LiveState,
-    after: Position,
+    after: Cursor,
     agent_id: UUID | None = None,
     accepts: Accepts | None = None,
 ) -> Response:

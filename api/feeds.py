@@ -17,6 +17,7 @@ import anyio
 
 from agentexec.positions import Position
 
+from .cursors import Cursor
 from .history import Gap
 from .hub import Accepts, Closed, CutOff, Hub, Resync, Subscription
 from .messages import Delivery, retry_frame
@@ -35,15 +36,17 @@ fell behind must not hand it megabytes at once (each feed's copy, for every stuc
 
 async def stream(
     hub: Hub,
-    after: Position,
+    after: Cursor,
     *,
     agent_id: UUID | None = None,
     accepts: Accepts | None = None,
     closing: anyio.Event | None = None,
 ) -> AsyncIterator[bytes]:
-    """The frames of one feed: every event after `after` (only `agent_id`'s, or only those
-    `accepts`), live, until the client leaves, falls too far behind, `closing` is set (the
-    server shuts down) or, for an agent's feed, the agent's task ends."""
+    """The frames of one feed: every event after `after` (a position per partition; only
+    `agent_id`'s, or only those `accepts`), live, until the client leaves, falls too far
+    behind, `closing` is set (the server shuts down) or, for an agent's feed, the agent's
+    task ends. An agent's feed reads its partition's log and its frames' ids are stream ids;
+    the feed of every event merges the partitions, and its ids are cursors (`Cursor`)."""
     feed = _Feed(hub, after, agent_id, accepts)
     subscription: Subscription | None = None
     watcher: asyncio.Task[None] | None = None
@@ -100,26 +103,49 @@ async def _close_on(closing: anyio.Event, subscription: Subscription) -> None:
 
 
 class _Feed:
-    """Where one feed is: its position in the log, and whether its agent's task ended."""
+    """Where one feed is: its position in each partition's log, and whether its agent's task
+    ended."""
 
     def __init__(
-        self, hub: Hub, after: Position, agent_id: UUID | None, accepts: Accepts | None
+        self, hub: Hub, after: Cursor, agent_id: UUID | None, accepts: Accepts | None
     ) -> None:
         self.hub = hub
-        self.position = after
+        self.cursor = after
         self.agent_id = agent_id
+        self.partition = None if agent_id is None else hub.history.of(agent_id)
         self.accepts = accepts
         self.what = f"agent {agent_id}" if agent_id else "all events"
         self.sent = 0
         self.ended = False
+        # The ids of the feed of every event are cursors; of one partition, stream ids.
+        self.by_cursor = agent_id is None and len(after) > 1
+
+    @property
+    def position(self) -> Position | Cursor:
+        """Where the feed is, as its ids say it."""
+        return self.cursor if self.partition is None else self.cursor[self.partition]
 
     async def history(self) -> AsyncIterator[bytes]:
         """The frames of the history after the feed's position, up to the tail."""
-        async for item in self.hub.history.replay(self.position, agent_id=self.agent_id):
-            self.position = item.position
+        if self.partition is None:
+            items = self.hub.history.replay_all(self.cursor)
+        else:
+            items = _in(
+                self.partition,
+                self.hub.history.replay(
+                    self.cursor[self.partition], agent_id=self.agent_id, partition=self.partition
+                ),
+            )
+        async for partition, item in items:
+            before, self.cursor = self.cursor, self.cursor.moved(partition, item.position)
             if isinstance(item, Gap) or self.accepts is None or self.accepts(item):
                 self.sent += 1
-                yield item.frame
+                if not self.by_cursor:
+                    yield item.frame
+                elif isinstance(item, Gap):
+                    yield item.frame_in(before, self.cursor)
+                else:
+                    yield item.frame_with(self.cursor)
                 if self.agent_id is not None and isinstance(item, Delivery) and item.terminal:
                     self.ended = True
                     return
@@ -130,13 +156,14 @@ class _Feed:
         frames: list[bytes] = []
         size = 0
         for delivery in batch:
-            if delivery.position <= self.position:
+            partition = delivery.partition
+            if delivery.position <= self.cursor[partition]:
                 continue
-            frame = delivery.frame
+            self.cursor = self.cursor.moved(partition, delivery.position)
+            frame = delivery.frame_with(self.cursor) if self.by_cursor else delivery.frame
             if frames and size + len(frame) > CHUNK:
                 yield b"".join(frames)
                 frames, size = [], 0
-            self.position = delivery.position
             self.sent += 1
             frames.append(frame)
             size += len(frame)
@@ -145,3 +172,10 @@ class _Feed:
                 break
         if frames:
             yield b"".join(frames)
+
+
+async def _in(
+    partition: int, items: AsyncIterator[Delivery | Gap]
+) -> AsyncIterator[tuple[int, Delivery | Gap]]:
+    async for item in items:
+        yield partition, item

@@ -19,14 +19,16 @@ that is not visible in Redis, and is only detected where it left the position ol
 both Redis and the archive.
 
 Every event comes once, in log order. Entries that do not decode are skipped (the projector
-dead-letters them).
+dead-letters them). With several partitions each partition's log (and its part of the
+archive) is replayed on its own; `History.replay_all` merges them by entry time.
 """
 
 from __future__ import annotations
 
 import asyncio
+import heapq
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from uuid import UUID
@@ -40,6 +42,7 @@ from agentexec.positions import ORIGIN, Position
 from agentexec.runtime import Runtime, current
 from agentexec.streams import Keys
 
+from .cursors import Cursor
 from .messages import Delivery, reset_frame
 
 if TYPE_CHECKING:
@@ -58,6 +61,7 @@ class Gap:
 
     last: Position
     resume: Position
+    partition: int = 0
 
     @property
     def position(self) -> Position:
@@ -65,18 +69,25 @@ class Gap:
 
     @property
     def frame(self) -> bytes:
+        """The reset frame of a feed of this partition alone (its ids are stream ids)."""
+        return reset_frame(self.last, self.resume, self._reason(""))
+
+    def frame_in(self, before: Cursor, after: Cursor) -> bytes:
+        """The reset frame of the feed of every partition, at `before` up to the gap and
+        `after` past it (its `id:`)."""
+        return reset_frame(before, after, self._reason(f" of partition {self.partition}"))
+
+    def _reason(self, of: str) -> str:
         if self.resume < self.last:
-            reason = (
-                f"the log ends before {self.last} (Redis lost its latest events, or the id "
-                f"is not from this log); what it holds after {self.resume} follows: reload "
+            return (
+                f"the log{of} ends before {self.last} (Redis lost its latest events, or the "
+                f"id is not from this log); what it holds after {self.resume} follows: reload "
                 "the state (REST) and keep reading"
             )
-        else:
-            reason = (
-                f"events after {self.last} up to {self.resume} are no longer kept; reload the "
-                "state (REST) and keep reading"
-            )
-        return reset_frame(self.last, self.resume, reason)
+        return (
+            f"events{of} after {self.last} up to {self.resume} are no longer kept; reload the "
+            "state (REST) and keep reading"
+        )
 
 
 @dataclass(frozen=True)
@@ -121,49 +132,88 @@ class Bounds:
 
 
 class History:
-    """Reads the log of `keys` and the archive in `engine` (optional) in pages of `page`,
-    with `runtime`'s settings (default the edge's)."""
+    """Reads the log of each of `partitions` and the archive in `engine` (optional) in pages
+    of `page`, with `runtime`'s settings (default the edge's). Each partition's history is
+    read on its own (`replay`); `replay_all` merges them for the feed of every event."""
 
     def __init__(
         self,
-        keys: Keys,
+        partitions: Partitions,
         engine: Engine | None,
         *,
         redis_url: str | None = None,
         page: int = 500,
         runtime: Runtime | None = None,
     ) -> None:
-        self.keys = keys
-        self.runtime = Runtime((runtime or current()).settings, Partitions.single(keys))
+        self.partitions = partitions
+        self.runtime = Runtime((runtime or current()).settings, partitions)
         self.engine = engine
         self.redis_url = redis_url
         self.page = page
-        self.archive: Archive | None = None
+        self.archives: list[Archive] | None = None
         if engine is not None:
             # Imported on use: an API without a read model loads no SQL models.
             from agentexec.projector.archive import Archive
 
-            self.archive = Archive(engine, page=page)
+            # Until the archive is keyed by partition, only one partition's log is archived.
+            self.archives = [Archive(engine, page=page)] if len(partitions) == 1 else None
 
-    async def tail(self) -> Position:
-        """The position of the latest event appended (ORIGIN when the log is empty)."""
-        return (await self._redis_bounds())[3]
+    def keys(self, partition: int = 0) -> Keys:
+        return self.partitions.keys(partition)
 
-    async def bounds(self) -> Bounds:
+    def of(self, agent_id: UUID) -> int:
+        """The partition of `agent_id`'s events."""
+        return self.partitions.of(agent_id)
+
+    async def tail(self, partition: int = 0) -> Position:
+        """The position of the latest event appended to `partition`'s log (ORIGIN when the
+        log is empty)."""
+        return (await self._redis_bounds(partition))[3]
+
+    async def tails(self) -> Cursor:
+        """The position of the latest event of each partition."""
+        return Cursor(tuple(await asyncio.gather(*map(self.tail, self.partitions))))
+
+    async def bounds(self, partition: int = 0) -> Bounds:
         (deleted, removed, first, tail), archive = await asyncio.gather(
-            self._redis_bounds(), asyncio.to_thread(self._archive_bounds)
+            self._redis_bounds(partition), asyncio.to_thread(self._archive_bounds, partition)
         )
         return Bounds(deleted, removed, first, tail, archive)
 
+    async def replay_all(self, after: Cursor) -> AsyncIterator[tuple[int, Delivery | Gap]]:
+        """`replay` of every partition after its position in `after`, with the partition of
+        each item: each partition's events in log order, merged across partitions by the
+        time of their entry ids (ties: the lower partition first)."""
+        if len(self.partitions) == 1:
+            async for only in self.replay(after[0]):
+                yield 0, only
+            return
+        replays = [self.replay(position, partition=p) for p, position in enumerate(after)]
+        heads: list[tuple[int, int, Delivery | Gap]] = []
+        try:
+            for p, replay in enumerate(replays):
+                first = await _next(replay)
+                if first is not None:
+                    heapq.heappush(heads, (first.position.ms, p, first))
+            while heads:
+                _, p, item = heapq.heappop(heads)
+                yield p, item
+                following = await _next(replays[p])
+                if following is not None:
+                    heapq.heappush(heads, (following.position.ms, p, following))
+        finally:
+            for replay in replays:
+                await replay.aclose()
+
     async def replay(
-        self, after: Position, *, agent_id: UUID | None = None
-    ) -> AsyncIterator[Delivery | Gap]:
-        """Every event after `after` (only `agent_id`'s when given), in log order, up to the
-        current tail, with a `Gap` where events are lost. From ORIGIN: the whole history
-        kept, without a gap at its start."""
+        self, after: Position, *, agent_id: UUID | None = None, partition: int = 0
+    ) -> AsyncGenerator[Delivery | Gap]:
+        """Every event of `partition`'s log after `after` (only `agent_id`'s when given: pass
+        its partition), in log order, up to the current tail, with a `Gap` where events are
+        lost. From ORIGIN: the whole history kept, without a gap at its start."""
         position, start, archived = after, after == ORIGIN, False
         while True:
-            b = await self.bounds()
+            b = await self.bounds(partition)
             end = max(b.tail, b.archive[1]) if b.archive is not None else b.tail
             if position > end:
                 # Else the feed would wait, silently, for ids above its own. What Redis holds
@@ -176,24 +226,24 @@ class History:
                     end,
                     resume,
                 )
-                yield Gap(position, resume)
+                yield Gap(position, resume, partition)
                 position = resume
                 continue
             in_redis = b.holds_after(position, archived)
             if self._use_archive(position, b, agent_id is not None, start, in_redis):
                 assert b.archive is not None
-                async for item in self._from_archive(position, b.archive[1], agent_id):
+                async for item in self._from_archive(position, b.archive[1], agent_id, partition):
                     yield item
                 position, start, archived = b.archive[1], False, True
                 continue
             if in_redis:
-                async for item in self._from_redis(position, agent_id):
+                async for item in self._from_redis(position, agent_id, partition):
                     yield item
                 return
             resume = min(p for p in b.resumes() if p > position)
             if not start:
                 logger.info("feed: events after %s up to %s are gone; reset", position, resume)
-                yield Gap(position, resume)
+                yield Gap(position, resume, partition)
             position, start, archived = resume, False, False
 
     @staticmethod
@@ -214,39 +264,49 @@ class History:
         return not in_redis or lacking or one_agent
 
     def broker(self) -> Broker:
-        """The Broker of the log of `keys`, over the running loop's client of `redis_url`."""
+        """The Broker of the partitions' logs, over the running loop's client of `redis_url`."""
         return Broker(self.runtime, get_redis(self.redis_url, self.runtime.settings))
 
-    async def _redis_bounds(self) -> tuple[Position, bool, Position | None, Position]:
-        b = await self.broker().log_bounds()
+    async def _redis_bounds(
+        self, partition: int
+    ) -> tuple[Position, bool, Position | None, Position]:
+        b = await self.broker().log_bounds(partition)
         return b.deleted, b.removed, b.first, b.tail
 
-    def _archive_bounds(self) -> tuple[Position, Position] | None:
-        bounds = self.archive.bounds() if self.archive is not None else None
+    def _archive_bounds(self, partition: int) -> tuple[Position, Position] | None:
+        bounds = self.archives[partition].bounds() if self.archives is not None else None
         if bounds is None:
             return None
         return Position(*bounds[0]), Position(*bounds[1])
 
     async def _from_redis(
-        self, after: Position, agent_id: UUID | None
+        self, after: Position, agent_id: UUID | None, partition: int
     ) -> AsyncIterator[Delivery | Gap]:
         broker = self.broker()
         cursor: Position | None = after
         while True:
-            page = await broker.read_log(cursor, count=self.page)
+            page = await broker.read_log(cursor, count=self.page, partition=partition)
             for recorded in page.recorded:
                 if agent_id is None or recorded.event.agent_id == agent_id:
-                    yield Delivery.of(recorded)
+                    yield Delivery.of(recorded, partition)
             if page.size < self.page:
                 return
             cursor = page.last
 
     async def _from_archive(
-        self, after: Position, last: Position, agent_id: UUID | None
+        self, after: Position, last: Position, agent_id: UUID | None, partition: int
     ) -> AsyncIterator[Delivery | Gap]:
-        assert self.archive is not None
-        pages = self.archive.read(after, last, agent_id=agent_id, skip_undecodable=True)
+        assert self.archives is not None
+        archive = self.archives[partition]
+        pages = archive.read(after, last, agent_id=agent_id, skip_undecodable=True)
         # One page per thread hop; the archive gives its connection back before each page.
         while (page := await asyncio.to_thread(next, pages, None)) is not None:
             for recorded in page:
-                yield Delivery.of(recorded)
+                yield Delivery.of(recorded, partition)
+
+
+async def _next(items: AsyncIterator[Delivery | Gap]) -> Delivery | Gap | None:
+    try:
+        return await anext(items)
+    except StopAsyncIteration:
+        return None

@@ -1,9 +1,13 @@
 """The SSE hub: one Redis reader per API process, fanning each new event out to every feed.
 
 The reader tails the event log with a blocking `XREAD` from the last position it read, so no
-event is skipped between reads. Each subscription has a bounded buffer; the reader never
-waits for a subscriber: one whose buffer is full is cut off (its feed ends, and its client
-resumes from its last event id), so a slow or stuck client cannot hold the others back.
+event is skipped between reads. With several partitions it keeps a position per partition
+and waits on every partition's log in one `XREAD` (on a Redis Cluster, where each is in a slot
+of its own, in one read per partition, all at once).
+
+Each subscription has a bounded buffer; the reader never waits for a subscriber: one whose
+buffer is full is cut off (its feed ends, and its client resumes from its last event id), so
+a slow or stuck client cannot hold the others back.
 
 The reader starts with the first subscription and stops with the last. After a Redis outage
 it goes on from where it was; when Redis deleted events it had not read yet meanwhile, every
@@ -14,16 +18,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import heapq
 import logging
 from collections import deque
 from collections.abc import Callable
 from uuid import UUID
 
 from agentexec.connection import Reconnect, supervise
-from agentexec.positions import Position
 from agentexec.runtime import Runtime, current
-from agentexec.streams import Keys
 
+from .cursors import Cursor
 from .history import History
 from .messages import Delivery
 
@@ -100,11 +105,15 @@ class Subscription:
 
 
 class Hub:
-    """Tails the log of `keys` for the feeds of one process (one event loop)."""
+    """Tails the logs of `history`'s partitions for the feeds of one process (one event loop).
+
+    With several partitions, one blocking XREAD waits on every partition's log on one server;
+    on a Redis Cluster one per partition waits concurrently (`Broker.log_reads`). Each
+    partition's events are dispatched in log order; those read together are merged by the time
+    of their entry ids."""
 
     def __init__(
         self,
-        keys: Keys,
         history: History,
         *,
         redis_url: str | None = None,
@@ -113,19 +122,18 @@ class Hub:
         runtime: Runtime | None = None,
     ) -> None:
         self.block_ms = (runtime or current()).settings.block_ms
-        self.keys = keys
         self.history = history
         self.redis_url = redis_url
         self.buffer = buffer
         self.batch = batch
-        self.position: Position | None = None
-        """The last position read (None while the reader is not running)."""
+        self.position: Cursor | None = None
+        """The last position read in each partition (None while the reader is not running)."""
         self._by_agent: dict[UUID, set[Subscription]] = {}
         self._all: set[Subscription] = set()
         self._reader: asyncio.Task[None] | None = None
         self._started: asyncio.Future[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._reconnect = Reconnect(f"SSE hub on {keys.events}")
+        self._reconnect = Reconnect(f"SSE hub on {history.keys().events}")
 
     @property
     def subscribers(self) -> int:
@@ -191,14 +199,18 @@ class Hub:
         try:
             while self.position is None:
                 try:
-                    self.position = await self.history.tail()
+                    self.position = await self.history.tails()
                     self._reconnect.succeeded()
                 except Exception as e:
                     await self._reconnect.failed(e)
             started.set_result(None)
-            logger.info("SSE hub: reading %s from %s", self.keys.events, self.position)
+            logger.info("SSE hub: reading %s from %s", self.history.keys().events, self.position)
             # Any error of a step is an outage: feeds wait, they are not cut off.
-            await supervise(self._reconnect, self._step)
+            groups = self.history.broker().log_reads()
+            if len(groups) == 1:
+                await supervise(self._reconnect, functools.partial(self._step, groups[0]))
+            else:
+                await asyncio.gather(*(self._supervised(group) for group in groups))
         except asyncio.CancelledError:
             logger.info("SSE hub: stopped at %s", self.position)
             raise
@@ -213,21 +225,30 @@ class Hub:
         finally:
             self.position = None
 
-    async def _step(self) -> None:
+    async def _supervised(self, partitions: list[int]) -> None:
+        reconnect = Reconnect(f"SSE hub on {self.history.keys(partitions[0]).events}")
+        await supervise(reconnect, functools.partial(self._step, partitions, reconnect))
+
+    async def _step(self, partitions: list[int], reconnect: Reconnect | None = None) -> None:
+        reconnect = reconnect or self._reconnect
         assert self.position is not None
-        # The history's Broker: the hub reads the log the history bounds (`_check_deleted`).
+        # The history's Broker: the hub reads the logs the history bounds (`_check_deleted`).
         broker = self.history.broker()
-        # Empty, too, when the stream was deleted under the read.
-        page = await broker.wait_log(self.position, count=self.batch, block_ms=self.block_ms)
-        if self._reconnect.down:
-            self._reconnect.succeeded()
-            await self._check_deleted()
-        for recorded in page.recorded:
+        after = {p: self.position[p] for p in partitions}
+        # Empty, too, when a stream was deleted under the read.
+        pages = await broker.wait_logs(after, count=self.batch, block_ms=self.block_ms)
+        if reconnect.down:
+            reconnect.succeeded()
+            for p in partitions:
+                await self._check_deleted(p)
+        read = [[(r.position.ms, p, r) for r in page.recorded] for p, page in pages.items()]
+        for _, p, recorded in heapq.merge(*read, key=lambda item: item[:2]):
             # Only now: a step that fails before this reads the event again.
-            self.position = recorded.position
-            self._dispatch(Delivery.of(recorded))
-        if page.last is not None:
-            self.position = page.last
+            self.position = self.position.moved(p, recorded.position)
+            self._dispatch(Delivery.of(recorded, p))
+        for p, page in pages.items():
+            if page.last is not None:
+                self.position = self.position.moved(p, page.last)
 
     def _dispatch(self, delivery: Delivery) -> None:
         agents = self._by_agent.get(delivery.event.agent_id)
@@ -241,28 +262,32 @@ class Hub:
                         )
                         self.unsubscribe(subscription)
 
-    async def _check_deleted(self) -> None:
-        """After an outage: were events after our position deleted meanwhile, or does the
-        log now end before it (Redis came back empty, or from an older snapshot)?"""
+    async def _check_deleted(self, partition: int) -> None:
+        """After an outage: were events of `partition` after our position deleted meanwhile,
+        or does its log now end before it (Redis came back empty, or from an older
+        snapshot)?"""
         assert self.position is not None
-        bounds = await self.history.bounds()
-        if bounds.tail < self.position:
+        position = self.position[partition]
+        bounds = await self.history.bounds(partition)
+        if bounds.tail < position:
             # Reading on from our position would skip every new id below it, silently.
             logger.warning(
-                "SSE hub: the log now ends at %s, before %s where it was read; reading from "
-                "there, and feeds are reset",
+                "SSE hub: the log of partition %d now ends at %s, before %s where it was "
+                "read; reading from there, and feeds are reset",
+                partition,
                 bounds.tail,
-                self.position,
+                position,
             )
-            self.position = bounds.tail
+            self.position = self.position.moved(partition, bounds.tail)
             for group in [self._all, *self._by_agent.values()]:
                 for subscription in group:
                     subscription.resync()
-        elif not bounds.holds_after(self.position, archived=False):
+        elif not bounds.holds_after(position, archived=False):
             logger.warning(
-                "SSE hub: events after %s were deleted while Redis was unreachable; "
-                "feeds re-read their history",
-                self.position,
+                "SSE hub: events of partition %d after %s were deleted while Redis was "
+                "unreachable; feeds re-read their history",
+                partition,
+                position,
             )
             for group in [self._all, *self._by_agent.values()]:
                 for subscription in group:

@@ -1,6 +1,7 @@
 """The messages of the live feeds: one SSE frame per event, and the reset frame.
 
-A frame is `id:` (the stream entry id), `event:` (the event type, e.g. `task.progress`) and
+A frame is `id:` (the stream entry id; on the feed of every event with several partitions,
+the feed's cursor: `agentexec.api.cursors`), `event:` (the event type, e.g. `task.progress`) and
 `data:` (one line of JSON). The JSON has the event's fields, the task's context and result
 left out (a feed shows what tasks do, not their inputs and outputs), plus:
 `id`, `task_name` (as recorded: every append names its event, see `agentexec.eventlog`),
@@ -20,6 +21,8 @@ from sse_starlette import ServerSentEvent
 from agentexec.eventlog import Recorded, Source
 from agentexec.events import AnyEvent, SessionEvent, Status
 from agentexec.positions import Position
+
+from .cursors import Cursor
 
 __all__ = ["RESET", "Delivery", "feed_schemas", "reset_frame", "retry_frame"]
 
@@ -44,8 +47,10 @@ class Delivery(Recorded):
     The frame is encoded once, when the first feed asks for it.
     """
 
-    __slots__ = ("_frame",)
-    _frame: bytes | None
+    __slots__ = ("_body", "partition")
+    _body: bytes | None
+    partition: int
+    """The partition of the log the event is in (0 with one partition)."""
 
     def __init__(
         self,
@@ -53,18 +58,29 @@ class Delivery(Recorded):
         event: AnyEvent,
         data: bytes = b"",
         source: Source = Source.LOG,
+        partition: int = 0,
     ) -> None:
         super().__init__(position, event, data, source)
-        object.__setattr__(self, "_frame", None)
+        object.__setattr__(self, "_body", None)
+        object.__setattr__(self, "partition", partition)
 
     @classmethod
-    def of(cls, recorded: Recorded) -> Delivery:
-        return cls(recorded.position, recorded.event, recorded.data, recorded.source)
+    def of(cls, recorded: Recorded, partition: int = 0) -> Delivery:
+        return cls(recorded.position, recorded.event, recorded.data, recorded.source, partition)
 
     @property
     def frame(self) -> bytes:
-        frame: bytes | None = self._frame
-        if frame is None:
+        """The frame with the event's stream id as its `id:`."""
+        return self.frame_with(str(self.position))
+
+    def frame_with(self, event_id: object) -> bytes:
+        """The frame with `event_id` as its `id:` (the global feed's cursor, with several
+        partitions); the rest is encoded once, for every feed."""
+        return b"id: %s\r\n%s" % (str(event_id).encode(), self._encoded())
+
+    def _encoded(self) -> bytes:
+        body: bytes | None = self._body
+        if body is None:
             try:
                 data = self.payload()
             except Exception:
@@ -80,9 +96,9 @@ class Delivery(Recorded):
                         "task_name": self.task_name,
                     }
                 )
-            frame = ServerSentEvent(data.decode(), event=self.type, id=str(self.position)).encode()
-            object.__setattr__(self, "_frame", frame)
-        return frame
+            body = ServerSentEvent(data.decode(), event=self.type).encode()
+            object.__setattr__(self, "_body", body)
+        return body
 
     def payload(self) -> bytes:
         """The JSON of the frame's `data:` line."""
@@ -104,7 +120,7 @@ class Delivery(Recorded):
         return _encoder.encode(fields)
 
 
-def reset_frame(last: Position, resume: Position, reason: str) -> bytes:
+def reset_frame(last: Position | Cursor, resume: Position | Cursor, reason: str) -> bytes:
     """The frame declaring that events after `last` up to `resume` are gone for good.
 
     Its `id:` is `resume`, so a client that reconnects after it is not told twice.
@@ -160,7 +176,11 @@ def feed_schemas(ref_template: str = "#/components/schemas/{name}") -> dict[str,
         tag = str(cls.__struct_config__.tag)
         properties: dict[str, Any] = {f.name: schema_of[f.type] for f in fields}
         properties.update(
-            id={"type": "string", "description": "The stream entry id (the SSE `id:`)"},
+            id={
+                "type": "string",
+                "description": "The stream entry id in the event's partition: the SSE `id:`, "
+                "except on /api/events with several partitions, whose `id:` is a cursor",
+            },
             type={"type": "string", "enum": [tag]},
             status={"anyOf": [{"type": "string", "enum": statuses}, {"type": "null"}]},
             message={"type": "string"},
@@ -180,7 +200,8 @@ def feed_schemas(ref_template: str = "#/components/schemas/{name}") -> dict[str,
     components["FeedReset"] = {
         "title": "FeedReset",
         "description": "The data of a `reset` frame: events after `last_event_id` up to "
-        "`resume_from` are gone for good (trimmed); the feed goes on from `resume_from`.",
+        "`resume_from` are gone for good (trimmed); the feed goes on from `resume_from`. "
+        "Both are ids of the feed (cursors on /api/events with several partitions).",
         "type": "object",
         "properties": {
             "type": {"type": "string", "enum": [RESET]},

@@ -187,15 +187,13 @@ def router(
         engine = create_sync_engine(settings.database_url)
     else:
         engine = sync_engine(engine)
-    keys = runtime.keys
-    history = History(keys, engine, redis_url=redis_url, runtime=runtime)
+    history = History(runtime.partitions, engine, redis_url=redis_url, runtime=runtime)
     feeds = OpenFeeds(max_feeds)
     live = LiveState(
-        hub=Hub(keys, history, redis_url=redis_url, buffer=buffer, runtime=runtime),
+        hub=Hub(history, redis_url=redis_url, buffer=buffer, runtime=runtime),
         history=history,
         feeds=feeds,
         engine=engine,
-        keys=keys,
         redis_url=redis_url,
         bearer=bearer,
         keepalive=keepalive,

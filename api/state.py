@@ -20,8 +20,6 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from agentexec.streams import Keys
-
 from .authorization import BearerToken
 from .history import History
 from .hub import Hub
@@ -39,15 +37,15 @@ _SCOPE_KEY = "agentexec.live"
 
 @dataclass(frozen=True, eq=False)
 class LiveState:
-    """One router's shared state: its SSE hub and the feeds it serves, the read model, the
-    Redis namespace, its bearer token, the limits of each feed (`keepalive` and
-    `send_timeout` in seconds, `send_buffer` in bytes), and its metrics when it serves them."""
+    """One router's shared state: its SSE hub and the feeds it serves, the history (of the
+    Redis namespace's partitions) and the read model, its bearer token, the limits of each
+    feed (`keepalive` and `send_timeout` in seconds, `send_buffer` in bytes), and its
+    metrics when it serves them."""
 
     hub: Hub
     history: History
     feeds: OpenFeeds
     engine: Engine
-    keys: Keys
     redis_url: str | None
     bearer: BearerToken | None
     keepalive: float

@@ -21,6 +21,7 @@ from uuid import UUID
 import msgspec
 import redis
 import redis.asyncio as aioredis
+import redis.asyncio.cluster as aiocluster
 
 from . import events
 from .batcher import Batcher, get_batcher
@@ -807,6 +808,32 @@ class Broker:
                 {self._part(partition).events: str(after)}, count=count, block=block_ms
             )
         return LogPage.of([entry for _, entries in reply or () for entry in entries])
+
+    def log_reads(self) -> list[list[int]]:
+        """The partitions whose logs one blocking read (`wait_logs`) may wait on together:
+        all of them on one server; one per read on a Redis Cluster, where each partition's
+        log is in a slot of its own (and a read of several slots is refused)."""
+        if len(self.partitions) > 1 and isinstance(self.client, aiocluster.RedisCluster):
+            return [[p] for p in self.partitions]
+        return [list(self.partitions)]
+
+    @translated
+    async def wait_logs(
+        self, after: Mapping[int, Position], *, count: int, block_ms: int
+    ) -> dict[int, LogPage]:
+        """`wait_log` of several partitions' logs in one XREAD (see `log_reads`): up to
+        `count` entries of each partition's log after its position in `after`, waiting up to
+        `block_ms` for the first of any; the pages of the partitions that had entries."""
+        streams: dict[Any, Any] = {self._part(p).events: str(pos) for p, pos in after.items()}
+        partition_of = {self._part(p).events: p for p in after}
+        reply: Any = None
+        with _deleted_under_read():
+            reply = await self.client.xread(streams, count=count, block=block_ms)
+        return {
+            partition_of[_text(stream)]: LogPage.of(entries)
+            for stream, entries in reply or ()
+            if entries
+        }
 
     def wait_log_sync(
         self, after: Position, *, count: int, block_ms: int, partition: int = 0

@@ -20,6 +20,7 @@ from agentexec.api.history import History
 from agentexec.api.hub import Hub
 from agentexec.batcher import Batcher, get_batcher
 from agentexec.connection import Reconnect, get_redis, supervise
+from agentexec.partitions import Partitions
 from agentexec.projector import Projector
 from agentexec.projector.ownership import Lease
 from agentexec.results import Outcome, outcome_encoder
@@ -145,7 +146,7 @@ async def test_sse_hub_reader(
 ) -> None:
     keys = Keys(ax.CONF.key_prefix)
     engine = sqlite_engine(tmp_path / "rm.db")
-    hub = Hub(keys, History(keys, engine))
+    hub = Hub(History(Partitions.single(keys), engine))
     failing = Failing(monkeypatch, redis.asyncio.Redis, "xread")
     try:
         subscription = await hub.subscribe()

@@ -8,6 +8,7 @@ import uuid
 import msgspec
 import pytest
 
+from agentexec.api.cursors import Cursor
 from agentexec.api.messages import Delivery, reset_frame
 from agentexec.events import AgentToolCall, TaskCompleted, TaskQueued
 from agentexec.positions import ORIGIN, Position
@@ -72,9 +73,9 @@ def test_a_feed_behind_sends_its_batch_in_bounded_chunks() -> None:
         Delivery(Position(10, i), TaskProgress(agent_id=agent, task_name="t", message="x" * 2000))
         for i in range(1000)
     ]
-    feed = _Feed(None, ORIGIN, None, None)  # type: ignore[arg-type]
+    feed = _Feed(None, Cursor.origin(1), None, None)  # type: ignore[arg-type]
     chunks = list(feed.live(batch))
     assert len(chunks) > 1
     assert max(len(c) for c in chunks) <= CHUNK
     assert b"".join(chunks) == b"".join(d.frame for d in batch)
-    assert (feed.sent, feed.position) == (1000, Position(10, 999))
+    assert (feed.sent, feed.cursor) == (1000, Cursor((Position(10, 999),)))

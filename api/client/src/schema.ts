@@ -231,7 +231,8 @@ export interface paths {
          * @description Every event, live (only tasks named `task_name`, only events moving a task to
          *     `status`: both repeatable; only the events of `tenant`'s tasks). Resume with
          *     `Last-Event-ID` (header, or `last_event_id`): every later event once, in order, then
-         *     the live tail; `0` is the beginning.
+         *     the live tail; `0` is the beginning. With several partitions (AGENTEXEC_PARTITIONS) the
+         *     ids are cursors, one position per partition joined by `_` (docs/api.md).
          */
         get: operations["events_feed_api_events_get"];
         put?: never;
@@ -611,7 +612,7 @@ export interface components {
             /** Format: uuid */
             agent_id: string;
             attempt: number;
-            /** @description The stream entry id (the SSE `id:`) */
+            /** @description The stream entry id in the event's partition: the SSE `id:`, except on /api/events with several partitions, whose `id:` is a cursor */
             id: string;
             items?: number;
             message: string;
@@ -641,7 +642,7 @@ export interface components {
             /** Format: uuid */
             agent_id: string;
             attempt: number;
-            /** @description The stream entry id (the SSE `id:`) */
+            /** @description The stream entry id in the event's partition: the SSE `id:`, except on /api/events with several partitions, whose `id:` is a cursor */
             id: string;
             item?: string;
             kind?: string;
@@ -674,7 +675,7 @@ export interface components {
             agent_id: string;
             attempt: number;
             guardrail?: string;
-            /** @description The stream entry id (the SSE `id:`) */
+            /** @description The stream entry id in the event's partition: the SSE `id:`, except on /api/events with several partitions, whose `id:` is a cursor */
             id: string;
             message: string;
             metadata?: {
@@ -704,7 +705,7 @@ export interface components {
             /** Format: uuid */
             agent_id: string;
             attempt: number;
-            /** @description The stream entry id (the SSE `id:`) */
+            /** @description The stream entry id in the event's partition: the SSE `id:`, except on /api/events with several partitions, whose `id:` is a cursor */
             id: string;
             message: string;
             metadata?: {
@@ -735,7 +736,7 @@ export interface components {
             arguments?: string;
             attempt: number;
             call_id?: string;
-            /** @description The stream entry id (the SSE `id:`) */
+            /** @description The stream entry id in the event's partition: the SSE `id:`, except on /api/events with several partitions, whose `id:` is a cursor */
             id: string;
             message: string;
             metadata?: {
@@ -764,7 +765,7 @@ export interface components {
             /** Format: uuid */
             agent_id: string;
             attempt: number;
-            /** @description The stream entry id (the SSE `id:`) */
+            /** @description The stream entry id in the event's partition: the SSE `id:`, except on /api/events with several partitions, whose `id:` is a cursor */
             id: string;
             max_turns?: number | null;
             message: string;
@@ -793,7 +794,7 @@ export interface components {
             /** Format: uuid */
             agent_id: string;
             attempt: number;
-            /** @description The stream entry id (the SSE `id:`) */
+            /** @description The stream entry id in the event's partition: the SSE `id:`, except on /api/events with several partitions, whose `id:` is a cursor */
             id: string;
             input_tokens?: number;
             message: string;
@@ -829,7 +830,7 @@ export interface components {
             /** Format: uuid */
             agent_id: string;
             attempt: number;
-            /** @description The stream entry id (the SSE `id:`) */
+            /** @description The stream entry id in the event's partition: the SSE `id:`, except on /api/events with several partitions, whose `id:` is a cursor */
             id: string;
             message: string;
             metadata?: {
@@ -861,7 +862,7 @@ export interface components {
             /** Format: uuid */
             agent_id: string;
             attempt: number;
-            /** @description The stream entry id (the SSE `id:`) */
+            /** @description The stream entry id in the event's partition: the SSE `id:`, except on /api/events with several partitions, whose `id:` is a cursor */
             id: string;
             message: string;
             metadata?: {
@@ -885,7 +886,7 @@ export interface components {
         };
         /**
          * FeedReset
-         * @description The data of a `reset` frame: events after `last_event_id` up to `resume_from` are gone for good (trimmed); the feed goes on from `resume_from`.
+         * @description The data of a `reset` frame: events after `last_event_id` up to `resume_from` are gone for good (trimmed); the feed goes on from `resume_from`. Both are ids of the feed (cursors on /api/events with several partitions).
          */
         FeedReset: {
             last_event_id: string;
@@ -907,7 +908,7 @@ export interface components {
             attempt: number;
             by?: string | null;
             count: number;
-            /** @description The stream entry id (the SSE `id:`) */
+            /** @description The stream entry id in the event's partition: the SSE `id:`, except on /api/events with several partitions, whose `id:` is a cursor */
             id: string;
             message: string;
             metadata?: {
@@ -936,7 +937,7 @@ export interface components {
             agent_id: string;
             attempt: number;
             by?: string | null;
-            /** @description The stream entry id (the SSE `id:`) */
+            /** @description The stream entry id in the event's partition: the SSE `id:`, except on /api/events with several partitions, whose `id:` is a cursor */
             id: string;
             index: number;
             message: string;
@@ -966,7 +967,7 @@ export interface components {
             agent_id: string;
             attempt: number;
             by?: string | null;
-            /** @description The stream entry id (the SSE `id:`) */
+            /** @description The stream entry id in the event's partition: the SSE `id:`, except on /api/events with several partitions, whose `id:` is a cursor */
             id: string;
             index: number;
             message: string;
@@ -995,7 +996,7 @@ export interface components {
             /** Format: uuid */
             agent_id: string;
             attempt: number;
-            /** @description The stream entry id (the SSE `id:`) */
+            /** @description The stream entry id in the event's partition: the SSE `id:`, except on /api/events with several partitions, whose `id:` is a cursor */
             id: string;
             message: string;
             metadata?: {
@@ -1021,7 +1022,7 @@ export interface components {
             /** Format: uuid */
             agent_id: string;
             attempt: number;
-            /** @description The stream entry id (the SSE `id:`) */
+            /** @description The stream entry id in the event's partition: the SSE `id:`, except on /api/events with several partitions, whose `id:` is a cursor */
             id: string;
             message: string;
             metadata?: {
@@ -1047,7 +1048,7 @@ export interface components {
             /** Format: uuid */
             agent_id: string;
             attempt: number;
-            /** @description The stream entry id (the SSE `id:`) */
+            /** @description The stream entry id in the event's partition: the SSE `id:`, except on /api/events with several partitions, whose `id:` is a cursor */
             id: string;
             message: string;
             metadata?: {
@@ -1074,7 +1075,7 @@ export interface components {
             agent_id: string;
             attempt: number;
             error: string;
-            /** @description The stream entry id (the SSE `id:`) */
+            /** @description The stream entry id in the event's partition: the SSE `id:`, except on /api/events with several partitions, whose `id:` is a cursor */
             id: string;
             message: string;
             metadata?: {
@@ -1100,7 +1101,7 @@ export interface components {
             /** Format: uuid */
             agent_id: string;
             attempt: number;
-            /** @description The stream entry id (the SSE `id:`) */
+            /** @description The stream entry id in the event's partition: the SSE `id:`, except on /api/events with several partitions, whose `id:` is a cursor */
             id: string;
             message: string;
             metadata?: {
@@ -1126,7 +1127,7 @@ export interface components {
             /** Format: uuid */
             agent_id: string;
             attempt: number;
-            /** @description The stream entry id (the SSE `id:`) */
+            /** @description The stream entry id in the event's partition: the SSE `id:`, except on /api/events with several partitions, whose `id:` is a cursor */
             id: string;
             message: string;
             metadata?: {
@@ -1159,7 +1160,7 @@ export interface components {
             attempt: number;
             delay: number;
             error: string;
-            /** @description The stream entry id (the SSE `id:`) */
+            /** @description The stream entry id in the event's partition: the SSE `id:`, except on /api/events with several partitions, whose `id:` is a cursor */
             id: string;
             message: string;
             metadata?: {
@@ -1185,7 +1186,7 @@ export interface components {
             /** Format: uuid */
             agent_id: string;
             attempt: number;
-            /** @description The stream entry id (the SSE `id:`) */
+            /** @description The stream entry id in the event's partition: the SSE `id:`, except on /api/events with several partitions, whose `id:` is a cursor */
             id: string;
             message: string;
             metadata?: {
@@ -1212,7 +1213,7 @@ export interface components {
             /** Format: uuid */
             agent_id: string;
             attempt: number;
-            /** @description The stream entry id (the SSE `id:`) */
+            /** @description The stream entry id in the event's partition: the SSE `id:`, except on /api/events with several partitions, whose `id:` is a cursor */
             id: string;
             lock: string;
             message: string;
@@ -1242,7 +1243,7 @@ export interface components {
             batch_id: string;
             child_id?: string | null;
             fan_in_id?: string | null;
-            /** @description The stream entry id (the SSE `id:`) */
+            /** @description The stream entry id in the event's partition: the SSE `id:`, except on /api/events with several partitions, whose `id:` is a cursor */
             id: string;
             message: string;
             metadata?: {
@@ -1273,7 +1274,7 @@ export interface components {
             attempt: number;
             batch_id: string;
             child_id?: string | null;
-            /** @description The stream entry id (the SSE `id:`) */
+            /** @description The stream entry id in the event's partition: the SSE `id:`, except on /api/events with several partitions, whose `id:` is a cursor */
             id: string;
             message: string;
             metadata?: {
@@ -1304,7 +1305,7 @@ export interface components {
             attempt: number;
             batch_id: string;
             child_id?: string | null;
-            /** @description The stream entry id (the SSE `id:`) */
+            /** @description The stream entry id in the event's partition: the SSE `id:`, except on /api/events with several partitions, whose `id:` is a cursor */
             id: string;
             message: string;
             metadata?: {
