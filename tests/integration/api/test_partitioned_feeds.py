@@ -220,3 +220,47 @@ async def test_a_tenants_feed_by_token_merges_its_events_of_every_partition(
     # Resumed after its last id: the tenant's next event, and none before it.
     async with open_stream(http, url, {"Last-Event-ID": received[2].id or ""}) as feed:
         assert [m.json["message"] for m in await feed.take(1)] == ["acme again"]
+
+
+async def test_a_partition_trimmed_past_a_cursor_gets_a_reset_of_that_partition(
+    db: Engine, serve: Any, http: httpx.AsyncClient
+) -> None:
+    server = await serve(db)
+    histories = {p: append_in(p, 4)[1] for p in range(P)}
+    # Partition 1 loses its first three events, none archived: gone for good.
+    get_sync_redis().xtrim(log_key(1), minid=histories[1][3], approximate=False)
+    before = Cursor(tuple(Position.parse(histories[p][0]) for p in range(P)))
+    async with open_stream(
+        http, f"{server.url}/api/events", {"Last-Event-ID": str(before)}
+    ) as feed:
+        received = await feed.take(3 + 1 + 1 + 3)  # the reset and one event of partition 1
+    resets = [m for m in received if m.event == "reset"]
+    assert len(resets) == 1
+    reset = resets[0]
+    resumed = Position.parse(histories[1][3]).before()
+    assert reset.json["resume_from"] == reset.id
+    assert Cursor.parse(reset.id or "", P)[1] == resumed
+    assert Cursor.parse(reset.json["last_event_id"], P)[1] == Position.parse(histories[1][0])
+    assert "partition 1" in reset.json["message"]
+    events = [where(m) for m in received if m.event != "reset"]
+    assert sorted(events) == sorted(
+        (p, i) for p, ids in histories.items() for i in (ids[1:] if p != 1 else ids[3:])
+    )
+    # Reconnecting after the reset: no second one, and nothing again.
+    async with open_stream(
+        http, f"{server.url}/api/events", {"Last-Event-ID": reset.id or ""}
+    ) as feed:
+        later = [where(m) for m in received[received.index(reset) + 1 :] if m.event != "reset"]
+        assert [where(m) for m in await feed.take(len(later))] == later
+
+
+async def test_the_read_models_position_is_a_cursor_to_resume_from(
+    db: Engine, serve: Any, http: httpx.AsyncClient
+) -> None:
+    server = await serve(db)
+    ids = [append_in(p, 1)[1][0] for p in range(P)]
+    response = await http.get(f"{server.url}/api/activities")
+    position = response.headers["Agentexec-Position"]
+    assert position == "0_0_0"  # nothing projected yet
+    async with open_stream(http, f"{server.url}/api/events?last_event_id={position}") as feed:
+        assert sorted(map(where, await feed.take(P))) == list(enumerate(ids))
