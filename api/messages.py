@@ -47,8 +47,9 @@ class Delivery(Recorded):
     The frame is encoded once, when the first feed asks for it.
     """
 
-    __slots__ = ("_body", "partition")
+    __slots__ = ("_body", "_frame", "partition")
     _body: bytes | None
+    _frame: tuple[str, bytes] | None
     partition: int
     """The partition of the log the event is in (0 with one partition)."""
 
@@ -62,6 +63,7 @@ class Delivery(Recorded):
     ) -> None:
         super().__init__(position, event, data, source)
         object.__setattr__(self, "_body", None)
+        object.__setattr__(self, "_frame", None)
         object.__setattr__(self, "partition", partition)
 
     @classmethod
@@ -71,12 +73,19 @@ class Delivery(Recorded):
     @property
     def frame(self) -> bytes:
         """The frame with the event's stream id as its `id:`."""
-        return self.frame_with(str(self.position))
+        return self.frame_with(self.position)
 
-    def frame_with(self, event_id: object) -> bytes:
+    def frame_with(self, event_id: Position | Cursor) -> bytes:
         """The frame with `event_id` as its `id:` (the global feed's cursor, with several
-        partitions); the rest is encoded once, for every feed."""
-        return b"id: %s\r\n%s" % (str(event_id).encode(), self._encoded())
+        partitions). The rest is encoded once, for every feed; the last frame is kept, for
+        the next feed at the same id (live feeds that keep up have the same cursor)."""
+        text = str(event_id)
+        last = self._frame
+        if last is not None and last[0] == text:
+            return last[1]
+        frame = b"id: %s\r\n%s" % (text.encode(), self._encoded())
+        object.__setattr__(self, "_frame", (text, frame))
+        return frame
 
     def _encoded(self) -> bytes:
         body: bytes | None = self._body
