@@ -110,7 +110,8 @@ class _Feed:
         self, hub: Hub, after: Cursor, agent_id: UUID | None, accepts: Accepts | None
     ) -> None:
         self.hub = hub
-        self.cursor = after
+        self.positions = list(after)
+        """The last position sent (or skipped) in each partition."""
         self.agent_id = agent_id
         self.partition = None if agent_id is None else hub.history.of(agent_id)
         self.accepts = accepts
@@ -121,9 +122,13 @@ class _Feed:
         self.by_cursor = agent_id is None and len(after) > 1
 
     @property
+    def cursor(self) -> Cursor:
+        return Cursor(tuple(self.positions))
+
+    @property
     def position(self) -> Position | Cursor:
         """Where the feed is, as its ids say it."""
-        return self.cursor if self.partition is None else self.cursor[self.partition]
+        return self.cursor if self.partition is None else self.positions[self.partition]
 
     async def history(self) -> AsyncIterator[bytes]:
         """The frames of the history after the feed's position, up to the tail."""
@@ -133,11 +138,14 @@ class _Feed:
             items = _in(
                 self.partition,
                 self.hub.history.replay(
-                    self.cursor[self.partition], agent_id=self.agent_id, partition=self.partition
+                    self.positions[self.partition],
+                    agent_id=self.agent_id,
+                    partition=self.partition,
                 ),
             )
         async for partition, item in items:
-            before, self.cursor = self.cursor, self.cursor.moved(partition, item.position)
+            before = self.cursor
+            self.positions[partition] = item.position
             if isinstance(item, Gap) or self.accepts is None or self.accepts(item):
                 self.sent += 1
                 if not self.by_cursor:
@@ -155,12 +163,13 @@ class _Feed:
         into chunks of about `CHUNK` bytes at most."""
         frames: list[bytes] = []
         size = 0
+        positions, by_cursor = self.positions, self.by_cursor
         for delivery in batch:
             partition = delivery.partition
-            if delivery.position <= self.cursor[partition]:
+            if delivery.position <= positions[partition]:
                 continue
-            self.cursor = self.cursor.moved(partition, delivery.position)
-            frame = delivery.frame_with(self.cursor) if self.by_cursor else delivery.frame
+            positions[partition] = delivery.position
+            frame = delivery.frame_with(Cursor(tuple(positions))) if by_cursor else delivery.frame
             if frames and size + len(frame) > CHUNK:
                 yield b"".join(frames)
                 frames, size = [], 0

@@ -47,8 +47,9 @@ class Delivery(Recorded):
     The frame is encoded once, when the first feed asks for it.
     """
 
-    __slots__ = ("_body", "_frame", "partition")
+    __slots__ = ("_body", "_frame", "_plain", "partition")
     _body: bytes | None
+    _plain: bytes | None
     _frame: tuple[str, bytes] | None
     partition: int
     """The partition of the log the event is in (0 with one partition)."""
@@ -64,6 +65,7 @@ class Delivery(Recorded):
         super().__init__(position, event, data, source)
         object.__setattr__(self, "_body", None)
         object.__setattr__(self, "_frame", None)
+        object.__setattr__(self, "_plain", None)
         object.__setattr__(self, "partition", partition)
 
     @classmethod
@@ -73,7 +75,11 @@ class Delivery(Recorded):
     @property
     def frame(self) -> bytes:
         """The frame with the event's stream id as its `id:`."""
-        return self.frame_with(self.position)
+        plain: bytes | None = self._plain
+        if plain is None:
+            plain = b"id: %s\r\n%s" % (str(self.position).encode(), self._encoded())
+            object.__setattr__(self, "_plain", plain)
+        return plain
 
     def frame_with(self, event_id: Position | Cursor) -> bytes:
         """The frame with `event_id` as its `id:` (the global feed's cursor, with several
