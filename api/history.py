@@ -155,8 +155,7 @@ class History:
             # Imported on use: an API without a read model loads no SQL models.
             from agentexec.projector.archive import Archive
 
-            # Until the archive is keyed by partition, only one partition's log is archived.
-            self.archives = [Archive(engine, page=page)] if len(partitions) == 1 else None
+            self.archives = [Archive(engine, page=page, partition=p) for p in partitions]
 
     def keys(self, partition: int = 0) -> Keys:
         return self.partitions.keys(partition)

@@ -19,8 +19,10 @@ import agentexec as ax
 from agentexec.api import feed_token
 from agentexec.api.cursors import Cursor
 from agentexec.connection import get_sync_redis
+from agentexec.eventlog import Recorded
 from agentexec.partitions import Partitions
 from agentexec.positions import Position
+from agentexec.projector.archive import Archive
 from tests.support.sse import Message, open_stream
 from tests.support.waiting import async_wait_for
 
@@ -264,3 +266,41 @@ async def test_the_read_models_position_is_a_cursor_to_resume_from(
     assert position == "0_0_0"  # nothing projected yet
     async with open_stream(http, f"{server.url}/api/events?last_event_id={position}") as feed:
         assert sorted(map(where, await feed.take(P))) == list(enumerate(ids))
+
+
+def archive_in(engine: Engine, partition: int, through: str) -> None:
+    """Archive `partition`'s log up to `through`, then trim it there, as its projector does."""
+    client = get_sync_redis()
+    entries = client.xrange(log_key(partition), "-", through)
+    Archive(engine, partition=partition).insert([Recorded.from_entry(i, f) for i, f in entries])
+    client.xtrim(log_key(partition), minid=through, approximate=False)
+
+
+async def test_a_trimmed_partition_resumes_from_its_archive(
+    engine: Engine, serve: Any, http: httpx.AsyncClient
+) -> None:
+    server = await serve(engine)
+    histories = {p: append_in(p, 6) for p in range(P)}
+    agent, ids = histories[1]
+    # Partition 1's first five are archived and trimmed from Redis; ids[4] stays in both.
+    archive_in(engine, 1, ids[4])
+    assert get_sync_redis().xlen(log_key(1)) == 2
+    after = Cursor(tuple(Position.parse(histories[p][1][1]) for p in range(P)))
+    expected = sorted((p, i) for p in range(P) for i in histories[p][1][2:])
+    url = f"{server.url}/api/events"
+    async with open_stream(http, url, {"Last-Event-ID": str(after)}) as feed:
+        received = await feed.take(len(expected))
+        assert sorted(map(where, received)) == expected
+        assert [i for p, i in map(where, received) if p == 1] == ids[2:]
+        assert_merged(received)
+        ids.append(ax.activity.update(agent, "live"))
+        assert [where(m) for m in await feed.take(1)] == [(1, ids[-1])]
+    # Reconnecting in the middle of the archived part, and from the beginning.
+    async with open_stream(http, url, {"Last-Event-ID": received[3].id or ""}) as feed:
+        assert [m.json["id"] for m in await feed.take(len(received) - 4)] == [
+            m.json["id"] for m in received[4:]
+        ]
+    async with open_stream(http, f"{url}?last_event_id=0") as feed:
+        assert len({where(m) for m in await feed.take(3 * 6 + 1)}) == 3 * 6 + 1
+    async with open_stream(http, f"{server.url}/api/activities/{agent}/events") as feed:
+        assert [m.id for m in await feed.take(len(ids))] == ids
