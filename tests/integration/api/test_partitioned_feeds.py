@@ -13,18 +13,22 @@ from typing import Any
 
 import httpx
 import pytest
+import redis
+import redis.asyncio
 from sqlalchemy import Engine
 
 import agentexec as ax
 from agentexec.api import feed_token
 from agentexec.api.cursors import Cursor
+from agentexec.api.history import History
+from agentexec.api.hub import Hub, Resync
 from agentexec.connection import get_sync_redis
 from agentexec.eventlog import Recorded
 from agentexec.partitions import Partitions
 from agentexec.positions import Position
 from agentexec.projector.archive import Archive
 from tests.support.sse import Message, open_stream
-from tests.support.waiting import async_wait_for
+from tests.support.waiting import async_wait_for, scaled
 
 P = 3
 SECRET = "a-feed-secret-of-at-least-32-bytes!"
@@ -304,3 +308,51 @@ async def test_a_trimmed_partition_resumes_from_its_archive(
         assert len({where(m) for m in await feed.take(3 * 6 + 1)}) == 3 * 6 + 1
     async with open_stream(http, f"{server.url}/api/activities/{agent}/events") as feed:
         assert [m.id for m in await feed.take(len(ids))] == ids
+
+
+async def test_after_an_outage_the_hub_reads_on_and_resyncs_for_a_partitions_deleted_events(
+    redis_conf: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ax.CONF.block_ms = 50
+    down = asyncio.Event()
+    failed = 0
+    original = redis.asyncio.Redis.xread
+
+    async def xread(*args: Any, **kwargs: Any) -> Any:
+        nonlocal failed
+        if down.is_set():
+            failed += 1
+            raise redis.ConnectionError("Redis is down (test)")
+        return await original(*args, **kwargs)
+
+    monkeypatch.setattr(redis.asyncio.Redis, "xread", xread)
+    hub = Hub(History(partitions(), None))
+    try:
+        subscription = await hub.subscribe()
+        agent, _ = append_in(2, 1)
+        [first] = await asyncio.wait_for(subscription.take(), scaled(10))
+        assert (first.partition, first.event.agent_id) == (2, agent)
+        down.set()
+
+        async def failing() -> bool:
+            return failed >= 2
+
+        await async_wait_for(failing, what="the hub's reads to fail")
+        # While the hub is away, an event of partition 2 it never read is deleted.
+        lost = ax.activity.update(agent, "lost")
+        kept = ax.activity.update(agent, "kept")
+        get_sync_redis().xdel(log_key(2), lost)
+        _, [other] = append_in(0, 1)
+        down.clear()
+        with pytest.raises(Resync):
+            await asyncio.wait_for(subscription.take(), scaled(10))
+        rest = await asyncio.wait_for(subscription.take(), scaled(10))
+        while len(rest) < 2:
+            rest += await asyncio.wait_for(subscription.take(), scaled(10))
+        assert {(d.partition, str(d.position)) for d in rest} == {
+            (2, kept),
+            (0, other),
+        }
+        assert hub.position is not None and str(hub.position[2]) == kept
+    finally:
+        await hub.close()
