@@ -133,7 +133,13 @@ class Hub:
         self._reader: asyncio.Task[None] | None = None
         self._started: asyncio.Future[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._reconnect = Reconnect(f"SSE hub on {history.keys().events}")
+        count = len(history.partitions)
+        self._logs = (
+            history.keys().events
+            if count == 1
+            else f"the {count} partitions' logs of {history.partitions.prefix}"
+        )
+        self._reconnect = Reconnect(f"SSE hub on {self._logs}")
 
     @property
     def subscribers(self) -> int:
@@ -204,7 +210,7 @@ class Hub:
                 except Exception as e:
                     await self._reconnect.failed(e)
             started.set_result(None)
-            logger.info("SSE hub: reading %s from %s", self.history.keys().events, self.position)
+            logger.info("SSE hub: reading %s from %s", self._logs, self.position)
             # Any error of a step is an outage: feeds wait, they are not cut off.
             groups = self.history.broker().log_reads()
             if len(groups) == 1:

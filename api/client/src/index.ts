@@ -52,17 +52,32 @@ type Handler = (event: FeedEvent) => void;
 
 /** The position of a stream id "<ms>-<seq>", to tell an event already seen; null for an id
  * of another form (it is then never taken for a duplicate). */
-function position(id: string): [number, number] | null {
-  const match = /^(\d+)-(\d+)$/.exec(id);
-  return match ? [Number(match[1]), Number(match[2])] : null;
+/** The positions an id names: one stream id (`ms-seq`), or, on `/api/events` with several
+ * partitions, a cursor of one position per partition joined by `_` (`ms` alone: `ms-0`). */
+function positions(id: string): [number, number][] | null {
+  const found: [number, number][] = [];
+  for (const part of id.split("_")) {
+    const match = /^(\d+)(?:-(\d+))?$/.exec(part);
+    if (match === null) return null;
+    found.push([Number(match[1]), Number(match[2] ?? 0)]);
+  }
+  return found;
 }
 
+/** Whether `id` comes after `last` in one feed: a later event moves one position on and
+ * none back (ids of another form are only told apart). */
 function after(id: string, last: string | undefined): boolean {
   if (last === undefined) return true;
-  const a = position(id);
-  const b = position(last);
-  if (a === null || b === null) return id !== last;
-  return a[0] > b[0] || (a[0] === b[0] && a[1] > b[1]);
+  const a = positions(id);
+  const b = positions(last);
+  if (a === null || b === null || a.length !== b.length) return id !== last;
+  let moved = false;
+  for (const [i, [ms, seq]] of a.entries()) {
+    const [lastMs, lastSeq] = b[i] ?? [0, 0]; // as long as `a`
+    if (ms < lastMs || (ms === lastMs && seq < lastSeq)) return false;
+    if (ms > lastMs || seq > lastSeq) moved = true;
+  }
+  return moved;
 }
 
 /**
