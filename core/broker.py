@@ -893,6 +893,26 @@ class Broker:
         return LogLease(self.client, self._part(partition).projector_lease, owner, seconds)
 
     @translated
+    async def projectors_running(self, owner: str, seconds: float) -> int:
+        """Note that projector `owner` runs for `seconds` more; returns how many projectors
+        of the namespace run (noted so, within their own seconds): each takes its share of
+        the partitions' leases."""
+        key = self._part(0).projector_members
+        now, ms = int(time.time() * 1000), max(1, int(seconds * 1000))
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.zadd(key, {owner: now + ms})
+            pipe.zremrangebyscore(key, "-inf", now)
+            pipe.zcard(key)
+            pipe.pexpire(key, ms)
+            reply: Any = await pipe.execute()
+        return int(reply[2])
+
+    @translated
+    async def projector_stopped(self, owner: str) -> None:
+        """Note that projector `owner` stopped: the others take its partitions' share."""
+        await self.client.zrem(self._part(0).projector_members, owner)
+
+    @translated
     async def projector_delivered(self, partition: int = 0) -> str | None:
         """The last id delivered to the projector's group of `partition`'s log; None when
         there is none (no group, or no log)."""

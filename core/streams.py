@@ -42,6 +42,9 @@ class Keys:
         self.events = f"{prefix}:events"
         self.dead_letters = f"{prefix}:dead"
         self.projector_lease = f"{prefix}:projector:lease"
+        self.projector_members = f"{prefix}:projector:members"
+        """The running projectors, by when each is deemed stopped unless it says otherwise
+        (partition 0's only: they share the partitions' leases)."""
         self.restore_due = f"{prefix}:projector:restore"
         """Set while Redis lost data that the projector has not restored from the archive yet
         (see `agentexec.projector.restore`)."""

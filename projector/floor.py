@@ -41,22 +41,23 @@ async def lift(
     *,
     after: str | None = None,
     ids: list[str] | None = None,
+    partition: int = 0,
 ) -> tuple[bool, list[tuple[str, str]]]:
-    """Raise the log's last id to `floor` (`Broker.lift_log`), and append again above it the
-    entries below it that the archive does not hold: those after `after` (every one when None
-    and `ids` is None too), or those of `ids`. Returns whether the last id was raised, and
-    the (old, new) ids of the entries appended again, in order."""
+    """Raise the last id of `partition`'s log to `floor` (`Broker.lift_log`), and append again
+    above it the entries below it that the partition's archive does not hold: those after
+    `after` (every one when None and `ids` is None too), or those of `ids`. Returns whether
+    the last id was raised, and the (old, new) ids of the entries appended again, in order."""
     moves: list[str] = []
     since = ""
     if ids is None:
         since = after or str(ORIGIN)
         while True:
-            found = await broker.log_ids(since, floor, _PAGE)
+            found = await broker.log_ids(since, floor, _PAGE, partition)
             if not found:
                 break
-            known = await asyncio.to_thread(Archive(engine).archived, found)
+            known = await asyncio.to_thread(Archive(engine, partition=partition).archived, found)
             moves += [i for i in found if i not in known]
             since = found[-1]
     else:
         moves = ids
-    return await broker.lift_log(floor, since, moves)
+    return await broker.lift_log(floor, since, moves, partition)

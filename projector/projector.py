@@ -1,5 +1,11 @@
 """`Projector`: the only writer of the read model. Reads the event log, applies it in batches.
 
+With several partitions (`AGENTEXEC_PARTITIONS`), each partition's log has its own lease,
+checkpoint and consumer group, and one owner at a time: the projectors that run share the
+partitions, each holding the leases of its share (`ceil(P / projectors running)`) and taking
+over those whose lease lapses; each partition it holds is read (blocking) and applied on its
+own, a batch holding one partition's events.
+
 Each batch is one SQL transaction holding the checkpoint move, the archive rows and the
 read-model changes; entries are acknowledged in Redis only after it commits. A crash at any
 point leaves entries pending (not acknowledged), and the next owner re-reads them; those at or
@@ -13,11 +19,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import socket
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
@@ -37,7 +44,7 @@ from agentexec.eventlog import Recorded
 from agentexec.limits import check_name
 from agentexec.positions import Position
 from agentexec.runtime import Runtime, current
-from agentexec.streams import PROJECTOR_GROUP
+from agentexec.streams import PROJECTOR_GROUP, Keys
 
 from . import checkpoints, floor, projection, refusals, restore
 from .archive import Archive
@@ -58,8 +65,9 @@ class Projector:
     """Projects the event log of `runtime`'s namespace (default: the edge's, see
     `agentexec.runtime.current`) into `engine`.
 
-    Reads up to `batch_size` entries at a time. Only one projector of a namespace works at a
-    time; others wait and take over within `lease_seconds` when it dies.
+    Reads up to `batch_size` entries at a time. Only one projector works on a partition's log
+    at a time; others wait and take over within `lease_seconds` when it dies. Several
+    projectors share the partitions (see the module's docstring).
 
     With a Prometheus `registry`, the projector counts in it the tasks and attempts it
     commits, with their queue waits and run durations, and registers the gauges of its lag and
@@ -91,6 +99,7 @@ class Projector:
             )
         self.engine = engine
         self.keys = runtime.keys
+        self.partitions = runtime.partitions
         self.batch_size = batch_size
         self.lease_seconds = lease_seconds
         self.name = (
@@ -103,17 +112,13 @@ class Projector:
             self.name,
             engine.url.render_as_string(hide_password=True),
         )
-        self.position = checkpoints.ORIGIN
-        """The checkpoint as this projector last committed or read it."""
+        self.logs = [_Log(p, self.partitions.keys(p)) for p in self.partitions]
+        """Each partition's log, as this projector projects it."""
         self.applied = 0
         """Events applied by this projector since it started."""
         self.retention = LogRetention(settings.log_hot_window)
-        """Trims the log below the checkpoint after commits (docs/projector.md)."""
-        self._lease: Lease | None = None
-        self._owner = False
-        self._pending = True
-        self._last_seen = checkpoints.ORIGIN
-        self._restore_due = False
+        """Trims the logs below their checkpoints after commits (docs/projector.md)."""
+        self._held: list[_Log] = []
         self._reconnect = Reconnect(f"projector {self.name}")
         self._lease_outage = Reconnect(f"projector {self.name}: lease renewal")
         self._db_down_since: float | None = None
@@ -132,16 +137,90 @@ class Projector:
         stop = stop or asyncio.Event()
         await asyncio.to_thread(self.check_tables)
         keeper = asyncio.create_task(self._keep_lease(stop))
-        logger.info("projector %s: started on %s", self.name, self.keys.events)
+        logger.info(
+            "projector %s: started on %s",
+            self.name,
+            ", ".join(log.keys.events for log in self.logs),
+        )
         try:
             while not stop.is_set():
-                await self._turn(stop, block=True)
+                await self._share(stop)
+                await _wait(stop, self.lease_seconds / 4)
         finally:
             keeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await keeper
-            await self._step_down()
-            logger.info("projector %s: stopped at %s", self.name, self.position)
+            self._held = [log for log in self.logs if log.owner]
+            for log in self.logs:
+                await self._release(log)
+            if len(self.logs) > 1:
+                with contextlib.suppress(*REDIS_ERRORS, BrokerError):
+                    await self.runtime.broker.projector_stopped(self.name)
+            logger.info(
+                "projector %s: stopped at %s",
+                self.name,
+                ", ".join(log.position for log in self.logs),
+            )
+
+    @property
+    def position(self) -> str:
+        """The checkpoint of partition 0 as this projector last committed or read it (the
+        only one with one partition; `logs[p].position` for partition p)."""
+        return self.logs[0].position
+
+    async def _share(self, stop: asyncio.Event) -> None:
+        """Hold this projector's share of the partitions: take over free ones up to it (each
+        then projected by a task of its own), hand back those beyond it."""
+        running = 1
+        if len(self.logs) > 1:
+            try:
+                ttl = self.lease_seconds * 1.5
+                running = await self.runtime.broker.projectors_running(self.name, ttl)
+            except (*REDIS_ERRORS, BrokerError) as e:
+                logger.debug("projector %s: cannot count the projectors: %s", self.name, e)
+        share = math.ceil(len(self.logs) / max(running, 1))
+        for log in self.logs:
+            if log.task is not None and log.task.done():
+                log.task = None  # it lost its lease, or stepped down
+        held = [log for log in self.logs if log.task is not None]
+        for log in held[share:]:
+            logger.info(
+                "projector %s: hands %s over (%d projectors run)",
+                self.name,
+                log.keys.events,
+                running,
+            )
+            await self._release(log)
+        # Starting from a place of its own, so that projectors starting together do not all
+        # try the same partitions first.
+        offset = hash(self.name) % len(self.logs)
+        order = self.logs[offset:] + self.logs[:offset]
+        for log in order:
+            if sum(1 for x in self.logs if x.task is not None) >= share or stop.is_set():
+                break
+            if log.task is not None:
+                continue
+            if await self._turn(log, stop, block=False) == "waiting":
+                continue
+            if log.owner:
+                log.halt = asyncio.Event()
+                log.task = asyncio.create_task(self._project(log))
+
+    async def _project(self, log: _Log) -> None:
+        """Apply `log` while this projector holds it, until it is halted (`_release`). Its
+        lease lost, the log is taken over again at once unless another projector has it."""
+        while not log.halt.is_set():
+            if await self._turn(log, log.halt, block=True) == "waiting":
+                return
+
+    async def _release(self, log: _Log) -> None:
+        """Stop projecting `log` (after the batch under way) and hand its lease back."""
+        log.halt.set()
+        if log.task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await log.task
+            log.task = None
+        await self._step_down(log)
 
     def check_tables(self) -> None:
         """Raise `ConfigurationError` naming the fix when the read model's tables are missing.
@@ -173,50 +252,59 @@ class Projector:
 
     async def stop(self, drain: float = 5.0) -> None:
         """Stop a projector started with `start()`, after applying what was appended up to
-        now (for at most `drain` seconds)."""
+        now to the partitions it held (for at most `drain` seconds)."""
         if self._task is None:
             return
         self._stop.set()
         await self._task
         self._task = None
+        held = [log.partition for log in self._held] if len(self.logs) > 1 else None
         with contextlib.suppress(TimeoutError):
-            await self.catch_up(timeout=drain)
+            await self.catch_up(timeout=drain, partitions=held)
 
-    async def catch_up(self, timeout: float = 30.0) -> int:
-        """Apply everything appended so far, then return how many events were applied.
+    async def catch_up(self, timeout: float = 30.0, partitions: list[int] | None = None) -> int:
+        """Apply everything appended so far to `partitions` (None: every partition), one
+        after the other, then return how many events were applied.
 
-        Waits for the lease when another projector holds it; raises TimeoutError after
-        `timeout` seconds.
+        Waits for a partition's lease when another projector holds it; raises TimeoutError
+        after `timeout` seconds.
         """
         start = self.applied
         stop = asyncio.Event()
+        chosen = self.logs if partitions is None else [self.logs[p] for p in partitions]
         async with asyncio.timeout(timeout):
-            while True:
-                if await self._turn(stop, block=False) == "idle":
-                    break
-        await self._step_down()
+            for log in chosen:
+                try:
+                    while True:
+                        done = await self._turn(log, stop, block=False)
+                        if done == "idle":
+                            break
+                        if done == "waiting":
+                            await _wait(stop, self.lease_seconds / 4)
+                finally:
+                    await self._step_down(log)
         return self.applied - start
 
-    async def _turn(self, stop: asyncio.Event, *, block: bool) -> str:
-        """One step: take ownership, or read and apply one batch. Returns what happened."""
+    async def _turn(self, log: _Log, stop: asyncio.Event, *, block: bool) -> str:
+        """One step on `log`: take it over, or read and apply one batch. Returns what
+        happened ("waiting": another projector holds it)."""
         try:
-            if not self._owner and not await self._take_over():
-                await _wait(stop, self.lease_seconds / 4)
+            if not log.owner and not await self._take_over(log):
                 return "waiting"
-            result = await self._step(stop, block=block)
+            result = await self._step(log, stop, block=block)
             self._reconnect.succeeded()
             return result
         except REDIS_ERRORS as e:
             # A read whose reply was lost delivered its entries all the same: they are
             # pending to us, and must be read again before anything newer is committed.
-            self._pending = True
+            log.pending = True
             await self._reconnect.failed(e)
         except GroupMissingError:
             logger.warning("projector %s: consumer group gone; recreating it", self.name)
-            self._owner = False
+            log.owner = False
         except BrokerError as e:
             # Any other refusal (a script error, a busy server): an outage, not an exit.
-            self._pending = True
+            log.pending = True
             await self._reconnect.failed(e)
             return "retry"
         except SQLAlchemyError as e:
@@ -227,67 +315,68 @@ class Projector:
             await _wait(stop, 1.0)
         return "retry"
 
-    async def _take_over(self) -> bool:
+    async def _take_over(self, log: _Log) -> bool:
         client = self.runtime.redis()
         broker = self.runtime.broker
-        if self._lease is None or self._lease.client is not client:
-            self._lease = broker.log_lease(self.name, self.lease_seconds)
-        if not await self._lease.acquire():
+        p = log.partition
+        if log.lease is None or log.lease.client is not client:
+            log.lease = broker.log_lease(self.name, self.lease_seconds, p)
+        if not await log.lease.acquire():
             return False
-        self.position = await asyncio.to_thread(self._load_checkpoint)
+        log.position = await asyncio.to_thread(self._load_checkpoint, log)
         self._database_recovered()
-        delivered = await broker.projector_delivered()
-        if delivered is None and self.position != checkpoints.ORIGIN:
+        delivered = await broker.projector_delivered(p)
+        if delivered is None and log.position != checkpoints.ORIGIN:
             # The group goes only with the stream: Redis lost the log this database was
             # built from, and with it the queued tasks and results.
             logger.warning(
                 "projector %s: %s has no %r group although the checkpoint is at %s: Redis "
                 "lost its data; queued tasks and results will be restored from the archive",
                 self.name,
-                self.keys.events,
+                log.keys.events,
                 PROJECTOR_GROUP,
-                self.position,
+                log.position,
             )
-            await broker.mark_restore_due(self.position)
-        if self.position != checkpoints.ORIGIN and (
-            delivered is None or checkpoints.after(self.position, delivered)
+            await broker.mark_restore_due(log.position, p)
+        if log.position != checkpoints.ORIGIN and (
+            delivered is None or checkpoints.after(log.position, delivered)
         ):
-            await self._lift(after=delivered)
-        await broker.ensure_log_group(self.position)
-        self._last_seen = delivered or self.position
-        self._restore_due = await broker.restore_due() is not None
-        self._owner, self._pending = True, True
-        logger.info("projector %s: owns %s from %s", self.name, self.keys.events, self.position)
+            await self._lift(log, after=delivered)
+        await broker.ensure_log_group(log.position, p)
+        log.last_seen = delivered or log.position
+        log.restore_due = await broker.restore_due(p) is not None
+        log.owner, log.pending = True, True
+        logger.info("projector %s: owns %s from %s", self.name, log.keys.events, log.position)
         return True
 
-    async def _step(self, stop: asyncio.Event, *, block: bool) -> str:
-        assert self._lease is not None
-        cursor = "0" if self._pending else ">"
-        entries = await self._lease.read(self.keys.events, PROJECTOR_GROUP, cursor, self.batch_size)
+    async def _step(self, log: _Log, stop: asyncio.Event, *, block: bool) -> str:
+        assert log.lease is not None
+        cursor = "0" if log.pending else ">"
+        entries = await log.lease.read(log.keys.events, PROJECTOR_GROUP, cursor, self.batch_size)
         if entries is None:
-            logger.warning("projector %s: lost ownership of %s", self.name, self.keys.events)
-            self._owner = False
+            logger.warning("projector %s: lost ownership of %s", self.name, log.keys.events)
+            log.owner = False
             return "lost"
         if not entries:
-            if self._pending:
-                self._pending = False
+            if log.pending:
+                log.pending = False
                 return "pending done"
-            if self._restore_due:
+            if log.restore_due:
                 # Caught up first: a task that started since Redis came back is RUNNING in
                 # the read model by now, and is not queued again.
-                await self._restore()
+                await self._restore(log)
                 return "restored"
             if block:
-                await self._wait_for_entries(stop)
+                await self._wait_for_entries(log, stop)
             return "idle"
-        self._last_seen = checkpoints.later(self._last_seen, entries[-1][0])
+        log.last_seen = checkpoints.later(log.last_seen, entries[-1][0])
         # Until they are acknowledged, whatever fails: read them again before anything newer.
-        pending, self._pending = self._pending, True
-        if await self._apply(entries, stop):
-            self._pending = pending
+        pending, log.pending = log.pending, True
+        if await self._apply(log, entries, stop):
+            log.pending = pending
         return "applied"
 
-    async def _apply(self, entries: Entries, stop: asyncio.Event) -> bool:
+    async def _apply(self, log: _Log, entries: Entries, stop: asyncio.Event) -> bool:
         """Commit and acknowledge `entries`; False when they are left pending (stopping, or
         ownership lost during a database outage) for the next read."""
         batch: list[Recorded] = []
@@ -300,59 +389,66 @@ class Projector:
             except EventDecodeError as e:
                 undecodable.append((entry_id, fields, str(e)))
         last = entries[-1][0]
-        start = checkpoints.parse_id(self.position)
+        start = checkpoints.parse_id(log.position)
         stale = [a.event_id for a in batch if a.position <= start]
         if stale:
             # Delivered again after a crash, and archived; or appended below the checkpoint
             # after Redis lost the log, and never seen: those are lifted above it.
-            known = await asyncio.to_thread(Archive(self.engine).archived, stale)
-            lifted = await self._lift(ids=[i for i in stale if i not in known])
+            archive = Archive(self.engine, partition=log.partition)
+            known = await asyncio.to_thread(archive.archived, stale)
+            lifted = await self._lift(log, ids=[i for i in stale if i not in known])
             batch = [a for a in batch if a.event_id not in lifted]
-        fresh = [u for u in undecodable if checkpoints.after(u[0], self.position)]
+        fresh = [u for u in undecodable if checkpoints.after(u[0], log.position)]
         if fresh:
-            await self._dead_letter(fresh)
+            await self._dead_letter(log, fresh)
         parts = [_Part(batch, last)]
         while parts:
             part = parts[0]
             try:
                 started = time.time_ns()
-                position = self.position
+                position = log.position
                 transitions: list[projection.Transition] | None = (
                     None if self._metrics is None else []
                 )
                 applied = await asyncio.to_thread(
                     commit,
                     self.engine,
-                    self.keys.events,
+                    log.keys.events,
                     self.name,
                     position,
                     part.batch,
                     part.last,
                     transitions,
+                    log.partition,
                 )
                 if self._metrics is not None and transitions:
                     self._metrics.observe(transitions)
                 self.applied += applied
                 tracing.projected(part.batch, started, self.name)
-                self.position = checkpoints.later(part.last, position)
+                log.position = checkpoints.later(part.last, position)
                 self._database_recovered()
                 parts.pop(0)
             except FencedError as e:
                 logger.warning("projector %s: %s", self.name, e)
-                self.position = e.position or checkpoints.ORIGIN
+                log.position = e.position or checkpoints.ORIGIN
             except Exception as e:  # the batch's boundary: nothing is skipped, whatever failed
                 if part.batch and refusals.refused(e):
-                    parts[:1] = await self._isolate(part, e, dict(entries))
+                    parts[:1] = await self._isolate(log, part, e, dict(entries))
                     continue
                 await self._database_failed(e, stop)
-                if stop.is_set() or not self._owner:
+                if stop.is_set() or not log.owner:
                     return False
-        await self.runtime.broker.ack_log([i for i, _ in entries])
-        await self.retention.after_commit(self.runtime.broker, self.position)
+        broker = self.runtime.broker
+        await broker.ack_log([i for i, _ in entries], log.partition)
+        await self.retention.after_commit(broker, log.position, log.partition)
         return True
 
     async def _isolate(
-        self, part: _Part, error: Exception, fields: dict[str, dict[bytes, bytes] | None]
+        self,
+        log: _Log,
+        part: _Part,
+        error: Exception,
+        fields: dict[str, dict[bytes, bytes] | None],
     ) -> list[_Part]:
         """What to commit instead of `part`, which the database refused: its halves; for a
         single event, its safe form, else nothing (the event is dead-lettered)."""
@@ -382,16 +478,24 @@ class Projector:
             )
             return [_Part([safe], part.last, top=False, safe=True)]
         entry = fields.get(applied.event_id) or {events.EVENT_FIELD: applied.data}
-        await self._dead_letter([(applied.event_id, entry, f"the database refused it: {reason}")])
+        refused = f"the database refused it: {reason}"
+        await self._dead_letter(log, [(applied.event_id, entry, refused)])
         return [_Part([], part.last, top=False)]
 
-    async def _lift(self, *, after: str | None = None, ids: list[str] | None = None) -> set[str]:
-        """Keep the log's ids above the checkpoint (see `floor`); returns the ids of the
+    async def _lift(
+        self, log: _Log, *, after: str | None = None, ids: list[str] | None = None
+    ) -> set[str]:
+        """Keep the ids of `log` above its checkpoint (see `floor`); returns the ids of the
         entries appended again above it (their originals are deleted)."""
         if ids is not None and not ids:
             return set()
         raised, moved = await floor.lift(
-            self.runtime.broker, self.engine, self.position, after=after, ids=ids
+            self.runtime.broker,
+            self.engine,
+            log.position,
+            after=after,
+            ids=ids,
+            partition=log.partition,
         )
         if raised:
             logger.warning(
@@ -399,8 +503,8 @@ class Projector:
                 "log, and its clock is behind the archived ids); raised it to the checkpoint, "
                 "so that new events get ids above it",
                 self.name,
-                self.keys.events,
-                self.position,
+                log.keys.events,
+                log.position,
             )
         if moved:
             logger.warning(
@@ -408,49 +512,58 @@ class Projector:
                 "the archive; appended them again above it, in their order (%s became %s%s)",
                 self.name,
                 len(moved),
-                self.keys.events,
-                self.position,
+                log.keys.events,
+                log.position,
                 moved[0][0],
                 moved[0][1],
                 ", ..." if len(moved) > 1 else "",
             )
         return {old for old, _ in moved}
 
-    async def _restore(self) -> None:
+    async def _restore(self, log: _Log) -> None:
         broker = self.runtime.broker
-        lost_at = await broker.restore_due() or self.position
-        found = await restore.restore(self.engine, self.runtime, self.name, lost_at)
-        await broker.restored()
-        self._restore_due = False
+        p = log.partition
+        lost_at = await broker.restore_due(p) or log.position
+        found = await restore.restore(self.engine, self.runtime, self.name, lost_at, p)
+        await broker.restored(p)
+        log.restore_due = False
         logger.info(
-            "projector %s: restored from the archive: %d queued tasks queued again, %d running "
-            "ones queued to run again if their worker dies, %d results",
+            "projector %s: restored %s from the archive: %d queued tasks queued again, %d "
+            "running ones queued to run again if their worker dies, %d results",
             self.name,
+            log.keys.events,
             len(found.queued),
             len(found.running),
             len(found.results),
         )
 
-    def _load_checkpoint(self) -> str:
+    def _load_checkpoint(self, log: _Log) -> str:
         with self.engine.begin() as conn:
-            return checkpoints.load(conn, self.keys.events, self.name)
+            return checkpoints.load(conn, log.keys.events, self.name)
 
-    async def _dead_letter(self, undecodable: list[tuple[str, dict[bytes, bytes], str]]) -> None:
+    async def _dead_letter(
+        self, log: _Log, undecodable: list[tuple[str, dict[bytes, bytes], str]]
+    ) -> None:
         for entry_id, _, reason in undecodable:
             logger.error(
                 "projector %s: dead-lettering %s %s: %s",
                 self.name,
-                self.keys.events,
+                log.keys.events,
                 entry_id,
                 reason,
             )
-        await self.runtime.broker.dead_letter_log_entries(undecodable)
+        await self.runtime.broker.dead_letter_log_entries(undecodable, log.partition)
 
-    async def _wait_for_entries(self, stop: asyncio.Event) -> None:
+    async def _wait_for_entries(self, log: _Log, stop: asyncio.Event) -> None:
         # A plain XREAD only wakes us; the entries are then taken through the fenced read.
-        after = Position.parse(self._last_seen)
+        after = Position.parse(log.last_seen)
         read = asyncio.ensure_future(
-            self.runtime.broker.wait_log(after, count=1, block_ms=self.runtime.settings.block_ms)
+            self.runtime.broker.wait_log(
+                after,
+                count=1,
+                block_ms=self.runtime.settings.block_ms,
+                partition=log.partition,
+            )
         )
         halt = asyncio.ensure_future(stop.wait())
         done, _ = await asyncio.wait({read, halt}, return_when=asyncio.FIRST_COMPLETED)
@@ -464,25 +577,31 @@ class Projector:
     async def _keep_lease(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             await _wait(stop, self.lease_seconds / 3)
-            if not self._owner or self._lease is None:
-                continue
-            try:
-                if not await self._lease.renew():
-                    logger.warning("projector %s: lease expired; stepping down", self.name)
-                    self._owner = False
-            except REDIS_ERRORS as e:
-                logger.debug("projector %s: lease renewal failed: %s", self.name, e)
-            except Exception as e:
-                # Whatever the client raised, the lease must keep being renewed.
-                await self._lease_outage.failed(e)
-            else:
-                self._lease_outage.succeeded()
+            for log in self.logs:
+                if log.owner and log.lease is not None:
+                    await self._renew(log)
 
-    async def _step_down(self) -> None:
-        if self._owner and self._lease is not None:
+    async def _renew(self, log: _Log) -> None:
+        assert log.lease is not None
+        try:
+            if not await log.lease.renew():
+                logger.warning(
+                    "projector %s: lease of %s expired; stepping down", self.name, log.keys.events
+                )
+                log.owner = False
+        except REDIS_ERRORS as e:
+            logger.debug("projector %s: lease renewal failed: %s", self.name, e)
+        except Exception as e:
+            # Whatever the client raised, the lease must keep being renewed.
+            await self._lease_outage.failed(e)
+        else:
+            self._lease_outage.succeeded()
+
+    async def _step_down(self, log: _Log) -> None:
+        if log.owner and log.lease is not None:
             with contextlib.suppress(*REDIS_ERRORS):
-                await self._lease.release()
-        self._owner = False
+                await log.lease.release()
+        log.owner = False
 
     async def _database_failed(self, error: Exception, stop: asyncio.Event) -> None:
         if self._db_down_since is None:
@@ -516,10 +635,12 @@ def commit(
     batch: list[Recorded],
     last: str,
     transitions: list[projection.Transition] | None = None,
+    partition: int = 0,
 ) -> int:
-    """Apply the events of `batch` after checkpoint `position` and move the checkpoint to
-    `last` (the batch's last entry id), in one transaction; returns how many were applied.
-    The activities' changes that the transaction committed are added to `transitions`.
+    """Apply the events of `batch` (read from `partition`'s log, named `stream`) after
+    checkpoint `position` and move the checkpoint to `last` (the batch's last entry id), in
+    one transaction; returns how many were applied. The activities' changes that the
+    transaction committed are added to `transitions`.
 
     Raises `FencedError` when the checkpoint is not at `position` any more.
     """
@@ -531,7 +652,7 @@ def commit(
     try:
         with engine.begin() as conn:
             checkpoints.advance(conn, stream, position, target, owner)
-            projection.apply(conn, fresh, transitions=transitions)
+            projection.apply(conn, fresh, partition=partition, transitions=transitions)
     except IntegrityError:
         # Some of these events are archived although the checkpoint is below them (it was
         # moved back by hand): apply the others only.
@@ -540,8 +661,8 @@ def commit(
             transitions.clear()  # of the transaction that rolled back
         with engine.begin() as conn:
             checkpoints.advance(conn, stream, position, target, owner)
-            fresh = Archive(conn).unarchived(fresh)
-            projection.apply(conn, fresh, transitions=transitions)
+            fresh = Archive(conn, partition=partition).unarchived(fresh)
+            projection.apply(conn, fresh, partition=partition, transitions=transitions)
     return len(fresh)
 
 
@@ -550,6 +671,26 @@ async def _wait(stop: asyncio.Event, seconds: float) -> None:
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(seconds):
             await stop.wait()
+
+
+@dataclass(eq=False)
+class _Log:
+    """One partition's log as a projector projects it."""
+
+    partition: int
+    keys: Keys
+    position: str = checkpoints.ORIGIN
+    """The checkpoint as this projector last committed or read it."""
+    lease: Lease | None = None
+    owner: bool = False
+    pending: bool = True
+    """Entries may be pending to the projector's group: read those ("0") before new ones."""
+    last_seen: str = checkpoints.ORIGIN
+    restore_due: bool = False
+    task: asyncio.Task[None] | None = None
+    """Projects the log while this projector holds it (`Projector.run`)."""
+    halt: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set to hand the log over."""
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,10 @@
 """Rebuild: empty the read model and apply the archive again, in one transaction.
 
 The archive holds every event up to the checkpoint, so after a rebuild the read model is what
-projecting the whole log gives; the checkpoint is left where it is and projection carries on
-with the log beyond it. The rebuild holds the projector lease, so live projectors pause
+projecting the whole log gives; the checkpoints are left where they are and projection carries
+on with the logs beyond them. With several partitions the archive is applied in time order
+(stream id, then partition): each activity's events are in one partition, so each comes in its
+log order. The rebuild holds the projector lease of every partition, so live projectors pause
 meanwhile; readers see the old tables until it commits.
 """
 
@@ -40,32 +42,44 @@ async def rebuild(
     """Rebuild the read model of the `AGENTEXEC_KEY_PREFIX` namespace in `engine` from its
     archive; returns how many events were applied.
 
-    Waits up to `timeout` seconds for the lease held by a running projector (TimeoutError).
+    Waits up to `timeout` seconds for the leases held by running projectors (TimeoutError).
     """
     runtime = runtime or current()
-    lease = runtime.broker.log_lease(f"rebuild:{socket.gethostname()}:{os.getpid()}", lease_seconds)
-    async with asyncio.timeout(timeout):
-        # The holder renews its lease, or it expires: poll for it.
-        while True:
-            if await lease.acquire():
-                break
-            await asyncio.sleep(lease_seconds / 10)
-    keeper = asyncio.create_task(_keep(lease))
+    name = f"rebuild:{socket.gethostname()}:{os.getpid()}"
+    broker = runtime.broker
+    leases = [broker.log_lease(name, lease_seconds, p) for p in runtime.partitions]
+    keeper = asyncio.create_task(_keep(leases))
     try:
+        async with asyncio.timeout(timeout):
+            # The holders renew their leases, or they expire: poll for each.
+            for lease in leases:
+                while True:
+                    if await lease.acquire():
+                        break
+                    await asyncio.sleep(lease_seconds / 10)
         count = await asyncio.to_thread(_replay_archive, engine)
     finally:
         keeper.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await keeper
-        await lease.release()
-    logger.info("rebuilt the read model of %s from %d archived events", runtime.keys.events, count)
+        for lease in leases:
+            await lease.release()
+    logger.info(
+        "rebuilt the read model of %s (%d partitions) from %d archived events",
+        runtime.partitions.prefix,
+        len(runtime.partitions),
+        count,
+    )
     return count
 
 
-async def _keep(lease: LogLease) -> None:
+async def _keep(leases: list[LogLease]) -> None:
+    """Renew the leases taken so far (a lease not taken yet is not renewed: renew only
+    extends a lease held)."""
     while True:
-        await asyncio.sleep(lease.ms / 3000)
-        await lease.renew()
+        await asyncio.sleep(leases[0].ms / 3000)
+        for lease in leases:
+            await lease.renew()
 
 
 def _replay_archive(engine: Engine) -> int:
@@ -75,7 +89,7 @@ def _replay_archive(engine: Engine) -> int:
         conn.execute(delete(Activity))
         conn.execute(delete(SessionItem))
         conn.execute(delete(ActivityCount))
-        for batch in Archive(conn, page=_PAGE).read():
+        for batch in Archive(conn, page=_PAGE, partition=None).read():
             projection.apply(conn, batch, archive=False)
             count += len(batch)
     return count

@@ -21,11 +21,14 @@ namespace (`Keys.restore_due`), catches up with what was appended since, and res
 
 The mark is removed only when all of it is done: a projector that dies meanwhile leaves it to
 the next owner, and each task is queued again once per loss whatever the number of passes.
+With several partitions (`AGENTEXEC_PARTITIONS`), each has its own mark and is restored on its
+own, with the tasks, results and sessions whose agent ids live in it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from dataclasses import dataclass, field
@@ -54,6 +57,7 @@ from agentexec.events import (
     TaskRetried,
     TaskStarted,
 )
+from agentexec.partitions import Partitions
 from agentexec.results import Outcome, outcome_encoder
 from agentexec.runtime import Runtime
 from agentexec.sessions import session_agent_id
@@ -86,13 +90,25 @@ class Restorable:
 
 
 def restorable(
-    engine: Engine, lost_at: str, settings: Settings, now: datetime | None = None
+    engine: Engine,
+    lost_at: str,
+    settings: Settings,
+    now: datetime | None = None,
+    *,
+    partition: int = 0,
+    partitions: Partitions | None = None,
 ) -> Restorable:
-    """Read from the read model and the archive what a Redis that lost its data needs back.
+    """Read from the read model and the archive what a Redis that lost `partition`'s data
+    needs back.
 
-    `lost_at` is the last entry of the log that was lost: a task queued, retried or started
-    after it has its entry in the new Redis, and is left alone."""
+    `lost_at` is the last entry of the partition's log that was lost: a task queued, retried
+    or started after it has its entry in the new Redis, and is left alone. With
+    `partitions` None, every agent is in the partition."""
     lost = parse_id(lost_at)
+
+    def mine(agent_id: UUID) -> bool:
+        return partitions is None or partitions.of(agent_id) == partition
+
     now = now or datetime.now(UTC)
     cutoff = (now - timedelta(seconds=settings.result_ttl)).replace(tzinfo=None)
     with engine.connect() as conn:
@@ -104,14 +120,17 @@ def restorable(
                     _activity.c.queue.is_not(None),
                 )
             )
+            if mine(row.agent_id)
         }
-        ended = list(
-            conn.execute(
+        ended = [
+            agent_id
+            for agent_id in conn.execute(
                 select(_activity.c.agent_id).where(
                     _activity.c.status.in_(list(TERMINAL)), _activity.c.updated_at >= cutoff
                 )
             ).scalars()
-        )
+            if mine(agent_id)
+        ]
         queued, running = [], []
         for agent_id, history in _histories(conn, list(active)).items():
             status, attempts = active[agent_id]
@@ -130,15 +149,26 @@ def restorable(
             left = settings.result_ttl - int((now - end.ts).total_seconds())
             if left > 0:
                 results.append((agent_id, outcome_encoder.encode(_outcome(end)), left))
-        sessions = _sessions(conn)
+        sessions = [s for s in _sessions(conn) if mine(s[0])]
     return Restorable(queued, running, results, sessions)
 
 
-async def restore(engine: Engine, runtime: Runtime, owner: str, lost_at: str) -> Restorable:
-    """Queue the lost tasks again and store the lost results (see the module's docstring).
-    `lost_at` (the checkpoint when the loss was noticed) names this restore: doing it again
-    queues nothing twice."""
-    found = await asyncio.to_thread(restorable, engine, lost_at, runtime.settings)
+async def restore(
+    engine: Engine, runtime: Runtime, owner: str, lost_at: str, partition: int = 0
+) -> Restorable:
+    """Queue the lost tasks of `partition` again and store its lost results (see the
+    module's docstring). `lost_at` (the partition's checkpoint when the loss was noticed)
+    names this restore: doing it again queues nothing twice."""
+    found = await asyncio.to_thread(
+        functools.partial(
+            restorable,
+            engine,
+            lost_at,
+            runtime.settings,
+            partition=partition,
+            partitions=runtime.partitions,
+        )
+    )
     broker = runtime.broker
     await asyncio.gather(
         *(
@@ -181,7 +211,7 @@ def _sessions(conn: Connection) -> list[tuple[UUID, int, list[bytes]]]:
         items.setdefault(session_agent_id(row.session_id), []).append(msgspec.json.encode(row.item))
     versions: dict[UUID, int] = {}
     kinds = (SessionItemsAdded, SessionItemPopped, SessionCleared)
-    for page in Archive(conn).read_agents(list(items), kinds):
+    for page in Archive(conn, partition=None).read_agents(list(items), kinds):
         for recorded in page:
             event = recorded.event
             if isinstance(event, SessionEvent):
@@ -197,7 +227,7 @@ def _histories(conn: Connection, agent_ids: list[UUID]) -> dict[UUID, list[Recor
     """The archived events of `agent_ids` that restoring needs, in log order."""
     out: dict[UUID, list[Recorded]] = {}
     kinds = (*_ENTRY_EVENTS, TaskCompleted, TaskFailed, TaskCanceled)
-    for page in Archive(conn).read_agents(agent_ids, kinds):
+    for page in Archive(conn, partition=None).read_agents(agent_ids, kinds):
         for recorded in page:
             out.setdefault(recorded.event.agent_id, []).append(recorded)
     return out

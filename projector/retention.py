@@ -1,16 +1,16 @@
 """Retention: the event log is trimmed below what was archived, and the archive on request.
 
-- `LogRetention` trims the Redis event log after the projector's commits, at most once every
-  `interval` seconds (never per event), with `XTRIM MINID` (never `MAXLEN`) to below the
-  lowest of: the projector's committed checkpoint (its archive is written in the same
-  transaction), the position of every consumer group of the log (its oldest pending entry,
-  else its last delivered one), and the start of the hot window (`AGENTEXEC_LOG_HOT_WINDOW`
-  seconds back on the Redis clock), which live feeds resume from; older positions are served
-  from the SQL archive (`agentexec.api.history`).
+- `LogRetention` trims each partition's Redis event log after the projector's commits to it,
+  at most once every `interval` seconds (never per event), with `XTRIM MINID` (never
+  `MAXLEN`) to below the lowest of: the projector's committed checkpoint (its archive is
+  written in the same transaction), the position of every consumer group of the log (its
+  oldest pending entry, else its last delivered one), and the start of the hot window
+  (`AGENTEXEC_LOG_HOT_WINDOW` seconds back on the Redis clock), which live feeds resume from;
+  older positions are served from the SQL archive (`agentexec.api.history`).
 - `prune_archive` deletes archived events older than a bound, in batches, and only those the
-  projector no longer needs: at or below its checkpoint, older than `AGENTEXEC_RESULT_TTL` (results
-  are restored from them when Redis loses its data), and not of a task that has not ended
-  (restore queues those again from their archived `task.queued`).
+  projector no longer needs: at or below its checkpoint of their partition, older than
+  `AGENTEXEC_RESULT_TTL` (results are restored from them when Redis loses its data), and not
+  of a task that has not ended (restore queues those again from their archived `task.queued`).
 """
 
 from __future__ import annotations
@@ -38,7 +38,8 @@ _checkpoints: Table = Checkpoint.__table__  # type: ignore[assignment]
 
 
 class LogRetention:
-    """Trims the event log to what the projector committed, keeping `hot_window` seconds."""
+    """Trims the partitions' event logs to what the projector committed, keeping `hot_window`
+    seconds."""
 
     def __init__(self, hot_window: float, *, interval: float = 5.0) -> None:
         self.hot_window = hot_window
@@ -47,29 +48,33 @@ class LogRetention:
         commits in batches rather than each of them."""
         self.trimmed = 0
         """Entries this object trimmed so far."""
-        self._last = -float("inf")
+        self._last: dict[int, float] = {}
 
-    async def after_commit(self, broker: Broker, checkpoint: str) -> int:
-        """Trim if the last trim is `interval` seconds old; returns how many entries went."""
-        if time.monotonic() - self._last < self.interval:
+    async def after_commit(self, broker: Broker, checkpoint: str, partition: int = 0) -> int:
+        """Trim `partition`'s log, committed up to `checkpoint`, if its last trim is
+        `interval` seconds old; returns how many entries went."""
+        if time.monotonic() - self._last.get(partition, -float("inf")) < self.interval:
             return 0
-        self._last = time.monotonic()
+        self._last[partition] = time.monotonic()
         try:
-            return await self.trim(broker, checkpoint)
+            return await self.trim(broker, checkpoint, partition)
         except BrokerError as e:
             # Trimming is housekeeping: the next one tries again, projection goes on.
-            logger.warning("log retention: could not trim %s: %s", broker.keys.events, e)
+            stream = broker.partitions.keys(partition).events
+            logger.warning("log retention: could not trim %s: %s", stream, e)
             return 0
 
-    async def trim(self, broker: Broker, checkpoint: str) -> int:
-        """Trim now (`Broker.trim_log`); returns how many entries were removed."""
-        removed, bound = await broker.trim_log(checkpoint, int(self.hot_window * 1000))
+    async def trim(self, broker: Broker, checkpoint: str, partition: int = 0) -> int:
+        """Trim `partition`'s log now (`Broker.trim_log`); returns how many entries were
+        removed."""
+        hot_ms = int(self.hot_window * 1000)
+        removed, bound = await broker.trim_log(checkpoint, hot_ms, partition)
         if removed:
             self.trimmed += removed
             logger.debug(
                 "log retention: trimmed %d entries of %s below %s",
                 removed,
-                broker.keys.events,
+                broker.partitions.keys(partition).events,
                 bound,
             )
         return removed
@@ -85,7 +90,8 @@ def prune_archive(
 ) -> int:
     """Delete archived events older than `older_than` that the projector no longer needs
     (see the module's docstring); returns how many. Deletes `batch_size` rows per
-    transaction, logging progress at INFO. `stream` defaults to the event log of
+    transaction, logging progress at INFO. Each partition's events go below its own
+    checkpoint; `stream` (one partition's log) defaults to every partition's log of
     `AGENTEXEC_KEY_PREFIX`.
 
     A rebuild of the read model (`agentexec projector --rebuild`) starts from what is left:
@@ -98,20 +104,30 @@ def prune_archive(
             "duration >= 0 and a batch size >= 1."
         )
     runtime = runtime or current()
-    stream = stream or runtime.keys.events
-    with engine.connect() as conn:
-        checkpoint = conn.execute(
-            select(_checkpoints.c.position).where(_checkpoints.c.name == stream)
-        ).scalar()
-    if checkpoint is None or checkpoint == ORIGIN:
-        logger.info("prune: no checkpoint of %s; no archived event removed", stream)
-        return 0
+    partitions = runtime.partitions
+    logs = [(p, partitions.keys(p).events) for p in partitions]
+    if stream is not None:
+        logs = [(p, name) for p, name in logs if name == stream] or [(0, stream)]
     age = max(older_than, timedelta(seconds=runtime.settings.result_ttl))
     cutoff = int((datetime.now(UTC) - age).timestamp() * 1000)
-    bound = min(parse_id(str(checkpoint)).after(), Position(cutoff, 0))
     removed = 0
-    for count in Archive(engine).prune(bound, batch_size=batch_size):
-        removed += count
-        if count:
-            logger.info("prune: %d archived events removed so far (below %s-%s)", removed, *bound)
+    for partition, name in logs:
+        with engine.connect() as conn:
+            checkpoint = conn.execute(
+                select(_checkpoints.c.position).where(_checkpoints.c.name == name)
+            ).scalar()
+        if checkpoint is None or checkpoint == ORIGIN:
+            logger.info("prune: no checkpoint of %s; no archived event of it removed", name)
+            continue
+        bound = min(parse_id(str(checkpoint)).after(), Position(cutoff, 0))
+        archive = Archive(engine, partition=partition)
+        for count in archive.prune(bound, batch_size=batch_size):
+            removed += count
+            if count:
+                logger.info(
+                    "prune: %d archived events removed so far (%s below %s-%s)",
+                    removed,
+                    name,
+                    *bound,
+                )
     return removed

@@ -121,12 +121,12 @@ async def test_a_stale_owner_cannot_commit(engine: Engine, redis_conf: str) -> N
 async def test_lease_is_exclusive_and_fails_over(engine: Engine, redis_conf: str) -> None:
     holder = Projector(engine, lease_seconds=0.5, name="holder")
     waiter = Projector(engine, lease_seconds=0.5, name="waiter")
-    assert await holder._take_over()
-    assert not await waiter._take_over()
+    assert await holder._take_over(holder.logs[0])
+    assert not await waiter._take_over(waiter.logs[0])
     ax.activity.create("t")
     # The holder dies without releasing: the waiter gets the log when the lease expires.
     assert await waiter.catch_up(timeout=scaled(5)) == 1
-    assert (await holder._step(asyncio.Event(), block=False)) == "lost"
+    assert (await holder._step(holder.logs[0], asyncio.Event(), block=False)) == "lost"
     await close_redis()
 
 
