@@ -5,6 +5,11 @@ Measures, into PostgreSQL (AGENTEXEC_TEST_POSTGRES_URL or the local server) and 
 - lag: time from append (the stream id's timestamp) to the commit of the batch holding the
   event, median and 99th percentile, under a steady load of R events/s;
 - the ceiling: plain batched inserts of rows of the log's shape on the same database.
+
+`--owners 1,2,4 [--partitions P] [--kinds postgresql]` measures instead the throughput of
+`agentexec projector` processes sharing P partitions (AGENTEXEC_PARTITIONS): a backlog of N
+events spread over the partitions, applied by 1, 2, 4 processes, events/s between 10 % and
+90 % of it archived (process start-up left out).
 """
 
 from __future__ import annotations
@@ -14,19 +19,24 @@ import asyncio
 import datetime
 import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, text
+import msgspec
+from sqlalchemy import Engine, create_engine, func, select, text
 
 import agentexec as ax
 import agentexec.projector.projector as projector_module
-from agentexec.activity.models import Base
-from agentexec.connection import close_redis
+from agentexec import events
+from agentexec.activity.models import ArchivedEvent, Base
+from agentexec.connection import close_redis, get_sync_redis
 from agentexec.embedded import EmbeddedRedis
 from agentexec.projector import Projector
+from agentexec.runtime import current
 from tests.integration.readmodel.workload import append_all, traffic
 
 POSTGRES_URL = os.environ.get(
@@ -81,7 +91,7 @@ async def lag(kind: str, rate: int, seconds: float) -> tuple[float, float]:
 
     def timed_commit(engine: Engine, *args: object) -> int:
         applied = real_commit(engine, *args)  # type: ignore[arg-type]
-        committed.append((time.time(), str(args[-1])))
+        committed.append((time.time(), str(args[4])))  # the batch's last entry id
         return applied
 
     projector_module.commit = timed_commit  # type: ignore[assignment]
@@ -167,17 +177,85 @@ def ceiling(kind: str, n: int = 100_000) -> dict[str, float]:
     return results
 
 
+def owners(kind: str, n: int, partitions: int, processes: int) -> float:
+    """Events/s of `processes` projector processes applying a backlog of `n` events spread
+    over `partitions` partitions (each process takes its share of them)."""
+    ax.CONF.key_prefix = f"axbench-{uuid.uuid4().hex[:8]}"
+    ax.CONF.partitions = partitions
+    db = Database(kind)
+    parts = current().partitions
+    client = get_sync_redis()
+    placed: dict[uuid.UUID, uuid.UUID] = {}
+    pipe = client.pipeline(transaction=False)
+    for event in traffic(n):
+        if event.agent_id not in placed:
+            placed[event.agent_id] = parts.place(event.agent_id, len(placed) % partitions)
+        event = msgspec.structs.replace(event, agent_id=placed[event.agent_id])
+        pipe.xadd(parts.keys(parts.of(event.agent_id)).events, events.entry(event))
+        if len(pipe) >= 2000:
+            pipe.execute()
+    pipe.execute()
+    total = sum(client.xlen(parts.keys(p).events) for p in parts)
+    url = db.engine.url.render_as_string(hide_password=False)
+    env = {
+        **os.environ,
+        "AGENTEXEC_REDIS_URL": ax.CONF.redis_url,
+        "AGENTEXEC_KEY_PREFIX": ax.CONF.key_prefix,
+        "AGENTEXEC_PARTITIONS": str(partitions),
+        "AGENTEXEC_DATABASE_URL": url,
+    }
+    command = [str(Path(sys.executable).parent / "agentexec"), "projector", "--lease-seconds", "2"]
+    started = [
+        subprocess.Popen(command, env=env, stderr=subprocess.DEVNULL) for _ in range(processes)
+    ]
+    marks: dict[float, float] = {}
+    try:
+        deadline = time.monotonic() + 600
+        while len(marks) < 2 and time.monotonic() < deadline:
+            with db.engine.connect() as conn:
+                done = conn.execute(select(func.count()).select_from(ArchivedEvent)).scalar_one()
+            for share in (0.1, 0.9):
+                if share not in marks and done >= share * total:
+                    marks[share] = time.perf_counter()
+            time.sleep(0.02)
+    finally:
+        for process in started:
+            process.terminate()
+        for process in started:
+            process.wait(30)
+        db.close()
+        ax.CONF.partitions = 1
+    if len(marks) < 2:
+        raise TimeoutError(f"{processes} projectors did not apply {total} events in 600 s")
+    return 0.8 * total / (marks[0.9] - marks[0.1])
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--events", type=int, default=50_000)
     parser.add_argument("--rate", type=int, default=2_000, help="steady load, events/s")
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--owners", help="projector processes to compare, e.g. 1,2,4")
+    parser.add_argument("--partitions", type=int, default=4, help="with --owners")
+    parser.add_argument("--kinds", default="postgresql,sqlite", help="databases to measure")
     args = parser.parse_args()
     server = EmbeddedRedis()
     server.start()
     ax.CONF.redis_url = server.url
+    kinds = args.kinds.split(",")
     try:
-        for kind in ("postgresql", "sqlite"):
+        if args.owners:
+            for kind in kinds:
+                for processes in map(int, args.owners.split(",")):
+                    rate = await asyncio.to_thread(
+                        owners, kind, args.events, args.partitions, processes
+                    )
+                    print(
+                        f"{kind:<10} {args.partitions} partitions, {processes} projector "
+                        f"processes: {rate:>8,.0f} events/s"
+                    )
+            return
+        for kind in kinds:
             rate = await throughput(kind, args.events)
             median, p99 = await lag(kind, args.rate, args.seconds)
             plain = ceiling(kind)
