@@ -6,7 +6,8 @@ BLOCK), not by polling the database.
 The initial state comes from the read model when a database URL is given (its rows, its
 counts and the tasks ended in the last minute, then the events after the projector's
 checkpoint), else from the tail of the event log. Rates are measured on the events' own
-timestamps.
+timestamps. With several partitions (`AGENTEXEC_PARTITIONS`) every partition's log is read,
+each from its own checkpoint, and their events applied in time order.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from .events import ACTIVE, TERMINAL, Status
 from .positions import ORIGIN, Position
 from .runtime import Runtime, current
 
-__all__ = ["RATE_WINDOW", "Board", "Row", "run_monitor"]
+__all__ = ["RATE_WINDOW", "Board", "Row", "load_board", "load_partitions", "run_monitor"]
 
 RATE_WINDOW = 60.0
 """Seconds over which the monitor measures rates."""
@@ -235,8 +236,9 @@ def _naive_utc(ts: datetime) -> datetime:
     return ts if ts.tzinfo is None else ts.astimezone(UTC).replace(tzinfo=None)
 
 
-def _load_database(board: Board, database_url: str, stream: str) -> str:
-    """Load the read model's latest rows; returns the checkpoint to read the log from."""
+def _load_database(board: Board, database_url: str, streams: list[str]) -> list[str]:
+    """Load the read model's latest rows; returns the checkpoint of each of `streams` (the
+    partitions' logs) to read it from."""
     from sqlalchemy import func, select
     from sqlalchemy.orm import Session
 
@@ -246,7 +248,8 @@ def _load_database(board: Board, database_url: str, stream: str) -> str:
     engine = create_sync_engine(database_url)
     try:
         with Session(engine) as db:
-            position = db.scalar(select(Checkpoint.position).where(Checkpoint.name == stream))
+            named = select(Checkpoint.name, Checkpoint.position).where(Checkpoint.name.in_(streams))
+            found = {name: position for name, position in db.execute(named)}
             counts = select(Activity.agent_type, Activity.status, func.count()).group_by(
                 Activity.agent_type, Activity.status
             )
@@ -267,13 +270,18 @@ def _load_database(board: Board, database_url: str, stream: str) -> str:
                 board.load(rows, counted=True)
     finally:
         engine.dispose()
-    return position or str(ORIGIN)
+    return [found.get(stream) or str(ORIGIN) for stream in streams]
 
 
-def _apply_page(board: Board, page: LogPage) -> None:
-    # An entry that is no event is not in the page: the projector dead-letters it.
-    for recorded in page.recorded:
+def _apply_pages(board: Board, pages: Iterable[LogPage]) -> None:
+    # An entry that is no event is not in the page: the projector dead-letters it. Each
+    # agent's events are in one partition: merged by time, each agent's keep their order.
+    for recorded in sorted((r for page in pages for r in page.recorded), key=_when):
         board.apply(recorded)
+
+
+def _when(recorded: Recorded) -> Position:
+    return recorded.position
 
 
 def load_board(
@@ -282,19 +290,36 @@ def load_board(
     history: int = 10_000,
     runtime: Runtime | None = None,
 ) -> str:
-    """Fill `board` with the current state; returns the stream id to follow the log from."""
-    broker = (runtime or current()).broker
+    """Fill `board` with the current state; returns the stream id to follow the log from
+    (of partition 0: with several partitions, `load_partitions` gives one per partition)."""
+    return load_partitions(board, database_url, history, runtime)[0]
+
+
+def load_partitions(
+    board: Board,
+    database_url: str | None = None,
+    history: int = 10_000,
+    runtime: Runtime | None = None,
+) -> list[str]:
+    """Fill `board` with the current state of every partition; returns, for each
+    partition, the stream id to follow its log from."""
+    runtime = runtime or current()
+    broker = runtime.broker
+    partitions = list(runtime.partitions)
     if database_url:
-        position = _load_database(board, database_url, broker.keys.events)
-        while True:
-            page = broker.read_log_sync(Position.parse(position), count=1000)
-            if page.last is None:
-                return position
-            _apply_page(board, page)
-            position = str(page.last)
-    tail = broker.tail_log_sync(history)
-    _apply_page(board, tail)
-    return str(tail.last or ORIGIN)
+        streams = [runtime.partitions.keys(p).events for p in partitions]
+        positions = _load_database(board, database_url, streams)
+        for p in partitions:
+            while True:
+                page = broker.read_log_sync(Position.parse(positions[p]), count=1000, partition=p)
+                if page.last is None:
+                    break
+                _apply_pages(board, [page])
+                positions[p] = str(page.last)
+        return positions
+    tails = [broker.tail_log_sync(history, partition=p) for p in partitions]
+    _apply_pages(board, tails)
+    return [str(tail.last or ORIGIN) for tail in tails]
 
 
 def run_monitor(
@@ -310,17 +335,23 @@ def run_monitor(
     runtime = runtime or current()
     console = console or Console()
     board = Board(limit)
-    last = load_board(board, database_url, runtime=runtime)
+    last = load_partitions(board, database_url, runtime=runtime)
     if once:
         console.print(board.view())
         return board
     broker = runtime.broker
     deadline = None if duration is None else time.monotonic() + duration
-    block_ms = min(runtime.settings.block_ms, 500)
+    # One blocking read per partition in turn (a cluster serves each from its own primary).
+    block_ms = max(1, min(runtime.settings.block_ms, 500) // len(last))
     with Live(board.view(), console=console, refresh_per_second=4) as live:
         while deadline is None or time.monotonic() < deadline:
-            page = broker.wait_log_sync(Position.parse(last), count=500, block_ms=block_ms)
-            _apply_page(board, page)
-            last = str(page.last or last)
+            pages = []
+            for p, after in enumerate(last):
+                page = broker.wait_log_sync(
+                    Position.parse(after), count=500, block_ms=block_ms, partition=p
+                )
+                pages.append(page)
+                last[p] = str(page.last or after)
+            _apply_pages(board, pages)
             live.update(board.view())  # each turn: the rates move with time too
     return board

@@ -21,8 +21,9 @@ from sqlalchemy import Engine
 import agentexec as ax
 from agentexec.cli import main
 from agentexec.events import Status
-from agentexec.monitor import Board, load_board
+from agentexec.monitor import Board, load_board, load_partitions
 from agentexec.projector import Projector
+from agentexec.runtime import current
 from tests.apps import basic
 from tests.apps.workflows import InputContext, pipeline
 from tests.integration.readmodel.conftest import database_url, engine, postgres
@@ -81,6 +82,26 @@ async def test_initial_state_from_the_read_model_then_the_log(
     row = board.rows[running]  # type: ignore[index]
     assert (row.message, row.percentage, row.status) == ("Writing the report", 90, "RUNNING")
     assert board.active == 3
+
+
+async def test_every_partition_is_on_the_board(redis_conf: str, engine: Engine) -> None:
+    """With AGENTEXEC_PARTITIONS=3 the board reads the three logs, from their tails and
+    from the read model's checkpoints."""
+    ax.CONF.partitions = 3
+    partitions = current().partitions
+    agents = [ax.activity.create("spread", message="Waiting to start.") for _ in range(12)]
+    assert {partitions.of(a) for a in agents} == {0, 1, 2}
+    board = Board(limit=20)
+    assert len(load_partitions(board)) == 3
+    assert set(agents) <= set(board.rows) and board.active == 12
+
+    await Projector(engine, lease_seconds=5).catch_up()
+    for agent in agents[::2]:
+        ax.activity.complete(agent)  # after the checkpoints
+    from_database = Board(limit=20)
+    load_partitions(from_database, database_url=database_url(engine))
+    assert from_database.active == 6
+    assert {from_database.rows[a].status for a in agents[::2]} == {Status.COMPLETE}  # type: ignore[index]
 
 
 async def test_the_command_runs_once_and_for_a_duration(redis_conf: str) -> None:
