@@ -18,13 +18,14 @@ import agentexec as ax
 from agentexec import events
 from agentexec.activity.models import Activity, ActivityLog, ArchivedEvent, Checkpoint
 from agentexec.connection import close_redis, get_sync_redis
-from agentexec.events import Event
+from agentexec.events import Event, TaskCompleted, TaskQueued, TaskStarted
 from agentexec.partitions import Partitions
 from agentexec.projector import Projector
 from agentexec.projector.rebuild import rebuild
 from agentexec.projector.replay import replay
 from agentexec.runtime import current
 from agentexec.streams import PROJECTOR_GROUP
+from tests.support.waiting import scaled
 
 from .conftest import database_url
 from .test_faults import ProjectorProcess
@@ -198,16 +199,18 @@ async def test_two_projector_processes_share_the_partitions_and_take_over(
     await close_redis()
 
 
-async def test_a_stopping_projector_hands_its_partitions_to_the_one_left(
+async def test_projectors_hand_partitions_over_as_they_come_and_go(
     engine: Engine, partitions: Partitions
 ) -> None:
-    """In one process: two projectors split the partitions; when one stops, the other
-    holds all three within a lease."""
+    """In one process: a projector alone holds the three partitions; a second one that
+    starts gets its share handed over; when the first stops, the second holds all three."""
     first = Projector(engine, batch_size=100, lease_seconds=0.6, name="first")
     second = Projector(engine, batch_size=100, lease_seconds=0.6, name="second")
     stops = {"first": asyncio.Event(), "second": asyncio.Event()}
-    runs = {p.name: asyncio.create_task(p.run(stops[p.name])) for p in (first, second)}
+    runs = {"first": asyncio.create_task(first.run(stops["first"]))}
     try:
+        await wait_until(lambda: owners(partitions) == ["first"] * P)
+        runs["second"] = asyncio.create_task(second.run(stops["second"]))
         await wait_until(lambda: set(owners(partitions)) == {"first", "second"})
         evs = placed(traffic(600, seed=11), partitions)
         last = append(evs, partitions)
@@ -225,4 +228,49 @@ async def test_a_stopping_projector_hands_its_partitions_to_the_one_left(
     assert first.applied > 0 and second.applied > 0
     assert first.applied + second.applied == len(evs) + len(more)
     assert count(engine, ArchivedEvent) == len(evs) + len(more)
+    await close_redis()
+
+
+async def test_redis_flushed_each_partition_restores_its_own_tasks(
+    engine: Engine, partitions: Partitions
+) -> None:
+    """Redis comes back empty: each partition's queued tasks are queued again in that
+    partition, and its results stored again, once."""
+    queued = [
+        TaskQueued(
+            agent_id=partitions.new_id(p),
+            task_name="research",
+            queue="q",
+            context=msgspec.Raw(b"{}"),
+            message="Waiting to start.",
+        )
+        for p in partitions
+    ]
+    done = [msgspec.structs.replace(e, agent_id=partitions.new_id(p)) for p, e in enumerate(queued)]
+    ends: list[Event] = [
+        TaskStarted(agent_id=e.agent_id, task_name="research", message="Task started.")
+        for e in done
+    ]
+    ends += [
+        TaskCompleted(
+            agent_id=e.agent_id, task_name="research", message="done", result=msgspec.Raw(b"7")
+        )
+        for e in done
+    ]
+    append([*queued, *done, *ends], partitions)
+    assert await Projector(engine, lease_seconds=5).catch_up() == 4 * P
+    get_sync_redis().flushall()
+
+    assert await Projector(engine, lease_seconds=5).catch_up() == P  # the queued again
+    client = get_sync_redis()
+    for p in partitions:
+        entries = [
+            events.decode_entry(fields).agent_id
+            for stream in partitions.keys(p).queues("q")
+            for _, fields in client.xrange(stream)
+        ]
+        assert entries == [queued[p].agent_id], p
+    for e in done:
+        assert await ax.get_result(e.agent_id, timeout=scaled(2)) == 7
+    assert await Projector(engine, lease_seconds=5).catch_up() == 0  # restored once
     await close_redis()
