@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from agentexec.positions import ORIGIN, Position
 
-__all__ = ["SEPARATOR", "Cursor"]
+__all__ = ["SEPARATOR", "Cursor", "cursor_part"]
 
 SEPARATOR = "_"
 """Between the positions of a cursor (URL- and header-safe, and never in a stream id)."""
@@ -62,7 +62,7 @@ class Cursor:
     def __str__(self) -> str:
         if len(self.positions) == 1:
             return str(self.positions[0])
-        return SEPARATOR.join(_short(p) for p in self.positions)
+        return SEPARATOR.join(map(cursor_part, self.positions))
 
     def __len__(self) -> int:
         return len(self.positions)
@@ -80,7 +80,8 @@ class Cursor:
         return Cursor(tuple(positions))
 
 
-def _short(position: Position) -> str:
+def cursor_part(position: Position) -> str:
+    """How a cursor of several partitions writes `position` (`ms` alone when `seq` is 0)."""
     return str(position.ms) if position.seq == 0 else str(position)
 
 

@@ -17,7 +17,7 @@ import anyio
 
 from agentexec.positions import Position
 
-from .cursors import Cursor
+from .cursors import SEPARATOR, Cursor, cursor_part
 from .history import Gap
 from .hub import Accepts, Closed, CutOff, Hub, Resync, Subscription
 from .messages import Delivery, retry_frame
@@ -164,12 +164,18 @@ class _Feed:
         frames: list[bytes] = []
         size = 0
         positions, by_cursor = self.positions, self.by_cursor
+        # The cursor's text, kept by part: a feed of many partitions writes one per event.
+        parts = list(map(cursor_part, positions)) if by_cursor else []
         for delivery in batch:
             partition = delivery.partition
             if delivery.position <= positions[partition]:
                 continue
             positions[partition] = delivery.position
-            frame = delivery.frame_with(Cursor(tuple(positions))) if by_cursor else delivery.frame
+            if by_cursor:
+                parts[partition] = delivery.part
+                frame = delivery.frame_with(SEPARATOR.join(parts))
+            else:
+                frame = delivery.frame
             if frames and size + len(frame) > CHUNK:
                 yield b"".join(frames)
                 frames, size = [], 0

@@ -22,7 +22,7 @@ from agentexec.eventlog import Recorded, Source
 from agentexec.events import AnyEvent, SessionEvent, Status
 from agentexec.positions import Position
 
-from .cursors import Cursor
+from .cursors import Cursor, cursor_part
 
 __all__ = ["RESET", "Delivery", "feed_schemas", "reset_frame", "retry_frame"]
 
@@ -47,9 +47,10 @@ class Delivery(Recorded):
     The frame is encoded once, when the first feed asks for it.
     """
 
-    __slots__ = ("_body", "_frame", "_plain", "partition")
+    __slots__ = ("_body", "_frame", "_part", "_plain", "partition")
     _body: bytes | None
     _plain: bytes | None
+    _part: str | None
     _frame: tuple[str, bytes] | None
     partition: int
     """The partition of the log the event is in (0 with one partition)."""
@@ -66,6 +67,7 @@ class Delivery(Recorded):
         object.__setattr__(self, "_body", None)
         object.__setattr__(self, "_frame", None)
         object.__setattr__(self, "_plain", None)
+        object.__setattr__(self, "_part", None)
         object.__setattr__(self, "partition", partition)
 
     @classmethod
@@ -81,11 +83,20 @@ class Delivery(Recorded):
             object.__setattr__(self, "_plain", plain)
         return plain
 
-    def frame_with(self, event_id: Position | Cursor) -> bytes:
+    @property
+    def part(self) -> str:
+        """Its position as a cursor of several partitions writes it (`cursor_part`)."""
+        part: str | None = self._part
+        if part is None:
+            part = cursor_part(self.position)
+            object.__setattr__(self, "_part", part)
+        return part
+
+    def frame_with(self, event_id: Position | Cursor | str) -> bytes:
         """The frame with `event_id` as its `id:` (the global feed's cursor, with several
         partitions). The rest is encoded once, for every feed; the last frame is kept, for
         the next feed at the same id (live feeds that keep up have the same cursor)."""
-        text = str(event_id)
+        text = event_id if isinstance(event_id, str) else str(event_id)
         last = self._frame
         if last is not None and last[0] == text:
             return last[1]

@@ -9,6 +9,9 @@ endpoint (one XREAD loop, one unbounded queue per client, nothing else):
 - throughput: a burst of `--burst` events appended at once; delivered events/s is
   N x burst / (first append -> the last client has all of them).
 
+With `--partitions P` (AGENTEXEC_PARTITIONS) the events go round P partitions' logs and
+`/api/events` merges them, its ids cursors; the bare endpoint (one log) is then left out.
+
 A private redis-server is started; the read model is an empty SQLite file.
 """
 
@@ -35,7 +38,7 @@ import httpx
 from agentexec import events
 from agentexec.embedded import EmbeddedRedis
 from agentexec.events import TaskProgress
-from agentexec.streams import Keys
+from agentexec.partitions import Partitions
 
 PROBES = 10
 AGENT = uuid.uuid4()
@@ -161,16 +164,30 @@ def load_clients(port: int, path: str, n: int, pipe: Any) -> None:
 # --- the measurement ---------------------------------------------------------------------
 
 
-def append(client: Any, stream: str, count: int) -> None:
-    with client.pipeline(transaction=False) as pipe:
-        for _ in range(count):
-            event = TaskProgress(agent_id=AGENT, task_name="bench", message=str(time.time_ns()))
-            pipe.xadd(stream, events.entry(event))
-        pipe.execute()
+class Logs:
+    """The logs the benchmark appends to: events go round the P partitions, each event's agent
+    in the partition whose log it is appended to (one agent per partition)."""
+
+    def __init__(self, prefix: str, count: int) -> None:
+        partitions = Partitions(prefix, count)
+        self.streams = [partitions.keys(p).events for p in partitions]
+        self.agents = [partitions.place(AGENT, p) for p in partitions]
+        self.next = 0
+
+    def append(self, client: Any, count: int) -> None:
+        with client.pipeline(transaction=False) as pipe:
+            for _ in range(count):
+                p = self.next % len(self.streams)
+                self.next += 1
+                event = TaskProgress(
+                    agent_id=self.agents[p], task_name="bench", message=str(time.time_ns())
+                )
+                pipe.xadd(self.streams[p], events.entry(event))
+            pipe.execute()
 
 
 async def measure(
-    port: int, path: str, n: int, stream: str, redis_client: Any, args: argparse.Namespace
+    port: int, path: str, n: int, logs: Logs, redis_client: Any, args: argparse.Namespace
 ) -> dict[str, float]:
     parent, child = multiprocessing.Pipe()
     loader = multiprocessing.get_context("spawn").Process(
@@ -192,7 +209,7 @@ async def measure(
     start = time.perf_counter()
     for i in range(int(args.rate * args.seconds)):
         await asyncio.sleep(max(0.0, start + i * interval - time.perf_counter()))
-        await asyncio.to_thread(append, redis_client, stream, 1)
+        await asyncio.to_thread(logs.append, redis_client, 1)
     expected_probe = PROBES * int(args.rate * args.seconds)
     deadline = time.monotonic() + 30
     # The probes append to a plain list; polling it keeps them free of any signalling cost.
@@ -205,7 +222,7 @@ async def measure(
     probe_base = len(latencies)
     total = n * args.burst
     t0 = time.perf_counter()
-    await asyncio.to_thread(append, redis_client, stream, args.burst)
+    await asyncio.to_thread(logs.append, redis_client, args.burst)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         got = await asyncio.to_thread(delivered) - base + len(latencies) - probe_base
@@ -246,11 +263,12 @@ def run(args: argparse.Namespace) -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # 1,000 clients; inherited
     server = EmbeddedRedis().start()
     prefix = f"axbench-{uuid.uuid4().hex[:8]}"
-    stream = Keys(prefix).events
+    logs = Logs(prefix, args.partitions)
+    stream = logs.streams[0]
     import redis
 
     client = redis.Redis.from_url(server.url)
-    append(client, stream, 1)
+    logs.append(client, args.partitions)
     database = Path(tempfile.mkdtemp(prefix="axbench-")) / "api.db"
     from sqlalchemy import create_engine
 
@@ -262,6 +280,7 @@ def run(args: argparse.Namespace) -> None:
         "AGENTEXEC_REDIS_URL": server.url,
         "AGENTEXEC_DATABASE_URL": f"sqlite:///{database}",
         "AGENTEXEC_KEY_PREFIX": prefix,
+        "AGENTEXEC_PARTITIONS": str(args.partitions),
     }
     api_port, bare_port = free_port(), free_port()
     processes = [
@@ -287,15 +306,18 @@ def run(args: argparse.Namespace) -> None:
     try:
         wait_http(f"http://127.0.0.1:{api_port}/api/activities")
         wait_http(f"http://127.0.0.1:{bare_port}/docs")
-        print(f"rate {args.rate}/s for {args.seconds}s, burst {args.burst}; {os.cpu_count()} cores")
+        print(
+            f"rate {args.rate}/s for {args.seconds}s, burst {args.burst}, "
+            f"{args.partitions} partition(s); {os.cpu_count()} cores"
+        )
         print("| clients | endpoint | latency median | latency p99 | delivered events/s |")
         print("| ---: | --- | ---: | ---: | ---: |")
         for n in args.clients:
-            for name, port, path in (
-                ("agentexec", api_port, "/api/events"),
-                ("bare sse-starlette", bare_port, "/events"),
-            ):
-                r = asyncio.run(measure(port, path, n, stream, client, args))
+            endpoints = [("agentexec", api_port, "/api/events")]
+            if args.partitions == 1:  # the bare endpoint reads one log
+                endpoints.append(("bare sse-starlette", bare_port, "/events"))
+            for name, port, path in endpoints:
+                r = asyncio.run(measure(port, path, n, logs, client, args))
                 note = "" if r["complete"] >= 1 and r["received"] >= 1 else " (incomplete!)"
                 print(
                     f"| {n:,} | {name} | {r['median_ms']:.2f} ms | {r['p99_ms']:.2f} ms "
@@ -316,6 +338,12 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=100, help="Events/s in the latency run.")
     parser.add_argument("--seconds", type=float, default=3)
     parser.add_argument("--burst", type=int, default=500, help="Events in the throughput run.")
+    parser.add_argument(
+        "--partitions",
+        type=int,
+        default=1,
+        help="AGENTEXEC_PARTITIONS: events go round the partitions, /api/events merges them.",
+    )
     run(parser.parse_args())
 
 
