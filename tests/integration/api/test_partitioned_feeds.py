@@ -26,6 +26,7 @@ from agentexec.connection import get_sync_redis
 from agentexec.eventlog import Recorded
 from agentexec.partitions import Partitions
 from agentexec.positions import Position
+from agentexec.projector import Projector
 from agentexec.projector.archive import Archive
 from tests.support.sse import Message, open_stream
 from tests.support.waiting import async_wait_for, scaled
@@ -356,3 +357,34 @@ async def test_after_an_outage_the_hub_reads_on_and_resyncs_for_a_partitions_del
         assert hub.position is not None and str(hub.position[2]) == kept
     finally:
         await hub.close()
+
+
+async def test_after_the_projector_trimmed_every_partition_feeds_resume_from_the_archive(
+    engine: Engine, serve: Any, http: httpx.AsyncClient
+) -> None:
+    ax.CONF.log_hot_window = 0
+    server = await serve(engine)
+    histories = {p: append_in(p, 4) for p in range(P)}
+    assert await Projector(engine, lease_seconds=5).catch_up() == 3 * 4
+    for p, (_, ids) in histories.items():  # trimmed up to each partition's checkpoint
+        assert [i.decode() for i, _ in get_sync_redis().xrange(log_key(p))] == ids[-1:]
+    # The read model's position: each partition's checkpoint, a cursor to follow it from.
+    response = await http.get(f"{server.url}/api/activities")
+    checkpoint = Cursor(tuple(Position.parse(histories[p][1][-1]) for p in range(P)))
+    assert response.headers["Agentexec-Position"] == str(checkpoint)
+    agent, ids = histories[2]
+    url = f"{server.url}/api/events"
+    async with open_stream(http, url, {"Last-Event-ID": str(checkpoint)}) as feed:
+        ids.append(ax.activity.update(agent, "after the list"))
+        assert [where(m) for m in await feed.take(1)] == [(2, ids[-1])]
+    async with open_stream(http, f"{url}?last_event_id=0") as feed:
+        received = await feed.take(3 * 4 + 1)
+    assert sorted(map(where, received)) == sorted(
+        (p, i) for p, (_, ids) in histories.items() for i in ids
+    )
+    assert_merged(received)
+    # Resumed from the middle of what only the archive holds now.
+    async with open_stream(http, url, {"Last-Event-ID": received[4].id or ""}) as feed:
+        assert [m.id for m in await feed.take(len(received) - 5)] == [m.id for m in received[5:]]
+    async with open_stream(http, f"{server.url}/api/activities/{agent}/events") as feed:
+        assert [m.id for m in await feed.take(len(ids))] == ids

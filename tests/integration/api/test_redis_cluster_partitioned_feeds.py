@@ -19,6 +19,7 @@ from tests.integration.api.test_partitioned_feeds import (  # noqa: F401
     test_a_task_feed_reads_only_its_partition_and_its_events,
     test_a_tenants_feed_by_token_merges_its_events_of_every_partition,
     test_a_trimmed_partition_resumes_from_its_archive,
+    test_after_the_projector_trimmed_every_partition_feeds_resume_from_the_archive,
     test_resuming_mid_stream_while_every_partition_grows_loses_and_repeats_nothing,
     test_the_global_feed_merges_every_partition_once_each,
     test_the_read_models_position_is_a_cursor_to_resume_from,
