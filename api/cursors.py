@@ -4,8 +4,9 @@ With `AGENTEXEC_PARTITIONS=P` the log is P streams, and an entry id is unique on
 partition, so the global feed (`/api/events`) resumes from one position per partition. Its
 `id:` is that cursor: the P positions in partition order, joined by `_`, each a stream id
 `ms-seq` written short (`ms` alone when `seq` is 0, so a partition not read yet is `0`):
-`1733500000000-3_0_1733500000012`. `0` alone is the beginning of every partition. With one
-partition (the default) the cursor is the one position, `ms-seq`, as it has always been.
+`1733500000000-3_0_1733500000012`. `0` alone (or `0-0`) is the beginning of every
+partition. With one partition (the default) the cursor is the one position, `ms-seq`, as it
+has always been.
 
 A task's feed reads one partition: its `id:` is the plain stream id of its events, and it
 also accepts the global feed's cursor (it takes its partition's position from it).
@@ -37,18 +38,17 @@ class Cursor:
 
     @classmethod
     def parse(cls, text: str, count: int | None = None) -> Cursor:
-        """The cursor written `text`, of `count` partitions (None: any number); `"0"` is
-        the origin of every partition (of one, when `count` is None).
+        """The cursor written `text`, of `count` partitions (None: any number); `"0"` (or
+        `"0-0"`) is the origin of every partition (of one, when `count` is None).
 
         Raises ValueError naming the value and the fix when it is not one.
         """
-        parts = text.split(SEPARATOR)
-        if len(parts) == 1 and text.strip() == "0":
-            return cls.origin(count or 1)
         try:
-            positions = tuple(Position.parse(part) for part in parts)
+            positions = tuple(Position.parse(part) for part in text.split(SEPARATOR))
         except ValueError:
             raise ValueError(_bad(text, "is not an event id")) from None
+        if positions == (ORIGIN,):  # `0` (or `0-0`): before everything
+            return cls.origin(count or 1)
         if count is not None and len(positions) != count:
             raise ValueError(
                 _bad(

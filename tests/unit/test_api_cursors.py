@@ -33,7 +33,7 @@ def test_cursors_are_written_and_read_back(cursor: Cursor, text: str) -> None:
 
 
 def test_zero_is_the_beginning_of_every_partition() -> None:
-    assert Cursor.parse("0", 3) == Cursor.origin(3)
+    assert Cursor.parse("0", 3) == Cursor.parse("0-0", 3) == Cursor.origin(3)
     assert Cursor.parse("0") == Cursor.origin(1)
 
 
