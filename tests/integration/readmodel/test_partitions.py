@@ -9,6 +9,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
+from datetime import timedelta
 
 import msgspec
 import pytest
@@ -23,6 +24,7 @@ from agentexec.partitions import Partitions
 from agentexec.projector import Projector
 from agentexec.projector.rebuild import rebuild
 from agentexec.projector.replay import replay
+from agentexec.projector.retention import prune_archive
 from agentexec.runtime import current
 from agentexec.streams import PROJECTOR_GROUP
 from tests.support.waiting import scaled
@@ -273,4 +275,25 @@ async def test_redis_flushed_each_partition_restores_its_own_tasks(
     for e in done:
         assert await ax.get_result(e.agent_id, timeout=scaled(2)) == 7
     assert await Projector(engine, lease_seconds=5).catch_up() == 0  # restored once
+    await close_redis()
+
+
+async def test_prune_removes_each_partitions_events_below_its_checkpoint(
+    engine: Engine, partitions: Partitions
+) -> None:
+    ax.CONF.result_ttl = 1
+    evs = placed(traffic(300, seed=14), partitions)
+    append(evs, partitions)
+    projector = Projector(engine, batch_size=100, lease_seconds=5)
+    assert await projector.catch_up(partitions=[0, 2]) == sum(
+        1 for e in evs if partitions.of(e.agent_id) != 1
+    )
+    # Each partition's events go below its own checkpoint (partition 1 has none yet).
+    archived = count(engine, ArchivedEvent)
+    assert prune_archive(engine, timedelta(0)) == archived
+    assert count(engine, ArchivedEvent) == 0
+    await projector.catch_up()
+    assert prune_archive(engine, timedelta(0)) == sum(
+        1 for e in evs if partitions.of(e.agent_id) == 1
+    )
     await close_redis()
