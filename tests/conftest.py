@@ -1,5 +1,6 @@
-"""Shared fixtures: a real Redis server for the session, and a fresh key namespace per test;
-pytest-timeout's limit stretched by load like every other deadline."""
+"""Shared fixtures: a real Redis server for the session (a 3-primary Redis Cluster with
+AGENTEXEC_TEST_TOPOLOGY=cluster, see tests/support/topology.py), and a fresh key namespace per
+test; pytest-timeout's limit stretched by load like every other deadline."""
 
 from __future__ import annotations
 
@@ -12,7 +13,14 @@ import pytest
 
 import agentexec as ax
 from agentexec.embedded import EmbeddedRedis
+from tests.support import topology
 from tests.support.waiting import scaled
+
+if topology.CLUSTER:
+    # Every test runs with a partition per primary; subprocesses that inherit this process's
+    # environment too (tests that build one from scratch take `topology.settings_env()`).
+    os.environ["AGENTEXEC_PARTITIONS"] = str(topology.PARTITIONS)
+    ax.CONF.partitions = topology.PARTITIONS
 
 _BASE_TIMEOUT = pytest.StashKey[float]()
 
@@ -55,7 +63,19 @@ def _docker_redis_url() -> Iterator[str] | None:
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
     """AGENTEXEC_TEST_REDIS_URL if set; else a private redis-server from PATH; else a
-    testcontainers Redis where Docker runs."""
+    testcontainers Redis where Docker runs. With AGENTEXEC_TEST_TOPOLOGY=cluster: a private
+    3-primary Redis Cluster (its `redis+cluster://` URL)."""
+    if topology.CLUSTER:
+        from tests.support.cluster import RedisClusterSetup
+
+        if not shutil.which("redis-server"):
+            pytest.fail("AGENTEXEC_TEST_TOPOLOGY=cluster starts redis-server processes: install it")
+        cluster = RedisClusterSetup().start()
+        try:
+            yield cluster.url
+        finally:
+            cluster.stop()
+        return
     url = os.environ.get("AGENTEXEC_TEST_REDIS_URL")
     if url:
         yield url

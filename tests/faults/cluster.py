@@ -138,6 +138,7 @@ class Cluster:
             **SETTINGS,
             "AGENTEXEC_REDIS_URL": self.redis_url,
             "AGENTEXEC_KEY_PREFIX": ax.CONF.key_prefix,
+            "AGENTEXEC_PARTITIONS": str(ax.CONF.partitions),
             "AGENTEXEC_DATABASE_URL": self.database_url,
             **extra,
         }

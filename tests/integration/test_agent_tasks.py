@@ -46,6 +46,7 @@ def worker_process(redis_conf: str, tmp_path: Path) -> Iterator[subprocess.Popen
         **os.environ,
         "AGENTEXEC_REDIS_URL": redis_conf,
         "AGENTEXEC_KEY_PREFIX": ax.CONF.key_prefix,
+        "AGENTEXEC_PARTITIONS": str(ax.CONF.partitions),
         "AGENTEXEC_MODEL_OVERRIDE": "tests.apps.agents:SCRIPT",
         "AGENTEXEC_GRACEFUL_SHUTDOWN_TIMEOUT": "10",
     }

@@ -110,6 +110,7 @@ async def test_the_command_runs_once_and_for_a_duration(redis_conf: str) -> None
         **os.environ,
         "AGENTEXEC_REDIS_URL": redis_conf,
         "AGENTEXEC_KEY_PREFIX": ax.CONF.key_prefix,
+        "AGENTEXEC_PARTITIONS": str(ax.CONF.partitions),
         "COLUMNS": "160",
     }
     once = subprocess.run(
@@ -183,6 +184,7 @@ def test_building_your_own_as_documented(redis_conf: str) -> None:
         **os.environ,
         "AGENTEXEC_REDIS_URL": redis_conf,
         "AGENTEXEC_KEY_PREFIX": ax.CONF.key_prefix,
+        "AGENTEXEC_PARTITIONS": str(ax.CONF.partitions),
         "TTY_COMPATIBLE": "1",  # rich refreshes its Live display as on a terminal
         "TTY_INTERACTIVE": "1",
         "COLUMNS": "160",

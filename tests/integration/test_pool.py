@@ -45,6 +45,7 @@ def _run_cli_pool(*extra: str) -> subprocess.Popen[str]:
         **os.environ,
         "AGENTEXEC_REDIS_URL": ax.CONF.redis_url,
         "AGENTEXEC_KEY_PREFIX": ax.CONF.key_prefix,
+        "AGENTEXEC_PARTITIONS": str(ax.CONF.partitions),
         "AGENTEXEC_GRACEFUL_SHUTDOWN_TIMEOUT": str(ax.CONF.graceful_shutdown_timeout),
     }
     return subprocess.Popen(

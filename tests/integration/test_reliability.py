@@ -179,7 +179,11 @@ async def test_a_poison_task_is_dead_lettered_and_redriven(redis_conf: str) -> N
         assert await ax.get_result(ok, timeout=scaled(30)) == "STILL HERE"
     finally:
         basic.pool.shutdown()
-    env = {"AGENTEXEC_REDIS_URL": ax.CONF.redis_url, "AGENTEXEC_KEY_PREFIX": ax.CONF.key_prefix}
+    env = {
+        "AGENTEXEC_REDIS_URL": ax.CONF.redis_url,
+        "AGENTEXEC_KEY_PREFIX": ax.CONF.key_prefix,
+        "AGENTEXEC_PARTITIONS": str(ax.CONF.partitions),
+    }
     listed = _cli("dead", "list", env=env)
     assert "always_dies" in listed and "delivered 3 times" in listed
     dead_id = listed.split()[0]
@@ -211,7 +215,11 @@ async def test_a_malformed_entry_is_dead_lettered_and_the_worker_goes_on(
     assert len(reasons) == 2 and all(
         "not a valid agentexec event" in r or "no b'event'" in r for r in reasons
     )
-    env = {"AGENTEXEC_REDIS_URL": ax.CONF.redis_url, "AGENTEXEC_KEY_PREFIX": ax.CONF.key_prefix}
+    env = {
+        "AGENTEXEC_REDIS_URL": ax.CONF.redis_url,
+        "AGENTEXEC_KEY_PREFIX": ax.CONF.key_prefix,
+        "AGENTEXEC_PARTITIONS": str(ax.CONF.partitions),
+    }
     out = _run_cli("dead", "redrive", dead[0][0].decode(), env=env)
     assert out.returncode == 1 and "cannot be re-driven" in out.stderr
 

@@ -43,6 +43,7 @@ def start_worker(redis_conf: str, tmp_path: Path) -> Iterator[Callable[[], None]
         **os.environ,
         "AGENTEXEC_REDIS_URL": redis_conf,
         "AGENTEXEC_KEY_PREFIX": ax.CONF.key_prefix,
+        "AGENTEXEC_PARTITIONS": str(ax.CONF.partitions),
         "AGENTEXEC_GRACEFUL_SHUTDOWN_TIMEOUT": "10",
     }
     running: list[subprocess.Popen[bytes]] = []

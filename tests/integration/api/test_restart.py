@@ -66,6 +66,7 @@ def api_env(redis_conf: str, db: Engine) -> Iterator[dict[str, str]]:
         "AGENTEXEC_REDIS_URL": redis_conf,
         "AGENTEXEC_DATABASE_URL": database_url(db),
         "AGENTEXEC_KEY_PREFIX": ax.CONF.key_prefix,
+        "AGENTEXEC_PARTITIONS": str(ax.CONF.partitions),
         "PYTHONPATH": str(Path(__file__).parents[3]),
     }
 

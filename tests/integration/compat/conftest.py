@@ -54,6 +54,7 @@ def program_env(database_url: str) -> dict[str, str]:
         **os.environ,
         "AGENTEXEC_REDIS_URL": ax.CONF.redis_url,
         "AGENTEXEC_KEY_PREFIX": ax.CONF.key_prefix,
+        "AGENTEXEC_PARTITIONS": str(ax.CONF.partitions),
         "AGENTEXEC_DATABASE_URL": database_url,
     }
 

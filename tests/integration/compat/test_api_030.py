@@ -229,6 +229,7 @@ def _client(cwd: Path, timeout: float) -> list[str]:
         **os.environ,
         "AGENTEXEC_REDIS_URL": ax.CONF.redis_url,
         "AGENTEXEC_KEY_PREFIX": ax.CONF.key_prefix,
+        "AGENTEXEC_PARTITIONS": str(ax.CONF.partitions),
     }
     env.pop("PYTHONPATH", None)
     done = subprocess.run(

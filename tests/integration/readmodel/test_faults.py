@@ -38,6 +38,7 @@ class ProjectorProcess:
             **os.environ,
             "AGENTEXEC_REDIS_URL": ax.CONF.redis_url,
             "AGENTEXEC_KEY_PREFIX": ax.CONF.key_prefix,
+            "AGENTEXEC_PARTITIONS": str(ax.CONF.partitions),
             "AGENTEXEC_DATABASE_URL": url,
         }
         self.log = tempfile.NamedTemporaryFile(prefix="projector-", suffix=".log", delete=False)

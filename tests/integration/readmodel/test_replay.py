@@ -70,6 +70,7 @@ async def test_the_replay_command_prints_text_or_json_lines(
         **os.environ,
         "AGENTEXEC_REDIS_URL": ax.CONF.redis_url,
         "AGENTEXEC_KEY_PREFIX": ax.CONF.key_prefix,
+        "AGENTEXEC_PARTITIONS": str(ax.CONF.partitions),
         "AGENTEXEC_DATABASE_URL": database_url(engine),
     }
     base = [sys.executable, "-m", "agentexec.cli", "--log-level", "WARNING", "replay"]

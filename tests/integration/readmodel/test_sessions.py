@@ -249,6 +249,7 @@ async def test_replay_shows_the_session_history(projector: Projector, engine: En
         **os.environ,
         "AGENTEXEC_REDIS_URL": ax.CONF.redis_url,
         "AGENTEXEC_KEY_PREFIX": ax.CONF.key_prefix,
+        "AGENTEXEC_PARTITIONS": str(ax.CONF.partitions),
         "AGENTEXEC_DATABASE_URL": database_url(engine),
     }
     command = [sys.executable, "-m", "agentexec.cli", "--log-level", "WARNING", "replay"]

@@ -516,7 +516,12 @@ async def test_the_stats_and_prune_commands_run_as_a_module(
     )
     await projector.catch_up()
     url = database_url(engine)
-    env = {**os.environ, "AGENTEXEC_KEY_PREFIX": ax.CONF.key_prefix, "COLUMNS": "200"}
+    env = {
+        **os.environ,
+        "AGENTEXEC_KEY_PREFIX": ax.CONF.key_prefix,
+        "AGENTEXEC_PARTITIONS": str(ax.CONF.partitions),
+        "COLUMNS": "200",
+    }
     for command, shown in (
         (["stats", "--task", "ping", "--since", "1h"], "3 tasks, since"),  # of 5
         (["prune", "--older-than", "30d"], "removed 0"),

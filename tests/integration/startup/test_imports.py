@@ -48,7 +48,12 @@ async def main() -> None:
 
 asyncio.run(main())
 """
-    env = dict(os.environ, AGENTEXEC_REDIS_URL=redis_conf, AGENTEXEC_KEY_PREFIX=ax.CONF.key_prefix)
+    env = dict(
+        os.environ,
+        AGENTEXEC_REDIS_URL=redis_conf,
+        AGENTEXEC_KEY_PREFIX=ax.CONF.key_prefix,
+        AGENTEXEC_PARTITIONS=str(ax.CONF.partitions),
+    )
     assert _loaded_after(code, env) == dict.fromkeys(HEAVY, False)
 
 

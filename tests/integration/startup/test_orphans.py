@@ -48,6 +48,7 @@ def test_workers_stop_when_the_pool_process_is_killed(redis_conf: str, tmp_path:
         **os.environ,
         "AGENTEXEC_REDIS_URL": redis_conf,
         "AGENTEXEC_KEY_PREFIX": ax.CONF.key_prefix,
+        "AGENTEXEC_PARTITIONS": str(ax.CONF.partitions),
         "AGENTEXEC_GRACEFUL_SHUTDOWN_TIMEOUT": "2",
     }
     app = subprocess.Popen(

@@ -46,6 +46,7 @@ def _env(redis_url: str) -> dict[str, str]:
         **os.environ,
         "AGENTEXEC_REDIS_URL": redis_url,
         "AGENTEXEC_KEY_PREFIX": ax.CONF.key_prefix,
+        "AGENTEXEC_PARTITIONS": str(ax.CONF.partitions),
     }
 
 

@@ -83,6 +83,7 @@ def _environment(redis_url: str, database: str, **extra: str) -> dict[str, str]:
     return {
         **env,
         "AGENTEXEC_KEY_PREFIX": ax.CONF.key_prefix,
+        "AGENTEXEC_PARTITIONS": str(ax.CONF.partitions),
         "AGENTEXEC_NUM_WORKERS": "1",
         "AGENTEXEC_GRACEFUL_SHUTDOWN_TIMEOUT": "0.5",
         "DATABASE_URL": database,
