@@ -6,10 +6,17 @@ its leases (`renew`) and hands back what it still holds when it stops (`release`
 verbs are rejected once another worker took the entry over; those that append an event take
 `since`, the time of their first try, when run again after a lost reply, so that they do not
 append twice.
+
+With several partitions (see `agentexec.partitions`) a worker reads its queue's streams of
+every partition, and each verb uses the keys of its entry's partition (the stream it came
+from, which is its task's). On one server a blocking read waits on all of them in one
+XREADGROUP; on a Redis Cluster, where one command reads one slot, one blocking read per
+partition waits concurrently (see `wait`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import time
@@ -22,7 +29,7 @@ from uuid import UUID
 import msgspec
 import redis
 
-from . import events, tenants
+from . import cluster, events, tenants
 from .connection import REDIS_ERRORS
 from .events import (
     Priority,
@@ -47,7 +54,7 @@ from .scripts import (
     START,
     TRANSITION,
 )
-from .streams import AGENT_TTL, WORKERS_GROUP, delayed_member, ensure_group, refusal
+from .streams import AGENT_TTL, WORKERS_GROUP, Keys, delayed_member, ensure_group, refusal
 from .tasks import TaskLease
 from .transitions import Append, IfCanceled, Queue, Store, Write
 
@@ -115,12 +122,31 @@ class Claim:
 class Consumer:
     def __init__(self, broker: Broker, queue_name: str, name: str) -> None:
         self._broker = broker
-        self.keys = broker.keys
+        self.partitions = broker.partitions
         self.settings = broker.settings
         self.queue_name = queue_name
         self.name = name
-        self.streams = self.keys.queues(queue_name)
-        """The queue's streams, highest priority first."""
+        self._partition: dict[str, int] = {}
+        self._rank: dict[str, int] = {}
+        for partition in self.partitions:
+            for rank, stream in enumerate(self.partitions.keys(partition).queues(queue_name)):
+                self._partition[stream] = partition
+                self._rank[stream] = rank
+        self.streams = list(self._partition)
+        """The queue's streams of every partition, each partition's highest priority first."""
+        self._by_slot = len(self.partitions) > 1 and cluster.is_cluster_url(self.settings.redis_url)
+        """One read per partition: a Redis Cluster reads one slot per command."""
+        self._turn = 0
+        """The partition a non-blocking read looks at first, in turn, so that a busy one does
+        not starve the others."""
+        self._reads: dict[int, asyncio.Task[list[Entry]]] = {}
+        """Blocking reads of partitions under way (on a cluster, see `wait`)."""
+        self._delivered: list[Entry] = []
+        self._failed: BaseException | None = None
+
+    def keys(self, stream: str) -> Keys:
+        """The keys of the partition `stream` (one of this queue's) belongs to."""
+        return self.partitions.keys(self._partition[stream])
 
     async def ensure_groups(self) -> None:
         """Create the consumer group on each of the queue's streams unless it exists."""
@@ -146,22 +172,102 @@ class Consumer:
                 claim.deliveries.update(await self._deliveries(stream, [i for i, _ in items]))
         return claim
 
+    def _rotation(self) -> list[int]:
+        first = self._turn
+        self._turn = (first + 1) % len(self.partitions)
+        count = len(self.partitions)
+        return [(first + i) % count for i in range(count)]
+
     @translated
     async def read(self, count: int) -> list[Entry]:
         """Up to `count` new entries of the highest priority stream that has any, without
-        blocking, in one round trip."""
-        reply = await self._broker._run(READ, self.streams, [WORKERS_GROUP, self.name, count])
+        blocking: in one round trip on one server, one per partition on a cluster (each
+        partition's high priority first there). Entries a blocking read delivered meanwhile
+        (see `wait`) come first."""
+        if self._delivered:
+            delivered, self._delivered = self._delivered, []
+            return self._by_priority(delivered)
+        order = self._rotation()
+        if self._by_slot:
+            for partition in order:
+                streams = self.partitions.keys(partition).queues(self.queue_name)
+                reply = await self._broker._run(READ, streams, [WORKERS_GROUP, self.name, count])
+                entries = _entries(reply)
+                if entries:
+                    return entries
+            return []
+        queues = [self.partitions.keys(p).queues(self.queue_name) for p in order]
+        streams = [stream for priority in zip(*queues, strict=True) for stream in priority]
+        reply = await self._broker._run(READ, streams, [WORKERS_GROUP, self.name, count])
         return _entries(reply)
 
     @translated
     async def wait(self, count: int, block_ms: int) -> list[Entry]:
-        """Up to `count` new entries of any priority, blocking up to `block_ms` until one
-        arrives; higher priorities first."""
+        """Up to `count` new entries of any priority and partition, blocking up to `block_ms`
+        until one arrives; higher priorities first.
+
+        On a Redis Cluster with several partitions, one blocking read per partition waits
+        concurrently, and this returns what those that ended have read; the others go on
+        waiting (what they read comes with a later call: `delivered` until then), so that no
+        entry is delivered to a read abandoned mid-way. `stop_reads` ends them."""
+        if not self._by_slot:
+            reply = await self._broker.client.xreadgroup(
+                WORKERS_GROUP,
+                self.name,
+                dict.fromkeys(self.streams, ">"),
+                count=count,
+                block=block_ms,
+            )
+            return self._by_priority(_entries(reply))
+        for partition in self.partitions:
+            if partition not in self._reads:
+                read = asyncio.ensure_future(self._wait_partition(partition, count, block_ms))
+                read.add_done_callback(functools.partial(self._read_ended, partition))
+                self._reads[partition] = read
+        if not self._delivered and self._failed is None:
+            await asyncio.wait(list(self._reads.values()), return_when=asyncio.FIRST_COMPLETED)
+        entries, self._delivered = self._delivered, []
+        failed, self._failed = self._failed, None
+        if failed is not None and not entries:
+            raise failed
+        return self._by_priority(entries)
+
+    def _read_ended(self, partition: int, read: asyncio.Task[list[Entry]]) -> None:
+        if self._reads.get(partition) is read:
+            del self._reads[partition]
+        if read.cancelled():
+            return
+        failed = read.exception()
+        if failed is not None:
+            self._failed = self._failed or failed
+        else:
+            self._delivered += read.result()
+
+    @property
+    def delivered(self) -> list[Entry]:
+        """Entries a blocking read delivered that `wait` has not returned yet (see `wait`):
+        this worker holds them, and renews their leases."""
+        return list(self._delivered)
+
+    async def _wait_partition(self, partition: int, count: int, block_ms: int) -> list[Entry]:
+        streams = self.partitions.keys(partition).queues(self.queue_name)
         reply = await self._broker.client.xreadgroup(
-            WORKERS_GROUP, self.name, dict.fromkeys(self.streams, ">"), count=count, block=block_ms
+            WORKERS_GROUP, self.name, dict.fromkeys(streams, ">"), count=count, block=block_ms
         )
-        entries = _entries(reply)
-        entries.sort(key=lambda e: self.streams.index(e[0]))
+        return _entries(reply)
+
+    async def stop_reads(self) -> None:
+        """End the blocking reads still under way (see `wait`): what they delivered meanwhile
+        stays pending to this consumer, for `release` to hand back."""
+        reads, self._reads = list(self._reads.values()), {}
+        for read in reads:
+            read.cancel()
+        await asyncio.gather(*reads, return_exceptions=True)
+
+    def _by_priority(self, entries: list[Entry]) -> list[Entry]:
+        """`entries` with higher priorities first (each partition's streams are in priority
+        order)."""
+        entries.sort(key=lambda e: self._rank[e[0]])
         return entries
 
     @translated
@@ -202,15 +308,11 @@ class Consumer:
     ) -> Start:
         """Append `started` unless the task must not start here (see `Start`)."""
         aid = started.agent_id
-        keys = [
-            self.keys.events,
-            entry[0],
-            self.keys.result(aid),
-            self.keys.held(aid),
-            self.keys.cancel_marker(aid),
-        ]
+        part = self.keys(entry[0])
+        keys = [part.events, entry[0], part.result(aid), part.held(aid), part.cancel_marker(aid)]
         if parent_id is not None:
-            keys.append(self.keys.cancel_marker(parent_id))
+            if not await self._parent_marker(entry[0], parent_id, keys):
+                return Start.CANCELED
         args: list[Any] = [events.encode(started), WORKERS_GROUP, entry[1], self.name]
         reply = await self._broker._run(START, keys, _since(args, since))
         if reply is None:
@@ -235,21 +337,20 @@ class Consumer:
         another worker holds the entry."""
         stream, entry_id, fields = entry
         queue = self.queue_name
+        part = self.keys(stream)
         keys: list[Any] = [
             stream,
-            self.keys.events,
-            self.keys.lock_index(queue),
-            self.keys.lock_waiters(queue),
-            self.keys.queue(queue, Priority.HIGH),
+            part.events,
+            part.lock_index(queue),
+            part.lock_waiters(queue),
+            part.queue(queue, Priority.HIGH),
         ]
         for lock in locks:
-            keys += [
-                self.keys.lock_holders(queue, lock.name),
-                self.keys.lock_waiting(queue, lock.name),
-            ]
-        keys.append(self.keys.cancel_marker(queued.agent_id))
+            keys += [part.lock_holders(queue, lock.name), part.lock_waiting(queue, lock.name)]
+        keys.append(part.cancel_marker(queued.agent_id))
         if queued.parent_id is not None:
-            keys.append(self.keys.cancel_marker(queued.parent_id))
+            if not await self._parent_marker(stream, queued.parent_id, keys):
+                return True  # canceled: START ends it
         member = delayed_member(queued.priority, bytes(fields[events.EVENT_FIELD]))
         args: list[Any] = [WORKERS_GROUP, entry_id, self.name, str(queued.agent_id), now_ms]
         args += [lease_ms, member, len(locks), "" if since is None else since]
@@ -257,6 +358,17 @@ class Consumer:
             args += [lock.name, lock.capacity, events.encode(event)]
         reply = await self._broker._run(LOCK, keys, args)
         return None if reply is None else bool(reply)
+
+    async def _parent_marker(self, stream: str, parent_id: UUID, keys: list[Any]) -> bool:
+        """Add the cancel marker of the parent of a task of `stream` to a script's `keys`
+        when it is in the task's partition; else look at it now, as a script touches one
+        partition's keys (a cancel of the parent after this look reaches the running task as
+        a notice, see `workers.cancellation`). False when the parent was canceled."""
+        partition = self.partitions.of(parent_id)
+        if partition == self._partition[stream]:
+            keys.append(self.partitions.keys(partition).cancel_marker(parent_id))
+            return True
+        return not await self._broker.canceled([parent_id])
 
     async def unlock(self, agent_id: UUID | None, locks: Sequence[Lock], now_ms: int) -> int:
         """Release the holds of `agent_id` on `locks` (None: only wake the waiters of holds
@@ -275,7 +387,7 @@ class Consumer:
         member = delayed_member(priority, bytes(fields[events.EVENT_FIELD]))
         reply = await self._broker._run(
             DEFER,
-            [stream, self.keys.delayed(self.queue_name)],
+            [stream, self.keys(stream).delayed(self.queue_name)],
             [WORKERS_GROUP, entry_id, self.name, member, due_ms],
         )
         return reply is not None
@@ -292,7 +404,8 @@ class Consumer:
         False when another worker holds the entry."""
         stream, entry_id, _ = entry
         member = delayed_member(again.priority, events.encode(again))
-        keys = [stream, self.keys.delayed(self.queue_name), self.keys.events]
+        part = self.keys(stream)
+        keys = [stream, part.delayed(self.queue_name), part.events]
         args: list[Any] = [
             WORKERS_GROUP,
             entry_id,
@@ -315,7 +428,8 @@ class Consumer:
         task already ended."""
         stream, entry_id, _ = entry
         aid = event.agent_id
-        keys: list[Any] = [self.keys.events, self.keys.result(aid), stream]
+        part = self.keys(stream)
+        keys: list[Any] = [part.events, part.result(aid), stream]
         args = [events.encode(event), *self._outcome(aid, outcome)]
         args += [WORKERS_GROUP, entry_id, self.name, *self._transition(writes, keys)]
         return await self._broker._run(FINISH, keys, args) is not None
@@ -335,12 +449,13 @@ class Consumer:
             b"reason": reason,
         }.items():
             letter += [name, value]
+        part = self.keys(stream)
         known: list[Any] = ["0", "", "", 0, ""]
-        result_key = self.keys.result("unknown")
+        result_key = part.result("unknown")
         if failed is not None and outcome is not None:
             known = ["1", events.encode(failed), *self._outcome(failed.agent_id, outcome)]
-            result_key = self.keys.result(failed.agent_id)
-        keys = [stream, self.keys.dead_letters, self.keys.events, result_key]
+            result_key = part.result(failed.agent_id)
+        keys = [stream, part.dead_letters, part.events, result_key]
         args = [WORKERS_GROUP, entry_id, self.name, *known, *letter]
         return bool(await self._broker._run(DEAD_LETTER, keys, args))
 
@@ -356,8 +471,9 @@ class Consumer:
     ) -> set[bytes]:
         """Reset the idle time of the (entry id, agent id) entries of `stream` this worker
         still holds, for `lease_ms`; returns the ids of those it lost."""
-        keys = [stream, *(self.keys.result(a) for _, a in held)]
-        keys += [self.keys.held(a) for _, a in held]
+        part = self.keys(stream)
+        keys = [stream, *(part.result(a) for _, a in held)]
+        keys += [part.held(a) for _, a in held]
         args = [WORKERS_GROUP, self.name, lease_ms, *(i for i, _ in held)]
         return set(await self._broker._run(RENEW, keys, args) or ())
 
@@ -391,12 +507,15 @@ class Consumer:
         return [
             encode_outcome(outcome),
             self.settings.result_ttl,
-            self.keys.result_channel(agent_id),
+            self._broker.keys.result_channel(agent_id),  # shared by every partition
         ]
 
     def _transition(self, writes: Sequence[Write], keys: list[Any]) -> list[Any]:
         """ARGV of `writes` for lua/lib/apply.lua, adding the keys they touch to `keys` (each
-        op names its key by 1-based index into KEYS)."""
+        op names its key by 1-based index into KEYS). Each write uses the keys of the
+        partition of the task it is about: a script runs with the keys of one partition, so
+        they must all be the ending task's (a pipeline's steps and its run are)."""
+        of = self.partitions.keys_of
 
         def key(name: str) -> int:
             if name not in keys:
@@ -407,7 +526,8 @@ class Consumer:
             args: list[Any] = []
             for write in writes:
                 if isinstance(write, Append):
-                    args += ["x", key(self.keys.events), events.encode(write.event)]
+                    appended = write.event
+                    args += ["x", key(of(appended.agent_id).events), events.encode(appended)]
                 elif isinstance(write, Queue):
                     queued = write.event
                     if queued.queue is None:
@@ -415,26 +535,27 @@ class Consumer:
                             f"cannot queue {queued.task_name!r}: its event has no queue"
                         )
                     data = events.encode(queued)
-                    args += ["x", key(self.keys.events), data]
-                    args += ["x", key(self.keys.queue(queued.queue, queued.priority)), data]
+                    part = of(queued.agent_id)
+                    args += ["x", key(part.events), data]
+                    args += ["x", key(part.queue(queued.queue, queued.priority)), data]
                     # The marker holds the task name and tenant (see lua/lib/names.lua).
                     name = msgspec.json.encode(queued.task_name)
                     tenant = tenants.tenant_of(queued.metadata)
                     if tenant is not None:
                         name += b',"tenant":' + msgspec.json.encode(tenant)
-                    args += ["s", key(self.keys.agent(queued.agent_id)), name, AGENT_TTL]
+                    args += ["s", key(part.agent(queued.agent_id)), name, AGENT_TTL]
                 elif isinstance(write, Store):
                     data = encode_outcome(write.outcome)
                     args += [
                         "s",
-                        key(self.keys.result(write.agent_id)),
+                        key(of(write.agent_id).result(write.agent_id)),
                         data,
                         self.settings.result_ttl,
                     ]
-                    args += ["p", self.keys.result_channel(write.agent_id), data]
+                    args += ["p", self._broker.keys.result_channel(write.agent_id), data]
                 else:
                     assert isinstance(write, IfCanceled)
-                    marker = key(self.keys.cancel_marker(write.agent_id))
+                    marker = key(of(write.agent_id).cancel_marker(write.agent_id))
                     then, otherwise = encode(write.then), encode(write.otherwise)
                     args += ["?", marker, len(then), len(otherwise), *then, *otherwise]
             return args

@@ -30,10 +30,12 @@ HOUSEKEEPING_INTERVAL = 600.0
 async def remove_idle_consumers(
     queue_name: str, idle_seconds: float, runtime: Runtime | None = None
 ) -> list[str]:
-    """Remove the consumers of `queue_name`'s groups idle for `idle_seconds` with no pending
-    entry; returns their names."""
+    """Remove the consumers of `queue_name`'s groups (of every partition) idle for
+    `idle_seconds` with no pending entry; returns their names."""
     broker = (runtime or current()).broker
-    names = await broker.remove_idle_consumers(queue_name, int(idle_seconds * 1000))
+    names: list[str] = []
+    for partition in broker.partitions:
+        names += await broker.remove_idle_consumers(queue_name, int(idle_seconds * 1000), partition)
     if names:
         logger.info(
             "housekeeping: removed %d idle consumer(s) of queue %r: %s",

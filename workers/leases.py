@@ -121,7 +121,8 @@ class Leases:
         by_stream: dict[str, list[tuple[bytes, str]]] = {}
         # Entries being ended too: an end script retried through an outage (Redis out of
         # memory refuses it, not the renewal) must not lose its lease meanwhile.
-        for stream, entry_id, fields in [*self._running.values(), *self._backlog]:
+        held_here = [*self._running.values(), *self._backlog, *self._consumer.delivered]
+        for stream, entry_id, fields in held_here:
             held = self.held(entry_id)
             if held.ended:
                 continue

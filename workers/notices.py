@@ -12,6 +12,7 @@ from collections.abc import Callable
 from uuid import UUID
 
 from agentexec.connection import Reconnect, ready, supervise
+from agentexec.partitions import Partitions
 from agentexec.runtime import Runtime, current
 from agentexec.streams import Keys
 
@@ -21,17 +22,22 @@ logger = logging.getLogger(__name__)
 class NoticeListener:
     def __init__(
         self,
-        keys: Keys,
+        keys: Partitions | Keys,
         queue_name: str,
         on_cancel: Callable[[UUID], None],
         on_schedule: Callable[[], None],
         runtime: Runtime | None = None,
     ) -> None:
+        """`keys`: the namespace's partitions (or the keys of its one partition): the cancel
+        channel is shared by all, each has a schedule channel of its own."""
         self._runtime = runtime or current()
+        partitions = Partitions.single(keys) if isinstance(keys, Keys) else keys
         self.channels: dict[bytes, Callable[[bytes], None]] = {
-            keys.cancel_channel.encode(): self._cancel,
-            keys.schedule_channel(queue_name).encode(): lambda _: on_schedule(),
+            partitions.keys(0).cancel_channel.encode(): self._cancel,
         }
+        for partition in partitions:
+            channel = partitions.keys(partition).schedule_channel(queue_name)
+            self.channels[channel.encode()] = lambda _: on_schedule()
         self.on_cancel = on_cancel
         self.ready = asyncio.Event()
         """Set once subscribed: the worker takes no task before it can hear of its cancel."""

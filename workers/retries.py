@@ -47,7 +47,7 @@ class Promoter:
         while True:
             wait = self.settings.lease_seconds
             try:
-                nxt = await self.broker.promote(self.queue_name, _now_ms(), 100)
+                nxt = await self._promote()
                 await self._sweep_locks()
                 self._reconnect.succeeded()
                 if nxt is not None:
@@ -66,14 +66,28 @@ class Promoter:
             except TimeoutError:
                 pass
 
+    async def _promote(self) -> float | None:
+        """Promote the due tasks of every partition's delayed set; the next due time of
+        those left (ms), None when none is."""
+        due = [
+            await self.broker.promote(self.queue_name, _now_ms(), 100, partition)
+            for partition in self.broker.partitions
+        ]
+        left = [ms for ms in due if ms is not None]
+        return min(left) if left else None
+
     async def _sweep_locks(self) -> None:
         """Wake the waiters of locks whose holds expired: their holders died or were stopped
-        without releasing them (see `agentexec.locks`)."""
+        without releasing them (see `agentexec.locks`), in every partition."""
+        for partition in self.broker.partitions:
+            await self._sweep_partition(partition)
+
+    async def _sweep_partition(self, partition: int) -> None:
         now = _now_ms()
         limit = self.settings.max_concurrency_per_tenant
-        for name in await self.broker.locks_due(self.queue_name, now):
+        for name in await self.broker.locks_due(self.queue_name, now, partition=partition):
             woken = await self.broker.unlock(
-                self.queue_name, None, [Lock(name, capacity_of(name, limit))], now
+                self.queue_name, None, [Lock(name, capacity_of(name, limit))], now, partition
             )
             if woken:
                 logger.info(

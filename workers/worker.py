@@ -79,7 +79,6 @@ class Worker:
         self.spec = spec
         self.runtime = Runtime.from_settings(spec.settings)
         self.settings = self.runtime.settings
-        self.keys = self.runtime.keys
         self.broker = self.runtime.broker
         self.consumer = self.broker.consumer(spec.queue_name, spec.consumer)
         self.streams = self.consumer.streams
@@ -125,7 +124,7 @@ class Worker:
             self.spec.concurrency,
         )
         notices = NoticeListener(
-            self.keys,
+            self.runtime.partitions,
             self.spec.queue_name,
             self._cancel,
             self._promoter.schedule,
@@ -150,6 +149,7 @@ class Worker:
             for helper in helpers:
                 helper.cancel()
             await asyncio.gather(*helpers, return_exceptions=True)
+            await self.consumer.stop_reads()
             await self.leases.release()
             logger.info("worker %s: stopped", self.spec.consumer)
 
