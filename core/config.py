@@ -104,7 +104,8 @@ class Settings(BaseSettings):
     max_concurrency_per_tenant: int = Field(default=0, ge=0)
     """Tasks of one tenant (`metadata["tenant"]`) that run at once on a queue, across its
     workers; the others wait without holding a worker, so that one tenant's burst does not
-    starve the others (docs/tasks.md). 0: no limit."""
+    starve the others (docs/tasks.md). 0: no limit. Counted per partition: with several
+    (`partitions`), up to this many per partition."""
     max_deliveries: int = Field(default=5, ge=1)
     """A task delivered more often than this (its handler keeps killing the worker process)
     is dead-lettered."""

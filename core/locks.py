@@ -7,6 +7,17 @@ that finds one of its locks full is parked in that lock's waiting list, and its 
 on; when a holder ends (or its hold expires with its lease), the next waiter gets its slot
 and goes back to its stream. This module holds the pure part: the template of a lock key,
 checked where it is declared, and the locks one task takes.
+
+With several partitions (`AGENTEXEC_PARTITIONS`, see `agentexec.partitions`) a lock lives in
+each partition, with the task's other keys (a script touches one partition). A task whose
+definition has a lock key is placed in the partition its key hashes to when `enqueue` knows
+the definition (the enqueuing process registered the task, as a pool's module does), so all
+the tasks of one key meet in one lock: one at a time per key, as with one partition. Where
+the key cannot place the task, its lock holds within its partition only: a task enqueued by
+a process that does not know its `lock_key`, one with an idempotency key (which places it),
+and a pipeline's step or a tracker's fan-in (in their run's or tracker's partition). The
+tenant cap (`AGENTEXEC_MAX_CONCURRENCY_PER_TENANT`) holds per partition: a tenant's root
+tasks spread over the partitions, so up to P times the cap of them run at once.
 """
 
 from __future__ import annotations

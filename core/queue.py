@@ -17,7 +17,7 @@ from .credentials import redact_url
 from .errors import ContextError, RedisUnavailableError, UnknownActivityError
 from .events import Priority, TaskCancelRequested, TaskQueued
 from .limits import check_name, check_queue_name
-from .locks import format_key
+from .locks import KEY, format_key
 from .runtime import Runtime, current
 from .streams import AGENT_TTL
 from .tasks import RUNNING_TASK, ParentId, Task, TaskDefinition, parent_of
@@ -50,6 +50,15 @@ def _resolve_queue(task_name: str, context: Any, queue_name: str | None, setting
             # A key no worker could lock is refused here, where the caller can fix it.
             format_key(definition.lock_key, context, f"enqueue({task_name!r}, ...)")
     return queue_name
+
+
+def _lock_of(task_name: str, context: BaseModel, queue_name: str) -> str | None:
+    """The name of the lock key the task takes on `queue_name` (see `agentexec.locks`), when
+    this process knows the task's definition there."""
+    for definition in tasks.known(task_name):
+        if definition.queue_name == queue_name and definition.lock_key is not None:
+            return KEY + format_key(definition.lock_key, context, f"enqueue({task_name!r}, ...)")
+    return None
 
 
 def _only_queue(
@@ -152,11 +161,14 @@ async def enqueue(
     settings = runtime.settings
     queue = _resolve_queue(task_name, context, queue_name, settings)
     parent = await check_parent(parent_id, f"enqueue({task_name!r}, ...)", runtime)
+    # A task with a lock key lives in its key's partition, where its lock is (the locks of
+    # a key are per partition: see `agentexec.locks`), unless its idempotency key places it.
+    placed_by = _dedup(idempotency_key) or _lock_of(task_name, context, queue)
     event = queued_event(
         task_name,
         context,
         settings,
-        agent_id=runtime.partitions.task_id(parent, _dedup(idempotency_key)),
+        agent_id=runtime.partitions.task_id(parent, placed_by),
         queue=queue,
         priority=priority,
         timeout=timeout,
