@@ -6,9 +6,11 @@ Commands of one caller keep their order because a caller awaits each reply befor
 the next. Scripts are sent with EVALSHA and loaded again when Redis answers NOSCRIPT (after a
 restart or a new server).
 
-On a Redis Cluster (`agentexec.cluster`) every key agentexec uses is in one slot, so a batch
-goes to the primary of the slot of its first command's key; a batch that meets a redirection
-or a lost node has the client refresh its map of slots for the next one.
+On a Redis Cluster (`agentexec.cluster`) the keys of one command are in one slot (one
+partition's, see `agentexec.partitions`): the commands of one loop iteration are batched per
+slot of their first key, and each batch goes to the primary of its slot, concurrently; a
+batch that meets a redirection or a lost node has the client refresh its map of slots for
+the next one.
 """
 
 from __future__ import annotations
@@ -21,17 +23,21 @@ from typing import Any
 import redis
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
+from redis.crc import key_slot
 
 from .connection import get_redis
 from .scripts import Script
 
 _MAX_BATCH = 512
+_Pending = tuple[tuple[Any, ...], Script | None, asyncio.Future[Any]]
+"""A command waiting for its batch: the command, its script (to load again on NOSCRIPT), and
+its caller's future."""
 
 
 class Batcher:
     def __init__(self, client: aioredis.Redis) -> None:
         self._client = client
-        self._pending: list[tuple[tuple[Any, ...], Script | None, asyncio.Future[Any]]] = []
+        self._pending: list[_Pending] = []
         self._scheduled = False
         self._flushes: set[asyncio.Task[None]] = set()
 
@@ -62,13 +68,26 @@ class Batcher:
         self._scheduled = False
         pending, self._pending = self._pending, []
         loop = asyncio.get_running_loop()
-        for i in range(_MAX_BATCH, len(pending), _MAX_BATCH):
-            self._keep(loop.create_task(self._flush(pending[i : i + _MAX_BATCH])))
-        await self._flush(pending[:_MAX_BATCH])
+        batches = [
+            part[i : i + _MAX_BATCH]
+            for part in self._by_slot(pending)
+            for i in range(0, len(part), _MAX_BATCH)
+        ]
+        for batch in batches[1:]:
+            self._keep(loop.create_task(self._flush(batch)))
+        await self._flush(batches[0])
 
-    async def _flush(
-        self, batch: list[tuple[tuple[Any, ...], Script | None, asyncio.Future[Any]]]
-    ) -> None:
+    def _by_slot(self, pending: list[_Pending]) -> list[list[_Pending]]:
+        """`pending` split by the slot of each command's first key on a Redis Cluster (in
+        order within each slot), else as it is."""
+        if not isinstance(self._client, RedisCluster) or len(pending) < 2:
+            return [pending]
+        slots: dict[int, list[_Pending]] = {}
+        for item in pending:
+            slots.setdefault(key_slot(_encoded(_first_key(item[0]))), []).append(item)
+        return list(slots.values())
+
+    async def _flush(self, batch: list[_Pending]) -> None:
         try:
             replies = await self._send([command for command, _, _ in batch])
             missing = {
@@ -176,6 +195,10 @@ def _first_key(command: tuple[Any, ...]) -> Any:
     if str(command[0]).upper() == "EVALSHA":
         return command[3]
     return command[1]
+
+
+def _encoded(key: Any) -> bytes:
+    return key if isinstance(key, bytes) else str(key).encode()
 
 
 async def _refresh(client: RedisCluster) -> None:

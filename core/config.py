@@ -184,6 +184,16 @@ class Settings(BaseSettings):
         super().__setattr__(name, value)
         _assignments += 1
 
+    def adopt(self, other: Settings) -> None:
+        """Take every value of `other` at once. `other` is valid as a whole, but assigning
+        its values one by one can pass through a combination that is not (a cluster URL
+        before the partitions or the hash tag it needs)."""
+        global _assignments
+        for name in type(other).model_fields:
+            self.__dict__[name] = getattr(other, name)
+        self.__pydantic_fields_set__.update(other.model_fields_set)
+        _assignments += 1
+
     @field_validator("redis_url")
     @classmethod
     def _parsable_sentinel_url(cls, value: str) -> str:

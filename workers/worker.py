@@ -513,10 +513,7 @@ def run_worker(
     atexit._clear()
     # The edge of a worker process: handler code that reads `ax.CONF` sees the pool's
     # settings. Nothing below reads `CONF`; the worker runs with its runtime (`Worker.run`).
-    for name in type(spec.settings).model_fields:
-        value = getattr(spec.settings, name)
-        if getattr(CONF, name) != value:
-            setattr(CONF, name, value)
+    CONF.adopt(spec.settings)
     if not logging.getLogger().handlers:
         logging.basicConfig(
             level=spec.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -20,12 +20,13 @@ import pytest
 import agentexec as ax
 from agentexec import events
 from agentexec.connection import close_redis
+from agentexec.consumer import Consumer
 from agentexec.locks import KEY
 from agentexec.runtime import Runtime, current
 from tests.apps import partitioned
 from tests.apps.partitioned import Text, Work
 from tests.support.cluster import RedisClusterSetup, needs_redis_server, redis_cluster
-from tests.support.listeners import wait_for_idle_workers
+from tests.support.listeners import blocked_in, wait_for_idle_workers
 from tests.support.waiting import async_wait_for, scaled
 
 __all__ = ["redis_cluster"]  # the cluster fixture, used by name
@@ -85,6 +86,57 @@ def in_partition(runtime: Runtime, partition: int) -> str:
             return key
 
 
+def on_cluster(runtime: Runtime) -> bool:
+    return runtime.settings.redis_url.startswith("redis+cluster")
+
+
+async def test_verbs_of_every_partition_share_a_loop_iteration(runtime: Runtime) -> None:
+    """Verbs issued together go to Redis together (the batcher); on the cluster, where each
+    partition's keys are on another primary, each in the batch of its slot."""
+    tasks = [
+        await ax.enqueue("shout", Text(text=f"b{p}"), idempotency_key=in_partition(runtime, p))
+        for p in range(P)
+    ]
+    broker = runtime.broker
+    for _ in range(3):
+        assert all(await asyncio.gather(*(broker.known(t.agent_id) for t in tasks)))
+        assert await asyncio.gather(*(broker.result(t.agent_id) for t in tasks)) == [None] * P
+
+
+async def test_a_consumer_waits_on_every_partition(runtime: Runtime) -> None:
+    """A blocking read of the queue returns the entries of whichever partition gets one. On
+    the cluster the other partitions' reads go on blocking, and what they read later is held
+    (`delivered`, its leases renewed) until the next read returns it."""
+    partitions = runtime.partitions
+    consumer = runtime.broker.consumer(QUEUE, "w:0")
+    await consumer.ensure_groups()
+
+    async def queue(partition: int) -> uuid.UUID:
+        key = in_partition(runtime, partition)
+        return (await ax.enqueue("shout", Text(text="x"), idempotency_key=key)).agent_id
+
+    try:
+        first = await queue(1)
+        [entry] = await consumer.wait(10, int(scaled(10) * 1000))
+        assert entry[0] == partitions.keys(1).queue(QUEUE, ax.Priority.LOW)
+        assert events.decode_entry(entry[2]).agent_id == first
+        later = {await queue(0), await queue(2)}
+        if on_cluster(runtime):
+            await async_wait_for(
+                _delivered(consumer, 2), timeout=10, what="the blocked reads to deliver"
+            )
+            read = await consumer.read(10)
+        else:
+            read = await consumer.wait(10, int(scaled(10) * 1000))
+        assert {events.decode_entry(e[2]).agent_id for e in read} == later
+        assert {e[0] for e in read} == {
+            partitions.keys(p).queue(QUEUE, ax.Priority.LOW) for p in (0, 2)
+        }
+    finally:
+        await consumer.stop_reads()
+    assert await blocked_in("xreadgroup") == 0
+
+
 async def test_tasks_spread_over_the_partitions_run_exactly_once(runtime: Runtime) -> None:
     partitions = runtime.partitions
     client = runtime.redis()
@@ -107,7 +159,8 @@ async def test_tasks_spread_over_the_partitions_run_exactly_once(runtime: Runtim
         parents = [await ax.enqueue("spawn", Text(text=f"c{p}")) for p in range(6)]
         children = [uuid.UUID(c) for c in await ax.gather(*parents, timeout=scaled(30))]
         assert [partitions.of(c) for c in children] == [partitions.of(p.agent_id) for p in parents]
-        assert await ax.gather(*children, timeout=scaled(30)) == [f"C{p}" for p in range(6)]
+        results = [await ax.get_result(c, timeout=scaled(30)) for c in children]
+        assert results == [f"C{p}" for p in range(6)]
 
         # An idempotency key places its task: a second enqueue finds the first.
         first = await ax.enqueue("shout", Text(text="once"), idempotency_key="only-once")
@@ -129,7 +182,7 @@ async def test_idle_workers_are_woken_in_every_partition(runtime: Runtime) -> No
     ax.CONF.block_ms = 60_000
     with serving() as pool:
         # Each worker blocks in one read on one server, in one per partition on the cluster.
-        per_worker = P if runtime.settings.redis_url.startswith("redis+cluster") else 1
+        per_worker = P if on_cluster(runtime) else 1
         await wait_for_idle_workers((pool.num_workers or 1) * per_worker)
         loop = asyncio.get_running_loop()
         for partition in range(P):
@@ -168,7 +221,9 @@ async def test_delays_retries_cancels_and_locks_across_partitions(
         await async_wait_for(
             _exists(tmp_path / "held.started"), timeout=30, what="the held task to start"
         )
-        assert await ax.cancel(held.agent_id)
+        if not await ax.cancel(held.agent_id):
+            ended = [e for e in await logged(runtime) if e.agent_id == held.agent_id]
+            pytest.fail(f"the held task ended before its cancel: {ended}")
         with pytest.raises(ax.TaskFailedError, match="canceled"):
             await ax.get_result(held, timeout=scaled(30))
 
@@ -219,8 +274,15 @@ async def test_a_pipeline_and_a_trackers_fan_in_complete(runtime: Runtime, tmp_p
         assert {partitions.of(s.agent_id) for s in steps} == {partitions.of(run.agent_id)}
 
 
-def _exists(path: Path):  # type: ignore[no-untyped-def]
+def _exists(path: Path) -> Callable[[], Awaitable[bool]]:
     async def check() -> bool:
         return path.exists()
+
+    return check
+
+
+def _delivered(consumer: Consumer, count: int) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        return len(consumer.delivered) >= count
 
     return check
