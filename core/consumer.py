@@ -61,10 +61,17 @@ from .transitions import Append, IfCanceled, Queue, Store, Write
 if TYPE_CHECKING:
     from .broker import Broker
 
-__all__ = ["Claim", "Consumer", "Entry", "Start"]
+__all__ = ["Claim", "Consumer", "Entry", "EntryKey", "Start", "entry_key"]
 
 Entry = tuple[str, bytes, dict[Any, Any]]
 """A queue entry a worker holds: (stream, entry id, fields)."""
+EntryKey = tuple[str, bytes]
+"""(stream, entry id): what names an entry, as an id is unique within its stream only (two
+partitions' streams give the same id to entries added in the same millisecond)."""
+
+
+def entry_key(entry: Entry) -> EntryKey:
+    return entry[0], entry[1]
 
 
 class Start(StrEnum):
@@ -116,7 +123,7 @@ class Claim:
     """Entries a worker took (back), with the delivery count of each."""
 
     entries: list[Entry] = field(default_factory=list)
-    deliveries: dict[bytes, int] = field(default_factory=dict)
+    deliveries: dict[EntryKey, int] = field(default_factory=dict)
 
 
 class Consumer:
@@ -282,7 +289,7 @@ class Consumer:
             await self._deliveries(stream, [i for i, _ in claimed]),
         )
 
-    async def _deliveries(self, stream: str, ids: list[bytes]) -> dict[bytes, int]:
+    async def _deliveries(self, stream: str, ids: list[bytes]) -> dict[EntryKey, int]:
         if not ids:
             return {}
         pending = await self._broker.client.xpending_range(
@@ -290,7 +297,7 @@ class Consumer:
         )
         wanted = set(ids)
         return {
-            item["message_id"]: int(item["times_delivered"])
+            (stream, item["message_id"]): int(item["times_delivered"])
             for item in pending
             if item["message_id"] in wanted
         }

@@ -54,7 +54,7 @@ async def dead_letter(endings: Endings, entry: Entry, reason: str) -> None:
         )
         outcome = Outcome(Ending.ERROR, ident[1], error=error, attempts=attempt)
     done = await endings.persist(
-        lambda _: consumer.dead_letter(entry, reason, failed, outcome), ending=entry_id
+        lambda _: consumer.dead_letter(entry, reason, failed, outcome), ending=(stream, entry_id)
     )
     if not done:
         logger.warning(

@@ -17,7 +17,7 @@ import msgspec
 
 from agentexec import events
 from agentexec.connection import REDIS_ERRORS, Reconnect
-from agentexec.consumer import Consumer, Entry
+from agentexec.consumer import Consumer, Entry, EntryKey, entry_key
 from agentexec.events import (
     Ending,
     TaskCanceled,
@@ -95,7 +95,7 @@ class Endings:
     async def persist(
         self,
         verb: Callable[[int | None], Awaitable[T]],
-        ending: bytes | None = None,
+        ending: EntryKey | None = None,
         appends: bool = False,
     ) -> T:
         """Run a verb of this worker's, retrying while Redis is unreachable. `ending`: the
@@ -133,7 +133,7 @@ class Endings:
         """Park an entry whose task another worker still runs (START's -2) for a lease."""
         due_ms = int((time.time() + self._settings.lease_seconds) * 1000)
         await self.persist(
-            lambda _: self._consumer.defer(entry, event.priority, due_ms), ending=entry[1]
+            lambda _: self._consumer.defer(entry, event.priority, due_ms), ending=entry_key(entry)
         )
         self._promoter.schedule()
 
@@ -182,7 +182,7 @@ class Endings:
         due_ms = int((time.time() + delay) * 1000)
         await self.persist(
             lambda since: self._consumer.retry(entry, again, retried, due_ms, since),
-            ending=entry[1],
+            ending=entry_key(entry),
             appends=True,
         )
         self._promoter.schedule()
@@ -243,7 +243,8 @@ class Endings:
         await flush_events(event.agent_id)  # what the handler wrote comes before its outcome
         writes = self.transition(queued, outcome)
         ended = await self.persist(
-            lambda _: self._consumer.finish(entry, event, outcome, writes), ending=entry[1]
+            lambda _: self._consumer.finish(entry, event, outcome, writes),
+            ending=entry_key(entry),
         )
         if not ended:
             logger.warning(

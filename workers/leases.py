@@ -21,7 +21,7 @@ import msgspec
 
 from agentexec import events
 from agentexec.connection import REDIS_ERRORS, Reconnect, supervise
-from agentexec.consumer import Claim, Consumer, Entry
+from agentexec.consumer import Claim, Consumer, Entry, EntryKey
 from agentexec.errors import BrokerError, GroupMissingError
 from agentexec.locks import Lock
 
@@ -63,8 +63,8 @@ class Leases:
         self._backlog = backlog
         self._concurrency = concurrency
         self._on_renewed = on_renewed
-        self._held: dict[bytes, Held] = {}
-        self._hands: dict[UUID, bytes] = {}
+        self._held: dict[EntryKey, Held] = {}
+        self._hands: dict[UUID, EntryKey] = {}
         """Entry of each task this process is starting, running or ending: a copy of it (queued
         again after Redis lost its data) must not start here meanwhile, which START cannot
         tell, since the task's held key names this worker's consumer."""
@@ -73,42 +73,46 @@ class Leases:
         self._outage = False
         self._reconnect = Reconnect(f"lease renewal of worker {consumer.name}")
 
-    def held(self, entry_id: bytes) -> Held:
-        return self._held.setdefault(entry_id, Held())
+    def held(self, key: EntryKey) -> Held:
+        return self._held.setdefault(key, Held())
 
     def take(self, claim: Claim) -> None:
         """Queue the entries of `claim` to run here."""
         self._backlog.extend(claim.entries)
-        for entry_id, deliveries in claim.deliveries.items():
-            self.held(entry_id).deliveries = deliveries
+        for key, deliveries in claim.deliveries.items():
+            self.held(key).deliveries = deliveries
 
-    def take_hand(self, agent_id: UUID, entry_id: bytes) -> bool:
-        """Mark `entry_id` as the one running task `agent_id` here; False when another entry
+    def take_hand(self, agent_id: UUID, key: EntryKey) -> bool:
+        """Mark entry `key` as the one running task `agent_id` here; False when another entry
         of the same task does."""
-        if self._hands.setdefault(agent_id, entry_id) != entry_id:
+        if self._hands.setdefault(agent_id, key) != key:
             return False
-        self.held(entry_id).in_hand = agent_id
+        self.held(key).in_hand = agent_id
         return True
 
-    def release_hand(self, entry_id: bytes) -> None:
-        held = self._held.get(entry_id)
+    def release_hand(self, key: EntryKey) -> None:
+        held = self._held.get(key)
         if held is None or held.in_hand is None:
             return
-        if self._hands.get(held.in_hand) == entry_id:
+        if self._hands.get(held.in_hand) == key:
             del self._hands[held.in_hand]
         held.in_hand = None
 
-    def ending(self, entry_id: bytes) -> None:
-        self.held(entry_id).ending = True
+    def ending(self, key: EntryKey) -> None:
+        self.held(key).ending = True
 
-    def ended(self, entry_id: bytes) -> None:
-        self.held(entry_id).ended = True
-        self.release_hand(entry_id)  # a retry's next entry may start here at once
+    def _ending(self, key: EntryKey) -> bool:
+        held = self._held.get(key)
+        return held is not None and held.ending
 
-    def done(self, entry_id: bytes) -> None:
-        """The task of `entry_id` is done here: forget the entry."""
-        self.release_hand(entry_id)
-        self._held.pop(entry_id, None)
+    def ended(self, key: EntryKey) -> None:
+        self.held(key).ended = True
+        self.release_hand(key)  # a retry's next entry may start here at once
+
+    def done(self, key: EntryKey) -> None:
+        """The task of entry `key` is done here: forget the entry."""
+        self.release_hand(key)
+        self._held.pop(key, None)
 
     async def run(self) -> None:
         """Reset the idle time of every entry this worker holds, and claim expired ones."""
@@ -123,7 +127,7 @@ class Leases:
         # memory refuses it, not the renewal) must not lose its lease meanwhile.
         held_here = [*self._running.values(), *self._backlog, *self._consumer.delivered]
         for stream, entry_id, fields in held_here:
-            held = self.held(entry_id)
+            held = self.held((stream, entry_id))
             if held.ended:
                 continue
             if held.agent is None:
@@ -134,7 +138,7 @@ class Leases:
             for stream, entries in by_stream.items():
                 lost = await self._consumer.renew(stream, entries, lease_ms)
                 # An entry whose end script ran meanwhile is gone: not a loss.
-                lost = {i for i in lost if not (i in self._held and self._held[i].ending)}
+                lost = {i for i in lost if not self._ending((stream, i))}
                 if lost:
                     self._abandon(stream, lost)
             holds = [
@@ -201,7 +205,7 @@ class Leases:
                 task.cancel()
         kept = [e for e in self._backlog if not (e[0] == stream and e[1] in lost)]
         for _, entry_id, _ in [e for e in self._backlog if e[0] == stream and e[1] in lost]:
-            self._held.pop(entry_id, None)
+            self._held.pop((stream, entry_id), None)
         self._backlog.clear()
         self._backlog.extend(kept)
 
@@ -212,7 +216,7 @@ class Leases:
         if not agents:
             return
         for task, (stream, entry_id, _) in list(self._running.items()):
-            held = self._held.get(entry_id)
+            held = self._held.get((stream, entry_id))
             if held is None or held.ended or held.in_hand not in agents:
                 continue
             logger.warning(

@@ -28,7 +28,7 @@ from pydantic import BaseModel
 from agentexec import events, tenants, tracing
 from agentexec.config import CONF, Settings
 from agentexec.connection import REDIS_ERRORS, Reconnect, close_redis
-from agentexec.consumer import Entry, Start
+from agentexec.consumer import Entry, EntryKey, Start, entry_key
 from agentexec.errors import ContextError, EventDecodeError, GroupMissingError
 from agentexec.events import (
     TaskQueued,
@@ -87,7 +87,7 @@ class Worker:
         self.serving = asyncio.Event()
         """Set once the worker reads its queue (a task enqueued now starts without delay)."""
         self._running: dict[asyncio.Task[None], Entry] = {}
-        self._busy: set[bytes] = set()
+        self._busy: set[EntryKey] = set()
         """Entries holding a concurrency slot: from their start until their handler returns,
         so that the next entry is read while the outcome is being recorded."""
         self._slot_freed = asyncio.Event()
@@ -183,7 +183,7 @@ class Worker:
                 entry = self._backlog.popleft()
                 task = asyncio.create_task(self._execute(entry))
                 self._running[task] = entry
-                self._busy.add(entry[1])
+                self._busy.add(entry_key(entry))
                 task.add_done_callback(self._done)
 
     def _done(self, task: asyncio.Task[None]) -> None:
@@ -197,12 +197,12 @@ class Worker:
                 entry[1],
                 exc_info=task.exception(),
             )
-        self._free_slot(entry[1])
-        self.leases.done(entry[1])
+        self._free_slot(entry_key(entry))
+        self.leases.done(entry_key(entry))
 
-    def _free_slot(self, entry_id: bytes) -> None:
-        if entry_id in self._busy:
-            self._busy.discard(entry_id)
+    def _free_slot(self, key: EntryKey) -> None:
+        if key in self._busy:
+            self._busy.discard(key)
             self._slot_freed.set()
 
     async def _resume_own_pending(self) -> None:
@@ -236,8 +236,8 @@ class Worker:
         return read.result()
 
     async def _execute(self, entry: Entry) -> None:
-        _, entry_id, fields = entry
-        deliveries = self.leases.held(entry_id).deliveries
+        fields = entry[2]
+        deliveries = self.leases.held(entry_key(entry)).deliveries
         try:
             event = events.decode_entry(fields)
             if not isinstance(event, TaskQueued):
@@ -250,7 +250,6 @@ class Worker:
             await self._serve(entry, event, deliveries)
 
     async def _serve(self, entry: Entry, event: TaskQueued, deliveries: int) -> None:
-        entry_id = entry[1]
         if deliveries > self.settings.max_deliveries:
             await self.endings.dead_letter(
                 entry,
@@ -258,7 +257,7 @@ class Worker:
                 f"{self.settings.max_deliveries}: its handler may be killing the worker process",
             )
             return
-        if not self.leases.take_hand(event.agent_id, entry_id):
+        if not self.leases.take_hand(event.agent_id, entry_key(entry)):
             self.endings.still_running(event, "this worker")
             await self.endings.defer(entry, event)
             return
@@ -338,9 +337,9 @@ class Worker:
             appends=True,
         )
         if held:
-            self.leases.held(entry[1]).locks = tuple(task_locks)
+            self.leases.held(entry_key(entry)).locks = tuple(task_locks)
             return True
-        self.leases.ended(entry[1])
+        self.leases.ended(entry_key(entry))
         if held is not None:
             logger.info(
                 "worker %s: task %s (agent %s) waits for its lock; parked",
@@ -373,7 +372,7 @@ class Worker:
     ) -> bool:
         """Start the task and run its handler; True when another worker has the task now
         (taken over, or still running it), so its locks stay held."""
-        entry_id = entry[1]
+        key = entry_key(entry)
         started_event = TaskStarted(
             agent_id=event.agent_id,
             task_name=event.task_name,
@@ -465,7 +464,7 @@ class Worker:
             await self.endings.failed_attempt(entry, event, definition, e, error)
             return False
         finally:
-            self._free_slot(entry_id)
+            self._free_slot(key)
             reset_running(token)
             self.cancellation.ended(event.agent_id)
         if running.reported_error:

@@ -344,7 +344,7 @@ async def test_claim_expired_own_pending_and_release() -> None:
     taker = broker.consumer("q", "w:1")
     claim = await taker.claim_expired(entry[0], 0)
     assert [e[1] for e in claim.entries] == [entry[1]]
-    assert claim.deliveries == {entry[1]: 2}
+    assert claim.deliveries == {(entry[0], entry[1]): 2}
     mine = await taker.own_pending()
     assert [e[1] for e in mine.entries] == [entry[1]]
     assert await consumer.own_pending() == Claim()

@@ -22,6 +22,7 @@ from agentexec import events
 from agentexec.connection import close_redis
 from agentexec.consumer import Consumer
 from agentexec.locks import KEY
+from agentexec.queue import queued_event
 from agentexec.runtime import Runtime, current
 from tests.apps import partitioned
 from tests.apps.partitioned import Text, Work
@@ -55,12 +56,15 @@ async def runtime(
 
 
 @contextmanager
-def serving() -> Iterator[ax.Pool]:
-    partitioned.pool.start()
+def serving(workers: int | None = None) -> Iterator[ax.Pool]:
+    pool = partitioned.pool
+    given, pool.num_workers = pool.num_workers, workers or pool.num_workers
+    pool.start()
     try:
-        yield partitioned.pool
+        yield pool
     finally:
-        partitioned.pool.shutdown()
+        pool.shutdown()
+        pool.num_workers = given
 
 
 async def logged(runtime: Runtime) -> list[events.AnyEvent]:
@@ -135,6 +139,28 @@ async def test_a_consumer_waits_on_every_partition(runtime: Runtime) -> None:
     finally:
         await consumer.stop_reads()
     assert await blocked_in("xreadgroup") == 0
+
+
+async def test_entries_of_two_partitions_with_one_id_are_two_entries(
+    runtime: Runtime, tmp_path: Path
+) -> None:
+    """Each partition's stream makes its own ids: entries added in the same millisecond to
+    two of them can have the same id. A worker holding both keeps them apart (a retried task
+    here must not wait for a lease, taken for its other copy still running)."""
+    ax.CONF.lease_seconds = 60
+    partitions = runtime.partitions
+    client = runtime.redis()
+    work = Work(workdir=str(tmp_path), name="flaky")
+    made = [
+        queued_event("flaky", work, runtime.settings, partitions.new_id(0), queue=QUEUE),
+        queued_event("shout", Text(text="x"), runtime.settings, partitions.new_id(1), queue=QUEUE),
+    ]
+    for event in made:
+        stream = partitions.keys_of(event.agent_id).queue(QUEUE, ax.Priority.LOW)
+        await client.xadd(stream, {events.EVENT_FIELD: events.encode(event)}, id="1-1")
+    with serving(workers=1):
+        results = [await ax.get_result(e.agent_id, timeout=scaled(20)) for e in made]
+    assert results == [2, "X"]
 
 
 async def test_tasks_spread_over_the_partitions_run_exactly_once(runtime: Runtime) -> None:
