@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 from sqlalchemy import Engine, text
 
@@ -223,14 +224,14 @@ class Cluster:
         self.redis.close()
 
 
-async def events_of(agent_id: object) -> list[events.AnyEvent]:
-    """The events of one task in the Redis log."""
-    entries = await get_redis().xrange(Keys(ax.CONF.key_prefix).events)
+async def events_of(agent_id: UUID) -> list[events.AnyEvent]:
+    """The events of one task in the Redis log (its partition's)."""
+    entries = await get_redis().xrange(ax.runtime.current().partitions.keys_of(agent_id).events)
     decoded = (events.decode_entry(fields) for _, fields in entries)
     return [e for e in decoded if e.agent_id == agent_id]
 
 
-async def wait_for_event(agent_id: object, kind: type, count: int = 1, timeout: float = 60) -> None:
+async def wait_for_event(agent_id: UUID, kind: type, count: int = 1, timeout: float = 60) -> None:
     """Wait until the log holds `count` events of type `kind` of the task."""
 
     async def enough() -> bool:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from agentexec.streams import Keys
 from tests.faults.checker import check
 from tests.faults.cluster import Cluster, wait_for_event
 from tests.support.cluster import RedisClusterSetup
+from tests.support.topology import single_log_only
 from tests.support.waiting import scaled
 
 pytestmark = [
@@ -29,6 +31,13 @@ pytestmark = [
         reason="Redis Cluster tests start redis-server processes: install Redis 7 (redis-server)",
     ),
 ]
+
+
+single_slot = single_log_only(
+    "one partition (the prefix's slot) on a cluster of the test's own; 24 and 25 run with three"
+)
+"""Faults 21 to 23 tag the prefix: with AGENTEXEC_TEST_TOPOLOGY=cluster (three partitions)
+they do not apply."""
 
 
 @pytest.fixture
@@ -47,6 +56,7 @@ def _use(cluster: Cluster, redis_cluster: RedisClusterSetup) -> None:
     cluster.keys = Keys(ax.CONF.key_prefix)
 
 
+@single_slot
 @pytest.mark.fault("21. Redis Cluster (3 primaries, one slot): tasks flow through it")
 async def test_task_flow_through_redis_cluster(
     redis_cluster: RedisClusterSetup, cluster: Cluster
@@ -90,6 +100,7 @@ def _unexpected(cluster: Cluster) -> list[str]:
     return [line for text in logs for line in text.splitlines() if "unexpected" in line]
 
 
+@single_slot
 @pytest.mark.fault("22. Redis Cluster: SIGKILL of the slot's primary while tasks run")
 async def test_primary_killed_while_tasks_flow(
     replicated_cluster: RedisClusterSetup, cluster: Cluster
@@ -107,8 +118,8 @@ async def test_primary_killed_while_tasks_flow(
 
     slot = redis.crc.key_slot(ax.CONF.key_prefix.encode())
     primary = replicated_cluster.primary_of_slot(slot)
-    promoted = await asyncio.to_thread(replicated_cluster.kill_primary, primary)
     cluster.fault("SIGKILL of the slot's primary while tasks run")
+    promoted = await asyncio.to_thread(replicated_cluster.kill_primary, primary)
     tasks += await cluster.enqueue_jobs(8, work=0.1)
 
     await asyncio.wait_for(asyncio.gather(*waiters), scaled(180))
@@ -119,6 +130,7 @@ async def test_primary_killed_while_tasks_flow(
     assert not _unexpected(cluster), _unexpected(cluster)[:5]
 
 
+@single_slot
 @pytest.mark.fault("23. Redis Cluster: the slot migrated to another primary while tasks run")
 async def test_slot_migrated_while_tasks_flow(
     redis_cluster: RedisClusterSetup, cluster: Cluster
@@ -148,4 +160,105 @@ async def test_slot_migrated_while_tasks_flow(
     await check(cluster, tasks)
     assert redis_cluster.primary_of_slot(slot) is target
     assert not source.client.keys(ax.CONF.key_prefix + "*")
+    assert not _unexpected(cluster), _unexpected(cluster)[:5]
+
+
+def _partitioned(
+    cluster: Cluster, setup: RedisClusterSetup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Three partitions, one on each primary: the prefix stays untagged (each partition has a
+    tag of its own), every process started from now on gets `AGENTEXEC_PARTITIONS=3`."""
+    monkeypatch.setenv("AGENTEXEC_PARTITIONS", "3")
+    ax.CONF.partitions = 3
+    cluster.use_redis(setup.url)
+    cluster.keys = Keys(ax.CONF.key_prefix)
+    slots = [_partition_slot(p) for p in range(3)]
+    assert len({setup.primary_of_slot(slot).name for slot in slots}) == 3, slots
+
+
+def _partition_slot(partition: int) -> int:
+    return int(redis.crc.key_slot(ax.runtime.current().partitions.keys(partition).events.encode()))
+
+
+async def _enqueue_in(
+    cluster: Cluster, partition: int, count: int, **fields: object
+) -> list[ax.Task]:
+    """`count` jobs whose agent ids are in `partition` (placed by their idempotency keys)."""
+    partitions = ax.runtime.current().partitions
+    tasks: list[ax.Task] = []
+    while len(tasks) < count:  # a third of the keys fit
+        key = uuid.uuid4().hex
+        # An idempotency key's dedup name is "key:<key>" (agentexec.queue).
+        if partitions.of_text(f"key:{key}") == partition:
+            tasks.append(await ax.enqueue("fault_job", cluster.job(**fields), idempotency_key=key))
+    assert {partitions.of(t.agent_id) for t in tasks} == {partition}
+    return tasks
+
+
+@pytest.mark.fault("24. Redis Cluster, 3 partitions: SIGKILL of one partition's primary")
+async def test_one_partitions_primary_killed_while_tasks_flow(
+    replicated_cluster: RedisClusterSetup, cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The primary of partition 1 dies while tasks run in every partition: until its replica is
+    elected, the other partitions' tasks are enqueued, run and end; then partition 1's go on."""
+    _partitioned(cluster, replicated_cluster, monkeypatch)
+    projector = cluster.start_projector()
+    cluster.start_pool(workers=2, concurrency=4, AGENTEXEC_LEASE_SECONDS="10")
+    tasks = await cluster.enqueue_jobs(24, work=0.6, steps=3)
+    assert {ax.runtime.current().partitions.of(t.agent_id) for t in tasks} == {0, 1, 2}
+    waiters = [asyncio.ensure_future(ax.get_result(t, timeout=180)) for t in tasks]
+    await wait_for_event(tasks[0].agent_id, events.TaskProgress)
+
+    primary = replicated_cluster.primary_of_slot(_partition_slot(1))
+    replica = replicated_cluster.replicas[replicated_cluster.nodes.index(primary)]
+    killing = asyncio.ensure_future(asyncio.to_thread(replicated_cluster.kill_primary, primary))
+    cluster.fault("SIGKILL of partition 1's primary while tasks run")
+    # Tasks of the other partitions end while partition 1 has no primary.
+    others = await _enqueue_in(cluster, 0, 3) + await _enqueue_in(cluster, 2, 3)
+    await ax.gather(*others, timeout=scaled(60))
+    during = not killing.done()
+    promoted = await killing
+    cluster.figures.notes.append(
+        "other partitions' tasks ended " + ("before" if during else "after") + " the election"
+    )
+    tasks += others + await _enqueue_in(cluster, 1, 4, work=0.1)
+
+    await asyncio.wait_for(asyncio.gather(*waiters), scaled(180))
+    cluster.recovered()
+    assert projector.process.poll() is None, "the projector exited during the election"
+    await check(cluster, tasks)
+    assert promoted is replica
+    assert not _unexpected(cluster), _unexpected(cluster)[:5]
+
+
+@pytest.mark.fault("25. Redis Cluster, 3 partitions: one partition's slot migrated")
+async def test_one_partitions_slot_migrated_while_tasks_flow(
+    redis_cluster: RedisClusterSetup, cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Partition 1's slot moves to the primary of partition 2, one key per MIGRATE, while tasks
+    are enqueued in every partition, run and projected."""
+    _partitioned(cluster, redis_cluster, monkeypatch)
+    projector = cluster.start_projector()
+    cluster.start_pool(workers=2, concurrency=4)
+    tasks = await cluster.enqueue_jobs(30, work=0.3, steps=3)
+    await wait_for_event(tasks[0].agent_id, events.TaskProgress)
+
+    slot = _partition_slot(1)
+    source = redis_cluster.primary_of_slot(slot)
+    target = redis_cluster.primary_of_slot(_partition_slot(2))
+    migration = asyncio.ensure_future(
+        asyncio.to_thread(redis_cluster.migrate_slot, slot, target, batch=1)
+    )
+    cluster.fault("partition 1's slot migrated while tasks run")
+    while not migration.done():
+        tasks += await _enqueue_in(cluster, 1, 1, work=0.05)
+    await migration
+    tasks += await cluster.enqueue_jobs(10, work=0.05)
+
+    assert projector.process.poll() is None, "the projector exited during the migration"
+    await check(cluster, tasks)
+    assert redis_cluster.primary_of_slot(slot) is target
+    assert not any(
+        redis.crc.key_slot(key) == slot for key in source.client.keys(ax.CONF.key_prefix + "*")
+    )
     assert not _unexpected(cluster), _unexpected(cluster)[:5]
