@@ -24,9 +24,8 @@ from sqlalchemy.orm import Session
 
 import agentexec as ax
 from agentexec import events
-from agentexec.connection import get_redis
 from agentexec.projector import Projector
-from agentexec.streams import Keys
+from tests.support.logs import log_entries
 from tests.support.waiting import scaled
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -85,7 +84,7 @@ async def test_research_company_runs_in_a_worker_and_reports_progress(
         "Acme makes anvils and sells them to coyotes.",
         "Globex makes anvils and sells them to coyotes.",
     ]
-    entries = await get_redis().xrange(Keys(ax.CONF.key_prefix).events)
+    entries = await log_entries()
     log = [events.decode_entry(fields) for _, fields in entries]
     for task in tasks:
         mine = [e for e in log if e.agent_id == task.agent_id]

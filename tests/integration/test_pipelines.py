@@ -18,10 +18,10 @@ from agentexec import events
 from agentexec.activity.models import Activity
 from agentexec.connection import get_redis
 from agentexec.projector import Projector
-from agentexec.streams import Keys
 from tests.apps import workflows
 from tests.apps.workflows import Analysis, InputContext, control, pipeline, runs_file
 from tests.integration.readmodel import conftest as readmodel
+from tests.support.logs import keys_of, log_entries
 from tests.support.waiting import async_wait_for, scaled
 
 # The read-model suite's fixtures: each test taking `engine` runs on SQLite and PostgreSQL.
@@ -39,7 +39,7 @@ def started(pool: ax.Pool) -> Iterator[ax.Pool]:
 
 
 async def event_log() -> list[events.AnyEvent]:
-    entries = await get_redis().xrange(Keys(ax.CONF.key_prefix).events)
+    entries = await log_entries()
     return [events.decode_entry(f) for _, f in entries]
 
 
@@ -147,7 +147,7 @@ async def test_enqueue_is_idempotent_and_checks_the_context(redis_conf: str) -> 
     assert again.agent_id == first.agent_id and again.event_id == first.event_id
     log = await event_log()
     assert len([e for e in log if isinstance(e, events.TaskQueued)]) == 2  # run + step 0
-    queued = await get_redis().xlen(Keys(ax.CONF.key_prefix).queue("pipelines", ax.Priority.LOW))
+    queued = await get_redis().xlen(keys_of(first.agent_id).queue("pipelines", ax.Priority.LOW))
     assert queued == 1
     with pytest.raises(ax.ContextError, match=r"takes tests\.apps\.workflows\.InputContext"):
         await pipeline.enqueue(context=Analysis(company="A", text="t"))

@@ -16,7 +16,7 @@ import agentexec as ax
 from agentexec import events
 from agentexec.connection import get_redis
 from agentexec.runners import REDACTED
-from agentexec.streams import WORKERS_GROUP, Keys, ensure_group
+from agentexec.streams import WORKERS_GROUP, ensure_group
 from agentexec.tasks import RunningTask, TaskLease, reset_running, set_running
 from agentexec.testing import (
     ScriptedModel,
@@ -26,6 +26,7 @@ from agentexec.testing import (
     tool_call,
     use_model,
 )
+from tests.support.logs import keys_of, log_entries
 
 searches: list[str] = []
 
@@ -45,7 +46,7 @@ def _offline(redis_conf: str) -> Iterator[None]:
 
 
 async def agent_events(agent_id: uuid.UUID) -> list[events.AnyEvent]:
-    entries = await get_redis().xrange(Keys(ax.CONF.key_prefix).events)
+    entries = await log_entries()
     log = [events.decode_entry(fields) for _, fields in entries]
     return [e for e in log if e.agent_id == agent_id]
 
@@ -335,12 +336,12 @@ async def test_hosted_tool_calls_are_recorded_from_the_model_response() -> None:
 async def test_a_worker_that_lost_its_task_records_no_more_agent_events() -> None:
     # A worker frozen past its lease comes back while its agent still runs: the entry is now
     # pending to the worker that took the task over, and this one's events are discarded.
-    client, keys = get_redis(), Keys(ax.CONF.key_prefix)
+    runner = PlainRunner(uuid.uuid4())
+    client, keys = get_redis(), keys_of(runner.agent_id)  # its entry is in its partition
     stream = keys.queue("q", events.Priority.LOW)
     await ensure_group(client, stream, WORKERS_GROUP)
     entry_id = await client.xadd(stream, {"event": b"{}"})
     await client.xreadgroup(WORKERS_GROUP, "late:0", {stream: ">"})
-    runner = PlainRunner(uuid.uuid4())
     lease = TaskLease(stream, entry_id, WORKERS_GROUP, "late:0")
     token = set_running(RunningTask(runner.agent_id, "research", 1, lease))
     try:

@@ -11,16 +11,15 @@ import pytest
 
 import agentexec as ax
 from agentexec import events
-from agentexec.connection import get_redis
-from agentexec.streams import Keys
 from tests.apps import basic, cron
 from tests.apps.basic import Echo
 from tests.support.listeners import subscribers
+from tests.support.logs import log_entries, partition_keys
 from tests.support.waiting import async_wait_for, scaled
 
 
 async def queued_events() -> list[events.TaskQueued]:
-    entries = await get_redis().xrange(Keys(ax.CONF.key_prefix).events)
+    entries = await log_entries()
     return [
         e for e in (events.decode_entry(f) for _, f in entries) if isinstance(e, events.TaskQueued)
     ]
@@ -31,10 +30,12 @@ async def test_a_delayed_task_runs_when_due_and_not_before(redis_conf: str) -> N
     basic.pool.start()
     try:
         # Every worker hears the due-time notices before the delayed tasks are enqueued.
-        channel = Keys(ax.CONF.key_prefix).schedule_channel(basic.pool.queue_name)
+        # (Each partition has its channel: a delayed task's notice is its partition's.)
+        channels = [keys.schedule_channel(basic.pool.queue_name) for keys in partition_keys()]
 
         async def subscribed() -> bool:
-            return await subscribers(channel) >= (basic.pool.num_workers or 1)
+            counts = [await subscribers(channel) for channel in channels]
+            return min(counts) >= (basic.pool.num_workers or 1)
 
         await async_wait_for(subscribed, what="the workers subscribed to due-time notices")
         enqueued = time.time()
@@ -47,9 +48,7 @@ async def test_a_delayed_task_runs_when_due_and_not_before(redis_conf: str) -> N
     finally:
         basic.pool.shutdown()
     log = [
-        e
-        for _, f in await get_redis().xrange(Keys(ax.CONF.key_prefix).events)
-        if (e := events.decode_entry(f)).agent_id == task.agent_id
+        e for _, f in await log_entries() if (e := events.decode_entry(f)).agent_id == task.agent_id
     ]
     started = next(e for e in log if isinstance(e, events.TaskStarted))
     assert started.ts.timestamp() >= enqueued + 0.8

@@ -67,11 +67,10 @@ from agentexec import (
     register_agent,
     register_tool,
 )
-from agentexec.connection import get_redis
-from agentexec.streams import Keys
 from agentexec.testing import ScriptedModel, disable_tracing, reply, tool_call
 from tests.apps import seed004
 from tests.integration.readmodel.conftest import sqlite_engine
+from tests.support.logs import log_entries
 from tests.support.pools import running_on
 from tests.support.waiting import async_wait_for, scaled
 
@@ -112,7 +111,7 @@ def seed_pool(redis_conf: str, engine: Engine) -> Iterator[ax.Pool]:
 
 
 async def _events(agent_id: Any) -> list[events.AnyEvent]:
-    entries = await get_redis().xrange(Keys(ax.CONF.key_prefix).events)
+    entries = await log_entries()
     decoded = [events.decode_entry(fields) for _, fields in entries]
     return [e for e in decoded if e.agent_id == agent_id]
 

@@ -13,15 +13,15 @@ import pytest
 import agentexec as ax
 from agentexec import events
 from agentexec.connection import get_sync_redis
-from agentexec.streams import Keys
 from agentexec.tasks import RunningTask, reset_running, set_running
 from tests.apps import workflows
 from tests.apps.workflows import Aggregate, Child
+from tests.support.logs import keys_of, log_entries_sync
 from tests.support.waiting import scaled, wait_for
 
 
 def tracker_events(tracker: ax.Tracker) -> list[events.AnyEvent]:
-    entries = get_sync_redis().xrange(Keys(ax.CONF.key_prefix).events)
+    entries = log_entries_sync()
     return [
         e
         for e in (events.decode_entry(f) for _, f in entries)  # type: ignore[union-attr]
@@ -30,7 +30,7 @@ def tracker_events(tracker: ax.Tracker) -> list[events.AnyEvent]:
 
 
 def queued(task_name: str) -> list[events.TaskQueued]:
-    entries = get_sync_redis().xrange(Keys(ax.CONF.key_prefix).events)
+    entries = log_entries_sync()
     return [
         e
         for e in (events.decode_entry(f) for _, f in entries)  # type: ignore[union-attr]
@@ -88,7 +88,7 @@ def test_the_fan_in_is_queued_once_when_complete_or_at_once_if_already(
     tracker.decr(key="late duplicate")  # pending goes below zero: nothing fires again
     [event] = queued("aggregate")
     assert event.agent_id == fan_in.agent_id and fan_in.queue_name == "trackers"
-    stream = Keys(ax.CONF.key_prefix).queue("trackers", ax.Priority.LOW)
+    stream = keys_of(fan_in.agent_id).queue("trackers", ax.Priority.LOW)
     assert get_sync_redis().xlen(stream) == 1
     [completed] = [e for e in tracker_events(tracker) if isinstance(e, events.TrackerCompleted)]
     assert completed.fan_in_id == fan_in.agent_id
@@ -124,7 +124,7 @@ def test_racing_last_decrements_fire_the_fan_in_exactly_once(redis_conf: str) ->
 
 def test_state_expires_after_the_batch_completes(redis_conf: str) -> None:
     tracker = ax.Tracker("research", "expiring", ttl=1)
-    keys = Keys(ax.CONF.key_prefix)
+    keys = keys_of(tracker.id)
     state = keys.tracker("research", "expiring")
     tracker.incr()
     tracker.decr(key="child")
@@ -134,7 +134,7 @@ def test_state_expires_after_the_batch_completes(redis_conf: str) -> None:
     assert not client.exists(keys.tracker_counted("research", "expiring"))
     open_tracker = ax.Tracker("research", "open", ttl=1)
     open_tracker.incr()
-    assert client.ttl(keys.tracker("research", "open")) > 3600  # type: ignore[operator]
+    assert client.ttl(keys_of(open_tracker.id).tracker("research", "open")) > 3600  # type: ignore[operator]
 
 
 def test_bad_names_are_rejected(redis_conf: str) -> None:

@@ -19,6 +19,7 @@ from agentexec.api.hub import Hub
 from agentexec.connection import get_sync_redis
 from agentexec.streams import Keys
 from tests.integration.api.conftest import LiveServer, project
+from tests.support.logs import keys_of
 from tests.support.sse import Message, open_stream
 from tests.support.waiting import async_wait_for
 
@@ -30,7 +31,7 @@ def log_key() -> str:
 def append_history(count: int, task: str = "research") -> tuple[uuid.UUID, list[str]]:
     """An activity with `count` events: created, then progress; returns its stream ids."""
     agent = ax.activity.create(task, "queued")
-    ids = [get_sync_redis().xrevrange(log_key(), count=1)[0][0].decode()]
+    ids = [get_sync_redis().xrevrange(keys_of(agent).events, count=1)[0][0].decode()]
     for i in range(1, count):
         ids.append(ax.activity.update(agent, f"step {i}", percentage=min(i, 100)))
     return agent, ids

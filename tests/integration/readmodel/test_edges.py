@@ -18,8 +18,9 @@ from agentexec.activity.models import Activity, ActivityLog, ArchivedEvent
 from agentexec.connection import get_redis
 from agentexec.events import Priority
 from agentexec.projector import Projector
-from agentexec.streams import WORKERS_GROUP, Keys
+from agentexec.streams import WORKERS_GROUP
 from tests.apps import edges
+from tests.support.logs import keys_of, log_entries
 
 
 @pytest.fixture
@@ -37,7 +38,7 @@ async def _fail_once(task_name: str, path: Path) -> tuple[UUID, ax.TaskFailedErr
         await ax.get_result(task, timeout=60)
     # Ended and acknowledged: no lease left to expire, so it cannot run again.
     pending = await get_redis().xpending(
-        Keys(ax.CONF.key_prefix).queue("edges", Priority.LOW), WORKERS_GROUP
+        keys_of(task.agent_id).queue("edges", Priority.LOW), WORKERS_GROUP
     )
     assert pending["pending"] == 0
     assert path.read_text().splitlines() == ["run"]
@@ -109,7 +110,7 @@ async def test_unstorable_and_huge_progress_messages_are_stored_in_a_safe_bounde
 ) -> None:
     task = await ax.enqueue("awkward_progress", edges.Runs(path=str(tmp_path / "runs")))
     assert await ax.get_result(task, timeout=60) == "done"
-    entries = await get_redis().xrange(Keys(ax.CONF.key_prefix).events)
+    entries = await log_entries()
     assert max(len(fields[b"event"]) for _, fields in entries) < 70_000  # not 5 MB
     await asyncio.wait_for(projector.catch_up(), 60)
     activity, logs, _ = _row(engine, task.agent_id)

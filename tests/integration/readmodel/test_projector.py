@@ -18,6 +18,7 @@ from agentexec.connection import close_redis, get_redis, get_sync_redis
 from agentexec.errors import FencedError
 from agentexec.projector import Projector, checkpoints
 from agentexec.projector.rebuild import rebuild
+from agentexec.runtime import current
 from agentexec.streams import PROJECTOR_GROUP, Keys
 from tests.apps import basic
 from tests.support.waiting import scaled
@@ -42,7 +43,7 @@ async def test_batches_apply_once_even_when_redelivered(
     assert count(engine, ActivityLog) == len(evs)
 
     # Redeliver the whole log, as after a crash between commit and ack.
-    await get_redis().xgroup_setid(Keys(ax.CONF.key_prefix).events, PROJECTOR_GROUP, "0")
+    await get_redis().xgroup_setid(current().keys.events, PROJECTOR_GROUP, "0")
     assert await projector.catch_up() == 0
     assert snapshot(engine, checkpoint=True) == before
 
@@ -53,7 +54,7 @@ async def test_batches_apply_once_even_when_redelivered(
 async def test_undecodable_event_is_dead_lettered_and_projection_goes_on(
     engine: Engine, projector: Projector, caplog: pytest.LogCaptureFixture
 ) -> None:
-    keys = Keys(ax.CONF.key_prefix)
+    keys = current().keys  # partition 0's: the log checkpoint_position looks at
     client = get_sync_redis()
     aid = ax.activity.create("before")
     bad_json = client.xadd(keys.events, {b"event": b"{not json"}).decode()  # type: ignore[union-attr]
@@ -88,7 +89,7 @@ async def test_two_projectors_at_once_never_double_apply(engine: Engine, redis_c
         await asyncio.sleep(0)
     # Stop the owner mid-stream; the other, which has been trying all along, takes over.
     await wait_until(lambda: checkpoint_position(engine) not in (None, "0-0"))
-    owner = get_sync_redis().get(Keys(ax.CONF.key_prefix).projector_lease).decode()  # type: ignore[union-attr]
+    owner = get_sync_redis().get(current().keys.projector_lease).decode()  # type: ignore[union-attr]
     stops[owner].set()
     await runs[owner]
     await wait_until(lambda: checkpoint_position(engine) == last)

@@ -29,12 +29,11 @@ from sqlalchemy.orm import Session
 import agentexec as ax
 from agentexec import events
 from agentexec.activity.models import ArchivedEvent
-from agentexec.connection import get_redis
 from agentexec.projector import Projector
 from agentexec.projector.rebuild import rebuild
-from agentexec.streams import Keys
 from tests.apps.basic import Echo, Flaky, Spawn
 from tests.apps.workflows import InputContext, pipeline, runs_file
+from tests.support.logs import log_entries
 from tests.support.waiting import scaled
 
 from .conftest import PostgresSchema, sqlite_engine
@@ -112,7 +111,7 @@ def seconds(since: datetime, until: datetime) -> float:
 
 
 async def told_by_the_log() -> dict[uuid.UUID, Told]:
-    entries = await get_redis().xrange(Keys(ax.CONF.key_prefix).events)
+    entries = await log_entries()
     tasks: defaultdict[uuid.UUID, Told] = defaultdict(Told)
     for _, fields in entries:
         event = events.decode_entry(fields)

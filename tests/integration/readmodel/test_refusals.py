@@ -14,14 +14,14 @@ import uuid
 import pytest
 from sqlalchemy import Engine, func, select
 
-import agentexec as ax
 from agentexec import events
 from agentexec.activity.models import Activity, ActivityLog, ArchivedEvent
 from agentexec.connection import close_redis, get_sync_redis
 from agentexec.events import Event, Status, TaskProgress
 from agentexec.projector import Projector, projection
 from agentexec.projector.rebuild import rebuild
-from agentexec.streams import PROJECTOR_GROUP, Keys
+from agentexec.runtime import current
+from agentexec.streams import PROJECTOR_GROUP
 
 from .conftest import PostgresSchema, database_url
 from .test_faults import ProjectorProcess
@@ -60,7 +60,7 @@ async def test_a_refused_batch_is_isolated_never_skipped(
     projector.batch_size = 7  # the bad events fall in several batches, with good ones
     await projector.catch_up(timeout=60)
 
-    keys = Keys(ax.CONF.key_prefix)
+    keys = current().keys  # partition 0's: the log append_all writes
     client = get_sync_redis()
     assert checkpoint_position(engine) == last
     assert client.xpending(keys.events, PROJECTOR_GROUP)["pending"] == 0  # type: ignore[index]
@@ -129,7 +129,7 @@ async def test_an_unexpected_error_never_skips_a_batch(
     # Retried as an outage, with the traceback of what failed; nothing dead-lettered.
     assert "a defect in the batch path" in caplog.text
     assert "Traceback" in caplog.text
-    assert not get_sync_redis().xrange(Keys(ax.CONF.key_prefix).dead_letters)
+    assert not get_sync_redis().xrange(current().keys.dead_letters)
     await close_redis()
 
 

@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import uuid
 from datetime import UTC, datetime
 
 from sqlalchemy import Engine
@@ -15,6 +14,7 @@ import agentexec as ax
 from agentexec.events import TaskCompleted, TaskProgress
 from agentexec.projector import Projector
 from agentexec.projector.replay import replay
+from agentexec.runtime import current
 from tests.integration.readmodel.conftest import database_url
 from tests.integration.readmodel.workload import append_all, lifecycle
 
@@ -22,7 +22,8 @@ from tests.integration.readmodel.workload import append_all, lifecycle
 async def test_replay_reads_the_archive_then_the_log_in_order(
     projector: Projector, engine: Engine
 ) -> None:
-    research, email = uuid.uuid4(), uuid.uuid4()
+    # In the log append_all writes (partition 0's), as their ids say.
+    research, email = current().partitions.new_id(0), current().partitions.new_id(0)
     append_all(lifecycle(research, "research", steps=2)[:-1] + lifecycle(email, "email", steps=1))
     await projector.catch_up()
     # Appended after the projector's last batch: only in the Redis log so far.
@@ -63,7 +64,7 @@ async def test_replay_reads_the_archive_then_the_log_in_order(
 async def test_the_replay_command_prints_text_or_json_lines(
     projector: Projector, engine: Engine
 ) -> None:
-    agent = uuid.uuid4()
+    agent = current().partitions.new_id(0)  # in the log append_all writes (partition 0's)
     append_all(lifecycle(agent, "research", steps=1))
     await projector.catch_up()
     env = {

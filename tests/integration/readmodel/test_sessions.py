@@ -25,10 +25,11 @@ from agentexec.projector.rebuild import rebuild
 from agentexec.projector.replay import as_text, replay
 from agentexec.runtime import current
 from agentexec.sessions import AgentSession, session_agent_id
-from agentexec.streams import WORKERS_GROUP, Keys
+from agentexec.streams import WORKERS_GROUP
 from agentexec.tasks import RunningTask, TaskLease, reset_running, set_running
 from tests.integration.readmodel.conftest import database_url
 from tests.integration.readmodel.workload import snapshot
+from tests.support.logs import log_entries
 
 
 def table_items(engine: Engine, session_id: str) -> list[Any]:
@@ -43,7 +44,7 @@ def table_items(engine: Engine, session_id: str) -> list[Any]:
 
 
 async def session_events(session_id: str) -> list[events.AnyEvent]:
-    entries = await get_redis().xrange(Keys(ax.CONF.key_prefix).events)
+    entries = await log_entries()
     log = [events.decode_entry(fields) for _, fields in entries]
     return [e for e in log if isinstance(e, events.SessionEvent) and e.session_id == session_id]
 
@@ -273,7 +274,7 @@ async def test_every_reader_of_the_log_takes_session_events(redis_conf: str) -> 
 
     session = AgentSession("readers")
     await session.add_items([message("user", "secret-ish")])
-    entries = await get_redis().xrange(Keys(ax.CONF.key_prefix).events)
+    entries = await log_entries()
     recorded = [Recorded.from_entry(i, f) for i, f in entries]
     board = Board()
     for r in recorded:

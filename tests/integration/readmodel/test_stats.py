@@ -28,12 +28,11 @@ from agentexec.activity.models import Activity, ActivityCount, ArchivedEvent
 from agentexec.activity.statistics import normalise_error, percentile
 from agentexec.api import create_app
 from agentexec.cli import main
-from agentexec.connection import get_redis
 from agentexec.events import Status
 from agentexec.projector import Projector
 from agentexec.projector.rebuild import rebuild
-from agentexec.streams import Keys
 from tests.apps.basic import Echo, Flaky
+from tests.support.logs import log_entries
 from tests.support.waiting import scaled
 
 from .conftest import PostgresSchema, database_url, sqlite_engine
@@ -60,7 +59,7 @@ async def run_workload(tmp_path: Path) -> list[ax.Task]:
 
 async def expected_from_events() -> dict[str | None, dict[str, Any]]:
     """The statistics computed from the log's events, by task name (None: all)."""
-    entries = await get_redis().xrange(Keys(ax.CONF.key_prefix).events)
+    entries = await log_entries()
     by_agent: dict[uuid.UUID, list[events.AnyEvent]] = {}
     names: dict[uuid.UUID, str] = {}
     for _, fields in entries:

@@ -14,18 +14,17 @@ from sqlalchemy.orm import Session
 
 import agentexec as ax
 from agentexec import events
-from agentexec.connection import get_redis
 from agentexec.projector import Projector
 from agentexec.projector.rebuild import rebuild
-from agentexec.streams import Keys
 from tests.apps.basic import Echo, Flaky, Record
+from tests.support.logs import log_entries
 from tests.support.waiting import scaled
 
 from .workload import snapshot
 
 
 async def log_of(agent_id: object) -> list[events.AnyEvent]:
-    entries = await get_redis().xrange(Keys(ax.CONF.key_prefix).events)
+    entries = await log_entries()
     return [e for e in (events.decode_entry(f) for _, f in entries) if e.agent_id == agent_id]
 
 

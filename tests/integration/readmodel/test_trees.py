@@ -17,14 +17,13 @@ from sqlalchemy.orm import Session
 import agentexec as ax
 from agentexec import events
 from agentexec.api import create_app
-from agentexec.connection import get_redis
 from agentexec.projector import Projector
 from agentexec.projector.rebuild import rebuild
-from agentexec.streams import Keys
 from agentexec.tasks import RunningTask, reset_running, set_running
 from tests.apps import workflows
 from tests.apps.basic import Echo, Spawn
 from tests.apps.workflows import InputContext, pipeline, runs_file
+from tests.support.logs import log_entries
 from tests.support.waiting import async_wait_for, scaled
 
 from .test_async_reads import async_url
@@ -34,7 +33,7 @@ NO_CHILDREN = {"queued": 0, "running": 0, "complete": 0, "error": 0, "canceled":
 
 
 async def queued_events() -> list[events.TaskQueued]:
-    entries = await get_redis().xrange(Keys(ax.CONF.key_prefix).events)
+    entries = await log_entries()
     found = (events.decode_entry(f) for _, f in entries)
     return [e for e in found if isinstance(e, events.TaskQueued)]
 

@@ -10,10 +10,10 @@ from pydantic import BaseModel
 
 import agentexec as ax
 from agentexec import events
-from agentexec.connection import close_redis, get_sync_redis
+from agentexec.connection import close_redis
 from agentexec.events import TaskCompleted, TaskFailed, TaskProgress, TaskQueued
-from agentexec.streams import Keys
 from agentexec.tasks import RunningTask, reset_running, set_running
+from tests.support.logs import log_entries_sync
 
 
 class Job(BaseModel):
@@ -21,7 +21,7 @@ class Job(BaseModel):
 
 
 def logged() -> list[events.AnyEvent]:
-    entries = get_sync_redis().xrange(Keys(ax.CONF.key_prefix).events)
+    entries = log_entries_sync()
     return [events.decode_entry(fields) for _, fields in entries]  # type: ignore[union-attr]
 
 

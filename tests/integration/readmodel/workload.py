@@ -11,7 +11,6 @@ from typing import Any
 import msgspec
 from sqlalchemy import Engine, select
 
-import agentexec as ax
 from agentexec import events
 from agentexec.activity.models import Base
 from agentexec.connection import get_sync_redis
@@ -23,7 +22,7 @@ from agentexec.events import (
     TaskQueued,
     TaskStarted,
 )
-from agentexec.streams import Keys
+from agentexec.runtime import current
 from tests.support.waiting import scaled
 
 
@@ -78,9 +77,9 @@ def foreign_entry(event: Event) -> dict[bytes, bytes]:
 
 def append_all(evs: list[Event], chunk: int = 2000, *, foreign: bool = False) -> str:
     """XADD the events to the namespace's log (`foreign_entry`s when `foreign`); returns the
-    last entry id."""
+    last entry id. With several partitions: partition 0's log (the others stay empty)."""
     client = get_sync_redis()
-    key = Keys(ax.CONF.key_prefix).events
+    key = current().keys.events
     last = ""
     for start in range(0, len(evs), chunk):
         pipe = client.pipeline(transaction=False)
@@ -108,11 +107,12 @@ def snapshot(engine: Engine, *, checkpoint: bool = False) -> dict[str, list[tupl
 
 
 def checkpoint_position(engine: Engine) -> str | None:
+    """The checkpoint of the log `append_all` writes (partition 0's)."""
     from agentexec.activity.models import Checkpoint
 
     with engine.connect() as conn:
         return conn.execute(
-            select(Checkpoint.position).where(Checkpoint.name == Keys(ax.CONF.key_prefix).events)
+            select(Checkpoint.position).where(Checkpoint.name == current().keys.events)
         ).scalar()
 
 
