@@ -25,6 +25,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
 
+from .cluster import refresh_slots
 from .connection import get_redis
 from .scripts import Script
 
@@ -154,7 +155,7 @@ class Batcher:
             replies = await self._exchange(connection, commands)
         except redis.ConnectionError:
             # A node down (failed over?): learn the slots again before the next batch.
-            await _refresh(client)
+            await refresh_slots(client)
             raise
         finally:
             node.release(connection)
@@ -162,7 +163,7 @@ class Batcher:
             isinstance(r, (redis.exceptions.AskError, redis.exceptions.ClusterDownError))
             for r in replies
         ):
-            await _refresh(client)
+            await refresh_slots(client)
         return replies
 
     async def _exchange(self, connection: Any, commands: list[tuple[Any, ...]]) -> list[Any]:
@@ -199,14 +200,6 @@ def _first_key(command: tuple[Any, ...]) -> Any:
 
 def _encoded(key: Any) -> bytes:
     return key if isinstance(key, bytes) else str(key).encode()
-
-
-async def _refresh(client: RedisCluster) -> None:
-    """Have `client` ask the nodes for the slots again; its failure is the next batch's."""
-    try:
-        await client.nodes_manager.initialize()
-    except Exception:  # the next command reports the outage
-        pass
 
 
 def _outage(error: Exception) -> redis.ConnectionError:

@@ -118,3 +118,12 @@ def sync_client(url: str, *, options: dict[str, Any]) -> redis.cluster.RedisClus
         )
     except redis.exceptions.RedisClusterException as e:
         raise redis.ConnectionError(f"Redis Cluster at {redact_url(url)}: {e}") from e
+
+
+async def refresh_slots(client: aiocluster.RedisCluster) -> None:
+    """Have `client` ask the nodes for the slots again (after a redirection, or a node lost);
+    a failure is left to the next command to report."""
+    try:
+        await client.nodes_manager.initialize()
+    except Exception:  # the next command reports the outage
+        pass

@@ -199,8 +199,11 @@ async def _enqueue_in(
 async def test_one_partitions_primary_killed_while_tasks_flow(
     replicated_cluster: RedisClusterSetup, cluster: Cluster, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The primary of partition 1 dies while tasks run in every partition: until its replica is
-    elected, the other partitions' tasks are enqueued, run and end; then partition 1's go on."""
+    """The primary of one partition dies while tasks run in every partition: until its replica
+    is elected, the other partitions' tasks are enqueued, run and end; then its own go on. The
+    partition killed is the one whose primary also serves this process's result waiter (its
+    pub/sub connection, placed by the slot of its first channel): the waiter must find the
+    elected replica although nothing else this process sends goes to that slot."""
     _partitioned(cluster, replicated_cluster, monkeypatch)
     projector = cluster.start_projector()
     cluster.start_pool(workers=2, concurrency=4, AGENTEXEC_LEASE_SECONDS="10")
@@ -209,19 +212,26 @@ async def test_one_partitions_primary_killed_while_tasks_flow(
     waiters = [asyncio.ensure_future(ax.get_result(t, timeout=180)) for t in tasks]
     await wait_for_event(tasks[0].agent_id, events.TaskProgress)
 
-    primary = replicated_cluster.primary_of_slot(_partition_slot(1))
+    waiter_slot = redis.crc.key_slot(cluster.keys.waiter_channel.encode())
+    primary = replicated_cluster.primary_of_slot(waiter_slot)
+    killed = next(
+        p for p in range(3) if replicated_cluster.primary_of_slot(_partition_slot(p)) is primary
+    )
     replica = replicated_cluster.replicas[replicated_cluster.nodes.index(primary)]
     killing = asyncio.ensure_future(asyncio.to_thread(replicated_cluster.kill_primary, primary))
-    cluster.fault("SIGKILL of partition 1's primary while tasks run")
-    # Tasks of the other partitions end while partition 1 has no primary.
-    others = await _enqueue_in(cluster, 0, 3) + await _enqueue_in(cluster, 2, 3)
+    cluster.fault("SIGKILL of one partition's primary while tasks run")
+    # Tasks of the other partitions end while that partition has no primary.
+    others = []
+    for p in range(3):
+        if p != killed:
+            others += await _enqueue_in(cluster, p, 3)
     await ax.gather(*others, timeout=scaled(60))
     during = not killing.done()
     promoted = await killing
     cluster.figures.notes.append(
         "other partitions' tasks ended " + ("before" if during else "after") + " the election"
     )
-    tasks += others + await _enqueue_in(cluster, 1, 4, work=0.1)
+    tasks += others + await _enqueue_in(cluster, killed, 4, work=0.1)
 
     await asyncio.wait_for(asyncio.gather(*waiters), scaled(180))
     cluster.recovered()
