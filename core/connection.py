@@ -128,12 +128,16 @@ def get_sync_redis(url: str | None = None, settings: Settings | None = None) -> 
 
 
 async def ready(client: aioredis.Redis) -> aioredis.Redis:
-    """`client`, with its map of a Redis Cluster's slots loaded (other clients need nothing):
-    a cluster pub/sub picks its node from that map, and redis-py fails with a KeyError when
-    it was not loaded yet."""
+    """`client`, with its map of a Redis Cluster's slots loaded afresh (other clients need
+    nothing): a cluster pub/sub picks its node from that map, by its first channel's slot;
+    redis-py fails with a KeyError when the map was not loaded yet, and after a failover only a
+    reload names the new primary (pub/sub commands do not follow MOVED, so a listener that
+    reconnects with the old map retries the dead primary for as long as nothing else in the
+    process reloads it). Called before each pub/sub connection is made."""
     cluster_client: Any = client
     if isinstance(cluster_client, aiocluster.RedisCluster):
-        await cluster_client.initialize()
+        await cluster_client.initialize()  # the first load (once per client)
+        await cluster.refresh_slots(cluster_client)
     return client
 
 

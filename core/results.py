@@ -21,10 +21,8 @@ import msgspec
 import redis
 import redis.asyncio as aioredis
 from pydantic import BaseModel
-from redis.asyncio.cluster import RedisCluster
 
 from . import tasks
-from .cluster import refresh_slots
 from .connection import Reconnect, ready, spawn
 from .errors import TaskFailedError
 from .events import NULL, Ending
@@ -154,11 +152,6 @@ class _Waiter:
         error, self._broken = self._broken, None
         assert error is not None
         await self._reconnect.failed(error)
-        if isinstance(self._client, RedisCluster):
-            # A cluster's pub/sub connection goes to the node its slot map names for the first
-            # channel, and only failed commands refresh that map: a waiter whose node died
-            # would otherwise try it forever while the caller's other commands go elsewhere.
-            await refresh_slots(self._client)
         old, self._pubsub = self._pubsub, self._client.pubsub()
         listener, self._listener = self._listener, None
         if listener is not None:
