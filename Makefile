@@ -42,13 +42,12 @@ check: lint typecheck test
 # clusters or servers of their own (they run in `check`), and modules about one log's layout
 # (its floor, trim, restore, the global feed's raw SSE ids and resets: their partitioned
 # counterparts, readmodel/test_partitions.py and api/test_partitioned_feeds.py, run here and in
-# `check`). Left out until fixed, failing on the cluster: test_seed_agents.py (a handler's
-# session change in another partition than its task is CROSSSLOT) and api/test_slow_clients.py
-# (times out). docs/scaling.md, "What CI runs where", says why.
+# `check`). Left out until fixed, failing on the cluster: api/test_slow_clients.py (times out).
+# docs/scaling.md, "What CI runs where", says why.
 CLUSTER_SUITES := tests/integration/test_task_flow.py tests/integration/test_scheduling.py \
 	tests/integration/test_trackers.py tests/integration/test_pipelines.py \
 	tests/integration/test_agent_tasks.py tests/integration/test_runner.py \
-	tests/integration/readmodel tests/integration/api
+	tests/integration/test_seed_agents.py tests/integration/readmodel tests/integration/api
 CLUSTER_LEFT_OUT := readmodel/test_partitions_cluster.py api/test_redis_cluster_feeds.py \
 	api/test_redis_cluster_partitioned_feeds.py api/test_reset.py \
 	readmodel/test_floor.py readmodel/test_retention.py readmodel/test_restore.py \

@@ -659,10 +659,20 @@ class Broker:
         `token`, one per change, had been applied: a run again after a lost reply); None
         when the version moved. With `held` (the agent id and lease of the task whose
         handler makes the change), fenced like `append_held`: False, nothing changed, once
-        that worker lost the task or the task ended."""
+        that worker lost the task or the task ended.
+
+        A session lives in the partition of its key, a task in its own: when they differ
+        (only with several partitions), the task's keys are in another slot than the
+        session's on a cluster, so the fence is checked just before the change instead of in
+        the same script. A worker whose lease lapses in that instant may then change the
+        session once more; with one partition, or a session in its task's, it cannot."""
         part = self.keys_of(key)
         keys = [part.events, part.session_items(key), part.session_version(key)]
         fence: list[Any] = []
+        if held is not None and self.partitions.of(held[0]) != self.partitions.of(key):
+            if not await self._holds(*held):
+                return False
+            held = None
         if held is not None:
             agent_id, lease = held
             keys += [lease.stream, self.keys_of(agent_id).result(agent_id)]
@@ -674,6 +684,23 @@ class Broker:
         if not reply:
             return None
         return int(reply[0]), [_text(entry_id) for entry_id in reply[1:]]
+
+    @translated
+    async def _holds(self, agent_id: UUID, lease: TaskLease) -> bool:
+        """Whether the worker of `lease` may still write for `agent_id`'s task: its entry is
+        pending to it (or to nobody: the stream or group is gone) and the task has no
+        outcome, as lua/lib/ownership.lua's `may_end` and the fenced scripts judge."""
+        if await self.client.exists(self.keys_of(agent_id).result(agent_id)):
+            return False
+        try:
+            pending: Any = await self.client.xpending_range(
+                lease.stream, lease.group, lease.entry_id, lease.entry_id, 1
+            )
+        except redis.ResponseError as e:
+            if isinstance(e, REDIS_ERRORS) or not is_missing_group(e):
+                raise
+            return True
+        return not pending or _text(pending[0]["consumer"]) == lease.consumer
 
     async def restore_session(self, key: UUID, version: int, items: Sequence[bytes]) -> bool:
         """Put back the live `items` of session `key` at `version`, after Redis lost them;
