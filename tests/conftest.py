@@ -60,6 +60,20 @@ def _docker_redis_url() -> Iterator[str] | None:
     return container  # type: ignore[return-value]
 
 
+_MULTI_NODE = {"redis_cluster", "replicated_cluster", "sentinels"}
+"""Fixtures that start a Redis Cluster or a Sentinel setup: several redis-server processes."""
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # Tests on a cluster or Sentinel setup of their own are marked `topology`: `make check`
+    # leaves them to CI (make test-topologies, and the fault suite), to stay a quick command.
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        params = list(callspec.params.values()) if callspec is not None else []
+        if _MULTI_NODE & set(getattr(item, "fixturenames", ())) or "cluster" in params:
+            item.add_marker(pytest.mark.topology)
+
+
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
     """AGENTEXEC_TEST_REDIS_URL if set; else a private redis-server from PATH; else a

@@ -28,7 +28,9 @@ def logged() -> list[events.AnyEvent]:
 def test_create_appends_a_queued_event(redis_conf: str) -> None:
     agent_id = ax.activity.create(task_name="custom_task", message="Starting", agent_id=None)
     assert isinstance(agent_id, uuid.UUID)
-    given = uuid.uuid4()
+    # In the first one's partition (with several): the log keeps order within a partition.
+    partitions = ax.runtime.current().partitions
+    given = partitions.place(uuid.uuid4(), partitions.of(agent_id))
     assert ax.activity.create("custom_task", agent_id=str(given), session=None) == given
     first, second = logged()
     assert isinstance(first, TaskQueued) and first.agent_id == agent_id
