@@ -7,7 +7,7 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from sqlalchemy import Engine, create_engine, text
@@ -15,6 +15,9 @@ from sqlalchemy import Engine, create_engine, text
 from agentexec.activity.models import Base
 from agentexec.connection import close_redis
 from agentexec.projector import Projector
+
+if TYPE_CHECKING:
+    from .test_faults import ProjectorProcess
 
 POSTGRES_URL = os.environ.get(
     "AGENTEXEC_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -100,3 +103,12 @@ async def projector(redis_conf: str, engine: Engine) -> AsyncIterator[Projector]
     """A projector on the test's namespace; `await projector.catch_up()` applies the log."""
     yield Projector(engine, lease_seconds=5)
     await close_redis()
+
+
+@pytest.fixture
+def processes() -> Iterator[list[ProjectorProcess]]:
+    """The `agentexec projector` processes a test starts, closed when it ends."""
+    started: list[ProjectorProcess] = []
+    yield started
+    for process in started:
+        process.close()

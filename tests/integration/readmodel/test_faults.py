@@ -9,7 +9,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -70,14 +69,6 @@ class ProjectorProcess:
             self.log.close()
             sys.stderr.write(Path(self.log.name).read_text())
             os.unlink(self.log.name)
-
-
-@pytest.fixture
-def processes() -> Iterator[list[ProjectorProcess]]:
-    started: list[ProjectorProcess] = []
-    yield started
-    for process in started:
-        process.close()
 
 
 def count(engine: Engine, model: type) -> int:

@@ -8,7 +8,6 @@ import asyncio
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
 from datetime import timedelta
 
 import msgspec
@@ -30,7 +29,7 @@ from agentexec.streams import PROJECTOR_GROUP
 from tests.support.waiting import scaled
 
 from .conftest import database_url
-from .test_faults import ProjectorProcess
+from .test_faults import ProjectorProcess, count
 from .workload import snapshot, traffic, wait_until
 
 P = 3
@@ -73,19 +72,6 @@ def append(evs: list[Event], partitions: Partitions) -> dict[int, str]:
 
 _top = [0]
 """The highest id's milliseconds `append` used: the next one appends above it."""
-
-
-@pytest.fixture
-def processes() -> Iterator[list[ProjectorProcess]]:
-    started: list[ProjectorProcess] = []
-    yield started
-    for process in started:
-        process.close()
-
-
-def count(engine: Engine, model: type) -> int:
-    with engine.connect() as conn:
-        return int(conn.execute(select(func.count()).select_from(model)).scalar_one())
 
 
 def checkpoints(engine: Engine, partitions: Partitions) -> dict[int, str | None]:
