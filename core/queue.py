@@ -45,20 +45,20 @@ def _resolve_queue(task_name: str, context: Any, queue_name: str | None, setting
             f"enqueue({task_name!r}, ...): context is a {type(context).__name__}, but the task "
             f"on queue {queue_name!r} takes {names}; pass {example}(...)."
         )
-    for definition in definitions:
-        if definition.queue_name == queue_name and definition.lock_key is not None:
-            # A key no worker could lock is refused here, where the caller can fix it.
-            format_key(definition.lock_key, context, f"enqueue({task_name!r}, ...)")
+    _lock_of(task_name, context, queue_name)  # a key no worker could lock is refused here
     return queue_name
 
 
 def _lock_of(task_name: str, context: BaseModel, queue_name: str) -> str | None:
     """The name of the lock key the task takes on `queue_name` (see `agentexec.locks`), when
-    this process knows the task's definition there."""
-    for definition in tasks.known(task_name):
-        if definition.queue_name == queue_name and definition.lock_key is not None:
-            return KEY + format_key(definition.lock_key, context, f"enqueue({task_name!r}, ...)")
-    return None
+    this process knows the task's definition there. Every such definition's key must format
+    (`ContextError` otherwise); the first one names the lock."""
+    keys = [
+        KEY + format_key(definition.lock_key, context, f"enqueue({task_name!r}, ...)")
+        for definition in tasks.known(task_name)
+        if definition.queue_name == queue_name and definition.lock_key is not None
+    ]
+    return keys[0] if keys else None
 
 
 def _only_queue(
