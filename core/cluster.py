@@ -16,7 +16,11 @@ is an outage like any other (see `agentexec.connection.REDIS_ERRORS`).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import contextvars
 import re
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -91,13 +95,74 @@ def _options(parsed: ClusterURL, options: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+_holding: contextvars.ContextVar[bool] = contextvars.ContextVar("holding", default=False)
+"""Whether the running task holds one of its cluster client's permits (a command sent from
+within a command, or a pipeline, takes no second one: no deadlock on the last permits)."""
+
+
+class _Cluster(aiocluster.RedisCluster):
+    """redis-py's asyncio cluster client, with two mends for many concurrent commands:
+
+    - A burst waits for a free connection instead of failing: the nodes' pools raise
+      `MaxConnectionsError` at once when full (redis/redis-py#3135), where the plain client's
+      `BlockingConnectionPool` waits. At most `max_connections` commands and pipelines are
+      in flight, so no node's pool, which holds as many, is ever full. (Pub/sub connections
+      are apart from the pools.)
+    - No command is sent before the map of the slots is loaded: redis-py routes one that
+      comes while another loads it (the client's first commands, and after it closed its
+      connections on a redirection or a failover) to a random node. Each is then MOVED,
+      and every fifth MOVED makes the client close every connection, also those of the
+      commands in flight, which fail, and so on: 200 feeds opened at once failed that way.
+    """
+
+    def __init__(self, *, max_connections: int, **kwargs: Any) -> None:
+        super().__init__(max_connections=max_connections, **kwargs)
+        self._permits = asyncio.Semaphore(max_connections)
+
+    @contextlib.asynccontextmanager
+    async def _permit(self) -> AsyncIterator[None]:
+        if _holding.get():
+            yield
+            return
+        async with self._permits:
+            token = _holding.set(True)
+            try:
+                if self._initialize:
+                    await self.initialize()  # one at a time: the others wait for it
+                yield
+            finally:
+                _holding.reset(token)
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        async with self._permit():
+            return await super().execute_command(*args, **kwargs)
+
+    def pipeline(self, transaction: Any | None = None, shard_hint: Any | None = None) -> Any:
+        if shard_hint:
+            return super().pipeline(transaction, shard_hint)  # refused, as redis-py words it
+        # As redis-py's own `pipeline()` makes one; its typing marks `_event_dispatcher` abstract.
+        return _Pipeline(self, transaction)  # type: ignore[abstract]
+
+
+class _Pipeline(aiocluster.ClusterPipeline):
+    """A pipeline that holds one of its client's permits while it runs: it takes at most one
+    connection of each node it sends to."""
+
+    async def execute(self, raise_on_error: bool = True, allow_redirections: bool = True) -> Any:
+        client = self.cluster_client
+        assert isinstance(client, _Cluster)
+        async with client._permit():
+            return await super().execute(raise_on_error, allow_redirections)
+
+
 def async_client(
     url: str, *, max_connections: int, options: dict[str, Any]
 ) -> aiocluster.RedisCluster:
     """An asyncio cluster client for `url` (`options` as for a plain URL, including `retry`:
-    no blind retries, also not of the cluster client's own)."""
+    no blind retries, also not of the cluster client's own) that waits for a free connection
+    when `max_connections` commands are in flight."""
     parsed = parse(url)
-    return aiocluster.RedisCluster(
+    return _Cluster(
         startup_nodes=[aiocluster.ClusterNode(host, port) for host, port in parsed.nodes],
         max_connections=max_connections,
         **_options(parsed, options),

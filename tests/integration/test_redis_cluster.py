@@ -14,6 +14,7 @@ import pytest
 import redis
 
 import agentexec as ax
+from agentexec import cluster
 from agentexec.connection import close_redis
 from tests.apps.basic import Echo
 from tests.integration import test_broker_contract
@@ -105,3 +106,28 @@ async def test_tasks_flow_on_after_the_slots_primary_fails_over_to_its_replica()
     finally:
         await close_redis()  # this test's clients of this cluster, before it stops
         replicated.stop()
+
+
+async def test_a_burst_on_a_new_client_waits_for_connections_and_goes_to_the_right_nodes(
+    redis_cluster: RedisClusterSetup,  # noqa: F811 - the imported fixture
+) -> None:
+    """300 commands at once on a new client, over three primaries, with 4 connections per
+    node: each waits for a free connection (redis-py's nodes refuse at once when full), and
+    none is sent before the slot map is loaded (redis-py sends those to a random node)."""
+    client = cluster.async_client(redis_cluster.url, max_connections=4, options={})
+    keys = [f"burst:{{{tag}}}" for tag in "abc"]  # slots 15495, 3300, 7365: three primaries
+    assert len({redis_cluster.node_of_slot(redis.crc.key_slot(k.encode())) for k in keys}) == 3
+
+    def moved() -> int:  # MOVED replies the nodes sent, as they count them
+        stats = [node.client.info("errorstats") for node in redis_cluster.nodes]
+        return sum(int(s.get("errorstat_MOVED", {}).get("count", 0)) for s in stats)
+
+    before = moved()
+    try:
+        counts = await asyncio.gather(*(client.incr(keys[i % 3]) for i in range(300)))
+        assert sorted(counts) == sorted([*range(1, 101)] * 3)
+        assert moved() == before
+    finally:
+        for key in keys:
+            await client.delete(key)
+        await client.aclose()
