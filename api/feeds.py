@@ -15,6 +15,7 @@ from uuid import UUID
 
 import anyio
 
+from agentexec.connection import REDIS_ERRORS, Reconnect
 from agentexec.positions import Position
 
 from .cursors import SEPARATOR, Cursor, cursor_part
@@ -53,20 +54,20 @@ async def stream(
     reason = "client left"
     try:
         yield retry_frame(RETRY_MS)
-        async for frame in feed.history():
+        async for frame in feed.history_kept():
             yield frame
         if not feed.ended:
             subscription = await hub.subscribe(agent_id, accepts)
             if closing is not None:
                 watcher = asyncio.create_task(_close_on(closing, subscription))
-            async for frame in feed.history():
+            async for frame in feed.history_kept():
                 yield frame
         while not feed.ended:
             assert subscription is not None
             try:
                 batch = await subscription.take()
             except Resync:
-                async for frame in feed.history():
+                async for frame in feed.history_kept():
                     yield frame
                 continue
             for chunk in feed.live(batch):
@@ -120,6 +121,7 @@ class _Feed:
         self.ended = False
         # The ids of the feed of every event are cursors; of one partition, stream ids.
         self.by_cursor = agent_id is None and len(after) > 1
+        self.reconnect = Reconnect(f"feed of {self.what}: history")
 
     @property
     def cursor(self) -> Cursor:
@@ -129,6 +131,20 @@ class _Feed:
     def position(self) -> Position | Cursor:
         """Where the feed is, as its ids say it."""
         return self.cursor if self.partition is None else self.positions[self.partition]
+
+    async def history_kept(self) -> AsyncIterator[bytes]:
+        """`history`, read on from where it stopped while Redis is unreachable: an outage
+        (or a cluster node refusing connections under a burst of feeds) delays a feed with
+        backoff, it does not end it."""
+        while True:
+            try:
+                async for frame in self.history():
+                    self.reconnect.succeeded()
+                    yield frame
+                self.reconnect.succeeded()
+                return
+            except REDIS_ERRORS as e:
+                await self.reconnect.failed(e)
 
     async def history(self) -> AsyncIterator[bytes]:
         """The frames of the history after the feed's position, up to the tail."""
