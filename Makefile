@@ -49,16 +49,15 @@ check: lint typecheck test
 # clusters or servers of their own (they run in `check`), and modules about one log's layout
 # (its floor, trim, restore, the global feed's raw SSE ids and resets: their partitioned
 # counterparts, readmodel/test_partitions.py and api/test_partitioned_feeds.py, run here and in
-# `check`). Left out until fixed, failing on the cluster: api/test_slow_clients.py (times out).
-# docs/scaling.md, "What CI runs where", says why.
+# `check`). docs/scaling.md, "What CI runs where", says why.
 CLUSTER_SUITES := tests/integration/test_task_flow.py tests/integration/test_scheduling.py \
 	tests/integration/test_trackers.py tests/integration/test_pipelines.py \
 	tests/integration/test_agent_tasks.py tests/integration/test_runner.py \
 	tests/integration/test_seed_agents.py tests/integration/readmodel tests/integration/api
 CLUSTER_LEFT_OUT := readmodel/test_partitions_cluster.py api/test_redis_cluster_feeds.py \
-	api/test_redis_cluster_partitioned_feeds.py api/test_reset.py \
+	api/test_redis_cluster_partitioned_feeds.py api/test_reset.py api/test_feed_outages.py \
 	readmodel/test_floor.py readmodel/test_retention.py readmodel/test_restore.py \
-	api/test_trimmed_feeds.py api/test_feeds.py api/test_slow_clients.py
+	api/test_trimmed_feeds.py api/test_feeds.py
 test-cluster: install
 	AGENTEXEC_TEST_TOPOLOGY=cluster $(BIN)/pytest -n 2 -m "not postgres" $(CLUSTER_SUITES) \
 		$(addprefix --ignore tests/integration/,$(CLUSTER_LEFT_OUT))
