@@ -15,7 +15,7 @@ import logging
 import random
 import time
 import weakref
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Collection, Coroutine
 from typing import TYPE_CHECKING, Any, cast
 
 import redis
@@ -259,6 +259,22 @@ async def supervise(
         else:
             reconnect.succeeded()
         stop_if_cancelled()
+
+
+async def cancel_all(
+    tasks: Collection[asyncio.Task[Any]], timeout: float
+) -> set[asyncio.Task[Any]]:
+    """Cancel `tasks` and wait up to `timeout` seconds for them to end, cancelling again each
+    second those still running (a cancel the client library swallowed is sent anew); the
+    tasks that did not end."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    pending = {task for task in tasks if not task.done()}
+    while pending and (left := deadline - loop.time()) > 0:
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=min(1.0, left))
+    return pending
 
 
 def stop_if_cancelled() -> None:

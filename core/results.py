@@ -23,7 +23,7 @@ import redis.asyncio as aioredis
 from pydantic import BaseModel
 
 from . import tasks
-from .connection import Reconnect, ready, spawn
+from .connection import Reconnect, ready, spawn, stop_if_cancelled
 from .errors import TaskFailedError
 from .events import NULL, Ending
 from .limits import recordable
@@ -170,6 +170,7 @@ class _Waiter:
             except Exception as e:
                 self._break(e, pubsub)
                 return
+            stop_if_cancelled()  # a cancel redis-py swallowed in `get_message`
             if message is None:
                 continue
             kind, channel = message["type"], message["channel"]

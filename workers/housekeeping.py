@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from agentexec.connection import REDIS_ERRORS
+from agentexec.connection import REDIS_ERRORS, stop_if_cancelled
 from agentexec.runtime import Runtime, current
 
 from .deadletters import trim_dead_letters
@@ -61,4 +61,5 @@ async def keep_house(
         except Exception:
             # A background task's boundary: the pool goes on without this pass.
             logger.exception("housekeeping: pass failed")
+        stop_if_cancelled()  # a cancel the client library swallowed in the pass
         await asyncio.sleep(every)

@@ -10,11 +10,12 @@ workers that have since died.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
 
-from agentexec.connection import REDIS_ERRORS, Reconnect
+from agentexec.connection import REDIS_ERRORS, Reconnect, stop_if_cancelled
 from agentexec.errors import BrokerError
 from agentexec.locks import Lock, capacity_of
 from agentexec.runtime import Runtime
@@ -61,10 +62,13 @@ class Promoter:
                 await self._reconnect.failed(e)
                 continue
             self.woken.clear()
-            try:
-                await asyncio.wait_for(self.woken.wait(), timeout=wait)
-            except TimeoutError:
-                pass
+            # Not `asyncio.wait_for`: on Python 3.11 it loses a cancel that comes as the
+            # event is set (a stopping worker defers a task, which wakes the promoter), and
+            # the worker then waited for its promoter until the pool killed it.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait):
+                    await self.woken.wait()
+            stop_if_cancelled()  # a cancel the client library swallowed in a pass
 
     async def _promote(self) -> float | None:
         """Promote the due tasks of every partition's delayed set; the next due time of

@@ -27,7 +27,7 @@ from pydantic import BaseModel
 
 from agentexec import events, tenants, tracing
 from agentexec.config import CONF, Settings
-from agentexec.connection import REDIS_ERRORS, Reconnect, close_redis
+from agentexec.connection import REDIS_ERRORS, Reconnect, cancel_all, close_redis
 from agentexec.consumer import Entry, EntryKey, Start, entry_key
 from agentexec.errors import ContextError, EventDecodeError, GroupMissingError
 from agentexec.events import (
@@ -56,6 +56,10 @@ if TYPE_CHECKING:
     from multiprocessing.connection import Connection
 
 logger = logging.getLogger(__name__)
+
+HELPERS_STOP = 10.0
+"""Seconds a stopping worker waits for its lease renewal, promoter and notice listener to end
+when cancelled (each is cancelled again every second meanwhile)."""
 
 T = TypeVar("T")
 
@@ -131,9 +135,9 @@ class Worker:
             self.runtime,
         )
         helpers = [
-            asyncio.create_task(self.leases.run()),
-            asyncio.create_task(self._promoter.run()),
-            asyncio.create_task(notices.run()),
+            asyncio.create_task(self.leases.run(), name="lease renewal"),
+            asyncio.create_task(self._promoter.run(), name="promoter"),
+            asyncio.create_task(notices.run(), name="notice listener"),
         ]
         try:
             # A stop request while Redis is unreachable must not wait for the listener.
@@ -146,9 +150,12 @@ class Worker:
                 await self._consume()
         finally:
             await self._drain()
-            for helper in helpers:
-                helper.cancel()
-            await asyncio.gather(*helpers, return_exceptions=True)
+            for stuck in await cancel_all(helpers, HELPERS_STOP):
+                logger.error(
+                    "worker %s: its %s did not stop when cancelled; stopping without it",
+                    self.spec.consumer,
+                    stuck.get_name(),
+                )
             await self.consumer.stop_reads()
             await self.leases.release()
             logger.info("worker %s: stopped", self.spec.consumer)

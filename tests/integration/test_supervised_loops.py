@@ -270,3 +270,24 @@ async def test_the_schedule_loop_ends_when_enqueue_swallows_its_cancel(
     done, _ = await asyncio.wait([running], timeout=scaled(5))
     assert done, "the schedule loop ran on after its cancel was swallowed"
     assert running.cancelled()
+
+
+async def test_the_promoter_ends_when_cancelled_as_it_is_woken(redis_conf: str) -> None:
+    """A cancel that comes in the same turn of the loop as a wake-up (a stopping worker defers
+    a task, which wakes its promoter) ends the promoter. Python 3.11's `asyncio.wait_for`
+    lost that cancel: the promoter ran on, and its worker, waiting for it, did not exit until
+    the pool killed it after the graceful timeout."""
+    promoter = Promoter(current(), "q")
+    running = asyncio.create_task(promoter.run())
+    try:
+
+        async def waiting() -> bool:
+            return bool(promoter.woken._waiters)  # type: ignore[attr-defined]
+
+        await async_wait_for(waiting, what="the promoter to wait for a wake-up")
+        promoter.schedule()
+        running.cancel()
+        await asyncio.wait([running], timeout=scaled(10))
+        assert running.cancelled()
+    finally:
+        await _stop(running)
