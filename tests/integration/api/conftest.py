@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +15,10 @@ import uvicorn
 from fastapi import FastAPI
 from sqlalchemy import Engine
 
+import agentexec as ax
 from agentexec.api import create_app
 from agentexec.connection import close_redis
+from agentexec.embedded import EmbeddedRedis
 from agentexec.projector import Projector
 from tests.integration.readmodel.conftest import engine, postgres, sqlite_engine
 from tests.support.waiting import async_wait_for, scaled
@@ -115,3 +117,14 @@ async def http() -> AsyncIterator[httpx.AsyncClient]:
 async def project(engine: Engine) -> int:
     """Apply what was appended to the log so far."""
     return await Projector(engine, lease_seconds=5).catch_up()
+
+
+@pytest.fixture
+def own_redis(redis_conf: str) -> Iterator[EmbeddedRedis]:
+    """A Redis server of the test's own, to stop, restart (empty: it saves nothing) or kill."""
+    server = EmbeddedRedis().start()
+    ax.CONF.redis_url = server.url
+    try:
+        yield server
+    finally:
+        server.close()

@@ -3,7 +3,6 @@ end (the hub's live reads already wait the same way)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -14,17 +13,6 @@ import agentexec as ax
 from agentexec.embedded import EmbeddedRedis
 from tests.support.sse import open_stream
 from tests.support.waiting import async_wait_for, scaled
-
-
-@pytest.fixture
-def own_redis(redis_conf: str) -> Iterator[EmbeddedRedis]:
-    """A Redis server of this test's own, to stop and start."""
-    server = EmbeddedRedis().start()
-    ax.CONF.redis_url = server.url
-    try:
-        yield server
-    finally:
-        server.close()
 
 
 async def test_a_feed_whose_history_read_meets_an_outage_waits_for_redis(

@@ -3,11 +3,9 @@ and writes lower ids) gets a reset event, then the events that follow: never sil
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
-import pytest
 import redis
 from sqlalchemy import Engine
 
@@ -50,17 +48,6 @@ async def test_resuming_beyond_the_end_of_the_log_gets_a_reset_event(
         ax.activity.update(agent, "three")
         messages = await feed.until(lambda m: m.json["message"] == "three")
         assert [m.json["message"] for m in messages][-2:] == ["two", "three"]
-
-
-@pytest.fixture
-def own_redis(redis_conf: str) -> Iterator[EmbeddedRedis]:
-    """A Redis server of this test's own, to restart empty."""
-    server = EmbeddedRedis().start()
-    ax.CONF.redis_url = server.url
-    try:
-        yield server
-    finally:
-        server.close()
 
 
 async def test_a_live_feed_is_reset_when_redis_comes_back_with_lower_ids(
