@@ -274,6 +274,9 @@ async def cancel_all(
         for task in pending:
             task.cancel()
         _, pending = await asyncio.wait(pending, timeout=min(1.0, left))
+    for task in tasks:
+        if task.done() and not task.cancelled():
+            task.exception()  # retrieved: an error on the way out is not logged as lost
     return pending
 
 
