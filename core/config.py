@@ -259,6 +259,16 @@ class Settings(BaseSettings):
         Partitions(
             cluster.key_prefix(self.redis_url, self.key_prefix, self.partitions), self.partitions
         )
+        # On a cluster a worker, and an API process's hub, hold one blocking read per
+        # partition, each a connection the client counts (`agentexec.cluster`).
+        needed = 2 * self.partitions + 8
+        if cluster.is_cluster_url(self.redis_url) and self.redis_max_connections < needed:
+            raise ValueError(
+                f"AGENTEXEC_REDIS_MAX_CONNECTIONS has value {self.redis_max_connections}, too "
+                f"few for AGENTEXEC_PARTITIONS={self.partitions} on a Redis Cluster, where a "
+                f"process holds one blocking read per partition (a worker's, an API's hub's) "
+                f"and other commands wait for a free connection; set it to at least {needed}"
+            )
         return self
 
     @field_validator("queue_name")

@@ -96,3 +96,14 @@ def test_a_cluster_with_partitions_keeps_the_plain_default_prefix() -> None:
         ax.Settings(redis_url="redis+cluster://127.0.0.1:7000")
     )
     assert single.partitions.prefix == "{agentexec}"
+
+
+def test_a_cluster_needs_connections_for_a_blocking_read_per_partition() -> None:
+    url = "redis+cluster://127.0.0.1:7000"
+    with pytest.raises(ValueError) as refused:
+        ax.Settings(redis_url=url, partitions=40, redis_max_connections=64)
+    assert "AGENTEXEC_REDIS_MAX_CONNECTIONS has value 64" in str(refused.value)
+    assert "AGENTEXEC_PARTITIONS=40" in str(refused.value) and "at least 88" in str(refused.value)
+    assert ax.Settings(redis_url=url, partitions=40, redis_max_connections=88).partitions == 40
+    # One server: a worker makes one blocking read over every partition.
+    assert ax.Settings(partitions=40, redis_max_connections=64).partitions == 40
