@@ -24,6 +24,15 @@ from .tasks import RUNNING_TASK, ParentId, Task, TaskDefinition, parent_of
 
 
 def _resolve_queue(task_name: str, context: Any, queue_name: str | None, settings: Settings) -> str:
+    """The queue the task goes to; `ContextError` or `ValueError`, naming the fix, for what no
+    worker could run."""
+    return _route(task_name, context, queue_name, settings)[0]
+
+
+def _route(
+    task_name: str, context: Any, queue_name: str | None, settings: Settings
+) -> tuple[str, str | None]:
+    """`_resolve_queue`, and the name of the lock key the task takes there (`_lock_of`)."""
     check_name(task_name, "task name")
     if queue_name is not None:
         check_queue_name(queue_name)
@@ -45,8 +54,8 @@ def _resolve_queue(task_name: str, context: Any, queue_name: str | None, setting
             f"enqueue({task_name!r}, ...): context is a {type(context).__name__}, but the task "
             f"on queue {queue_name!r} takes {names}; pass {example}(...)."
         )
-    _lock_of(task_name, context, queue_name)  # a key no worker could lock is refused here
-    return queue_name
+    # A key no worker could lock is refused here.
+    return queue_name, _lock_of(task_name, context, queue_name)
 
 
 def _lock_of(task_name: str, context: BaseModel, queue_name: str) -> str | None:
@@ -159,11 +168,11 @@ async def enqueue(
     _, metadata = tenants.resolve(tenant, metadata, f"enqueue({task_name!r}, ...)")
     runtime = current()
     settings = runtime.settings
-    queue = _resolve_queue(task_name, context, queue_name, settings)
+    queue, lock = _route(task_name, context, queue_name, settings)
     parent = await check_parent(parent_id, f"enqueue({task_name!r}, ...)", runtime)
     # A task with a lock key lives in its key's partition, where its lock is (the locks of
     # a key are per partition: see `agentexec.locks`), unless its idempotency key places it.
-    placed_by = _dedup(idempotency_key) or _lock_of(task_name, context, queue)
+    placed_by = _dedup(idempotency_key) or lock
     event = queued_event(
         task_name,
         context,
