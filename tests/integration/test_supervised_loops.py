@@ -19,7 +19,7 @@ import agentexec as ax
 from agentexec.api.history import History
 from agentexec.api.hub import Hub
 from agentexec.batcher import Batcher, get_batcher
-from agentexec.connection import Reconnect, get_redis, supervise
+from agentexec.connection import Reconnect, cancel_all, get_redis, supervise
 from agentexec.partitions import Partitions
 from agentexec.projector import Projector
 from agentexec.projector.ownership import Lease
@@ -87,10 +87,7 @@ async def _stop(running: asyncio.Task[Any]) -> None:
     tests that restart Redis: a cancel that reached the schedule loop inside an enqueue did
     not end it (cause not found yet; see the closing note of 2026-11-30), so cancel again
     until it ends: the test stops what it started, and says so if it cannot."""
-    deadline = asyncio.get_running_loop().time() + scaled(30)
-    while not running.done() and asyncio.get_running_loop().time() < deadline:
-        running.cancel()
-        await asyncio.wait([running], timeout=1)
+    await cancel_all([running], scaled(30))
     assert running.done(), "the loop did not end when cancelled"
     await asyncio.gather(running, return_exceptions=True)
 
