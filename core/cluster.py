@@ -127,8 +127,7 @@ class _Cluster(aiocluster.RedisCluster):
         async with self._permits:
             token = _holding.set(True)
             try:
-                if self._initialize:
-                    await self.initialize()  # one at a time: the others wait for it
+                await self.initialize()  # when due, one at a time: the others wait for it
                 yield
             finally:
                 _holding.reset(token)
