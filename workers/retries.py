@@ -61,6 +61,7 @@ class Promoter:
             except Exception as e:  # any error of the client library: an outage
                 await self._reconnect.failed(e)
                 continue
+            stop_if_cancelled()  # a cancel the client library swallowed in the pass
             self.woken.clear()
             # Not `asyncio.wait_for`: on Python 3.11 it loses a cancel that comes as the
             # event is set (a stopping worker defers a task, which wakes the promoter), and
@@ -68,7 +69,6 @@ class Promoter:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(wait):
                     await self.woken.wait()
-            stop_if_cancelled()  # a cancel the client library swallowed in a pass
 
     async def _promote(self) -> float | None:
         """Promote the due tasks of every partition's delayed set; the next due time of
